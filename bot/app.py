@@ -1,0 +1,107 @@
+"""The app factory: one Bolt App with its listeners, its context and its background parts.
+
+bot/ never imports handlers/ except here, where the listeners are registered.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+
+from slack_bolt import App, BoltResponse
+from slack_sdk import WebClient
+from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
+
+from bot import dispatch
+from bot.access import Access
+from bot.audit import now_iso
+from bot.aws import Aws
+from bot.config import Policy, Settings
+from bot.context import Context, utc_now
+from bot.jobs import JobRunner
+from bot.store import Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Amibot:
+    app: App
+    ctx: Context
+
+    def start_background(self) -> None:
+        """Resume unfinished jobs; later: start the scheduler. Called by `serve` and `socket`."""
+        counts = self.ctx.jobs.recover()
+        if any(counts.values()):
+            log.info("recovered jobs: %s", counts)
+        for hook in self.ctx.extras.get("on_start", []):
+            hook(self.ctx)
+
+    def stop(self) -> None:
+        for hook in self.ctx.extras.get("on_stop", []):
+            hook(self.ctx)
+        self.ctx.jobs.shutdown(wait=False)
+
+
+def create_app(settings: Settings, policy: Policy, *, slack: WebClient | None = None, aws: Aws | None = None,
+               store: Store | None = None, clock=utc_now, socket_mode: bool = False,
+               token_verification: bool = True) -> Amibot:
+    store = store or Store(settings.db_path)
+    slack = slack or WebClient(token=settings.bot_token, base_url=settings.slack_api_url)
+    if not any(isinstance(h, RateLimitErrorRetryHandler) for h in slack.retry_handlers):
+        slack.retry_handlers.append(RateLimitErrorRetryHandler(max_retry_count=3))
+    aws = aws or Aws(policy.aws.regions)
+    jobs = JobRunner(store)
+    ctx = Context(settings=settings, policy=policy, store=store, aws=aws, slack=slack, jobs=jobs,
+                  access=Access(policy, slack), clock=clock)
+    app = App(
+        client=slack,
+        signing_secret=settings.signing_secret or ("" if socket_mode else None),
+        token_verification_enabled=token_verification,
+        # Listeners only ack and enqueue, so a modest pool keeps up; AWS work runs on the job pool.
+        listener_executor=ThreadPoolExecutor(max_workers=16, thread_name_prefix="amibot-listener"),
+        raise_error_for_unhandled_request=False,
+    )
+    app.middleware(_once_only(store))
+    jobs.register(dispatch.JOB_KIND, lambda payload: dispatch.run_command(ctx, payload),
+                  lambda payload: dispatch.report_interrupted(ctx, payload))
+
+    import handlers  # the one place bot/ imports handlers/
+
+    handlers.register(app, ctx)
+    return Amibot(app, ctx)
+
+
+def request_key(body: dict, raw_body: str) -> str:
+    """What makes a Slack request unique: a retry resends the same body (same event_id, trigger_id)."""
+    if isinstance(body, dict):
+        if body.get("event_id"):
+            return f"event:{body['event_id']}"
+        if body.get("trigger_id") and body.get("command"):
+            return f"command:{body['trigger_id']}"
+    return "body:" + hashlib.sha256(raw_body.encode("utf-8")).hexdigest()
+
+
+def _once_only(store: Store):
+    """Global middleware: a request Slack delivers twice (retries, replays) is acked and dropped."""
+
+    def middleware(req, resp, next):
+        key = request_key(req.body, req.raw_body or "")
+        cursor = store.execute("INSERT OR IGNORE INTO slack_requests (key, received_at) VALUES (?, ?)",
+                               (key, now_iso()))
+        if cursor.rowcount == 0:
+            log.info("dropping a repeated Slack request (%s, retry %s)", key[:40],
+                     req.headers.get("x-slack-retry-num", ["-"])[0])
+            return BoltResponse(status=200, body="")
+        return next()
+
+    return middleware
+
+
+def prune_seen_requests(store: Store, before: datetime) -> int:
+    cursor = store.execute("DELETE FROM slack_requests WHERE received_at < ?",
+                           (before.strftime("%Y-%m-%dT%H:%M:%S"),))
+    return cursor.rowcount

@@ -1,0 +1,161 @@
+"""Block Kit building blocks: pure functions, data in, dicts out.
+
+Every message is a dict {"text": fallback, "blocks": [...]}; ``fit`` enforces Slack's limits
+(50 blocks, 3,000 characters a section, 10 fields) so no message is ever rejected. Every piece of
+text that came from a user or from AWS goes through ``escape`` so nobody can ping a channel or
+break formatting through a tag value or an AMI name.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+MAX_BLOCKS = 50
+MAX_SECTION = 3000
+MAX_FIELDS = 10
+MAX_FIELD = 2000
+MAX_HEADER = 150
+MAX_CONTEXT_ELEMENTS = 10
+MAX_TEXT = 3000  # the top-level fallback text; Slack truncates at 40k but notifications want it short
+
+Message = dict[str, Any]
+
+
+def escape(text: Any) -> str:
+    """Neutralise Slack's control sequences: <!channel>, <@U…>, links; keep everything readable."""
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def code(text: Any) -> str:
+    return f"`{escape(text).replace('`', chr(0x2019))}`"
+
+
+def clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def header(text: str) -> dict:
+    return {"type": "header", "text": {"type": "plain_text", "text": clip(text, MAX_HEADER), "emoji": True}}
+
+
+def section(text: str, fields: list[str] | None = None, accessory: dict | None = None) -> dict:
+    block: dict[str, Any] = {"type": "section", "text": {"type": "mrkdwn", "text": clip(text, MAX_SECTION)}}
+    if fields:
+        block["fields"] = [{"type": "mrkdwn", "text": clip(f, MAX_FIELD)} for f in fields[:MAX_FIELDS]]
+    if accessory:
+        block["accessory"] = accessory
+    return block
+
+
+def fields_section(fields: list[str]) -> dict:
+    return {"type": "section", "fields": [{"type": "mrkdwn", "text": clip(f, MAX_FIELD)}
+                                          for f in fields[:MAX_FIELDS]]}
+
+
+def context(*texts: str) -> dict:
+    return {"type": "context", "elements": [{"type": "mrkdwn", "text": clip(t, MAX_SECTION)}
+                                            for t in texts[:MAX_CONTEXT_ELEMENTS]]}
+
+
+def divider() -> dict:
+    return {"type": "divider"}
+
+
+def button(text: str, action_id: str, value: str = "", style: str | None = None,
+           confirm: dict | None = None, url: str | None = None) -> dict:
+    element: dict[str, Any] = {"type": "button", "text": {"type": "plain_text", "text": clip(text, 75)},
+                               "action_id": action_id[:255]}
+    if value:
+        element["value"] = value[:2000]
+    if style:
+        element["style"] = style
+    if confirm:
+        element["confirm"] = confirm
+    if url:
+        element["url"] = url
+    return element
+
+
+def confirm_dialog(title: str, text: str, confirm: str = "Yes", deny: str = "Cancel",
+                   style: str | None = None) -> dict:
+    dialog: dict[str, Any] = {"title": {"type": "plain_text", "text": clip(title, 100)},
+                              "text": {"type": "mrkdwn", "text": clip(text, 300)},
+                              "confirm": {"type": "plain_text", "text": clip(confirm, 30)},
+                              "deny": {"type": "plain_text", "text": clip(deny, 30)}}
+    if style:
+        dialog["style"] = style
+    return dialog
+
+
+def actions(*elements: dict, block_id: str | None = None) -> dict:
+    block: dict[str, Any] = {"type": "actions", "elements": list(elements)[:25]}
+    if block_id:
+        block["block_id"] = block_id
+    return block
+
+
+def message(text: str, blocks: list[dict], **extra: Any) -> Message:
+    return fit({"text": clip(text, MAX_TEXT), "blocks": blocks, **extra})
+
+
+def fit(msg: Message) -> Message:
+    """Enforce Slack's limits; a message that would be cut says so in its last block."""
+    blocks = msg.get("blocks") or []
+    if len(blocks) > MAX_BLOCKS:
+        dropped = len(blocks) - (MAX_BLOCKS - 1)
+        blocks = blocks[: MAX_BLOCKS - 1] + [context(f"…and {dropped} more blocks not shown (Slack's limit).")]
+    msg["blocks"] = blocks
+    return msg
+
+
+def error(text: str, usage: str | None = None) -> Message:
+    body = f":warning: {text}"
+    if usage:
+        body += f"\n{usage}"
+    return message(body, [section(body)])
+
+
+def info(text: str) -> Message:
+    return message(text, [section(text)])
+
+
+def age(created: datetime | None, now: datetime) -> str:
+    """'3d', '5mo', '2y' — short enough for a list row."""
+    if created is None:
+        return "?"
+    days = (now - created).total_seconds() / 86400
+    if days < 1:
+        hours = max(0, int(days * 24))
+        return f"{hours}h"
+    if days < 60:
+        return f"{int(days)}d"
+    if days < 730:
+        return f"{int(days // 30)}mo"
+    return f"{days / 365:.1f}y"
+
+
+def when(moment: datetime | None) -> str:
+    if moment is None:
+        return "—"
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def usage_message(specs: list, problem: str | None = None) -> Message:
+    """The help text: every subcommand with one example; `problem` first when there was one."""
+    lines = [f"• `{spec.usage}` — {spec.summary}\n      e.g. `{spec.example}`" for spec in specs]
+    blocks: list[dict] = []
+    if problem:
+        blocks.append(section(f":warning: {problem}"))
+    blocks.append(header("amibot — AMIs from Slack"))
+    chunk: list[str] = []
+    for line in lines:  # several sections, each under Slack's 3,000 characters
+        if sum(len(item) + 1 for item in chunk) + len(line) > MAX_SECTION - 100:
+            blocks.append(section("\n".join(chunk)))
+            chunk = []
+        chunk.append(line)
+    if chunk:
+        blocks.append(section("\n".join(chunk)))
+    blocks.append(context("Changing commands need an operator; irreversible ones need a second person's approval."))
+    text = (problem + " " if problem else "") + "amibot subcommands: " + ", ".join(s.name for s in specs)
+    return message(text, blocks)

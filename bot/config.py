@@ -1,0 +1,290 @@
+"""Configuration: secrets and paths from the environment, policy from a TOML file.
+
+The policy schema is declared once, as data (``SCHEMA``), so that validation, defaults, the
+``check-config`` printout and the README reference all come from the same place.  Every problem is
+reported on its own line naming the key and what was expected; nothing is silently ignored.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from bot.errors import ConfigError
+
+DEFAULT_SLACK_API_URL = "https://slack.com/api/"
+
+USER_OR_GROUP = re.compile(r"^[UWS][A-Z0-9]{2,}$")
+CHANNEL = re.compile(r"^[CGD][A-Z0-9]{2,}$")
+ACCOUNT = re.compile(r"^\d{12}$")
+REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-\d$")
+CLOCK = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+SUBNET = re.compile(r"^subnet-[0-9a-f]{8,17}$")
+SECURITY_GROUP = re.compile(r"^sg-[0-9a-f]{8,17}$")
+
+
+def _pattern(regex: re.Pattern, what: str):
+    def check(value: str) -> str | None:
+        return None if regex.match(value) else f"{what}, got {value!r}"
+
+    return check
+
+
+def _timezone(value: str) -> str | None:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        return f"an IANA time zone such as 'Europe/Berlin', got {value!r}"
+    return None
+
+
+def _glob(value: str) -> str | None:
+    try:
+        fnmatch.translate(value)
+    except re.error:  # pragma: no cover - fnmatch.translate accepts nearly anything
+        return f"a glob such as 't3.*', got {value!r}"
+    return None if value.strip() else "a non-empty glob such as 't3.*'"
+
+
+def _at_least(minimum: float):
+    def check(value: float) -> str | None:
+        return None if value >= minimum else f"a number >= {minimum}, got {value!r}"
+
+    return check
+
+
+@dataclass(frozen=True)
+class Key:
+    """One policy key: its type, default, an optional per-item check and a line for the docs."""
+
+    type: str  # "str", "int", "float", "bool", "list[str]", "str?" (optional string)
+    default: Any
+    doc: str
+    check: Any = None  # callable(value) -> error text or None; applied to each list item
+
+
+SCHEMA: dict[str, dict[str, Key]] = {
+    "aws": {
+        "regions": Key("list[str]", [], "regions to work in; empty: the session's region",
+                       _pattern(REGION, "an AWS region such as 'eu-west-1'")),
+    },
+    "access": {
+        "operators": Key("list[str]", [], "user (U…) or user-group (S…) ids allowed to run changing "
+                         "commands; empty: everyone", _pattern(USER_OR_GROUP, "a Slack user or group id")),
+        "channels": Key("list[str]", [], "channel ids where the bot acts; empty: anywhere",
+                        _pattern(CHANNEL, "a Slack channel id such as 'C0123ABCD'")),
+    },
+    "approvals": {
+        "approvers": Key("list[str]", [], "user (U…) or user-group (S…) ids who may approve",
+                         _pattern(USER_OR_GROUP, "a Slack user or group id")),
+        "required": Key("int", 1, "distinct approvals needed", _at_least(1)),
+        "expire_after_hours": Key("float", 72.0, "pending requests expire after this", _at_least(0.01)),
+        "remind_after_hours": Key("float", 24.0, "approvers are reminded once after this", _at_least(0.01)),
+        "channel": Key("str?", None, "post approval requests here instead of where they were made",
+                       _pattern(CHANNEL, "a Slack channel id such as 'C0123ABCD'")),
+    },
+    "sharing": {
+        "allowed_accounts": Key("list[str]", [], "accounts an image may be shared with without approval",
+                                _pattern(ACCOUNT, "a 12-digit AWS account id")),
+        "allow_public": Key("bool", False, "whether images may be made public (always with approval)"),
+    },
+    "launch": {
+        "default_instance_type": Key("str", "t3.micro", "instance type when none is given"),
+        "allowed_instance_types": Key("list[str]", ["t3.*", "t3a.*", "t4g.*"],
+                                      "globs of instance types allowed without approval", _glob),
+        "max_count": Key("int", 5, "instances per launch without approval", _at_least(1)),
+        "subnet_id": Key("str?", None, "subnet for launches", _pattern(SUBNET, "a subnet id 'subnet-…'")),
+        "security_group_ids": Key("list[str]", [], "security groups for launches",
+                                  _pattern(SECURITY_GROUP, "a security group id 'sg-…'")),
+        "key_name": Key("str?", None, "EC2 key pair name for launches"),
+    },
+    "digest": {
+        "channel": Key("str?", None, "channel for the daily digest; unset: no daily digest",
+                       _pattern(CHANNEL, "a Slack channel id such as 'C0123ABCD'")),
+        "at": Key("str", "09:00", "time of day of the digest, HH:MM", _pattern(CLOCK, "a time 'HH:MM'")),
+        "timezone": Key("str", "UTC", "time zone of 'at'", _timezone),
+        "stale_after_days": Key("int", 90, "images older than this are candidates", _at_least(1)),
+        "keep_latest": Key("int", 2, "newest images per family that are never stale", _at_least(0)),
+        "family_tag": Key("str", "Family", "tag naming an image's family"),
+        "snapshot_price_per_gb_month": Key("float", 0.05, "EBS snapshot price, USD per GB-month",
+                                           _at_least(0)),
+    },
+}
+
+
+class Section(dict):
+    """A policy section: a dict whose keys can also be read as attributes (policy.launch.max_count)."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+@dataclass
+class Policy:
+    aws: Section
+    access: Section
+    approvals: Section
+    sharing: Section
+    launch: Section
+    digest: Section
+    source: str = "defaults"
+
+    def as_dict(self) -> dict[str, dict[str, Any]]:
+        return {name: dict(getattr(self, name)) for name in SCHEMA}
+
+
+def _type_error(kind: str, value: Any) -> str | None:
+    if kind == "str" or kind == "str?":
+        return None if isinstance(value, str) else "a string"
+    if kind == "int":
+        return None if isinstance(value, int) and not isinstance(value, bool) else "a whole number"
+    if kind == "float":
+        return None if isinstance(value, int | float) and not isinstance(value, bool) else "a number"
+    if kind == "bool":
+        return None if isinstance(value, bool) else "true or false"
+    if kind == "list[str]":
+        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+        return None if ok else "a list of strings"
+    raise AssertionError(f"unknown schema type {kind}")
+
+
+def _validate_key(section: str, name: str, key: Key, value: Any, problems: list[str]) -> Any:
+    where = f"[{section}].{name}"
+    expected = _type_error(key.type, value)
+    if expected:
+        problems.append(f"{where}: expected {expected}, got {type(value).__name__} {value!r}")
+        return key.default
+    if key.type == "float":
+        value = float(value)
+    if key.check:
+        for item in value if isinstance(value, list) else [value]:
+            error = key.check(item)
+            if error:
+                problems.append(f"{where}: expected {error}")
+    return value
+
+
+def parse_policy(data: dict[str, Any], source: str = "defaults") -> Policy:
+    """Validate a parsed TOML document against SCHEMA; raise ConfigError listing every problem."""
+    problems: list[str] = []
+    sections: dict[str, Section] = {}
+    for section_name in data:
+        if section_name not in SCHEMA:
+            problems.append(f"unknown section [{section_name}] (expected one of: {', '.join(SCHEMA)})")
+        elif not isinstance(data[section_name], dict):
+            problems.append(f"[{section_name}] must be a table, got {data[section_name]!r}")
+    for section_name, keys in SCHEMA.items():
+        given = data.get(section_name, {})
+        given = given if isinstance(given, dict) else {}
+        for name in given:
+            if name not in keys:
+                problems.append(f"unknown key [{section_name}].{name} (expected one of: {', '.join(keys)})")
+        values = Section()
+        for name, key in keys.items():
+            default = list(key.default) if isinstance(key.default, list) else key.default
+            values[name] = (_validate_key(section_name, name, key, given[name], problems)
+                            if name in given else default)
+        sections[section_name] = values
+    if problems:
+        raise ConfigError(problems)
+    return Policy(**sections, source=source)
+
+
+def load_policy(path: str | os.PathLike | None) -> Policy:
+    """Load the TOML policy file; a missing path means defaults."""
+    if path is None:
+        return parse_policy({})
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([f"AMIBOT_CONFIG: file {str(path)!r} does not exist"]) from None
+    except OSError as error:
+        raise ConfigError([f"AMIBOT_CONFIG: cannot read {str(path)!r}: {error.strerror}"]) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError([f"{path}: not valid TOML: {error}"]) from None
+    return parse_policy(data, source=str(path))
+
+
+def mask(secret: str | None) -> str:
+    """Show enough of a secret to recognise it, never enough to use it."""
+    if not secret:
+        return "(not set)"
+    if len(secret) <= 12:
+        return "****"
+    prefix = secret[:5] if secret[:5] in ("xoxb-", "xapp-", "xoxp-") else ""
+    return f"{prefix}****{secret[-4:]}"
+
+
+@dataclass
+class Settings:
+    """What comes from the environment. Secrets live here and nowhere else."""
+
+    bot_token: str | None = None
+    signing_secret: str | None = None
+    app_token: str | None = None
+    slack_api_url: str = DEFAULT_SLACK_API_URL
+    db_path: str = "amibot.db"
+    config_path: str | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        config_path = env.get("AMIBOT_CONFIG") or None
+        if config_path is None and Path("amibot.toml").exists():
+            config_path = "amibot.toml"
+        api_url = env.get("SLACK_API_URL") or DEFAULT_SLACK_API_URL
+        return cls(
+            bot_token=env.get("SLACK_BOT_TOKEN") or None,
+            signing_secret=env.get("SLACK_SIGNING_SECRET") or None,
+            app_token=env.get("SLACK_APP_TOKEN") or None,
+            slack_api_url=api_url if api_url.endswith("/") else api_url + "/",
+            db_path=env.get("AMIBOT_DB") or "amibot.db",
+            config_path=config_path,
+        )
+
+    def problems(self, mode: str) -> list[str]:
+        """What is missing or malformed for running in `mode` ('http', 'socket' or 'any')."""
+        found = []
+        if not self.bot_token:
+            found.append("SLACK_BOT_TOKEN is not set (the bot token, xoxb-…, from OAuth & Permissions)")
+        elif not self.bot_token.startswith("xoxb-"):
+            found.append("SLACK_BOT_TOKEN should start with 'xoxb-' (a bot token, not a user or app token)")
+        if mode == "http" and not self.signing_secret:
+            found.append("SLACK_SIGNING_SECRET is not set (Basic Information → Signing Secret); HTTP mode needs it")
+        if mode == "socket":
+            if not self.app_token:
+                found.append("SLACK_APP_TOKEN is not set (an app-level token, xapp-…, with connections:write);"
+                             " Socket Mode needs it")
+            elif not self.app_token.startswith("xapp-"):
+                found.append("SLACK_APP_TOKEN should start with 'xapp-' (an app-level token)")
+        if mode == "any" and not (self.signing_secret or self.app_token):
+            found.append("neither SLACK_SIGNING_SECRET (HTTP mode) nor SLACK_APP_TOKEN (Socket Mode) is set")
+        if not self.slack_api_url.startswith(("http://", "https://")):
+            found.append(f"SLACK_API_URL must be an http(s) URL, got {self.slack_api_url!r}")
+        return found
+
+    def masked(self) -> dict[str, str]:
+        return {
+            "SLACK_BOT_TOKEN": mask(self.bot_token),
+            "SLACK_SIGNING_SECRET": mask(self.signing_secret),
+            "SLACK_APP_TOKEN": mask(self.app_token),
+            "SLACK_API_URL": self.slack_api_url,
+            "AMIBOT_DB": self.db_path,
+            "AMIBOT_CONFIG": self.config_path or "(none: defaults)",
+        }
+
+    def __repr__(self) -> str:  # never let a secret reach a log through repr()
+        return f"Settings({self.masked()})"

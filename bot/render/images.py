@@ -1,0 +1,133 @@
+"""Messages for `/ami list` and `/ami show`."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from bot.blocks import (
+    Message,
+    age,
+    code,
+    context,
+    divider,
+    escape,
+    fields_section,
+    header,
+    message,
+    section,
+    when,
+)
+from bot.errors import AwsError
+from bot.services.images import Image, Shares
+from bot.services.references import Usage
+
+STATE_ICONS = {"available": ":large_green_circle:", "pending": ":hourglass_flowing_sand:",
+               "disabled": ":no_entry_sign:", "failed": ":red_circle:", "deregistered": ":wastebasket:"}
+
+
+def sharing_label(image: Image, shares: Shares | AwsError | None) -> str:
+    if image.public or (isinstance(shares, Shares) and shares.public):
+        return ":globe_with_meridians: public"
+    if isinstance(shares, Shares) and shares.any:
+        count = len(shares.accounts) + len(shares.organizations) + len(shares.organizational_units)
+        return f":handshake: shared ({count})"
+    if isinstance(shares, AwsError):
+        return "sharing unknown"
+    return "private"
+
+
+def image_row(image: Image, shares: Shares | AwsError | None, now: datetime) -> str:
+    icon = STATE_ICONS.get(image.state, ":white_circle:")
+    family = f" · family *{escape(image.family)}*" if image.family else ""
+    version = f" v{escape(image.version)}" if image.version else ""
+    deprecated = " · deprecated" if image.deprecation_time and image.deprecation_time <= now else ""
+    return (f"{icon} *{escape(image.name or '(no name)')}* {code(image.id)} · {image.region} · "
+            f"{age(image.created, now)} · {image.state}{deprecated} · {sharing_label(image, shares)}"
+            f"{family}{version}")
+
+
+def image_list(images: list[Image], shown: int, text: str | None, failures: dict[str, AwsError],
+               shares: dict[str, Shares | AwsError], now: datetime) -> Message:
+    what = f" matching “{escape(text)}”" if text else ""
+    if not images:
+        body = f"No AMIs{what} owned by this account."
+        blocks = [section(body)]
+    else:
+        body = f"{len(images)} AMI{'s' if len(images) != 1 else ''}{what}, newest first"
+        blocks = [section(f"*{body}*")]
+        rows = [image_row(image, shares.get(image.id), now) for image in images[:shown]]
+        for start in range(0, len(rows), 10):  # 10 rows a section stays far below 3,000 characters
+            blocks.append(section("\n".join(rows[start:start + 10])))
+        if len(images) > shown:
+            more = len(images) - shown
+            blocks.append(context(f"…and {more} more. Narrow it down: `/ami list <text>` or `--region R`."))
+    for region, error in sorted(failures.items()):
+        blocks.append(context(f":warning: {region}: {escape(error.message)}"))
+    return message(body, blocks)
+
+
+def image_choices(ref: str, images: list[Image], now: datetime) -> Message:
+    body = f"{len(images)} AMIs are named “{escape(ref)}”; pick one by id:"
+    rows = [image_row(image, None, now) for image in images[:20]]
+    return message(body, [section(body), section("\n".join(rows))])
+
+
+def _devices(image: Image) -> str:
+    if not image.devices:
+        return "none"
+    lines = []
+    for device in image.devices[:15]:
+        size = f"{device.size_gb} GiB" if device.size_gb else "?"
+        target = code(device.snapshot_id) if device.snapshot_id else "ephemeral"
+        crypt = " · encrypted" if device.encrypted else ""
+        lines.append(f"{escape(device.device)} → {target} · {size}{crypt}")
+    return "\n".join(lines)
+
+
+def _shares(shares: Shares) -> str:
+    lines = []
+    if shares.public:
+        lines.append(":globe_with_meridians: *public* — anyone can launch it")
+    lines += [f"account {code(account)}" for account in shares.accounts[:20]]
+    lines += [f"organisation {code(arn)}" for arn in shares.organizations[:10]]
+    lines += [f"OU {code(arn)}" for arn in shares.organizational_units[:10]]
+    return "\n".join(lines) or "not shared (this account only)"
+
+
+def _usage(usage: Usage) -> str:
+    lines = []
+    if usage.instances:
+        shown = ", ".join(f"{code(i.id)} ({i.state})" for i in usage.instances[:5])
+        more = f" and {len(usage.instances) - 5} more" if len(usage.instances) > 5 else ""
+        lines.append(f"*{len(usage.instances)} instance(s):* {shown}{more}")
+    for template in usage.templates[:10]:
+        lines.append(f"launch template *{escape(template.name)}* v{template.version} ({template.which})")
+    for config in usage.launch_configs[:10]:
+        groups = f" used by {', '.join(escape(g) for g in config.groups)}" if config.groups else ""
+        lines.append(f"launch configuration *{escape(config.name)}*{groups}")
+    return "\n".join(lines) or "nothing: no instances, launch templates or launch configurations use it"
+
+
+def image_detail(image: Image, shares: Shares, usage: Usage, now: datetime) -> Message:
+    title = image.name or image.id
+    facts = [
+        f"*ID*\n{code(image.id)}", f"*Region*\n{image.region}",
+        f"*State*\n{STATE_ICONS.get(image.state, '')} {image.state}",
+        f"*Created*\n{when(image.created)} ({age(image.created, now)} ago)",
+        f"*Owner*\n{code(image.owner_id)}", f"*Architecture*\n{escape(image.architecture or '?')}",
+        f"*Root device*\n{escape(image.root_device or '?')} ({escape(image.root_device_type or '?')})",
+        f"*Family / version*\n{escape(image.family or '—')} / {escape(image.version or '—')}",
+    ]
+    if image.deprecation_time:
+        facts.append(f"*Deprecation*\n{when(image.deprecation_time)}")
+    if image.last_launched:
+        facts.append(f"*Last launched*\n{when(image.last_launched)}")
+    blocks = [header(title), fields_section(facts[:10])]
+    if image.description:
+        blocks.append(section(f"*Description*\n{escape(image.description)}"))
+    blocks.append(section(f"*Block devices*\n{_devices(image)}"))
+    tags = "\n".join(f"{escape(k)} = {escape(v)}" for k, v in sorted(image.tags.items())[:30])
+    blocks.append(section(f"*Tags*\n{tags or 'none'}"))
+    blocks += [divider(), section(f"*Who can launch it*\n{_shares(shares)}"),
+               section(f"*In use by*\n{_usage(usage)}")]
+    return message(f"{title} ({image.id}, {image.region})", blocks)

@@ -1,0 +1,1 @@
+"""Modal submission listeners (view_submission), one module per feature, each with register(app, ctx)."""

@@ -1,0 +1,51 @@
+"""Building AWS state in moto for tests: images (optionally backdated), instances, templates."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from moto.core import DEFAULT_ACCOUNT_ID
+from moto.ec2.models import ec2_backends
+
+
+def instance(session, region: str = "us-east-1", image_id: str | None = None, name: str | None = None) -> str:
+    ec2 = session.client("ec2", region)
+    image_id = image_id or base_image(session, region)
+    tags = [{"ResourceType": "instance", "Tags": [{"Key": "Name", "Value": name}]}] if name else []
+    result = ec2.run_instances(ImageId=image_id, MinCount=1, MaxCount=1, InstanceType="t3.micro",
+                               TagSpecifications=tags)
+    return result["Instances"][0]["InstanceId"]
+
+
+def base_image(session, region: str = "us-east-1") -> str:
+    """An image to launch the first instance from (moto's default AMIs are off in tests)."""
+    ec2 = session.client("ec2", region)
+    found = ec2.describe_images(Owners=["self"], Filters=[{"Name": "name", "Values": ["seed-base"]}])["Images"]
+    if found:
+        return found[0]["ImageId"]
+    return ec2.register_image(Name="seed-base", RootDeviceName="/dev/sda1", Architecture="x86_64")["ImageId"]
+
+
+def image(session, name: str, region: str = "us-east-1", tags: dict | None = None,
+          created: datetime | None = None, from_instance: str | None = None, description: str = "") -> str:
+    ec2 = session.client("ec2", region)
+    source = from_instance or instance(session, region)
+    spec = [{"ResourceType": "image", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}] if tags else []
+    image_id = ec2.create_image(InstanceId=source, Name=name, Description=description,
+                                TagSpecifications=spec)["ImageId"]
+    if created:
+        backdate(image_id, created, region)
+    return image_id
+
+
+def backdate(image_id: str, created: datetime, region: str = "us-east-1") -> None:
+    ami = ec2_backends[DEFAULT_ACCOUNT_ID][region].amis[image_id]
+    # moto 5.2.5 keeps a datetime here (its note's string form is from older versions)
+    ami.creation_date = created if isinstance(ami.creation_date, datetime) else created.strftime(
+        "%Y-%m-%dT%H:%M:%S.000Z")
+
+
+def launch_template(session, name: str, image_id: str, region: str = "us-east-1") -> str:
+    ec2 = session.client("ec2", region)
+    return ec2.create_launch_template(LaunchTemplateName=name,
+                                      LaunchTemplateData={"ImageId": image_id})["LaunchTemplate"]["LaunchTemplateId"]
