@@ -10,7 +10,7 @@ import sys
 import threading
 from datetime import datetime
 
-from bot import audit
+from bot import audit, scheduler
 from bot.config import SCHEMA, Settings, load_policy
 from bot.errors import ConfigError
 from bot.store import Store
@@ -47,6 +47,7 @@ def cmd_serve(args) -> int:
 
     settings, policy = _load("http")
     amibot = create_app(settings, policy)
+    scheduler.enable(amibot.ctx)
     server = create_server(amibot, host=args.host, port=args.port, threads=args.threads)
     amibot.start_background()
     log.info("amibot serving on http://%s:%s/slack/events (health: /healthz)", args.host, server.effective_port)
@@ -72,6 +73,7 @@ def cmd_socket(args) -> int:
 
     settings, policy = _load("socket")
     amibot = create_app(settings, policy, socket_mode=True)
+    scheduler.enable(amibot.ctx)
     amibot.start_background()
     handler = SocketModeHandler(amibot.app, settings.app_token)
     done = threading.Event()

@@ -1,0 +1,34 @@
+# Two commands from a fresh clone (Python 3.11+):  `make run`  and  `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: setup test lint run socket check-config demo bench clean
+
+$(VENV)/.installed: requirements-dev.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.lock
+	$(PY) -m pip install --quiet --no-deps -e .
+	touch $@
+
+setup: $(VENV)/.installed
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+test: lint
+	$(PY) -m pytest
+
+# HTTP mode on $PORT (default 3000); needs SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET.
+run: setup
+	$(VENV)/bin/amibot serve --port $${PORT:-3000}
+
+socket: setup
+	$(VENV)/bin/amibot socket
+
+check-config: setup
+	$(VENV)/bin/amibot check-config
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
