@@ -15,7 +15,7 @@ from slack_bolt import App, BoltResponse
 from slack_sdk import WebClient
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 
-from bot import dispatch
+from bot import approvals, dispatch
 from bot.access import Access
 from bot.audit import now_iso
 from bot.aws import Aws
@@ -66,6 +66,7 @@ def create_app(settings: Settings, policy: Policy, *, slack: WebClient | None = 
         raise_error_for_unhandled_request=False,
     )
     app.middleware(_once_only(store))
+    approvals.enable(ctx)
     jobs.register(dispatch.JOB_KIND, lambda payload: dispatch.run_command(ctx, payload),
                   lambda payload: dispatch.report_interrupted(ctx, payload))
 

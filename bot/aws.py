@@ -182,7 +182,7 @@ class translate:
             message = error.response.get("Error", {}).get("Message", "") or code
             if code in DENIED_CODES:
                 return AwsDenied(f"AWS denied {self.action}{where} — check the bot's IAM role", code, self.action)
-            if code in UNSUPPORTED_CODES:
+            if code in UNSUPPORTED_CODES or "implemented" in message.lower():  # moto: "Not yet implemented"
                 return Unsupported(f"this AWS endpoint does not support {self.action}", code, self.action)
             if code.endswith(NOT_FOUND_SUFFIXES) and self.resource:
                 return NotFound(f"{self.resource} not found{where}")

@@ -56,6 +56,68 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         );
         CREATE INDEX jobs_state ON jobs(state);
     """),
+    (2, "approval requests and the approvals given", """
+        CREATE TABLE requests (
+            id TEXT PRIMARY KEY,            -- req-<hex>
+            kind TEXT NOT NULL,             -- deregister, share, launch, snapshot-cleanup, …
+            params TEXT NOT NULL,           -- JSON, what execute() needs
+            title TEXT NOT NULL,
+            details TEXT NOT NULL,          -- JSON Block Kit blocks: what will happen, the blast radius
+            reason TEXT,                    -- why approval is needed
+            danger INTEGER NOT NULL DEFAULT 0,
+            requester TEXT NOT NULL,
+            channel TEXT NOT NULL,
+            message_ts TEXT,
+            state TEXT NOT NULL,            -- pending approved rejected expired cancelled executing succeeded failed
+            required INTEGER NOT NULL,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            decided_by TEXT,
+            decided_at TEXT,
+            note TEXT,                      -- rejection reason, failure note
+            reminded_at TEXT,
+            outcome TEXT
+        );
+        CREATE INDEX requests_state ON requests(state);
+        CREATE TABLE approvals (
+            request_id TEXT NOT NULL REFERENCES requests(id),
+            approver TEXT NOT NULL,
+            at TEXT NOT NULL,
+            PRIMARY KEY (request_id, approver)
+        );
+    """),
+    (3, "daily digest runs (claimed once per day and channel) and snoozed images", """
+        -- The primary key is the claim: INSERT OR IGNORE before posting, so a restart or a second
+        -- process sharing this file never posts the same day's digest twice.
+        CREATE TABLE digest_runs (
+            date TEXT NOT NULL,             -- the day in [digest].timezone, YYYY-MM-DD
+            channel TEXT NOT NULL,
+            claimed_at TEXT NOT NULL,
+            message_ts TEXT,
+            outcome TEXT,
+            PRIMARY KEY (date, channel)
+        );
+        CREATE TABLE snoozes (
+            image_id TEXT PRIMARY KEY,
+            until TEXT NOT NULL,            -- UTC, ISO; the image stays out of digests until then
+            by TEXT NOT NULL,
+            at TEXT NOT NULL
+        );
+    """),
+    (4, "promotion history per image family and region (for rollback)", """
+        CREATE TABLE promotions (
+            id INTEGER PRIMARY KEY,
+            family TEXT NOT NULL,
+            region TEXT NOT NULL,
+            image_id TEXT NOT NULL,
+            promoted_by TEXT NOT NULL,
+            promoted_at TEXT NOT NULL,
+            previous_image_id TEXT,         -- what was current before; rollback returns to it
+            rolled_back_at TEXT,            -- set when a rollback undid this promotion
+            rolled_back_by TEXT
+        );
+        CREATE INDEX promotions_family ON promotions(family, region, id);
+    """),
 ]
 
 

@@ -21,7 +21,7 @@ def register_package(package, app, ctx) -> None:
 def register(app, ctx) -> None:
     from handlers import actions, commands, views
 
-    commands.register(app, ctx)
+    commands.register_commands(app, ctx)  # not "register": that name is the `/ami register` module
     register_package(actions, app, ctx)
     register_package(views, app, ctx)
     events.register(app, ctx)

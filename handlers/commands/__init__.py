@@ -27,7 +27,7 @@ def _subcommand_modules():
     return [importlib.import_module(f"{__name__}.{name}") for name in names]
 
 
-def register(app, ctx) -> None:
+def register_commands(app, ctx) -> None:
     for module in _subcommand_modules():
         if hasattr(module, "SPEC"):
             ctx.registry.add(module.SPEC, module.run)

@@ -1,0 +1,377 @@
+"""The approval engine: nobody does an irreversible or out-of-policy thing alone.
+
+A request moves pending → approved | rejected | expired | cancelled, and approved → executing →
+succeeded | failed. Every transition is one conditional UPDATE (``WHERE state = …``), so double
+clicks, concurrent approvers, Slack retries and two processes sharing the database can never run
+an action twice; every transition is written to the audit trail.
+
+Features plug in a ``Kind`` (what to execute once approved, how to reconcile after a crash) and call
+``create_request``; the engine posts the message with Approve/Reject, collects the approvals,
+executes exactly once, and reports progress and the outcome in the message and its thread.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from bot import audit, blocks
+from bot.errors import AccessDenied, AmibotError, NotFound
+from bot.render import approvals as render
+
+log = logging.getLogger(__name__)
+
+EXECUTE_JOB = "approval.execute"
+PENDING, APPROVED, EXECUTING = "pending", "approved", "executing"
+SUCCEEDED, FAILED = "succeeded", "failed"
+REJECTED, EXPIRED, CANCELLED = "rejected", "expired", "cancelled"
+OPEN_STATES = (PENDING, APPROVED, EXECUTING)
+
+
+@dataclass
+class Kind:
+    name: str
+    execute: Callable[..., str]  # (ctx, request, progress) -> one-line outcome; raise AmibotError on failure
+    reconcile: Callable[..., str | None] | None = None  # (ctx, request) -> SUCCEEDED | FAILED | None
+    confirm_text: str | Callable[[dict], str] | None = None
+
+
+KINDS: dict[str, Kind] = {}
+
+
+def register_kind(kind: Kind) -> None:
+    KINDS[kind.name] = kind
+
+
+@dataclass
+class Request:
+    id: str
+    kind: str
+    params: dict[str, Any]
+    title: str
+    details: list[dict]
+    reason: str | None
+    danger: bool
+    requester: str
+    channel: str
+    message_ts: str | None
+    state: str
+    required: int
+    created_at: str
+    updated_at: str
+    decided_by: str | None = None
+    decided_at: str | None = None
+    note: str | None = None
+    reminded_at: str | None = None
+    outcome: str | None = None
+
+    @classmethod
+    def from_row(cls, row: dict) -> Request:
+        row = dict(row)
+        row["params"] = json.loads(row["params"])
+        row["details"] = json.loads(row["details"])
+        row["danger"] = bool(row["danger"])
+        return cls(**row)
+
+    @property
+    def created(self) -> datetime:
+        return datetime.fromisoformat(self.created_at.replace("Z", "+00:00"))
+
+    def confirm_text(self) -> str:
+        kind = KINDS.get(self.kind)
+        text = kind.confirm_text if kind else None
+        if callable(text):
+            text = text(self.params)
+        return text or f"{self.title}?"
+
+
+def _stamp(ctx) -> str:
+    return ctx.clock().strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def get(ctx, request_id: str) -> Request:
+    row = ctx.store.one("SELECT * FROM requests WHERE id = ?", (request_id,))
+    if row is None:
+        raise NotFound(f"request {request_id} not found")
+    return Request.from_row(row)
+
+
+def approvers_of(ctx, request_id: str) -> list[str]:
+    return [row["approver"] for row in
+            ctx.store.query("SELECT approver FROM approvals WHERE request_id = ? ORDER BY at", (request_id,))]
+
+
+def _record(ctx, request: Request, actor: str, action: str, outcome: str, **detail: Any) -> None:
+    audit.record(ctx.store, actor=actor, action=f"request.{action}", channel=request.channel, target=request.id,
+                 outcome=outcome, detail={"kind": request.kind, "title": request.title, **request.params, **detail})
+
+
+def _transition(ctx, request_id: str, from_states: tuple[str, ...], to_state: str, **columns: Any) -> bool:
+    """Move a request from one of from_states to to_state in one statement; True if this call won."""
+    sets = ", ".join(f"{name} = :{name}" for name in columns)
+    sql = (f"UPDATE requests SET state = :to_state, updated_at = :now{', ' + sets if sets else ''} "
+           f"WHERE id = :id AND state IN ({', '.join(f':from{i}' for i in range(len(from_states)))})")
+    params = {"to_state": to_state, "now": _stamp(ctx), "id": request_id, **columns,
+              **{f"from{i}": state for i, state in enumerate(from_states)}}
+    return ctx.store.execute(sql, params).rowcount == 1
+
+
+# --- creating ---------------------------------------------------------------------------------------
+
+def create_request(ctx, *, kind: str, params: dict[str, Any], requester: str, channel: str, title: str,
+                   details: list[dict] | None = None, reason: str | None = None, danger: bool = False) -> Request:
+    """Store a request, post its approval message, audit it. Returns the stored request."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown approval kind {kind}")
+    stamp = _stamp(ctx)
+    request = Request(id=f"req-{secrets.token_hex(4)}", kind=kind, params=params, title=title,
+                      details=details or [], reason=reason, danger=danger, requester=requester,
+                      channel=ctx.policy.approvals.channel or channel, message_ts=None, state=PENDING,
+                      required=ctx.policy.approvals.required, created_at=stamp, updated_at=stamp)
+    ctx.store.execute(
+        "INSERT INTO requests (id, kind, params, title, details, reason, danger, requester, channel, state,"
+        " required, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (request.id, kind, json.dumps(params), title, json.dumps(request.details), reason, int(danger),
+         requester, request.channel, PENDING, request.required, stamp, stamp))
+    _record(ctx, request, requester, "created", "pending", reason=reason, danger=danger)
+    response = ctx.slack.chat_postMessage(channel=request.channel, **render.request_message(
+        request, [], _approver_label(ctx), ctx.clock()))
+    request.message_ts = response["ts"]
+    ctx.store.execute("UPDATE requests SET message_ts = ? WHERE id = ?", (request.message_ts, request.id))
+    return request
+
+
+def _approver_label(ctx) -> str:
+    configured = ctx.policy.approvals.approvers
+    if not configured:
+        return "anyone but the requester" if not ctx.policy.access.operators else "an operator other than the requester"
+    return ", ".join(f"<!subteam^{entry}>" if entry.startswith("S") else f"<@{entry}>" for entry in configured)
+
+
+def may_approve(ctx, user: str) -> bool:
+    """Configured approvers; without any, operators; without operators, anyone (never the requester)."""
+    if ctx.policy.approvals.approvers:
+        return ctx.access.is_approver(user)
+    return ctx.access.is_operator(user)
+
+
+# --- deciding ---------------------------------------------------------------------------------------
+
+@dataclass
+class Decision:
+    """What the clicker is told (ephemerally); the channel message is updated separately."""
+
+    text: str
+    changed: bool
+
+
+def approve(ctx, request_id: str, user: str) -> Decision:
+    request = get(ctx, request_id)
+    if request.state != PENDING:
+        return Decision(f"{request.id} is already {request.state}; nothing to approve.", False)
+    if user == request.requester:
+        _record(ctx, request, user, "approve-refused", "refused: requester cannot approve")
+        raise AccessDenied("You asked for this, so someone else has to approve it (four eyes).")
+    if not may_approve(ctx, user):
+        _record(ctx, request, user, "approve-refused", "refused: not an approver")
+        raise AccessDenied(f"You are not an approver for {request.id}; approvers: {_approver_label(ctx)}.")
+    inserted = ctx.store.execute("INSERT OR IGNORE INTO approvals (request_id, approver, at) VALUES (?, ?, ?)",
+                                 (request.id, user, _stamp(ctx))).rowcount
+    if not inserted:
+        return Decision(f"You already approved {request.id}.", False)
+    _record(ctx, request, user, "approval", "approval recorded")
+    # One statement decides: enough distinct approvals and still pending → approved, exactly once.
+    won = ctx.store.execute(
+        "UPDATE requests SET state = 'approved', updated_at = ?, decided_by = ?, decided_at = ? WHERE id = ?"
+        " AND state = 'pending' AND (SELECT count(*) FROM approvals WHERE request_id = ?) >= required",
+        (_stamp(ctx), user, _stamp(ctx), request.id, request.id)).rowcount == 1
+    if not won:
+        request = get(ctx, request_id)
+        _refresh(ctx, request)
+        have = len(approvers_of(ctx, request.id))
+        if request.state == PENDING:
+            return Decision(f"Approval recorded: {have} of {request.required}.", True)
+        return Decision(f"{request.id} is already {request.state}.", False)
+    request = get(ctx, request_id)
+    _record(ctx, request, user, "approved", "approved", approvers=approvers_of(ctx, request.id))
+    _refresh(ctx, request)
+    ctx.jobs.submit(EXECUTE_JOB, {"request_id": request.id})
+    return Decision(f"Approved {request.id}; executing now.", True)
+
+
+def reject(ctx, request_id: str, user: str, reason: str | None = None) -> Decision:
+    request = get(ctx, request_id)
+    if request.state != PENDING:
+        return Decision(f"{request.id} is already {request.state}.", False)
+    if user != request.requester and not may_approve(ctx, user):
+        _record(ctx, request, user, "reject-refused", "refused: not an approver")
+        raise AccessDenied(f"Only approvers can reject {request.id}; the requester can cancel it.")
+    if not _transition(ctx, request.id, (PENDING,), REJECTED, decided_by=user, decided_at=_stamp(ctx),
+                       note=(reason or None)):
+        return Decision(f"{request.id} was decided a moment ago.", False)
+    request = get(ctx, request_id)
+    _record(ctx, request, user, "rejected", "rejected", note=reason)
+    _refresh(ctx, request)
+    return Decision(f"Rejected {request.id}.", True)
+
+
+def cancel(ctx, request_id: str, user: str) -> Decision:
+    request = get(ctx, request_id)
+    if user != request.requester:
+        _record(ctx, request, user, "cancel-refused", "refused: not the requester")
+        raise AccessDenied("Only the person who asked can cancel a request; approvers can reject it.")
+    if not _transition(ctx, request.id, (PENDING,), CANCELLED, decided_by=user, decided_at=_stamp(ctx)):
+        return Decision(f"{request.id} is already {get(ctx, request_id).state}; it cannot be cancelled.", False)
+    request = get(ctx, request_id)
+    _record(ctx, request, user, "cancelled", "cancelled")
+    _refresh(ctx, request)
+    return Decision(f"Cancelled {request.id}.", True)
+
+
+def _refresh(ctx, request: Request) -> None:
+    """Re-render the request's message in place."""
+    if not request.message_ts:
+        return
+    try:
+        ctx.slack.chat_update(channel=request.channel, ts=request.message_ts, **render.request_message(
+            request, approvers_of(ctx, request.id), _approver_label(ctx), ctx.clock()))
+    except Exception:
+        log.exception("could not update the message of %s", request.id)
+
+
+def _thread(ctx, request: Request, text: str) -> None:
+    try:
+        ctx.slack.chat_postMessage(channel=request.channel, thread_ts=request.message_ts, **blocks.info(text))
+    except Exception:
+        log.exception("could not post in the thread of %s", request.id)
+
+
+# --- executing --------------------------------------------------------------------------------------
+
+def execute(ctx, request_id: str) -> None:
+    """Run an approved request's action exactly once (the job behind EXECUTE_JOB)."""
+    if not _transition(ctx, request_id, (APPROVED,), EXECUTING):
+        return  # someone else is executing it, or it already ran
+    request = get(ctx, request_id)
+    _record(ctx, request, "amibot", "executing", "executing")
+    _thread(ctx, request, f":gear: Executing {request.id}…")
+
+    def progress(text: str) -> None:
+        _thread(ctx, request, text)
+
+    try:
+        outcome = KINDS[request.kind].execute(ctx, request, progress)
+    except AmibotError as error:
+        _finish(ctx, request, FAILED, error.message)
+    except Exception as error:
+        log.exception("executing %s failed", request.id)
+        _finish(ctx, request, FAILED, f"unexpected error ({type(error).__name__}); see the bot's log")
+    else:
+        _finish(ctx, request, SUCCEEDED, outcome)
+
+
+def _finish(ctx, request: Request, state: str, outcome: str) -> None:
+    _transition(ctx, request.id, (EXECUTING,), state, outcome=outcome)
+    request = get(ctx, request.id)
+    _record(ctx, request, "amibot", state, f"{state}: {outcome}")
+    icon = ":white_check_mark:" if state == SUCCEEDED else ":x:"
+    _thread(ctx, request, f"{icon} {state.capitalize()}: {outcome}")
+    _refresh(ctx, request)
+
+
+def recover(ctx) -> dict[str, int]:
+    """At start: approved → execute; executing → reconcile against AWS, never blindly re-run."""
+    counts = {"executed": 0, "reconciled": 0, "reopened": 0}
+    for row in ctx.store.query("SELECT id FROM requests WHERE state = 'approved'"):
+        queued = ctx.store.one("SELECT 1 FROM jobs WHERE kind = ? AND state IN ('queued', 'running')"
+                               " AND payload = ?", (EXECUTE_JOB, json.dumps({"request_id": row["id"]})))
+        if not queued:
+            ctx.jobs.submit(EXECUTE_JOB, {"request_id": row["id"]})
+            counts["executed"] += 1
+    for row in ctx.store.query("SELECT * FROM requests WHERE state = 'executing'"):
+        request = Request.from_row(row)
+        kind = KINDS.get(request.kind)
+        verdict = None
+        if kind and kind.reconcile:
+            try:
+                verdict = kind.reconcile(ctx, request)
+            except AmibotError as error:
+                log.warning("cannot reconcile %s: %s", request.id, error.message)
+        if verdict == SUCCEEDED:
+            _finish(ctx, request, SUCCEEDED, "completed before the bot restarted (checked against AWS)")
+            counts["reconciled"] += 1
+        else:
+            _finish(ctx, request, FAILED, "interrupted by a restart and not completed in AWS; it may be approved again")
+            _reopen(ctx, request.id)
+            counts["reopened"] += 1
+    return counts
+
+
+def _reopen(ctx, request_id: str) -> None:
+    """A failed, interrupted request goes back to pending with fresh approvals needed."""
+    ctx.store.execute("DELETE FROM approvals WHERE request_id = ?", (request_id,))
+    if _transition(ctx, request_id, (FAILED,), PENDING, decided_by=None, decided_at=None,
+                   note="interrupted by a restart; approve again to retry"):
+        request = get(ctx, request_id)
+        _record(ctx, request, "amibot", "reopened", "pending again after an interrupted execution")
+        _refresh(ctx, request)
+
+
+# --- time: reminders and expiry -----------------------------------------------------------------------
+
+def sweep(ctx) -> dict[str, int]:
+    """Remind approvers once after remind_after_hours; expire after expire_after_hours. Idempotent."""
+    now = ctx.clock()
+    policy = ctx.policy.approvals
+    counts = {"reminded": 0, "expired": 0}
+    for row in ctx.store.query("SELECT * FROM requests WHERE state = 'pending' ORDER BY created_at"):
+        request = Request.from_row(row)
+        waited = now - request.created
+        if waited >= timedelta(hours=policy.expire_after_hours):
+            if _transition(ctx, request.id, (PENDING,), EXPIRED, decided_at=_stamp(ctx)):
+                request = get(ctx, request.id)
+                _record(ctx, request, "amibot", "expired", f"expired after {policy.expire_after_hours:g} h")
+                _refresh(ctx, request)
+                _thread(ctx, request, f":hourglass: {request.id} expired unapproved after "
+                                      f"{policy.expire_after_hours:g} hours. Ask again if it is still needed.")
+                counts["expired"] += 1
+        elif waited >= timedelta(hours=policy.remind_after_hours) and not request.reminded_at:
+            claimed = ctx.store.execute("UPDATE requests SET reminded_at = ? WHERE id = ? AND reminded_at IS NULL"
+                                        " AND state = 'pending'", (_stamp(ctx), request.id)).rowcount
+            if claimed:
+                have = len(approvers_of(ctx, request.id))
+                _record(ctx, request, "amibot", "reminded", "reminder posted")
+                _thread(ctx, request, f":bell: {_approver_label(ctx)}: {request.id} has waited "
+                                      f"{waited.total_seconds() / 3600:.0f} hours ({have} of {request.required} "
+                                      f"approvals). It expires after {policy.expire_after_hours:g} hours.")
+                counts["reminded"] += 1
+    return counts
+
+
+def pending(ctx) -> list[Request]:
+    return [Request.from_row(row) for row in
+            ctx.store.query("SELECT * FROM requests WHERE state IN ('pending', 'approved', 'executing')"
+                            " ORDER BY created_at")]
+
+
+def enable(ctx) -> None:
+    """Wire the engine into a running app: the execute job, recovery at start, the sweep schedule."""
+    from bot import scheduler
+
+    ctx.jobs.register(EXECUTE_JOB, lambda payload: execute(ctx, payload["request_id"]),
+                      lambda payload: None)  # an interrupted execution is reconciled by recover()
+
+    def on_start(ctx) -> None:
+        counts = recover(ctx)
+        sweep(ctx)  # reminders and expiries missed while the bot was down, once
+        if any(counts.values()):
+            log.info("approval requests recovered: %s", counts)
+
+    ctx.extras.setdefault("on_start", []).insert(0, on_start)
+    scheduler.add_schedule(ctx, lambda sched, ctx: sched.add_job(
+        sweep, "interval", minutes=5, args=[ctx], id="approvals.sweep", misfire_grace_time=300))

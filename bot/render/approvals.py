@@ -1,0 +1,115 @@
+"""The approval message, in each of its states, and the request lists."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from bot.blocks import (
+    Message,
+    actions,
+    button,
+    confirm_dialog,
+    context,
+    divider,
+    escape,
+    header,
+    message,
+    section,
+)
+
+if TYPE_CHECKING:
+    from bot.approvals import Request
+
+APPROVE, REJECT, CANCEL = "approval.approve", "approval.reject", "approval.cancel"
+
+STATE_LINES = {
+    "approved": ":white_check_mark: Approved by {who} at {at} — executing",
+    "executing": ":gear: Approved by {who} at {at} — executing",
+    "succeeded": ":white_check_mark: Approved by {who} at {at} — done",
+    "failed": ":x: Approved by {who} at {at} — failed",
+    "rejected": ":no_entry: Rejected by {who} at {at}",
+    "cancelled": ":leftwards_arrow_with_hook: Cancelled by {who} at {at}",
+    "expired": ":hourglass: Expired unapproved at {at}",
+}
+
+
+def who(actor: str) -> str:
+    """A Slack mention for user ids; the bot itself and anything else as plain text."""
+    return f"<@{actor}>" if actor[:1] in ("U", "W") and actor.isalnum() else escape(actor)
+
+
+def _clock(stamp: str | None) -> str:
+    if not stamp:
+        return "?"
+    return f"{stamp[:10]} {stamp[11:16]} UTC"
+
+
+def request_message(request: Request, approvers: list[str], approver_label: str, now: datetime) -> Message:
+    blocks = [header(("⚠️ " if request.danger else "") + request.title)]
+    if request.reason:
+        blocks.append(section(f"*Why approval is needed:* {escape(request.reason)}"))
+    blocks += request.details[:38]
+    blocks.append(divider())
+    got = f" · approvals {len(approvers)} of {request.required}" + (
+        f": {', '.join(f'<@{a}>' for a in approvers)}" if approvers else "")
+    blocks.append(context(f"`{request.id}` · requested by <@{request.requester}> at "
+                          f"{_clock(request.created_at)}{got}"))
+    if request.state == "pending":
+        if request.note:
+            blocks.append(context(f":information_source: {escape(request.note)}"))
+        blocks.append(context(f"Needs {request.required} approval(s) from {approver_label}; "
+                              "the requester cannot approve."))
+        blocks.append(actions(
+            button("Approve", APPROVE, request.id, style="danger" if request.danger else "primary",
+                   confirm=confirm_dialog("Approve this?", request.confirm_text(), "Approve",
+                                          style="danger" if request.danger else "primary")),
+            button("Reject", REJECT, request.id, style="danger"),
+            button("Cancel request", CANCEL, request.id),
+            block_id=f"approval:{request.id}"))
+    else:
+        who = f"<@{request.decided_by}>" if request.decided_by else "amibot"
+        line = STATE_LINES.get(request.state, request.state).format(who=who, at=_clock(request.decided_at))
+        if request.state == "rejected" and request.note:
+            line += f": “{escape(request.note)}”"
+        blocks.append(section(line))
+        if request.outcome:
+            blocks.append(section(f"*Outcome:* {escape(request.outcome)}"))
+    return message(f"{request.title} — {request.state}", blocks)
+
+
+def requests_list(requests: list[Request], links: dict[str, str]) -> Message:
+    if not requests:
+        return message("No pending requests.", [section("No pending requests. :sparkles:")])
+    lines = []
+    for request in requests[:40]:
+        link = f"<{links[request.id]}|{request.id}>" if links.get(request.id) else f"`{request.id}`"
+        lines.append(f"• {link} {escape(request.title)} — {request.state}, asked by <@{request.requester}> "
+                     f"at {_clock(request.created_at)}")
+    body = f"{len(requests)} open request(s)"
+    chunks = [lines[i:i + 15] for i in range(0, len(lines), 15)]
+    return message(body, [section(f"*{body}*")] + [section("\n".join(chunk)) for chunk in chunks])
+
+
+def reject_modal(request_id: str, title: str) -> dict:
+    return {
+        "type": "modal", "callback_id": "approval.reject_reason", "private_metadata": request_id,
+        "title": {"type": "plain_text", "text": "Reject request"},
+        "submit": {"type": "plain_text", "text": "Reject"},
+        "close": {"type": "plain_text", "text": "Back"},
+        "blocks": [section(f"Reject *{escape(title)}*?"),
+                   {"type": "input", "block_id": "reason", "optional": True,
+                    "label": {"type": "plain_text", "text": "Reason (optional)"},
+                    "element": {"type": "plain_text_input", "action_id": "value", "multiline": True,
+                                "max_length": 500}}],
+    }
+
+
+def audit_history(subject: str | None, rows: list[dict]) -> Message:
+    title = f"History of {escape(subject)}" if subject else "Recent audit trail"
+    if not rows:
+        return message(f"{title}: nothing recorded.", [section(f"*{title}*: nothing recorded.")])
+    lines = [f"`{row['ts'][:16].replace('T', ' ')}` {who(row['actor'])} *{escape(row['action'])}* "
+             f"{escape(row['target'] or '')} — {escape(row['outcome'][:150])}" for row in rows]
+    chunks = [lines[i:i + 12] for i in range(0, len(lines), 12)]
+    return message(title, [section(f"*{title}* (newest first)")] + [section("\n".join(c)) for c in chunks])

@@ -1,0 +1,14 @@
+"""`/ami audit [ami-id|request-id]`: the history of an image or a request, newest first."""
+
+from bot import audit
+from bot.commands import Arg, Subcommand
+from bot.render.approvals import audit_history
+
+SPEC = Subcommand(name="audit", summary="the history of an image or a request, newest first",
+                  usage="/ami audit [ami-id|request-id]", example="/ami audit ami-0abc1234def567890",
+                  args=(Arg("subject", required=False),), aliases=("history",))
+
+
+def run(call):
+    subject = call.args["subject"]
+    return audit_history(subject, audit.rows(call.ctx.store, target=subject, limit=30, newest_first=True))
