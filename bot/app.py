@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -21,7 +20,7 @@ from bot.audit import now_iso
 from bot.aws import Aws
 from bot.config import Policy, Settings
 from bot.context import Context, utc_now
-from bot.jobs import JobRunner
+from bot.jobs import JobRunner, TrackedExecutor
 from bot.store import Store
 
 log = logging.getLogger(__name__)
@@ -57,12 +56,14 @@ def create_app(settings: Settings, policy: Policy, *, slack: WebClient | None = 
     jobs = JobRunner(store)
     ctx = Context(settings=settings, policy=policy, store=store, aws=aws, slack=slack, jobs=jobs,
                   access=Access(policy, slack), clock=clock)
+    listeners = TrackedExecutor(max_workers=16, thread_name_prefix="amibot-listener")
+    ctx.extras["listeners"] = listeners
     app = App(
         client=slack,
         signing_secret=settings.signing_secret or ("" if socket_mode else None),
         token_verification_enabled=token_verification,
         # Listeners only ack and enqueue, so a modest pool keeps up; AWS work runs on the job pool.
-        listener_executor=ThreadPoolExecutor(max_workers=16, thread_name_prefix="amibot-listener"),
+        listener_executor=listeners,
         raise_error_for_unhandled_request=False,
     )
     app.middleware(_once_only(store))

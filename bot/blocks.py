@@ -109,8 +109,13 @@ def fit(msg: Message) -> Message:
     return msg
 
 
+def defuse(text: str) -> str:
+    """Keep formatting and channel links but never ping: <!channel>, <!here>, <@U…>, <!subteam^…>."""
+    return text.replace("<!", "&lt;!").replace("<@", "&lt;@")
+
+
 def error(text: str, usage: str | None = None) -> Message:
-    body = f":warning: {text}"
+    body = defuse(f":warning: {text}")
     if usage:
         body += f"\n{usage}"
     return message(body, [section(body)])

@@ -125,7 +125,7 @@ def parse(registry: Registry, text: str) -> Invocation | None:
     if spec is None:
         suggestion = registry.suggest(words[0].lower())
         hint = f" Did you mean `{suggestion}`?" if suggestion else ""
-        raise UsageError(f"Unknown subcommand `{_shorten(words[0])}`.{hint}")
+        raise UsageError(f"Unknown subcommand `{_shorten(words[0])}`.{hint}", show_help=True)
     return parse_words(spec, words[1:], text)
 
 
@@ -188,5 +188,5 @@ def _article(name: str) -> str:
 
 
 def _shorten(text: str, limit: int = 40) -> str:
-    text = text.replace("`", "'")
+    text = text.replace("`", "'").replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -73,10 +73,10 @@ def run_command(ctx: Context, payload: dict[str, Any]) -> None:
             reply.ephemeral(result)
     except UsageError as error:
         outcome = f"usage: {error.message}"
-        if error.usage:
-            reply.ephemeral(blocks.error(error.message, error.usage))
-        else:
+        if error.show_help:
             reply.ephemeral(blocks.usage_message(ctx.registry.specs, problem=error.message))
+        else:
+            reply.ephemeral(blocks.error(error.message, error.usage or "Type `/ami help` for every subcommand."))
     except AccessDenied as error:
         outcome = f"refused: {error.message}"
         reply.ephemeral(blocks.error(error.message))

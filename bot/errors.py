@@ -26,9 +26,10 @@ class ConfigError(AmibotError):
 class UsageError(AmibotError):
     """The command was not understood; `usage` tells how to write it."""
 
-    def __init__(self, message: str, usage: str | None = None):
+    def __init__(self, message: str, usage: str | None = None, show_help: bool = False):
         super().__init__(message)
         self.usage = usage
+        self.show_help = show_help  # unknown subcommand: answer with the whole list
 
 
 class NotFound(AmibotError):

@@ -29,6 +29,34 @@ class JobKind:
     on_interrupted: Callable[[dict[str, Any]], None] | None = None
 
 
+class TrackedExecutor(ThreadPoolExecutor):
+    """A thread pool that knows how many tasks are in flight (Bolt's listeners run on one), so tests and
+    shutdown can wait until every listener has finished, not just acked."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._in_flight = 0
+        self._changed = threading.Condition()
+
+    def submit(self, function, /, *args, **kwargs):
+        with self._changed:
+            self._in_flight += 1
+
+        def tracked():
+            try:
+                return function(*args, **kwargs)
+            finally:
+                with self._changed:
+                    self._in_flight -= 1
+                    self._changed.notify_all()
+
+        return super().submit(tracked)
+
+    def wait_idle(self, timeout: float = 30.0) -> bool:
+        with self._changed:
+            return self._changed.wait_for(lambda: self._in_flight == 0, timeout)
+
+
 class JobRunner:
     def __init__(self, store: Store, workers: int = 8):
         self.store = store

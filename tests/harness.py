@@ -80,7 +80,14 @@ class Harness:
         return f"http://127.0.0.1:{self._server.effective_port}"
 
     def wait_idle(self, timeout: float = 30.0) -> None:
-        assert self.ctx.jobs.wait_idle(timeout), "background jobs did not finish"
+        """Until every Bolt listener has returned (not just acked) and every job they started is done."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = max(0.1, deadline - time.monotonic())
+            assert self.ctx.extras["listeners"].wait_idle(left), "Slack listeners did not finish"
+            assert self.ctx.jobs.wait_idle(left), "background jobs did not finish"
+            if self.ctx.extras["listeners"].wait_idle(0):
+                return
 
     # --- sending what Slack sends -------------------------------------------------------------
     def post(self, body: str, content_type: str = "application/x-www-form-urlencoded",

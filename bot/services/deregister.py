@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from bot import approvals
-from bot.aws import call, requires
+from bot.aws import call, paginate, requires
 from bot.errors import AmibotError, AwsError, NotFound, PolicyViolation, Unsupported
 from bot.render import deregister as render
 from bot.services.images import Image, Shares, describe_own_images, find_images, shares_of
@@ -69,27 +69,29 @@ def protection_of(aws, image: Image) -> str | None:
     return "disabled" if value == "disabled" else "enabled"
 
 
-@requires("rbin:ListRules")
+@requires("rbin:ListRules", "rbin:GetRule")
 def recycle_bin_days(aws, image: Image) -> tuple[int | None, bool]:
-    """(retention days of a rule covering the image or None, whether the Recycle Bin could be read)."""
+    """(retention days of a rule covering the image or None, whether the Recycle Bin could be read).
+
+    ListRules gives only summaries; the tags that decide coverage come from GetRule (rules are few)."""
+    client = aws.client("rbin", image.region, max_attempts=1)
     try:
-        rules = call(aws.client("rbin", image.region, max_attempts=1), "list_rules",
-                     ResourceType="EC2_IMAGE").get("Rules", [])
+        summaries = list(paginate(client, "list_rules", "Rules", ResourceType="EC2_IMAGE"))
+        rules = [call(client, "get_rule", Identifier=summary["Identifier"]) for summary in summaries]
     except AwsError:
         return None, False
-    best = None
-    for rule in rules:
-        if rule.get("Status", "available") != "available":
-            continue
-        wanted = {(t["ResourceTagKey"], t.get("ResourceTagValue", "")) for t in rule.get("ResourceTags", [])}
-        excluded = {(t["ResourceTagKey"], t.get("ResourceTagValue", "")) for t in rule.get("ExcludeResourceTags", [])}
-        tags = set(image.tags.items())
-        covered = (not wanted or bool(wanted & tags)) and not (excluded & tags)
-        if covered:
-            period = rule.get("RetentionPeriod", {})
-            days = int(period.get("RetentionPeriodValue", 0))
-            best = max(best or 0, days)
-    return best, True
+    covering = [int(rule.get("RetentionPeriod", {}).get("RetentionPeriodValue", 0))
+                for rule in rules if rule.get("Status", "available") == "available" and covers(rule, image.tags)]
+    return (max(covering) if covering else None), True
+
+
+def covers(rule: dict, tags: dict[str, str]) -> bool:
+    """A rule without resource tags covers every image of its region, less the excluded tags."""
+    def pairs(key: str) -> set[tuple[str, str]]:
+        return {(t["ResourceTagKey"], t.get("ResourceTagValue", "")) for t in rule.get(key, [])}
+
+    wanted, excluded, have = pairs("ResourceTags"), pairs("ExcludeResourceTags"), set(tags.items())
+    return (not wanted or bool(wanted & have)) and not (excluded & have)
 
 
 def preflight(ctx, image: Image) -> Preflight:

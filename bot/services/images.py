@@ -9,8 +9,9 @@ from datetime import datetime
 from typing import Any
 
 from bot.aws import Aws, call, paginate, requires
+from bot.blocks import escape
 from bot.commands import AMI_ID
-from bot.errors import AwsError, NotFound
+from bot.errors import AwsError, NotFound, UsageError
 
 # Trailing version or date parts that do not belong to a family name: -v1.2.3, -1.2, -20240501,
 # -2024-05-01, -2024-05-01T10-00-00Z, _build-42 …
@@ -146,6 +147,8 @@ def list_images(aws: Aws, family_tag: str, text: str | None = None,
 def find_images(aws: Aws, ref: str, family_tag: str, regions: list[str] | None = None) -> list[Image]:
     """Images by id or exact name across regions (a name may match several). Raises NotFound."""
     regions = regions or aws.regions
+    if ref.startswith("ami-") and not AMI_ID.match(ref):
+        raise UsageError(f"`{escape(ref[:40])}` is not a valid image id (e.g. ami-0abc1234def567890).")
     if AMI_ID.match(ref):
         def lookup(region: str) -> list[Image]:
             return describe_own_images(aws, region, family_tag, include_disabled=True, image_id=[ref])
@@ -163,7 +166,7 @@ def find_images(aws: Aws, ref: str, family_tag: str, regions: list[str] | None =
         if failures:
             raise failures[0]
         where = regions[0] if len(regions) == 1 else ", ".join(regions)
-        raise NotFound(f"AMI {ref} not found in {where}")
+        raise NotFound(f"AMI {escape(ref)} not found in {where}")
     found.sort(key=lambda image: (image.created is not None, image.created), reverse=True)
     return found
 
