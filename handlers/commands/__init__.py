@@ -16,8 +16,7 @@ from bot.dispatch import JOB_KIND, payload_of
 from bot.errors import UsageError
 
 # Help lists subcommands in this order; modules not named here follow alphabetically.
-ORDER = ["help", "list", "show", "launch", "share", "unshare", "copy", "create", "register", "base", "versions",
-         "promote", "rollback", "deprecate", "undeprecate", "disable", "enable", "protect", "unprotect",
+ORDER = ["list", "show", "launch", "share", "copy", "create", "register", "base", "versions", "promote", "stages",
          "deregister", "requests", "audit", "digest"]
 
 
