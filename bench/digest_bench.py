@@ -1,0 +1,315 @@
+"""Benchmark of `amibot digest` against a moto server, next to the floor: the naive listings alone.
+
+    .venv/bin/python bench/digest_bench.py                    # 5,000 images per region, two regions
+    .venv/bin/python bench/digest_bench.py --images 500       # a quick run
+    .venv/bin/python bench/digest_bench.py --images 500,5000  # both: the call count must not grow with N
+
+What it does, per size N:
+1. Starts a moto server in this process (ThreadedMotoServer on 127.0.0.1, a free port; moto's preloaded
+   public images off, as they would only add work both sides skip) and seeds each region directly through
+   moto's backend (fast; the same backend calls moto's API handlers make): N images in families of 50
+   with creation dates spread over two years, a tenth of them deregistered so their snapshots are
+   orphaned, N/2 plain backup snapshots, then over HTTP: instances from 5% of the images (some stopped,
+   some terminated — terminated ones must not protect), 4% launch templates with three versions each
+   (the middle version is neither $Default nor $Latest, so it must not protect), 2% launch configurations.
+2. Runs, as subprocesses pointed at the server with AWS_ENDPOINT_URL and fake credentials:
+   - the floor: a script that only issues the naive listings (all own images, all own snapshots, all
+     instances, the launch-template versions, all launch configurations), region after region, keeps
+     what it fetched and computes nothing;
+   - `amibot digest --dry-run --format json`.
+   Each is measured the same way: wall time, the process's own CPU time (user + system) and peak RSS
+   from os.wait4's rusage for that child alone, and the AWS requests it made per region (a botocore
+   before-call hook in both; the digest prints its counts on stderr and in its JSON).
+3. Checks the findings against what it seeded: exactly the expected stale images and orphaned snapshots,
+   and none of the images an instance (not terminated), a template's $Default/$Latest version or a
+   launch configuration uses.
+Prints a table and the verdict on each target: digest CPU ≤ floor CPU, peak memory ≤ 1.1 × floor,
+wall ≤ floor, calls per region constant in N, findings exact.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+ACCOUNT = "123456789012"
+REGIONS = ["us-east-1", "eu-west-1"]
+FAMILY_SIZE = 50
+STALE_AFTER_DAYS, KEEP_LATEST = 90, 2
+
+FLOOR = r'''
+import json, sys, boto3
+from collections import Counter
+calls = Counter()
+session = boto3.session.Session()
+session.events.register("before-call", lambda model, context=None, **_: calls.update([context["client_region"]]))
+kept = {}
+for region in sys.argv[1].split(","):
+    ec2, autoscaling = session.client("ec2", region), session.client("autoscaling", region)
+    def everything(client, operation, key, **kwargs):
+        return [item for page in client.get_paginator(operation).paginate(**kwargs) for item in page[key]]
+    kept[region] = [
+        everything(ec2, "describe_images", "Images", Owners=["self"], IncludeDisabled=True),
+        everything(ec2, "describe_snapshots", "Snapshots", OwnerIds=["self"]),
+        everything(ec2, "describe_instances", "Reservations"),
+        everything(ec2, "describe_launch_template_versions", "LaunchTemplateVersions",
+                   Versions=["$Default", "$Latest"]),
+        everything(autoscaling, "describe_launch_configurations", "LaunchConfigurations"),
+    ]
+print(json.dumps({"calls": calls, "counts": {r: [len(x) for x in v] for r, v in kept.items()}}))
+'''
+
+
+@dataclass
+class Seed:
+    """What was seeded in one region, and so what the digest must find."""
+
+    alive: dict[str, tuple[str, datetime]] = field(default_factory=dict)  # id -> (family, created)
+    gone_snapshots: set[str] = field(default_factory=set)
+    used: set[str] = field(default_factory=set)  # by a live instance, template default/latest, launch config
+    not_protecting: set[str] = field(default_factory=set)  # only terminated instances / middle template versions
+
+    def expected_stale(self, now: datetime) -> set[str]:
+        families: dict[str, list[tuple[datetime, str]]] = {}
+        for image_id, (family, created) in self.alive.items():
+            families.setdefault(family, []).append((created, image_id))
+        newest = {image_id for members in families.values()
+                  for _created, image_id in sorted(members, reverse=True)[:KEEP_LATEST]}
+        return {image_id for image_id, (_family, created) in self.alive.items()
+                if (now - created).days >= STALE_AFTER_DAYS and image_id not in newest and image_id not in self.used}
+
+
+@dataclass
+class Run:
+    wall: float
+    cpu: float
+    peak_mb: float
+    calls: dict[str, int]
+    stdout: str
+    stderr: str
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server():
+    os.environ.update({"MOTO_EC2_LOAD_DEFAULT_AMIS": "false", "AWS_ACCESS_KEY_ID": "bench",
+                       "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": REGIONS[0]})
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    return server, f"http://127.0.0.1:{port}"
+
+
+def seed_region(url: str, region: str, images: int, now: datetime, rng: random.Random) -> Seed:
+    import boto3
+    from moto.ec2.models import ec2_backends
+
+    backend = ec2_backends[ACCOUNT][region]
+    seed = Seed()
+    all_ids: list[str] = []
+    for number in range(images):
+        family, version = divmod(number, FAMILY_SIZE)
+        name = f"fam{family:03d}-v{version}"
+        ami = backend.register_image(name, "")
+        if family % 2 == 0:  # half the families by tag, half by name
+            backend.create_tags([ami.id], {"Family": f"family-{family}"})
+        created = now - timedelta(days=(FAMILY_SIZE - version) * 14 + rng.randint(0, 6), hours=rng.randint(0, 23))
+        ami.creation_date = created if isinstance(ami.creation_date, datetime) else created.strftime(
+            "%Y-%m-%dT%H:%M:%S.000Z")
+        all_ids.append(ami.id)
+        seed.alive[ami.id] = (f"family-{family}" if family % 2 == 0 else f"fam{family:03d}", created)
+    for _ in range(images // 2):  # plain backups: neither stale nor orphaned
+        volume = backend.create_volume(size=50, zone_name=f"{region}a")
+        backend.create_snapshot(volume.id, "nightly backup")
+    rng.shuffle(all_ids)
+    tenth, twentieth, small = images // 10, images // 20, images // 25
+    gone, with_instances = all_ids[:tenth], all_ids[tenth:tenth + twentieth]
+    templated = all_ids[tenth + twentieth:tenth + twentieth + 3 * small]
+    configured = all_ids[tenth + twentieth + 3 * small:tenth + twentieth + 3 * small + images // 50]
+    ec2 = boto3.client("ec2", region, endpoint_url=url)
+    autoscaling = boto3.client("autoscaling", region, endpoint_url=url)
+    instances = {image_id: ec2.run_instances(ImageId=image_id, MinCount=1, MaxCount=1, InstanceType="t3.micro")
+                 ["Instances"][0]["InstanceId"] for image_id in with_instances}
+    ordered = list(instances.items())
+    stopped = [instance for _image, instance in ordered[0::3]]
+    terminated = ordered[1::3]
+    ec2.stop_instances(InstanceIds=stopped)
+    ec2.terminate_instances(InstanceIds=[instance for _image, instance in terminated])
+    seed.used.update(image for image in with_instances if image not in dict(terminated))
+    seed.not_protecting.update(dict(terminated))
+    for number in range(small):
+        default, middle, latest = templated[3 * number:3 * number + 3]
+        template = ec2.create_launch_template(LaunchTemplateName=f"lt-{region}-{number}",
+                                              LaunchTemplateData={"ImageId": default})["LaunchTemplate"]
+        for image_id in (middle, latest):
+            ec2.create_launch_template_version(LaunchTemplateId=template["LaunchTemplateId"],
+                                               LaunchTemplateData={"ImageId": image_id})
+        seed.used.update((default, latest))
+        seed.not_protecting.add(middle)
+    for number, image_id in enumerate(configured):
+        autoscaling.create_launch_configuration(LaunchConfigurationName=f"lc-{number}", ImageId=image_id,
+                                                InstanceType="t3.micro")
+        seed.used.add(image_id)
+    for image_id in gone:
+        seed.gone_snapshots.add(backend.amis[image_id].ebs_snapshot.id)  # moto: one snapshot per image
+        backend.deregister_image(image_id)
+        seed.alive.pop(image_id)
+    seed.not_protecting -= seed.used
+    return seed
+
+
+def measure(command: list[str], env: dict[str, str]) -> Run:
+    """Run one child; its own CPU and peak RSS come from os.wait4 (RUSAGE_CHILDREN would mix children)."""
+    started = time.perf_counter()
+    child = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+    outputs: dict[str, bytes] = {}
+    readers = [threading.Thread(target=lambda name=name, stream=stream: outputs.__setitem__(name, stream.read()))
+               for name, stream in (("out", child.stdout), ("err", child.stderr))]
+    for reader in readers:
+        reader.start()
+    _pid, status, usage = os.wait4(child.pid, 0)
+    wall = time.perf_counter() - started
+    for reader in readers:
+        reader.join()
+    child.returncode = os.waitstatus_to_exitcode(status)
+    stdout, stderr = outputs["out"].decode(), outputs["err"].decode()
+    if child.returncode != 0:
+        raise SystemExit(f"{' '.join(command[:4])}… exited {child.returncode}:\n{stderr[-3000:]}")
+    return Run(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, {}, stdout, stderr)
+
+
+def run_floor(env: dict[str, str]) -> Run:
+    run = measure([sys.executable, "-c", FLOOR, ",".join(REGIONS)], env)
+    run.calls = json.loads(run.stdout)["calls"]
+    return run
+
+
+def run_digest(env: dict[str, str]) -> Run:
+    run = measure([sys.executable, "-m", "bot.cli", "--log-level", "WARNING", "digest", "--dry-run",
+                   "--format", "json"], env)
+    run.calls = json.loads(run.stdout)["aws_calls"]
+    return run
+
+
+def check(document: dict, seeds: dict[str, Seed], now: datetime) -> list[str]:
+    problems = []
+    items = document["items"]
+    for region, seed in seeds.items():
+        stale = {item["id"] for item in items if item["kind"] == "image" and item["region"] == region}
+        orphans = {item["id"] for item in items if item["kind"] == "snapshot" and item["region"] == region}
+        if stale & seed.used:
+            problems.append(f"{region}: {len(stale & seed.used)} image(s) in use reported stale, e.g. "
+                            f"{sorted(stale & seed.used)[:3]}")
+        expected = seed.expected_stale(now)
+        if stale != expected:
+            problems.append(f"{region}: stale images differ: {len(stale - expected)} unexpected, "
+                            f"{len(expected - stale)} missed")
+        wrongly_kept = (seed.not_protecting & expected) - stale
+        if wrongly_kept:
+            problems.append(f"{region}: {len(wrongly_kept)} image(s) referenced only by terminated instances or "
+                            "middle template versions were treated as in use")
+        if orphans != seed.gone_snapshots:
+            problems.append(f"{region}: orphans differ: {len(orphans - seed.gone_snapshots)} unexpected, "
+                            f"{len(seed.gone_snapshots - orphans)} missed")
+    return problems
+
+
+def bench(url: str, images: int, repeat: int) -> dict:
+    now = datetime.now(UTC)
+    rng = random.Random(images)
+    started = time.perf_counter()
+    seeds = {region: seed_region(url, region, images, now, rng) for region in REGIONS}
+    print(f"seeded {images:,} images per region in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    workdir = Path(tempfile.mkdtemp(prefix="amibot-bench-"))
+    config = workdir / "amibot.toml"
+    config.write_text(f'[aws]\nregions = {json.dumps(REGIONS)}\n[digest]\nstale_after_days = {STALE_AFTER_DAYS}\n'
+                      f'keep_latest = {KEEP_LATEST}\n')
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("AWS_", "SLACK_", "AMIBOT_"))}
+    env.update({"AWS_ENDPOINT_URL": url, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
+                "AWS_DEFAULT_REGION": REGIONS[0], "AMIBOT_CONFIG": str(config),
+                "AMIBOT_DB": str(workdir / "absent.db"), "PYTHONPATH": str(ROOT)})
+    floors, digests = [], []
+    for _ in range(repeat):  # alternate, so neither side always runs on a warmer server
+        floors.append(run_floor(env))
+        digests.append(run_digest(env))
+    document = json.loads(digests[-1].stdout)
+    urllib.request.urlopen(urllib.request.Request(f"{url}/moto-api/reset", method="POST")).read()
+    return {"images": images, "floor": floors, "digest": digests, "problems": check(document, seeds, now),
+            "found": {r["region"]: (r["stale_images"], r["orphaned_snapshots"]) for r in document["regions"]},
+            "expected": {region: (len(seed.expected_stale(now)), len(seed.gone_snapshots))
+                         for region, seed in seeds.items()}}
+
+
+def median(runs: list[Run], attribute: str) -> float:
+    return statistics.median(getattr(run, attribute) for run in runs)
+
+
+def report(results: list[dict]) -> int:
+    print(f"\n{'images/region':>13}  {'run':<7}{'wall s':>8}{'CPU s':>8}{'peak MB':>9}  {'AWS calls per region':<34}"
+          f"{'stale (expected)':>22}{'orphans (expected)':>22}")
+    verdicts = []
+    for result in results:
+        for name in ("floor", "digest"):
+            runs = result[name]
+            calls = ", ".join(f"{region} {count}" for region, count in sorted(runs[-1].calls.items()))
+            found = " / ".join(f"{s:,} ({e[0]:,})" for (s, _o), e in
+                               zip(result["found"].values(), result["expected"].values(), strict=True))
+            orphans = " / ".join(f"{o:,} ({e[1]:,})" for (_s, o), e in
+                                 zip(result["found"].values(), result["expected"].values(), strict=True))
+            print(f"{result['images']:>13,}  {name:<7}{median(runs, 'wall'):>8.2f}{median(runs, 'cpu'):>8.2f}"
+                  f"{median(runs, 'peak_mb'):>9.1f}  {calls:<34}"
+                  f"{found if name == 'digest' else '':>22}{orphans if name == 'digest' else '':>22}")
+        floor, digest = result["floor"], result["digest"]
+        size = f"N={result['images']:,}"
+        verdicts += [
+            (f"{size}: digest CPU ≤ floor CPU", median(digest, "cpu") <= median(floor, "cpu")),
+            (f"{size}: digest peak memory ≤ 1.1 × floor", median(digest, "peak_mb") <= 1.1 * median(floor, "peak_mb")),
+            (f"{size}: digest wall time ≤ floor", median(digest, "wall") <= median(floor, "wall")),
+            (f"{size}: findings exact, nothing in use reported stale", not result["problems"]),
+        ]
+        for problem in result["problems"]:
+            print(f"  PROBLEM {problem}")
+    if len(results) > 1:
+        counts = {json.dumps(result["digest"][-1].calls, sort_keys=True) for result in results}
+        verdicts.append(("AWS calls per region do not grow with N", len(counts) == 1))
+    print()
+    for label, ok in verdicts:
+        print(f"  {'met   ' if ok else 'MISSED'}  {label}")
+    return 0 if all(ok for _label, ok in verdicts) else 1
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--images", default="5000", help="images per region; a comma list runs several sizes")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each side per size (medians are shown)")
+    args = parser.parse_args()
+    sizes = [int(size) for size in args.images.split(",")]
+    server, url = start_server()
+    try:
+        return report([bench(url, size, args.repeat) for size in sizes])
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
