@@ -78,19 +78,20 @@ def create_app(settings: Settings, policy: Policy, *, slack: WebClient | None = 
 
 
 def request_key(body: dict, raw_body: str) -> str:
-    """What makes a Slack request unique: a retry resends the same body (same event_id, trigger_id)."""
-    if isinstance(body, dict):
-        if body.get("event_id"):
-            return f"event:{body['event_id']}"
-        if body.get("trigger_id") and body.get("command"):
-            return f"command:{body['trigger_id']}"
+    """What makes a Slack request unique: a retry resends the same body (same event_id)."""
+    if isinstance(body, dict) and body.get("event_id"):
+        return f"event:{body['event_id']}"
     return "body:" + hashlib.sha256(raw_body.encode("utf-8")).hexdigest()
 
 
 def _once_only(store: Store):
-    """Global middleware: a request Slack delivers twice (retries, replays) is acked and dropped."""
+    """Global middleware: an event, or any request Slack says it is retrying, is acked and dropped the second
+    time. Commands and clicks are de-duplicated by the job they create (one INSERT on the ack path, not two)."""
 
     def middleware(req, resp, next):
+        is_event = isinstance(req.body, dict) and req.body.get("type") == "event_callback"
+        if not is_event and not req.headers.get("x-slack-retry-num"):
+            return next()
         key = request_key(req.body, req.raw_body or "")
         cursor = store.execute("INSERT OR IGNORE INTO slack_requests (key, received_at) VALUES (?, ?)",
                                (key, now_iso()))

@@ -69,13 +69,19 @@ class JobRunner:
                  on_interrupted: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.kinds[kind] = JobKind(run, on_interrupted)
 
-    def submit(self, kind: str, payload: dict[str, Any]) -> int:
+    def submit(self, kind: str, payload: dict[str, Any], dedupe_key: str | None = None) -> int | None:
+        """Record and start a job; with a dedupe_key seen before, do nothing and return None.
+
+        One INSERT is both the durable record and the duplicate check, which keeps Slack's ack path short."""
         if kind not in self.kinds:
             raise ValueError(f"unknown job kind {kind}")
         stamp = now_iso()
         cursor = self.store.execute(
-            "INSERT INTO jobs (kind, payload, state, created_at, updated_at) VALUES (?, ?, 'queued', ?, ?)",
-            (kind, json.dumps(payload), stamp, stamp))
+            "INSERT OR IGNORE INTO jobs (kind, payload, state, created_at, updated_at, dedupe_key)"
+            " VALUES (?, ?, 'queued', ?, ?, ?)", (kind, json.dumps(payload), stamp, stamp, dedupe_key))
+        if cursor.rowcount == 0:
+            log.info("dropping a repeated Slack request (%s)", dedupe_key)
+            return None
         self._start(cursor.lastrowid)
         return cursor.lastrowid
 

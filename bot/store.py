@@ -52,7 +52,8 @@ MIGRATIONS: list[tuple[int, str, str]] = [
             state TEXT NOT NULL,          -- queued | running | done | failed | interrupted
             created_at TEXT NOT NULL,
             updated_at TEXT NOT NULL,
-            error TEXT
+            error TEXT,
+            dedupe_key TEXT UNIQUE        -- e.g. the Slack trigger_id: a retried or replayed request adds nothing
         );
         CREATE INDEX jobs_state ON jobs(state);
     """),

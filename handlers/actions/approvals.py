@@ -34,19 +34,25 @@ def _click_payload(body: dict, action: str) -> dict:
             "response_url": body.get("response_url")}
 
 
+def click_key(body: dict) -> str:
+    """Unique per click (a double click is two clicks: the engine's guards handle those)."""
+    action = body["actions"][0]
+    return f"click:{body.get('trigger_id')}:{action.get('action_id')}:{action.get('action_ts')}"
+
+
 def register(app, ctx) -> None:
     ctx.jobs.register(CLICK_JOB, lambda payload: decide(ctx, payload),
                       lambda payload: ctx.jobs.submit(CLICK_JOB, payload))  # decisions are idempotent: redo
 
     @app.action(APPROVE)
     def approve_clicked(ack, body):
+        ctx.jobs.submit(CLICK_JOB, _click_payload(body, "approve"), dedupe_key=click_key(body))
         ack()
-        ctx.jobs.submit(CLICK_JOB, _click_payload(body, "approve"))
 
     @app.action(CANCEL)
     def cancel_clicked(ack, body):
+        ctx.jobs.submit(CLICK_JOB, _click_payload(body, "cancel"), dedupe_key=click_key(body))
         ack()
-        ctx.jobs.submit(CLICK_JOB, _click_payload(body, "cancel"))
 
     @app.action(REJECT)
     def reject_clicked(ack, body, client):

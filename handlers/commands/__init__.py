@@ -40,7 +40,9 @@ def register_commands(app, ctx) -> None:
         except UsageError:
             invocation = False  # the job reports it, so it is audited like every other command
         # Recorded before the ack (one SQLite insert), so a crash right after cannot lose it.
-        ctx.jobs.submit(JOB_KIND, payload_of(body) | {"acked_help": invocation is None})
+        # The trigger_id is unique per invocation, so a retried or replayed command is recorded once.
+        ctx.jobs.submit(JOB_KIND, payload_of(body) | {"acked_help": invocation is None},
+                        dedupe_key=f"command:{body.get('trigger_id') or body.get('response_url')}")
         if invocation is None:
             ack(response_type="ephemeral", **blocks.usage_message(ctx.registry.specs))
         else:
