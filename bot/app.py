@@ -42,7 +42,10 @@ class Amibot:
     def stop(self) -> None:
         for hook in self.ctx.extras.get("on_stop", []):
             hook(self.ctx)
+        # Give running jobs a moment to finish; any still running are reconciled at the next start.
+        self.ctx.jobs.wait_idle(timeout=10)
         self.ctx.jobs.shutdown(wait=False)
+        self.ctx.store.close()
 
 
 def create_app(settings: Settings, policy: Policy, *, slack: WebClient | None = None, aws: Aws | None = None,

@@ -126,6 +126,8 @@ class Store:
     def __init__(self, path: str | Path):
         self.path = str(path)
         self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []  # every thread's, so close() can close them all
+        self._connections_lock = threading.Lock()
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self.migrate()
@@ -141,6 +143,8 @@ class Store:
             connection.execute("PRAGMA foreign_keys=ON")
             connection.execute("PRAGMA busy_timeout=30000")
             self._local.connection = connection
+            with self._connections_lock:
+                self._connections.append(connection)
         return connection
 
     @property
@@ -195,10 +199,15 @@ class Store:
         return applied
 
     def close(self) -> None:
-        connection = getattr(self._local, "connection", None)
-        if connection is not None:
-            connection.close()
-            self._local.connection = None
+        """Close every thread's connection (at shutdown: worker threads never close their own)."""
+        with self._connections_lock:
+            connections, self._connections = self._connections, []
+        for connection in connections:
+            try:
+                connection.close()
+            except sqlite3.ProgrammingError:  # already closed
+                pass
+        self._local = threading.local()
 
 
 def _statements(sql: str) -> list[str]:

@@ -1,0 +1,83 @@
+"""A new image's message: the durable job that watches it until available or failed, and its
+Launch / Share buttons.
+
+`/ami create`, `register` and `base --copy` post "pending" at once and hand the wait to the
+``image.watch`` job, so no command job sits on a worker for minutes, and a restart resumes the
+watch (polling is harmless to repeat) instead of leaving the message "pending" forever. The wait is
+bounded: ctx.extras["create.wait_seconds"] (default 600) and ["create.poll_seconds"] (default 15).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+
+from bot import audit, blocks
+from bot.errors import AmibotError
+from bot.render.lifecycle import LAUNCH_ACTION, SHARE_ACTION, NewImage, button_hint, new_image
+from bot.services.create import DEFAULT_POLL_SECONDS, DEFAULT_WAIT_SECONDS, wait_for_image
+from bot.slack import Reply
+from handlers.views.launch import open_launch_modal
+
+log = logging.getLogger(__name__)
+
+WATCH_JOB = "image.watch"
+
+
+def announce(call, new: NewImage) -> None:
+    """Post the pending message where the command was run, then watch the image in the background."""
+    ctx = call.ctx
+    ts = call.reply.post(new_image(new, "pending"))
+    wait = float(ctx.extras.get("create.wait_seconds", DEFAULT_WAIT_SECONDS))
+    ctx.jobs.submit(WATCH_JOB, {"image": dataclasses.asdict(new), "channel": call.channel, "ts": ts,
+                                "response_url": call.reply.response_url, "deadline": time.time() + wait})
+
+
+def watch(ctx, payload: dict) -> None:
+    new = NewImage(**payload["image"])
+    interval = float(ctx.extras.get("create.poll_seconds", DEFAULT_POLL_SECONDS))
+    remaining = max(0.0, payload["deadline"] - time.time())
+    image = wait_for_image(ctx.aws, new.region, new.image_id, ctx.policy.digest.family_tag, remaining, interval)
+    state = image.state if image else "gone"
+    reason = (image.raw.get("StateReason") or {}).get("Message", "") if image else ""
+    msg = new_image(new, state, reason, timed_out=state == "pending")
+    reply = Reply(ctx.slack, payload.get("channel"), new.user, payload.get("response_url"))
+    if payload.get("ts"):
+        reply.update(payload["ts"], msg)
+    else:  # the bot could not post in the channel; the command's response_url got the first message
+        reply.ephemeral(msg)
+    audit.record(ctx.store, actor="amibot", action="image.watch", channel=payload.get("channel"),
+                 target=new.image_id, outcome=state if state != "pending" else "still pending after the wait",
+                 detail={"name": new.name, "region": new.region, "requested_by": new.user})
+
+
+def register(app, ctx) -> None:
+    ctx.jobs.register(WATCH_JOB, lambda payload: watch(ctx, payload),
+                      lambda payload: ctx.jobs.submit(WATCH_JOB, payload))  # watching again is harmless
+
+    @app.action(LAUNCH_ACTION)
+    def launch_clicked(ack, body, client):
+        """Open the launch form with this image chosen (the trigger is only valid for 3 s: open it now)."""
+        ack()
+        channel = (body.get("container") or {}).get("channel_id") or (body.get("channel") or {}).get("id")
+        try:
+            open_launch_modal(client, body["trigger_id"], ctx, image_id=body["actions"][0].get("value"),
+                              channel=channel)
+        except AmibotError as error:
+            Reply(client, channel, body["user"]["id"], body.get("response_url")).ephemeral(blocks.error(error.message))
+
+    # Sharing needs a target account, so the Share button says which command does it (no AWS call).
+    @app.action(SHARE_ACTION)
+    def share_clicked(ack, body, client):
+        ack()
+        _hint(client, body, "share")
+
+
+def _hint(client, body: dict, action: str) -> None:
+    image_id = body["actions"][0].get("value", "")
+    channel = (body.get("container") or {}).get("channel_id") or (body.get("channel") or {}).get("id")
+    try:
+        Reply(client, channel, body["user"]["id"], body.get("response_url")).ephemeral(button_hint(action, image_id))
+    except Exception:
+        log.exception("could not answer the %s button", action)
