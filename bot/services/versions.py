@@ -1,0 +1,291 @@
+"""Image families, their versions, and which version is current.
+
+A family is the [digest].family_tag tag, else the name without its version or date suffix
+(bot.services.images.family_of). A version is the "Version" tag; when some image of the family has
+none, the order of creation is the order of versions and "#n" its label.
+
+Promotion makes one image the family's current version in its region, in two places AWS users can
+see: the tag ``amibot:current=true`` on the image, and the SSM parameter ``/amibot/<family>/current``
+(data type aws:ec2:image) that launch templates can resolve (``resolve:ssm:/amibot/web/current``).
+The history lives in the ``promotions`` table so a rollback returns to the version promoted before,
+and a second rollback to the one before that (a stack: each rollback undoes the latest promotion).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from bot.aws import Aws, call, requires
+from bot.context import Context
+from bot.errors import AmibotError, AwsError, NotFound, PolicyViolation
+from bot.services.images import Image, describe_own_images
+from bot.services.references import Usage, scan
+
+CURRENT_TAG = "amibot:current"
+PARAMETER_ILLEGAL = re.compile(r"[^A-Za-z0-9_.\-]+")
+VERSION_PART = re.compile(r"\d+|[A-Za-z]+")
+
+# One promotion or rollback at a time per family and region in this process; the conditional
+# UPDATE on the promotions table guards against a second process.
+_locks: dict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
+_locks_guard = threading.Lock()
+
+
+def _lock(family: str, region: str) -> threading.Lock:
+    with _locks_guard:
+        return _locks[(family, region)]
+
+
+def parameter_name(family: str) -> str:
+    """The SSM parameter holding the family's current image id (SSM allows a-z, 0-9, _ . - /)."""
+    return f"/amibot/{PARAMETER_ILLEGAL.sub('-', family).strip('-') or 'unnamed'}/current"
+
+
+def is_current(image: Image) -> bool:
+    return image.tags.get(CURRENT_TAG) == "true"
+
+
+def natural_key(version: str) -> tuple:
+    """'v1.10' after 'v1.9'; a pre-release ('1.2-rc1') before its release ('1.2')."""
+    parts: list[tuple] = []
+    for token in VERSION_PART.findall(version):
+        if token.isdigit():
+            parts.append((1, int(token), ""))
+        elif token.lower() == "v" and not parts:
+            continue
+        else:
+            parts.append((0, 0, token.lower()))
+    return (*parts, (0.5, 0, ""))  # a release sorts after its own pre-releases, before 1.2.1
+
+
+def _created(image: Image) -> tuple:
+    return (image.created is not None, image.created or datetime.min)
+
+
+@dataclass
+class Version:
+    image: Image
+    label: str  # the Version tag, else "#n" in order of creation
+    current: bool = False
+    previous: bool = False  # what a rollback would return to
+    usage: Usage | None = None
+
+
+def ordered_versions(images: list[Image]) -> list[Version]:
+    """Newest first: by Version tag when every image has one, else by creation time."""
+    by_creation = sorted(images, key=lambda image: (_created(image), image.id))
+    ordinal = {image.id: number for number, image in enumerate(by_creation, start=1)}
+    if images and all(image.version for image in images):
+        newest_first = sorted(images, key=lambda image: (natural_key(image.version), _created(image)),
+                              reverse=True)
+    else:
+        newest_first = list(reversed(by_creation))
+    return [Version(image, image.version or f"#{ordinal[image.id]}", current=is_current(image))
+            for image in newest_first]
+
+
+def family_images(aws: Aws, family: str, family_tag: str,
+                  regions: list[str] | None = None) -> tuple[list[Image], dict[str, AwsError]]:
+    """The family's images in the regions (disabled ones too), and the regions that failed."""
+    results = aws.each_region(lambda region: describe_own_images(aws, region, family_tag), regions)
+    images: list[Image] = []
+    failures: dict[str, AwsError] = {}
+    for region, result in results.items():
+        if isinstance(result, AwsError):
+            failures[region] = result
+        else:
+            images += [image for image in result if image.family == family]
+    return images, failures
+
+
+def _launchable(image: Image, now: datetime) -> bool:
+    return image.state == "available" and not (image.deprecation_time and image.deprecation_time <= now)
+
+
+def current_image(ctx: Context, family: str, region: str | None = None) -> Image | None:
+    """The family's promoted image, else its newest available one; None if it has none.
+
+    Without a region, every configured region is searched and the default region wins a tie.
+    Raises the AWS error when a region could not be read and nothing was found elsewhere.
+    """
+    regions = [region] if region else _preferred_order(ctx.aws)
+    images, failures = family_images(ctx.aws, family, ctx.policy.digest.family_tag, regions)
+    if failures and (region or not images):
+        raise next(iter(failures.values()))
+    now = ctx.clock()
+    rank = {name: index for index, name in enumerate(regions)}
+    promoted = sorted((image for image in images if is_current(image) and _launchable(image, now)),
+                      key=lambda image: rank.get(image.region, len(rank)))
+    if promoted:
+        return promoted[0]
+    for version in ordered_versions([image for image in images if _launchable(image, now)]):
+        return version.image
+    return None
+
+
+def _preferred_order(aws: Aws) -> list[str]:
+    regions = list(aws.regions)
+    try:
+        default = aws.default_region
+    except AwsError:
+        return regions
+    return sorted(regions, key=lambda name: name != default)
+
+
+@dataclass
+class FamilyVersions:
+    family: str
+    versions: list[Version]
+    failures: dict[str, AwsError] = field(default_factory=dict)
+    parameter: str = ""
+
+
+def family_versions(ctx: Context, family: str, region: str | None = None) -> FamilyVersions:
+    """Every version of a family, newest first, with its state and what uses it. Raises NotFound."""
+    regions = [region] if region else ctx.aws.regions
+    images, failures = family_images(ctx.aws, family, ctx.policy.digest.family_tag, regions)
+    if not images:
+        if failures:
+            raise next(iter(failures.values()))
+        where = region or ", ".join(regions)
+        raise NotFound(f"No images of family “{family}” in {where}. `/ami list {family}` shows similar names.")
+    versions = ordered_versions(images)
+    previous = {(row["region"], row["previous_image_id"]) for row in
+                (active_promotion(ctx.store, family, name) for name in {image.region for image in images})
+                if row and row["previous_image_id"]}
+    by_region: dict[str, list[str]] = defaultdict(list)
+    for image in images:
+        by_region[image.region].append(image.id)
+    scans = ctx.aws.each_region(lambda name: scan(ctx.aws, name, by_region[name]), list(by_region))
+    for version in versions:
+        version.previous = (version.image.region, version.image.id) in previous
+        refs = scans.get(version.image.region)
+        if isinstance(refs, AwsError):
+            failures.setdefault(version.image.region, refs)
+        elif refs is not None:
+            version.usage = refs.of(version.image.id)
+    return FamilyVersions(family, versions, failures, parameter_name(family))
+
+
+def active_promotion(store, family: str, region: str) -> dict | None:
+    """The latest promotion not undone by a rollback: the family's current version per amibot."""
+    return store.one("SELECT * FROM promotions WHERE family = ? AND region = ? AND rolled_back_at IS NULL "
+                     "ORDER BY id DESC LIMIT 1", (family, region))
+
+
+def is_promoted(ctx: Context, image: Image) -> bool:
+    """Tagged current, or current per amibot's promotion history (in case someone removed the tag)."""
+    if is_current(image):
+        return True
+    active = active_promotion(ctx.store, image.family, image.region)
+    return bool(active and active["image_id"] == image.id)
+
+
+def promoted_regions(store, family: str) -> list[str]:
+    rows = store.query("SELECT DISTINCT region FROM promotions WHERE family = ? AND rolled_back_at IS NULL",
+                       (family,))
+    return sorted(row["region"] for row in rows)
+
+
+@requires("ssm:PutParameter", "ec2:CreateTags", "ec2:DeleteTags")
+def _point_current_at(aws: Aws, image: Image, others: list[str]) -> None:
+    """The SSM parameter first (it is what launches resolve), then the tags."""
+    call(aws.client("ssm", image.region), "put_parameter", Name=parameter_name(image.family), Value=image.id,
+         Type="String", DataType="aws:ec2:image", Overwrite=True,
+         Description=f"Current image of family {image.family}, set by amibot")
+    ec2 = aws.ec2(image.region)
+    call(ec2, "create_tags", resource=f"AMI {image.id}", Resources=[image.id],
+         Tags=[{"Key": CURRENT_TAG, "Value": "true"}])
+    if others:
+        call(ec2, "delete_tags", Resources=others, Tags=[{"Key": CURRENT_TAG}])
+
+
+@dataclass
+class Promotion:
+    image: Image
+    previous_image_id: str | None
+    parameter: str
+
+
+def promote(ctx: Context, image: Image, user: str) -> Promotion:
+    """Make the image its family's current version in its region."""
+    now = ctx.clock()
+    if image.state != "available":
+        raise PolicyViolation(f"{image.id} is {image.state}; only an available image can be promoted.")
+    if image.deprecation_time and image.deprecation_time <= now:
+        raise PolicyViolation(f"{image.id} is deprecated; `/ami undeprecate {image.id}` first to promote it.")
+    with _lock(image.family, image.region):
+        siblings, _ = family_images(ctx.aws, image.family, ctx.policy.digest.family_tag, [image.region])
+        tagged = [other.id for other in siblings if is_current(other) and other.id != image.id]
+        active = active_promotion(ctx.store, image.family, image.region)
+        if is_current(image) and not tagged and active and active["image_id"] == image.id:
+            raise AmibotError(f"{image.id} already is the current version of {image.family} in {image.region}.")
+        previous = tagged[0] if tagged else (active["image_id"] if active and active["image_id"] != image.id
+                                             else None)
+        _point_current_at(ctx.aws, image, tagged)
+        ctx.store.execute(
+            "INSERT INTO promotions (family, region, image_id, promoted_by, promoted_at, previous_image_id) "
+            "VALUES (?, ?, ?, ?, ?, ?)", (image.family, image.region, image.id, user, now.isoformat(), previous))
+    return Promotion(image, previous, parameter_name(image.family))
+
+
+@dataclass
+class Rollback:
+    family: str
+    region: str
+    image: Image  # current again
+    newer_image_id: str  # the version rolled back from
+    newer_usage: Usage
+    parameter: str
+
+
+def rollback(ctx: Context, family: str, region: str | None, user: str) -> Rollback:
+    """Point the family's current version back at the version promoted before the latest promotion."""
+    region = region or _only_promoted_region(ctx, family)
+    with _lock(family, region):
+        latest = active_promotion(ctx.store, family, region)
+        if latest is None:
+            raise NotFound(f"Nothing of family “{family}” has been promoted in {region}; "
+                           f"`/ami promote <ami-id>` first.")
+        if not latest["previous_image_id"]:
+            raise AmibotError(f"{latest['image_id']} is the first promoted version of {family} in {region}; "
+                              "there is nothing to roll back to.")
+        target = _rollback_target(ctx, family, region, latest["previous_image_id"])
+        claimed = ctx.store.execute(
+            "UPDATE promotions SET rolled_back_at = ?, rolled_back_by = ? WHERE id = ? AND rolled_back_at IS NULL",
+            (ctx.clock().isoformat(), user, latest["id"]))
+        if claimed.rowcount != 1:
+            raise AmibotError(f"Someone else rolled {family} back in {region} just now; see `/ami versions {family}`.")
+        try:
+            _point_current_at(ctx.aws, target, [latest["image_id"]])
+        except AmibotError:
+            ctx.store.execute("UPDATE promotions SET rolled_back_at = NULL, rolled_back_by = NULL WHERE id = ?",
+                              (latest["id"],))
+            raise
+    usage = scan(ctx.aws, region, [latest["image_id"]]).of(latest["image_id"])
+    return Rollback(family, region, target, latest["image_id"], usage, parameter_name(family))
+
+
+def _only_promoted_region(ctx: Context, family: str) -> str:
+    regions = promoted_regions(ctx.store, family)
+    if len(regions) == 1:
+        return regions[0]
+    if not regions:
+        raise NotFound(f"Nothing of family “{family}” has been promoted; `/ami promote <ami-id>` first.")
+    raise AmibotError(f"{family} is promoted in {', '.join(regions)}; say which with `--region`.")
+
+
+def _rollback_target(ctx: Context, family: str, region: str, image_id: str) -> Image:
+    found = describe_own_images(ctx.aws, region, ctx.policy.digest.family_tag, image_id=[image_id])
+    if not found:
+        raise NotFound(f"The previous version {image_id} of {family} no longer exists in {region}; "
+                       "promote another version with `/ami promote <ami-id>`.")
+    image = found[0]
+    if image.state != "available":
+        raise PolicyViolation(f"The previous version {image_id} of {family} is {image.state}; "
+                              f"`/ami enable {image_id}` first, or promote another version.")
+    return image
