@@ -1,0 +1,305 @@
+"""Launching instances from an image, within the [launch] policy or after an approval.
+
+An image reference resolves in this order: an AMI id, an exact image name, a family (the family's
+current version, bot.services.versions.current_image). The image must be launchable (available; a
+deprecated one only with --force); an instance type outside [launch].allowed_instance_types or a
+count above [launch].max_count is not refused but turned into an approval request, with the reasons.
+
+Instances carry the tags Name, amibot:requested-by (the Slack user) and amibot:request (the approval
+request id, or the command's launch reference recorded in the audit row), on the instances and their
+volumes, so anyone looking at the account can trace who launched what and why.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from bot import approvals
+from bot.aws import Aws, call, paginate, requires
+from bot.blocks import escape
+from bot.commands import AMI_ID
+from bot.config import SUBNET
+from bot.errors import AmibotError, AwsError, NotFound, PolicyViolation, UsageError
+from bot.services.images import Image, find_images
+from bot.services.versions import current_image
+
+KIND = "launch"
+WAIT_SECONDS = 300.0  # how long a launch waits for its instances to run before saying "still pending"
+POLL_SECONDS = 5.0
+HARD_MAX_COUNT = 100  # even with an approval: a typo of 1000 should not become a bill
+MAX_NAME = 255  # EC2 tag values are at most 256 characters
+INSTANCE_TYPE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9-]+$")  # t3.micro, c7gn.16xlarge, u-6tb1.metal
+FAILED_STATES = {"shutting-down", "terminated", "stopping", "stopped"}
+TAG_REQUESTED_BY = "amibot:requested-by"
+TAG_REQUEST = "amibot:request"
+FAMILY_PREFIX = "family:"  # the launch form's family options; a plain ref may also be a family
+
+
+@dataclass
+class LaunchOrder:
+    """What someone asked to launch, before the image is resolved."""
+
+    image_ref: str
+    instance_type: str
+    count: int = 1
+    name: str | None = None
+    subnet_id: str | None = None
+    region: str | None = None
+    force: bool = False
+
+
+@dataclass
+class InstanceStatus:
+    id: str
+    state: str
+    reason: str = ""
+
+    @property
+    def failed(self) -> bool:
+        return self.state in FAILED_STATES
+
+
+@dataclass
+class LaunchResult:
+    image: Image
+    instance_ids: list[str]
+    statuses: list[InstanceStatus] = field(default_factory=list)
+
+    @property
+    def running(self) -> list[InstanceStatus]:
+        return [status for status in self.statuses if status.state == "running"]
+
+    @property
+    def failed(self) -> list[InstanceStatus]:
+        return [status for status in self.statuses if status.failed]
+
+    @property
+    def pending(self) -> list[InstanceStatus]:
+        return [status for status in self.statuses if not status.failed and status.state != "running"]
+
+
+# --- input -----------------------------------------------------------------------------------------
+
+def parse_instance_type(text: str | None, default: str) -> str:
+    value = (text or default).strip().lower()
+    if not INSTANCE_TYPE.match(value) or len(value) > 40:
+        raise UsageError(f"`{escape(value[:40])}` is not an instance type (e.g. t3.micro).")
+    return value
+
+
+def parse_count(text: str | int | None) -> int:
+    if text is None or text == "":
+        return 1
+    value = str(text).strip()
+    if not value.isdigit() or int(value) < 1:
+        raise UsageError(f"`{escape(value[:20])}` is not a number of instances (a whole number from 1).")
+    if int(value) > HARD_MAX_COUNT:
+        raise UsageError(f"amibot launches at most {HARD_MAX_COUNT} instances at once, not {int(value):,}.")
+    return int(value)
+
+
+def parse_name(text: str | None) -> str | None:
+    value = (text or "").strip()
+    if len(value) > MAX_NAME:
+        raise UsageError(f"The name is {len(value)} characters long; EC2 allows at most {MAX_NAME}.")
+    return value or None
+
+
+def parse_subnet(text: str | None) -> str | None:
+    if text and not SUBNET.match(text):
+        raise UsageError(f"`{escape(text[:40])}` is not a subnet id (e.g. subnet-0abc1234def567890).")
+    return text or None
+
+
+# --- resolving the image -----------------------------------------------------------------------------
+
+def resolve_image(ctx, ref: str, region: str | None = None) -> Image:
+    """An AMI id, else an exact image name, else a family's current version. Raises NotFound."""
+    family_tag = ctx.policy.digest.family_tag
+    regions = [region] if region else None
+    if ref.startswith(FAMILY_PREFIX):
+        return family_image(ctx, ref[len(FAMILY_PREFIX):], region)
+    if AMI_ID.match(ref):
+        images = find_images(ctx.aws, ref, family_tag, regions)
+    else:
+        try:
+            images = find_images(ctx.aws, ref, family_tag, regions)
+        except NotFound:
+            return family_image(ctx, ref, region)
+    if len(images) > 1:
+        where = ", ".join(f"{image.id} ({image.region})" for image in images[:5])
+        raise UsageError(f"{len(images)} AMIs are named “{escape(ref)}”: {where}. Use the id, or add `--region R`.")
+    return images[0]
+
+
+def family_image(ctx, family: str, region: str | None) -> Image:
+    image = current_image(ctx, family, region)
+    if image is None:
+        where = region or ", ".join(ctx.aws.regions)
+        raise NotFound(f"No AMI id, image name or family “{escape(family)}” with an available image in {where}. "
+                       "`/ami list` shows what there is.")
+    return image
+
+
+# --- policy ------------------------------------------------------------------------------------------
+
+def check_launchable(image: Image, force: bool, now: datetime) -> None:
+    """Refuse images that cannot or should not be launched; no approval changes these."""
+    label = f"{image.id} ({escape(image.name)})" if image.name else image.id
+    if image.state == "disabled":
+        raise PolicyViolation(f"{label} is disabled and cannot be launched; `/ami enable {image.id}` first.")
+    if image.state == "pending":
+        raise PolicyViolation(f"{label} is still being created; launch it once it is available.")
+    if image.state != "available":
+        raise PolicyViolation(f"{label} is {image.state} and cannot be launched.")
+    if image.deprecation_time and image.deprecation_time <= now and not force:
+        since = image.deprecation_time.strftime("%Y-%m-%d")
+        raise PolicyViolation(f"{label} has been deprecated since {since}. Launch it anyway with `--force`, "
+                              "or launch its family's current version.")
+
+
+def approval_reasons(policy, order: LaunchOrder) -> list[str]:
+    """Why this launch is outside [launch] policy; empty when it is within."""
+    reasons = []
+    allowed = policy.launch.allowed_instance_types
+    if not any(fnmatch.fnmatchcase(order.instance_type, pattern) for pattern in allowed):
+        listed = ", ".join(allowed) if allowed else "none"
+        reasons.append(f"instance type {order.instance_type} is not in [launch].allowed_instance_types ({listed})")
+    if order.count > policy.launch.max_count:
+        reasons.append(f"{order.count} instances is more than [launch].max_count ({policy.launch.max_count})")
+    return reasons
+
+
+# --- launching ---------------------------------------------------------------------------------------
+
+def _tags(name: str, requested_by: str, request_ref: str) -> list[dict[str, str]]:
+    return [{"Key": "Name", "Value": name}, {"Key": TAG_REQUESTED_BY, "Value": requested_by},
+            {"Key": TAG_REQUEST, "Value": request_ref}]
+
+
+@requires("ec2:RunInstances", "ec2:CreateTags")
+def run_instances(aws: Aws, policy, image: Image, order: LaunchOrder, requested_by: str, request_ref: str) -> list[str]:
+    """Start the instances (all or none: MinCount = MaxCount); return their ids.
+
+    The request reference doubles as the ClientToken, so a retried call never launches twice.
+    """
+    tags = _tags(order.name or image.name or image.id, requested_by, request_ref)
+    kwargs: dict[str, Any] = {
+        "ImageId": image.id, "InstanceType": order.instance_type, "MinCount": order.count,
+        "MaxCount": order.count, "ClientToken": request_ref[:64],
+        "TagSpecifications": [{"ResourceType": "instance", "Tags": tags}, {"ResourceType": "volume", "Tags": tags}]}
+    subnet = order.subnet_id or policy.launch.subnet_id
+    if subnet:
+        kwargs["SubnetId"] = subnet
+    if policy.launch.security_group_ids:
+        kwargs["SecurityGroupIds"] = list(policy.launch.security_group_ids)
+    if policy.launch.key_name:
+        kwargs["KeyName"] = policy.launch.key_name
+    result = call(aws.ec2(image.region), "run_instances", **kwargs)
+    return [instance["InstanceId"] for instance in result.get("Instances", [])]
+
+
+@requires("ec2:DescribeInstances")
+def instance_statuses(aws: Aws, region: str, instance_ids: list[str]) -> list[InstanceStatus]:
+    try:
+        reservations = list(paginate(aws.ec2(region), "describe_instances", "Reservations",
+                                     InstanceIds=instance_ids))
+    except AwsError as error:
+        if error.code == "InvalidInstanceID.NotFound":  # new instances take a moment to be visible
+            return [InstanceStatus(instance_id, "pending") for instance_id in instance_ids]
+        raise
+    found = {instance["InstanceId"]: InstanceStatus(instance["InstanceId"], instance["State"]["Name"],
+                                                    (instance.get("StateReason") or {}).get("Message", ""))
+             for reservation in reservations for instance in reservation.get("Instances", [])}
+    return [found.get(instance_id, InstanceStatus(instance_id, "pending")) for instance_id in instance_ids]
+
+
+def wait_for_instances(aws: Aws, region: str, instance_ids: list[str], timeout: float | None = None,
+                       poll: float | None = None, sleep: Callable[[float], None] = time.sleep,
+                       monotonic: Callable[[], float] = time.monotonic) -> list[InstanceStatus]:
+    """Poll until every instance is running or has failed, or the bounded wait is over."""
+    timeout = WAIT_SECONDS if timeout is None else timeout
+    poll = POLL_SECONDS if poll is None else poll
+    deadline = monotonic() + timeout
+    while True:
+        statuses = instance_statuses(aws, region, instance_ids)
+        if all(status.state == "running" or status.failed for status in statuses) or monotonic() >= deadline:
+            return statuses
+        sleep(poll)
+
+
+def launch(ctx, image: Image, order: LaunchOrder, requested_by: str, request_ref: str,
+           started: Callable[[list[str]], None] | None = None) -> LaunchResult:
+    """Run the instances, tell `started` their ids at once, then wait for them to run."""
+    ids = run_instances(ctx.aws, ctx.policy, image, order, requested_by, request_ref)
+    if started:
+        started(ids)
+    result = LaunchResult(image, ids)
+    try:
+        result.statuses = wait_for_instances(ctx.aws, image.region, ids)
+    except AwsError as error:  # they were launched; say so rather than lose the ids in an error
+        result.statuses = [InstanceStatus(instance_id, "unknown", error.message) for instance_id in ids]
+    return result
+
+
+def summary(result: LaunchResult) -> str:
+    """One line: what is running, what failed and why, what is still pending."""
+    parts = []
+    if result.running:
+        parts.append(f"{len(result.running)} running ({', '.join(s.id for s in result.running)})")
+    for status in result.failed:
+        parts.append(f"{status.id} {status.state}" + (f": {status.reason}" if status.reason else ""))
+    if result.pending:
+        parts.append(f"{len(result.pending)} still pending ({', '.join(s.id for s in result.pending)})")
+    return f"{result.image.id} in {result.image.region}: " + "; ".join(parts)
+
+
+# --- after approval ----------------------------------------------------------------------------------
+
+def request_params(image: Image, order: LaunchOrder) -> dict[str, Any]:
+    return {"image_id": image.id, "region": image.region, "image_name": image.name,
+            "instance_type": order.instance_type, "count": order.count, "name": order.name,
+            "subnet_id": order.subnet_id, "force": order.force}
+
+
+def _order_of(params: dict[str, Any]) -> LaunchOrder:
+    return LaunchOrder(image_ref=params["image_id"], instance_type=params["instance_type"], count=params["count"],
+                       name=params.get("name"), subnet_id=params.get("subnet_id"), region=params["region"],
+                       force=bool(params.get("force")))
+
+
+def execute(ctx, request, progress) -> str:
+    """Launch an approved request: the image is checked again (it may have changed while waiting)."""
+    params = request.params
+    order = _order_of(params)
+    image = find_images(ctx.aws, params["image_id"], ctx.policy.digest.family_tag, [params["region"]])[0]
+    check_launchable(image, order.force, ctx.clock())
+    result = launch(ctx, image, order, request.requester, request.id,
+                    started=lambda ids: progress(f":rocket: Launched {', '.join(ids)}; waiting for them to run…"))
+    line = summary(result)
+    if result.failed or not result.running:
+        raise AmibotError(f"Not all instances are running: {line}")
+    return f"Launched {line}"
+
+
+@requires("ec2:DescribeInstances")
+def reconcile(ctx, request) -> str | None:
+    """After a crash: instances tagged with the request id exist → it ran (the ClientToken makes it once)."""
+    ec2 = ctx.aws.ec2(request.params["region"])
+    reservations = list(paginate(ec2, "describe_instances", "Reservations",
+                                 Filters=[{"Name": f"tag:{TAG_REQUEST}", "Values": [request.id]}]))
+    return approvals.SUCCEEDED if any(r.get("Instances") for r in reservations) else None
+
+
+def confirm_text(params: dict[str, Any]) -> str:
+    return (f"Launch {params['count']} × {params['instance_type']} from {params['image_id']} "
+            f"in {params['region']}?")
+
+
+approvals.register_kind(approvals.Kind(KIND, execute=execute, reconcile=reconcile, confirm_text=confirm_text))

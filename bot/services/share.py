@@ -1,0 +1,244 @@
+"""Sharing an image with other accounts, organisations, OUs or everyone — and taking it back.
+
+What [sharing] allows happens at once; anything else becomes an approval request. A share also
+grants createVolumePermission on the image's own snapshots to the account (so the receiver can copy
+the image, not only launch it); organisations and OUs have no such form, and public images keep
+their snapshots private. For encrypted images the message names the KMS keys the receiver must be
+granted: amibot never changes key policies.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from bot import approvals
+from bot.aws import Aws, call, paginate, requires
+from bot.blocks import escape
+from bot.errors import AwsError, PolicyViolation, Unsupported, UsageError
+from bot.services.images import Image, Shares, find_images, shares_of
+
+KIND = "share"
+ACCOUNT, ORGANIZATION, OU, PUBLIC = "account", "organization", "organizational unit", "public"
+ACCOUNT_ID = re.compile(r"^\d{12}$")
+ORG_ARN = re.compile(r"^arn:aws[a-z-]*:organizations::\d{12}:organization/o-[a-z0-9]{10,32}$")
+OU_ARN = re.compile(r"^arn:aws[a-z-]*:organizations::\d{12}:ou/o-[a-z0-9]{10,32}/ou-[a-z0-9]{4,32}-[a-z0-9]{8,32}$")
+ORG_EXAMPLE = "arn:aws:organizations::123456789012:organization/o-a1b2c3d4e5"
+OU_EXAMPLE = "arn:aws:organizations::123456789012:ou/o-a1b2c3d4e5/ou-ab12-cd34ef56"
+BLOCKED, UNBLOCKED, UNKNOWN = "block-new-sharing", "unblocked", "unknown"
+
+
+@dataclass(frozen=True)
+class Target:
+    """Who an image is shared with: an account, an organisation, an OU, or everyone."""
+
+    kind: str
+    value: str  # the account id or the ARN; "all" for public
+
+    @property
+    def label(self) -> str:
+        return "everyone (public)" if self.kind == PUBLIC else f"{self.kind} {self.value}"
+
+    def permission(self) -> dict[str, str]:
+        """The LaunchPermission entry EC2 expects."""
+        key = {ACCOUNT: "UserId", ORGANIZATION: "OrganizationArn", OU: "OrganizationalUnitArn",
+               PUBLIC: "Group"}[self.kind]
+        return {key: self.value}
+
+    def granted_in(self, shares: Shares) -> bool:
+        if self.kind == PUBLIC:
+            return shares.public
+        granted = {ACCOUNT: shares.accounts, ORGANIZATION: shares.organizations, OU: shares.organizational_units}
+        return self.value in granted[self.kind]
+
+
+def parse_target(text: str) -> Target:
+    """`123456789012`, `org:<organization ARN>`, `ou:<OU ARN>` (the prefixes are optional) or `public`."""
+    value = text.strip()
+    if value.lower() in ("public", "all", "everyone"):
+        return Target(PUBLIC, "all")
+    if value.isdigit() or re.fullmatch(r"[\d-]+", value):
+        if ACCOUNT_ID.match(value):
+            return Target(ACCOUNT, value)
+        raise UsageError(f"`{escape(value[:40])}` is not an AWS account id: it has 12 digits, e.g. 123456789012.")
+    prefix, _, arn = value.partition(":")
+    if prefix.lower() == "org" or (prefix == "arn" and ":organization/" in value):
+        arn = arn if prefix.lower() == "org" else value
+        if ORG_ARN.match(arn):
+            return Target(ORGANIZATION, arn)
+        raise UsageError(f"`{escape(arn[:80])}` is not an organization ARN; it looks like `org:{ORG_EXAMPLE}`.")
+    if prefix.lower() == "ou" or (prefix == "arn" and ":ou/" in value):
+        arn = arn if prefix.lower() == "ou" else value
+        if OU_ARN.match(arn):
+            return Target(OU, arn)
+        raise UsageError(f"`{escape(arn[:80])}` is not an organizational unit ARN; it looks like `ou:{OU_EXAMPLE}`.")
+    raise UsageError(f"`{escape(value[:40])}` is not something to share with: give a 12-digit account id, "
+                     f"`org:<organization ARN>`, `ou:<OU ARN>` or `public`.")
+
+
+# --- what the image is made of ---------------------------------------------------------------------
+
+@dataclass
+class SnapshotInfo:
+    id: str
+    encrypted: bool
+    kms_key_id: str | None
+
+
+@requires("ec2:DescribeSnapshots")
+def own_snapshots(aws: Aws, image: Image) -> list[SnapshotInfo]:
+    """The image's snapshots this account owns (only those can be shared), with their encryption."""
+    if not image.snapshot_ids:
+        return []
+    account = aws.account_id()
+    found = paginate(aws.ec2(image.region), "describe_snapshots", "Snapshots", SnapshotIds=image.snapshot_ids)
+    return [SnapshotInfo(item["SnapshotId"], bool(item.get("Encrypted")), item.get("KmsKeyId"))
+            for item in found if item.get("OwnerId") in (None, account)]
+
+
+@requires("ec2:GetImageBlockPublicAccessState")
+def block_public_access(aws: Aws, region: str) -> str:
+    """'block-new-sharing', 'unblocked', or 'unknown' when the endpoint does not have the API."""
+    try:
+        result = call(aws.client("ec2", region, max_attempts=1), "get_image_block_public_access_state")
+    except Unsupported:
+        return UNKNOWN
+    return result.get("ImageBlockPublicAccessState") or UNKNOWN
+
+
+# --- deciding ------------------------------------------------------------------------------------
+
+@dataclass
+class ShareCheck:
+    image: Image
+    target: Target
+    already: bool
+    reason: str | None = None  # why approval is needed; None: share now
+    public_block: str | None = None  # for public shares
+
+
+def check(ctx, image: Image, target: Target) -> ShareCheck:
+    """Decide: already shared, share now, or ask for approval (with why). Refuses what policy forbids."""
+    already = target.granted_in(shares_of(ctx.aws, image))
+    if already:
+        return ShareCheck(image, target, True)
+    sharing = ctx.policy.sharing
+    if target.kind == ACCOUNT:
+        if target.value == ctx.aws.account_id():
+            raise UsageError(f"{target.value} is this account: it owns the image already.")
+        if target.value in sharing.allowed_accounts:
+            return ShareCheck(image, target, False)
+        return ShareCheck(image, target, False, f"account {target.value} is not in [sharing].allowed_accounts")
+    if target.kind in (ORGANIZATION, OU):
+        return ShareCheck(image, target, False, f"sharing with a whole {target.kind} always needs approval")
+    if not sharing.allow_public:
+        raise PolicyViolation("Making images public is turned off here ([sharing].allow_public = false).")
+    state = check_public_allowed(ctx.aws, image)
+    reason = "making an image public always needs approval"
+    if state == UNKNOWN:
+        reason += "; the account's image block public access state is unknown (this endpoint cannot tell)"
+    return ShareCheck(image, target, False, reason, state)
+
+
+def check_public_allowed(aws: Aws, image: Image) -> str:
+    state = block_public_access(aws, image.region)
+    if state == BLOCKED:
+        raise PolicyViolation(f"Image block public access is on for this account in {image.region}, so AWS will "
+                              f"not let {image.id} be made public. Turn it off in the EC2 console (Data protection "
+                              "and security) only if you really mean to publish images.")
+    return state
+
+
+# --- doing -----------------------------------------------------------------------------------------
+
+@dataclass
+class ShareResult:
+    image: Image
+    target: Target
+    snapshots: list[str] = field(default_factory=list)  # snapshot ids whose createVolumePermission changed
+    kms_keys: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+@requires("ec2:ModifyImageAttribute", "ec2:ModifySnapshotAttribute")
+def _apply(aws: Aws, image: Image, target: Target, operation: str) -> ShareResult:
+    """operation "add" or "remove": launch permission first, then the snapshots' volume permission."""
+    ec2 = aws.ec2(image.region)
+    change = {"Add" if operation == "add" else "Remove": [target.permission()]}
+    call(ec2, "modify_image_attribute", resource=f"AMI {image.id}", ImageId=image.id, LaunchPermission=change)
+    result = ShareResult(image, target)
+    snapshots = own_snapshots(aws, image)
+    result.kms_keys = sorted({s.kms_key_id for s in snapshots if s.encrypted and s.kms_key_id})
+    if target.kind == ACCOUNT:
+        for snapshot in snapshots:
+            call(ec2, "modify_snapshot_attribute", resource=f"snapshot {snapshot.id}", SnapshotId=snapshot.id,
+                 Attribute="createVolumePermission", OperationType=operation, UserIds=[target.value])
+            result.snapshots.append(snapshot.id)
+    elif target.kind in (ORGANIZATION, OU) and snapshots and operation == "add":
+        result.notes.append(f"Snapshots cannot be shared with a whole {target.kind}, so its accounts can launch "
+                            "the image but not copy it; share with single accounts for that.")
+    elif target.kind == PUBLIC and snapshots and operation == "add":
+        result.notes.append("The snapshots stay private: anyone can launch the image, nobody else can copy its "
+                            "volumes.")
+    if operation == "add" and result.kms_keys:
+        result.notes.append("The image is encrypted: the receiver must be granted use of KMS key(s) "
+                            f"{', '.join(result.kms_keys)} (kms:Decrypt, kms:DescribeKey, kms:CreateGrant). "
+                            "amibot does not change key policies.")
+    return result
+
+
+def share(aws: Aws, image: Image, target: Target) -> ShareResult:
+    if target.kind == PUBLIC:
+        check_public_allowed(aws, image)  # it may have changed while a request waited
+    return _apply(aws, image, target, "add")
+
+
+def unshare(aws: Aws, image: Image, target: Target) -> ShareResult:
+    return _apply(aws, image, target, "remove")
+
+
+def summary(result: ShareResult, shared: bool) -> str:
+    where = f"{result.image.id} ({result.image.region}) with {result.target.label}"
+    snapshots = ", ".join(result.snapshots)
+    if shared:
+        return f"Shared {where}" + (f"; createVolumePermission granted on {snapshots}" if snapshots else "")
+    return f"Stopped sharing {where}" + (f"; createVolumePermission removed from {snapshots}" if snapshots else "")
+
+
+def find_image(ctx, image_id: str, region: str | None) -> Image:
+    return find_images(ctx.aws, image_id, ctx.policy.digest.family_tag, [region] if region else None)[0]
+
+
+# --- after approval --------------------------------------------------------------------------------
+
+def request_params(image: Image, target: Target) -> dict[str, Any]:
+    return {"image_id": image.id, "region": image.region, "image_name": image.name, "target_kind": target.kind,
+            "target": target.value}
+
+
+def execute(ctx, request, progress) -> str:
+    params = request.params
+    image = find_image(ctx, params["image_id"], params["region"])
+    result = share(ctx.aws, image, Target(params["target_kind"], params["target"]))
+    for note in result.notes:
+        progress(f":information_source: {note}")
+    return summary(result, shared=True)
+
+
+def reconcile(ctx, request) -> str | None:
+    params = request.params
+    try:
+        image = find_image(ctx, params["image_id"], params["region"])
+        shares = shares_of(ctx.aws, image)
+    except AwsError:
+        return None
+    return approvals.SUCCEEDED if Target(params["target_kind"], params["target"]).granted_in(shares) else None
+
+
+def confirm_text(params: dict[str, Any]) -> str:
+    target = Target(params["target_kind"], params["target"])
+    return f"Share {params['image_id']} ({params['region']}) with {target.label}?"
+
+
+approvals.register_kind(approvals.Kind(KIND, execute=execute, reconcile=reconcile, confirm_text=confirm_text))

@@ -1,0 +1,45 @@
+"""`/ami copy <ami-id> <region> [--name N] [--encrypt [--kms-key K]]`: an image into another region.
+
+The new id is announced at once; the image.watch job (handlers/actions/image_buttons.py) updates the
+message when the copy is available or has failed, within its bounded wait.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from bot.blocks import escape
+from bot.commands import AMI_ID, REGION_NAME, Arg, Subcommand
+from bot.errors import UsageError
+from bot.render import copy as render
+from bot.render.lifecycle import NewImage
+from bot.services import copy as service
+from bot.services.images import find_images
+from handlers.actions.image_buttons import announce
+
+SPEC = Subcommand(
+    name="copy", summary="copy an AMI into another region, tags carried, optionally encrypted",
+    usage="/ami copy <ami-id> <region> [--name N] [--encrypt [--kms-key K]] [--source-region R]",
+    example="/ami copy ami-0abc1234def567890 eu-west-2 --encrypt",
+    args=(Arg("ami-id", pattern=AMI_ID, hint="e.g. ami-0abc1234def567890"),
+          Arg("region", hint="a region name such as eu-west-2")),
+    flags={"--name": "N", "--encrypt": None, "--kms-key": "K", "--source-region": "R"}, changing=True)
+
+
+def run(call):
+    ctx, flags = call.ctx, call.flags
+    destination = service.parse_region(call.args["region"])
+    name = service.parse_name(flags["name"])
+    kms_key = service.parse_kms_key(flags["kms_key"], bool(flags["encrypt"]))
+    source = flags["source_region"]
+    if source and not REGION_NAME.match(source):
+        raise UsageError(f"`{escape(source[:40])}` is not an AWS region name (e.g. eu-west-1).")
+    image = find_images(ctx.aws, call.args["ami-id"], ctx.policy.digest.family_tag, [source] if source else None)[0]
+    order = service.plan(image, destination, name, bool(flags["encrypt"]), kms_key)
+    call.audit_detail = {"image": image.id, "source_region": image.region, "destination": destination,
+                         "name": order.name, "encrypt": order.encrypt, "kms_key": kms_key}
+    new_id = service.copy_image(ctx.aws, order, call.user, f"copy-{uuid.uuid4().hex[:12]}")
+    call.audit_detail["copy"] = new_id
+    announce(call, NewImage(new_id, order.name, destination, render.copy_source(order), call.user, image.family,
+                            image.version, note=render.copy_note(order)))
+    return None

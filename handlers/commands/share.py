@@ -1,0 +1,83 @@
+"""`/ami share <ami-id> <account|org:ARN|ou:ARN|public>` and `/ami unshare …`.
+
+Allowed accounts are shared at once; anything else goes through the approval engine. Unsharing
+never needs approval: taking access away is always allowed.
+"""
+
+from __future__ import annotations
+
+from bot import approvals
+from bot.blocks import escape
+from bot.commands import AMI_ID, REGION_NAME, Arg, Subcommand
+from bot.errors import UsageError
+from bot.render import share as render
+from bot.services import share as service
+from bot.services.images import shares_of
+
+TARGET = Arg("target", hint="a 12-digit account id, org:<ARN>, ou:<ARN> or public")
+
+SHARE = Subcommand(
+    name="share", summary="let another account, organisation or OU launch (and copy) an AMI",
+    usage="/ami share <ami-id> <account-id|org:ARN|ou:ARN|public> [--region R]",
+    example="/ami share ami-0abc1234def567890 123456789012",
+    args=(Arg("ami-id", pattern=AMI_ID, hint="e.g. ami-0abc1234def567890"), TARGET),
+    flags={"--region": "R"}, changing=True)
+
+UNSHARE = Subcommand(
+    name="unshare", summary="take back a share: launch and snapshot permissions at once",
+    usage="/ami unshare <ami-id> <account-id|org:ARN|ou:ARN|public> [--region R]",
+    example="/ami unshare ami-0abc1234def567890 123456789012",
+    args=(Arg("ami-id", pattern=AMI_ID, hint="e.g. ami-0abc1234def567890"), TARGET),
+    flags={"--region": "R"}, changing=True)
+
+
+def _region(call) -> str | None:
+    region = call.flags["region"]
+    if region and not REGION_NAME.match(region):
+        raise UsageError(f"`{escape(region[:40])}` is not an AWS region name (e.g. eu-west-1).")
+    return region
+
+
+def _post(call, msg: dict) -> dict | None:
+    """Shares are visible to the channel; answer privately only when the bot cannot post there."""
+    return None if call.reply.post(msg) else msg
+
+
+def run_share(call):
+    ctx = call.ctx
+    target = service.parse_target(call.args["target"])
+    region = _region(call)
+    image = service.find_image(ctx, call.args["ami-id"], region)
+    call.audit_detail = {"image": image.id, "region": image.region, "target": target.value,
+                         "target_kind": target.kind}
+    verdict = service.check(ctx, image, target)
+    if verdict.already:
+        call.audit_detail["already_shared"] = True
+        return render.already_shared(image, target)
+    if verdict.reason:
+        snapshots = service.own_snapshots(ctx.aws, image)
+        request = approvals.create_request(
+            ctx, kind=service.KIND, params=service.request_params(image, target), requester=call.user,
+            channel=call.channel, title=f"Share {image.name or image.id} with {target.label}",
+            details=render.approval_details(image, target, snapshots, verdict.public_block),
+            reason=verdict.reason, danger=target.kind == service.PUBLIC)
+        call.audit_detail["approval_request"] = request.id
+        return render.needs_approval(request.id, request.channel, verdict.reason)
+    result = service.share(ctx.aws, image, target)
+    call.audit_detail["snapshots"] = result.snapshots
+    return _post(call, render.shared(result, call.user))
+
+
+def run_unshare(call):
+    ctx = call.ctx
+    target = service.parse_target(call.args["target"])
+    region = _region(call)
+    image = service.find_image(ctx, call.args["ami-id"], region)
+    was_shared = target.granted_in(shares_of(ctx.aws, image))
+    result = service.unshare(ctx.aws, image, target)
+    call.audit_detail = {"image": image.id, "region": image.region, "target": target.value,
+                         "target_kind": target.kind, "was_shared": was_shared, "snapshots": result.snapshots}
+    return _post(call, render.unshared(result, call.user, was_shared))
+
+
+RUNNERS = [(SHARE, run_share), (UNSHARE, run_unshare)]

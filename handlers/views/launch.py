@@ -1,0 +1,148 @@
+"""The launch form: opened by `/ami launch` without arguments (or by an image's Launch button), and
+its submission, which runs the same path as the command.
+
+``open_launch_modal`` opens a "loading" view at once — a trigger_id is valid for 3 seconds — and
+then replaces it with the form once the images are listed. The submission is validated before the
+ack (no AWS: errors are shown on the fields), then launched as a durable job, recorded before the ack.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from dataclasses import asdict
+from typing import Any
+
+from slack_sdk.errors import SlackApiError
+
+from bot import audit, blocks
+from bot.errors import AccessDenied, AmibotError, UsageError
+from bot.render import launch as render
+from bot.services import launch as service
+from bot.services.images import list_images
+from bot.services.launch import LaunchOrder
+from bot.slack import Reply
+
+log = logging.getLogger(__name__)
+
+JOB_KIND = "launch.form"
+
+
+def open_launch_modal(client, trigger_id: str, ctx, image_id: str | None = None, channel: str | None = None) -> None:
+    """Open the launch form; `image_id` preselects an image, `channel` is where the launch is reported."""
+    try:
+        opened = client.views_open(trigger_id=trigger_id, view=render.loading_modal())
+    except SlackApiError as error:
+        if error.response.get("error") in ("expired_trigger_id", "invalid_trigger_id"):
+            raise AmibotError("Slack closed the window for opening the launch form (3 seconds); try again, or "
+                              "name the image: `/ami launch <ami-id|name|family> [type] [count]`.") from None
+        raise
+    view_id = opened["view"]["id"]
+    try:
+        view = _form(ctx, image_id, channel)
+    except AmibotError as error:
+        view = render.notice_modal(f":warning: {blocks.escape(error.message)}")
+    client.views_update(view_id=view_id, view=view)
+
+
+def _form(ctx, image_id: str | None, channel: str | None) -> dict:
+    images, failures = list_images(ctx.aws, ctx.policy.digest.family_tag)
+    now = ctx.clock()
+    launchable = [image for image in images if image.state == "available"
+                  and not (image.deprecation_time and image.deprecation_time <= now)]
+    selected = next((image for image in images if image.id == image_id), None) if image_id else None
+    if not launchable and selected is None:
+        if failures:
+            raise next(iter(failures.values()))
+        return render.notice_modal("There are no available images to launch in "
+                                   f"{', '.join(ctx.aws.regions)}. `/ami list` shows every image.")
+    families = list(dict.fromkeys(image.family for image in launchable if image.family))
+    return render.launch_modal(launchable, families, ctx.policy.launch.default_instance_type, now, channel,
+                               selected)
+
+
+def read_form(values: dict[str, Any], default_type: str) -> tuple[LaunchOrder | None, dict[str, str]]:
+    """The order in the submitted form, or the errors to show on its fields (no AWS calls)."""
+    def value(block: str) -> Any:
+        return (values.get(block) or {}).get(render.VALUE) or {}
+
+    errors: dict[str, str] = {}
+    selected = (value(render.FIELD_IMAGE).get("selected_option") or {}).get("value") or ""
+    if not selected:
+        errors[render.FIELD_IMAGE] = "Pick an image or a family."
+    image_ref, _, region = selected.partition("@")
+    parsed: dict[str, Any] = {}
+    for block, parse in ((render.FIELD_TYPE, lambda text: service.parse_instance_type(text, default_type)),
+                         (render.FIELD_COUNT, service.parse_count), (render.FIELD_NAME, service.parse_name)):
+        try:
+            parsed[block] = parse(value(block).get("value"))
+        except UsageError as error:
+            errors[block] = error.message.replace("`", "")
+    if errors:
+        return None, errors
+    return LaunchOrder(image_ref=image_ref, instance_type=parsed[render.FIELD_TYPE], count=parsed[render.FIELD_COUNT],
+                       name=parsed[render.FIELD_NAME], region=region or None), {}
+
+
+def run_form(ctx, payload: dict[str, Any]) -> None:
+    """The job behind a submitted form: the same checks and launch as `/ami launch`, audited alike."""
+    from handlers.commands.launch import start_launch
+
+    user, channel = payload["user"], payload.get("channel")
+    reply = Reply(ctx.slack, channel or user, user)
+    order = LaunchOrder(**payload["order"])
+    detail: dict[str, Any] = {"form": payload["order"]}
+    outcome = "ok"
+    try:
+        ctx.access.check_changing(user, channel, "/ami launch")
+        answer = start_launch(ctx, order, user, channel or user, reply, detail)
+        if answer is not None:
+            reply.ephemeral(answer)
+    except AccessDenied as error:
+        outcome = f"refused: {error.message}"
+        reply.ephemeral(blocks.error(error.message))
+    except AmibotError as error:
+        outcome = f"error: {error.message}"
+        reply.ephemeral(blocks.error(error.message))
+    except Exception:
+        reference = uuid.uuid4().hex[:8]
+        log.exception("launch form of %s failed (ref %s)", user, reference)
+        outcome = f"crashed: ref {reference}"
+        reply.ephemeral(blocks.error(f"Something went wrong launching (ref `{reference}`); "
+                                     "the bot's log has the details."))
+    finally:
+        audit.record(ctx.store, actor=user, action="launch.form", channel=channel, target=detail.get("image"),
+                     detail=detail, outcome=outcome)
+
+
+def report_interrupted(ctx, payload: dict[str, Any]) -> None:
+    """A launch is not repeated blindly after a restart: say what to check instead."""
+    user, channel = payload["user"], payload.get("channel")
+    audit.record(ctx.store, actor=user, action="launch.form", channel=channel, detail={"form": payload["order"]},
+                 outcome="interrupted: the bot restarted while this ran")
+    try:
+        Reply(ctx.slack, channel or user, user).ephemeral(blocks.error(
+            "amibot restarted while launching from your form. It was not re-run; look for instances tagged "
+            f"`amibot:requested-by={user}` before trying again."))
+    except Exception:
+        log.exception("could not report an interrupted launch")
+
+
+def register(app, ctx) -> None:
+    ctx.jobs.register(JOB_KIND, lambda payload: run_form(ctx, payload),
+                      lambda payload: report_interrupted(ctx, payload))
+
+    @app.view(render.CALLBACK_ID)
+    def submitted(ack, body, view):
+        order, errors = read_form(view.get("state", {}).get("values", {}), ctx.policy.launch.default_instance_type)
+        if errors:
+            ack(response_action="errors", errors=errors)
+            return
+        try:
+            channel = json.loads(view.get("private_metadata") or "{}").get("channel")
+        except ValueError:
+            channel = None
+        # Recorded before the ack (one SQLite insert, no AWS), so a crash right after cannot lose it.
+        ctx.jobs.submit(JOB_KIND, {"order": asdict(order), "user": body["user"]["id"], "channel": channel})
+        ack()
