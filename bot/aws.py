@@ -122,6 +122,19 @@ class Aws:
             return {region: future.result() for region, future in futures.items()}
 
 
+def first_found(aws: Aws, lookup: Callable[[str], Any], regions: list[str], not_found: str) -> Any:
+    """Run lookup(region) in every region; the first non-None result wins. With none: re-raise a region's
+    AwsError if any failed (the answer may be there), else NotFound(not_found)."""
+    results = aws.each_region(lookup, regions)
+    for result in results.values():
+        if result is not None and not isinstance(result, AwsError):
+            return result
+    failures = [result for result in results.values() if isinstance(result, AwsError)]
+    if failures:
+        raise failures[0]
+    raise NotFound(not_found)
+
+
 def _capture(function: Callable[[str], Any], region: str) -> Any:
     try:
         return function(region)

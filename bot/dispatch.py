@@ -50,6 +50,25 @@ def payload_of(body: dict[str, Any]) -> dict[str, Any]:
                                            "response_url", "trigger_id", "team_id")}
 
 
+def answer_failure(reply: Reply, error: Exception, what: str, log_context: str) -> str:
+    """Tell the user what went wrong in one sentence; return the audit outcome. Known errors show their
+    message; anything else "something went wrong" with a reference to grep the log for."""
+    if isinstance(error, UsageError) and error.show_help:
+        _safe(reply.ephemeral, blocks.usage_message(error.specs or [], problem=error.message))
+        return f"usage: {error.message}"
+    if isinstance(error, UsageError):
+        _safe(reply.ephemeral, blocks.error(error.message, error.usage or "Type `/ami help` for every subcommand."))
+        return f"usage: {error.message}"
+    if isinstance(error, AmibotError):
+        _safe(reply.ephemeral, blocks.error(error.message))
+        return f"{'refused' if isinstance(error, AccessDenied) else 'error'}: {error.message}"
+    reference = uuid.uuid4().hex[:8]
+    log.error("%s failed (ref %s)", log_context, reference, exc_info=error)
+    _safe(reply.ephemeral, blocks.error(
+        f"Something went wrong running {what} (ref `{reference}`); the bot's log has the details."))
+    return f"crashed: ref {reference}"
+
+
 def run_command(ctx: Context, payload: dict[str, Any]) -> None:
     user, channel, text = payload["user_id"], payload.get("channel_id"), payload.get("text") or ""
     reply = Reply(ctx.slack, channel, user, payload.get("response_url"))
@@ -71,24 +90,10 @@ def run_command(ctx: Context, payload: dict[str, Any]) -> None:
             detail.update(call.audit_detail)
         if result is not None:
             reply.ephemeral(result)
-    except UsageError as error:
-        outcome = f"usage: {error.message}"
-        if error.show_help:
-            reply.ephemeral(blocks.usage_message(ctx.registry.specs, problem=error.message))
-        else:
-            reply.ephemeral(blocks.error(error.message, error.usage or "Type `/ami help` for every subcommand."))
-    except AccessDenied as error:
-        outcome = f"refused: {error.message}"
-        reply.ephemeral(blocks.error(error.message))
-    except AmibotError as error:
-        outcome = f"error: {error.message}"
-        reply.ephemeral(blocks.error(error.message))
-    except Exception:
-        reference = uuid.uuid4().hex[:8]
-        log.exception("command %r by %s failed (ref %s)", text, user, reference)
-        outcome = f"crashed: ref {reference}"
-        _safe(reply.ephemeral, blocks.error(
-            f"Something went wrong running `/ami {name}` (ref `{reference}`); the bot's log has the details."))
+    except Exception as error:
+        if isinstance(error, UsageError) and error.show_help:
+            error.specs = ctx.registry.specs
+        outcome = answer_failure(reply, error, f"`/ami {name}`", f"command {text!r} by {user}")
     finally:
         audit.record(ctx.store, actor=user, action=f"command.{name}", channel=channel, target=target,
                      detail=detail, outcome=outcome)

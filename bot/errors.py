@@ -30,6 +30,7 @@ class UsageError(AmibotError):
         super().__init__(message)
         self.usage = usage
         self.show_help = show_help  # unknown subcommand: answer with the whole list
+        self.specs: list | None = None  # the subcommands to list, filled in by the dispatcher
 
 
 class NotFound(AmibotError):

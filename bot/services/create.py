@@ -10,8 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from bot.aws import Aws, call, paginate, requires
-from bot.errors import AmibotError, AwsError, NotFound, PolicyViolation, UsageError
+from bot.aws import Aws, call, first_found, paginate, requires
+from bot.errors import AmibotError, AwsError, PolicyViolation, UsageError
 from bot.services.images import Image, describe_own_images, family_of
 
 CREATED_BY_TAG = "amibot:created-by"
@@ -107,14 +107,7 @@ def find_instance(aws: Aws, instance_id: str, regions: list[str] | None = None) 
                 return Instance(item["InstanceId"], region, item.get("State", {}).get("Name", "?"), name)
         return None
 
-    results = aws.each_region(lookup, regions)
-    for result in results.values():
-        if isinstance(result, Instance):
-            return result
-    failures = [result for result in results.values() if isinstance(result, AwsError)]
-    if failures:
-        raise failures[0]
-    raise NotFound(f"Instance {instance_id} not found in {', '.join(regions)}.")
+    return first_found(aws, lookup, regions, f"Instance {instance_id} not found in {', '.join(regions)}.")
 
 
 @requires("ec2:CreateImage", "ec2:CreateTags", "ec2:DescribeImages")
@@ -162,14 +155,7 @@ def find_snapshot(aws: Aws, snapshot_id: str, regions: list[str] | None = None) 
                             item.get("OwnerId", ""), int(item.get("VolumeSize") or 0), bool(item.get("Encrypted")))
         return None
 
-    results = aws.each_region(lookup, regions)
-    for result in results.values():
-        if isinstance(result, Snapshot):
-            return result
-    failures = [result for result in results.values() if isinstance(result, AwsError)]
-    if failures:
-        raise failures[0]
-    raise NotFound(f"Snapshot {snapshot_id} not found in {', '.join(regions)}.")
+    return first_found(aws, lookup, regions, f"Snapshot {snapshot_id} not found in {', '.join(regions)}.")
 
 
 @requires("ec2:RegisterImage", "ec2:CreateTags", "ec2:DescribeImages")

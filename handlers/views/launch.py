@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import json
 import logging
-import uuid
 from dataclasses import asdict
 from typing import Any
 
 from slack_sdk.errors import SlackApiError
 
 from bot import audit, blocks
-from bot.errors import AccessDenied, AmibotError, UsageError
+from bot.dispatch import answer_failure
+from bot.errors import AmibotError, UsageError
 from bot.render import launch as render
 from bot.services import launch as service
 from bot.services.images import list_images
@@ -99,18 +99,8 @@ def run_form(ctx, payload: dict[str, Any]) -> None:
         answer = start_launch(ctx, order, user, channel or user, reply, detail)
         if answer is not None:
             reply.ephemeral(answer)
-    except AccessDenied as error:
-        outcome = f"refused: {error.message}"
-        reply.ephemeral(blocks.error(error.message))
-    except AmibotError as error:
-        outcome = f"error: {error.message}"
-        reply.ephemeral(blocks.error(error.message))
-    except Exception:
-        reference = uuid.uuid4().hex[:8]
-        log.exception("launch form of %s failed (ref %s)", user, reference)
-        outcome = f"crashed: ref {reference}"
-        reply.ephemeral(blocks.error(f"Something went wrong launching (ref `{reference}`); "
-                                     "the bot's log has the details."))
+    except Exception as error:
+        outcome = answer_failure(reply, error, "the launch form", f"launch form of {user}")
     finally:
         audit.record(ctx.store, actor=user, action="launch.form", channel=channel, target=detail.get("image"),
                      detail=detail, outcome=outcome)
