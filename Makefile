@@ -30,5 +30,9 @@ socket: setup
 check-config: setup
 	$(VENV)/bin/amibot check-config
 
+# A local playground: the real app, a fake Slack, AWS in moto; no credentials, nothing leaves the machine.
+demo: setup
+	$(VENV)/bin/amibot demo
+
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -109,9 +109,15 @@ def fit(msg: Message) -> Message:
     return msg
 
 
+BROADCASTS = ("<!channel", "<!here", "<!everyone")
+
+
 def defuse(text: str) -> str:
-    """Keep formatting and channel links but never ping: <!channel>, <!here>, <@U…>, <!subteam^…>."""
-    return text.replace("<!", "&lt;!").replace("<@", "&lt;@")
+    """Never broadcast: <!channel>, <!here>, <!everyone> are shown, not sent. (Text from users and AWS is
+    escaped where it enters a message; this is the last guard for the ones that would ping everybody.)"""
+    for broadcast in BROADCASTS:
+        text = text.replace(broadcast, "&lt;" + broadcast[1:])
+    return text
 
 
 def error(text: str, usage: str | None = None) -> Message:
@@ -148,7 +154,9 @@ def when(moment: datetime | None) -> str:
 
 def usage_message(specs: list, problem: str | None = None) -> Message:
     """The help text: every subcommand with one example; `problem` first when there was one."""
-    lines = [f"• `{spec.usage}` — {spec.summary}\n      e.g. `{spec.example}`" for spec in specs]
+    # Escaped: Slack would read `<ami-id|name>` as a link even inside backticks.
+    lines = [f"• `{escape(spec.usage)}` — {escape(spec.summary)}\n      e.g. `{escape(spec.example)}`"
+             for spec in specs]
     blocks: list[dict] = []
     if problem:
         blocks.append(section(f":warning: {problem}"))

@@ -131,7 +131,7 @@ def parse(registry: Registry, text: str) -> Invocation | None:
 
 def parse_words(spec: Subcommand, words: list[str], text: str = "") -> Invocation:
     if any(word in ("-h", "--help") for word in words):
-        raise UsageError(spec.summary, usage=_usage_of(spec))
+        raise UsageError(spec.summary, usage=usage_of(spec))
     flags: dict[str, Any] = {name.lstrip("-").replace("-", "_"): (False if metavar is None else None)
                              for name, metavar in spec.flags.items()}
     positionals: list[str] = []
@@ -141,7 +141,7 @@ def parse_words(spec: Subcommand, words: list[str], text: str = "") -> Invocatio
         if word.startswith("--"):
             name, _, inline = word.partition("=")
             if name not in spec.flags:
-                raise UsageError(f"`{spec.name}` has no option `{_shorten(name)}`.", usage=_usage_of(spec))
+                raise UsageError(f"`{spec.name}` has no option `{_shorten(name)}`.", usage=usage_of(spec))
             key = name.lstrip("-").replace("-", "_")
             if spec.flags[name] is None:
                 flags[key] = True
@@ -149,7 +149,7 @@ def parse_words(spec: Subcommand, words: list[str], text: str = "") -> Invocatio
                 if not inline:
                     index += 1
                     if index >= len(words) or words[index].startswith("--"):
-                        raise UsageError(f"`{name}` needs a value ({spec.flags[name]}).", usage=_usage_of(spec))
+                        raise UsageError(f"`{name}` needs a value ({spec.flags[name]}).", usage=usage_of(spec))
                     inline = words[index]
                 flags[key] = inline
         else:
@@ -170,17 +170,21 @@ def _bind(spec: Subcommand, words: list[str]) -> dict[str, Any]:
             bound[arg.name] = None
         value = bound[arg.name]
         if value is None and arg.required:
-            raise UsageError(f"`{spec.name}` needs {_article(arg.name)}.", usage=_usage_of(spec))
+            raise UsageError(f"`{spec.name}` needs {_article(arg.name)}.", usage=usage_of(spec))
         if value is not None and arg.pattern and not arg.pattern.match(value):
             hint = f" ({arg.hint})" if arg.hint else ""
-            raise UsageError(f"`{_shorten(value)}` is not a valid {arg.name}{hint}.", usage=_usage_of(spec))
+            raise UsageError(f"`{_shorten(value)}` is not a valid {arg.name}{hint}.", usage=usage_of(spec))
     if words:
-        raise UsageError(f"`{spec.name}` does not take `{_shorten(' '.join(words))}`.", usage=_usage_of(spec))
+        raise UsageError(f"`{spec.name}` does not take `{_shorten(' '.join(words))}`.", usage=usage_of(spec))
     return bound
 
 
-def _usage_of(spec: Subcommand) -> str:
-    return f"Usage: `{spec.usage}` — e.g. `{spec.example}`"
+def usage_of(spec: Subcommand) -> str:
+    return f"Usage: `{_escape(spec.usage)}` — e.g. `{_escape(spec.example)}`"
+
+
+def _escape(text: str) -> str:  # Slack reads <…> as a link or mention, even inside backticks
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def _article(name: str) -> str:
@@ -188,5 +192,5 @@ def _article(name: str) -> str:
 
 
 def _shorten(text: str, limit: int = 40) -> str:
-    text = text.replace("`", "'").replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    text = _escape(text.replace("`", "'"))
     return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -16,6 +16,7 @@ def test_help_is_in_the_ack_and_lists_every_subcommand(harness):
     for name in harness.ctx.registry.specs:
         assert f"/ami {name.name}" in text
     assert "e.g." in text
+    assert "&lt;ami-id|name&gt;" in text and "<ami-id|name>" not in text  # Slack would render <…|…> as a link
     assert harness.replies() == []  # no second copy through response_url
 
 

@@ -34,6 +34,8 @@ def calls_in_code() -> dict[str, list[str]]:
     known = operations()
     used: dict[str, list[str]] = {}
     for path in sorted((ROOT / "bot").rglob("*.py")):
+        if "devtools" in path.relative_to(ROOT).parts:  # the demo's fake world in moto, not calls the bot makes
+            continue
         tree = ast.parse(path.read_text(), filename=str(path))
         for node in ast.walk(tree):
             if not isinstance(node, ast.Call):

@@ -10,7 +10,7 @@ from bot.store import Store
 
 
 def home_view(specs: list, store: Store, now: datetime) -> dict:
-    commands = "\n".join(f"• `{spec.usage}` — {spec.summary}" for spec in specs)
+    commands = "\n".join(f"• `{escape(spec.usage)}` — {escape(spec.summary)}" for spec in specs)
     recent = audit.rows(store, limit=10, newest_first=True)
     lines = [f"`{row['ts'][:16].replace('T', ' ')}` <@{row['actor']}> {escape(row['action'])} "
              f"{escape(row['target'] or '')} — {escape(row['outcome'][:80])}" for row in recent]

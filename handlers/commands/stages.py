@@ -3,7 +3,7 @@
 
 from bot import approvals, blocks
 from bot.blocks import code, escape, when
-from bot.commands import AMI_ID, Arg, Subcommand
+from bot.commands import AMI_ID, Arg, Subcommand, usage_of
 from bot.errors import AmibotError, UsageError
 from bot.render.lifecycle import approval_details, stage_done
 from bot.services import stages
@@ -47,8 +47,8 @@ def run_deprecate(call):
     in_text = flags["in"]
     if call.args["unit"]:
         if not in_text:
-            raise UsageError(f"`deprecate` does not take `{call.args['unit'][:30]}`; write `--in 30 days`.",
-                             usage=f"Usage: `{DEPRECATE.usage}`")
+            raise UsageError(f"`deprecate` does not take `{escape(call.args['unit'][:30])}`; write `--in 30 days`.",
+                             usage=usage_of(DEPRECATE))
         in_text = f"{in_text} {call.args['unit']}"
     at = stages.deprecation_time(ctx.clock(), in_text, flags["at"])  # bad dates fail before any AWS call
     image = _image(call)

@@ -1,0 +1,232 @@
+"""`amibot demo`: the real app on loopback, with a fake Slack and AWS in moto, and a console to drive it.
+
+Nothing leaves the machine and no credentials are needed: the demo process drops every SLACK_*,
+AWS_*, AMIBOT_* and MOTO_* variable it inherited (and any proxy), sets fake AWS credentials, and runs moto
+in-process for its whole life, seeded with a fleet (bot.devtools.fleet). The app is built by the same
+factory and served by the same waitress server as `amibot serve`, on 127.0.0.1, with a generated
+signing secret and a SQLite file in a temporary directory; bot.devtools.fakeslack plays the Web API
+and the console (bot.devtools.console) signs what a user does. EOF, :quit, Ctrl-C or SIGTERM stop it:
+server, jobs, fake Slack and moto are stopped and the temporary directory is removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import secrets
+import signal
+import sys
+import tempfile
+import threading
+from datetime import datetime
+from pathlib import Path
+from typing import TextIO
+
+from bot.devtools.console import Console, Person, ScriptSource, TerminalSource
+
+log = logging.getLogger(__name__)
+
+PEOPLE = [Person("U0ALICE", "alice", "operator: may run changing commands"),
+          Person("U0BOB", "bob", "approver: approves what needs a second person"),
+          Person("U0CAROL", "carol", "member: may look, not change")]
+CHANNEL, CHANNEL_NAME = "C0PLATFORM", "platform"
+STOP_WAIT_SECONDS = 30
+INTERRUPTED = 130
+QUIET_LOGGERS = ("", "botocore", "boto3", "urllib3", "slack_bolt.App")  # "" is the root logger
+
+# Set in the demo process only, before moto is imported (it reads MOTO_* at import).
+ISOLATED_ENV = {
+    "AWS_ACCESS_KEY_ID": "demo", "AWS_SECRET_ACCESS_KEY": "demo", "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull,  # no profile from ~/.aws
+    "MOTO_ENABLE_AMI_VALIDATION": "true",  # run_instances refuses unknown AMIs, as AWS does
+    "MOTO_EC2_LOAD_DEFAULT_AMIS": "true",  # AWS's public images, so /ami base finds Amazon Linux
+}
+DROPPED_PREFIXES = ("SLACK_", "AWS_", "AMIBOT_", "MOTO_")
+PROXIES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
+
+
+def policy_data(operator: str, approver: str, partner_account: str, regions: list[str]) -> dict:
+    """The demo's policy: one operator, one approver, the partner account pre-approved for sharing."""
+    return {"aws": {"regions": regions}, "access": {"operators": [operator]},
+            "approvals": {"approvers": [approver]}, "sharing": {"allowed_accounts": [partner_account]},
+            "digest": {"channel": CHANNEL}}
+
+
+def isolate_environment(environ=os.environ) -> None:
+    """Forget the user's Slack, AWS, amibot and moto settings (and proxies) in this process; use the demo's."""
+    for name in list(environ):
+        if name.startswith(DROPPED_PREFIXES) or name in PROXIES:
+            del environ[name]
+    environ.update(ISOLATED_ENV)
+
+
+def run(script: str | None = None, port: int = 0, out: TextIO | None = None) -> int:
+    """Run the demo: the console reads the script file's lines, or the terminal. Returns the exit status."""
+    out = out or sys.stdout
+    lines = None
+    if script is not None:
+        try:
+            lines = Path(script).read_text(encoding="utf-8").splitlines()
+        except OSError as error:
+            print(f"amibot: cannot read the script {script}: {error.strerror}", file=sys.stderr)
+            return 2
+    isolate_environment()
+    try:
+        import moto  # noqa: F401  (a dev dependency)
+    except ImportError:
+        print("amibot: the demo needs the dev dependencies: make demo", file=sys.stderr)
+        return 2
+    if logging.getLogger().level == logging.INFO:  # the default: the console is the show, the log only errors
+        for name in QUIET_LOGGERS:  # (moto's gaps make the bot warn a lot; --log-level WARNING shows them)
+            logging.getLogger(name).setLevel(logging.ERROR)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _interrupt) if in_main_thread else None
+    try:
+        with contextlib.ExitStack() as stack:
+            console = _start(stack, port, out)
+            source = ScriptSource(lines) if lines is not None else TerminalSource()
+            try:
+                return console.run(source)
+            except KeyboardInterrupt:
+                out.write("\n· interrupted\n")
+                return INTERRUPTED
+    except KeyboardInterrupt:  # while starting or stopping
+        return INTERRUPTED
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+        out.write("· demo stopped: server, jobs, fake Slack and moto are down; the temporary files are gone\n")
+        out.flush()
+
+
+def _start(stack: contextlib.ExitStack, port: int, out: TextIO) -> Console:
+    """Start moto, the fake Slack and the app; register their shutdown (in reverse order) on ``stack``."""
+    from slack_sdk import WebClient
+
+    from bot.app import create_app
+    from bot.config import Settings, parse_policy
+    from bot.devtools import fleet
+    from bot.devtools.fakeslack import FakeSlack
+    from bot.devtools.local import LocalApp
+
+    workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="amibot-demo-"))
+    moto = _Moto().start()
+    stack.callback(moto.stop)
+    fake = FakeSlack().start()
+    stack.callback(fake.stop)
+    for person in PEOPLE:
+        fake.users[person.id] = {"name": person.name, "real_name": person.name.title()}
+
+    token, secret = f"xoxb-demo-{secrets.token_hex(8)}", secrets.token_hex(32)
+    settings = Settings(bot_token=token, signing_secret=secret, slack_api_url=fake.url,
+                        db_path=str(Path(workdir) / "amibot.db"))
+    policy = parse_policy(policy_data(PEOPLE[0].id, PEOPLE[1].id, fleet.PARTNER_ACCOUNT, [fleet.HOME, fleet.AWAY]),
+                          source="the demo's policy")
+    amibot = create_app(settings, policy, slack=WebClient(token=token, base_url=fake.url))
+    out.write("· building a fleet in moto…\n")
+    out.flush()
+    built = fleet.build(amibot.ctx.aws, _backdate)
+    fleet.promote(amibot.ctx, built)
+
+    local = LocalApp(amibot, secret, fake, port=port).start(background=False)
+    stack.callback(_stop, local, moto)
+    _start_background(amibot)
+    out.write("\n".join(banner(local.url, built, amibot.ctx.policy, workdir)) + "\n")
+    out.flush()
+    return Console(local, PEOPLE, CHANNEL, CHANNEL_NAME, out, digest=_daily_digest(amibot.ctx),
+                   resolve=lambda ref: fleet.resolve(amibot.ctx.aws, amibot.ctx.policy.digest.family_tag, ref))
+
+
+def _start_background(amibot) -> None:
+    """The app's start hooks, minus the digest's catch-up: in the demo the digest comes when someone
+    types :digest, not because the demo happened to start after [digest].at."""
+    try:
+        from bot.services.digest import catch_up
+    except ImportError:
+        catch_up = None
+    hooks = amibot.ctx.extras.get("on_start", [])
+    amibot.ctx.extras["on_start"] = [hook for hook in hooks if hook is not catch_up]
+    amibot.start_background()
+
+
+class _Moto:
+    """moto in-process for the demo's lifetime."""
+
+    def __init__(self):
+        from moto import mock_aws
+
+        self._mock = mock_aws()
+        self.keep = False  # set when work is still running at the end: then moto stays until the process ends
+
+    def start(self) -> _Moto:
+        self._mock.start()
+        return self
+
+    def stop(self) -> None:
+        if not self.keep:
+            self._mock.stop()
+
+
+def _stop(local, moto: _Moto) -> None:
+    """Stop taking requests and let the jobs finish before moto goes: a job still running after moto stops
+    would send its request to the real AWS (with fake credentials, so refused, but sent)."""
+    local.stop()
+    busy = local.wait_idle(STOP_WAIT_SECONDS)
+    if busy:
+        log.warning("stopping with work still running (%s); moto stays up until the process ends", busy)
+        moto.keep = True
+
+
+def _daily_digest(ctx):
+    """What the scheduler runs each day (bot.services.digest.run_daily), if this build has the digest."""
+    try:
+        from bot.services import digest
+    except ImportError:
+        return lambda: "this build has no daily digest"
+    return lambda: digest.run_daily(ctx)
+
+
+def _backdate(region: str, image_id: str, created: datetime) -> None:
+    """Age an image and its snapshot in moto (AWS has no API for it)."""
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.ec2.models import ec2_backends
+
+    ami = ec2_backends[DEFAULT_ACCOUNT_ID][region].amis[image_id]
+    naive = created.replace(tzinfo=None) if ami.creation_date.tzinfo is None else created
+    ami.creation_date = naive
+    snapshot = getattr(ami, "ebs_snapshot", None)
+    if snapshot is not None:
+        snapshot.start_time = naive
+
+
+def banner(url: str, built, policy, workdir: str) -> list[str]:
+    """What the person sees first: where things run, who is who, what is in the fleet, what to try."""
+    from bot.devtools import fleet
+
+    lines = ["", "amibot demo — the real app, a fake Slack, AWS in moto: nothing leaves this machine.",
+             f"  app: {url}/slack/events (signed requests only)   workspace: #{CHANNEL_NAME} ({CHANNEL})",
+             f"  state: {workdir} (the bot's SQLite; removed when the demo stops)", "",
+             "People (:as NAME switches):"]
+    lines += [f"  {person.name:<6} {person.id:<8} {person.role}" for person in PEOPLE]
+    lines += ["", f"Fleet in account {built.account_id}, regions {', '.join(policy.aws.regions)}:"]
+    for family, (team, versions) in fleet.FAMILIES.items():
+        current = next((name for name in built.promoted if name.startswith(f"{family}-")), None)
+        labels = ", ".join(version for version, _ in versions)
+        lines.append(f"  {family:<6} {team:<9} versions {labels}" + (f" (current: {current})" if current else ""))
+    lines += [f"  running: {', '.join(f'{name} ({image})' for name, image in fleet.RUNNING.items())}",
+              f"  builders: {', '.join(built.builders)}",
+              f"  launch templates: {', '.join(f'{name} ({image})' for name, image in fleet.TEMPLATES.items())}",
+              f"  shared: {', '.join(f'{name} with {account}' for name, account in fleet.SHARED.items())}"
+              f" (sharing with {fleet.PARTNER_ACCOUNT} needs no approval; other accounts do)",
+              f"  in {fleet.AWAY} too: {', '.join(fleet.COPIED_AWAY)}; disabled: {', '.join(fleet.DISABLED)}; "
+              f"{len(built.orphaned_snapshots)} orphaned snapshots",
+              "",
+              "Try: /ami list · /ami show web-1.3.0 · /ami versions web · /ami launch · /ami deregister {web-1.0.0}"
+              " · :digest · :help",
+              "{name} stands for the id of the image or instance called name. You are @alice.", ""]
+    return lines
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt()

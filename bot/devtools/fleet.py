@@ -1,0 +1,193 @@
+"""A believable AMI fleet for `amibot demo`, built in moto (never in a real account).
+
+Three families (web, api, batch) with several versions each, baked from builder instances and
+backdated so the digest has something to say: some promoted, some stale, one disabled; instances and
+launch templates using some images; one image shared with a partner account; copies in a second
+region; and orphaned snapshots left by images that were deregistered without them.
+
+The fleet is data (FAMILIES, RUNNING, …) so the story can change without touching the code.
+Everything goes through the app's own ``Aws`` (the one client factory), pointed at moto by the demo;
+only the creation dates are set through moto's backend, as AWS has no API to age an image.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from bot.aws import Aws, call, paginate
+from bot.errors import NotFound, UsageError
+from bot.services.images import describe_own_images, find_images
+
+log = logging.getLogger(__name__)
+
+HOME = "us-east-1"
+AWAY = "eu-west-1"
+PARTNER_ACCOUNT = "111122223333"
+BASE_IMAGE_PARAMETER = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"
+PROMOTED_BY = "U0ALICE"
+
+# family -> (team, [(version, age in days), …] oldest first); images are named "<family>-<version>"
+FAMILIES: dict[str, tuple[str, list[tuple[str, int]]]] = {
+    "web": ("frontend", [("1.0.0", 420), ("1.1.0", 250), ("1.2.0", 130), ("1.3.0", 40), ("1.4.0", 6)]),
+    "api": ("backend", [("1.9.0", 510), ("2.0.0", 310), ("2.1.0", 160), ("2.2.0", 21)]),
+    "batch": ("data", [("6", 400), ("7", 260), ("8", 95), ("9", 12)]),
+}
+PROMOTED = ["web-1.3.0", "api-2.2.0"]  # their family's current version (batch has none yet)
+DISABLED = ["batch-6"]  # nobody can launch it any more: ready to deregister
+RUNNING = {"web-prod-1": "web-1.2.0", "web-prod-2": "web-1.3.0", "api-prod-1": "api-2.2.0",
+           "batch-worker-1": "batch-9"}
+TEMPLATES = {"web-asg": "web-1.3.0", "api-legacy": "api-2.0.0"}
+SHARED = {"web-1.3.0": PARTNER_ACCOUNT}
+COPIED_AWAY = ["web-1.3.0", "api-2.2.0", "api-2.0.0"]  # also in eu-west-1, same age
+# images that existed once: deregistered, their snapshots left behind (region, name, age in days)
+DEREGISTERED = [(HOME, "web-0.9.0", 610), (AWAY, "api-1.8.0", 700)]
+
+
+@dataclass
+class Fleet:
+    """What was built, for the banner: names and ids by region."""
+
+    account_id: str
+    images: dict[str, dict[str, str]] = field(default_factory=dict)  # region -> name -> image id
+    builders: dict[str, str] = field(default_factory=dict)  # name -> instance id
+    promoted: list[str] = field(default_factory=list)
+    orphaned_snapshots: list[str] = field(default_factory=list)
+
+    def image_id(self, name: str, region: str = HOME) -> str:
+        return self.images[region][name]
+
+
+def build(aws: Aws, backdate: Callable[[str, str, datetime], None], now: datetime | None = None) -> Fleet:
+    """Create the fleet in the account behind ``aws`` (moto). ``backdate(region, image_id, created)`` ages
+    an image (and its snapshots) — the demo passes one that sets moto's creation dates."""
+    now = now or datetime.now(UTC)
+    fleet = Fleet(aws.account_id(), images={HOME: {}, AWAY: {}})
+    base = _base_image(aws, HOME)
+    for family, (team, versions) in FAMILIES.items():
+        builder = _instance(aws, HOME, base, f"{family}-builder")
+        fleet.builders[f"{family}-builder"] = builder
+        for version, age in versions:
+            name = f"{family}-{version}"
+            image_id = _bake(aws, HOME, builder, name, family, version, team)
+            backdate(HOME, image_id, now - timedelta(days=age))
+            fleet.images[HOME][name] = image_id
+    for region, name, age in DEREGISTERED:
+        source = fleet.builders[f"{name.split('-')[0]}-builder"] if region == HOME else base
+        fleet.orphaned_snapshots += _leave_orphan(aws, region, source, name, now - timedelta(days=age), backdate)
+    for name in COPIED_AWAY:
+        fleet.images[AWAY][name] = _copy(aws, fleet.image_id(name), name, now - timedelta(days=_age_of(name)),
+                                         backdate)
+    for name in DISABLED:
+        call(aws.ec2(HOME), "disable_image", resource=f"AMI {name}", ImageId=fleet.image_id(name))
+    for name, image in RUNNING.items():
+        _instance(aws, HOME, fleet.image_id(image), name)
+    for name, image in TEMPLATES.items():
+        call(aws.ec2(HOME), "create_launch_template", LaunchTemplateName=name,
+             LaunchTemplateData={"ImageId": fleet.image_id(image), "InstanceType": "t3.small"})
+    for name, account in SHARED.items():
+        call(aws.ec2(HOME), "modify_image_attribute", resource=f"AMI {name}", ImageId=fleet.image_id(name),
+             LaunchPermission={"Add": [{"UserId": account}]})
+    return fleet
+
+
+def promote(ctx, fleet: Fleet) -> list[str]:
+    """Make PROMOTED their families' current versions through the bot's own service (tag, SSM parameter,
+    promotions table), when that service exists in this build."""
+    try:
+        from bot.services import versions
+    except ImportError:
+        return []
+    for name in PROMOTED:
+        image = describe_own_images(ctx.aws, HOME, ctx.policy.digest.family_tag, image_id=[fleet.image_id(name)])[0]
+        versions.promote(ctx, image, PROMOTED_BY)
+        fleet.promoted.append(name)
+    return fleet.promoted
+
+
+def resolve(aws: Aws, family_tag: str, ref: str) -> str:
+    """The id of the image or instance named ``ref`` ("name" or "name@region"); the first configured
+    region that has it wins. Raises LookupError saying what is missing."""
+    name, _, region = ref.partition("@")
+    regions = [region] if region else aws.regions
+    for where in regions:
+        images = [image for image in _images_named(aws, family_tag, name, where) if image.state != "deregistered"]
+        if images:
+            return images[0].id
+        instances = _instances_named(aws, where, name)
+        if instances:
+            return instances[0]
+    raise LookupError(f"no image or instance called {name!r} in {', '.join(regions)}")
+
+
+# --- building blocks --------------------------------------------------------------------------------------
+
+def _base_image(aws: Aws, region: str) -> str:
+    """AWS's current Amazon Linux 2023 (moto serves the public parameter and image)."""
+    response = call(aws.client("ssm", region), "get_parameter", Name=BASE_IMAGE_PARAMETER)
+    return response["Parameter"]["Value"]
+
+
+def _instance(aws: Aws, region: str, image_id: str, name: str) -> str:
+    response = call(aws.ec2(region), "run_instances", resource=f"AMI {image_id}", ImageId=image_id, MinCount=1,
+                    MaxCount=1, InstanceType="t3.small",
+                    TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": "Name", "Value": name}]}])
+    return response["Instances"][0]["InstanceId"]
+
+
+def _bake(aws: Aws, region: str, instance_id: str, name: str, family: str, version: str, team: str) -> str:
+    tags = {"Name": name, "Family": family, "Version": version, "Team": team}
+    response = call(aws.ec2(region), "create_image", resource=f"instance {instance_id}", InstanceId=instance_id,
+                    Name=name, Description=f"{family} {version}, baked from {family}-builder", NoReboot=True,
+                    TagSpecifications=[{"ResourceType": "image",
+                                        "Tags": [{"Key": key, "Value": value} for key, value in tags.items()]}])
+    return response["ImageId"]
+
+
+def _copy(aws: Aws, source_id: str, name: str, created: datetime,
+          backdate: Callable[[str, str, datetime], None]) -> str:
+    image_id = call(aws.ec2(AWAY), "copy_image", resource=f"AMI {source_id}", SourceImageId=source_id,
+                    SourceRegion=HOME, Name=name, Description=f"{name}, copied from {HOME}")["ImageId"]
+    source = describe_own_images(aws, HOME, "Family", image_id=[source_id])[0]
+    # copy_image does not carry tags (moto ignores CopyImageTags): tag the copy as the bot's copy does
+    call(aws.ec2(AWAY), "create_tags", resource=f"AMI {image_id}", Resources=[image_id],
+         Tags=[{"Key": key, "Value": value} for key, value in source.tags.items()])
+    backdate(AWAY, image_id, created)
+    return image_id
+
+
+def _leave_orphan(aws: Aws, region: str, source: str, name: str, created: datetime,
+                  backdate: Callable[[str, str, datetime], None]) -> list[str]:
+    """Bake an image (at home from a builder instance ``source``; away as a copy of the image ``source``),
+    deregister it and keep its snapshots, as a careless cleanup would."""
+    family, _, version = name.partition("-")
+    if region == HOME:
+        image_id = _bake(aws, region, source, name, family, version, FAMILIES[family][0])
+    else:
+        image_id = call(aws.ec2(region), "copy_image", resource=f"AMI {source}", SourceImageId=source,
+                        SourceRegion=HOME, Name=name)["ImageId"]
+    backdate(region, image_id, created)
+    image = describe_own_images(aws, region, "Family", image_id=[image_id])[0]
+    call(aws.ec2(region), "deregister_image", resource=f"AMI {image_id}", ImageId=image_id)
+    return list(image.snapshot_ids)
+
+
+def _age_of(name: str) -> int:
+    family, _, version = name.partition("-")
+    return dict(FAMILIES[family][1])[version]
+
+
+def _images_named(aws: Aws, family_tag: str, name: str, region: str):
+    try:
+        return find_images(aws, name, family_tag, [region])
+    except (NotFound, UsageError):  # not an image name (an instance's, perhaps)
+        return []
+
+
+def _instances_named(aws: Aws, region: str, name: str) -> list[str]:
+    reservations = paginate(aws.ec2(region), "describe_instances", "Reservations",
+                            Filters=[{"Name": "tag:Name", "Values": [name]},
+                                     {"Name": "instance-state-name", "Values": ["pending", "running", "stopped"]}])
+    return [instance["InstanceId"] for reservation in reservations for instance in reservation["Instances"]]
