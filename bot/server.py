@@ -56,10 +56,12 @@ def wsgi_app(amibot: Amibot):
     return application
 
 
-def create_server(amibot: Amibot, host: str = "0.0.0.0", port: int = 3000, threads: int = 16):
-    """A waitress server ready to `run()`; `close()` stops it. Tests use it exactly as `serve` does."""
-    return waitress.create_server(wsgi_app(amibot), host=host, port=port, threads=threads,
-                                  ident="amibot", clear_untrusted_proxy_headers=True)
+def create_server(amibot: Amibot, host: str = "0.0.0.0", port: int = 3000, threads: int = 16,
+                  loop_timeout: float = 1.0):
+    """A waitress server ready to `run()`; `close()` stops it. Tests use it exactly as `serve` does, with a
+    shorter loop timeout (how soon the loop notices `close()`) so that each stop takes milliseconds."""
+    return waitress.create_server(wsgi_app(amibot), host=host, port=port, threads=threads, ident="amibot",
+                                  clear_untrusted_proxy_headers=True, asyncore_loop_timeout=loop_timeout)
 
 
 def serve_forever(server) -> None:

@@ -231,7 +231,8 @@ class FakeSlack:
 
     def start(self) -> FakeSlack:
         self._server = _FakeSlackServer((HOST, 0), self)
-        self._thread = threading.Thread(target=self._server.serve_forever, name="FakeSlack", daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), name="FakeSlack",
+                                        daemon=True)
         self._thread.start()
         return self
 

@@ -53,7 +53,7 @@ class LocalApp:
 
     def start(self, background: bool = True) -> LocalApp:
         """Start serving; ``background`` also runs the app's start hooks (job recovery, schedules…)."""
-        self._server = create_server(self.amibot, host=HOST, port=self._port, threads=self._threads)
+        self._server = create_server(self.amibot, host=HOST, port=self._port, threads=self._threads, loop_timeout=0.05)
         self._thread = threading.Thread(target=serve_forever, args=(self._server,), name="amibot-http", daemon=True)
         self._thread.start()
         self.sim = SlackClientSim(self.url, self._signing_secret, self.fake)
