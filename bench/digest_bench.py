@@ -9,9 +9,10 @@ What it does, per size N:
    public images off, as they would only add work both sides skip) and seeds each region directly through
    moto's backend (fast; the same backend calls moto's API handlers make): N images in families of 50
    with creation dates spread over two years, a tenth of them deregistered so their snapshots are
-   orphaned, N/2 plain backup snapshots, then over HTTP: instances from 5% of the images (some stopped,
-   some terminated — terminated ones must not protect), 4% launch templates with three versions each
-   (the middle version is neither $Default nor $Latest, so it must not protect), 2% launch configurations.
+   orphaned, N/2 plain backup snapshots; then over HTTP a fixed set of references whatever N: 150
+   instances (a third stopped, a third terminated — terminated ones must not protect), 7 launch templates
+   with three versions each (the middle one is neither $Default nor $Latest, so it must not protect) and
+   40 launch configurations.
 2. Runs, as subprocesses pointed at the server with AWS_ENDPOINT_URL and fake credentials:
    - the floor: a script that only issues the naive listings (all own images, all own snapshots, all
      instances, the launch-template versions, all launch configurations), region after region, keeps
@@ -38,7 +39,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -50,6 +50,8 @@ ACCOUNT = "123456789012"
 REGIONS = ["us-east-1", "eu-west-1"]
 FAMILY_SIZE = 50
 STALE_AFTER_DAYS, KEEP_LATEST = 90, 2
+INSTANCES, TEMPLATES, LAUNCH_CONFIGS = 150, 7, 40  # per region; a third of the instances stopped, a third terminated
+MIN_IMAGES = 400
 
 FLOOR = r'''
 import json, sys, boto3
@@ -112,7 +114,11 @@ def free_port() -> int:
 def start_server():
     os.environ.update({"MOTO_EC2_LOAD_DEFAULT_AMIS": "false", "AWS_ACCESS_KEY_ID": "bench",
                        "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": REGIONS[0]})
+    import logging
+
     from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no line per request
 
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
@@ -142,10 +148,14 @@ def seed_region(url: str, region: str, images: int, now: datetime, rng: random.R
         volume = backend.create_volume(size=50, zone_name=f"{region}a")
         backend.create_snapshot(volume.id, "nightly backup")
     rng.shuffle(all_ids)
-    tenth, twentieth, small = images // 10, images // 20, images // 25
-    gone, with_instances = all_ids[:tenth], all_ids[tenth:tenth + twentieth]
-    templated = all_ids[tenth + twentieth:tenth + twentieth + 3 * small]
-    configured = all_ids[tenth + twentieth + 3 * small:tenth + twentieth + 3 * small + images // 50]
+    # The references are a fixed number whatever N, so the request count can be compared across sizes.
+    # moto answers DescribeLaunchTemplateVersions with at most MaxResults (default 15) versions and no NextToken,
+    # so the all-templates listing sees at most 7 templates' $Default+$Latest there (AWS pages through all).
+    gone = all_ids[:images // 10]
+    rest = iter(all_ids[images // 10:])
+    with_instances = [next(rest) for _ in range(INSTANCES)]
+    templated = [next(rest) for _ in range(3 * TEMPLATES)]
+    configured = [next(rest) for _ in range(LAUNCH_CONFIGS)]
     ec2 = boto3.client("ec2", region, endpoint_url=url)
     autoscaling = boto3.client("autoscaling", region, endpoint_url=url)
     instances = {image_id: ec2.run_instances(ImageId=image_id, MinCount=1, MaxCount=1, InstanceType="t3.micro")
@@ -157,7 +167,7 @@ def seed_region(url: str, region: str, images: int, now: datetime, rng: random.R
     ec2.terminate_instances(InstanceIds=[instance for _image, instance in terminated])
     seed.used.update(image for image in with_instances if image not in dict(terminated))
     seed.not_protecting.update(dict(terminated))
-    for number in range(small):
+    for number in range(TEMPLATES):
         default, middle, latest = templated[3 * number:3 * number + 3]
         template = ec2.create_launch_template(LaunchTemplateName=f"lt-{region}-{number}",
                                               LaunchTemplateData={"ImageId": default})["LaunchTemplate"]
@@ -178,34 +188,56 @@ def seed_region(url: str, region: str, images: int, now: datetime, rng: random.R
     return seed
 
 
-def measure(command: list[str], env: dict[str, str]) -> Run:
-    """Run one child; its own CPU and peak RSS come from os.wait4 (RUSAGE_CHILDREN would mix children)."""
+# Children are started by this small launcher, itself started before moto is imported: a process's peak RSS
+# includes what it had before exec, and a child forked from this (moto-laden) process would start at its size.
+LAUNCHER = r'''
+import json, os, subprocess, sys, threading, time
+for line in sys.stdin:
+    job = json.loads(line)
     started = time.perf_counter()
-    child = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
-    outputs: dict[str, bytes] = {}
-    readers = [threading.Thread(target=lambda name=name, stream=stream: outputs.__setitem__(name, stream.read()))
-               for name, stream in (("out", child.stdout), ("err", child.stderr))]
+    child = subprocess.Popen(job["command"], env=job["env"], cwd=job["cwd"], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE)
+    out = {}
+    readers = [threading.Thread(target=lambda n=n, s=s: out.__setitem__(n, s.read()))
+               for n, s in (("stdout", child.stdout), ("stderr", child.stderr))]
     for reader in readers:
         reader.start()
-    _pid, status, usage = os.wait4(child.pid, 0)
+    _pid, status, usage = os.wait4(child.pid, 0)  # this child's own rusage (RUSAGE_CHILDREN would mix them)
     wall = time.perf_counter() - started
     for reader in readers:
         reader.join()
-    child.returncode = os.waitstatus_to_exitcode(status)
-    stdout, stderr = outputs["out"].decode(), outputs["err"].decode()
-    if child.returncode != 0:
-        raise SystemExit(f"{' '.join(command[:4])}… exited {child.returncode}:\n{stderr[-3000:]}")
-    return Run(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, {}, stdout, stderr)
+    print(json.dumps({"wall": wall, "cpu": usage.ru_utime + usage.ru_stime, "maxrss_kb": usage.ru_maxrss,
+                      "code": os.waitstatus_to_exitcode(status), "stdout": out["stdout"].decode(),
+                      "stderr": out["stderr"].decode()}), flush=True)
+'''
 
 
-def run_floor(env: dict[str, str]) -> Run:
-    run = measure([sys.executable, "-c", FLOOR, ",".join(REGIONS)], env)
+class Launcher:
+    def __init__(self) -> None:
+        self.process = subprocess.Popen([sys.executable, "-c", LAUNCHER], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, text=True)
+
+    def measure(self, command: list[str], env: dict[str, str]) -> Run:
+        self.process.stdin.write(json.dumps({"command": command, "env": env, "cwd": str(ROOT)}) + "\n")
+        self.process.stdin.flush()
+        result = json.loads(self.process.stdout.readline())
+        if result["code"] != 0:
+            raise SystemExit(f"{' '.join(command[:5])}… exited {result['code']}:\n{result['stderr'][-3000:]}")
+        return Run(result["wall"], result["cpu"], result["maxrss_kb"] / 1024, {}, result["stdout"], result["stderr"])
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        self.process.wait(10)
+
+
+def run_floor(launcher: Launcher, env: dict[str, str]) -> Run:
+    run = launcher.measure([sys.executable, "-c", FLOOR, ",".join(REGIONS)], env)
     run.calls = json.loads(run.stdout)["calls"]
     return run
 
 
-def run_digest(env: dict[str, str]) -> Run:
-    run = measure([sys.executable, "-m", "bot.cli", "--log-level", "WARNING", "digest", "--dry-run",
+def run_digest(launcher: Launcher, env: dict[str, str]) -> Run:
+    run = launcher.measure([sys.executable, "-m", "bot.cli", "--log-level", "WARNING", "digest", "--dry-run",
                    "--format", "json"], env)
     run.calls = json.loads(run.stdout)["aws_calls"]
     return run
@@ -234,7 +266,7 @@ def check(document: dict, seeds: dict[str, Seed], now: datetime) -> list[str]:
     return problems
 
 
-def bench(url: str, images: int, repeat: int) -> dict:
+def bench(launcher: Launcher, url: str, images: int, repeat: int) -> dict:
     now = datetime.now(UTC)
     rng = random.Random(images)
     started = time.perf_counter()
@@ -250,8 +282,8 @@ def bench(url: str, images: int, repeat: int) -> dict:
                 "AMIBOT_DB": str(workdir / "absent.db"), "PYTHONPATH": str(ROOT)})
     floors, digests = [], []
     for _ in range(repeat):  # alternate, so neither side always runs on a warmer server
-        floors.append(run_floor(env))
-        digests.append(run_digest(env))
+        floors.append(run_floor(launcher, env))
+        digests.append(run_digest(launcher, env))
     document = json.loads(digests[-1].stdout)
     urllib.request.urlopen(urllib.request.Request(f"{url}/moto-api/reset", method="POST")).read()
     return {"images": images, "floor": floors, "digest": digests, "problems": check(document, seeds, now),
@@ -304,11 +336,15 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=1, help="runs of each side per size (medians are shown)")
     args = parser.parse_args()
     sizes = [int(size) for size in args.images.split(",")]
+    if min(sizes) < MIN_IMAGES:
+        parser.error(f"--images must be at least {MIN_IMAGES} (the references seeded need distinct images)")
+    launcher = Launcher()  # first, while this process is still small
     server, url = start_server()
     try:
-        return report([bench(url, size, args.repeat) for size in sizes])
+        return report([bench(launcher, url, size, args.repeat) for size in sizes])
     finally:
         server.stop()
+        launcher.close()
 
 
 if __name__ == "__main__":

@@ -10,10 +10,10 @@ import sys
 import threading
 from datetime import datetime
 
-from bot import audit, scheduler
 from bot.config import SCHEMA, Settings, load_policy
 from bot.errors import ConfigError
-from bot.store import Store
+
+# Everything else is imported inside the command that needs it: `amibot digest` and `check-config` stay small.
 
 log = logging.getLogger("amibot")
 
@@ -42,6 +42,7 @@ def _load(mode: str):
 
 
 def cmd_serve(args) -> int:
+    from bot import scheduler
     from bot.app import create_app
     from bot.server import create_server, serve_forever
 
@@ -69,6 +70,7 @@ def cmd_serve(args) -> int:
 def cmd_socket(args) -> int:
     from slack_bolt.adapter.socket_mode import SocketModeHandler
 
+    from bot import scheduler
     from bot.app import create_app
 
     settings, policy = _load("socket")
@@ -129,11 +131,15 @@ def _check_aws(policy) -> list[str]:
     return []
 
 
-def _store() -> Store:
+def _store():
+    from bot.store import Store
+
     return Store(Settings.from_env().db_path)
 
 
 def cmd_audit_verify(args) -> int:
+    from bot import audit
+
     verdict = audit.verify(_store())
     print(verdict, file=sys.stdout if verdict.ok else sys.stderr)
     return 0 if verdict.ok else 1
@@ -149,6 +155,8 @@ def _since(value: str | None) -> str | None:
 
 
 def cmd_audit_export(args) -> int:
+    from bot import audit
+
     sys.stdout.write(audit.export(_store(), args.format, _since(args.since)))
     return 0
 
@@ -195,7 +203,7 @@ def cmd_digest(args) -> int:
     counter = CallCounter()
     aws = Aws(policy.aws.regions, session=counting_session(counter))
     now = datetime.now(UTC)
-    snoozed = digest.snoozed_ids(Store(settings.db_path), now) if Path(settings.db_path).exists() else set()
+    snoozed = digest.snoozed_ids(_store(), now) if Path(settings.db_path).exists() else set()
 
     def progress(region: str, text: str) -> None:
         print(f"amibot: {region}: {text}", file=sys.stderr, flush=True)

@@ -1,0 +1,239 @@
+"""What can go and what it costs: stale images and orphaned snapshots, from an inventory, the policy
+and the time. Pure: no AWS, no Slack, no clock of its own — everything it knows is passed in, so each
+rule is tested on its own with hand-made images.
+
+An image is stale when it is owned (the inventory holds only own images), older than
+stale_after_days, not among the keep_latest newest available images of its family in its region,
+not used by any instance (any state but terminated), launch template $Default/$Latest version or
+launch configuration, not launched within stale_after_days when AWS reports LastLaunchedTime, and not
+snoozed. Disabled images are ranked out of keep_latest (nobody can launch or roll back to them) and
+are marked "disabled, ready to deregister".
+
+A snapshot is orphaned when its description names an image (see bot.services.inventory) that no
+longer exists and no existing image references it.
+
+Cost: size in GiB × price per GB-month; an image costs the sum of its snapshots. The totals count
+each snapshot once and leave out snapshots that an image being kept still references, so they are
+what retiring everything listed would really save. (EBS bills the blocks a snapshot stores, which is
+at most its volume size: the figures are an upper bound.)
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from bot.services.images import Image
+from bot.services.inventory import Inventory, Snapshot
+
+SKIPPED_STATES = {"pending", "transient", "deregistered"}  # not (yet / any more) an image one could retire
+DISABLED = "disabled"
+SNOOZE_DAYS = 30  # how long "Snooze" keeps an image out of the digest
+
+
+@dataclass(frozen=True)
+class Rules:
+    stale_after_days: int
+    keep_latest: int
+    price_per_gb_month: float
+
+    @classmethod
+    def from_policy(cls, digest) -> Rules:
+        return cls(digest.stale_after_days, digest.keep_latest, digest.snapshot_price_per_gb_month)
+
+    def cost(self, size_gb: float) -> float:
+        return size_gb * self.price_per_gb_month
+
+
+@dataclass(frozen=True, slots=True)
+class ImageSummary:
+    """What a finding keeps of an image: the digest may hold thousands, so not the whole response."""
+
+    id: str
+    name: str
+    region: str
+    family: str
+    state: str
+    created: datetime | None
+    snapshot_ids: tuple[str, ...]
+
+    @classmethod
+    def of(cls, image: Image) -> ImageSummary:
+        return cls(image.id, image.name, image.region, image.family, image.state, image.created,
+                   tuple(image.snapshot_ids))
+
+
+@dataclass(frozen=True, slots=True)
+class StaleImage:
+    image: ImageSummary
+    age_days: int
+    size_gb: int
+    monthly_cost: float
+
+    @property
+    def disabled(self) -> bool:
+        return self.image.state == DISABLED
+
+    @property
+    def note(self) -> str:
+        return "disabled, ready to deregister" if self.disabled else ""
+
+
+@dataclass(frozen=True, slots=True)
+class OrphanSnapshot:
+    snapshot: Snapshot
+    age_days: int | None
+    monthly_cost: float
+
+
+@dataclass
+class RegionFindings:
+    region: str
+    stale: list[StaleImage] = field(default_factory=list)  # costliest first
+    orphans: list[OrphanSnapshot] = field(default_factory=list)  # costliest first
+    saving_gb: int = 0  # what retiring all of it frees, each snapshot counted once
+    monthly_cost: float = 0.0
+    images_seen: int = 0
+    snapshots_seen: int = 0
+    kept: Counter = field(default_factory=Counter)  # why images were not stale: reason -> count
+    error: str | None = None  # the region could not be scanned; nothing is reported for it
+
+    @property
+    def stale_gb(self) -> int:
+        return sum(item.size_gb for item in self.stale)
+
+    @property
+    def orphan_gb(self) -> int:
+        return sum(item.snapshot.size_gb for item in self.orphans)
+
+
+@dataclass
+class Findings:
+    regions: list[RegionFindings]
+    generated_at: datetime
+    rules: Rules
+
+    @property
+    def stale(self) -> list[StaleImage]:
+        return sorted((item for region in self.regions for item in region.stale), key=_image_order)
+
+    @property
+    def orphans(self) -> list[OrphanSnapshot]:
+        return sorted((item for region in self.regions for item in region.orphans), key=_orphan_order)
+
+    @property
+    def monthly_cost(self) -> float:
+        return sum(region.monthly_cost for region in self.regions)
+
+    @property
+    def saving_gb(self) -> int:
+        return sum(region.saving_gb for region in self.regions)
+
+    @property
+    def failures(self) -> list[RegionFindings]:
+        return [region for region in self.regions if region.error]
+
+    @property
+    def clean(self) -> bool:
+        return not any(region.stale or region.orphans for region in self.regions)
+
+
+def _image_order(item: StaleImage):
+    return (-item.monthly_cost, item.image.created, item.image.id)
+
+
+def _orphan_order(item: OrphanSnapshot):
+    return (-item.monthly_cost, -(item.age_days or 0), item.snapshot.id)
+
+
+def _days(since: datetime | None, now: datetime) -> int | None:
+    return None if since is None else int((now - since) / timedelta(days=1))
+
+
+def newest_of_families(images: Iterable[Image], keep_latest: int) -> set[str]:
+    """Ids of the keep_latest newest *available* images of each family (disabled ones do not count)."""
+    families: dict[str, list[Image]] = defaultdict(list)
+    for image in images:
+        if image.state == "available" and image.created is not None:
+            families[image.family or image.id].append(image)
+    kept: set[str] = set()
+    for members in families.values():
+        members.sort(key=lambda image: (image.created, image.id), reverse=True)
+        kept.update(image.id for image in members[:keep_latest])
+    return kept
+
+
+def keep_reason(image: Image, inventory: Inventory, rules: Rules, now: datetime, newest: set[str],
+                snoozed: Collection[str]) -> str | None:
+    """Why the image is not stale (a short label), or None when it is stale."""
+    if image.state in SKIPPED_STATES:
+        return f"state {image.state}"
+    if image.created is None:
+        return "creation date unknown"
+    if _days(image.created, now) < rules.stale_after_days:
+        return "younger than stale_after_days"
+    if image.id in newest:
+        return "among the keep_latest newest of its family"
+    usage = inventory.references.of(image.id)
+    if usage.instances:
+        return "used by an instance"
+    if usage.templates:
+        return "used by a launch template"
+    if usage.launch_configs:
+        return "used by a launch configuration"
+    if image.last_launched is not None and _days(image.last_launched, now) < rules.stale_after_days:
+        return "launched within stale_after_days"
+    if image.id in snoozed:
+        return "snoozed"
+    return None
+
+
+def judge(inventory: Inventory, rules: Rules, now: datetime, snoozed: Collection[str] = ()) -> RegionFindings:
+    """The stale images and orphaned snapshots of one region's inventory."""
+    findings = RegionFindings(inventory.region, images_seen=len(inventory.images),
+                              snapshots_seen=len(inventory.snapshots))
+    sizes = {snapshot.id: snapshot.size_gb for snapshot in inventory.snapshots}
+    newest = newest_of_families(inventory.images, rules.keep_latest)
+    kept_snapshots: set[str] = set()  # snapshots an image that stays still needs
+    freed: dict[str, int] = {}  # snapshot id -> GiB, of the stale images
+    for image in inventory.images:
+        reason = keep_reason(image, inventory, rules, now, newest, snoozed)
+        if reason:
+            findings.kept[reason] += 1
+            kept_snapshots.update(image.snapshot_ids)
+            continue
+        size = image_size(image, sizes)
+        findings.stale.append(StaleImage(ImageSummary.of(image), _days(image.created, now), size, rules.cost(size)))
+        for device in image.devices:
+            if device.snapshot_id:
+                freed[device.snapshot_id] = sizes.get(device.snapshot_id, device.size_gb or 0)
+    for snapshot_id in kept_snapshots:
+        freed.pop(snapshot_id, None)
+    findings.orphans = list(orphans_of(inventory, rules, now))
+    findings.stale.sort(key=_image_order)
+    findings.orphans.sort(key=_orphan_order)
+    for orphan in findings.orphans:
+        freed[orphan.snapshot.id] = orphan.snapshot.size_gb
+    findings.saving_gb = sum(freed.values())
+    findings.monthly_cost = rules.cost(findings.saving_gb)
+    return findings
+
+
+def image_size(image: Image, snapshot_sizes: dict[str, int]) -> int:
+    """GiB of the image's snapshots: the snapshot's own size when listed, else the mapping's volume size."""
+    return sum(snapshot_sizes.get(device.snapshot_id, device.size_gb or 0)
+               for device in image.devices if device.snapshot_id)
+
+
+def orphans_of(inventory: Inventory, rules: Rules, now: datetime) -> Iterable[OrphanSnapshot]:
+    existing = {image.id for image in inventory.images}
+    referenced = {snapshot_id for image in inventory.images for snapshot_id in image.snapshot_ids}
+    for snapshot in inventory.snapshots:
+        if snapshot.ami_id and snapshot.ami_id not in existing and snapshot.id not in referenced:
+            yield OrphanSnapshot(snapshot, _days(snapshot.started, now), rules.cost(snapshot.size_gb))
+
+
+def failed_region(region: str, message: str) -> RegionFindings:
+    return RegionFindings(region, error=message)

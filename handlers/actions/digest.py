@@ -1,0 +1,115 @@
+"""The digest's buttons — "Request deregistration", "Snooze 30 days", "Request cleanup" — and its schedule.
+
+Each click is acked at once and handled as a durable job: it checks the clicker may make changes,
+opens the approval request (or stores the snooze), answers the clicker ephemerally, and replaces the
+clicked buttons in the digest with who did what, so the channel sees it was taken care of.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from bot import audit, blocks, scheduler
+from bot.commands import AMI_ID, REGION_NAME, SNAPSHOT_ID
+from bot.errors import AmibotError, UsageError
+from bot.render.digest import CLEANUP, DEREGISTER, SNOOZE
+from bot.services import digest
+from bot.services.deregister import request_deregistration
+from bot.slack import Reply
+
+log = logging.getLogger(__name__)
+
+CLICK_JOB = "digest.click"
+LABELS = {"deregister": "Request deregistration", "snooze": "Snooze 30 days", "cleanup": "Request cleanup"}
+
+
+def parse_value(action: str, value: str) -> tuple[str, list[str]]:
+    """'<region>:<ami-id>' or '<region>:<snap-id>,<snap-id>…' → (region, ids); UsageError if malformed."""
+    region, _, rest = (value or "").partition(":")
+    ids = [item for item in rest.split(",") if item]
+    pattern = SNAPSHOT_ID if action == "cleanup" else AMI_ID
+    if not REGION_NAME.match(region) or not ids or not all(pattern.match(item) for item in ids):
+        raise UsageError("That button does not name what to act on; run `/ami digest` for a fresh one.")
+    return region, ids
+
+
+def act(ctx, payload: dict) -> str:
+    """Do what the click asks; return the answer for the clicker. Raises AmibotError when refused."""
+    action, user, channel = payload["action"], payload["user"], payload.get("channel")
+    region, ids = parse_value(action, payload.get("value", ""))
+    ctx.access.check_changing(user, channel, LABELS[action])
+    if action == "deregister":
+        request = request_deregistration(ctx, ids[0], region, requester=user, channel=channel)
+        mark(ctx, payload, f"digest:{ids[0]}", f":hourglass: <@{user}> asked to deregister this: `{request.id}`")
+        return f"Asked for approval to deregister {ids[0]}: `{request.id}` is in <#{request.channel}>."
+    if action == "snooze":
+        until = digest.snooze(ctx, ids[0], region, user, channel)
+        mark(ctx, payload, f"digest:{ids[0]}", f":zzz: <@{user}> snoozed this until {until.date().isoformat()}")
+        return f"Snoozed {ids[0]}: it stays out of the digest until {until.date().isoformat()}."
+    request = digest.request_cleanup(ctx, region, ids, requester=user, channel=channel)
+    mark(ctx, payload, f"digest:cleanup:{region}", f":hourglass: <@{user}> asked to clean these up: `{request.id}`")
+    return f"Asked for approval to delete {len(request.params['snapshot_ids'])} snapshot(s): `{request.id}`."
+
+
+def mark(ctx, payload: dict, block_id: str, text: str) -> None:
+    """Replace the clicked buttons in the digest message with a line saying who did what."""
+    message = payload.get("message") or {}
+    old = message.get("blocks") or []
+    if not payload.get("message_ts") or not any(block.get("block_id") == block_id for block in old):
+        return
+    new = [blocks.context(text) if block.get("block_id") == block_id else block for block in old]
+    try:
+        ctx.slack.chat_update(channel=payload["channel"], ts=payload["message_ts"], text=message.get("text") or "",
+                              blocks=new)
+    except Exception:  # the action itself succeeded; a stale button is only cosmetic
+        log.exception("could not update the digest message")
+
+
+def handle_click(ctx, payload: dict) -> None:
+    reply = Reply(ctx.slack, payload.get("channel"), payload["user"], payload.get("response_url"))
+    try:
+        reply.ephemeral(blocks.info(act(ctx, payload)))
+        return
+    except AmibotError as error:
+        outcome, answer = f"refused: {error.message}", blocks.error(error.message)
+    except Exception:
+        reference = uuid.uuid4().hex[:8]
+        log.exception("digest button %s failed (ref %s)", payload["action"], reference)
+        outcome = f"crashed: ref {reference}"
+        answer = blocks.error(f"Something went wrong (ref `{reference}`); the bot's log has the details.")
+    audit.record(ctx.store, actor=payload["user"], action=f"digest.{payload['action']}",
+                 channel=payload.get("channel"), target=payload.get("value", "")[:200], outcome=outcome)
+    reply.ephemeral(answer)
+
+
+def report_interrupted(ctx, payload: dict) -> None:
+    """Not re-run (it might open a second request): tell the clicker to check and click again."""
+    Reply(ctx.slack, payload.get("channel"), payload["user"], payload.get("response_url")).ephemeral(blocks.error(
+        f"amibot restarted while handling “{LABELS[payload['action']]}”. Check `/ami requests`, then click again."))
+
+
+def _click(body: dict, action: str) -> dict:
+    container = body.get("container") or {}
+    return {"action": action, "value": body["actions"][0].get("value", ""), "user": body["user"]["id"],
+            "channel": container.get("channel_id") or (body.get("channel") or {}).get("id"),
+            "message_ts": container.get("message_ts"), "response_url": body.get("response_url"),
+            "message": {key: (body.get("message") or {}).get(key) for key in ("text", "blocks")}}
+
+
+def register(app, ctx) -> None:
+    ctx.jobs.register(CLICK_JOB, lambda payload: handle_click(ctx, payload),
+                      lambda payload: report_interrupted(ctx, payload))
+    ctx.jobs.register(digest.DAILY_JOB, lambda payload: digest.run_daily(ctx), lambda payload: None)
+    scheduler.add_schedule(ctx, digest.schedule)
+    ctx.extras.setdefault("on_start", []).append(digest.catch_up)
+
+    def listener(kind: str):
+        def clicked(ack, body):  # Bolt passes arguments by name: only ask for ack and body
+            ack()
+            ctx.jobs.submit(CLICK_JOB, _click(body, kind))
+
+        return clicked
+
+    for action_id, kind in ((DEREGISTER, "deregister"), (SNOOZE, "snooze"), (CLEANUP, "cleanup")):
+        app.action(action_id)(listener(kind))

@@ -1,0 +1,18 @@
+"""`/ami digest`: post the stale-image digest into this channel now (read-only; not the daily run)."""
+
+from bot.commands import Subcommand
+from bot.services import digest
+
+SPEC = Subcommand(
+    name="digest", summary="post the digest of stale images and orphaned snapshots, with their cost, here now",
+    usage="/ami digest", example="/ami digest")
+
+
+def run(call):
+    ctx = call.ctx
+    findings = digest.compute_for(ctx)
+    day = digest.local_day(ctx, findings.generated_at)
+    digest.post(ctx.slack, call.channel, findings, day, send=call.reply.post)
+    call.audit_detail = {"stale_images": len(findings.stale), "orphaned_snapshots": len(findings.orphans),
+                         "monthly_cost": round(findings.monthly_cost, 2)}
+    return None
