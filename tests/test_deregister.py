@@ -305,3 +305,14 @@ def test_malformed_deregister_input(harness, aws):
     assert "needs an ami-id" in harness.last_reply().text
     harness.command("deregister ami-0123456789abcdef0 --bogus")
     assert "has no option `--bogus`" in harness.last_reply().text
+
+
+def test_a_template_far_down_the_list_still_counts(harness, aws):
+    """Every template is checked, not just a first page (moto answers 15 per page unless asked for more)."""
+    target = seed.image(aws, "deep-template")
+    other = seed.image(aws, "unrelated")
+    for number in range(24):
+        seed.launch_template(aws, f"filler-{number:02d}", other)
+    seed.launch_template(aws, "zz-last", target)
+    harness.command(f"deregister {target}")
+    assert "launch template *zz-last* version 1" in harness.last_reply().text

@@ -84,8 +84,9 @@ def scan_launch_templates(aws: Aws, region: str, refs: References) -> None:
     """$Default and $Latest of every template, in one paginated call (no template id given)."""
     seen: dict[tuple[str, int], dict] = {}
     refs.calls += 1
+    # PageSize: AWS's largest page (fewer calls); moto also cuts this listing at 15 without a token by default.
     for version in paginate(aws.ec2(region), "describe_launch_template_versions", "LaunchTemplateVersions",
-                            Versions=["$Default", "$Latest"]):
+                            Versions=["$Default", "$Latest"], PaginationConfig={"PageSize": 200}):
         seen[(version["LaunchTemplateId"], version["VersionNumber"])] = version
     latest: dict[str, int] = {}
     for template_id, number in seen:
