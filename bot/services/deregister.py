@@ -17,6 +17,7 @@ from bot.errors import AmibotError, AwsError, NotFound, PolicyViolation, Unsuppo
 from bot.render import deregister as render
 from bot.services.images import Image, Shares, describe_own_images, find_images, shares_of
 from bot.services.references import Usage, scan
+from bot.services.snapshots import delete_snapshots
 
 KIND = "deregister"
 MAX_LISTED = 10
@@ -151,7 +152,7 @@ def request_deregistration(ctx, image_id: str, region: str | None, requester: st
         danger=force)
 
 
-@requires("ec2:DeregisterImage", "ec2:DeleteSnapshot")
+@requires("ec2:DeregisterImage")
 def execute(ctx, request: approvals.Request, progress) -> str:
     params = request.params
     try:
@@ -169,24 +170,14 @@ def execute(ctx, request: approvals.Request, progress) -> str:
         kept = ", ".join(s.id for s in check.snapshots) or "none"
         return (f"Deregistered {image.id}; kept its snapshots as asked ({kept}), which cost "
                 f"${sum(s.monthly_cost for s in check.snapshots):.2f}/month.")
-    deleted, kept, failed = [], [], []
-    for snapshot in check.snapshots:
-        if snapshot.kept_for:
-            kept.append(f"{snapshot.id} (still used by {', '.join(snapshot.kept_for)})")
-            continue
-        try:
-            call(ec2, "delete_snapshot", resource=f"snapshot {snapshot.id}", SnapshotId=snapshot.id)
-        except NotFound:
-            kept.append(f"{snapshot.id} (already gone)")
-        except AwsError as error:
-            if error.code == "InvalidSnapshot.InUse":
-                kept.append(f"{snapshot.id} (in use: {error.message})")
-            else:
-                failed.append(f"{snapshot.id}: {error.message}")
-            continue
-        else:
-            deleted.append(snapshot)
-            progress(f":broom: Deleted {snapshot.id} ({snapshot.size_gb} GiB, ${snapshot.monthly_cost:.2f}/month).")
+    kept = [f"{s.id} (still used by {', '.join(s.kept_for)})" for s in check.snapshots if s.kept_for]
+    by_id = {s.id: s for s in check.deletable}
+    outcome = delete_snapshots(ec2, list(by_id), lambda snapshot_id: progress(
+        f":broom: Deleted {snapshot_id} ({by_id[snapshot_id].size_gb} GiB, "
+        f"${by_id[snapshot_id].monthly_cost:.2f}/month)."))
+    deleted = [by_id[snapshot_id] for snapshot_id in outcome.deleted]
+    kept += outcome.skipped
+    failed = outcome.failed
     saved = sum(s.monthly_cost for s in deleted)
     summary = (f"Deregistered {image.id}; deleted {len(deleted)} snapshot(s) "
                f"({sum(s.size_gb for s in deleted)} GiB, ${saved:.2f}/month saved)")

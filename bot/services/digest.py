@@ -25,12 +25,13 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from bot import approvals, audit
-from bot.aws import Aws, call, paginate, requires
+from bot.aws import Aws, paginate, requires
 from bot.blocks import code, context, section
-from bot.errors import AmibotError, AwsError, NotFound, PolicyViolation
+from bot.errors import AmibotError, AwsError, PolicyViolation
 from bot.render import digest as render
 from bot.services.images import describe_own_images
 from bot.services.inventory import Progress, ami_of, scan_region
+from bot.services.snapshots import delete_snapshots
 from bot.services.staleness import SNOOZE_DAYS, Findings, RegionFindings, Rules, failed_region, judge
 
 log = logging.getLogger(__name__)
@@ -257,26 +258,13 @@ def request_cleanup(ctx, region: str, snapshot_ids: list[str], requester: str, c
         details=details, reason="deleting snapshots cannot be undone")
 
 
-@requires("ec2:DeleteSnapshot")
 def execute_cleanup(ctx, request: approvals.Request, progress) -> str:
     """Delete each snapshot; skip those in use or already gone; report each."""
     region, sizes = request.params["region"], request.params.get("sizes", {})
     price = ctx.policy.digest.snapshot_price_per_gb_month
-    ec2 = ctx.aws.ec2(region)
-    deleted, skipped, failed = [], [], []
-    for snapshot_id in request.params["snapshot_ids"]:
-        try:
-            call(ec2, "delete_snapshot", resource=f"snapshot {snapshot_id}", SnapshotId=snapshot_id)
-        except NotFound:
-            skipped.append(f"{snapshot_id} (already gone)")
-        except AwsError as error:
-            if error.code == "InvalidSnapshot.InUse":
-                skipped.append(f"{snapshot_id} (in use)")
-            else:
-                failed.append(f"{snapshot_id}: {error.message}")
-        else:
-            deleted.append(snapshot_id)
-            progress(f":broom: Deleted {snapshot_id} ({sizes.get(snapshot_id, 0):,} GiB).")
+    outcome = delete_snapshots(ctx.aws.ec2(region), request.params["snapshot_ids"], lambda snapshot_id: progress(
+        f":broom: Deleted {snapshot_id} ({sizes.get(snapshot_id, 0):,} GiB)."))
+    deleted, skipped, failed = outcome.deleted, outcome.skipped, outcome.failed
     for note in skipped:
         progress(f":fast_forward: Skipped {note}.")
     freed = sum(sizes.get(snapshot_id, 0) for snapshot_id in deleted)
