@@ -20,7 +20,7 @@ from bot.audit import now_iso
 from bot.aws import Aws
 from bot.config import Policy, Settings
 from bot.context import Context, utc_now
-from bot.jobs import JobRunner, TrackedExecutor
+from bot.jobs import InFlight, JobRunner, TrackedExecutor
 from bot.store import Store
 
 log = logging.getLogger(__name__)
@@ -61,6 +61,8 @@ def create_app(settings: Settings, policy: Policy, *, slack: WebClient | None = 
                   access=Access(policy, slack), clock=clock)
     listeners = TrackedExecutor(max_workers=16, thread_name_prefix="amibot-listener")
     ctx.extras["listeners"] = listeners
+    ctx.extras["acking"] = InFlight()  # the HTTP server counts Slack requests in it
+    jobs.yield_to += [lambda: listeners.busy, lambda: ctx.extras["acking"].busy]
     app = App(
         client=slack,
         signing_secret=settings.signing_secret or ("" if socket_mode else None),

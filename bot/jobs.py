@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -56,10 +57,40 @@ class TrackedExecutor(ThreadPoolExecutor):
         with self._changed:
             return self._changed.wait_for(lambda: self._in_flight == 0, timeout)
 
+    @property
+    def busy(self) -> bool:
+        return self._in_flight > 0
+
+
+class InFlight:
+    """Counts requests being handled (the HTTP server's Slack requests), so jobs can let them go first."""
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._lock = threading.Lock()
+
+    def __enter__(self):
+        with self._lock:
+            self._count += 1
+
+    def __exit__(self, *_):
+        with self._lock:
+            self._count -= 1
+
+    @property
+    def busy(self) -> bool:
+        return self._count > 0
+
 
 class JobRunner:
+    # Slack's acks go first: a job waits (briefly) while requests are being acked. Python threads share one
+    # interpreter lock, so a job parsing AWS answers slows every ack in flight; deferring its start during a
+    # burst keeps acks fast, and the wait is bounded so a steady stream of requests cannot starve the jobs.
+    MAX_DEFERRAL_SECONDS = 0.5
+
     def __init__(self, store: Store, workers: int = 8):
         self.store = store
+        self.yield_to: list[Callable[[], bool]] = []  # "is Slack waiting for an ack right now?"
         self.kinds: dict[str, JobKind] = {}
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="amibot-job")
         self._active = 0
@@ -102,8 +133,14 @@ class JobRunner:
         self.store.execute("UPDATE jobs SET state = ?, error = ?, updated_at = ? WHERE id = ?",
                            (state, error, now_iso(), job_id))
 
+    def _defer_to_acks(self) -> None:
+        deadline = time.monotonic() + self.MAX_DEFERRAL_SECONDS
+        while any(busy() for busy in self.yield_to) and time.monotonic() < deadline:
+            time.sleep(0.002)
+
     def _run(self, job_id: int) -> None:
         try:
+            self._defer_to_acks()
             job = self._claim(job_id)
             if job is None:
                 return

@@ -48,7 +48,8 @@ def wsgi_app(amibot: Amibot):
                            [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))])
             return [payload]
         if path == EVENTS_PATH:
-            return slack(environ, start_response)
+            with amibot.ctx.extras["acking"]:  # jobs wait while Slack waits for an ack
+                return slack(environ, start_response)
         payload = b"Not Found"
         start_response("404 Not Found", [("Content-Type", "text/plain"), ("Content-Length", str(len(payload)))])
         return [payload]
