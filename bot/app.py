@@ -77,6 +77,9 @@ def create_app(settings: Settings, policy: Policy, *, slack: WebClient | None = 
                   lambda payload: dispatch.report_interrupted(ctx, payload))
 
     import handlers  # the one place bot/ imports handlers/
+    from bot.services import load_all
+
+    load_all()  # every approval kind is known before recovery looks at stored requests
 
     handlers.register(app, ctx)
     return Amibot(app, ctx)

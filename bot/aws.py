@@ -57,7 +57,9 @@ def requires(*actions: str) -> Callable:
 
 def iam_policy() -> dict[str, Any]:
     """The least-privilege policy document for everything the bot's code declares."""
-    import bot.services  # noqa: F401  (imports every module that declares permissions)
+    from bot.services import load_all
+
+    load_all()  # every module that declares permissions
 
     return {
         "Version": "2012-10-17",
