@@ -29,6 +29,12 @@ SMART = str.maketrans({"\u201c": '"', "\u201d": '"', "\u2018": "'", "\u2019": "'
 DASHED_FLAG = re.compile(r"(^|\s)[\u2014\u2013](?=[a-z])")
 
 
+# Flag values checked by the parser itself, by metavar: every `--region R` is validated in one place.
+FLAG_VALUES: dict[str, tuple[re.Pattern, str]] = {
+    "R": (REGION_NAME, "is not an AWS region name (e.g. eu-west-1)"),
+}
+
+
 @dataclass(frozen=True)
 class Arg:
     name: str
@@ -151,6 +157,9 @@ def parse_words(spec: Subcommand, words: list[str], text: str = "") -> Invocatio
                     if index >= len(words) or words[index].startswith("--"):
                         raise UsageError(f"`{name}` needs a value ({spec.flags[name]}).", usage=usage_of(spec))
                     inline = words[index]
+                check = FLAG_VALUES.get(spec.flags[name])
+                if check and not check[0].match(inline):
+                    raise UsageError(f"`{_shorten(inline)}` {check[1]}.", usage=usage_of(spec))
                 flags[key] = inline
         else:
             positionals.append(word)

@@ -1,7 +1,7 @@
 """`/ami base [alias] [--region R] [--copy <name> --family F]`: AWS's current base images through SSM
 public parameters; --copy starts a family from one (a changing action: operators only)."""
 
-from bot.commands import REGION_NAME, Arg, Subcommand
+from bot.commands import Arg, Subcommand
 from bot.errors import UsageError
 from bot.render.lifecycle import NewImage, alias_table, base_image
 from bot.services.base_images import alias_named, aliases, copy_into_account, resolve
@@ -22,20 +22,17 @@ def run(call):
         if flags["copy"]:
             raise UsageError("`--copy` needs an alias to copy, e.g. `/ami base al2023 --copy web-base`.")
         return alias_table(aliases())
-    region = flags["region"]
-    if region and not REGION_NAME.match(region):
-        raise UsageError(f"`{region[:40]}` is not an AWS region name (e.g. eu-west-1).")
     if (flags["family"] or flags["version"]) and not flags["copy"]:
         raise UsageError("`--family` and `--version` go with `--copy <name>`.")
     alias = alias_named(call.args["alias"])
     if not flags["copy"]:
-        return base_image(resolve(ctx.aws, alias, region or ctx.aws.default_region), ctx.clock())
+        return base_image(resolve(ctx.aws, alias, flags["region"] or ctx.aws.default_region), ctx.clock())
     # Looking is for everyone; copying changes the account, so it needs an operator.
     ctx.access.check_changing(call.user, call.channel, "/ami base --copy")
     name = check_name(flags["copy"])
     family_tag = ctx.policy.digest.family_tag
     labels = labels_for(name, flags["family"], flags["version"], call.user, family_tag)
-    base = resolve(ctx.aws, alias, region or ctx.aws.default_region)
+    base = resolve(ctx.aws, alias, flags["region"] or ctx.aws.default_region)
     image_id = copy_into_account(ctx.aws, base, name, labels, family_tag)
     call.audit_detail = {"image_id": image_id, "source": base.image_id, "alias": alias.name, "region": base.region,
                          "family": labels.family}

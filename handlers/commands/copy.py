@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import uuid
 
-from bot.blocks import escape
-from bot.commands import AMI_ID, REGION_NAME, Arg, Subcommand
-from bot.errors import UsageError
+from bot.commands import AMI_ID, Arg, Subcommand
 from bot.render import copy as render
 from bot.render.lifecycle import NewImage
 from bot.services import copy as service
@@ -32,8 +30,6 @@ def run(call):
     name = service.parse_name(flags["name"])
     kms_key = service.parse_kms_key(flags["kms_key"], bool(flags["encrypt"]))
     source = flags["source_region"]
-    if source and not REGION_NAME.match(source):
-        raise UsageError(f"`{escape(source[:40])}` is not an AWS region name (e.g. eu-west-1).")
     image = find_images(ctx.aws, call.args["ami-id"], ctx.policy.digest.family_tag, [source] if source else None)[0]
     order = service.plan(image, destination, name, bool(flags["encrypt"]), kms_key)
     call.audit_detail = {"image": image.id, "source_region": image.region, "destination": destination,

@@ -1,8 +1,7 @@
 """`/ami deregister <ami-id> [--keep-snapshots] [--force] [--region R]`: ask for a second person's approval."""
 
 from bot import blocks
-from bot.commands import AMI_ID, REGION_NAME, Arg, Subcommand
-from bot.errors import UsageError
+from bot.commands import AMI_ID, Arg, Subcommand
 from bot.services.deregister import request_deregistration
 
 SPEC = Subcommand(
@@ -14,10 +13,7 @@ SPEC = Subcommand(
 
 
 def run(call):
-    region = call.flags["region"]
-    if region and not REGION_NAME.match(region):
-        raise UsageError(f"`{region[:40]}` is not an AWS region name (e.g. eu-west-1).")
-    request = request_deregistration(call.ctx, call.args["ami-id"], region, call.user, call.channel,
+    request = request_deregistration(call.ctx, call.args["ami-id"], call.flags["region"], call.user, call.channel,
                                      force=call.flags["force"], keep_snapshots=call.flags["keep_snapshots"])
     call.audit_detail = {"request": request.id}
     return blocks.info(f"Asked for approval: `{request.id}` — the request is in <#{request.channel}>.")

@@ -13,9 +13,7 @@ from typing import Any
 from slack_sdk.errors import SlackApiError
 
 from bot import approvals
-from bot.blocks import escape
-from bot.commands import REGION_NAME, Arg, Subcommand
-from bot.errors import UsageError
+from bot.commands import Arg, Subcommand
 from bot.render import launch as render
 from bot.services import launch as service
 from bot.services.launch import LaunchOrder
@@ -48,13 +46,11 @@ def order_from(call) -> LaunchOrder:
     instance_type, count = args["instance-type"], args["count"]
     if instance_type and instance_type.isdigit() and count is None:  # `/ami launch web 3`
         instance_type, count = None, instance_type
-    region = flags["region"]
-    if region and not REGION_NAME.match(region):
-        raise UsageError(f"`{escape(region[:40])}` is not an AWS region name (e.g. eu-west-1).")
     default_type = ctx.policy.launch.default_instance_type
     return LaunchOrder(image_ref=args["image"], instance_type=service.parse_instance_type(instance_type, default_type),
                        count=service.parse_count(count), name=service.parse_name(flags["name"]),
-                       subnet_id=service.parse_subnet(flags["subnet"]), region=region, force=bool(flags["force"]))
+                       subnet_id=service.parse_subnet(flags["subnet"]), region=flags["region"],
+                       force=bool(flags["force"]))
 
 
 def start_launch(ctx, order: LaunchOrder, user: str, channel: str | None, reply: Reply,

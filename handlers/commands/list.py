@@ -1,7 +1,6 @@
 """`/ami list [text] [--region R]`: the account's own AMIs, newest first."""
 
-from bot.commands import REGION_NAME, Arg, Subcommand
-from bot.errors import UsageError
+from bot.commands import Arg, Subcommand
 from bot.render.images import image_list
 from bot.services.images import list_images, shares_of_many
 
@@ -15,8 +14,6 @@ SPEC = Subcommand(
 
 def run(call):
     ctx, region = call.ctx, call.flags["region"]
-    if region and not REGION_NAME.match(region):
-        raise UsageError(f"`{region[:40]}` is not an AWS region name (e.g. eu-west-1).")
     images, failures = list_images(ctx.aws, ctx.policy.digest.family_tag, call.args["text"],
                                    [region] if region else None)
     shares = shares_of_many(ctx.aws, images[:SHOWN])

@@ -1,7 +1,6 @@
 """`/ami promote <ami-id>` and `/ami rollback <family> [--region R]`: set and undo a family's current version."""
 
-from bot.commands import AMI_ID, REGION_NAME, Arg, Subcommand
-from bot.errors import UsageError
+from bot.commands import AMI_ID, Arg, Subcommand
 from bot.render.lifecycle import promoted, rolled_back
 from bot.services.images import find_images
 from bot.services.versions import promote, rollback
@@ -28,8 +27,6 @@ def run_promote(call):
 
 def run_rollback(call):
     ctx, region = call.ctx, call.flags["region"]
-    if region and not REGION_NAME.match(region):
-        raise UsageError(f"`{region[:40]}` is not an AWS region name (e.g. eu-west-1).")
     result = rollback(ctx, call.args["family"], region, call.user)
     call.audit_detail = {"family": result.family, "region": result.region, "from": result.newer_image_id,
                          "to": result.image.id, "instances_on_newer": [i.id for i in result.newer_usage.instances]}

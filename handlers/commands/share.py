@@ -7,9 +7,7 @@ never needs approval: taking access away is always allowed.
 from __future__ import annotations
 
 from bot import approvals
-from bot.blocks import escape
-from bot.commands import AMI_ID, REGION_NAME, Arg, Subcommand
-from bot.errors import UsageError
+from bot.commands import AMI_ID, Arg, Subcommand
 from bot.render import share as render
 from bot.services import share as service
 from bot.services.images import shares_of
@@ -31,13 +29,6 @@ UNSHARE = Subcommand(
     flags={"--region": "R"}, changing=True)
 
 
-def _region(call) -> str | None:
-    region = call.flags["region"]
-    if region and not REGION_NAME.match(region):
-        raise UsageError(f"`{escape(region[:40])}` is not an AWS region name (e.g. eu-west-1).")
-    return region
-
-
 def _post(call, msg: dict) -> dict | None:
     """Shares are visible to the channel; answer privately only when the bot cannot post there."""
     return None if call.reply.post(msg) else msg
@@ -46,7 +37,7 @@ def _post(call, msg: dict) -> dict | None:
 def run_share(call):
     ctx = call.ctx
     target = service.parse_target(call.args["target"])
-    region = _region(call)
+    region = call.flags["region"]
     image = service.find_image(ctx, call.args["ami-id"], region)
     call.audit_detail = {"image": image.id, "region": image.region, "target": target.value,
                          "target_kind": target.kind}
@@ -71,7 +62,7 @@ def run_share(call):
 def run_unshare(call):
     ctx = call.ctx
     target = service.parse_target(call.args["target"])
-    region = _region(call)
+    region = call.flags["region"]
     image = service.find_image(ctx, call.args["ami-id"], region)
     was_shared = target.granted_in(shares_of(ctx.aws, image))
     result = service.unshare(ctx.aws, image, target)
