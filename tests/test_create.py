@@ -151,6 +151,13 @@ def test_wait_for_image_is_bounded_and_polls():
         image = wait_for_image(FakeAws(), "us-east-1", "ami-0123456789abcdef0", "Family", timeout=600, interval=15,
                                sleep=sleep, monotonic=lambda: clock["now"])
         assert image.state == "failed" and image.raw["StateReason"]["Message"] == "snapshot failed"
+        # Not listed yet (eventual consistency) is not "gone": it keeps polling; listed then missing is gone.
+        stub.add_response("describe_images", {"Images": []})
+        stub.add_response("describe_images", pending)
+        stub.add_response("describe_images", {"Images": []})
+        image = wait_for_image(FakeAws(), "us-east-1", "ami-0123456789abcdef0", "Family", timeout=600, interval=15,
+                               sleep=sleep, monotonic=lambda: clock["now"])
+        assert image is None
         stub.assert_no_pending_responses()
 
 

@@ -195,11 +195,16 @@ def register_from_snapshot(aws: Aws, snapshot: Snapshot, name: str, labels: Labe
 def wait_for_image(aws: Aws, region: str, image_id: str, family_tag: str, timeout: float, interval: float,
                    sleep: Callable[[float], None] = time.sleep,
                    monotonic: Callable[[], float] = time.monotonic) -> Image | None:
-    """Poll until the image leaves `pending` or the time is up; the image as last seen (None: gone)."""
+    """Poll until the image leaves `pending` or the time is up; the image as last seen (None: gone).
+
+    A brand-new image can be missing from DescribeImages for a moment (eventual consistency), so "not found"
+    means gone only once the image has been seen; before that it is polled like a pending one."""
     deadline = monotonic() + timeout
+    seen = False
     while True:
         found = describe_own_images(aws, region, family_tag, image_id=[image_id])
         image = found[0] if found else None
-        if image is None or image.state in FINAL_STATES or monotonic() >= deadline:
+        seen = seen or image is not None
+        if (image is None and seen) or (image and image.state in FINAL_STATES) or monotonic() >= deadline:
             return image
         sleep(max(0.0, min(interval, deadline - monotonic())))
