@@ -132,3 +132,10 @@ def test_check_config_fails_with_one_line_per_problem(tmp_path):
     assert any("SLACK_BOT_TOKEN is not set" in line for line in lines)
     assert any("[launch].max_count: expected a whole number" in line for line in lines)
     assert any("unknown key [launch].bogus" in line for line in lines)
+
+
+def test_the_shipped_example_policy_is_valid():
+    from pathlib import Path
+
+    policy = load_policy(Path(__file__).resolve().parents[1] / "amibot.example.toml")
+    assert policy.access.operators == ["U012ABCDEF", "S0PLATFORM"] and policy.digest.timezone == "Europe/Berlin"
