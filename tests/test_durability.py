@@ -7,15 +7,20 @@ import json
 from tests import seed
 
 
+def leave_job(harness, state, text, key):
+    """What a process that died would leave behind: a command job, still queued or caught running."""
+    harness.ctx.store.execute(
+        "INSERT INTO jobs (kind, payload, state, created_at, updated_at) VALUES ('command', ?, ?, 'x', 'x')",
+        (json.dumps({"text": text, "user_id": "U0OPS", "channel_id": "C0OPS",
+                     "response_url": harness.fake.response_url(key)}), state))
+
+
 def test_queued_command_runs_after_restart(make_harness, aws):
     seed.image(aws, "survivor")
     first = make_harness()
     first.stop()
     # A command acked and recorded, but the process died before a worker picked it up.
-    first.ctx.store.execute(
-        "INSERT INTO jobs (kind, payload, state, created_at, updated_at) VALUES ('command', ?, 'queued', 'x', 'x')",
-        (json.dumps({"text": "list", "user_id": "U0OPS", "channel_id": "C0OPS",
-                     "response_url": first.fake.response_url("lost")}),))
+    leave_job(first, "queued", "list", "lost")
     second = make_harness()
     second.wait_idle()
     assert "survivor" in second.last_reply().text
@@ -25,10 +30,7 @@ def test_queued_command_runs_after_restart(make_harness, aws):
 def test_interrupted_read_only_command_runs_again(make_harness, aws):
     first = make_harness()
     first.stop()
-    first.ctx.store.execute(
-        "INSERT INTO jobs (kind, payload, state, created_at, updated_at) VALUES ('command', ?, 'running', 'x', 'x')",
-        (json.dumps({"text": "list", "user_id": "U0OPS", "channel_id": "C0OPS",
-                     "response_url": first.fake.response_url("again")}),))
+    leave_job(first, "running", "list", "again")
     second = make_harness()
     second.wait_idle()
     assert "AMIs" in second.last_reply().text or "No AMIs" in second.last_reply().text
@@ -38,10 +40,7 @@ def test_interrupted_changing_command_is_reported_not_repeated(make_harness, aws
     image_id = seed.image(aws, "half-done")
     first = make_harness()
     first.stop()
-    first.ctx.store.execute(
-        "INSERT INTO jobs (kind, payload, state, created_at, updated_at) VALUES ('command', ?, 'running', 'x', 'x')",
-        (json.dumps({"text": f"deregister {image_id}", "user_id": "U0OPS", "channel_id": "C0OPS",
-                     "response_url": first.fake.response_url("half")}),))
+    leave_job(first, "running", f"deregister {image_id}", "half")
     second = make_harness()
     second.wait_idle()
     assert "restarted while running `/ami deregister" in second.last_reply().text
