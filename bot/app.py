@@ -8,13 +8,13 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from slack_bolt import App, BoltResponse
 from slack_sdk import WebClient
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 
-from bot import approvals, dispatch
+from bot import approvals, dispatch, scheduler
 from bot.access import Access
 from bot.audit import now_iso
 from bot.aws import Aws
@@ -73,6 +73,8 @@ def create_app(settings: Settings, policy: Policy, *, slack: WebClient | None = 
     )
     app.middleware(_once_only(store))
     approvals.enable(ctx)
+    scheduler.add_schedule(ctx, lambda sched, ctx: sched.add_job(
+        lambda: prune(ctx.store, ctx.clock()), "interval", hours=1, id="store.prune"))
     jobs.register(dispatch.JOB_KIND, lambda payload: dispatch.run_command(ctx, payload),
                   lambda payload: dispatch.report_interrupted(ctx, payload))
 
@@ -112,7 +114,18 @@ def _once_only(store: Store):
     return middleware
 
 
-def prune_seen_requests(store: Store, before: datetime) -> int:
-    cursor = store.execute("DELETE FROM slack_requests WHERE received_at < ?",
-                           (before.strftime("%Y-%m-%dT%H:%M:%S"),))
-    return cursor.rowcount
+# Slack retries within minutes; a day of request keys and a week of finished jobs is plenty to drop repeats
+# and to look back at what ran, without the tables growing forever.
+SEEN_REQUESTS_KEPT = timedelta(days=1)
+FINISHED_JOBS_KEPT = timedelta(days=7)
+
+
+def prune(store: Store, now: datetime) -> dict[str, int]:
+    """Forget old de-duplication keys and finished jobs (queued, running and interrupted ones stay)."""
+    def before(age: timedelta) -> str:
+        return (now - age).strftime("%Y-%m-%dT%H:%M:%S")
+
+    requests = store.execute("DELETE FROM slack_requests WHERE received_at < ?", (before(SEEN_REQUESTS_KEPT),))
+    jobs = store.execute("DELETE FROM jobs WHERE state IN ('done', 'failed') AND updated_at < ?",
+                         (before(FINISHED_JOBS_KEPT),))
+    return {"slack_requests": requests.rowcount, "jobs": jobs.rowcount}

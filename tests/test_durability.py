@@ -46,3 +46,21 @@ def test_interrupted_changing_command_is_reported_not_repeated(make_harness, aws
     assert "restarted while running `/ami deregister" in second.last_reply().text
     assert not second.fake.calls_to("chat.postMessage")  # no approval request silently re-created
     assert second.ctx.store.one("SELECT outcome FROM audit WHERE action = 'command.interrupted'")
+
+
+def test_prune_forgets_old_keys_and_finished_jobs_only(make_harness, aws):
+    from datetime import UTC, datetime, timedelta
+
+    from bot.app import prune
+
+    harness = make_harness()
+    store = harness.ctx.store
+    old, fresh = "2026-01-01T00:00:00.000000Z", datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    store.execute("INSERT INTO slack_requests (key, received_at) VALUES ('event:old', ?), ('event:new', ?)",
+                  (old, fresh))
+    for state, stamp in (("done", old), ("failed", old), ("interrupted", old), ("queued", old), ("done", fresh)):
+        store.execute("INSERT INTO jobs (kind, payload, state, created_at, updated_at) VALUES ('x', '{}', ?, ?, ?)",
+                      (state, stamp, stamp))
+    assert prune(store, datetime.now(UTC) + timedelta(minutes=1)) == {"slack_requests": 1, "jobs": 2}
+    assert [r["key"] for r in store.query("SELECT key FROM slack_requests")] == ["event:new"]
+    assert sorted(r["state"] for r in store.query("SELECT state FROM jobs")) == ["done", "interrupted", "queued"]
