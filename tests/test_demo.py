@@ -112,7 +112,8 @@ def test_end_of_input_ends_an_interactive_demo_cleanly():
 
 def test_ctrl_c_ends_the_demo_cleanly():
     process = subprocess.Popen([sys.executable, "-m", "bot.cli", "demo"], cwd=ROOT, env=demo_env(),
-                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               # stderr into the drained stdout: an unread pipe that fills up blocks the process
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=lambda: [lines.put(line) for line in process.stdout], daemon=True).start()
     seen, deadline = [], time.monotonic() + DEMO_TIMEOUT
@@ -120,7 +121,15 @@ def test_ctrl_c_ends_the_demo_cleanly():
         while not any("You are @alice" in line for line in seen):
             seen.append(lines.get(timeout=max(0.1, deadline - time.monotonic())))
         process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=60) == 130
+        try:
+            assert process.wait(timeout=60) == 130
+        except subprocess.TimeoutExpired:
+            process.kill()
+            time.sleep(0.2)
+            while not lines.empty():
+                seen.append(lines.get())
+            printed = "".join(seen[-40:])
+            raise AssertionError(f"the demo did not stop within 60 s of Ctrl-C; it printed:\n{printed}") from None
     finally:
         if process.poll() is None:
             process.kill()
