@@ -17,6 +17,8 @@ setup: $(VENV)/.installed
 lint: setup
 	$(VENV)/bin/ruff check .
 
+# The whole suite, tests/test_wheel.py included: it builds the wheel and installs it (not editable) into a fresh
+# venv outside the checkout, so a module or data file missing from `pip install .` fails here.
 test: lint
 	$(PY) -m pytest
 
@@ -35,4 +37,4 @@ demo: setup
 	$(VENV)/bin/amibot demo
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info build dist

@@ -10,7 +10,7 @@ import sys
 import threading
 from datetime import datetime
 
-from bot.config import SCHEMA, Settings, load_policy
+from bot.config import SCHEMA, Settings, load_policy, policy_warnings
 from bot.errors import ConfigError
 
 # Everything else is imported inside the command that needs it: `amibot digest` and `check-config` stay small.
@@ -19,11 +19,13 @@ log = logging.getLogger("amibot")
 
 
 def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # botocore logs request bodies at DEBUG; keep it (and urllib3) quieter than the bot itself.
-    for noisy in ("botocore", "boto3", "urllib3", "slack_bolt.App"):
-        logging.getLogger(noisy).setLevel(max(logging.INFO, logging.getLogger().level))
+    """bot/logs.py: the human format or AMIBOT_LOG_FORMAT=json, libraries quiet, secrets masked."""
+    from bot import logs
+
+    try:
+        logs.setup(level)
+    except logs.ConfigurationError as error:
+        raise SystemExit(f"amibot: {error}") from None
 
 
 def _load(mode: str):
@@ -47,9 +49,15 @@ def cmd_serve(args) -> int:
     from bot.server import create_server, serve_forever
 
     settings, policy = _load("http")
+    _refuse_a_lost_database(settings, policy, args.new_database)
+    _check_slack(settings)
     amibot = create_app(settings, policy)
     scheduler.enable(amibot.ctx)
-    server = create_server(amibot, host=args.host, port=args.port, threads=args.threads)
+    try:
+        server = create_server(amibot, host=args.host, port=args.port, threads=args.threads)
+    except OSError as error:  # the port is taken (or privileged): say so, not a traceback
+        amibot.stop()
+        raise SystemExit(f"amibot: cannot listen on {args.host}:{args.port}: {error.strerror or error}") from None
     amibot.start_background()
     log.info("amibot serving on http://%s:%s/slack/events (health: /healthz)", args.host, server.effective_port)
 
@@ -74,22 +82,81 @@ def cmd_socket(args) -> int:
     from bot.app import create_app
 
     settings, policy = _load("socket")
+    _refuse_a_lost_database(settings, policy, args.new_database)
+    _check_slack(settings)
     amibot = create_app(settings, policy, socket_mode=True)
     scheduler.enable(amibot.ctx)
+    metrics_server = _start_metrics(amibot, getattr(args, "metrics_host", "127.0.0.1"),
+                                    getattr(args, "metrics_port", None))
     amibot.start_background()
     handler = SocketModeHandler(amibot.app, settings.app_token)
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     try:
-        handler.connect()
+        try:
+            from bot import logs
+
+            with logs.quiet("slack_bolt.App"):  # its log of this failure would repeat ours, over several lines
+                handler.connect()
+        except Exception as error:  # a bad SLACK_APP_TOKEN or Slack unreachable: one line, not a traceback
+            problem = _slack_problem(error, "SLACK_APP_TOKEN", "apps.connections.open", settings)
+            raise SystemExit(f"amibot: {problem}") from None
         log.info("amibot connected in Socket Mode")
         done.wait()
     except KeyboardInterrupt:
         pass
     finally:
         handler.close()
+        if metrics_server is not None:
+            metrics_server.close()
         amibot.stop()
     return 0
+
+
+SLACK_CHECK_TIMEOUT_SECONDS = 10
+
+
+def _check_slack(settings) -> None:
+    """auth.test before anything starts, so a wrong SLACK_BOT_TOKEN or an unreachable Slack is one clear line
+    and a non-zero exit rather than a traceback from deep inside Bolt."""
+    from slack_sdk import WebClient
+
+    quiet = logging.getLogger("amibot.slack_check")  # slack_sdk's own error lines would repeat ours
+    quiet.setLevel(logging.DEBUG if logging.getLogger().level <= logging.DEBUG else logging.CRITICAL)
+    client = WebClient(token=settings.bot_token, base_url=settings.slack_api_url,
+                       timeout=SLACK_CHECK_TIMEOUT_SECONDS, logger=quiet)
+    try:
+        client.auth_test()
+    except Exception as error:
+        raise SystemExit(f"amibot: {_slack_problem(error, 'SLACK_BOT_TOKEN', 'auth.test', settings)}") from None
+
+
+def _slack_problem(error: Exception, token: str, method: str, settings) -> str:
+    """One sentence for what went wrong talking to Slack; the token itself is never part of it."""
+    from slack_sdk.errors import SlackApiError
+
+    if isinstance(error, SlackApiError):
+        data = getattr(error.response, "data", None)
+        code = data.get("error") if isinstance(data, dict) else None
+        if code in ("invalid_auth", "not_authed", "token_revoked", "token_expired", "account_inactive"):
+            return f"Slack refused {token} ({method} answered {code}): check the token in the app's settings"
+        return f"Slack answered {method} with an error: {code or getattr(error.response, 'status_code', '?')}"
+    reason = getattr(error, "reason", None) or error  # urllib's URLError wraps the socket error
+    text = getattr(reason, "strerror", None) or str(reason) or type(reason).__name__
+    return f"cannot reach Slack at {settings.slack_api_url} ({method}): {text}"
+
+
+def _start_metrics(amibot, host: str, port: int | None):
+    """Socket Mode has no HTTP server of its own: --metrics-port starts a small one for /metrics and /healthz."""
+    if not port:
+        return None
+    from bot import metrics
+
+    try:
+        return metrics.start_server(amibot, host, port)
+    except OSError as error:
+        amibot.stop()
+        raise SystemExit(f"amibot: cannot serve metrics on {host}:{port}: {error.strerror or error}") from None
 
 
 def cmd_check_config(args) -> int:
@@ -110,12 +177,17 @@ def cmd_check_config(args) -> int:
                 print(f"  [{section}].{key} = {json.dumps(value)}")
     if args.aws and not problems:
         problems += _check_aws(policy)
+    warnings = policy_warnings(policy) if policy is not None else []
+    if warnings:  # worth knowing, not wrong: the exit code does not change
+        print(f"\n{len(warnings)} warning(s):", file=sys.stderr)
+        for warning in warnings:
+            print(f"  - warning: {warning}", file=sys.stderr)
     if problems:
         print(f"\n{len(problems)} problem(s):", file=sys.stderr)
         for problem in problems:
             print(f"  - {problem}", file=sys.stderr)
         return 1
-    print("\nconfiguration OK")
+    print("\nconfiguration OK" + (f" ({len(warnings)} warning(s) above)" if warnings else ""))
     return 0
 
 
@@ -132,17 +204,72 @@ def _check_aws(policy) -> list[str]:
 
 
 def _store():
-    from bot.store import Store
+    """The database, opened read-only: read-only commands never create (or migrate) one. A missing or empty
+    file is one line and exit 1."""
+    from bot.store import Store, StoreMissing
 
-    return Store(Settings.from_env().db_path)
+    path = Settings.from_env().db_path
+    try:
+        return Store(path, create=False)
+    except StoreMissing as error:
+        raise SystemExit(f"amibot: {error}") from None
+
+
+def _not_a_database(error: Exception) -> SystemExit:
+    return SystemExit(f"amibot: {Settings.from_env().db_path} is not a readable amibot database ({error})")
+
+
+def _anchor_to_check(args):
+    """(anchor, where it came from, why none) — from --anchor, else the newest in [audit].anchor_bucket."""
+    from bot import anchors
+
+    if args.anchor:
+        try:
+            return anchors.Anchor.parse(args.anchor), "--anchor", None
+        except anchors.AnchorError as error:
+            raise SystemExit(f"amibot: --anchor: {error}") from None
+    settings = Settings.from_env()
+    try:
+        policy = load_policy(settings.config_path)
+    except ConfigError as error:
+        raise SystemExit(f"amibot: {error.problems[0]}") from None
+    bucket = policy.audit.anchor_bucket
+    if not bucket:
+        return None, None, "no [audit].anchor_bucket configured"
+    from bot.aws import Aws
+
+    try:
+        anchor = anchors.newest_in_bucket(Aws(policy.aws.regions), bucket)
+    except Exception as error:
+        return None, None, f"cannot read s3://{bucket}: {getattr(error, 'message', None) or error}"
+    if anchor is None:
+        return None, None, f"no anchor in s3://{bucket} yet"
+    return anchor, f"s3://{bucket}", None
 
 
 def cmd_audit_verify(args) -> int:
-    from bot import audit
+    import sqlite3
 
-    verdict = audit.verify(_store())
-    print(verdict, file=sys.stdout if verdict.ok else sys.stderr)
-    return 0 if verdict.ok else 1
+    from bot import anchors, audit
+
+    store = _store()
+    try:
+        verdict = audit.verify(store)
+        if not verdict.ok:
+            print(verdict, file=sys.stderr)
+            return 1
+        anchor, source, missing = _anchor_to_check(args)
+        if anchor is None:
+            print(f"{verdict}; not checked against an anchor ({missing})")
+            return 0
+        problem = anchors.check(store, anchor)
+    except sqlite3.DatabaseError as error:
+        raise _not_a_database(error) from None
+    if problem:
+        print(f"audit trail does not match the {anchor.describe()} from {source}: {problem}", file=sys.stderr)
+        return 1
+    print(f"{verdict}; contains the {anchor.describe()} from {source}")
+    return 0
 
 
 def _since(value: str | None) -> str | None:
@@ -155,10 +282,29 @@ def _since(value: str | None) -> str | None:
 
 
 def cmd_audit_export(args) -> int:
+    import sqlite3
+
     from bot import audit
 
-    sys.stdout.write(audit.export(_store(), args.format, _since(args.since)))
+    store = _store()
+    try:
+        sys.stdout.write(audit.export(store, args.format, _since(args.since)))
+    except sqlite3.DatabaseError as error:
+        raise _not_a_database(error) from None
     return 0
+
+
+def _refuse_a_lost_database(settings, policy, new_database: bool) -> None:
+    """`serve`/`socket`: a missing database while the anchor bucket shows a history is a lost database, not a
+    first start; refuse (one line, exit 2) unless --new-database says to begin a new one."""
+    from bot import anchors
+    from bot.aws import Aws
+
+    problem = anchors.history_without_database(settings.db_path, policy, lambda: Aws(policy.aws.regions))
+    if problem and not new_database:
+        raise SystemExit(f"amibot: {problem}")
+    if problem:
+        log.warning("starting a new database as --new-database asks, although %s", problem.split(";")[0])
 
 
 def cmd_iam_policy(args) -> int:
@@ -183,10 +329,12 @@ def cmd_digest(args) -> int:
     from datetime import UTC
     from pathlib import Path
 
+    from bot import digest_post
     from bot.aws import Aws
     from bot.errors import AwsError
     from bot.render import digest as render
     from bot.services import digest
+    from bot.services.drift import retired_names
     from bot.services.inventory import CallCounter, counting_session
 
     settings = Settings.from_env()
@@ -203,7 +351,9 @@ def cmd_digest(args) -> int:
     counter = CallCounter()
     aws = Aws(policy.aws.regions, session=counting_session(counter))
     now = datetime.now(UTC)
-    snoozed = digest.snoozed_ids(_store(), now) if Path(settings.db_path).exists() else set()
+    store = _store() if Path(settings.db_path).exists() else None
+    snoozed = digest.snoozed_ids(store, now) if store else set()
+    names = retired_names(store) if store else None  # gone images amibot retired keep their family (drift)
 
     def progress(region: str, text: str) -> None:
         print(f"amibot: {region}: {text}", file=sys.stderr, flush=True)
@@ -213,7 +363,7 @@ def cmd_digest(args) -> int:
     gc.freeze()
     gc.disable()
     try:
-        findings = digest.compute(aws, policy, now, snoozed, progress=progress)
+        findings = digest.compute(aws, policy, now, snoozed, progress=progress, names=names)
     except AwsError as error:
         print(f"amibot: {error.message}", file=sys.stderr)
         return 1
@@ -232,7 +382,7 @@ def cmd_digest(args) -> int:
         from slack_sdk import WebClient
 
         slack = WebClient(token=settings.bot_token, base_url=settings.slack_api_url)
-        digest.post(slack, policy.digest.channel, findings, day)
+        digest_post.post(slack, policy.digest.channel, findings, day)
         print(f"amibot: posted the digest for {day} to {policy.digest.channel}", file=sys.stderr)
     for region in findings.failures:
         print(f"amibot: {region.region} was not checked: {region.error}", file=sys.stderr)
@@ -246,32 +396,74 @@ def cmd_demo(args) -> int:
     return demo.run(script=args.script, port=args.port)
 
 
+NEW_DATABASE_HELP = ("start with a new, empty database even though [audit].anchor_bucket shows an earlier "
+                     "history (default: refuse to start when the database is missing)")
+
+
+class _HelpWithDefaults(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's help ends with its default, unless the text already says it; flags that are off unless
+    given, and options without a default value, explain themselves in their own text."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text.lower() or action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def _explain(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Give every parser, subcommands' included (whoever added them), the defaults formatter, and each
+    subcommand's --help the one-line description its parent lists."""
+    parser.formatter_class = _HelpWithDefaults
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            listed = {choice.dest: choice.help for choice in action._choices_actions}
+            for name, subparser in action.choices.items():
+                if subparser.description is None:
+                    subparser.description = listed.get(name)
+                _explain(subparser)
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="amibot", description="Run the life of your AMIs from Slack.")
-    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
+    parser.add_argument("--log-level", default="INFO", type=str.upper, choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+                        help="how much to log (stderr); DEBUG also shows botocore's, boto3's and urllib3's INFO "
+                             "lines; AMIBOT_LOG_FORMAT=json logs one JSON object per line")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = commands.add_parser("serve", help="HTTP mode: POST /slack/events, GET /healthz")
-    serve.add_argument("--port", type=int, default=3000)
-    serve.add_argument("--host", default="0.0.0.0")
+    serve.add_argument("--port", type=int, default=3000, help="TCP port for POST /slack/events and GET /healthz")
+    serve.add_argument("--host", default="0.0.0.0",
+                       help="address to listen on: 0.0.0.0 is every interface, 127.0.0.1 this machine only")
     serve.add_argument("--threads", type=int, default=16, help="HTTP worker threads (default 16)")
+    serve.add_argument("--new-database", action="store_true", help=NEW_DATABASE_HELP)
     serve.set_defaults(run=cmd_serve)
 
     socket = commands.add_parser("socket", help="Socket Mode (needs SLACK_APP_TOKEN)")
+    socket.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
+                        help="serve GET /metrics and /healthz on this port (default: off)")
+    socket.add_argument("--metrics-host", default="127.0.0.1", metavar="HOST",
+                        help="address for --metrics-port (default 127.0.0.1; 0.0.0.0 for every interface)")
+    socket.add_argument("--new-database", action="store_true", help=NEW_DATABASE_HELP)
     socket.set_defaults(run=cmd_socket)
 
     check = commands.add_parser("check-config", help="validate environment and policy file, print them masked")
-    check.add_argument("--mode", choices=["http", "socket", "any"], default="any")
+    check.add_argument("--mode", choices=["http", "socket", "any"], default="any",
+                       help="the mode whose secrets must be set: http (SLACK_SIGNING_SECRET), socket "
+                            "(SLACK_APP_TOKEN) or any")
     check.add_argument("--aws", action="store_true", help="also check AWS credentials (sts:GetCallerIdentity)")
     check.set_defaults(run=cmd_check_config)
 
     audit_parser = commands.add_parser("audit", help="verify or export the audit trail")
     audit_commands = audit_parser.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
     verify = audit_commands.add_parser("verify", help="recompute the hash chain; non-zero if it is broken")
+    verify.add_argument("--anchor", metavar="HASH|COUNT:HASH",
+                        help="check against this anchor instead of the newest in [audit].anchor_bucket")
     verify.set_defaults(run=cmd_audit_verify)
     export = audit_commands.add_parser("export", help="write the trail as CSV or JSON")
-    export.add_argument("--format", choices=["csv", "json"], default="csv")
-    export.add_argument("--since", help="only rows from this date (YYYY-MM-DD or ISO time)")
+    export.add_argument("--format", choices=["csv", "json"], default="csv", help="output format")
+    export.add_argument("--since", help="only rows from this date (YYYY-MM-DD or ISO time; default: every row)")
     export.set_defaults(run=cmd_audit_export)
 
     iam = commands.add_parser("iam-policy", help="print the IAM policy the bot needs")
@@ -279,23 +471,46 @@ def build_parser() -> argparse.ArgumentParser:
 
     digest = commands.add_parser("digest", help="stale images and orphaned snapshots with their cost")
     digest.add_argument("--dry-run", action="store_true", help="print instead of posting to [digest].channel")
-    digest.add_argument("--format", choices=["table", "json", "csv"], default="table", help="with --dry-run")
+    digest.add_argument("--format", choices=["table", "json", "csv"], default="table",
+                        help="output format with --dry-run")
     digest.set_defaults(run=cmd_digest)
 
     demo = commands.add_parser("demo", help="try it without Slack or AWS: a local playground with a console")
-    demo.add_argument("--script", metavar="FILE", help="run console lines from FILE; non-zero if a step fails")
+    demo.add_argument("--script", metavar="FILE",
+                      help="run console lines from FILE, or from a script shipped with amibot by its name "
+                           "(lifecycle); non-zero if a step fails (default: the interactive console)")
     demo.add_argument("--port", type=int, default=0, help="the app's HTTP port on 127.0.0.1 (default: a free one)")
     demo.set_defaults(run=cmd_demo)
 
     reference = commands.add_parser("config-reference", help="print the policy file reference (Markdown)")
     reference.set_defaults(run=cmd_config_reference)
-    return parser
+    return _explain(parser)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging(args.log_level)
-    return args.run(args) or 0
+    try:
+        return args.run(args) or 0
+    except SystemExit as stop:
+        if isinstance(stop.code, str) and _json_logs():  # a fatal one-liner is a JSON record like every other line
+            log.error("%s", stop.code.removeprefix("amibot: "))
+            return 1
+        raise
+    except BrokenPipeError:  # `amibot iam-policy | head`: the reader left; no traceback for that
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the final flush at exit is quiet too
+        return 1
+
+
+def _json_logs() -> bool:
+    from bot import logs
+
+    try:
+        return logs.log_format() == "json"
+    except logs.ConfigurationError:
+        return False
 
 
 if __name__ == "__main__":

@@ -15,8 +15,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, EVENT_JOB_MISSED
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
+
+from bot import metrics
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +36,7 @@ def build_scheduler(ctx) -> BackgroundScheduler:
                                     executors={"default": ThreadPoolExecutor(max_workers=4)})
     for function in ctx.extras.get("schedules", []):
         function(scheduler, ctx)
+    scheduler.add_listener(metrics.scheduler_listener(ctx), EVENT_JOB_EXECUTED | EVENT_JOB_ERROR | EVENT_JOB_MISSED)
     return scheduler
 
 

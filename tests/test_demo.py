@@ -36,7 +36,7 @@ from bot.devtools.slackclient import form_state
 from tests import seed
 
 ROOT = Path(__file__).resolve().parents[1]
-LIFECYCLE = ROOT / "demo" / "lifecycle.txt"
+LIFECYCLE = ROOT / "bot" / "devtools" / "scripts" / "lifecycle.txt"  # shipped in the wheel
 DEMO_TIMEOUT = 240
 PEOPLE = [Person("U0OPS", "ops", "operator"), Person("U0LEAD", "lead", "approver")]
 
@@ -69,7 +69,7 @@ def assert_nothing_left_behind(output: str) -> None:
 
 
 def test_the_lifecycle_script_walks_the_whole_life_of_an_image():
-    result = demo("--script", str(LIFECYCLE))
+    result = demo("--script", "lifecycle")  # the README's command: the script shipped in bot/devtools/scripts
     out = result.stdout
     assert result.returncode == 0, out[-3000:] + result.stderr[-3000:]
     assert "✓ the script ran" in out and "✗" not in out
@@ -80,7 +80,13 @@ def test_the_lifecycle_script_walks_the_whole_life_of_an_image():
     for seen in ("16 AMIs, newest first", "is making AMI web-1.5.0", "promoted", "[ Launch instances ]",
                  "2 instance(s) running", "shared web-1.5.0", "Share web-1.5.0 with account 444455556666",
                  "in eu-west-1 from a copy of web-1.5.0", "Deregister web-1.0.0", "You are not an approver",
-                 "Deregistered", "Only amibot operators", "AMI digest for", "snoozed this", "Deleted snap-"):
+                 "Deregistered", "Only amibot operators", "AMI digest for", "snoozed this", "Deleted snap-",
+                 # what moto lacks, from the demo's emulation: findings, the Recycle Bin, drift, Allowed AMIs
+                 "Vulnerabilities (Amazon Inspector): 1 critical", "so it was not promoted",
+                 "recoverable from the Recycle Bin for 14 days", "web-0.8.0", "image restored",
+                 "on a deregistered image web-0.9.0", "audit mode",
+                 # and the Home tab, as the approver and as the requester see it
+                 "amibot's App Home, as @bob sees it", "Waiting for you (1)", "amibot's App Home, as @alice sees it"):
         assert seen in out, seen
     assert "? Approve? [y/n] y" in out  # the confirm dialog was asked and answered
     assert_nothing_left_behind(out)
@@ -97,10 +103,25 @@ def test_a_failing_expect_stops_the_script_with_a_non_zero_exit(tmp_path):
     assert_nothing_left_behind(result.stdout)
 
 
+def test_a_bare_name_finds_the_script_shipped_with_the_package(tmp_path, monkeypatch):
+    from bot.devtools.demo import bundled_scripts, script_path
+
+    monkeypatch.chdir(tmp_path)  # anywhere, not only in the checkout
+    assert script_path("lifecycle") == LIFECYCLE and script_path("lifecycle.txt") == LIFECYCLE
+    assert "lifecycle" in bundled_scripts()
+    (tmp_path / "lifecycle").write_text(":users\n")  # a file of that name in the working directory wins
+    assert script_path("lifecycle") == Path("lifecycle")
+    assert script_path("./nope/lifecycle") == Path("./nope/lifecycle")  # a path is never looked up
+
+
 def test_a_missing_script_is_a_usage_error():
     result = demo("--script", "/nonexistent/script.txt")
     assert result.returncode == 2
     assert "cannot read the script /nonexistent/script.txt" in result.stderr
+    result = demo("--script", "no-such-script")
+    assert result.returncode == 2
+    assert "cannot read the script no-such-script" in result.stderr
+    assert "scripts shipped with amibot: lifecycle" in result.stderr
 
 
 def test_end_of_input_ends_an_interactive_demo_cleanly():

@@ -2,7 +2,9 @@
 
 Nothing leaves the machine and no credentials are needed: the demo process drops every SLACK_*,
 AWS_*, AMIBOT_* and MOTO_* variable it inherited (and any proxy), sets fake AWS credentials, and runs moto
-in-process for its whole life, seeded with a fleet (bot.devtools.fleet). The app is built by the same
+in-process for its whole life — with what moto lacks (the Recycle Bin, deprecation, deregistration protection,
+findings, instance image metadata, Allowed AMIs) emulated on the app's boto3 session by
+bot.devtools.emulation — seeded with a fleet (bot.devtools.fleet). The app is built by the same
 factory and served by the same waitress server as `amibot serve`, on 127.0.0.1, with a generated
 signing secret and a SQLite file in a temporary directory; bot.devtools.fakeslack plays the Web API
 and the console (bot.devtools.console) signs what a user does. EOF, :quit, Ctrl-C or SIGTERM stop it:
@@ -43,6 +45,7 @@ ISOLATED_ENV = {
     "MOTO_EC2_LOAD_DEFAULT_AMIS": "true",  # AWS's public images, so /ami base finds Amazon Linux
 }
 DROPPED_PREFIXES = ("SLACK_", "AWS_", "AMIBOT_", "MOTO_")
+SCRIPTS_DIR = Path(__file__).resolve().parent / "scripts"  # package data, shipped in the wheel
 PROXIES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
 
 
@@ -61,15 +64,31 @@ def isolate_environment(environ=os.environ) -> None:
     environ.update(ISOLATED_ENV)
 
 
+def bundled_scripts() -> list[str]:
+    """The names of the scripts shipped with the package (bot/devtools/scripts/NAME.txt)."""
+    return sorted(path.stem for path in SCRIPTS_DIR.glob("*.txt"))
+
+
+def script_path(script: str) -> Path:
+    """A file path as given, or a bare name (``lifecycle``) for a script shipped with the package, so that
+    `amibot demo --script lifecycle` works from any directory, in a checkout or an installed wheel."""
+    given = Path(script)
+    if given.exists() or given.parent != Path("."):
+        return given
+    bundled = SCRIPTS_DIR / (script if script.endswith(".txt") else f"{script}.txt")
+    return bundled if bundled.exists() else given
+
+
 def run(script: str | None = None, port: int = 0, out: TextIO | None = None) -> int:
     """Run the demo: the console reads the script file's lines, or the terminal. Returns the exit status."""
     out = out or sys.stdout
     lines = None
     if script is not None:
         try:
-            lines = Path(script).read_text(encoding="utf-8").splitlines()
+            lines = script_path(script).read_text(encoding="utf-8").splitlines()
         except OSError as error:
-            print(f"amibot: cannot read the script {script}: {error.strerror}", file=sys.stderr)
+            shipped = f" (scripts shipped with amibot: {', '.join(bundled_scripts())})" if "/" not in script else ""
+            print(f"amibot: cannot read the script {script}: {error.strerror}{shipped}", file=sys.stderr)
             return 2
     isolate_environment()
     try:
@@ -123,10 +142,11 @@ def _start(stack: contextlib.ExitStack, port: int, out: TextIO) -> Console:
                         db_path=str(Path(workdir) / "amibot.db"))
     policy = parse_policy(policy_data(PEOPLE[0].id, PEOPLE[1].id, fleet.PARTNER_ACCOUNT, [fleet.HOME, fleet.AWAY]),
                           source="the demo's policy")
-    amibot = create_app(settings, policy, slack=WebClient(token=token, base_url=fake.url))
+    emulation, aws = emulated_aws(policy.aws.regions)
+    amibot = create_app(settings, policy, slack=WebClient(token=token, base_url=fake.url), aws=aws)
     out.write("· building a fleet in moto…\n")
     out.flush()
-    built = fleet.build(amibot.ctx.aws, _backdate)
+    built = fleet.build(amibot.ctx.aws, _backdate, findings=emulation.add_findings, binned=emulation.entered_bin)
     fleet.promote(amibot.ctx, built)
 
     local = LocalApp(amibot, secret, fake, port=port).start(background=False)
@@ -135,7 +155,21 @@ def _start(stack: contextlib.ExitStack, port: int, out: TextIO) -> Console:
     out.write("\n".join(banner(local.url, built, amibot.ctx.policy, workdir)) + "\n")
     out.flush()
     return Console(local, PEOPLE, CHANNEL, CHANNEL_NAME, out, digest=_daily_digest(amibot.ctx),
-                   resolve=lambda ref: fleet.resolve(amibot.ctx.aws, amibot.ctx.policy.digest.family_tag, ref))
+                   resolve=lambda ref: fleet.resolve(amibot.ctx.aws, amibot.ctx.policy.digest.family_tag, ref,
+                                                         built))
+
+
+def emulated_aws(regions: list[str], session=None):
+    """The app's ``Aws`` on a boto3 session of its own (or ``session``), with what moto lacks emulated on that
+    session (bot.devtools.emulation): every client the app and the fleet make comes from it."""
+    import boto3
+
+    from bot.aws import Aws
+    from bot.devtools.emulation import Emulation
+
+    session = session or boto3.session.Session()
+    emulation = Emulation().install(session)
+    return emulation, Aws(regions, session=session)
 
 
 def _start_background(amibot) -> None:
@@ -221,9 +255,13 @@ def banner(url: str, built, policy, workdir: str) -> list[str]:
               f" (sharing with {fleet.PARTNER_ACCOUNT} needs no approval; other accounts do)",
               f"  in {fleet.AWAY} too: {', '.join(fleet.COPIED_AWAY)}; disabled: {', '.join(fleet.DISABLED)}; "
               f"{len(built.orphaned_snapshots)} orphaned snapshots",
+              f"  emulated (moto lacks them): a {fleet.RECYCLE_BIN_DAYS}-day Recycle Bin rule in {fleet.HOME} "
+              f"({fleet.IN_BIN[0]} is in the bin), Inspector findings on older versions, Allowed AMIs in audit mode,"
+              f" instance image metadata (drifting: {', '.join(sorted(fleet.ON_GONE))} on {fleet.DEREGISTERED[0][1]},"
+              " deregistered)",
               "",
               "Try: /ami list · /ami show web-1.3.0 · /ami versions web · /ami launch · /ami deregister {web-1.0.0}"
-              " · :digest · :help",
+              " · /ami recycle-bin · /ami drift · :digest · :home · :help",
               "{name} stands for the id of the image or instance called name. You are @alice.", ""]
     return lines
 
