@@ -5,25 +5,28 @@ bot/ never imports handlers/ except here, where the listeners are registered.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from slack_bolt import App, BoltResponse
+from slack_bolt.middleware import Middleware
 from slack_sdk import WebClient
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 
-from bot import approvals, dispatch, scheduler
+from bot import anchors, approvals, delivery, dispatch, metrics, outbox, scheduler
 from bot.access import Access
-from bot.audit import now_iso
 from bot.aws import Aws
 from bot.config import Policy, Settings
 from bot.context import Context, utc_now
+from bot.dbguard import database_guard
 from bot.jobs import InFlight, JobRunner, TrackedExecutor
 from bot.store import Store
 
 log = logging.getLogger(__name__)
+
+
+STOP_WAIT_SECONDS = 5
 
 
 @dataclass
@@ -42,8 +45,9 @@ class Amibot:
     def stop(self) -> None:
         for hook in self.ctx.extras.get("on_stop", []):
             hook(self.ctx)
-        # Give running jobs a moment to finish; any still running are reconciled at the next start.
-        self.ctx.jobs.wait_idle(timeout=10)
+        # Give running jobs a moment to finish; any still running are reconciled at the next start. Bounded, so
+        # SIGTERM stops the process within 10 s even when the database is broken and jobs hang on it.
+        self.ctx.jobs.wait_idle(timeout=STOP_WAIT_SECONDS)
         self.ctx.jobs.shutdown(wait=False)
         self.ctx.store.close()
 
@@ -56,7 +60,8 @@ def create_app(settings: Settings, policy: Policy, *, slack: WebClient | None = 
     if not any(isinstance(h, RateLimitErrorRetryHandler) for h in slack.retry_handlers):
         slack.retry_handlers.append(RateLimitErrorRetryHandler(max_retry_count=3))
     aws = aws or Aws(policy.aws.regions)
-    jobs = JobRunner(store)
+    jobs = JobRunner(store, workers=policy.jobs.workers, per_user=policy.jobs.per_user,
+                     deadline=policy.jobs.deadline_seconds)
     ctx = Context(settings=settings, policy=policy, store=store, aws=aws, slack=slack, jobs=jobs,
                   access=Access(policy, slack), clock=clock)
     listeners = TrackedExecutor(max_workers=16, thread_name_prefix="amibot-listener")
@@ -70,13 +75,25 @@ def create_app(settings: Settings, policy: Policy, *, slack: WebClient | None = 
         # Listeners only ack and enqueue, so a modest pool keeps up; AWS work runs on the job pool.
         listener_executor=listeners,
         raise_error_for_unhandled_request=False,
+        # Right after the signature check and before Bolt's own middleware and any written as a function (Bolt
+        # builds their arguments from the payload, which raises on shapes Slack never sends, `actions: []`):
+        # _once_only answers those first and runs nothing.
+        before_authorize=_once_only(store),
     )
-    app.middleware(_once_only(store))
+    app.middleware(database_guard(store))  # no new work is accepted on a lost database
+    metrics.enable(app, ctx)  # the app's own registry; times every ack, observes jobs and AWS calls
     approvals.enable(ctx)
+    outbox.enable(ctx)  # after approvals: its start hook (resend what a crash left) runs first
+    anchors.enable(ctx)  # audit anchors: daily and after every approval decision
     scheduler.add_schedule(ctx, lambda sched, ctx: sched.add_job(
-        lambda: prune(ctx.store, ctx.clock()), "interval", hours=1, id="store.prune"))
+        lambda: prune(ctx.store, ctx.clock()), "interval", hours=1, id="store.prune",
+        name="store.prune: forget old request keys and finished jobs"))
+    # The listener picks each command's lane; a changing command's access check runs first on the quick lane
+    # (refused: answered without waiting for AWS), and one not answered by the deadline says AWS is slow.
     jobs.register(dispatch.JOB_KIND, lambda payload: dispatch.run_command(ctx, payload),
-                  lambda payload: dispatch.report_interrupted(ctx, payload))
+                  lambda payload: dispatch.report_interrupted(ctx, payload),
+                  gate=lambda payload: dispatch.gate_command(ctx, payload),
+                  on_overdue=lambda payload, seconds: dispatch.report_overdue(ctx, payload, seconds))
 
     import handlers  # the one place bot/ imports handlers/
     from bot.services import load_all
@@ -84,34 +101,37 @@ def create_app(settings: Settings, policy: Policy, *, slack: WebClient | None = 
     load_all()  # every approval kind is known before recovery looks at stored requests
 
     handlers.register(app, ctx)
+    from handlers.commands import launch as launch_command
+
+    launch_command.register_jobs(ctx)  # resumes a launch wait a crash interrupted
     return Amibot(app, ctx)
 
 
-def request_key(body: dict, raw_body: str) -> str:
-    """What makes a Slack request unique: a retry resends the same body (same event_id)."""
-    if isinstance(body, dict) and body.get("event_id"):
-        return f"event:{body['event_id']}"
-    return "body:" + hashlib.sha256(raw_body.encode("utf-8")).hexdigest()
+def request_key(body: dict, raw_body: str = "") -> str | None:
+    """What makes a Slack delivery unique, the same in HTTP and Socket Mode (see bot.delivery)."""
+    return delivery.delivery_key(body)
 
 
-def _once_only(store: Store):
-    """Global middleware: an event, or any request Slack says it is retrying, is acked and dropped the second
-    time. Commands and clicks are de-duplicated by the job they create (one INSERT on the ack path, not two)."""
+class _OnceOnly(Middleware):
+    """Global middleware, before Bolt builds any listener arguments: a payload Slack would never send is
+    answered at once (HTTP 400; a plain ack in Socket Mode, so it is not redelivered) with one warning line and
+    nothing runs; every other delivery gets its key in ``context["delivery_key"]``. The listener claims it with
+    its one INSERT on the ack path — the job it records, or ``delivery.claim`` — so a retry, a redelivered
+    envelope or a replay is acked and dropped (bot/delivery.py)."""
 
-    def middleware(req, resp, next):
-        is_event = isinstance(req.body, dict) and req.body.get("type") == "event_callback"
-        if not is_event and not req.headers.get("x-slack-retry-num"):
-            return next()
-        key = request_key(req.body, req.raw_body or "")
-        cursor = store.execute("INSERT OR IGNORE INTO slack_requests (key, received_at) VALUES (?, ?)",
-                               (key, now_iso()))
-        if cursor.rowcount == 0:
-            log.info("dropping a repeated Slack request (%s, retry %s)", key[:40],
-                     req.headers.get("x-slack-retry-num", ["-"])[0])
-            return BoltResponse(status=200, body="")
+    def process(self, *, req, resp, next):
+        reason = delivery.problem(req.body)
+        if reason is not None:
+            log.warning("ignoring a malformed Slack payload: %s", reason)
+            if req.mode == "socket_mode":
+                return BoltResponse(status=200, body="")
+            return BoltResponse(status=400, body="This is not a payload Slack sends; nothing was done.")
+        req.context[delivery.CONTEXT_KEY] = delivery.delivery_key(req.body)
         return next()
 
-    return middleware
+
+def _once_only(store: Store) -> Middleware:
+    return _OnceOnly()
 
 
 # Slack retries within minutes; a day of request keys and a week of finished jobs is plenty to drop repeats

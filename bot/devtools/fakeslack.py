@@ -220,6 +220,8 @@ class FakeSlack:
         self.usergroups: dict[str, list[str]] = {}
         self.users: dict[str, dict] = {}
         self.fail_next: dict[str, dict] = {}
+        # Web API methods answered by another stand-in (bot.devtools.fakesocket answers apps.connections.open).
+        self.methods: dict[str, Callable[[Call], dict]] = {}
         self._lock = threading.Lock()
         self._ts_counter = itertools.count(1)
         self._id_counter = itertools.count(1)
@@ -336,6 +338,8 @@ class FakeSlack:
 
     def _api_response(self, call: Call) -> dict:
         method = call.method
+        if method in self.methods:
+            return self.methods[method](call)
         if method == "auth.test":
             return dict(AUTH_TEST_RESPONSE)
         if method in ("chat.postMessage", "chat.update"):

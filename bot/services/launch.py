@@ -13,8 +13,10 @@ volumes, so anyone looking at the account can trace who launched what and why.
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import re
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -25,9 +27,10 @@ from bot.aws import Aws, call, paginate, requires
 from bot.blocks import escape
 from bot.commands import AMI_ID
 from bot.config import SUBNET
-from bot.errors import AmibotError, AwsError, NotFound, PolicyViolation, UsageError
-from bot.services.images import Image, find_images
+from bot.errors import Ambiguous, AmibotError, AwsError, NotFound, PolicyViolation, UsageError
+from bot.services.images import Image, ambiguity_message, find_images
 from bot.services.versions import current_image
+from bot.steps import DONE, PLANNED, Resumed, Step, Steps
 
 KIND = "launch"
 WAIT_SECONDS = 300.0  # how long a launch waits for its instances to run before saying "still pending"
@@ -133,8 +136,7 @@ def resolve_image(ctx, ref: str, region: str | None = None) -> Image:
         except NotFound:
             return family_image(ctx, ref, region)
     if len(images) > 1:
-        where = ", ".join(f"{image.id} ({image.region})" for image in images[:5])
-        raise UsageError(f"{len(images)} AMIs are named “{escape(ref)}”: {where}. Use the id, or add `--region R`.")
+        raise Ambiguous(ambiguity_message(ref, images), images)
     return images[0]
 
 
@@ -169,7 +171,7 @@ def approval_reasons(policy, order: LaunchOrder) -> list[str]:
     reasons = []
     allowed = policy.launch.allowed_instance_types
     if not any(fnmatch.fnmatchcase(order.instance_type, pattern) for pattern in allowed):
-        listed = ", ".join(allowed) if allowed else "none"
+        listed = ", ".join(f"`{pattern}`" for pattern in allowed) if allowed else "none"
         reasons.append(f"instance type {order.instance_type} is not in [launch].allowed_instance_types ({listed})")
     if order.count > policy.launch.max_count:
         reasons.append(f"{order.count} instances is more than [launch].max_count ({policy.launch.max_count})")
@@ -181,6 +183,16 @@ def approval_reasons(policy, order: LaunchOrder) -> list[str]:
 def _tags(name: str, requested_by: str, request_ref: str) -> list[dict[str, str]]:
     return [{"Key": "Name", "Value": name}, {"Key": TAG_REQUESTED_BY, "Value": requested_by},
             {"Key": TAG_REQUEST, "Value": request_ref}]
+
+
+def launch_reference(origin: str | None) -> str:
+    """The reference of a launch made without an approval request — its `amibot:request` tag and EC2's
+    ClientToken — derived from what asked for it (the Slack delivery key: the command's trigger, the form's
+    submission), not drawn per run: a redelivered request or a re-run job names the same launch, and AWS starts
+    the instances of one ClientToken once. A launch after approval uses the request id the same way."""
+    if not origin:  # a job recorded before references were derived: nothing to derive it from
+        return f"launch-{uuid.uuid4().hex[:16]}"
+    return "launch-" + hashlib.sha256(origin.encode("utf-8")).hexdigest()[:16]
 
 
 @requires("ec2:RunInstances", "ec2:CreateTags")
@@ -235,9 +247,19 @@ def wait_for_instances(aws: Aws, region: str, instance_ids: list[str], timeout: 
 
 
 def launch(ctx, image: Image, order: LaunchOrder, requested_by: str, request_ref: str,
-           started: Callable[[list[str]], None] | None = None) -> LaunchResult:
-    """Run the instances, tell `started` their ids at once, then wait for them to run."""
+           started: Callable[[list[str]], None] | None = None, steps: Steps | None = None,
+           wait_data: dict[str, Any] | None = None) -> LaunchResult:
+    """Run the instances, tell `started` their ids at once, then wait for them to run.
+
+    With ``steps`` the two steps are durable (run_instances, then wait_running with the ids), so a crash while
+    waiting leaves a record that recovery finishes: the wait resumed, or the message finished with the truth.
+    ``wait_data`` is kept with the wait step for whoever resumes it (who asked, where to report)."""
+    plan = steps.plan([Step("run_instances", image.id, {"region": image.region}),
+                       Step("wait_running", image.id, {**(wait_data or {}), "region": image.region})]) if steps else []
     ids = run_instances(ctx.aws, ctx.policy, image, order, requested_by, request_ref)
+    if steps:
+        steps.mark(plan[0], DONE, "launched", ids=ids)
+        steps.mark(plan[1], PLANNED, None, ids=ids)
     if started:
         started(ids)
     result = LaunchResult(image, ids)
@@ -245,11 +267,17 @@ def launch(ctx, image: Image, order: LaunchOrder, requested_by: str, request_ref
         result.statuses = wait_for_instances(ctx.aws, image.region, ids)
     except AwsError as error:  # they were launched; say so rather than lose the ids in an error
         result.statuses = [InstanceStatus(instance_id, "unknown", error.message) for instance_id in ids]
+    if steps:
+        steps.mark(plan[1], DONE, "; ".join(_parts(result)))
     return result
 
 
 def summary(result: LaunchResult) -> str:
     """One line: what is running, what failed and why, what is still pending."""
+    return f"{result.image.id} in {result.image.region}: " + "; ".join(_parts(result))
+
+
+def _parts(result: LaunchResult) -> list[str]:
     parts = []
     if result.running:
         parts.append(f"{len(result.running)} running ({', '.join(s.id for s in result.running)})")
@@ -257,7 +285,7 @@ def summary(result: LaunchResult) -> str:
         parts.append(f"{status.id} {status.state}" + (f": {status.reason}" if status.reason else ""))
     if result.pending:
         parts.append(f"{len(result.pending)} still pending ({', '.join(s.id for s in result.pending)})")
-    return f"{result.image.id} in {result.image.region}: " + "; ".join(parts)
+    return parts
 
 
 # --- after approval ----------------------------------------------------------------------------------
@@ -281,7 +309,8 @@ def execute(ctx, request, progress) -> str:
     image = find_images(ctx.aws, params["image_id"], ctx.policy.digest.family_tag, [params["region"]])[0]
     check_launchable(image, order.force, ctx.clock())
     result = launch(ctx, image, order, request.requester, request.id,
-                    started=lambda ids: progress(f":rocket: Launched {', '.join(ids)}; waiting for them to run…"))
+                    started=lambda ids: progress(f":rocket: Launched {', '.join(ids)}; waiting for them to run…"),
+                    steps=Steps(ctx.store, f"request:{request.id}"))
     line = summary(result)
     if result.failed or not result.running:
         raise AmibotError(f"Not all instances are running: {line}")
@@ -289,12 +318,36 @@ def execute(ctx, request, progress) -> str:
 
 
 @requires("ec2:DescribeInstances")
-def reconcile(ctx, request) -> str | None:
-    """After a crash: instances tagged with the request id exist → it ran (the ClientToken makes it once)."""
-    ec2 = ctx.aws.ec2(request.params["region"])
-    reservations = list(paginate(ec2, "describe_instances", "Reservations",
-                                 Filters=[{"Name": f"tag:{TAG_REQUEST}", "Values": [request.id]}]))
-    return approvals.SUCCEEDED if any(r.get("Instances") for r in reservations) else None
+def tagged_instances(aws: Aws, region: str, request_ref: str) -> list[str]:
+    reservations = paginate(aws.ec2(region), "describe_instances", "Reservations",
+                            Filters=[{"Name": f"tag:{TAG_REQUEST}", "Values": [request_ref]}])
+    return [instance["InstanceId"] for reservation in reservations for instance in reservation.get("Instances", [])]
+
+
+def reconcile(ctx, request):
+    """After a crash: the ids the run step recorded, or instances tagged with the request id (the ClientToken
+    makes the launch happen once) → it ran; their states now are reported. None of either → nothing ran."""
+    params = request.params
+    steps = Steps(ctx.store, f"request:{request.id}")
+    plan = steps.all()
+    ran = [step for step in plan if step.action == "run_instances" and step.state == DONE]
+    ids = ran[0].data.get("ids", []) if ran else tagged_instances(ctx.aws, params["region"], request.id)
+    if not ids:
+        steps.forget()
+        return None
+    image = stand_in_image(params["image_id"], params.get("image_name") or "", params["region"])
+    result = LaunchResult(image, ids, instance_statuses(ctx.aws, params["region"], ids))
+    for step in plan:
+        if step.open:
+            steps.mark(step, DONE, "; ".join(_parts(result)) + " (checked after a restart)", ids=ids)
+    resumed = Resumed(before=[f"launched {', '.join(ids)}"], after=_parts(result))
+    # Recovery looks once rather than wait: instances still pending were launched as approved, and say so.
+    return approvals.Reconciled(approvals.FAILED if result.failed else approvals.SUCCEEDED, resumed.sentence())
+
+
+def stand_in_image(image_id: str, name: str, region: str) -> Image:
+    """Enough of an Image to report on instances after a restart (the image itself may be gone by now)."""
+    return Image(id=image_id, name=name, region=region, state="unknown", owner_id="", created=None, public=False)
 
 
 def confirm_text(params: dict[str, Any]) -> str:

@@ -4,10 +4,17 @@ Ack first; the decision itself runs as a durable job (it may resolve user groups
 starts AWS work). The engine's single-statement guards make repeated clicks harmless.
 """
 
-from bot import approvals, blocks
-from bot.errors import AmibotError
+import logging
+
+from slack_sdk.errors import SlackApiError
+
+from bot import approvals, blocks, delivery, metrics
+from bot.errors import AccessDenied, AmibotError
+from bot.jobs import QUICK
 from bot.render.approvals import APPROVE, CANCEL, REJECT, reject_modal
 from bot.slack import Reply
+
+log = logging.getLogger(__name__)
 
 CLICK_JOB = "approval.click"
 
@@ -23,40 +30,58 @@ def decide(ctx, payload: dict) -> None:
         else:
             decision = approvals.cancel(ctx, request_id, user)
     except AmibotError as error:
+        metrics.click_finished(ctx, action, "refused" if isinstance(error, AccessDenied) else "error")
         reply.ephemeral(blocks.error(error.message))
+        _on_home(ctx, payload, f":warning: {error.message}")
         return
+    metrics.click_finished(ctx, action, "ok")
     reply.ephemeral(blocks.info(decision.text))
+    _on_home(ctx, payload, decision.text)
+
+
+def _on_home(ctx, payload: dict, text: str) -> None:
+    """A click on the Home tab has no channel to answer in: the tab is published again, saying what happened."""
+    if payload.get("home"):
+        from handlers.events import ask_for_refresh
+
+        ask_for_refresh(ctx, [payload["user"]], fleet=False, notice=text)
 
 
 def _click_payload(body: dict, action: str) -> dict:
     return {"action": action, "request_id": body["actions"][0].get("value", ""), "user": body["user"]["id"],
             "channel": (body.get("container") or {}).get("channel_id") or (body.get("channel") or {}).get("id"),
-            "response_url": body.get("response_url")}
+            "response_url": body.get("response_url"),
+            "home": (body.get("view") or {}).get("type") == "home"}
 
 
-def click_key(body: dict) -> str:
-    """Unique per click (a double click is two clicks: the engine's guards handle those)."""
-    action = body["actions"][0]
-    return f"click:{body.get('trigger_id')}:{action.get('action_id')}:{action.get('action_ts')}"
+def click_key(body: dict) -> str | None:
+    """Unique per click, the same in HTTP and Socket Mode (a double click is two clicks: the engine's guards
+    handle those; a retried, redelivered or replayed click is one)."""
+    return delivery.delivery_key(body)
 
 
 def register(app, ctx) -> None:
+    # A decision needs no AWS (approving queues the execution as its own AWS job), so clicks, refused or not,
+    # run on the quick lane and are answered at once.
     ctx.jobs.register(CLICK_JOB, lambda payload: decide(ctx, payload),
-                      lambda payload: ctx.jobs.submit(CLICK_JOB, payload))  # decisions are idempotent: redo
+                      lambda payload: ctx.jobs.submit(CLICK_JOB, payload), lane=QUICK)  # idempotent: redo
 
     @app.action(APPROVE)
-    def approve_clicked(ack, body):
-        ctx.jobs.submit(CLICK_JOB, _click_payload(body, "approve"), dedupe_key=click_key(body))
+    def approve_clicked(ack, body, context):
+        ctx.jobs.submit(CLICK_JOB, _click_payload(body, "approve"), dedupe_key=delivery.key_of(context, body))
         ack()
 
     @app.action(CANCEL)
-    def cancel_clicked(ack, body):
-        ctx.jobs.submit(CLICK_JOB, _click_payload(body, "cancel"), dedupe_key=click_key(body))
+    def cancel_clicked(ack, body, context):
+        ctx.jobs.submit(CLICK_JOB, _click_payload(body, "cancel"), dedupe_key=delivery.key_of(context, body))
         ack()
 
     @app.action(REJECT)
-    def reject_clicked(ack, body, client):
+    def reject_clicked(ack, body, client, context):
+        first = delivery.claim(ctx.store, delivery.key_of(context, body))  # it opens a modal: no job to dedupe
         ack()
+        if not first:
+            return
         click = _click_payload(body, "reject")
         try:
             request = approvals.get(ctx, click["request_id"])
@@ -66,4 +91,9 @@ def register(app, ctx) -> None:
             return
         view = reject_modal(request.id, request.title)
         view["private_metadata"] = f"{request.id}|{click['channel'] or ''}"
-        client.views_open(trigger_id=body["trigger_id"], view=view)
+        try:
+            client.views_open(trigger_id=body.get("trigger_id"), view=view)
+        except SlackApiError as error:  # an expired or missing trigger: say so instead of a traceback
+            log.warning("could not open the reject form: %s", error.response.get("error"))
+            Reply(client, click["channel"], click["user"], click["response_url"]).ephemeral(blocks.error(
+                "Slack did not let amibot open the reject form in time; click Reject again."))

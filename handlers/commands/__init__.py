@@ -10,10 +10,11 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from bot import blocks
+from bot import delivery
 from bot.commands import parse
-from bot.dispatch import JOB_KIND, payload_of
+from bot.dispatch import JOB_KIND, help_message, payload_of
 from bot.errors import UsageError
+from bot.jobs import AWS, QUICK
 
 # Help lists subcommands in this order; modules not named here follow alphabetically.
 ORDER = ["list", "show", "launch", "share", "copy", "create", "register", "base", "versions", "promote", "stages",
@@ -34,16 +35,22 @@ def register_commands(app, ctx) -> None:
             ctx.registry.add(spec, runner)
 
     @app.command("/ami")
-    def ami(ack, body):
+    def ami(ack, body, context):
+        help_answer = None
         try:
             invocation = parse(ctx.registry, body.get("text") or "")
+            if invocation is None:  # help needs no AWS: straight into the ack
+                help_answer = help_message(ctx.registry, body.get("text") or "")
         except UsageError:
             invocation = False  # the job reports it, so it is audited like every other command
         # Recorded before the ack (one SQLite insert), so a crash right after cannot lose it.
-        # The trigger_id is unique per invocation, so a retried or replayed command is recorded once.
+        # Its delivery key (the trigger_id, unique per invocation) is the job's dedupe key, so a retried, redelivered
+        # or replayed command is recorded once (bot/delivery.py).
+        # Help, usage errors and subcommands declared aws=False run on the quick lane: nobody waits behind AWS.
+        lane = AWS if invocation and invocation.subcommand.aws else QUICK
         ctx.jobs.submit(JOB_KIND, payload_of(body) | {"acked_help": invocation is None},
-                        dedupe_key=f"command:{body.get('trigger_id') or body.get('response_url')}")
+                        dedupe_key=delivery.key_of(context, body), lane=lane)
         if invocation is None:
-            ack(response_type="ephemeral", **blocks.usage_message(ctx.registry.specs))
+            ack(response_type="ephemeral", **help_answer)
         else:
             ack()

@@ -6,18 +6,22 @@ Without arguments it opens the launch form (handlers/views/launch.py), which end
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
-import uuid
 from typing import Any
 
 from slack_sdk.errors import SlackApiError
 
-from bot import approvals
+from bot import approvals, audit, blocks
 from bot.commands import Arg, Subcommand
+from bot.errors import AmibotError
 from bot.render import launch as render
+from bot.services import allowed as allowed_amis
 from bot.services import launch as service
 from bot.services.launch import LaunchOrder
 from bot.slack import Reply
+from bot.steps import DONE, FAILED, SKIPPED, Steps, owners_with_open
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +42,9 @@ def run(call):
         call.audit_detail = {"opened": "launch form"}
         return None
     call.audit_detail = {}
-    return start_launch(ctx, order_from(call), call.user, call.channel, call.reply, call.audit_detail)
+    # The same command delivered again (or its job run again) names the same launch: one set of instances.
+    reference = service.launch_reference(f"command:{call.trigger_id}" if call.trigger_id else None)
+    return start_launch(ctx, order_from(call), call.user, call.channel, call.reply, call.audit_detail, reference)
 
 
 def order_from(call) -> LaunchOrder:
@@ -54,11 +60,16 @@ def order_from(call) -> LaunchOrder:
 
 
 def start_launch(ctx, order: LaunchOrder, user: str, channel: str | None, reply: Reply,
-                 detail: dict[str, Any]) -> dict | None:
-    """Resolve and check the image; launch now and report in the channel, or ask for approval."""
+                 detail: dict[str, Any], reference: str | None = None) -> dict | None:
+    """Resolve and check the image; launch now and report in the channel, or ask for approval.
+    ``reference`` (service.launch_reference of the request) tags the instances and is EC2's ClientToken."""
     image = service.resolve_image(ctx, order.image_ref, order.region)
     service.check_launchable(image, order.force, ctx.clock())
     detail.update(image=image.id, region=image.region, instance_type=order.instance_type, count=order.count)
+    blocked = allowed_amis.warning_for(ctx.aws, image, ctx.clock())
+    if blocked:  # EC2 decides; amibot says so first, so a refusal (or an audit-mode flag) is no surprise
+        detail["allowed_amis"] = blocked
+        reply.ephemeral(blocks.info(f"{blocked} `/ami allowed` shows the criteria."))
     reasons = service.approval_reasons(ctx.policy, order)
     if reasons:
         request = approvals.create_request(
@@ -68,9 +79,10 @@ def start_launch(ctx, order: LaunchOrder, user: str, channel: str | None, reply:
             reason="; ".join(reasons))
         detail["approval_request"] = request.id
         return render.needs_approval(request.id, request.channel, reasons)
-    request_ref = f"launch-{uuid.uuid4().hex[:12]}"
+    request_ref = reference or service.launch_reference(None)
     detail["request"] = request_ref
     posted: dict[str, str | None] = {}
+    steps = Steps(ctx.store, f"launch:{request_ref}")  # a crash while waiting is resumed by resume_wait
 
     def started(ids: list[str]) -> None:
         detail["instances"] = ids
@@ -81,11 +93,72 @@ def start_launch(ctx, order: LaunchOrder, user: str, channel: str | None, reply:
             log.warning("cannot post the launch in %s (%s); sending it to %s", channel, error.response.get("error"),
                         user)
             posted.update(ts=reply.post(msg, channel=user), channel=user)
+        steps.annotate("wait_running", ts=posted.get("ts"), channel=posted.get("channel") or channel)
 
-    result = service.launch(ctx, image, order, user, request_ref, started=started)
+    result = service.launch(ctx, image, order, user, request_ref, started=started, steps=steps, wait_data={
+        "user": user, "channel": channel, "order": dataclasses.asdict(order), "image_name": image.name,
+        "reference": request_ref})
     detail["states"] = {status.id: status.state for status in result.statuses}
     final = render.launch_finished(result, order, user, request_ref)
     if posted.get("ts"):
         reply.update(posted["ts"], final, channel=posted["channel"])
         return None
     return final
+
+
+# --- a wait a crash interrupted ---------------------------------------------------------------------------
+
+WAIT_JOB = "launch.wait"
+
+
+def register_jobs(ctx) -> None:
+    """At start, every launch whose wait a crash interrupted is resumed as a job (polling again is harmless)
+    and its "Waiting…" message is finished; interrupted again, it is resumed again."""
+    ctx.jobs.register(WAIT_JOB, lambda payload: resume_wait(ctx, payload["owner"]),
+                      lambda payload: ctx.jobs.submit(WAIT_JOB, payload), deadline=None)  # bounded by its wait
+
+    def on_start(ctx) -> None:
+        for owner in owners_with_open(ctx.store, "wait_running", "launch:"):
+            payload = {"owner": owner}
+            if not ctx.store.one("SELECT 1 FROM jobs WHERE kind = ? AND state IN ('queued', 'running')"
+                                 " AND payload = ?", (WAIT_JOB, json.dumps(payload))):
+                ctx.jobs.submit(WAIT_JOB, payload)
+
+    ctx.extras.setdefault("on_start", []).append(on_start)
+
+
+def resume_wait(ctx, owner: str) -> None:
+    steps = Steps(ctx.store, owner)
+    wait = next((step for step in steps.all() if step.action == "wait_running" and step.open), None)
+    if wait is None:
+        return
+    data = wait.data
+    region = data.get("region", "")
+    reference = data.get("reference") or owner.split(":", 1)[1]
+    ids = data.get("ids") or service.tagged_instances(ctx.aws, region, reference)
+    if not ids:  # the crash came before RunInstances answered and nothing was launched: no message to finish
+        steps.mark(wait, SKIPPED, "nothing was launched before the restart")
+        return
+    image = service.stand_in_image(wait.target, data.get("image_name") or "", region)
+    order = LaunchOrder(**data["order"]) if data.get("order") else LaunchOrder(wait.target, "?", len(ids))
+    try:
+        statuses = service.wait_for_instances(ctx.aws, region, ids)
+    except AmibotError as error:
+        statuses = [service.InstanceStatus(instance_id, "unknown", error.message) for instance_id in ids]
+    result = service.LaunchResult(image, ids, statuses)
+    final = render.launch_finished(result, order, data.get("user") or "", reference)
+    final["blocks"].append(blocks.context(":arrows_counterclockwise: amibot restarted while waiting for these "
+                                          "instances; this is what AWS said after a restart."))
+    reply = Reply(ctx.slack, data.get("channel"), data.get("user"))
+    try:
+        if data.get("ts"):
+            reply.update(data["ts"], final, channel=data.get("channel"))
+        else:  # the started message went out through the response_url (gone by now) or not at all: tell the user
+            reply.post(final, channel=data.get("user") or data.get("channel"))
+    except Exception as error:  # close the step anyway: a message Slack refuses must not be retried every start
+        log.warning("could not finish the launch message of %s: %s", reference, error)
+        steps.mark(wait, FAILED, f"{service.summary(result)}; the message could not be updated ({error})"[:500])
+        return
+    steps.mark(wait, DONE, service.summary(result) + " (after a restart)")
+    audit.record(ctx.store, actor="amibot", action="launch.resumed", channel=data.get("channel"), target=wait.target,
+                 outcome=service.summary(result), detail={"request": reference, "instances": ids})

@@ -8,20 +8,20 @@ ack (no AWS: errors are shown on the fields), then launched as a durable job, re
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import asdict
 from typing import Any
 
 from slack_sdk.errors import SlackApiError
 
-from bot import audit, blocks
+from bot import audit, blocks, delivery
 from bot.dispatch import answer_failure
 from bot.errors import AmibotError, UsageError
 from bot.render import launch as render
 from bot.services import launch as service
 from bot.services.images import list_images
 from bot.services.launch import LaunchOrder
+from bot.services.versions import is_current
 from bot.slack import Reply
 
 log = logging.getLogger(__name__)
@@ -58,25 +58,26 @@ def _form(ctx, image_id: str | None, channel: str | None) -> dict:
         return render.notice_modal("There are no available images to launch in "
                                    f"{', '.join(ctx.aws.regions)}. `/ami list` shows every image.")
     families = list(dict.fromkeys(image.family for image in launchable if image.family))
+    promoted = {image.family for image in launchable if image.family and is_current(image)}
     return render.launch_modal(launchable, families, ctx.policy.launch.default_instance_type, now, channel,
-                               selected)
+                               selected, promoted=promoted)
 
 
 def read_form(values: dict[str, Any], default_type: str) -> tuple[LaunchOrder | None, dict[str, str]]:
     """The order in the submitted form, or the errors to show on its fields (no AWS calls)."""
-    def value(block: str) -> Any:
-        return (values.get(block) or {}).get(render.VALUE) or {}
-
     errors: dict[str, str] = {}
-    selected = (value(render.FIELD_IMAGE).get("selected_option") or {}).get("value") or ""
+    selected = delivery.text_at(values, render.FIELD_IMAGE, render.VALUE, "selected_option", "value") or ""
     if not selected:
         errors[render.FIELD_IMAGE] = "Pick an image or a family."
     image_ref, _, region = selected.partition("@")
     parsed: dict[str, Any] = {}
     for block, parse in ((render.FIELD_TYPE, lambda text: service.parse_instance_type(text, default_type)),
                          (render.FIELD_COUNT, service.parse_count), (render.FIELD_NAME, service.parse_name)):
+        text = delivery.pick(values, block, render.VALUE, "value")
         try:
-            parsed[block] = parse(value(block).get("value"))
+            if text is not None and not isinstance(text, str):  # Slack sends text; anything else is not an answer
+                raise UsageError("This is not text.")
+            parsed[block] = parse(text)
         except UsageError as error:
             errors[block] = error.message.replace("`", "")
     if errors:
@@ -96,7 +97,8 @@ def run_form(ctx, payload: dict[str, Any]) -> None:
     outcome = "ok"
     try:
         ctx.access.check_changing(user, channel, "/ami launch")
-        answer = start_launch(ctx, order, user, channel or user, reply, detail)
+        answer = start_launch(ctx, order, user, channel or user, reply, detail,
+                              service.launch_reference(payload.get("delivery")))
         if answer is not None:
             reply.ephemeral(answer)
     except Exception as error:
@@ -124,15 +126,16 @@ def register(app, ctx) -> None:
                       lambda payload: report_interrupted(ctx, payload))
 
     @app.view(render.CALLBACK_ID)
-    def submitted(ack, body, view):
-        order, errors = read_form(view.get("state", {}).get("values", {}), ctx.policy.launch.default_instance_type)
+    def submitted(ack, body, view, context):
+        order, errors = read_form(delivery.pick(view, "state", "values") or {}, ctx.policy.launch.default_instance_type)
         if errors:
             ack(response_action="errors", errors=errors)
             return
-        try:
-            channel = json.loads(view.get("private_metadata") or "{}").get("channel")
-        except ValueError:
-            channel = None
-        # Recorded before the ack (one SQLite insert, no AWS), so a crash right after cannot lose it.
-        ctx.jobs.submit(JOB_KIND, {"order": asdict(order), "user": body["user"]["id"], "channel": channel})
+        channel = delivery.text_at(delivery.metadata(view), "channel")
+        # Recorded before the ack (one SQLite insert, no AWS), so a crash right after cannot lose it. Only an
+        # accepted submission claims its delivery key, so a replay launches nothing more; the key also names
+        # the launch (its ClientToken), so even a re-run of this job cannot launch twice on AWS.
+        key = delivery.key_of(context, body)
+        ctx.jobs.submit(JOB_KIND, {"order": asdict(order), "user": body["user"]["id"], "channel": channel,
+                                   "delivery": key}, dedupe_key=key)
         ack()
