@@ -1,14 +1,25 @@
-"""Ack latency under load: does amibot answer Slack within its 3 s while AWS is slow?
+"""Ack and answer latency under load: nobody waits behind slow AWS.
 
-Fires N signed `/ami list` commands and N button clicks at concurrency C at `amibot serve` (a real
-subprocess), while every AWS call takes DELAY seconds (a delaying proxy in front of a moto server), and
-reports p50/p95/p99/max time-to-ack and how many outcomes reached the (fake) Slack Web API. In the same
-run it measures the floor: a bare Bolt app that only acks, behind the same waitress server.
+Against a real `amibot serve` subprocess, while every AWS call takes DELAY seconds (a delaying proxy in front
+of a moto server), U users at once (default 20) each run R rounds of five requests, one at a time, each waiting
+for its answer before sending the next (a closed loop, like people in Slack):
 
-    .venv/bin/python bench/ack_latency.py                # 200 + 200 at concurrency 20, AWS delay 2 s
-    .venv/bin/python bench/ack_latency.py -n 50 --delay 1
+- `/ami requests` and a usage error (`/ami list --bogus`): need no AWS;
+- `/ami list bench`: AWS work (a listing, then launch permissions of what it shows);
+- a refused click: "Approve" by someone who is not an approver (no AWS);
+- an approval click: "Approve" by an approver (no AWS; the execution it starts is AWS work in the background).
 
-Target: amibot's p99 within 1.5x of the floor's and far below 3 s; every outcome posted.
+For each kind it reports time to ack and time to answer (the ephemeral reply arriving at the fake Slack Web
+API), p50/p95/p99/max. In the same run, first: the floor — a bare Bolt app that only acks, behind the same
+waitress server, sent N commands + N clicks at concurrency U — and the list's own AWS time: one `/ami list
+bench` alone, three times (median). Setup also opens the approval requests the clicks need, through
+`/ami deregister` as a user would.
+
+    .venv/bin/python bench/ack_latency.py                # 20 users x 4 rounds, AWS delay 2 s (about 4 minutes)
+    .venv/bin/python bench/ack_latency.py -u 10 -r 2 --delay 1
+
+Targets, checked at the end (exit status 1 if one is missed): answers that need no AWS p99 <= 1 s; AWS answers
+(`/ami list`) p99 <= 2x the command's own AWS time; acks p99 <= 1.5x the floor's; every request answered.
 """
 
 from __future__ import annotations
@@ -17,6 +28,8 @@ import argparse
 import http.client
 import json
 import os
+import random
+import re
 import statistics
 import subprocess
 import sys
@@ -40,6 +53,37 @@ except ImportError:  # before the demo tools moved it
     from tests.fakeslack import FakeSlack, free_port
 
 SECRET = "bench-signing-secret-0123456789"
+NO_AWS = ("/ami requests", "usage error", "refused click", "approval click")
+AWS_KIND = "/ami list"
+KINDS = ("/ami requests", "usage error", AWS_KIND, "refused click", "approval click")
+LIST_TEXT = "list bench"
+
+
+class AnswerWatch(FakeSlack):
+    """The fake Slack Web API, noting when the first answer for each response_url key arrives."""
+
+    def __init__(self):
+        super().__init__()
+        self._answers: dict[str, tuple[float, object]] = {}
+        self._arrived = threading.Condition()
+
+    def _record(self, call) -> None:
+        super()._record(call)
+        key = call.params.get("_key")
+        if call.method == "response_url" and key:
+            with self._arrived:
+                self._answers.setdefault(key, (time.perf_counter(), call))
+                self._arrived.notify_all()
+
+    def wait_answer(self, key: str, timeout: float):
+        """(perf_counter at arrival, call) of the first answer for key, or None after timeout."""
+        with self._arrived:
+            self._arrived.wait_for(lambda: key in self._answers, timeout)
+            return self._answers.get(key)
+
+    def answered(self, prefix: str) -> int:
+        with self._arrived:
+            return sum(1 for key in self._answers if key.startswith(prefix))
 
 
 def delaying_proxy(target_port: int, delay: float) -> ThreadingHTTPServer:
@@ -70,8 +114,13 @@ def delaying_proxy(target_port: int, delay: float) -> ThreadingHTTPServer:
 
         do_GET = do_POST = do_PUT = do_DELETE = _forward
 
-    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-    server.daemon_threads = True
+    class Server(ThreadingHTTPServer):
+        daemon_threads = True
+
+        def handle_error(self, request, client_address):  # moto gone at the end of the run: not news
+            pass
+
+    server = Server(("127.0.0.1", free_port()), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
 
@@ -87,7 +136,8 @@ def wait_http(url: str, timeout: float = 60) -> None:
     raise SystemExit(f"{url} did not come up")
 
 
-def signed_post(port: int, body: str) -> float:
+def signed_post(port: int, body: str) -> tuple[float, float]:
+    """POST a signed Slack request; returns (perf_counter when sent, seconds to the ack)."""
     timestamp = str(int(time.time()))
     signature = SignatureVerifier(SECRET).generate_signature(timestamp=timestamp, body=body)
     started = time.perf_counter()
@@ -101,75 +151,154 @@ def signed_post(port: int, body: str) -> float:
     connection.close()
     if response.status != 200:
         raise RuntimeError(f"HTTP {response.status}")
-    return elapsed
+    return started, elapsed
 
 
-def command_body(fake: FakeSlack, key: str, number: int) -> str:
+def command_body(fake: FakeSlack, key: str, text: str, user: str) -> str:
     return urllib.parse.urlencode({
-        "command": "/ami", "text": "list", "user_id": "U0BENCH", "channel_id": "C0BENCH", "team_id": "T0",
-        "response_url": fake.response_url(key), "trigger_id": f"{key}.{number}.{time.time_ns()}"})
+        "command": "/ami", "text": text, "user_id": user, "channel_id": "C0BENCH", "team_id": "T0",
+        "response_url": fake.response_url(key), "trigger_id": f"{key}.{time.time_ns()}"})
 
 
-def click_body(fake: FakeSlack, key: str, number: int) -> str:
-    payload = {"type": "block_actions", "user": {"id": "U0BENCH"}, "team": {"id": "T0"},
-               "trigger_id": f"{key}.{number}.{time.time_ns()}", "channel": {"id": "C0BENCH"},
+def click_body(fake: FakeSlack, key: str, request_id: str, user: str) -> str:
+    payload = {"type": "block_actions", "user": {"id": user}, "team": {"id": "T0"},
+               "trigger_id": f"{key}.{time.time_ns()}", "channel": {"id": "C0BENCH"},
                "container": {"type": "message", "channel_id": "C0BENCH", "message_ts": "1.1"},
                "response_url": fake.response_url(key),
-               "actions": [{"action_id": "approval.approve", "value": f"req-bench{number:04d}",
+               "actions": [{"action_id": "approval.approve", "value": request_id,
                             "action_ts": f"{time.time():.6f}", "block_id": "b"}]}
     return urllib.parse.urlencode({"payload": json.dumps(payload)})
 
 
-def fire(port: int, fake: FakeSlack, label: str, count: int, concurrency: int) -> dict[str, list[float]]:
-    jobs = [("command", command_body(fake, f"{label}-cmd-{n}", n)) for n in range(count)]
-    jobs += [("click", click_body(fake, f"{label}-click-{n}", n)) for n in range(count)]
-    jobs.sort(key=lambda job: hash(job[1]))  # interleave commands and clicks
-    results: dict[str, list[float]] = {"command": [], "click": []}
+def ask(port: int, fake: AnswerWatch, key: str, body: str, timeout: float) -> tuple[float, float | None, str]:
+    """Send one request and wait for its answer: (seconds to ack, seconds to answer or None, answer text)."""
+    sent, ack = signed_post(port, body)
+    arrived = fake.wait_answer(key, timeout)
+    if arrived is None:
+        return ack, None, ""
+    return ack, arrived[0] - sent, arrived[1].text
+
+
+def fire_floor(port: int, fake: FakeSlack, count: int, concurrency: int) -> list[float]:
+    """The floor: open-loop acks from the bare app (it answers nothing)."""
+    bodies = [command_body(fake, f"floor-cmd-{n}", "list", "U0BENCH") for n in range(count)]
+    bodies += [click_body(fake, f"floor-click-{n}", f"req-{n:08x}", "U0BENCH") for n in range(count)]
+    random.Random(1).shuffle(bodies)
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
-        for kind, elapsed in zip([k for k, _ in jobs], pool.map(lambda job: signed_post(port, job[1]), jobs),
-                                 strict=True):
-            results[kind].append(elapsed)
-    return results
+        return [ack for _, ack in pool.map(lambda body: signed_post(port, body), bodies)]
+
+
+class LoadedFloor(threading.Thread):
+    """The bare app acking alongside the main run (same machine load): tells the bot's own cost from the
+    machine's (moto, the proxy and this script share its cores). Reported, not a target."""
+
+    def __init__(self, port: int, fake: FakeSlack):
+        super().__init__(daemon=True)
+        self.port, self.fake, self.acks, self.stop = port, fake, [], threading.Event()
+
+    def run(self) -> None:
+        number = 0
+        while not self.stop.is_set():
+            number += 1
+            body = (command_body(self.fake, f"loaded-{number}", "list", "U0BENCH") if number % 2 else
+                    click_body(self.fake, f"loaded-{number}", f"req-{number:08x}", "U0BENCH"))
+            self.acks.append(signed_post(self.port, body)[1])
+            self.stop.wait(0.05)
 
 
 def percentiles(values: list[float]) -> dict[str, float]:
     ordered = sorted(values)
+    if len(ordered) == 1:
+        return dict.fromkeys(("p50", "p95", "p99", "max"), ordered[0])
     cut = statistics.quantiles(ordered, n=100, method="inclusive")
     return {"p50": cut[49], "p95": cut[94], "p99": cut[98], "max": ordered[-1]}
 
 
-def outcomes(fake: FakeSlack, label: str) -> int:
-    return len({c.params.get("_key") for c in fake.calls_to("response_url")
-                if str(c.params.get("_key", "")).startswith(label)})
+def seed_images(env: dict, count: int) -> list[str]:
+    """Three images to list (bench-0..2) and `count` to ask to deregister; returns the latter's ids."""
+    script = ("import boto3, json; ec2 = boto3.client('ec2');"
+              "[ec2.register_image(Name=f'bench-{i}', RootDeviceName='/dev/sda1') for i in range(3)];"
+              f"print(json.dumps([ec2.register_image(Name=f'retire-{{i}}', RootDeviceName='/dev/sda1')['ImageId']"
+              f" for i in range({count})]))")
+    out = subprocess.run([sys.executable, "-c", script], env=env, check=True, capture_output=True, text=True)
+    return json.loads(out.stdout)
+
+
+def open_requests(port: int, fake: AnswerWatch, image_ids: list[str], users: list[str],
+                  concurrency: int) -> dict[str, list[str]]:
+    """`/ami deregister` each image as one of the users; returns {user: [request ids they opened]}."""
+    def one(job: tuple[int, str]) -> tuple[str, str]:
+        number, image_id = job
+        user = users[number % len(users)]
+        _, took, text = ask(port, fake, f"setup-{number}", command_body(fake, f"setup-{number}",
+                                                                        f"deregister {image_id}", user), 300)
+        found = re.search(r"`(req-[0-9a-f]+)`", text)
+        if took is None or not found:
+            raise SystemExit(f"setup: /ami deregister {image_id} did not open a request: {text[:200]!r}")
+        return user, found.group(1)
+
+    opened: dict[str, list[str]] = {user: [] for user in users}
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        for user, request_id in pool.map(one, enumerate(image_ids)):
+            opened[user].append(request_id)
+    return opened
+
+
+def request_body(fake: FakeSlack, kind: str, key: str, user: str, approver: str, approve: str, refuse: str) -> str:
+    if kind == "/ami requests":
+        return command_body(fake, key, "requests", user)
+    if kind == "usage error":
+        return command_body(fake, key, "list --bogus", user)
+    if kind == AWS_KIND:
+        return command_body(fake, key, LIST_TEXT, user)
+    if kind == "refused click":
+        return click_body(fake, key, refuse, user)
+    return click_body(fake, key, approve, approver)
+
+
+def run_user(port: int, fake: AnswerWatch, index: int, users: list[str], rounds: int, approve: list[str],
+             refuse: str, timeout: float) -> list[tuple[str, float, float | None, str]]:
+    """One user's closed loop: R rounds of the five kinds, in a shuffled order each round."""
+    user, approver, results = users[index], f"U0LEAD{index:02d}", []
+    shuffle = random.Random(index)
+    for round_number in range(rounds):
+        kinds = list(KINDS)
+        shuffle.shuffle(kinds)
+        for kind in kinds:
+            key = f"run-{index}-{round_number}-{kind.replace(' ', '_').replace('/', '')}"
+            body = request_body(fake, kind, key, user, approver, approve[round_number], refuse)
+            ack, answer, text = ask(port, fake, key, body, timeout)
+            results.append((kind, ack, answer, text))
+    return results
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("-n", type=int, default=200, help="commands and clicks each (default 200)")
-    parser.add_argument("-c", "--concurrency", type=int, default=20)
+    parser.add_argument("-u", "--users", type=int, default=20, help="users at once (default 20)")
+    parser.add_argument("-r", "--rounds", type=int, default=4, help="rounds of the five kinds per user (default 4)")
+    parser.add_argument("-n", type=int, default=200, help="floor: commands and clicks each (default 200)")
     parser.add_argument("--delay", type=float, default=2.0, help="seconds every AWS call takes (default 2)")
-    parser.add_argument("--outcome-timeout", type=float, default=600)
+    parser.add_argument("--answer-timeout", type=float, default=300, help="seconds to wait for one answer")
     args = parser.parse_args()
+    users = [f"U0BENCH{n:02d}" for n in range(args.users)]
 
     work = Path(tempfile.mkdtemp(prefix="amibot-bench-"))
     moto_port = free_port()
     moto = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(moto_port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     processes = [moto]
-    fake = FakeSlack().start()
+    fake = AnswerWatch().start()
     log = open(work / "amibot.log", "w")  # noqa: SIM115 (closed in finally; the bot's stderr for post-mortems)
     try:
         wait_http(f"http://127.0.0.1:{moto_port}/moto-api/")
         aws_env = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1",
                    "MOTO_EC2_LOAD_DEFAULT_AMIS": "false"}
-        seed_env = {**os.environ, **aws_env, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{moto_port}"}
-        subprocess.run([sys.executable, "-c", (
-            "import boto3; ec2 = boto3.client('ec2');"
-            "[ec2.register_image(Name=f'bench-{i}', RootDeviceName='/dev/sda1') for i in range(3)]")],
-            env=seed_env, check=True)
+        retire = seed_images({**os.environ, **aws_env, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{moto_port}"},
+                             args.users * (args.rounds + 1))
         proxy = delaying_proxy(moto_port, args.delay)
         config = work / "amibot.toml"
-        config.write_text('[aws]\nregions = ["us-east-1"]\n[approvals]\napprovers = ["U0LEAD"]\n')
+        approvers = ", ".join(f'"U0LEAD{n:02d}"' for n in range(args.users))
+        config.write_text(f'[aws]\nregions = ["us-east-1"]\n[approvals]\napprovers = [{approvers}]\n')
         env = {**{k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SLACK_", "AMIBOT_"))},
                **aws_env, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{proxy.server_port}",
                "SLACK_BOT_TOKEN": "xoxb-bench-token", "SLACK_SIGNING_SECRET": SECRET, "SLACK_API_URL": fake.url,
@@ -185,12 +314,29 @@ def main() -> None:
         wait_http(f"http://127.0.0.1:{bot_port}/healthz")
         time.sleep(1)
 
-        floor = fire(bare_port, fake, "floor", args.n, args.concurrency)
+        print("floor: the bare Bolt app …", flush=True)
+        floor = fire_floor(bare_port, fake, args.n, args.users)
+        print("the list's own AWS time: one `/ami list` at a time …", flush=True)
+        alone = []
+        for number in range(3):
+            _, took, _ = ask(bot_port, fake, f"alone-{number}", command_body(fake, f"alone-{number}", LIST_TEXT,
+                                                                             "U0SOLO"), args.answer_timeout)
+            alone.append(took if took is not None else float("inf"))
+        own_aws = statistics.median(alone)
+        print(f"setup: {len(retire)} approval requests through `/ami deregister` …", flush=True)
+        opened = open_requests(bot_port, fake, retire, users, args.users)
+        print(f"{args.users} users x {args.rounds} rounds …", flush=True)
         started = time.monotonic()
-        measured = fire(bot_port, fake, "amibot", args.n, args.concurrency)
-        while outcomes(fake, "amibot") < 2 * args.n and time.monotonic() - started < args.outcome_timeout:
-            time.sleep(0.5)
-        arrived, took = outcomes(fake, "amibot"), time.monotonic() - started
+        loaded = LoadedFloor(bare_port, fake)
+        loaded.start()
+        with ThreadPoolExecutor(max_workers=args.users) as pool:
+            futures = [pool.submit(run_user, bot_port, fake, index, users, args.rounds, opened[users[index]][1:],
+                                   opened[users[(index + 1) % len(users)]][0], args.answer_timeout)
+                       for index in range(args.users)]
+            results = [row for future in futures for row in future.result()]
+        took = time.monotonic() - started
+        loaded.stop.set()
+        loaded.join()
     finally:
         for process in processes:
             process.terminate()
@@ -201,18 +347,55 @@ def main() -> None:
                 process.kill()
         fake.stop()
         log.close()
+    report(args, floor, loaded.acks, own_aws, alone, results, took)
 
-    print(f"\n{args.n} commands + {args.n} clicks, concurrency {args.concurrency}, every AWS call {args.delay:g} s\n")
-    print(f"{'time to ack (ms)':<28}{'p50':>8}{'p95':>8}{'p99':>8}{'max':>8}")
-    rows = [("bare Bolt (floor), all", floor["command"] + floor["click"]),
-            ("amibot, all", measured["command"] + measured["click"]),
-            ("amibot, /ami list", measured["command"]), ("amibot, button clicks", measured["click"])]
-    for label, values in rows:
+
+def report(args, floor: list[float], loaded: list[float], own_aws: float, alone: list[float], results: list,
+           took: float) -> None:
+    sent = len(results)
+    answered = [row for row in results if row[2] is not None]
+    print(f"\n{args.users} users at once x {args.rounds} rounds of {len(KINDS)} kinds ({sent} requests, each user "
+          f"waiting for each answer), every AWS call {args.delay:g} s; {took:.0f} s\n")
+    print(f"{'time to ack (ms)':<30}{'p50':>8}{'p95':>8}{'p99':>8}{'max':>8}")
+    ack_rows = [("bare Bolt (floor), all", floor), ("amibot, all", [row[1] for row in results]),
+                ("bare Bolt, same time as amibot", loaded)]
+    ack_rows += [(f"amibot, {kind}", [row[1] for row in results if row[0] == kind]) for kind in KINDS]
+    for label, values in ack_rows:
         stats = percentiles(values)
-        print(f"{label:<28}" + "".join(f"{stats[key] * 1000:>8.1f}" for key in ("p50", "p95", "p99", "max")))
-    ratio = percentiles(rows[1][1])["p99"] / percentiles(rows[0][1])["p99"]
-    print(f"\np99 amibot / floor: {ratio:.2f}x (target <= 1.5x)")
-    print(f"outcomes posted: {arrived} of {2 * args.n} within {took:.0f} s")
+        print(f"{label:<30}" + "".join(f"{stats[key] * 1000:>8.1f}" for key in ("p50", "p95", "p99", "max")))
+    print(f"\n{'time to answer (s)':<30}{'p50':>8}{'p95':>8}{'p99':>8}{'max':>8}{'answered':>10}")
+    answer_p99 = {}
+    for kind in KINDS:
+        rows = [row for row in results if row[0] == kind]
+        values = [row[2] for row in rows if row[2] is not None]
+        stats = percentiles(values) if values else dict.fromkeys(("p50", "p95", "p99", "max"), float("inf"))
+        answer_p99[kind] = stats["p99"]
+        print(f"{kind:<30}" + "".join(f"{stats[key]:>8.2f}" for key in ("p50", "p95", "p99", "max"))
+              + f"{len(values):>6}/{len(rows)}")
+    calls = own_aws / args.delay
+    print(f"\n`/ami {LIST_TEXT}` alone: {', '.join(f'{value:.2f}' for value in alone)} s "
+          f"(median {own_aws:.2f} s, about {calls:.1f} sequential AWS calls of {args.delay:g} s)")
+    ack_ratio = percentiles(ack_rows[1][1])["p99"] / percentiles(floor)["p99"]
+    loaded_ratio = percentiles(ack_rows[1][1])["p99"] / percentiles(loaded)["p99"]
+    refused = sum(1 for row in answered if row[0] == "refused click" and "not an approver" in row[3])
+    approved = sum(1 for row in answered if row[0] == "approval click" and "Approved" in row[3])
+    checks = [
+        ("no-AWS answers p99 <= 1 s", max(answer_p99[kind] for kind in NO_AWS) <= 1.0,
+         ", ".join(f"{kind} {answer_p99[kind]:.2f} s" for kind in NO_AWS)),
+        (f"AWS answers p99 <= 2x own AWS time ({2 * own_aws:.2f} s)", answer_p99[AWS_KIND] <= 2 * own_aws,
+         f"{answer_p99[AWS_KIND]:.2f} s = {answer_p99[AWS_KIND] / own_aws:.2f}x"),
+        ("acks p99 <= 1.5x the floor", ack_ratio <= 1.5,
+         f"{ack_ratio:.2f}x (against the bare app acking at the same time, on the same loaded machine: "
+         f"{loaded_ratio:.2f}x)"),
+        ("every request answered", len(answered) == sent, f"{len(answered)} of {sent}"),
+        ("clicks did what they say", refused == approved == args.users * args.rounds,
+         f"{refused} refused as non-approver, {approved} approved"),
+    ]
+    print()
+    for label, ok, figure in checks:
+        print(f"{'met ' if ok else 'MISSED'} {label}: {figure}")
+    if not all(ok for _, ok, _ in checks):
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":

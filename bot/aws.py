@@ -43,6 +43,22 @@ NOT_FOUND_SUFFIXES = (".NotFound", ".Unavailable", ".Malformed")
 SERVICE_PREFIX = {"ec2": "ec2", "autoscaling": "autoscaling", "ssm": "ssm", "sts": "sts", "rbin": "rbin"}
 
 
+def error_class(code: str | None, status: int = 400) -> str:
+    """A failed call's error as one of a few classes (bounded, for metrics): throttled, denied, not_found,
+    unsupported, invalid (another client error) or server."""
+    code = code or ""
+    if code in ("Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequestsException") \
+            or status == 429:
+        return "throttled"
+    if code in DENIED_CODES:
+        return "denied"
+    if code in UNSUPPORTED_CODES:
+        return "unsupported"
+    if code.endswith("NotFound"):  # InvalidAMIID.NotFound, ResourceNotFound…
+        return "not_found"
+    return "server" if status >= 500 else "invalid"
+
+
 def requires(*actions: str) -> Callable:
     """Declare the IAM actions a function needs (e.g. "ec2:DescribeImages")."""
 
@@ -67,10 +83,20 @@ def iam_policy() -> dict[str, Any]:
     }
 
 
-def _retry_config(max_attempts: int = 6) -> Config:
+# A hung endpoint must not hold a job's worker for long: one API call takes at most
+# MAX_ATTEMPTS x (CONNECT_TIMEOUT + READ_TIMEOUT) plus botocore's backoff between attempts (under 1 + 2 + 4 s),
+# 4 x 18 + 7 = 79 s, inside a command's 120 s deadline ([jobs].deadline_seconds). The read timeout is the wait
+# for the next bytes of an answer, not for the whole answer, so long listings still page through.
+CONNECT_TIMEOUT, READ_TIMEOUT, MAX_ATTEMPTS = 3, 15, 4
+
+
+def _retry_config(max_attempts: int = MAX_ATTEMPTS) -> Config:
     # Adaptive mode adds client-side rate limiting on throttling, which matters with thousands of AMIs.
-    return Config(retries={"mode": "adaptive", "max_attempts": max_attempts},
-                  connect_timeout=5, read_timeout=30, max_pool_connections=32)
+    # Callers may ask for fewer attempts (a probe: 1), never for more than the worst case above allows.
+    return Config(retries={"mode": "adaptive", "max_attempts": max(1, min(max_attempts, MAX_ATTEMPTS))},
+                  connect_timeout=CONNECT_TIMEOUT, read_timeout=READ_TIMEOUT,
+                  # many AWS jobs at once ([jobs].workers), each paging or fanning out over a shared client
+                  max_pool_connections=64)
 
 
 class Aws:
@@ -82,6 +108,26 @@ class Aws:
         self._clients: dict[tuple[str, str, int], Any] = {}
         self._account_id: str | None = None
         self._configured_regions = list(regions or [])
+        # observer(service, operation, error class or None) after every API call, e.g. the app's metrics.
+        # Hooked on each client this object makes (not on the session, which callers may share between apps).
+        self.observers: list[Callable[[str, str, str | None], None]] = []
+
+    def _after_call(self, event_name: str = "", http_response=None, parsed=None, **_: Any) -> None:
+        status = getattr(http_response, "status_code", 200)
+        code = ((parsed or {}).get("Error") or {}).get("Code") if status >= 300 else None
+        self._observe(event_name, error_class(code, status) if status >= 300 else None)
+
+    def _after_call_error(self, event_name: str = "", **_: Any) -> None:
+        self._observe(event_name, "unreachable")  # no answer at all: connection, timeout, TLS
+
+    def _observe(self, event_name: str, error: str | None) -> None:
+        # event_name is "after-call.<service id>.<Operation>"; "auto-scaling" reads as IAM's "autoscaling"
+        _, service, operation = (event_name.split(".", 2) + ["?", "?"])[:3]
+        for observer in self.observers:
+            try:
+                observer(service.replace("-", ""), operation, error)
+            except Exception:  # watching must never break the call
+                log.exception("AWS call observer failed")
 
     @property
     def default_region(self) -> str:
@@ -99,8 +145,10 @@ class Aws:
         key = (service, region, max_attempts)
         with self._lock:
             if key not in self._clients:
-                self._clients[key] = self._session.client(service, region_name=region,
-                                                          config=_retry_config(max_attempts))
+                client = self._session.client(service, region_name=region, config=_retry_config(max_attempts))
+                client.meta.events.register("after-call", self._after_call)
+                client.meta.events.register("after-call-error", self._after_call_error)
+                self._clients[key] = client
             return self._clients[key]
 
     def ec2(self, region: str | None = None):

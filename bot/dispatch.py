@@ -12,8 +12,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from bot import audit, blocks
-from bot.commands import Invocation, parse
+from bot import audit, blocks, metrics
+from bot.commands import MAX_TEXT, Invocation, flag_doc, help_topic, parse
 from bot.context import Context
 from bot.errors import AccessDenied, AmibotError, UsageError
 from bot.slack import Reply
@@ -45,14 +45,44 @@ class CommandCall:
 
 
 def payload_of(body: dict[str, Any]) -> dict[str, Any]:
-    """The parts of a slash command's body a job needs (no tokens)."""
-    return {key: body.get(key) for key in ("text", "user_id", "user_name", "channel_id", "channel_name",
-                                           "response_url", "trigger_id", "team_id")}
+    """The parts of a slash command's body a job needs (no tokens). The text is stored cut at MAX_TEXT
+    characters (no real command is longer; Slack sends at most about 4,000): ``text_chars`` keeps its real
+    length, and run_command refuses such a command saying it was cut."""
+    payload = {key: body.get(key) for key in ("text", "user_id", "user_name", "channel_id", "channel_name",
+                                              "response_url", "trigger_id", "team_id")}
+    text = payload.get("text")
+    if isinstance(text, str) and len(text) > MAX_TEXT:
+        payload["text"], payload["text_chars"] = text[:MAX_TEXT], len(text)
+    return payload
+
+
+def _refuse_cut_text(payload: dict[str, Any]) -> None:
+    length = payload.get("text_chars") or 0
+    if length > MAX_TEXT:
+        raise UsageError(f"That command is {length:,} characters long; amibot commands are short "
+                         f"(only its first {MAX_TEXT:,} characters were kept, and it was not run).")
+
+
+def help_message(registry, text: str) -> dict[str, Any]:
+    """`/ami help` lists every subcommand; `/ami help <subcommand>` explains that one. UsageError for help
+    about a subcommand that does not exist (with the closest one's usage)."""
+    spec = help_topic(registry, text)
+    if spec is None:
+        return blocks.usage_message(registry.specs)
+    return subcommand_help_message(spec)
+
+
+def subcommand_help_message(spec, problem: str | None = None) -> dict[str, Any]:
+    flags = [(flag, metavar, flag_doc(spec, flag)) for flag, metavar in spec.flags.items()]
+    return blocks.subcommand_help(spec, flags, problem)
 
 
 def answer_failure(reply: Reply, error: Exception, what: str, log_context: str) -> str:
     """Tell the user what went wrong in one sentence; return the audit outcome. Known errors show their
     message; anything else "something went wrong" with a reference to grep the log for."""
+    if isinstance(error, UsageError) and getattr(error, "help_for", None) is not None:
+        _safe(reply.ephemeral, subcommand_help_message(error.help_for))
+        return "help"
     if isinstance(error, UsageError) and error.show_help:
         _safe(reply.ephemeral, blocks.usage_message(error.specs or [], problem=error.message))
         return f"usage: {error.message}"
@@ -61,6 +91,8 @@ def answer_failure(reply: Reply, error: Exception, what: str, log_context: str) 
         return f"usage: {error.message}"
     if isinstance(error, AmibotError):
         _safe(reply.ephemeral, blocks.error(error.message))
+        if error.audit_outcome:
+            return error.audit_outcome
         return f"{'refused' if isinstance(error, AccessDenied) else 'error'}: {error.message}"
     reference = uuid.uuid4().hex[:8]
     log.error("%s failed (ref %s)", log_context, reference, exc_info=error)
@@ -73,12 +105,15 @@ def run_command(ctx: Context, payload: dict[str, Any]) -> None:
     user, channel, text = payload["user_id"], payload.get("channel_id"), payload.get("text") or ""
     reply = Reply(ctx.slack, channel, user, payload.get("response_url"))
     name, outcome, detail = "help", "ok", {"text": text}
+    if payload.get("text_chars"):
+        detail["text_cut_from"] = payload["text_chars"]
     target = None
     try:
+        _refuse_cut_text(payload)
         invocation = parse(ctx.registry, text)
         if invocation is None:
             if not payload.get("acked_help"):  # the listener already put help into the ack
-                reply.ephemeral(blocks.usage_message(ctx.registry.specs))
+                reply.ephemeral(help_message(ctx.registry, text))
             return
         name = invocation.subcommand.name
         target = _target_of(invocation)
@@ -88,6 +123,9 @@ def run_command(ctx: Context, payload: dict[str, Any]) -> None:
         result = ctx.registry.runner(name)(call)
         if call.audit_detail:
             detail.update(call.audit_detail)
+            resolved = call.audit_detail.get("image")
+            if isinstance(resolved, str) and resolved.startswith("ami-"):
+                target = resolved  # a name or family resolved to one image: the row names the image
         if result is not None:
             reply.ephemeral(result)
     except Exception as error:
@@ -97,6 +135,7 @@ def run_command(ctx: Context, payload: dict[str, Any]) -> None:
     finally:
         audit.record(ctx.store, actor=user, action=f"command.{name}", channel=channel, target=target,
                      detail=detail, outcome=outcome)
+        metrics.command_finished(ctx, text, outcome)
 
 
 def report_interrupted(ctx: Context, payload: dict[str, Any]) -> None:
@@ -107,7 +146,7 @@ def report_interrupted(ctx: Context, payload: dict[str, Any]) -> None:
         invocation = parse(ctx.registry, text)
     except UsageError:
         invocation = None
-    if invocation is None or not invocation.subcommand.changing:
+    if invocation is None or not invocation.subcommand.changing or invocation.subcommand.resumable:
         ctx.jobs.submit(JOB_KIND, payload)
         return
     audit.record(ctx.store, actor=payload["user_id"], action="command.interrupted",
@@ -119,11 +158,54 @@ def report_interrupted(ctx: Context, payload: dict[str, Any]) -> None:
         "result with `/ami show` or `/ami audit` before trying again."))
 
 
+def gate_command(ctx: Context, payload: dict[str, Any]) -> bool:
+    """Runs on the jobs' quick lane before a command waits for AWS (bot/jobs.py). A command that needs no
+    AWS after all, or a changing one its user may not run, is answered right here by run_command itself
+    (so it is refused and audited exactly as it would be later); True: let it go on to the AWS lane."""
+    try:
+        invocation = parse(ctx.registry, payload.get("text") or "")
+    except UsageError:
+        invocation = None
+    if invocation is not None and invocation.subcommand.aws:
+        if not invocation.subcommand.changing:
+            return True
+        try:  # operators may be user groups: resolved through Slack (cached), never through AWS
+            ctx.access.check_changing(payload["user_id"], payload.get("channel_id"),
+                                      f"/ami {invocation.subcommand.name}")
+            return True
+        except AccessDenied:
+            pass
+    run_command(ctx, payload)
+    return False
+
+
+def report_overdue(ctx: Context, payload: dict[str, Any], seconds: float) -> None:
+    """Said once, when a command passes its deadline; its answer is still posted when AWS gets back."""
+    try:
+        invocation = parse(ctx.registry, payload.get("text") or "")
+        name = f"/ami {invocation.subcommand.name}" if invocation else "/ami help"
+    except UsageError:
+        name = "/ami"
+    reply = Reply(ctx.slack, payload.get("channel_id"), payload["user_id"], payload.get("response_url"))
+    _safe(reply.ephemeral, blocks.info(
+        f":hourglass: `{name}` is taking longer than {_duration(seconds)}; AWS is slow. The answer will "
+        "follow here when it arrives — no need to run it again."))
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 120 and seconds % 60 == 0:
+        return f"{seconds / 60:g} minutes"
+    return f"{seconds:g} seconds" if seconds != 1 else "1 second"
+
+
 def _target_of(invocation: Invocation) -> str | None:
-    for value in invocation.args.values():
-        if isinstance(value, str) and value.startswith(("ami-", "i-", "snap-", "req-")):
-            return value
-    return None
+    """What the command is about, for the audit row: an AWS or request id if one was given, else the first
+    argument (an image name, a family, a filter), cut short."""
+    values = [value for value in invocation.args.values() if isinstance(value, str) and value.strip()]
+    for value in values:
+        if value.startswith(("ami-", "i-", "snap-", "req-")):
+            return value[:200]
+    return values[0][:200] if values else None
 
 
 def _safe(function, *args) -> None:

@@ -6,7 +6,7 @@ from bot.render.approvals import audit_history
 
 SPEC = Subcommand(name="audit", summary="the history of an image or a request, newest first",
                   usage="/ami audit [ami-id|request-id]", example="/ami audit ami-0abc1234def567890",
-                  args=(Arg("subject", required=False),), aliases=("history",))
+                  args=(Arg("subject", required=False),), aliases=("history",), aws=False)
 
 
 def run(call):
