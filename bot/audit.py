@@ -33,10 +33,27 @@ def row_hash(row: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
+# The trail is append-only, so nothing big may enter it: any text in a row's detail is cut at this many
+# characters (a command's text is at most about 4,000 from Slack, and amibot refuses more than 2,000).
+MAX_DETAIL_TEXT = 2000
+
+
+def _cut(value: Any) -> Any:
+    if isinstance(value, str) and len(value) > MAX_DETAIL_TEXT:
+        return f"{value[:MAX_DETAIL_TEXT]}… [cut: {len(value):,} characters]"
+    if isinstance(value, dict):
+        return {key: _cut(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_cut(item) for item in value]
+    return value
+
+
 def record(store: Store, *, actor: str, action: str, outcome: str, channel: str | None = None,
            target: str | None = None, detail: dict[str, Any] | None = None, ts: str | None = None) -> int:
-    """Append one row; return its id. Safe across threads and processes (BEGIN IMMEDIATE)."""
-    detail_json = json.dumps(detail or {}, sort_keys=True, default=str, ensure_ascii=False)
+    """Append one row; return its id. Safe across threads and processes (BEGIN IMMEDIATE). Text longer than
+    MAX_DETAIL_TEXT is cut (and says so), in the detail and in the outcome."""
+    detail_json = json.dumps(_cut(detail or {}), sort_keys=True, default=str, ensure_ascii=False)
+    outcome = _cut(outcome)
     with store.transaction() as connection:
         head = connection.execute("SELECT last_id, last_hash FROM audit_head WHERE one = 1").fetchone()
         last_id, prev_hash = (head[0], head[1]) if head else (0, GENESIS)

@@ -6,14 +6,16 @@ JSON status without touching AWS or Slack, for load balancers and orchestrators.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 from typing import Any
 
 import waitress
 from slack_bolt.adapter.wsgi import SlackRequestHandler
+from slack_sdk.signature import SignatureVerifier
 
-from bot import __version__
+from bot import __version__, metrics
 from bot.app import Amibot
 
 log = logging.getLogger(__name__)
@@ -23,21 +25,128 @@ HEALTH_PATH = "/healthz"
 
 
 def health(amibot: Amibot) -> tuple[int, dict[str, Any]]:
+    """200 only when the database file is the one opened at start and a short write transaction succeeds
+    (bot/store.py Store.health: about a second at most, even when the file is locked or truncated)."""
     ctx = amibot.ctx
     try:
-        schema = ctx.store.schema_version
-        pending = ctx.jobs.pending()
-        status, db = 200, "ok"
+        checked = ctx.store.health()
     except Exception as error:  # a broken database is exactly what a health check must report
-        log.warning("health check: database unavailable: %r", error)
-        schema, pending, status, db = None, None, 503, "unavailable"
+        checked = {"ok": False, "problem": f"{type(error).__name__}: {error}", "schema_version": None,
+                   "jobs_pending": None}
+    if not checked["ok"]:
+        _log_health_problem_once(ctx, checked["problem"])
+    else:
+        ctx.extras.pop("health_problem", None)
+    status = 200 if checked["ok"] else 503
     uptime = (ctx.clock() - ctx.started_at).total_seconds()
-    return status, {"status": "ok" if status == 200 else "degraded", "version": __version__, "db": db,
-                    "schema_version": schema, "jobs_pending": pending, "uptime_s": round(uptime, 1)}
+    body = {"status": "ok" if status == 200 else "degraded", "version": __version__,
+            "db": "ok" if status == 200 else "unavailable", "schema_version": checked["schema_version"],
+            "jobs_pending": checked["jobs_pending"], "uptime_s": round(uptime, 1)}
+    if checked["problem"]:
+        body["reason"] = checked["problem"]
+    if checked["ok"]:
+        body["digest"] = _digest_health(ctx)
+    return status, body
+
+
+def _digest_health(ctx) -> dict | None:
+    """The latest daily digest run: {"date", "channel", "state", "attempts", "error"?, "next_attempt_at"?}."""
+    from bot.services.digest import health_status
+
+    try:
+        return health_status(ctx)
+    except Exception as error:  # a health check never fails on its way to report something else
+        return {"state": "unknown", "error": f"{type(error).__name__}: {error}"}
+
+
+def _log_health_problem_once(ctx, problem: str) -> None:
+    if ctx.extras.get("health_problem") != problem:  # once per distinct problem, not once per probe
+        ctx.extras["health_problem"] = problem
+        log.error("health check: database unavailable: %s", problem)
+
+
+# --- POST /slack/events: nothing unauthenticated is parsed, logged or stored -----------------------------
+# Slack's own payloads are a few KB (a slash command's text is at most about 4,000 characters, a modal's
+# state or a message's blocks tens of KB); 256 KiB leaves ample room and bounds what an anonymous client
+# can make us read and hold.
+MAX_BODY_BYTES = 256 * 1024
+
+
+def _answer(start_response, status: str, text: str) -> list[bytes]:
+    payload = text.encode()
+    start_response(status, [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(payload)))])
+    return [payload]
+
+
+def _read_capped(environ) -> bytes | None:
+    """The request body, or None when it is over MAX_BODY_BYTES. Never reads more than the cap plus one byte,
+    whatever Content-Length says (it may be missing or lie)."""
+    declared = environ.get("CONTENT_LENGTH") or ""
+    try:
+        length = int(declared) if declared.strip() else None
+    except ValueError:
+        length = None
+    if length is not None and length > MAX_BODY_BYTES:
+        return None
+    stream = environ.get("wsgi.input")
+    if stream is None:
+        return b""
+    wanted = MAX_BODY_BYTES + 1 if length is None else min(length, MAX_BODY_BYTES + 1)
+    chunks, total = [], 0
+    while total < wanted:
+        chunk = stream.read(min(65536, wanted - total))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        total += len(chunk)
+    body = b"".join(chunks)
+    return None if len(body) > MAX_BODY_BYTES else body
+
+
+def _signed(verifier: SignatureVerifier | None, environ, body: bytes) -> bool:
+    if verifier is None:  # no signing secret (never in `serve`, which requires one): Bolt decides
+        return True
+    timestamp = environ.get("HTTP_X_SLACK_REQUEST_TIMESTAMP") or ""
+    signature = environ.get("HTTP_X_SLACK_SIGNATURE") or ""
+    if not timestamp.strip().isdigit() or not signature:
+        return False
+    return verifier.is_valid(body=body, timestamp=timestamp.strip(), signature=signature)
+
+
+def guarded_events(amibot: Amibot):
+    """POST /slack/events with the body size and Slack's signature checked before anything parses the body:
+    over MAX_BODY_BYTES → 413, unsigned, stale or non-integer timestamp → 401 (both tiny answers; the body of
+    an unsigned request is never logged), then Bolt gets the already-read body. A signed body Bolt cannot
+    make sense of is a 400 and one log line, never a 500 with a traceback."""
+    slack = SlackRequestHandler(amibot.app, path=EVENTS_PATH)
+    secret = amibot.ctx.settings.signing_secret
+    verifier = SignatureVerifier(secret) if secret else None
+
+    def events(environ, start_response):
+        if environ.get("REQUEST_METHOD") != "POST":
+            return _answer(start_response, "405 Method Not Allowed", "POST only")
+        body = _read_capped(environ)
+        if body is None:
+            log.info("refused a request body over %d bytes (Content-Length %s)", MAX_BODY_BYTES,
+                     environ.get("CONTENT_LENGTH") or "absent")
+            return _answer(start_response, "413 Payload Too Large", "request body too large")
+        if not _signed(verifier, environ, body):
+            return _answer(start_response, "401 Unauthorized", "invalid signature or timestamp")
+        environ["wsgi.input"] = io.BytesIO(body)
+        environ["CONTENT_LENGTH"] = str(len(body))
+        with amibot.ctx.extras["acking"]:  # jobs wait while Slack waits for an ack
+            try:
+                return slack(environ, start_response)
+            except Exception as error:  # signed, yet not a body Bolt can parse: Slack never sends these
+                log.warning("signed request Bolt could not handle (%s: %s); answered 400", type(error).__name__,
+                            str(error)[:200])
+                return _answer(start_response, "400 Bad Request", "malformed request")
+
+    return events
 
 
 def wsgi_app(amibot: Amibot):
-    slack = SlackRequestHandler(amibot.app, path=EVENTS_PATH)
+    slack = guarded_events(amibot)
 
     def application(environ, start_response):
         path = environ.get("PATH_INFO", "")
@@ -47,9 +156,10 @@ def wsgi_app(amibot: Amibot):
             start_response(f"{status} {'OK' if status == 200 else 'Service Unavailable'}",
                            [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))])
             return [payload]
+        if path == metrics.METRICS_PATH and environ.get("REQUEST_METHOD") in ("GET", "HEAD"):
+            return metrics.scrape(amibot.ctx, environ, start_response)
         if path == EVENTS_PATH:
-            with amibot.ctx.extras["acking"]:  # jobs wait while Slack waits for an ack
-                return slack(environ, start_response)
+            return slack(environ, start_response)
         payload = b"Not Found"
         start_response("404 Not Found", [("Content-Type", "text/plain"), ("Content-Length", str(len(payload)))])
         return [payload]
@@ -61,8 +171,11 @@ def create_server(amibot: Amibot, host: str = "0.0.0.0", port: int = 3000, threa
                   loop_timeout: float = 1.0):
     """A waitress server ready to `run()`; `close()` stops it. Tests use it exactly as `serve` does, with a
     shorter loop timeout (how soon the loop notices `close()`) so that each stop takes milliseconds."""
+    # max_request_body_size: waitress itself stops reading a body over the cap (it would otherwise spool any
+    # size to a temporary file before the app sees it); guarded_events checks again for any other server.
     return waitress.create_server(wsgi_app(amibot), host=host, port=port, threads=threads, ident="amibot",
-                                  clear_untrusted_proxy_headers=True, asyncore_loop_timeout=loop_timeout)
+                                  clear_untrusted_proxy_headers=True, asyncore_loop_timeout=loop_timeout,
+                                  max_request_body_size=MAX_BODY_BYTES + 1)
 
 
 def serve_forever(server) -> None:

@@ -14,6 +14,7 @@ from functools import cache
 from importlib import resources
 
 from bot.aws import Aws, call, requires
+from bot.blocks import escape
 from bot.errors import AwsError, ConfigError, NotFound
 from bot.services.create import Labels, check_name_free, explain_name_error
 from bot.services.images import parse_time
@@ -49,7 +50,7 @@ def alias_named(name: str) -> Alias:
     alias = table.get(name.lower())
     if alias is None:
         known = ", ".join(f"`{key}`" for key in table)
-        raise NotFound(f"No base image alias `{name[:40]}`. Known aliases: {known}.")
+        raise NotFound(f"No base image alias `{escape(name[:40])}`. Known aliases: {known}.")
     return alias
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot.aws import Aws, call, first_found, paginate, requires
+from bot.blocks import escape
 from bot.errors import AmibotError, AwsError, PolicyViolation, UsageError
 from bot.services.images import Image, describe_own_images, family_of
 
@@ -29,14 +30,14 @@ FINAL_STATES = ("available", "failed", "error", "invalid", "deregistered", "disa
 
 def check_name(name: str) -> str:
     if not IMAGE_NAME.match(name):
-        raise UsageError(f"`{name[:60]}` is not a valid AMI name: 3–128 characters, letters, digits, spaces "
+        raise UsageError(f"`{escape(name[:60])}` is not a valid AMI name: 3–128 characters, letters, digits, spaces "
                          "and ( ) [ ] . / - ' @ _ only.")
     return name
 
 
 def check_label(value: str | None, what: str, pattern: re.Pattern) -> str | None:
     if value is not None and not pattern.match(value):
-        raise UsageError(f"`{value[:60]}` is not a valid {what} (letters, digits and . _ + - only).")
+        raise UsageError(f"`{escape(value[:60])}` is not a valid {what} (letters, digits and . _ + - only).")
     return value
 
 
