@@ -8,6 +8,10 @@ an action twice; every transition is written to the audit trail.
 Features plug in a ``Kind`` (what to execute once approved, how to reconcile after a crash) and call
 ``create_request``; the engine posts the message with Approve/Reject, collects the approvals,
 executes exactly once, and reports progress and the outcome in the message and its thread.
+
+The engine never talks to Slack itself and never renders: each message it owes is an intent (data)
+written to the outbox in the same transaction as the state change that causes it; bot/outbox.py renders
+and delivers it (at once after the commit, and again until Slack has it).
 """
 
 from __future__ import annotations
@@ -15,14 +19,14 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from bot import audit, blocks
+from bot import anchors, audit
 from bot.errors import AccessDenied, AmibotError, NotFound
-from bot.render import approvals as render
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +41,17 @@ OPEN_STATES = (PENDING, APPROVED, EXECUTING)
 class Kind:
     name: str
     execute: Callable[..., str]  # (ctx, request, progress) -> one-line outcome; raise AmibotError on failure
-    reconcile: Callable[..., str | None] | None = None  # (ctx, request) -> SUCCEEDED | FAILED | None
+    # (ctx, request) -> SUCCEEDED | FAILED | Reconciled | None (None: nothing was done, approve again)
+    reconcile: Callable[..., Any] | None = None
     confirm_text: str | Callable[[dict], str] | None = None
+
+
+@dataclass
+class Reconciled:
+    """What a kind's reconcile found and finished after a restart, in words for the requester."""
+
+    state: str  # SUCCEEDED | FAILED
+    outcome: str
 
 
 KINDS: dict[str, Kind] = {}
@@ -109,6 +122,7 @@ def approvers_of(ctx, request_id: str) -> list[str]:
 def _record(ctx, request: Request, actor: str, action: str, outcome: str, **detail: Any) -> None:
     audit.record(ctx.store, actor=actor, action=f"request.{action}", channel=request.channel, target=request.id,
                  outcome=outcome, detail={"kind": request.kind, "title": request.title, **request.params, **detail})
+    anchors.after_decision(ctx, action)  # a decision or outcome is anchored outside the database
 
 
 def _transition(ctx, request_id: str, from_states: tuple[str, ...], to_state: str, **columns: Any) -> bool:
@@ -119,6 +133,32 @@ def _transition(ctx, request_id: str, from_states: tuple[str, ...], to_state: st
     params = {"to_state": to_state, "now": _stamp(ctx), "id": request_id, **columns,
               **{f"from{i}": state for i, state in enumerate(from_states)}}
     return ctx.store.execute(sql, params).rowcount == 1
+
+
+def _owe(ctx, request_id: str, intent: dict[str, Any]) -> None:
+    """A message this state change owes Slack, written in the caller's transaction (see bot/outbox.py)."""
+    ctx.store.execute("INSERT INTO outbox (intent, subject, state, next_at, created_at) VALUES (?, ?, 'pending', ?, ?)",
+                      (json.dumps({**intent, "request_id": request_id}), request_id, time.time(), _stamp(ctx)))
+
+
+def _refresh(ctx, request: Request) -> None:
+    """Owe a re-render of the request's message (posted first if it never was)."""
+    _owe(ctx, request.id, {"kind": "request_message"})
+
+
+def _thread(ctx, request: Request, text: str) -> None:
+    _owe(ctx, request.id, {"kind": "thread", "text": text})
+
+
+def _deliver(ctx) -> None:
+    """After a commit: deliver what it owes now, on this thread; the outbox worker retries whatever fails."""
+    kick = ctx.extras.get("outbox.kick")
+    if kick is None:
+        return
+    try:
+        kick()
+    except Exception:
+        log.exception("delivering Slack messages failed; the outbox will retry")
 
 
 # --- creating ---------------------------------------------------------------------------------------
@@ -133,17 +173,32 @@ def create_request(ctx, *, kind: str, params: dict[str, Any], requester: str, ch
                       details=details or [], reason=reason, danger=danger, requester=requester,
                       channel=ctx.policy.approvals.channel or channel, message_ts=None, state=PENDING,
                       required=ctx.policy.approvals.required, created_at=stamp, updated_at=stamp)
-    ctx.store.execute(
-        "INSERT INTO requests (id, kind, params, title, details, reason, danger, requester, channel, state,"
-        " required, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (request.id, kind, json.dumps(params), title, json.dumps(request.details), reason, int(danger),
-         requester, request.channel, PENDING, request.required, stamp, stamp))
-    _record(ctx, request, requester, "created", "pending", reason=reason, danger=danger)
-    response = ctx.slack.chat_postMessage(channel=request.channel, **render.request_message(
-        request, [], _approver_label(ctx), ctx.clock()))
-    request.message_ts = response["ts"]
-    ctx.store.execute("UPDATE requests SET message_ts = ? WHERE id = ?", (request.message_ts, request.id))
-    return request
+    with ctx.store.transaction():  # the request, its audit row and the message it owes: all or nothing
+        ctx.store.execute(
+            "INSERT INTO requests (id, kind, params, title, details, reason, danger, requester, channel, state,"
+            " required, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (request.id, kind, json.dumps(params), title, json.dumps(request.details), reason, int(danger),
+             requester, request.channel, PENDING, request.required, stamp, stamp))
+        _record(ctx, request, requester, "created", "pending", reason=reason, danger=danger)
+        _refresh(ctx, request)
+    _deliver(ctx)
+    return get(ctx, request.id)
+
+
+def update_details(ctx, request_id: str, details: list[dict]) -> Request:
+    """Replace what a request's message shows about it (e.g. a report that arrived after it was posted) and owe
+    the message a re-render, whatever the request's state. Raises NotFound."""
+    request = get(ctx, request_id)
+    with ctx.store.transaction():
+        ctx.store.execute("UPDATE requests SET details = ? WHERE id = ?", (json.dumps(details), request.id))
+        _refresh(ctx, request)
+    _deliver(ctx)
+    return get(ctx, request.id)
+
+
+def approver_label(ctx) -> str:
+    """Who may approve, as Slack text (data for the renderer)."""
+    return _approver_label(ctx)
 
 
 def _approver_label(ctx) -> str:
@@ -180,27 +235,28 @@ def approve(ctx, request_id: str, user: str) -> Decision:
     if not may_approve(ctx, user):
         _record(ctx, request, user, "approve-refused", "refused: not an approver")
         raise AccessDenied(f"You are not an approver for {request.id}; approvers: {_approver_label(ctx)}.")
-    inserted = ctx.store.execute("INSERT OR IGNORE INTO approvals (request_id, approver, at) VALUES (?, ?, ?)",
-                                 (request.id, user, _stamp(ctx))).rowcount
-    if not inserted:
-        return Decision(f"You already approved {request.id}.", False)
-    _record(ctx, request, user, "approval", "approval recorded")
-    # One statement decides: enough distinct approvals and still pending → approved, exactly once.
-    won = ctx.store.execute(
-        "UPDATE requests SET state = 'approved', updated_at = ?, decided_by = ?, decided_at = ? WHERE id = ?"
-        " AND state = 'pending' AND (SELECT count(*) FROM approvals WHERE request_id = ?) >= required",
-        (_stamp(ctx), user, _stamp(ctx), request.id, request.id)).rowcount == 1
-    if not won:
+    with ctx.store.transaction():
+        inserted = ctx.store.execute("INSERT OR IGNORE INTO approvals (request_id, approver, at) VALUES (?, ?, ?)",
+                                     (request.id, user, _stamp(ctx))).rowcount
+        if not inserted:
+            return Decision(f"You already approved {request.id}.", False)
+        _record(ctx, request, user, "approval", "approval recorded")
+        # One statement decides: enough distinct approvals and still pending → approved, exactly once.
+        won = ctx.store.execute(
+            "UPDATE requests SET state = 'approved', updated_at = ?, decided_by = ?, decided_at = ? WHERE id = ?"
+            " AND state = 'pending' AND (SELECT count(*) FROM approvals WHERE request_id = ?) >= required",
+            (_stamp(ctx), user, _stamp(ctx), request.id, request.id)).rowcount == 1
         request = get(ctx, request_id)
+        if won:
+            _record(ctx, request, user, "approved", "approved", approvers=approvers_of(ctx, request.id))
         _refresh(ctx, request)
+    _deliver(ctx)
+    if not won:
         have = len(approvers_of(ctx, request.id))
         if request.state == PENDING:
             return Decision(f"Approval recorded: {have} of {request.required}.", True)
         return Decision(f"{request.id} is already {request.state}.", False)
-    request = get(ctx, request_id)
-    _record(ctx, request, user, "approved", "approved", approvers=approvers_of(ctx, request.id))
-    _refresh(ctx, request)
-    ctx.jobs.submit(EXECUTE_JOB, {"request_id": request.id})
+    ctx.jobs.submit(EXECUTE_JOB, {"request_id": request.id})  # after the commit: the worker must see 'approved'
     return Decision(f"Approved {request.id}; executing now.", True)
 
 
@@ -211,12 +267,14 @@ def reject(ctx, request_id: str, user: str, reason: str | None = None) -> Decisi
     if user != request.requester and not may_approve(ctx, user):
         _record(ctx, request, user, "reject-refused", "refused: not an approver")
         raise AccessDenied(f"Only approvers can reject {request.id}; the requester can cancel it.")
-    if not _transition(ctx, request.id, (PENDING,), REJECTED, decided_by=user, decided_at=_stamp(ctx),
-                       note=(reason or None)):
-        return Decision(f"{request.id} was decided a moment ago.", False)
-    request = get(ctx, request_id)
-    _record(ctx, request, user, "rejected", "rejected", note=reason)
-    _refresh(ctx, request)
+    with ctx.store.transaction():
+        if not _transition(ctx, request.id, (PENDING,), REJECTED, decided_by=user, decided_at=_stamp(ctx),
+                           note=(reason or None)):
+            return Decision(f"{request.id} was decided a moment ago.", False)
+        request = get(ctx, request_id)
+        _record(ctx, request, user, "rejected", "rejected", note=reason)
+        _refresh(ctx, request)
+    _deliver(ctx)
     return Decision(f"Rejected {request.id}.", True)
 
 
@@ -225,44 +283,38 @@ def cancel(ctx, request_id: str, user: str) -> Decision:
     if user != request.requester:
         _record(ctx, request, user, "cancel-refused", "refused: not the requester")
         raise AccessDenied("Only the person who asked can cancel a request; approvers can reject it.")
-    if not _transition(ctx, request.id, (PENDING,), CANCELLED, decided_by=user, decided_at=_stamp(ctx)):
-        return Decision(f"{request.id} is already {get(ctx, request_id).state}; it cannot be cancelled.", False)
-    request = get(ctx, request_id)
-    _record(ctx, request, user, "cancelled", "cancelled")
-    _refresh(ctx, request)
+    with ctx.store.transaction():
+        if not _transition(ctx, request.id, (PENDING,), CANCELLED, decided_by=user, decided_at=_stamp(ctx)):
+            return Decision(f"{request.id} is already {get(ctx, request_id).state}; it cannot be cancelled.", False)
+        request = get(ctx, request_id)
+        _record(ctx, request, user, "cancelled", "cancelled")
+        _refresh(ctx, request)
+    _deliver(ctx)
     return Decision(f"Cancelled {request.id}.", True)
 
 
-def _refresh(ctx, request: Request) -> None:
-    """Re-render the request's message in place."""
-    if not request.message_ts:
-        return
-    try:
-        ctx.slack.chat_update(channel=request.channel, ts=request.message_ts, **render.request_message(
-            request, approvers_of(ctx, request.id), _approver_label(ctx), ctx.clock()))
-    except Exception:
-        log.exception("could not update the message of %s", request.id)
-
-
-def _thread(ctx, request: Request, text: str) -> None:
-    try:
-        ctx.slack.chat_postMessage(channel=request.channel, thread_ts=request.message_ts, **blocks.info(text))
-    except Exception:
-        log.exception("could not post in the thread of %s", request.id)
+def cancel_undeliverable(ctx, request_id: str, note: str) -> None:
+    """The outbox could not show a new request to anyone: cancel it (with why) rather than leave it unseen."""
+    with ctx.store.transaction():
+        if _transition(ctx, request_id, (PENDING,), CANCELLED, decided_at=_stamp(ctx), note=note[:500]):
+            _record(ctx, get(ctx, request_id), "amibot", "cancelled", f"cancelled: {note}")
 
 
 # --- executing --------------------------------------------------------------------------------------
 
 def execute(ctx, request_id: str) -> None:
     """Run an approved request's action exactly once (the job behind EXECUTE_JOB)."""
-    if not _transition(ctx, request_id, (APPROVED,), EXECUTING):
-        return  # someone else is executing it, or it already ran
-    request = get(ctx, request_id)
-    _record(ctx, request, "amibot", "executing", "executing")
-    _thread(ctx, request, f":gear: Executing {request.id}…")
+    with ctx.store.transaction():
+        if not _transition(ctx, request_id, (APPROVED,), EXECUTING):
+            return  # someone else is executing it, or it already ran
+        request = get(ctx, request_id)
+        _record(ctx, request, "amibot", "executing", "executing")
+        _thread(ctx, request, f":gear: Executing {request.id}…")
+    _deliver(ctx)
 
     def progress(text: str) -> None:
         _thread(ctx, request, text)
+        _deliver(ctx)
 
     try:
         outcome = KINDS[request.kind].execute(ctx, request, progress)
@@ -276,17 +328,25 @@ def execute(ctx, request_id: str) -> None:
 
 
 def _finish(ctx, request: Request, state: str, outcome: str) -> None:
-    _transition(ctx, request.id, (EXECUTING,), state, outcome=outcome)
-    request = get(ctx, request.id)
-    _record(ctx, request, "amibot", state, f"{state}: {outcome}")
-    icon = ":white_check_mark:" if state == SUCCEEDED else ":x:"
-    _thread(ctx, request, f"{icon} {state.capitalize()}: {outcome}")
-    _refresh(ctx, request)
+    with ctx.store.transaction():
+        _transition(ctx, request.id, (EXECUTING,), state, outcome=outcome)
+        request = get(ctx, request.id)
+        _record(ctx, request, "amibot", state, f"{state}: {outcome}")
+        icon = ":white_check_mark:" if state == SUCCEEDED else ":x:"
+        _thread(ctx, request, f"{icon} {state.capitalize()}: {outcome}")
+        _refresh(ctx, request)
+    _deliver(ctx)
 
 
 def recover(ctx) -> dict[str, int]:
-    """At start: approved → execute; executing → reconcile against AWS, never blindly re-run."""
-    counts = {"executed": 0, "reconciled": 0, "reopened": 0}
+    """At start: approved → execute; executing → reconcile against AWS step by step (finishing the steps a
+    crash left undone), never blindly re-run; a request whose message was never posted gets it posted."""
+    counts = {"executed": 0, "reconciled": 0, "reopened": 0, "reposted": 0}
+    for row in ctx.store.query(
+            "SELECT id FROM requests WHERE message_ts IS NULL AND state IN ('pending', 'approved', 'executing')"
+            " AND NOT EXISTS (SELECT 1 FROM outbox WHERE subject = requests.id AND state IN ('pending', 'sending'))"):
+        _owe(ctx, row["id"], {"kind": "request_message"})  # from before the outbox, or its row was lost
+        counts["reposted"] += 1
     for row in ctx.store.query("SELECT id FROM requests WHERE state = 'approved'"):
         queued = ctx.store.one("SELECT 1 FROM jobs WHERE kind = ? AND state IN ('queued', 'running')"
                                " AND payload = ?", (EXECUTE_JOB, json.dumps({"request_id": row["id"]})))
@@ -300,26 +360,38 @@ def recover(ctx) -> dict[str, int]:
         if kind and kind.reconcile:
             try:
                 verdict = kind.reconcile(ctx, request)
-            except AmibotError as error:
-                log.warning("cannot reconcile %s: %s", request.id, error.message)
-        if verdict == SUCCEEDED:
+            except Exception as error:  # AWS unreachable at start, say: keep what is known for the next start
+                said = error.message if isinstance(error, AmibotError) else type(error).__name__
+                log.warning("cannot reconcile %s: %s", request.id, said)
+                _thread(ctx, request, f":warning: {request.id} was executing when the bot restarted and AWS could "
+                                      f"not be checked ({said}); it stays executing and is checked again at the "
+                                      "next start.")
+                _deliver(ctx)
+                continue
+        if isinstance(verdict, Reconciled):
+            _finish(ctx, request, verdict.state, verdict.outcome)
+            counts["reconciled"] += 1
+        elif verdict == SUCCEEDED:
             _finish(ctx, request, SUCCEEDED, "completed before the bot restarted (checked against AWS)")
             counts["reconciled"] += 1
         else:
             _finish(ctx, request, FAILED, "interrupted by a restart and not completed in AWS; it may be approved again")
             _reopen(ctx, request.id)
             counts["reopened"] += 1
+    _deliver(ctx)
     return counts
 
 
 def _reopen(ctx, request_id: str) -> None:
     """A failed, interrupted request goes back to pending with fresh approvals needed."""
-    ctx.store.execute("DELETE FROM approvals WHERE request_id = ?", (request_id,))
-    if _transition(ctx, request_id, (FAILED,), PENDING, decided_by=None, decided_at=None,
-                   note="interrupted by a restart; approve again to retry"):
-        request = get(ctx, request_id)
-        _record(ctx, request, "amibot", "reopened", "pending again after an interrupted execution")
-        _refresh(ctx, request)
+    with ctx.store.transaction():
+        ctx.store.execute("DELETE FROM approvals WHERE request_id = ?", (request_id,))
+        if _transition(ctx, request_id, (FAILED,), PENDING, decided_by=None, decided_at=None,
+                       note="interrupted by a restart; approve again to retry"):
+            request = get(ctx, request_id)
+            _record(ctx, request, "amibot", "reopened", "pending again after an interrupted execution")
+            _refresh(ctx, request)
+    _deliver(ctx)
 
 
 # --- time: reminders and expiry -----------------------------------------------------------------------
@@ -333,23 +405,26 @@ def sweep(ctx) -> dict[str, int]:
         request = Request.from_row(row)
         waited = now - request.created
         if waited >= timedelta(hours=policy.expire_after_hours):
-            if _transition(ctx, request.id, (PENDING,), EXPIRED, decided_at=_stamp(ctx)):
-                request = get(ctx, request.id)
-                _record(ctx, request, "amibot", "expired", f"expired after {policy.expire_after_hours:g} h")
-                _refresh(ctx, request)
-                _thread(ctx, request, f":hourglass: {request.id} expired unapproved after "
-                                      f"{policy.expire_after_hours:g} hours. Ask again if it is still needed.")
-                counts["expired"] += 1
+            with ctx.store.transaction():
+                if _transition(ctx, request.id, (PENDING,), EXPIRED, decided_at=_stamp(ctx)):
+                    request = get(ctx, request.id)
+                    _record(ctx, request, "amibot", "expired", f"expired after {policy.expire_after_hours:g} h")
+                    _refresh(ctx, request)
+                    _thread(ctx, request, f":hourglass: {request.id} expired unapproved after "
+                                          f"{policy.expire_after_hours:g} hours. Ask again if it is still needed.")
+                    counts["expired"] += 1
         elif waited >= timedelta(hours=policy.remind_after_hours) and not request.reminded_at:
-            claimed = ctx.store.execute("UPDATE requests SET reminded_at = ? WHERE id = ? AND reminded_at IS NULL"
-                                        " AND state = 'pending'", (_stamp(ctx), request.id)).rowcount
-            if claimed:
-                have = len(approvers_of(ctx, request.id))
-                _record(ctx, request, "amibot", "reminded", "reminder posted")
-                _thread(ctx, request, f":bell: {_approver_label(ctx)}: {request.id} has waited "
-                                      f"{waited.total_seconds() / 3600:.0f} hours ({have} of {request.required} "
-                                      f"approvals). It expires after {policy.expire_after_hours:g} hours.")
-                counts["reminded"] += 1
+            with ctx.store.transaction():
+                claimed = ctx.store.execute("UPDATE requests SET reminded_at = ? WHERE id = ? AND reminded_at IS NULL"
+                                            " AND state = 'pending'", (_stamp(ctx), request.id)).rowcount
+                if claimed:
+                    have = len(approvers_of(ctx, request.id))
+                    _record(ctx, request, "amibot", "reminded", "reminder posted")
+                    _thread(ctx, request, f":bell: {_approver_label(ctx)}: {request.id} has waited "
+                                          f"{waited.total_seconds() / 3600:.0f} hours ({have} of {request.required} "
+                                          f"approvals). It expires after {policy.expire_after_hours:g} hours.")
+                    counts["reminded"] += 1
+    _deliver(ctx)
     return counts
 
 
@@ -374,4 +449,5 @@ def enable(ctx) -> None:
 
     ctx.extras.setdefault("on_start", []).insert(0, on_start)
     scheduler.add_schedule(ctx, lambda sched, ctx: sched.add_job(
-        sweep, "interval", minutes=5, args=[ctx], id="approvals.sweep", misfire_grace_time=300))
+        sweep, "interval", minutes=5, args=[ctx], id="approvals.sweep", misfire_grace_time=300,
+        name="approvals.sweep: reminders and expiry"))

@@ -21,7 +21,8 @@ STOP_WAIT_SECONDS = 10
 
 
 def wait_idle(ctx, timeout: float = 30.0) -> str | None:
-    """Wait until every Bolt listener has returned (not just acked) and every job they started is done.
+    """Wait until every Bolt listener has returned (not just acked), every job they started is done and
+    every message the outbox owes Slack is delivered.
 
     Returns None when idle, or what is still busy after ``timeout`` seconds. Loops because a finishing
     job may start a listener-free job and a listener may submit a job: both must be quiet at once.
@@ -34,7 +35,10 @@ def wait_idle(ctx, timeout: float = 30.0) -> str | None:
             return "Slack listeners did not finish"
         if not ctx.jobs.wait_idle(left):
             return "background jobs did not finish"
-        if listeners.wait_idle(0):
+        outbox = ctx.extras.get("outbox")
+        if outbox is not None and not outbox.wait_idle(max(0.1, deadline - time.monotonic())):
+            return "messages owed to Slack were not delivered"
+        if listeners.wait_idle(0) and ctx.jobs.wait_idle(0):
             return None
 
 

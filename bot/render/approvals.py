@@ -1,9 +1,14 @@
-"""The approval message, in each of its states, and the request lists."""
+"""The approval message, in each of its states, and the request lists.
+
+Pure: a request (anything with bot.approvals.Request's fields) and the data the caller looked up — who
+approved, who may approve, the confirmation text — in, Block Kit out. This module imports nothing of the
+engine, so bot/approvals.py ↔ bot/render/approvals.py is no import circle, not even for type checkers.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import Any
 
 from bot.blocks import (
     Message,
@@ -18,8 +23,7 @@ from bot.blocks import (
     section,
 )
 
-if TYPE_CHECKING:
-    from bot.approvals import Request
+Request = Any  # a bot.approvals.Request, duck-typed
 
 APPROVE, REJECT, CANCEL = "approval.approve", "approval.reject", "approval.cancel"
 
@@ -45,7 +49,9 @@ def _clock(stamp: str | None) -> str:
     return f"{stamp[:10]} {stamp[11:16]} UTC"
 
 
-def request_message(request: Request, approvers: list[str], approver_label: str, now: datetime) -> Message:
+def request_message(request: Request, approvers: list[str], approver_label: str, now: datetime,
+                    confirm_text: str | None = None) -> Message:
+    """The request's message; who may approve and the Approve confirmation's text are given as data."""
     blocks = [header(("⚠️ " if request.danger else "") + request.title)]
     if request.reason:
         blocks.append(section(f"*Why approval is needed:* {escape(request.reason)}"))
@@ -62,7 +68,7 @@ def request_message(request: Request, approvers: list[str], approver_label: str,
                               "the requester cannot approve."))
         blocks.append(actions(
             button("Approve", APPROVE, request.id, style="danger" if request.danger else "primary",
-                   confirm=confirm_dialog("Approve this?", request.confirm_text(), "Approve",
+                   confirm=confirm_dialog("Approve this?", confirm_text or f"{request.title}?", "Approve",
                                           style="danger" if request.danger else "primary")),
             button("Reject", REJECT, request.id, style="danger"),
             button("Cancel request", CANCEL, request.id),

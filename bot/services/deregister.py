@@ -1,23 +1,34 @@
 """Safe deregistration: preflight (the blast radius), a four-eyes request, then deregister and clean
 up the image's own snapshots, reporting each outcome.
 
-Refused up front when deregistration protection is on, or when an instance or a launch template's
-$Default/$Latest version (or a launch configuration) uses the image — unless --force, which the
-approval message then shows as dangerous. Usage is checked again at execution time, because the
-world may have changed while the request waited.
+Refused up front when deregistration protection is on, or when anything that can launch an instance
+uses the image (see bot.services.references: instances, templates reached by any path, launch
+configurations, Auto Scaling groups, fleets, aws:ec2:image SSM parameters), or when a source that could
+hide such a use could not be checked — unless --force, which the approval message then shows as
+dangerous. Image Builder recipes and the use by other accounts are shown, as warnings, and do not
+refuse. Usage is checked again at execution time, because the world may have changed while the
+request waited.
+
+This module renders nothing (services never import bot/render): the caller passes ``details``, the
+function that turns the Preflight into the request's blocks, and renders ``InUse`` refusals itself.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 from bot import approvals
 from bot.aws import call, paginate, requires
 from bot.errors import AmibotError, AwsError, NotFound, PolicyViolation, Unsupported
-from bot.render import deregister as render
+from bot.services import usage_reports
 from bot.services.images import Image, Shares, describe_own_images, find_images, shares_of
-from bot.services.references import Usage, scan
-from bot.services.snapshots import delete_snapshots
+from bot.services.references import Usage, usage_of
+from bot.services.snapshots import DELETED, GONE, IN_USE, delete_snapshot
+from bot.services.usage_reports import OtherAccounts
+from bot.steps import DONE, FAILED, PLANNED, SKIPPED, Resumed, Step, Steps
 
 KIND = "deregister"
 MAX_LISTED = 10
@@ -41,10 +52,12 @@ class Preflight:
     recycle_days: int | None  # retention of a Recycle Bin rule covering the image
     recycle_known: bool
     notes: list[str] = field(default_factory=list)
+    other_accounts: OtherAccounts | None = None  # None: not asked (not shared, or the re-check at execution)
 
     @property
     def blocking_use(self) -> bool:
-        return bool(self.usage.instances or self.usage.templates or self.usage.launch_configs)
+        """Something that can launch an instance uses the image, or a source that could hide one was not read."""
+        return self.usage.blocking or bool(self.usage.blocking_unknown)
 
     @property
     def deletable(self) -> list[SnapshotPlan]:
@@ -95,9 +108,11 @@ def covers(rule: dict, tags: dict[str, str]) -> bool:
     return (not wanted or bool(wanted & have)) and not (excluded & have)
 
 
-def preflight(ctx, image: Image) -> Preflight:
+def preflight(ctx, image: Image, start_report: bool = False) -> Preflight:
+    """The blast radius. With start_report (the request, not the re-check at execution), a shared image also gets
+    an image usage report started (or a recent one read) for its use by other accounts."""
     aws, price = ctx.aws, ctx.policy.digest.snapshot_price_per_gb_month
-    usage = scan(aws, image.region, [image.id]).of(image.id)
+    usage = usage_of(aws, image.region, image.id)
     notes = []
     try:
         shares = shares_of(aws, image)
@@ -110,7 +125,8 @@ def preflight(ctx, image: Image) -> Preflight:
                  for device in image.devices if device.snapshot_id]
     protection = protection_of(aws, image)
     days, known = recycle_bin_days(aws, image)
-    return Preflight(image, usage, shares, snapshots, protection, days, known, notes)
+    other = usage_reports.start(aws, image, shares, ctx.clock()) if start_report and shares and shares.any else None
+    return Preflight(image, usage, shares, snapshots, protection, days, known, notes, other)
 
 
 def _snapshot_users(ctx, image: Image) -> dict[str, list[str]]:
@@ -129,27 +145,80 @@ def locate(ctx, image_id: str, region: str | None = None) -> Image:
     return images[0]
 
 
+class InUse(PolicyViolation):
+    """Refused because the image is in use (or its use could not be checked); the caller renders `check`."""
+
+    def __init__(self, check: Preflight):
+        super().__init__(f"{check.image.id} is in use, so it was not put up for deregistration:\n"
+                         f"{check.usage.summary(MAX_LISTED)}\nMove those off it first, or ask again with `--force`.")
+        self.check = check
+
+
 def request_deregistration(ctx, image_id: str, region: str | None, requester: str, channel: str,
-                           force: bool = False, keep_snapshots: bool = False) -> approvals.Request:
-    """Preflight and open an approval request; raise PolicyViolation with the reason when refused."""
+                           force: bool = False, keep_snapshots: bool = False, *,
+                           details: Callable[[Preflight], list[dict]]) -> approvals.Request:
+    """Preflight and open an approval request whose message shows `details(preflight)`. Raises PolicyViolation
+    when protection is on, InUse when something uses the image (without --force)."""
     image = locate(ctx, image_id, region)
-    check = preflight(ctx, image)
+    check = preflight(ctx, image, start_report=True)
     if check.protection == "enabled":
         raise PolicyViolation(f"Deregistration protection is on for {image.id}. Lift it first with "
                               f"`/ami unprotect {image.id}` (that may need its own approval).")
     if check.blocking_use and not force:
-        raise PolicyViolation(f"{image.id} is in use, so it was not put up for deregistration:\n"
-                              f"{render.usage_lines(check.usage, MAX_LISTED)}\n"
-                              f"Move those off it first, or ask again with `--force`.")
+        raise InUse(check)
     params = {"image_id": image.id, "region": image.region, "name": image.name, "force": force,
               "keep_snapshots": keep_snapshots}
-    return approvals.create_request(
+    request = approvals.create_request(
         ctx, kind=KIND, params=params, requester=requester, channel=channel,
         title=f"Deregister {image.name or image.id} ({image.id}, {image.region})",
-        details=render.preflight_blocks(check, force, keep_snapshots, ctx.clock()),
+        details=details(check),
         reason="deregistering an image cannot be undone" + (
             "" if check.recycle_days is None else f" (recoverable from the Recycle Bin for {check.recycle_days} days)"),
         danger=force)
+    _follow_usage_report(ctx, request, check.other_accounts)
+    return request
+
+
+def _follow_usage_report(ctx, request: approvals.Request, other: OtherAccounts | None) -> None:
+    """A pending report of other accounts' use is watched by a durable job that updates the request's message."""
+    if other is None or other.state != usage_reports.PENDING or not other.report_id:
+        return
+    wait = float(ctx.extras.get("usage_report.wait_seconds", usage_reports.DEFAULT_WAIT_SECONDS))
+    ctx.jobs.submit(usage_reports.WATCH_JOB, {"request_id": request.id, "other": other.to_payload(),
+                                              "deadline": time.time() + wait})
+
+
+def _plan(check: Preflight, image: Image, keep_snapshots: bool) -> list[Step]:
+    """Deregister first, then each snapshot: those kept (asked for, or used by another image) are skipped now."""
+    plan = [Step("deregister_image", image.id, {"region": image.region})]
+    for snapshot in check.snapshots:
+        data = {"size_gb": snapshot.size_gb, "monthly_cost": snapshot.monthly_cost}
+        if keep_snapshots:
+            plan.append(Step("delete_snapshot", snapshot.id, data, SKIPPED, "kept as asked"))
+        elif snapshot.kept_for:
+            plan.append(Step("delete_snapshot", snapshot.id, data, SKIPPED,
+                             f"still used by {', '.join(snapshot.kept_for)}"))
+        else:
+            plan.append(Step("delete_snapshot", snapshot.id, data))
+    return plan
+
+
+def _delete_step(ec2, steps: Steps, step: Step) -> Step:
+    """Delete one planned snapshot and record what AWS said; a snapshot already gone counts as done."""
+    outcome, said = delete_snapshot(ec2, step.target)
+    if outcome == DELETED:
+        return steps.mark(step, DONE, "deleted")
+    if outcome == GONE:
+        return steps.mark(step, DONE, "already gone")
+    if outcome == IN_USE:
+        return steps.mark(step, SKIPPED, "in use")
+    return steps.mark(step, FAILED, said)
+
+
+def _snapshot_phrase(step: Step) -> str:
+    if step.result == "already gone":
+        return f"{step.target} was already gone"
+    return f"deleted {step.target} ({step.data.get('size_gb', '?')} GiB)"
 
 
 @requires("ec2:DeregisterImage")
@@ -162,38 +231,107 @@ def execute(ctx, request: approvals.Request, progress) -> str:
     check = preflight(ctx, image)
     if check.blocking_use and not params.get("force"):
         raise AmibotError(f"Nothing was done: {image.id} came into use while the request waited:\n"
-                          f"{render.usage_lines(check.usage, MAX_LISTED)}")
+                          f"{check.usage.summary(MAX_LISTED)}")
     ec2 = ctx.aws.ec2(image.region)
-    call(ec2, "deregister_image", resource=f"AMI {image.id}", ImageId=image.id)
-    progress(f":wastebasket: Deregistered {image.id} in {image.region}.")
+    # The plan is durable before the first AWS call: a crash from here on is resumed by reconcile().
+    steps = Steps(ctx.store, f"request:{request.id}")
+    deregistration, *snapshot_steps = steps.plan(_plan(check, image, bool(params.get("keep_snapshots"))))
+    try:
+        call(ec2, "deregister_image", resource=f"AMI {image.id}", ImageId=image.id)
+    except AwsError as error:
+        steps.mark(deregistration, FAILED, error.message)
+        for step in snapshot_steps:
+            if step.open:
+                steps.mark(step, SKIPPED, "not attempted: the deregistration failed")
+        raise
+    steps.mark(deregistration, DONE, "deregistered")
+    undo = recovery_note(check, image.id, ctx.clock())
+    progress(f":wastebasket: Deregistered {image.id} in {image.region}.{undo}")
     if params.get("keep_snapshots"):
         kept = ", ".join(s.id for s in check.snapshots) or "none"
         return (f"Deregistered {image.id}; kept its snapshots as asked ({kept}), which cost "
-                f"${sum(s.monthly_cost for s in check.snapshots):.2f}/month.")
-    kept = [f"{s.id} (still used by {', '.join(s.kept_for)})" for s in check.snapshots if s.kept_for]
-    by_id = {s.id: s for s in check.deletable}
-    outcome = delete_snapshots(ec2, list(by_id), lambda snapshot_id: progress(
-        f":broom: Deleted {snapshot_id} ({by_id[snapshot_id].size_gb} GiB, "
-        f"${by_id[snapshot_id].monthly_cost:.2f}/month)."))
-    deleted = [by_id[snapshot_id] for snapshot_id in outcome.deleted]
-    kept += outcome.skipped
-    failed = outcome.failed
-    saved = sum(s.monthly_cost for s in deleted)
-    summary = (f"Deregistered {image.id}; deleted {len(deleted)} snapshot(s) "
-               f"({sum(s.size_gb for s in deleted)} GiB, ${saved:.2f}/month saved)")
+                f"${sum(s.monthly_cost for s in check.snapshots):.2f}/month.{undo}")
+    for step in snapshot_steps:
+        if step.open and _delete_step(ec2, steps, step).result == "deleted":
+            progress(f":broom: Deleted {step.target} ({step.data['size_gb']} GiB, "
+                     f"${step.data['monthly_cost']:.2f}/month).")
+    return _summary(image.id, snapshot_steps, undo)
+
+
+def recovery_note(check: Preflight, image_id: str, now: datetime) -> str:
+    """What the outcome says about undoing it: until when the Recycle Bin keeps the image, or that it cannot."""
+    if not check.recycle_known:
+        return " Whether it can be restored is unknown: the Recycle Bin could not be read."
+    if check.recycle_days:
+        until = now + timedelta(days=check.recycle_days)
+        return f" Recoverable until {until:%Y-%m-%d %H:%M} UTC with `/ami restore {image_id}`."
+    return " This was irreversible: no Recycle Bin rule covered it."
+
+
+def _summary(image_id: str, snapshot_steps: list[Step], undo: str = "") -> str:
+    deleted = [step for step in snapshot_steps if step.state == DONE and step.result == "deleted"]
+    kept = [f"{step.target} ({step.result})" for step in snapshot_steps
+            if step.state == SKIPPED or (step.state == DONE and step.result != "deleted")]
+    failed = [f"{step.target}: {step.result}" for step in snapshot_steps if step.state in (FAILED, PLANNED)]
+    saved = sum(step.data.get("monthly_cost", 0) for step in deleted)
+    summary = (f"Deregistered {image_id}; deleted {len(deleted)} snapshot(s) "
+               f"({sum(step.data.get('size_gb', 0) for step in deleted)} GiB, ${saved:.2f}/month saved)")
     if kept:
         summary += f"; kept {', '.join(kept)}"
     if failed:
-        raise AmibotError(f"{summary}; but could NOT delete {'; '.join(failed)}. Delete those by hand.")
-    return summary + "."
+        raise AmibotError(f"{summary}; but could NOT delete {'; '.join(failed)}. Delete those by hand.{undo}")
+    return summary + "." + undo
 
 
-def reconcile(ctx, request: approvals.Request) -> str | None:
+def reconcile(ctx, request: approvals.Request):
+    """After a crash mid-execution: look each recorded step up in AWS and finish the snapshot deletions.
+
+    No plan and the image still there → nothing was done (None: the request is reopened for approval).
+    The image gone → the deregistration is done; every planned snapshot is deleted now (safe to repeat)."""
+    params = request.params
+    steps = Steps(ctx.store, f"request:{request.id}")
+    plan = steps.all()
     try:
-        locate(ctx, request.params["image_id"], request.params["region"])
+        locate(ctx, params["image_id"], params["region"])
+        image_gone = False
     except NotFound:
-        return approvals.SUCCEEDED
-    return None
+        image_gone = True
+    if not plan or plan[0].action != "deregister_image":
+        if not image_gone:
+            return None
+        return approvals.Reconciled(approvals.SUCCEEDED, (
+            f"{params['image_id']} is deregistered (checked against AWS); this request kept no record of its "
+            "snapshot steps; `/ami digest` lists any snapshots it left orphaned."))
+    deregistration, *snapshot_steps = plan
+    if deregistration.open:
+        if not image_gone:  # the crash came before DeregisterImage: nothing was done
+            steps.forget()
+            return None
+        steps.mark(deregistration, DONE, "deregistered (checked against AWS after a restart)")
+    if deregistration.state != DONE:
+        return approvals.Reconciled(approvals.FAILED, f"the deregistration had failed: {deregistration.result}")
+    resumed = Resumed(before=[f"deregistered {params['image_id']}"])
+    ec2 = ctx.aws.ec2(params["region"])
+    kept = []
+    for step in snapshot_steps:
+        if step.state == DONE:
+            resumed.before.append(_snapshot_phrase(step))
+        elif step.state == SKIPPED:
+            kept.append(f"{step.target} ({step.result})")
+        elif step.open:
+            _delete_step(ec2, steps, step)
+            if step.state == DONE:
+                resumed.after.append(_snapshot_phrase(step))
+            elif step.state == SKIPPED:
+                resumed.after.append(f"kept {step.target} ({step.result})")
+            else:
+                resumed.failed.append(f"delete {step.target}: {step.result}")
+    outcome = resumed.sentence()
+    if kept:
+        outcome += f" Kept {', '.join(kept)}."
+    if resumed.failed:
+        return approvals.Reconciled(approvals.FAILED, outcome + " Delete those by hand.")
+    return approvals.Reconciled(approvals.SUCCEEDED, outcome)
 
 
 def confirm_text(params: dict) -> str:

@@ -18,6 +18,7 @@ from bot.aws import Aws, call, paginate, requires
 from bot.blocks import escape
 from bot.errors import AwsError, PolicyViolation, Unsupported, UsageError
 from bot.services.images import Image, Shares, find_images, shares_of
+from bot.steps import DONE, FAILED, Resumed, Step, Steps
 
 KIND = "share"
 ACCOUNT, ORGANIZATION, OU, PUBLIC = "account", "organization", "organizational unit", "public"
@@ -161,21 +162,52 @@ class ShareResult:
     notes: list[str] = field(default_factory=list)
 
 
-@requires("ec2:ModifyImageAttribute", "ec2:ModifySnapshotAttribute")
-def _apply(aws: Aws, image: Image, target: Target, operation: str) -> ShareResult:
-    """operation "add" or "remove": launch permission first, then the snapshots' volume permission."""
+@requires("ec2:ModifySnapshotAttribute")
+def _snapshot_permission(ec2, snapshot_id: str, account: str, operation: str) -> None:
+    """Grant or remove createVolumePermission; granting again what is granted is a no-op, so safe to resume."""
+    call(ec2, "modify_snapshot_attribute", resource=f"snapshot {snapshot_id}", SnapshotId=snapshot_id,
+         Attribute="createVolumePermission", OperationType=operation, UserIds=[account])
+
+
+def _plan(steps: Steps | None, image: Image, snapshot_ids: list[str]) -> list[Step]:
+    """With steps (an approved request): the launch permission, then each snapshot's, durable before any runs."""
+    if steps is None:
+        return []
+    return steps.plan([Step("launch_permission", image.id, {"region": image.region}),
+                       *[Step("snapshot_permission", snapshot_id) for snapshot_id in snapshot_ids]])
+
+
+def _mark(steps: Steps | None, plan: list[Step], index: int, state: str, result: str) -> None:
+    if steps is not None:
+        steps.mark(plan[index], state, result)
+
+
+@requires("ec2:ModifyImageAttribute")
+def _apply(aws: Aws, image: Image, target: Target, operation: str, steps: Steps | None = None) -> ShareResult:
+    """operation "add" or "remove": launch permission first, then the snapshots' volume permission. With
+    ``steps``, each is recorded as it goes, so a crash between them is finished by reconcile()."""
     ec2 = aws.ec2(image.region)
     change = {"Add" if operation == "add" else "Remove": [target.permission()]}
-    call(ec2, "modify_image_attribute", resource=f"AMI {image.id}", ImageId=image.id, LaunchPermission=change)
     result = ShareResult(image, target)
-    snapshots = own_snapshots(aws, image)
+    snapshots = own_snapshots(aws, image)  # first: the plan names every snapshot before anything changes
+    per_snapshot = snapshots if target.kind == ACCOUNT else []
+    plan = _plan(steps, image, [snapshot.id for snapshot in per_snapshot])
+    try:
+        call(ec2, "modify_image_attribute", resource=f"AMI {image.id}", ImageId=image.id, LaunchPermission=change)
+    except AwsError as error:
+        _mark(steps, plan, 0, FAILED, error.message)
+        raise
+    _mark(steps, plan, 0, DONE, "launch permission changed")
     result.kms_keys = sorted({s.kms_key_id for s in snapshots if s.encrypted and s.kms_key_id})
-    if target.kind == ACCOUNT:
-        for snapshot in snapshots:
-            call(ec2, "modify_snapshot_attribute", resource=f"snapshot {snapshot.id}", SnapshotId=snapshot.id,
-                 Attribute="createVolumePermission", OperationType=operation, UserIds=[target.value])
-            result.snapshots.append(snapshot.id)
-    elif target.kind in (ORGANIZATION, OU) and snapshots and operation == "add":
+    for index, snapshot in enumerate(per_snapshot, start=1):
+        try:
+            _snapshot_permission(ec2, snapshot.id, target.value, operation)
+        except AwsError as error:
+            _mark(steps, plan, index, FAILED, error.message)
+            raise
+        _mark(steps, plan, index, DONE, "createVolumePermission changed")
+        result.snapshots.append(snapshot.id)
+    if target.kind in (ORGANIZATION, OU) and snapshots and operation == "add":
         result.notes.append(f"Snapshots cannot be shared with a whole {target.kind}, so its accounts can launch "
                             "the image but not copy it; share with single accounts for that.")
     elif target.kind == PUBLIC and snapshots and operation == "add":
@@ -188,10 +220,10 @@ def _apply(aws: Aws, image: Image, target: Target, operation: str) -> ShareResul
     return result
 
 
-def share(aws: Aws, image: Image, target: Target) -> ShareResult:
+def share(aws: Aws, image: Image, target: Target, steps: Steps | None = None) -> ShareResult:
     if target.kind == PUBLIC:
         check_public_allowed(aws, image)  # it may have changed while a request waited
-    return _apply(aws, image, target, "add")
+    return _apply(aws, image, target, "add", steps)
 
 
 def unshare(aws: Aws, image: Image, target: Target) -> ShareResult:
@@ -220,20 +252,48 @@ def request_params(image: Image, target: Target) -> dict[str, Any]:
 def execute(ctx, request, progress) -> str:
     params = request.params
     image = find_image(ctx, params["image_id"], params["region"])
-    result = share(ctx.aws, image, Target(params["target_kind"], params["target"]))
+    result = share(ctx.aws, image, Target(params["target_kind"], params["target"]),
+                   Steps(ctx.store, f"request:{request.id}"))
     for note in result.notes:
         progress(f":information_source: {note}")
     return summary(result, shared=True)
 
 
-def reconcile(ctx, request) -> str | None:
+def reconcile(ctx, request):
+    """After a crash: the launch permission is in AWS or it is not (then nothing was done: approve again);
+    snapshot permissions the crash left undone are granted now (granting twice is harmless)."""
     params = request.params
+    target = Target(params["target_kind"], params["target"])
+    steps = Steps(ctx.store, f"request:{request.id}")
+    plan = steps.all()
     try:
         image = find_image(ctx, params["image_id"], params["region"])
-        shares = shares_of(ctx.aws, image)
+        granted = target.granted_in(shares_of(ctx.aws, image))
     except AwsError:
         return None
-    return approvals.SUCCEEDED if Target(params["target_kind"], params["target"]).granted_in(shares) else None
+    if not plan:  # a request executed before steps were recorded
+        return approvals.SUCCEEDED if granted else None
+    if not granted:
+        steps.forget()
+        return None
+    launch_step, *snapshot_steps = plan
+    if launch_step.open:
+        steps.mark(launch_step, DONE, "launch permission found in AWS after a restart")
+    resumed = Resumed(before=[f"shared {image.id} with {target.label}"])
+    ec2 = ctx.aws.ec2(image.region)
+    for step in snapshot_steps:
+        if step.state == DONE:
+            resumed.before.append(f"granted createVolumePermission on {step.target}")
+        elif step.open:
+            try:
+                _snapshot_permission(ec2, step.target, target.value, "add")
+            except AwsError as error:
+                steps.mark(step, FAILED, error.message)
+                resumed.failed.append(f"grant createVolumePermission on {step.target}: {error.message}")
+            else:
+                steps.mark(step, DONE, "createVolumePermission changed after a restart")
+                resumed.after.append(f"granted createVolumePermission on {step.target}")
+    return approvals.Reconciled(approvals.FAILED if resumed.failed else approvals.SUCCEEDED, resumed.sentence())
 
 
 def confirm_text(params: dict[str, Any]) -> str:

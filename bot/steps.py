@@ -1,0 +1,109 @@
+"""Durable steps: a multi-step action writes down each step before it runs and what AWS said after.
+
+A step moves planned → done | failed | skipped. The plan is written before the first AWS call, so a
+process killed between two steps leaves rows that say exactly what was done and what was not; after a
+restart the action's own reconcile looks each planned step up in AWS, finishes it when that is safe
+(deleting a snapshot again is; one already gone counts as done) and reports what happened before and
+after the restart. Rows are keyed by their owner ("request:<id>", "launch:<ref>") and position.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from bot.audit import now_iso
+
+PLANNED, DONE, FAILED, SKIPPED = "planned", "done", "failed", "skipped"
+
+
+@dataclass
+class Step:
+    action: str  # deregister_image, delete_snapshot, launch_permission, snapshot_permission, run_instances, …
+    target: str
+    data: dict[str, Any] = field(default_factory=dict)
+    state: str = PLANNED
+    result: str | None = None
+    seq: int = 0
+
+    @property
+    def open(self) -> bool:
+        return self.state == PLANNED
+
+
+class Steps:
+    """The steps of one owner (a request, a launch) in the store."""
+
+    def __init__(self, store, owner: str):
+        self.store = store
+        self.owner = owner
+
+    def plan(self, steps: list[Step]) -> list[Step]:
+        """Replace any earlier plan of this owner with these steps (one transaction); returns them numbered."""
+        with self.store.transaction() as connection:
+            connection.execute("DELETE FROM steps WHERE owner = ?", (self.owner,))
+            for seq, step in enumerate(steps, start=1):
+                step.seq = seq
+                connection.execute(
+                    "INSERT INTO steps (owner, seq, action, target, data, state, result, updated_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (self.owner, seq, step.action, step.target, json.dumps(step.data), step.state, step.result,
+                     now_iso()))
+        return steps
+
+    def mark(self, step: Step, state: str, result: str | None = None, **data: Any) -> Step:
+        """Record a step's outcome (and any data learnt, e.g. instance ids) the moment AWS answers."""
+        step.state, step.result = state, result
+        stored = self.store.one("SELECT data FROM steps WHERE owner = ? AND seq = ?", (self.owner, step.seq))
+        step.data = {**(json.loads(stored["data"]) if stored else {}), **step.data, **data}  # keep annotations
+        self.store.execute(
+            "UPDATE steps SET state = ?, result = ?, data = ?, updated_at = ? WHERE owner = ? AND seq = ?",
+            (state, result, json.dumps(step.data), now_iso(), self.owner, step.seq))
+        return step
+
+    def annotate(self, action: str, **data: Any) -> None:
+        """Add what was learnt (a message ts, say) to this owner's step(s) of an action."""
+        for step in self.all():
+            if step.action == action:
+                step.data.update(data)
+                self.store.execute("UPDATE steps SET data = ? WHERE owner = ? AND seq = ?",
+                                   (json.dumps(step.data), self.owner, step.seq))
+
+    def all(self) -> list[Step]:
+        return [Step(row["action"], row["target"], json.loads(row["data"]), row["state"], row["result"], row["seq"])
+                for row in self.store.query("SELECT * FROM steps WHERE owner = ? ORDER BY seq", (self.owner,))]
+
+    def forget(self) -> None:
+        self.store.execute("DELETE FROM steps WHERE owner = ?", (self.owner,))
+
+
+def owners_with_open(store, action: str, prefix: str) -> list[str]:
+    """Owners (starting with prefix) that still have a planned step of this action: work a crash left."""
+    return [row["owner"] for row in store.query(
+        "SELECT DISTINCT owner FROM steps WHERE state = 'planned' AND action = ? AND owner LIKE ? ORDER BY owner",
+        (action, prefix.replace("%", "") + "%"))]
+
+
+def prune(store, before: str) -> int:
+    """Forget the steps of owners with nothing left to do, last touched before ``before`` (ISO, UTC)."""
+    return store.execute(
+        "DELETE FROM steps WHERE owner IN (SELECT owner FROM steps GROUP BY owner"
+        " HAVING sum(state = 'planned') = 0 AND max(updated_at) < ?)", (before,)).rowcount
+
+
+@dataclass
+class Resumed:
+    """What was done before a restart and what recovery did after it, as short phrases."""
+
+    before: list[str] = field(default_factory=list)
+    after: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+
+    def sentence(self) -> str:
+        parts = [f"Before the restart: {', '.join(self.before) if self.before else 'nothing'}"]
+        parts.append(f"after: {', '.join(self.after) if self.after else 'nothing left to do'}")
+        text = "; ".join(parts)
+        if self.failed:
+            text += f"; but could NOT {'; '.join(self.failed)}"
+        return text + "."

@@ -1,0 +1,353 @@
+"""A crash between two steps of an action resumes the remaining steps and says what was done when.
+
+The real thing first: `amibot serve` as a process, AWS a moto server behind a proxy that holds DeleteSnapshot
+(so the window between DeregisterImage and DeleteSnapshot is as wide as the test wants), kill -9 inside it,
+a restart on the same database. Then each multi-step action's recovery in-process, with the durable rows a
+crash leaves behind.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import boto3
+import pytest
+
+from bot import approvals
+from bot.devtools.slackclient import SlackClientSim
+from bot.steps import DONE, PLANNED, Step, Steps
+from tests import seed
+from tests.fakeslack import FakeSlack, free_port
+
+SECRET = "crash-test-signing-secret-0123"
+POLICY = {"aws": {"regions": ["us-east-1", "eu-west-1"]}, "approvals": {"approvers": ["U0LEAD"]}}
+
+
+class HoldingProxy:
+    """Forwards AWS requests to moto; while `hold` names an EC2 action, requests for it are held, never
+    forwarded (the bot is killed meanwhile), so moto never sees them."""
+
+    def __init__(self, target_port: int, hold: str | None):
+        self.hold = hold
+        self.seen: list[str] = []  # actions forwarded, in order
+        self.held = threading.Event()  # a held request has arrived
+        self._release = threading.Event()
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                action = dict(part.split("=", 1) for part in body.decode(errors="replace").split("&")
+                              if "=" in part).get("Action", "?")
+                if action == proxy.hold:
+                    proxy.held.set()
+                    proxy._release.wait(60)
+                    self.close_connection = True
+                    return  # dropped: the process that sent it is dead by now
+                upstream = http.client.HTTPConnection("127.0.0.1", target_port, timeout=60)
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+                upstream.request("POST", self.path, body=body, headers=headers)
+                response = upstream.getresponse()
+                payload = response.read()
+                upstream.close()
+                proxy.seen.append(action)
+                self.send_response(response.status)
+                for key, value in response.getheaders():
+                    if key.lower() not in ("transfer-encoding", "connection", "content-length"):
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            do_GET = do_POST
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_port}"
+
+    def close(self) -> None:
+        self._release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def wait_until(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def wait_http(url: str, timeout: float = 60) -> None:
+    def up():
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return True
+        except OSError:
+            return False
+    wait_until(up, timeout, url)
+
+
+@pytest.fixture
+def moto_server():
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/moto-api/")
+        yield port
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def serve(tmp_path, fake: FakeSlack, aws_url: str, port: int) -> subprocess.Popen:
+    config = tmp_path / "amibot.toml"
+    config.write_text('[aws]\nregions = ["us-east-1"]\n[approvals]\napprovers = ["U0LEAD"]\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "AMIBOT_", "AWS_"))}
+    env.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+                "AWS_ENDPOINT_URL": aws_url, "MOTO_EC2_LOAD_DEFAULT_AMIS": "false",
+                "SLACK_BOT_TOKEN": "xoxb-crash-test", "SLACK_SIGNING_SECRET": SECRET, "SLACK_API_URL": fake.url,
+                "AMIBOT_DB": str(tmp_path / "amibot.db"), "AMIBOT_CONFIG": str(config)})
+    log = open(tmp_path / f"serve-{port}.log", "w")  # noqa: SIM115 (the child owns it)
+    process = subprocess.Popen([sys.executable, "-m", "bot.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+                               env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
+    wait_http(f"http://127.0.0.1:{port}/healthz")
+    return process
+
+
+def approval_post(fake: FakeSlack):
+    for call in fake.calls_to("chat.postMessage"):
+        for block in call.params.get("blocks", []):
+            for element in block.get("elements", []) if block.get("type") == "actions" else []:
+                if element.get("action_id") == "approval.approve":
+                    return call, element["value"]
+    return None
+
+
+def test_kill_9_between_deregister_and_delete_snapshot_resumes_after_restart(tmp_path, moto_server):
+    ec2 = boto3.client("ec2", region_name="us-east-1", endpoint_url=f"http://127.0.0.1:{moto_server}",
+                       aws_access_key_id="testing", aws_secret_access_key="testing")
+    image_id = ec2.register_image(Name="crash-me", RootDeviceName="/dev/sda1")["ImageId"]
+    [snapshot_id] = [m["Ebs"]["SnapshotId"] for m in ec2.describe_images(ImageIds=[image_id])["Images"][0]
+                     ["BlockDeviceMappings"] if "Ebs" in m]
+    fake = FakeSlack().start()
+    proxy = HoldingProxy(moto_server, hold="DeleteSnapshot")
+    port = free_port()
+    first = serve(tmp_path, fake, proxy.url, port)
+    second = None
+    try:
+        sim = SlackClientSim(f"http://127.0.0.1:{port}", SECRET, fake)
+        sim.post(sim.command_body(f"deregister {image_id}", "U0OPS", "C0OPS", trigger_id="t.crash.1"))
+        message, request_id = wait_until(lambda: approval_post(fake), 30, "the approval message")
+        sim.interact(sim.block_actions_payload({"action_id": "approval.approve", "value": request_id}, "U0LEAD",
+                                               "C0OPS", message_ts=message.ts))
+        assert proxy.held.wait(30), f"DeleteSnapshot never came; AWS saw {proxy.seen}"
+        assert "DeregisterImage" in proxy.seen
+        first.send_signal(signal.SIGKILL)  # between DeregisterImage and DeleteSnapshot
+        first.wait(timeout=10)
+        assert not ec2.describe_images(ImageIds=[image_id])["Images"]
+        assert ec2.describe_snapshots(SnapshotIds=[snapshot_id])["Snapshots"]  # the crash left it behind
+
+        proxy.hold = None
+        second = serve(tmp_path, fake, proxy.url, port)
+
+        def finished():
+            return [c for c in fake.calls_to("chat.postMessage")
+                    if c.params.get("thread_ts") == message.ts and "Succeeded" in c.text]
+        [report] = wait_until(finished, 30, "the outcome in the thread")
+        assert f"Before the restart: deregistered {image_id}" in report.text
+        assert f"after: deleted {snapshot_id} (15 GiB)" in report.text
+        assert "completed before the bot restarted" not in report.text
+        with pytest.raises(ec2.exceptions.ClientError, match="InvalidSnapshot.NotFound"):
+            ec2.describe_snapshots(SnapshotIds=[snapshot_id])
+        final = wait_until(lambda: [c for c in fake.calls_to("chat.update") if c.params.get("ts") == message.ts
+                                    and "done" in c.text], 30, "the message updated to done")[-1]
+        assert f"after: deleted {snapshot_id}" in final.text
+    finally:
+        for process in (first, second):
+            if process and process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                process.wait(timeout=20)
+        proxy.close()
+        fake.stop()
+
+
+# --- in-process: the rows a crash leaves, then a fresh app over the same database ------------------------------
+
+@pytest.fixture
+def policy_data():
+    return POLICY
+
+
+def request_of(harness, kind):
+    row = harness.ctx.store.one("SELECT id FROM requests WHERE kind = ? ORDER BY created_at DESC", (kind,))
+    return approvals.get(harness.ctx, row["id"])
+
+
+def thread_texts(harness, request):
+    return [c.text for c in harness.fake.calls_to("chat.postMessage")
+            if c.params.get("thread_ts") == request.message_ts]
+
+
+def crash_while_executing(harness, request, steps: list[Step]):
+    """What a process killed mid-execution leaves: the request executing, its steps as far as they got."""
+    harness.ctx.store.execute("UPDATE requests SET state = 'executing' WHERE id = ?", (request.id,))
+    planned = Steps(harness.ctx.store, f"request:{request.id}")
+    states = [step.state for step in steps]
+    planned.plan(steps)
+    for step, state in zip(planned.all(), states, strict=True):
+        planned.mark(step, state, "done" if state == DONE else None)
+
+
+def test_deregister_resumed_in_process_reports_before_and_after(make_harness, aws):
+    first = make_harness(POLICY)
+    image_id = seed.image(aws, "half-gone")
+    ec2 = aws.client("ec2")
+    [snapshot_id] = [m["Ebs"]["SnapshotId"] for m in ec2.describe_images(ImageIds=[image_id])["Images"][0]
+                     ["BlockDeviceMappings"] if "Ebs" in m]
+    first.command(f"deregister {image_id}", user="U0OPS")
+    request = request_of(first, "deregister")
+    crash_while_executing(first, request, [Step("deregister_image", image_id, {"region": "us-east-1"}, DONE),
+                                           Step("delete_snapshot", snapshot_id, {"size_gb": 15, "monthly_cost": 0.75}),
+                                           Step("delete_snapshot", "snap-0000000000gone0", {"size_gb": 8})])
+    ec2.deregister_image(ImageId=image_id)
+    first.stop()
+    second = make_harness(POLICY)
+    second.wait_idle()
+    done = approvals.get(second.ctx, request.id)
+    assert done.state == "succeeded"
+    assert done.outcome == (f"Before the restart: deregistered {image_id}; after: deleted {snapshot_id} (15 GiB), "
+                            "snap-0000000000gone0 was already gone.")
+    assert not ec2.describe_snapshots(Filters=[{"Name": "snapshot-id", "Values": [snapshot_id]}])["Snapshots"]
+    assert any(done.outcome in text for text in thread_texts(second, done))
+    assert all(step.state == DONE for step in Steps(second.ctx.store, f"request:{request.id}").all())
+
+
+def test_share_crash_between_launch_and_snapshot_permission_completes_the_snapshots(make_harness, aws):
+    first = make_harness(POLICY)
+    image_id = seed.image(aws, "shared-half")
+    ec2 = aws.client("ec2")
+    [snapshot_id] = [m["Ebs"]["SnapshotId"] for m in ec2.describe_images(ImageIds=[image_id])["Images"][0]
+                     ["BlockDeviceMappings"] if "Ebs" in m]
+    first.command(f"share {image_id} 210987654321", user="U0OPS")
+    request = request_of(first, "share")
+    # The launch permission went through; the process died before the snapshot's createVolumePermission.
+    ec2.modify_image_attribute(ImageId=image_id, LaunchPermission={"Add": [{"UserId": "210987654321"}]})
+    crash_while_executing(first, request, [Step("launch_permission", image_id, {}, DONE),
+                                           Step("snapshot_permission", snapshot_id)])
+    first.stop()
+    second = make_harness(POLICY)
+    second.wait_idle()
+    done = approvals.get(second.ctx, request.id)
+    assert done.state == "succeeded", done.outcome
+    assert done.outcome.startswith(f"Before the restart: shared {image_id} with account 210987654321; "
+                                   f"after: granted createVolumePermission on {snapshot_id}")
+    permissions = ec2.describe_snapshot_attribute(SnapshotId=snapshot_id, Attribute="createVolumePermission")
+    assert {"UserId": "210987654321"} in permissions["CreateVolumePermissions"]
+
+
+def test_share_crash_before_anything_reopens_the_request(make_harness, aws):
+    first = make_harness(POLICY)
+    image_id = seed.image(aws, "shared-none")
+    first.command(f"share {image_id} 210987654321", user="U0OPS")
+    request = request_of(first, "share")
+    crash_while_executing(first, request, [Step("launch_permission", image_id), Step("snapshot_permission", "snap-x")])
+    first.stop()
+    second = make_harness(POLICY)
+    second.wait_idle()
+    assert approvals.get(second.ctx, request.id).state == "pending"  # nothing was done: approve again
+
+
+def test_launch_wait_interrupted_is_resumed_and_the_message_finished(make_harness, aws):
+    first = make_harness(POLICY)
+    image_id = seed.image(aws, "waited")
+    first.command(f"launch {image_id} t3.micro")  # within policy: launched and finished at once
+    [started] = [c for c in first.fake.calls_to("chat.postMessage") if "Waiting for them to run" in c.text]
+    tags = {}
+    instance_id = None
+    for reservation in aws.client("ec2").describe_instances(
+            Filters=[{"Name": "tag-key", "Values": ["amibot:request"]}])["Reservations"]:
+        for instance in reservation["Instances"]:
+            instance_id = instance["InstanceId"]
+            tags = {t["Key"]: t["Value"] for t in instance["Tags"]}
+    owner = f"launch:{tags['amibot:request']}"
+    # Make it look as if the process died while waiting: the wait step still planned, the message "Waiting…".
+    wait_steps = Steps(first.ctx.store, owner)
+    [step] = [s for s in wait_steps.all() if s.action == "wait_running"]
+    wait_steps.mark(step, PLANNED, None)
+    first.stop()
+    before = len(first.fake.calls_to("chat.update"))
+    second = make_harness(POLICY)
+    second.wait_idle()
+    updates = [c for c in second.fake.calls_to("chat.update")[before:] if c.params.get("ts") == started.ts]
+    assert updates, "the Waiting… message was left as it was"
+    assert "1 instance(s) running" in updates[-1].text and instance_id in updates[-1].text
+    assert "after a restart" in updates[-1].text
+    assert Steps(second.ctx.store, owner).all()[-1].state == DONE
+
+
+def test_launch_request_caught_waiting_reports_the_instances(make_harness, aws):
+    first = make_harness({**POLICY, "launch": {"allowed_instance_types": ["t3.micro"]}})
+    image_id = seed.image(aws, "approved-launch")
+    first.command(f"launch {image_id} m5.large", user="U0OPS")
+    request = request_of(first, "launch")
+    reservation = aws.client("ec2").run_instances(
+        ImageId=image_id, InstanceType="m5.large", MinCount=1, MaxCount=1,
+        TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": "amibot:request", "Value": request.id}]}])
+    instance_id = reservation["Instances"][0]["InstanceId"]
+    crash_while_executing(first, request, [Step("run_instances", image_id, {"ids": [instance_id]}, DONE),
+                                           Step("wait_running", image_id, {"ids": [instance_id]})])
+    first.stop()
+    second = make_harness(POLICY)
+    second.wait_idle()
+    done = approvals.get(second.ctx, request.id)
+    assert done.state == "succeeded", done.outcome
+    assert done.outcome == f"Before the restart: launched {instance_id}; after: 1 running ({instance_id})."
+
+
+def test_create_watch_always_finishes_its_message(make_harness, aws, monkeypatch):
+    """The image watch resumes after a restart; when AWS cannot be read, the message still says so."""
+    from bot.errors import AwsError
+    from handlers.actions import image_buttons
+
+    first = make_harness(POLICY)
+    image_id = seed.image(aws, "being-made")
+    ts = first.ctx.slack.chat_postMessage(channel="C0OPS", text="pending")["ts"]
+    payload = {"image": {"image_id": image_id, "name": "being-made", "region": "us-east-1", "family": "web",
+                         "version": None, "source": "i-0123", "user": "U0OPS", "note": None},
+               "channel": "C0OPS", "ts": ts, "response_url": None, "deadline": time.time() + 5}
+    first.ctx.store.execute("INSERT INTO jobs (kind, payload, state, created_at, updated_at)"
+                            " VALUES ('image.watch', ?, 'running', 'x', 'x')", (json.dumps(payload),))
+    first.stop()
+
+    def unreadable(*args, **kwargs):
+        raise AwsError("the endpoint timed out", "RequestTimeout", "ec2:DescribeImages")
+
+    monkeypatch.setattr(image_buttons, "wait_for_image", unreadable)
+    second = make_harness(POLICY)
+    second.wait_idle()
+    [update] = [c for c in second.fake.calls_to("chat.update") if c.params.get("ts") == ts]
+    assert "could not check" in update.text and "the endpoint timed out" in update.text
+    assert second.ctx.store.one("SELECT state FROM jobs WHERE kind = 'image.watch' ORDER BY id DESC")["state"] == "done"
