@@ -11,12 +11,17 @@ What it does, per size N:
    with creation dates spread over two years, a tenth of them deregistered so their snapshots are
    orphaned, N/2 plain backup snapshots; then over HTTP a fixed set of references whatever N: 150
    instances (a third stopped, a third terminated — terminated ones must not protect), 7 launch templates
-   with three versions each (the middle one is neither $Default nor $Latest, so it must not protect) and
-   40 launch configurations.
+   with three versions each (the middle one is neither $Default nor $Latest, so it must not protect),
+   40 launch configurations, and the other reference kinds: 3 Auto Scaling groups pinned to a template's
+   middle version (which then does protect), 2 mixed-instances groups with an override on another template,
+   12 SSM parameters of type aws:ec2:image (one resolved by a `resolve:ssm:` template), an EC2 Fleet and a
+   Spot Fleet.
 2. Runs, as subprocesses pointed at the server with AWS_ENDPOINT_URL and fake credentials:
    - the floor: a script that only issues the naive listings (all own images, all own snapshots, all
-     instances, the launch-template versions, all launch configurations), region after region, keeps
-     what it fetched and computes nothing;
+     instances, the launch-template versions, all launch configurations, and the same further sources the
+     digest reads: Auto Scaling groups and the template versions they pin, EC2 Fleets, Spot Fleets, SSM
+     parameters and their values, Image Builder recipes), region after region, keeps what it fetched and
+     computes nothing;
    - `amibot digest --dry-run --format json`.
    Each is measured the same way: wall time, the process's own CPU time (user + system) and peak RSS
    from os.wait4's rusage for that child alone, and the AWS requests it made per region (a botocore
@@ -51,6 +56,10 @@ REGIONS = ["us-east-1", "eu-west-1"]
 FAMILY_SIZE = 50
 STALE_AFTER_DAYS, KEEP_LATEST = 90, 2
 INSTANCES, TEMPLATES, LAUNCH_CONFIGS = 150, 7, 40  # per region; a third of the instances stopped, a third terminated
+# The other reference kinds, also a fixed number whatever N: Auto Scaling groups pinned to a template version that
+# is neither $Default nor $Latest (and mixed-instances groups with an override), SSM parameters of type
+# aws:ec2:image (one resolved by a `resolve:ssm:` template), an EC2 Fleet and a Spot Fleet.
+PINNED_GROUPS, MIXED_GROUPS, IMAGE_PARAMETERS = 3, 2, 12
 MIN_IMAGES = 400
 
 FLOOR = r'''
@@ -72,6 +81,22 @@ for region in sys.argv[1].split(","):
                    Versions=["$Default", "$Latest"]),
         everything(autoscaling, "describe_launch_configurations", "LaunchConfigurations"),
     ]
+    # the same further sources the digest reads: groups (and the versions they pin), fleets, SSM, Image Builder
+    groups = everything(autoscaling, "describe_auto_scaling_groups", "AutoScalingGroups")
+    pinned = {g["LaunchTemplate"]["LaunchTemplateId"] for g in groups if g.get("LaunchTemplate")}
+    kept[region] += [groups] + [everything(ec2, "describe_launch_template_versions", "LaunchTemplateVersions",
+                                           LaunchTemplateId=t, Versions=["2"]) for t in sorted(pinned)]
+    kept[region].append(everything(ec2, "describe_fleets", "Fleets"))
+    kept[region].append(everything(ec2, "describe_spot_fleet_requests", "SpotFleetRequestConfigs"))
+    ssm = session.client("ssm", region)
+    names = [p["Name"] for p in everything(ssm, "describe_parameters", "Parameters")
+             if p.get("DataType") == "aws:ec2:image"]
+    kept[region] += [ssm.get_parameters(Names=names[i:i + 10])["Parameters"] for i in range(0, len(names), 10)]
+    try:
+        kept[region].append(everything(session.client("imagebuilder", region), "list_image_recipes",
+                                       "imageRecipeSummaryList", owner="Self"))
+    except Exception:  # moto has no Image Builder; the digest makes (and counts) the same failing call
+        pass
 print(json.dumps({"calls": calls, "counts": {r: [len(x) for x in v] for r, v in kept.items()}}))
 '''
 
@@ -184,8 +209,54 @@ def seed_region(url: str, region: str, images: int, now: datetime, rng: random.R
         seed.gone_snapshots.add(backend.amis[image_id].ebs_snapshot.id)  # moto: one snapshot per image
         backend.deregister_image(image_id)
         seed.alive.pop(image_id)
+    seed_other_references(ec2, autoscaling, boto3.client("ssm", region, endpoint_url=url), region, rest, seed)
     seed.not_protecting -= seed.used
     return seed
+
+
+def seed_other_references(ec2, autoscaling, ssm, region: str, rest, seed: Seed) -> None:
+    """Groups pinned to a middle template version, mixed-instances groups with an override, image parameters (one
+    resolved by a template), an EC2 Fleet and a Spot Fleet: each image they name is in use."""
+    subnet = ec2.describe_subnets()["Subnets"][0]["SubnetId"]
+    for number in range(PINNED_GROUPS):
+        first, pinned, latest = next(rest), next(rest), next(rest)
+        template = ec2.create_launch_template(LaunchTemplateName=f"pinned-{region}-{number}",
+                                              LaunchTemplateData={"ImageId": first})["LaunchTemplate"]
+        for image_id in (pinned, latest):
+            ec2.create_launch_template_version(LaunchTemplateId=template["LaunchTemplateId"],
+                                               LaunchTemplateData={"ImageId": image_id})
+        autoscaling.create_auto_scaling_group(AutoScalingGroupName=f"pinned-{number}", MinSize=0, MaxSize=1,
+                                              VPCZoneIdentifier=subnet, LaunchTemplate={
+                                                  "LaunchTemplateId": template["LaunchTemplateId"], "Version": "2"})
+        seed.used.update((first, pinned, latest))
+    for number in range(MIXED_GROUPS):
+        main, override = next(rest), next(rest)
+        for name, image_id in ((f"mixed-{region}-{number}", main), (f"override-{region}-{number}", override)):
+            ec2.create_launch_template(LaunchTemplateName=name, LaunchTemplateData={"ImageId": image_id})
+        autoscaling.create_auto_scaling_group(
+            AutoScalingGroupName=f"mixed-{number}", MinSize=0, MaxSize=1, VPCZoneIdentifier=subnet,
+            MixedInstancesPolicy={"LaunchTemplate": {
+                "LaunchTemplateSpecification": {"LaunchTemplateName": f"mixed-{region}-{number}", "Version": "1"},
+                "Overrides": [{"InstanceType": "m5.large", "LaunchTemplateSpecification": {
+                    "LaunchTemplateName": f"override-{region}-{number}", "Version": "$Latest"}}]}})
+        seed.used.update((main, override))
+    for number in range(IMAGE_PARAMETERS):
+        image_id = next(rest)
+        ssm.put_parameter(Name=f"/bench/{number}/current", Value=image_id, Type="String", DataType="aws:ec2:image")
+        seed.used.add(image_id)
+    ec2.create_launch_template(LaunchTemplateName=f"ssm-{region}",
+                               LaunchTemplateData={"ImageId": "resolve:ssm:/bench/0/current"})
+    fleet_image, spot_image = next(rest), next(rest)
+    fleet_template = ec2.create_launch_template(LaunchTemplateName=f"fleet-{region}",
+                                                LaunchTemplateData={"ImageId": fleet_image})["LaunchTemplate"]
+    ec2.create_fleet(LaunchTemplateConfigs=[{"LaunchTemplateSpecification": {
+        "LaunchTemplateId": fleet_template["LaunchTemplateId"], "Version": "1"},
+        "Overrides": [{"InstanceType": "t3.micro"}]}], Type="maintain",
+        TargetCapacitySpecification={"TotalTargetCapacity": 1, "DefaultTargetCapacityType": "spot"})
+    ec2.request_spot_fleet(SpotFleetRequestConfig={
+        "IamFleetRole": f"arn:aws:iam::{ACCOUNT}:role/fleet", "AllocationStrategy": "lowestPrice", "TargetCapacity": 1,
+        "LaunchSpecifications": [{"ImageId": spot_image, "InstanceType": "t3.micro"}]})
+    seed.used.update((fleet_image, spot_image))
 
 
 # Children are started by this small launcher, itself started before moto is imported: a process's peak RSS
@@ -236,9 +307,15 @@ def run_floor(launcher: Launcher, env: dict[str, str]) -> Run:
     return run
 
 
+# `amibot digest`, with the floor's read timeout (boto3's default, 60 s) instead of amibot's 15 s: moto ignores
+# DescribeImages' MaxResults and renders 5,000 images in one response, which takes it longer than 15 s (AWS pages).
+DIGEST = ("import sys; import bot.aws; bot.aws.READ_TIMEOUT = 60; from bot.cli import main; "
+          "sys.argv[0] = 'amibot'; sys.exit(main())")
+
+
 def run_digest(launcher: Launcher, env: dict[str, str]) -> Run:
-    run = launcher.measure([sys.executable, "-m", "bot.cli", "--log-level", "WARNING", "digest", "--dry-run",
-                   "--format", "json"], env)
+    run = launcher.measure([sys.executable, "-c", DIGEST, "--log-level", "WARNING", "digest", "--dry-run",
+                            "--format", "json"], env)
     run.calls = json.loads(run.stdout)["aws_calls"]
     return run
 

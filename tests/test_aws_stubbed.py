@@ -3,6 +3,8 @@ protection, the Recycle Bin."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import boto3
 import pytest
 from botocore.stub import Stubber
@@ -124,9 +126,21 @@ def test_recycle_bin_rule_makes_it_recoverable(harness, aws, monkeypatch):
     stub.activate()
     stub_aws(monkeypatch, harness.ctx.aws, rbin_client=rbin)
     harness.command(f"deregister {image_id}")
-    message, _ = approval_message(harness.fake)
+    message, request_id = approval_message(harness.fake)
     assert "recoverable from the Recycle Bin for 14 days" in message.text
     assert "Deregistration protection: unknown" in message.text  # moto cannot tell; said plainly
+
+    # approved: usage and coverage are checked again, and the outcome says until when it can be undone
+    stub.add_response("list_rules", {"Rules": [{"Identifier": "r2", "RetentionPeriod": retention}]},
+                      {"ResourceType": "EC2_IMAGE"})
+    stub.add_response("get_rule", {"Identifier": "r2", "Status": "available",
+                                   "RetentionPeriod": {"RetentionPeriodValue": 14, "RetentionPeriodUnit": "DAYS"},
+                                   "ResourceTags": [{"ResourceTagKey": "Team", "ResourceTagValue": "web"}]},
+                      {"Identifier": "r2"})
+    harness.click("approval.approve", request_id, user="U0LEAD", message_ts=message.ts)
+    outcome = harness.ctx.store.one("SELECT outcome FROM requests WHERE id = ?", (request_id,))["outcome"]
+    until = (datetime.now(UTC) + timedelta(days=14)).strftime("%Y-%m-%d")
+    assert f"Recoverable until {until}" in outcome and f"`/ami restore {image_id}`" in outcome
 
 
 def test_without_recycle_bin_access_it_says_assume_irreversible(harness, aws):

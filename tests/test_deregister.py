@@ -74,6 +74,8 @@ def test_request_then_approve_deregisters_and_deletes_snapshots(harness, aws):
     assert "approval.approve" not in json.dumps(final.params["blocks"])  # buttons gone
     thread = [c.text for c in harness.fake.calls_to("chat.postMessage") if c.params.get("thread_ts") == message.ts]
     assert any("Deregistered" in t for t in thread) and any(snapshots[0] in t for t in thread)
+    # moto has no Recycle Bin: the outcome says whether it can be undone is unknown, not that it can
+    assert any("Whether it can be restored is unknown" in t for t in thread)
     assert approvals.get(harness.ctx, request_id).state == "succeeded"
     assert audit.verify(harness.ctx.store).ok
 

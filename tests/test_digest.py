@@ -335,11 +335,18 @@ def test_inventory_pages_through_everything_and_honours_last_launched_time():
     orphan = {"SnapshotId": "snap-0000000000000000f", "OwnerId": ACCOUNT, "VolumeSize": 8, "StartTime": now,
               "Description": "Auto-created snapshot for AMI ami-0000000000000000e", "State": "completed"}
     ec2, autoscaling = aws.ec2("us-east-1"), aws.client("autoscaling", "us-east-1")
+    ssm, imagebuilder = aws.client("ssm", "us-east-1"), aws.client("imagebuilder", "us-east-1", max_attempts=1)
+    checks = aws.client("ec2", "us-east-1", max_attempts=1)  # AWS's own reference check has its own client
     # no STS stub: the account id for the snapshot filter comes from the images' owner
-    with Stubber(ec2) as ec2_stub, Stubber(autoscaling) as asg_stub:
+    with Stubber(ec2) as ec2_stub, Stubber(autoscaling) as asg_stub, Stubber(ssm) as ssm_stub, \
+            Stubber(imagebuilder) as recipes_stub, Stubber(checks) as checks_stub:
         ec2_stub.add_response("describe_instances", {"Reservations": []}, {"Filters": ANY})
         ec2_stub.add_response("describe_launch_template_versions", {"LaunchTemplateVersions": []},
                               {"Versions": ["$Default", "$Latest"], "MaxResults": 200})
+        ec2_stub.add_response("describe_fleets", {"Fleets": []}, {})
+        ec2_stub.add_response("describe_spot_fleet_requests", {"SpotFleetRequestConfigs": []}, {})
+        ssm_stub.add_response("describe_parameters", {"Parameters": []}, {"ParameterFilters": ANY, "MaxResults": 50})
+        recipes_stub.add_response("list_image_recipes", {"imageRecipeSummaryList": []}, {"owner": "Self"})
         ec2_stub.add_response("describe_images", {"Images": [image(1, 10)], "NextToken": "page2"},
                               {"Owners": ["self"], "IncludeDisabled": True})
         ec2_stub.add_response("describe_images", {"Images": [image(2, 200), image(3, None)]},
@@ -349,11 +356,14 @@ def test_inventory_pages_through_everything_and_honours_last_launched_time():
                                               {"Name": "description", "Values": ANY}]})
         ec2_stub.add_response("describe_snapshots", {"Snapshots": [orphan]}, {
             "OwnerIds": ["self"], "MaxResults": 1000, "Filters": ANY, "NextToken": "s2"})
+        # AWS's own reference check, asked about the stale candidates only (one batch of up to 10)
+        checks_stub.add_response("describe_image_references", {"ImageReferences": []},
+                              {"ImageIds": [f"ami-{2:017x}", f"ami-{3:017x}"], "ResourceTypes": ANY})
         asg_stub.add_response("describe_auto_scaling_groups", {"AutoScalingGroups": []}, {})
         asg_stub.add_response("describe_launch_configurations", {"LaunchConfigurations": []}, {})
         findings = digest.compute(aws, parse_policy({"digest": {"keep_latest": 0}}), now)
-        ec2_stub.assert_no_pending_responses()
-        asg_stub.assert_no_pending_responses()
+        for stub in (ec2_stub, asg_stub, ssm_stub, recipes_stub, checks_stub):
+            stub.assert_no_pending_responses()
     [region] = findings.regions
     assert [item.image.id for item in region.stale] == [f"ami-{2:017x}", f"ami-{3:017x}"]
     assert region.kept == {"launched within stale_after_days": 1}
@@ -379,7 +389,10 @@ def test_cli_dry_run_prints_json_csv_and_a_table_with_progress(aws, world, cli_e
     assert document["totals"]["stale_images"] == 4 and document["totals"]["orphaned_snapshots"] == 3
     assert {item["id"] for item in document["items"]} >= {world["stale"], world["orphan-copy"]}
     regions = {region["region"]: region for region in document["regions"]}
-    assert regions["us-east-1"]["aws_calls"] >= 6 and regions["eu-west-1"]["aws_calls"] == 6
+    # images, snapshots, and one listing per reference source (instances, templates, groups, launch configurations,
+    # EC2 Fleets, Spot Fleets, SSM parameters, Image Builder recipes), then AWS's own check for the candidates,
+    # and the fleet-health part: the Recycle Bin, one Inspector probe (moto has none: no more), Allowed AMIs
+    assert regions["us-east-1"]["aws_calls"] >= 14 and regions["eu-west-1"]["aws_calls"] == 14
     assert "us-east-1: scanning" in err and "eu-west-1: done: 1 stale image" in err
     assert cli.main(["digest", "--dry-run", "--format", "csv"]) == 0
     assert len(capsys.readouterr().out.strip().splitlines()) == 1 + 4 + 3

@@ -12,7 +12,10 @@ from botocore import xform_name
 from bot.aws import PERMISSIONS, iam_policy
 
 ROOT = Path(__file__).resolve().parents[1]
-SERVICES = {"ec2": "ec2", "autoscaling": "autoscaling", "ssm": "ssm", "sts": "sts", "rbin": "rbin"}
+SERVICES = {"ec2": "ec2", "autoscaling": "autoscaling", "ssm": "ssm", "sts": "sts", "rbin": "rbin", "s3": "s3",
+            "imagebuilder": "imagebuilder"}
+# Operations whose IAM action is not named after them (S3's listings are authorised by s3:ListBucket).
+ACTION_OF = {"s3:ListObjectsV2": "s3:ListBucket", "s3:ListObjects": "s3:ListBucket"}
 
 
 def operations() -> dict[str, set[str]]:
@@ -21,7 +24,8 @@ def operations() -> dict[str, set[str]]:
     for service, prefix in SERVICES.items():
         client = boto3.client(service, region_name="us-east-1")
         for name in client.meta.service_model.operation_names:
-            found.setdefault(xform_name(name), set()).add(f"{prefix}:{name}")
+            action = f"{prefix}:{name}"
+            found.setdefault(xform_name(name), set()).add(ACTION_OF.get(action, action))
         for waiter in client.waiter_names:
             operation = client.get_waiter(waiter).config.operation
             found.setdefault(f"waiter:{waiter}", set()).add(f"{prefix}:{operation}")

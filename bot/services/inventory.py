@@ -1,10 +1,13 @@
 """The digest's inventory: everything one region holds that bears on stale images and orphaned snapshots.
 
 Per region, a fixed number of paginated listings whatever the number of images: own images (disabled
-ones too: they still cost money), own snapshots made for images, instances, the $Default/$Latest
-version of every launch template, launch configurations and their ASGs (the last three through
-bot.services.references, the same scan `/ami show` and deregistration use). Regions are scanned in
-parallel by the caller (``Aws.each_region``).
+ones too: they still cost money), own snapshots made for images, and every kind of reference through
+bot.services.references — the same scan and model `/ami show` and deregistration use (instances,
+templates, launch configurations, Auto Scaling groups and the template versions they pin, fleets, SSM
+parameters, Image Builder recipes). A source that could hide something launching instances and could
+not be read fails the region (a warning line in the digest, never "all clean"). AWS's own reference check
+is asked only about the digest's stale candidates, 10 a call (``Inventory.check_with_aws``). Regions are
+scanned in parallel by the caller (``Aws.each_region``).
 
 Snapshots are narrowed server-side: only descriptions AWS gives snapshots it makes for images
 (``AMI_SNAPSHOT_DESCRIPTIONS``), so the plain backup snapshots of a busy account are neither sent
@@ -23,9 +26,11 @@ from datetime import datetime
 
 import boto3
 
+from bot import awsdata
 from bot.aws import Aws, paginate, requires
+from bot.errors import AwsError
 from bot.services.images import Image, describe_own_images
-from bot.services.references import References, scan
+from bot.services.references import References, check_with_aws, scan
 
 # The three descriptions AWS writes on snapshots it creates for an image, and how to read the AMI id.
 AMI_SNAPSHOT_DESCRIPTIONS = [
@@ -64,6 +69,8 @@ class Inventory:
     images: list[Image]
     snapshots: list[Snapshot]
     references: References
+    # AWS's own reference check for the given image ids, unioned into `references` (None: not available here)
+    check_with_aws: Callable[[list[str]], None] | None = None
 
 
 @requires("ec2:DescribeSnapshots")
@@ -76,10 +83,29 @@ def describe_ami_snapshots(aws: Aws, region: str, account_id: str) -> list[Snaps
                          PaginationConfig={"PageSize": 1000}):  # AWS's maximum: bounded pages, few requests
         if item.get("OwnerId") != account_id:  # in case an endpoint ignores both OwnerIds and the filter
             continue
-        description = item.get("Description") or ""
-        found.append(Snapshot(item["SnapshotId"], region, int(item.get("VolumeSize") or 0), ami_of(description),
-                              item.get("StartTime"), description))
+        snapshot_id, size, description = item.get("SnapshotId"), item.get("VolumeSize"), item.get("Description") or ""
+        started = item.get("StartTime")
+        if type(snapshot_id) is str and type(size) is int and type(description) is str and (
+                started is None or type(started) is datetime):  # the fast path: nothing unexpected
+            found.append(Snapshot(snapshot_id, region, size, ami_of(description), started, description))
+        else:
+            snapshot = snapshot_from_messy(item, region)
+            if snapshot is not None:
+                found.append(snapshot)
     return found
+
+
+def snapshot_from_messy(item: dict, region: str) -> Snapshot | None:
+    """A snapshot read field by field: a malformed field is unknown (logged); without an id it is skipped."""
+    snapshot_id = awsdata.item_id(item, "SnapshotId", "snapshot", region)
+    if snapshot_id is None:
+        return None
+    where = awsdata.label("snapshot", snapshot_id, region)
+    description = awsdata.text(item, "Description", where)
+    # An unknown size counts as 0 GiB in the totals (they are an upper bound anyway); the warning says so.
+    size = awsdata.integer(item, "VolumeSize", where) or 0
+    return Snapshot(snapshot_id, region, size, ami_of(description),
+                    awsdata.parse_time(item.get("StartTime"), where, "StartTime"), description)
 
 
 # Regions are scanned in parallel, but their two large listings (images, snapshots) take turns: memory then
@@ -93,7 +119,11 @@ def scan_region(aws: Aws, region: str, family_tag: str, progress: Progress | Non
     """The whole inventory of one region: five listings, each paginated (one more for ASGs)."""
     report = progress or (lambda region, text: None)
     references = scan(aws, region)
-    report(region, f"{len(references.by_image):,} images referenced by instances, templates or configurations")
+    if references.of("").blocking_unknown:  # an image in use could look unused: the region is not checked
+        source, why = next(iter(references.of("").blocking_unknown.items()))
+        raise AwsError(f"{source} in {region} could not be checked: {why}")
+    report(region, f"{len(references.by_image):,} images referenced (instances, templates, groups, fleets, SSM, "
+                   "recipes)")
     with LARGE_LISTINGS:
         images = describe_own_images(aws, region, family_tag, include_disabled=True)
         report(region, f"{len(images):,} images")
@@ -101,7 +131,8 @@ def scan_region(aws: Aws, region: str, family_tag: str, progress: Progress | Non
         account_id = images[0].owner_id if images and images[0].owner_id else aws.account_id()
         snapshots = describe_ami_snapshots(aws, region, account_id)
         report(region, f"{len(snapshots):,} image snapshots")
-    return Inventory(region, images, snapshots, references)
+    return Inventory(region, images, snapshots, references,
+                     lambda image_ids: check_with_aws(aws, region, references, image_ids))
 
 
 class CallCounter:

@@ -4,10 +4,13 @@ rule is tested on its own with hand-made images.
 
 An image is stale when it is owned (the inventory holds only own images), older than
 stale_after_days, not among the keep_latest newest available images of its family in its region,
-not used by any instance (any state but terminated), launch template $Default/$Latest version or
-launch configuration, not launched within stale_after_days when AWS reports LastLaunchedTime, and not
-snoozed. Disabled images are ranked out of keep_latest (nobody can launch or roll back to them) and
-are marked "disabled, ready to deregister".
+not referenced by anything bot.services.references knows (an instance in any state but terminated, a
+launch template's $Default/$Latest version, a launch configuration, an Auto Scaling group or fleet —
+the template version it pins included —, an SSM parameter of type aws:ec2:image, an Image Builder
+recipe), nor by AWS's own reference check where the inventory carries one (asked only about the
+candidates), not launched within stale_after_days when AWS reports LastLaunchedTime, and not snoozed.
+Disabled images are ranked out of keep_latest (nobody can launch or roll back to them) and are marked
+"disabled, ready to deregister".
 
 A snapshot is orphaned when its description names an image (see bot.services.inventory) that no
 longer exists and no existing image references it.
@@ -24,6 +27,7 @@ from collections import Counter, defaultdict
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from bot.services.images import Image
 from bot.services.inventory import Inventory, Snapshot
@@ -99,6 +103,7 @@ class RegionFindings:
     snapshots_seen: int = 0
     kept: Counter = field(default_factory=Counter)  # why images were not stale: reason -> count
     error: str | None = None  # the region could not be scanned; nothing is reported for it
+    drift: Any = None  # bot.services.drift.Drift from the same scan, or None (not known)
 
     @property
     def stale_gb(self) -> int:
@@ -114,6 +119,12 @@ class Findings:
     regions: list[RegionFindings]
     generated_at: datetime
     rules: Rules
+    health: Any = None  # bot.services.fleet_health.FleetHealth: bin, drift, vulnerabilities, Allowed AMIs
+    trend: list = field(default_factory=list)  # bot.services.dashboard.DayTotals of the past days, oldest first
+
+    @property
+    def drifted_instances(self) -> int | None:
+        return self.health.drifted if self.health is not None else None
 
     @property
     def stale(self) -> list[StaleImage]:
@@ -165,6 +176,12 @@ def newest_of_families(images: Iterable[Image], keep_latest: int) -> set[str]:
     return kept
 
 
+USED_BY = [("instances", "used by an instance"), ("templates", "used by a launch template"),
+           ("launch_configs", "used by a launch configuration"), ("groups", "used by an Auto Scaling group"),
+           ("fleets", "used by a fleet"), ("parameters", "named by an SSM parameter"),
+           ("recipes", "parent of an Image Builder recipe"), ("others", "referenced, per AWS's check")]
+
+
 def keep_reason(image: Image, inventory: Inventory, rules: Rules, now: datetime, newest: set[str],
                 snoozed: Collection[str]) -> str | None:
     """Why the image is not stale (a short label), or None when it is stale."""
@@ -176,13 +193,11 @@ def keep_reason(image: Image, inventory: Inventory, rules: Rules, now: datetime,
         return "younger than stale_after_days"
     if image.id in newest:
         return "among the keep_latest newest of its family"
-    usage = inventory.references.of(image.id)
-    if usage.instances:
-        return "used by an instance"
-    if usage.templates:
-        return "used by a launch template"
-    if usage.launch_configs:
-        return "used by a launch configuration"
+    usage = inventory.references.by_image.get(image.id)
+    if usage is not None:
+        for kind, label in USED_BY:
+            if getattr(usage, kind):
+                return label
     if image.last_launched is not None and _days(image.last_launched, now) < rules.stale_after_days:
         return "launched within stale_after_days"
     if image.id in snoozed:
@@ -198,8 +213,13 @@ def judge(inventory: Inventory, rules: Rules, now: datetime, snoozed: Collection
     newest = newest_of_families(inventory.images, rules.keep_latest)
     kept_snapshots: set[str] = set()  # snapshots an image that stays still needs
     freed: dict[str, int] = {}  # snapshot id -> GiB, of the stale images
-    for image in inventory.images:
-        reason = keep_reason(image, inventory, rules, now, newest, snoozed)
+    reasons = [keep_reason(image, inventory, rules, now, newest, snoozed) for image in inventory.images]
+    candidates = [image.id for image, reason in zip(inventory.images, reasons, strict=True) if reason is None]
+    if candidates and inventory.check_with_aws is not None:
+        inventory.check_with_aws(candidates)  # AWS's own check, for these only; what it finds lands in references
+        reasons = [reason or keep_reason(image, inventory, rules, now, newest, snoozed)
+                   for image, reason in zip(inventory.images, reasons, strict=True)]
+    for image, reason in zip(inventory.images, reasons, strict=True):
         if reason:
             findings.kept[reason] += 1
             kept_snapshots.update(image.snapshot_ids)

@@ -2,7 +2,9 @@
 
 from bot import blocks
 from bot.commands import AMI_ID, Arg, Subcommand
-from bot.services.deregister import request_deregistration
+from bot.errors import PolicyViolation
+from bot.render import deregister as render
+from bot.services.deregister import InUse, request_deregistration
 
 SPEC = Subcommand(
     name="deregister", summary="retire an image for good, after a second person approves (snapshots cleaned up)",
@@ -12,8 +14,19 @@ SPEC = Subcommand(
     flags={"--keep-snapshots": None, "--force": None, "--region": "R"}, changing=True)
 
 
+def open_request(ctx, image_id: str, region: str | None, user: str, channel: str, force: bool = False,
+                 keep_snapshots: bool = False):
+    """Open the request, rendering its blast radius; a refusal because of use is rendered too (services do not)."""
+    try:
+        return request_deregistration(ctx, image_id, region, user, channel, force=force, keep_snapshots=keep_snapshots,
+                                      details=lambda check: render.preflight_blocks(check, force, keep_snapshots,
+                                                                                    ctx.clock()))
+    except InUse as refused:
+        raise PolicyViolation(render.refusal(refused.check)) from None
+
+
 def run(call):
-    request = request_deregistration(call.ctx, call.args["ami-id"], call.flags["region"], call.user, call.channel,
-                                     force=call.flags["force"], keep_snapshots=call.flags["keep_snapshots"])
+    request = open_request(call.ctx, call.args["ami-id"], call.flags["region"], call.user, call.channel,
+                           force=call.flags["force"], keep_snapshots=call.flags["keep_snapshots"])
     call.audit_detail = {"request": request.id}
     return blocks.info(f"Asked for approval: `{request.id}` — the request is in <#{request.channel}>.")

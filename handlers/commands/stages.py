@@ -5,9 +5,10 @@ from bot import approvals, blocks
 from bot.blocks import code, escape, when
 from bot.commands import AMI_ID, Arg, Subcommand, usage_of
 from bot.errors import AmibotError, UsageError
+from bot.render.deregister import unknown_lines, usage_lines
 from bot.render.lifecycle import approval_details, stage_done
 from bot.services import stages
-from bot.services.images import Image, find_images
+from bot.services.images import Image, find_image
 from bot.services.references import scan
 from bot.services.versions import is_promoted, parameter_name
 
@@ -34,7 +35,7 @@ UNPROTECT = _spec("unprotect", "turn off deregistration protection (the current 
 
 
 def _image(call) -> Image:
-    return find_images(call.ctx.aws, call.args["image"], call.ctx.policy.digest.family_tag)[0]
+    return find_image(call.ctx.aws, call.args["image"], call.ctx.policy.digest.family_tag)
 
 
 def _done(call, image: Image, what: str, undo: str | None = None, note: str | None = None) -> None:
@@ -57,6 +58,11 @@ def run_deprecate(call):
     note = ("It stays launchable by id; accounts it is shared with stop finding it in searches, and "
             "`/ami launch <family>` skips it."
             + (" It is the family's current version: promote another one." if is_promoted(ctx, image) else ""))
+    if is_promoted(ctx, image):  # what keeps launching the deprecated current version (every kind of reference)
+        usage = scan(ctx.aws, image.region, [image.id]).of(image.id)
+        if usage.in_use or usage.unknown:
+            note += "\nStill in use by:\n" + usage_lines(usage) + (
+                "\nCould not be checked:\n" + unknown_lines(usage) if usage.unknown else "")
     _done(call, image, f"set deprecation at {when(at)} for", f"/ami undeprecate {image.id}", note)
     call.audit_detail["deprecate_at"] = at.isoformat()
 

@@ -1,0 +1,42 @@
+"""The deregistration request's follow-up: the durable job that waits for AWS's image usage report (use by
+other accounts) and then re-renders the request's message with what it says.
+
+The job polls, bounded (ctx.extras["usage_report.wait_seconds"], default 1,200 s; every
+["usage_report.poll_seconds"], default 30 s), and survives a restart (polling again is harmless). It
+renders here, not in bot/services (services never import bot/render).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from bot import approvals, audit
+from bot.errors import NotFound
+from bot.render.deregister import with_other_accounts
+from bot.services import usage_reports
+from bot.services.usage_reports import OtherAccounts
+
+log = logging.getLogger(__name__)
+
+
+def follow(ctx, payload: dict) -> None:
+    other = OtherAccounts.from_payload(payload["other"])
+    interval = float(ctx.extras.get("usage_report.poll_seconds", usage_reports.DEFAULT_POLL_SECONDS))
+    remaining = max(0.0, payload["deadline"] - time.time())
+    result = usage_reports.wait(ctx.aws, other, remaining, interval)
+    try:
+        request = approvals.get(ctx, payload["request_id"])
+    except NotFound:
+        return
+    approvals.update_details(ctx, request.id, with_other_accounts(request.details, result))
+    outcome = (f"{len(result.accounts)} other account(s) use it" if result.known
+               else f"unknown: {result.state}{' (timed out)' if result.timed_out else ''}")
+    audit.record(ctx.store, actor="amibot", action="request.usage-report", channel=request.channel,
+                 target=request.id, outcome=outcome,
+                 detail={"image_id": result.image_id, "report_id": result.report_id, "accounts": result.accounts})
+
+
+def register(app, ctx) -> None:
+    ctx.jobs.register(usage_reports.WATCH_JOB, lambda payload: follow(ctx, payload),
+                      lambda payload: ctx.jobs.submit(usage_reports.WATCH_JOB, payload))  # polling again is harmless
