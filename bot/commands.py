@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from bot import regions
 from bot.errors import UsageError
 
 MAX_TEXT = 2000  # a slash command's text is capped by Slack at a few KB; real commands are short
@@ -29,10 +30,47 @@ SMART = str.maketrans({"\u201c": '"', "\u201d": '"', "\u2018": "'", "\u2019": "'
 DASHED_FLAG = re.compile(r"(^|\s)[\u2014\u2013](?=[a-z])")
 
 
-# Flag values checked by the parser itself, by metavar: every `--region R` is validated in one place.
-FLAG_VALUES: dict[str, tuple[re.Pattern, str]] = {
-    "R": (REGION_NAME, "is not an AWS region name (e.g. eu-west-1)"),
+# Flag values checked by the parser itself, by metavar: every `--region R` is validated in one place, against
+# botocore's region data (bot.regions), with a suggestion for a typo. Each check returns the problem or None.
+FLAG_VALUES: dict[str, Callable[[str], str | None]] = {
+    "R": regions.problem,
 }
+
+
+# What each flag means, for `/ami help <subcommand>`; (subcommand, flag) entries override the general one.
+FLAG_DOCS: dict[str, str] = {
+    "--region": "the region to look in or act in (default: every configured region)",
+    "--source-region": "the region the image is in (default: found in any configured region)",
+    "--force": "go ahead despite the warning that stopped the command (shown as dangerous where it matters)",
+    "--name": "the name to give (instances: their Name tag; images: the AMI name)",
+    "--family": "the image family (tag `Family`) the new image belongs to",
+    "--version": "the version within its family (tag `Version`, natural order: 1.10 after 1.9)",
+    "--subnet": "the subnet to launch into (default: [launch].subnet_id)",
+    "--encrypt": "encrypt the copy's snapshots",
+    "--kms-key": "the KMS key for --encrypt (default: the region's EBS default key)",
+    "--keep-snapshots": "keep the image's snapshots (they go on costing money)",
+    "--reboot": "reboot the instance first for a file-system-consistent image",
+    "--arch": "the architecture of the snapshot's operating system (default x86_64)",
+    "--boot-mode": "how the image boots (default: the architecture's usual mode)",
+    "--copy": "copy the base image into this account under this name, starting a family",
+    "--in": "deprecate after N days, hours or weeks (default: now)",
+    "--at": "deprecate at this date (YYYY-MM-DD or an ISO time)",
+    "--cooldown": "removing protection later takes 24 hours",
+    "--days": "how many days deregistered images (and their snapshots) stay in the Recycle Bin (default 14)",
+    "--tag": "only images (and snapshots) with this tag, KEY=VALUE (default: every one in the region)",
+}
+SUBCOMMAND_FLAG_DOCS: dict[tuple[str, str], str] = {
+    ("copy", "--force"): "copy even when the destination already has an image of that name",
+    ("copy", "--name"): "the copy's AMI name (default: the source's name)",
+    ("launch", "--force"): "launch a deprecated image",
+    ("launch", "--name"): "the instances' Name tag",
+    ("promote", "--force"): "promote even though Amazon Inspector reports critical findings for the image",
+    ("deregister", "--force"): "ask even though something still uses the image (the request shows it as dangerous)",
+}
+
+
+def flag_doc(spec: Subcommand, flag: str) -> str:
+    return SUBCOMMAND_FLAG_DOCS.get((spec.name, flag)) or FLAG_DOCS.get(flag, "")
 
 
 @dataclass(frozen=True)
@@ -53,7 +91,11 @@ class Subcommand:
     args: tuple[Arg, ...] = ()
     flags: dict[str, str | None] = field(default_factory=dict)  # "--region": "R" takes a value, None: boolean
     changing: bool = False  # changes AWS state: operators only, allowed channels only
+    aws: bool = True  # False: needs no AWS at all, so it runs on the jobs' quick lane and answers at once
     aliases: tuple[str, ...] = ()
+    # A changing command whose every step looks AWS up first (so running it again finishes what a crash left
+    # and repeats nothing): re-run after a restart instead of only being reported.
+    resumable: bool = False
 
 
 @dataclass
@@ -129,15 +171,43 @@ def parse(registry: Registry, text: str) -> Invocation | None:
         return None
     spec = registry.lookup(words[0].lower())
     if spec is None:
-        suggestion = registry.suggest(words[0].lower())
-        hint = f" Did you mean `{suggestion}`?" if suggestion else ""
-        raise UsageError(f"Unknown subcommand `{_shorten(words[0])}`.{hint}", show_help=True)
+        raise unknown_subcommand(registry, words[0])
     return parse_words(spec, words[1:], text)
+
+
+def unknown_subcommand(registry: Registry, word: str) -> UsageError:
+    """A mistyped subcommand: the suggestion with *its* usage, not the whole help; without a close match,
+    the names of every subcommand on one line."""
+    suggestion = registry.suggest(word.lower())
+    if suggestion:
+        spec = registry.lookup(suggestion)
+        return UsageError(f"Unknown subcommand `{_shorten(word)}`. Did you mean `{suggestion}`?",
+                          usage=usage_of(spec) if spec else None)
+    names = ", ".join(spec.name for spec in registry.specs)
+    return UsageError(f"Unknown subcommand `{_shorten(word)}`. Subcommands: {names}.",
+                      usage="`/ami help <subcommand>` explains one, with its options and an example.")
+
+
+def help_topic(registry: Registry, text: str) -> Subcommand | None:
+    """For `/ami help <subcommand>` (or `/ami <subcommand> --help`): the subcommand asked about. None for plain
+    help. Raises UsageError for help about a subcommand that does not exist."""
+    try:
+        words = tokenize(clean(text))
+    except UsageError:
+        return None
+    if len(words) >= 2 and words[0] in ("help", "-h", "--help", "?"):
+        spec = registry.lookup(words[1].lower())
+        if spec is None:
+            raise unknown_subcommand(registry, words[1])
+        return spec
+    return None
 
 
 def parse_words(spec: Subcommand, words: list[str], text: str = "") -> Invocation:
     if any(word in ("-h", "--help") for word in words):
-        raise UsageError(spec.summary, usage=usage_of(spec))
+        asked = UsageError(spec.summary, usage=usage_of(spec))
+        asked.help_for = spec  # answered with the subcommand's whole help
+        raise asked
     flags: dict[str, Any] = {name.lstrip("-").replace("-", "_"): (False if metavar is None else None)
                              for name, metavar in spec.flags.items()}
     positionals: list[str] = []
@@ -158,8 +228,9 @@ def parse_words(spec: Subcommand, words: list[str], text: str = "") -> Invocatio
                         raise UsageError(f"`{name}` needs a value ({spec.flags[name]}).", usage=usage_of(spec))
                     inline = words[index]
                 check = FLAG_VALUES.get(spec.flags[name])
-                if check and not check[0].match(inline):
-                    raise UsageError(f"`{_shorten(inline)}` {check[1]}.", usage=usage_of(spec))
+                problem = check(inline) if check else None
+                if problem:
+                    raise UsageError(problem if problem.endswith(("?", ".")) else f"{problem}.", usage=usage_of(spec))
                 flags[key] = inline
         else:
             positionals.append(word)

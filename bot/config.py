@@ -16,17 +16,20 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from bot import regions
 from bot.errors import ConfigError
+from bot.services.families import FamilyTag, pattern_problem
 
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
 
 USER_OR_GROUP = re.compile(r"^[UWS][A-Z0-9]{2,}$")
 CHANNEL = re.compile(r"^[CGD][A-Z0-9]{2,}$")
 ACCOUNT = re.compile(r"^\d{12}$")
-REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-\d$")
+REGION = regions.WELL_FORMED  # what a region name looks like; whether it exists: bot.regions
 CLOCK = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 SUBNET = re.compile(r"^subnet-[0-9a-f]{8,17}$")
 SECURITY_GROUP = re.compile(r"^sg-[0-9a-f]{8,17}$")
+BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
 
 def _pattern(regex: re.Pattern, what: str):
@@ -71,7 +74,8 @@ class Key:
 
 SCHEMA: dict[str, dict[str, Key]] = {
     "aws": {
-        "regions": Key("list[str]", [], "regions to work in; empty: the session's region",
+        "regions": Key("list[str]", [], "regions to work in; empty: the session's region (a name botocore's "
+                       "region data does not know is a `check-config` warning)",
                        _pattern(REGION, "an AWS region such as 'eu-west-1'")),
     },
     "access": {
@@ -115,6 +119,28 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "snapshot_price_per_gb_month": Key("float", 0.05, "EBS snapshot price, USD per GB-month",
                                            _at_least(0)),
     },
+    "families": {
+        "patterns": Key("list[str]", [], "regular expressions with a named group `family`, tried in order on "
+                        "an image's name before the built-in rule (the family tag still wins), e.g. "
+                        "`^(?P<family>.+)-v\\d+$`", pattern_problem),
+    },
+    "audit": {
+        "channel": Key("str?", None, "channel where audit anchors (row count and head hash) are posted daily and "
+                       "after every approval decision", _pattern(CHANNEL, "a Slack channel id such as 'C0123ABCD'")),
+        "anchor_bucket": Key("str?", None, "S3 bucket with Object Lock enabled where anchors are written "
+                             "(amibot/anchors/…); `audit verify` checks against the newest",
+                             _pattern(BUCKET, "an S3 bucket name such as 'acme-amibot-anchors'")),
+        "anchor_retention_days": Key("int", 365, "Object Lock COMPLIANCE retention of each anchor object, days",
+                                     _at_least(1)),
+    },
+    "jobs": {
+        "workers": Key("int", 32, "worker threads for background jobs that call AWS (work that needs no AWS has "
+                       "its own small pool)", _at_least(1)),
+        "per_user": Key("int", 4, "AWS jobs one user may have running at once; the rest wait their turn, users "
+                        "served round-robin", _at_least(1)),
+        "deadline_seconds": Key("float", 120.0, "a command not answered after this many seconds tells its user "
+                                "AWS is slow (the answer still follows when it arrives)", _at_least(1)),
+    },
 }
 
 
@@ -136,6 +162,9 @@ class Policy:
     sharing: Section
     launch: Section
     digest: Section
+    families: Section
+    audit: Section
+    jobs: Section
     source: str = "defaults"
 
     def as_dict(self) -> dict[str, dict[str, Any]]:
@@ -196,6 +225,8 @@ def parse_policy(data: dict[str, Any], source: str = "defaults") -> Policy:
         sections[section_name] = values
     if problems:
         raise ConfigError(problems)
+    # The family tag carries the team's naming patterns to every caller that passes it (bot.services.families).
+    sections["digest"]["family_tag"] = FamilyTag(sections["digest"]["family_tag"], sections["families"]["patterns"])
     return Policy(**sections, source=source)
 
 
@@ -215,6 +246,23 @@ def load_policy(path: str | os.PathLike | None) -> Policy:
     except tomllib.TOMLDecodeError as error:
         raise ConfigError([f"{path}: not valid TOML: {error}"]) from None
     return parse_policy(data, source=str(path))
+
+
+def policy_warnings(policy: Policy) -> list[str]:
+    """A valid policy that is probably not what the operator meant: `check-config` prints each, one per line,
+    without failing. Each check is a short block here; add new ones at the end."""
+    warnings: list[str] = []
+    if not policy.access.operators:
+        warnings.append("[access].operators is empty: anyone in the workspace can run changing commands "
+                        "(launch, share, copy, deregister, …)")
+    if not policy.approvals.approvers:
+        who = "any operator" if policy.access.operators else "anyone (no operators either)"
+        warnings.append(f"[approvals].approvers is empty: {who} can approve another person's request")
+    for region in policy.aws.regions:  # well-formed (checked at load) but unknown to botocore's region data
+        unknown = regions.unknown_warning(region)
+        if unknown:
+            warnings.append(f"[aws].regions: {unknown}")
+    return warnings
 
 
 def mask(secret: str | None) -> str:

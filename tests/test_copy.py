@@ -93,14 +93,14 @@ def test_a_failed_copy_says_why_and_the_wait_is_bounded(harness, aws):
 
 
 MALFORMED = [
-    ("copy {image} mars-1", "`mars-1` is not an AWS region with EC2"),
-    ("copy {image} eu-west-9", "`eu-west-9` is not an AWS region with EC2"),
+    ("copy {image} mars-1", "mars-1 is not an AWS region (e.g. eu-west-1)"),
+    ("copy {image} eu-west-9", "eu-west-9 is not an AWS region — did you mean eu-west-3?"),
     ("copy {image}", "`copy` needs a region"),
     ("copy ami-12 eu-west-1", "`ami-12` is not a valid ami-id"),
     ("copy {image} eu-west-1 --kms-key alias/x", "`--kms-key` only goes with `--encrypt`"),
     ("copy {image} eu-west-1 --encrypt --kms-key not-a-key", "`not-a-key` is not a KMS key id"),
     ("copy {image} eu-west-1 --name x", "An image name has 3 to 128 characters"),
-    ("copy {image} eu-west-1 --source-region nowhere", "`nowhere` is not an AWS region name"),
+    ("copy {image} eu-west-1 --source-region nowhere", "nowhere is not an AWS region"),
     ("copy {image} us-east-1", "is already in us-east-1. Copy it within the region only to encrypt it"),
     ("copy {disabled} eu-west-1", "is disabled; only an available image can be copied"),
     ("copy ami-0123456789abcdef0 eu-west-1", "AMI ami-0123456789abcdef0 not found"),

@@ -57,7 +57,7 @@ def test_healthz(harness):
     ("frobnicate now", "Unknown subcommand `frobnicate`"),
     ("x" * 5000, "5,000 characters long"),
     ("show \"unterminated", "A quote is not closed"),
-    ("list --region Mars", "not an AWS region name"),
+    ("list --region Mars", "Mars is not an AWS region"),
     ("\u0000\u0007list\u202e \u2014region eu-west-1", "AMIs"),
     ("zeige 🐙 ämi", "Unknown subcommand `zeige`"),
     ("<!channel> list", "Unknown subcommand `&lt;!channel&gt;`"),
@@ -117,7 +117,7 @@ def test_home_tab_is_published(harness):
     harness.event({"type": "app_home_opened", "user": "U0OPS", "channel": "D0HOME", "tab": "home"})
     view = harness.fake.wait_for_method("views.publish")
     assert view.params["user_id"] == "U0OPS" and view.params["view"]["type"] == "home"
-    assert "/ami list" in view.text and "command.help" in view.text
+    assert "Waiting for you (0)" in view.text and "`/ami help` lists every command" in view.text
 
 
 def test_ack_does_not_wait_for_slow_aws(harness, aws, monkeypatch):

@@ -167,7 +167,7 @@ MALFORMED = [
     ("launch {image} t3.micro many", "`many` is not a number of instances"),
     ("launch {image} t3.micro 5000", "at most 100 instances at once, not 5,000"),
     ("launch {image} --subnet vpc-123", "`vpc-123` is not a subnet id"),
-    ("launch {image} --region moon-1", "`moon-1` is not an AWS region name"),
+    ("launch {image} --region moon-1", "moon-1 is not an AWS region"),
     ("launch {image} --name", "`--name` needs a value"),
     ("launch {image} t3.micro 1 extra", "`launch` does not take `extra`"),
     ("launch {image} --subnet subnet-0123456789abcdef0",  # AWS's refusal, in one sentence
@@ -239,7 +239,7 @@ def test_an_instance_type_outside_policy_asks_for_approval_then_launches_when_ap
     harness.command(f"launch {image_id} m5.large --name big")
     reply = harness.last_reply().text
     assert "outside the launch policy" in reply
-    assert "instance type m5.large is not in [launch].allowed_instance_types (t3.*, t3a.*)" in reply
+    assert "instance type m5.large is not in [launch].allowed_instance_types (`t3.*`, `t3a.*`)" in reply
     assert instances(aws, Name="big") == []
     request = request_of(harness)
     assert request["id"] in reply and request["state"] == "pending"

@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from functools import cache
 
-import boto3
-
+from bot import regions
 from bot.aws import Aws, call, requires
 from bot.blocks import escape
 from bot.errors import PolicyViolation, UsageError
-from bot.services.images import Image
+from bot.services.images import Image, describe_own_images
 
 MAX_TAGS = 50  # per EC2 resource
 NOT_CARRIED = ("aws:", "amibot:current")  # reserved by AWS; amibot's per-region promotion marker
@@ -32,18 +30,18 @@ KMS_KEY = re.compile(r"^(arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:(key|alias)/[A-Za-
                      r"|mrk-[0-9a-f]{32})$")
 
 
-@cache
 def known_regions() -> frozenset[str]:
-    """Every EC2 region botocore knows, in every partition (no network: botocore's endpoint data)."""
-    session = boto3.session.Session()
-    return frozenset(region for partition in session.get_available_partitions()
-                     for region in session.get_available_regions("ec2", partition_name=partition))
+    """Every EC2 region botocore knows, in every partition (bot.regions: botocore's endpoint data)."""
+    return regions.all_regions()
 
 
 def parse_region(text: str) -> str:
+    """The copy's destination: a real region (checked against botocore's data, with a suggestion for a typo)."""
     region = text.strip().lower()
-    if region not in known_regions():
-        raise UsageError(f"`{escape(text[:40])}` is not an AWS region with EC2 (e.g. eu-west-2).")
+    problem = regions.problem(region)
+    if problem:
+        message = regions.problem(text.strip()) or problem
+        raise UsageError(message if message.endswith("?") else f"{message}.")
     return region
 
 
@@ -75,6 +73,9 @@ class CopyOrder:
 
 
 def plan(image: Image, destination: str, name: str | None, encrypt: bool, kms_key: str | None) -> CopyOrder:
+    crossing = regions.problem(destination, regions.partition_of(image.region))
+    if crossing:  # CopyImage works within a partition only
+        raise UsageError(f"{crossing}.")
     if image.state != "available":
         raise PolicyViolation(f"{image.id} is {image.state}; only an available image can be copied.")
     if destination == image.region and not name and not encrypt:
@@ -84,6 +85,24 @@ def plan(image: Image, destination: str, name: str | None, encrypt: bool, kms_ke
     if destination == image.region and not name:
         default = f"{default}-encrypted"[:128]
     return CopyOrder(image, destination, name or default, encrypt, kms_key)
+
+
+def same_name_in(aws: Aws, order: CopyOrder, family_tag: str) -> list[Image]:
+    """Own images already named like the copy in its destination: a second one would make every lookup by
+    that name ambiguous, so the copy then needs --force."""
+    return [image for image in describe_own_images(aws, order.destination, family_tag, name=[order.name])
+            if image.id != order.image.id]
+
+
+def refuse_duplicate_name(existing: list[Image], order: CopyOrder) -> None:
+    if not existing:
+        return
+    first = existing[0]
+    created = first.created.strftime("%Y-%m-%d") if first.created else "unknown date"
+    raise PolicyViolation(
+        f"{order.destination} already has an image named “{escape(order.name)}” (`{first.id}`, created {created}); "
+        "a second one would make that name ambiguous. Copy it under another name with `--name N`, "
+        "or add `--force` to copy anyway.")
 
 
 def carried_tags(image: Image, requested_by: str) -> list[dict[str, str]]:

@@ -2,49 +2,52 @@
 
 from __future__ import annotations
 
-import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from bot import awsdata
 from bot.aws import Aws, call, paginate, requires
+from bot.awsdata import parse_time
 from bot.blocks import escape
 from bot.commands import AMI_ID
-from bot.errors import AwsError, NotFound, UsageError
+from bot.errors import Ambiguous, AwsError, NotFound, UsageError
+from bot.services.families import family_of
 
-# Trailing version or date parts that do not belong to a family name: -v1.2.3, -1.2, -20240501,
-# -2024-05-01, -2024-05-01T10-00-00Z, _build-42 …
-VERSION_SUFFIX = re.compile(
-    r"[-_. ]+(v?\d+(\.\d+)*([-.]?(rc|beta|alpha)\d*)?|\d{4}-\d{2}-\d{2}([T_ -]?\d{2}[-:.]?\d{2}([-:.]?\d{2})?Z?)?"
-    r"|\d{8}([T_-]?\d{4,6}Z?)?|build[-_]?\d+)$", re.IGNORECASE)
-
-
-def family_of(name: str | None, tags: dict[str, str], family_tag: str) -> str:
-    """The family tag if set, else the name without its version or date suffixes."""
-    if tags.get(family_tag):
-        return tags[family_tag]
-    family = name or ""
-    while True:
-        stripped = VERSION_SUFFIX.sub("", family)
-        if stripped == family or not stripped:
-            return family
-        family = stripped
-
-
-def parse_time(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+# family_of and parse_time are imported from here by existing callers; they now live in families / awsdata.
 
 
 @dataclass
 class BlockDevice:
     device: str
-    snapshot_id: str | None
-    size_gb: int | None
+    snapshot_id: str | None  # None: an ephemeral (instance-store) device, or an EBS mapping without a snapshot
+    size_gb: int | None  # None: unknown
     volume_type: str | None
     encrypted: bool = False
+    virtual_name: str | None = None  # ephemeral0… for instance-store devices
+
+    @classmethod
+    def from_aws(cls, mapping: dict, item: str) -> BlockDevice:
+        """One BlockDeviceMappings entry, read field by field: whatever is malformed is unknown (and logged)."""
+        if not isinstance(mapping, dict):
+            awsdata.malformed(item, "BlockDeviceMappings[]", mapping)
+            return cls(device="?", snapshot_id=None, size_gb=None, volume_type=None)
+        ebs = awsdata.mapping(mapping, "Ebs", item)
+        device = awsdata.text(mapping, "DeviceName", item, "?")
+        where = f"{item} device {device}"
+        return cls(device=device, snapshot_id=awsdata.optional_text(ebs, "SnapshotId", where),
+                   size_gb=awsdata.integer(ebs, "VolumeSize", where),
+                   volume_type=awsdata.optional_text(ebs, "VolumeType", where),
+                   encrypted=bool(awsdata.flag(ebs, "Encrypted", where)),
+                   virtual_name=awsdata.optional_text(mapping, "VirtualName", where))
+
+
+class MissingId(ValueError):
+    """An AWS item without a usable id: nothing can be done with it, so it is skipped (with a warning)."""
+
+
+_ALWAYS_SENT = ("Name", "State", "OwnerId", "CreationDate")  # DescribeImages always sends them: worth a warning
 
 
 @dataclass
@@ -81,22 +84,88 @@ class Image:
 
     @classmethod
     def from_aws(cls, data: dict[str, Any], region: str, family_tag: str = "Family") -> Image:
-        tags = {tag["Key"]: tag["Value"] for tag in data.get("Tags", [])}
-        devices = [BlockDevice(device=mapping.get("DeviceName", ""),
-                               snapshot_id=mapping.get("Ebs", {}).get("SnapshotId"),
-                               size_gb=mapping.get("Ebs", {}).get("VolumeSize"),
-                               volume_type=mapping.get("Ebs", {}).get("VolumeType"),
-                               encrypted=bool(mapping.get("Ebs", {}).get("Encrypted")))
-                   for mapping in data.get("BlockDeviceMappings", [])]
-        name = data.get("Name", "")
-        return cls(id=data["ImageId"], name=name, region=region, state=data.get("State", "unknown"),
-                   owner_id=data.get("OwnerId", ""), created=parse_time(data.get("CreationDate")),
-                   public=bool(data.get("Public")), description=data.get("Description") or "",
-                   architecture=data.get("Architecture", ""), root_device=data.get("RootDeviceName", ""),
-                   root_device_type=data.get("RootDeviceType", ""), tags=tags, devices=devices,
-                   deprecation_time=parse_time(data.get("DeprecationTime")),
-                   last_launched=parse_time(data.get("LastLaunchedTime")),
+        """An image from a DescribeImages item. Raises MissingId for an item without an ImageId; any other
+        malformed field is unknown (None or empty) and logged as a warning naming the image and the field."""
+        image_id = awsdata.item_id(data, "ImageId", "image", region)
+        if image_id is None:
+            raise MissingId("image without an ImageId")
+        try:
+            return cls._from_well_formed(data, image_id, region, family_tag)
+        except (KeyError, TypeError, ValueError, AttributeError):
+            return cls._from_messy(data, image_id, region, family_tag)
+
+    @classmethod
+    def _from_well_formed(cls, data: dict[str, Any], image_id: str, region: str, family_tag: str) -> Image:
+        """The fast path for the 99.9 %: reads fields directly and raises at the first surprise (a missing field
+        AWS always sends, a type it never sends), leaving the item to _from_messy."""
+        name, state, owner_id, created = data["Name"], data["State"], data["OwnerId"], data["CreationDate"]
+        description, architecture = data.get("Description") or "", data.get("Architecture", "")
+        root_device, root_device_type = data.get("RootDeviceName", ""), data.get("RootDeviceType", "")
+        if not (type(name) is str and type(state) is str and type(owner_id) is str and type(description) is str
+                and type(architecture) is str and type(root_device) is str and type(root_device_type) is str):
+            raise TypeError("a text field is not a string")
+        tags = {}
+        for tag in data.get("Tags") or ():
+            key, value = tag["Key"], tag["Value"]
+            if type(key) is not str or type(value) is not str:
+                raise TypeError("a tag is not text")
+            tags[key] = value
+        devices = []
+        for mapping in data.get("BlockDeviceMappings") or ():
+            ebs = mapping.get("Ebs") or {}
+            size, snapshot_id = ebs.get("VolumeSize"), ebs.get("SnapshotId")
+            if (size is not None and type(size) is not int) or (
+                    snapshot_id is not None and type(snapshot_id) is not str):
+                raise TypeError("a device field has an unexpected type")
+            devices.append(BlockDevice(mapping["DeviceName"], snapshot_id, size, ebs.get("VolumeType"),
+                                       bool(ebs.get("Encrypted")), mapping.get("VirtualName")))
+        return cls(id=image_id, name=name, region=region, state=state, owner_id=owner_id,
+                   created=_strict_time(created), public=bool(data.get("Public")), description=description,
+                   architecture=architecture, root_device=root_device, root_device_type=root_device_type,
+                   tags=tags, devices=devices,
+                   deprecation_time=_strict_time(data.get("DeprecationTime")),
+                   last_launched=_strict_time(data.get("LastLaunchedTime")),
                    family=family_of(name, tags, family_tag), raw=data)
+
+    @classmethod
+    def _from_messy(cls, data: dict[str, Any], image_id: str, region: str, family_tag: str) -> Image:
+        """Field by field, each malformed one unknown and logged; the image is kept."""
+        item = awsdata.label("image", image_id, region)
+        awsdata.expect(data, _ALWAYS_SENT, item)
+        tags = awsdata.tags_of(data, item)
+        devices = [BlockDevice.from_aws(mapping, item) for mapping in awsdata.items(data, "BlockDeviceMappings", item)]
+        name = awsdata.text(data, "Name", item)
+        return cls(id=image_id, name=name, region=region, state=awsdata.text(data, "State", item, "unknown"),
+                   owner_id=awsdata.text(data, "OwnerId", item),
+                   created=parse_time(data.get("CreationDate"), item, "CreationDate"),
+                   public=bool(awsdata.flag(data, "Public", item)), description=awsdata.text(data, "Description", item),
+                   architecture=awsdata.text(data, "Architecture", item),
+                   root_device=awsdata.text(data, "RootDeviceName", item),
+                   root_device_type=awsdata.text(data, "RootDeviceType", item), tags=tags, devices=devices,
+                   deprecation_time=parse_time(data.get("DeprecationTime"), item, "DeprecationTime"),
+                   last_launched=parse_time(data.get("LastLaunchedTime"), item, "LastLaunchedTime"),
+                   family=family_of(name, tags, family_tag), raw=data)
+
+
+def _strict_time(value: str | None) -> datetime | None:
+    """The fast path's time: raises ValueError/TypeError on anything but a well-formed, zoned ISO time."""
+    if not value:
+        return None
+    moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        raise ValueError("a time without a time zone")
+    return moment
+
+
+def images_from(items, region: str, family_tag: str) -> list[Image]:
+    """Images from DescribeImages items; an item without an id is skipped (logged by awsdata.item_id)."""
+    images = []
+    for item in items:
+        try:
+            images.append(Image.from_aws(item, region, family_tag))
+        except MissingId:
+            continue
+    return images
 
 
 @dataclass
@@ -120,8 +189,7 @@ def describe_own_images(aws: Aws, region: str, family_tag: str, include_disabled
         kwargs["IncludeDisabled"] = True
     if filters:
         kwargs["Filters"] = [{"Name": key.replace("_", "-"), "Values": values} for key, values in filters.items()]
-    return [Image.from_aws(item, region, family_tag)
-            for item in paginate(aws.ec2(region), "describe_images", "Images", **kwargs)]
+    return images_from(paginate(aws.ec2(region), "describe_images", "Images", **kwargs), region, family_tag)
 
 
 def matches(image: Image, text: str) -> bool:
@@ -169,6 +237,24 @@ def find_images(aws: Aws, ref: str, family_tag: str, regions: list[str] | None =
         raise NotFound(f"AMI {escape(ref)} not found in {where}")
     found.sort(key=lambda image: (image.created is not None, image.created), reverse=True)
     return found
+
+
+def find_image(aws: Aws, ref: str, family_tag: str, regions: list[str] | None = None) -> Image:
+    """Exactly one image by id or exact name. A name matching several images (a copy in another region, a
+    re-registered name) raises Ambiguous listing each candidate's id, region and creation date: never a guess."""
+    images = find_images(aws, ref, family_tag, regions)
+    if len(images) > 1:
+        raise Ambiguous(ambiguity_message(ref, images), images)
+    return images[0]
+
+
+def ambiguity_message(ref: str, images: list[Image], shown: int = 8) -> str:
+    lines = [f"• `{image.id}` · {image.region} · created "
+             f"{image.created.strftime('%Y-%m-%d %H:%M UTC') if image.created else 'unknown'}"
+             for image in images[:shown]]
+    more = f"\n…and {len(images) - shown} more" if len(images) > shown else ""
+    return (f"{len(images)} AMIs are named “{escape(ref)}”; say which one by id (or add `--region R`):\n"
+            + "\n".join(lines) + more)
 
 
 @requires("ec2:DescribeImageAttribute")
