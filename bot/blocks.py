@@ -22,6 +22,14 @@ MAX_TEXT = 3000  # the top-level fallback text; Slack truncates at 40k but notif
 Message = dict[str, Any]
 
 
+def money(amount: float) -> str:
+    return f"${amount:,.2f}"
+
+
+def plural(count: int, word: str) -> str:
+    return f"{count:,} {word}{'' if count == 1 else 's'}"
+
+
 def escape(text: Any) -> str:
     """Neutralise Slack's control sequences: <!channel>, <@U…>, links; keep everything readable."""
     return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
@@ -150,6 +158,24 @@ def when(moment: datetime | None) -> str:
     if moment is None:
         return "—"
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def subcommand_help(spec, flags: list[tuple[str, str | None, str]], problem: str | None = None) -> Message:
+    """`/ami help <subcommand>`: its summary, usage, every flag with its meaning, and an example.
+    `flags` is [(flag, metavar or None, meaning)]."""
+    lines = [f"*/ami {escape(spec.name)}* — {escape(spec.summary)}", f"Usage: `{escape(spec.usage)}`"]
+    if flags:
+        lines.append("Options:")
+        lines += [f"• `{flag}{' ' + escape(metavar) if metavar else ''}` — {escape(meaning) or 'see the usage'}"
+                  for flag, metavar, meaning in flags]
+    if spec.aliases:
+        lines.append("Also: " + ", ".join(f"`{escape(alias)}`" for alias in spec.aliases))
+    lines.append(f"Example: `{escape(spec.example)}`")
+    if getattr(spec, "changing", False):
+        lines.append("_Changes AWS: operators only._")
+    blocks: list[dict] = [section(f":warning: {problem}")] if problem else []
+    blocks.append(section("\n".join(lines)[:MAX_SECTION]))
+    return message((problem + " " if problem else "") + f"/ami {spec.name}: {spec.usage}", blocks)
 
 
 def usage_message(specs: list, problem: str | None = None) -> Message:

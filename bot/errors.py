@@ -10,6 +10,9 @@ from __future__ import annotations
 class AmibotError(Exception):
     """Base class: `str(error)` is safe to show to a Slack user."""
 
+    # The audit row's one-line outcome, when the message is longer than a line (e.g. "refused: in use by 3").
+    audit_outcome: str | None = None
+
     def __init__(self, message: str):
         super().__init__(message)
         self.message = message
@@ -60,3 +63,11 @@ class AwsDenied(AwsError):
 
 class Unsupported(AwsError):
     """The AWS endpoint does not implement the API (older partitions, LocalStack, moto)."""
+
+
+class Ambiguous(UsageError):
+    """A name matched several images; the user must say which (never silently pick one)."""
+
+    def __init__(self, message: str, candidates: list | None = None):
+        super().__init__(message)
+        self.candidates = candidates or []

@@ -30,7 +30,8 @@ def test_unknown_subcommand_suggests_the_close_one(harness):
     reply = harness.last_reply()
     assert "Unknown subcommand `lsit`" in reply.text
     assert "Did you mean `list`?" in reply.text
-    assert "/ami show" in reply.text  # and the usage
+    assert "/ami list [text] [--region R]" in reply.text  # the suggestion's own usage…
+    assert "/ami show" not in reply.text  # …not the whole help
 
 
 def test_list_shows_own_images_newest_first_across_regions(harness, aws):

@@ -115,7 +115,12 @@ def test_launch_button_opens_the_form_with_the_image_chosen(harness, aws):
     assert any(option and option["value"].startswith(image_id) for option in initial), initial
 
 
-def test_share_button_answers_with_the_command(harness, aws):
+def test_share_button_opens_the_share_form_and_falls_back_to_the_command(harness, aws):
+    harness.click("image.share", "ami-0123456789abcdef0", user="U0OPS")
+    opened = harness.fake.wait_for_method("views.open")
+    assert opened.params["view"]["callback_id"] == "share.form" and "ami-0123456789abcdef0" in opened.text
+    # Slack refuses the form (the trigger expired): the button still says how to share
+    harness.fake.fail_next["views.open"] = {"ok": False, "error": "expired_trigger_id"}
     harness.click("image.share", "ami-0123456789abcdef0", user="U0OPS")
     share = harness.fake.wait_for_method("response_url", where=lambda c: "/ami share" in c.text)
     assert "/ami share ami-0123456789abcdef0 <account-id>" in share.text

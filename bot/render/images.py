@@ -18,8 +18,9 @@ from bot.blocks import (
     when,
 )
 from bot.errors import AwsError
+from bot.render.deregister import reference_line, unknown_lines
 from bot.services.images import Image, Shares
-from bot.services.references import Usage
+from bot.services.references import AMIBOT, Usage
 
 STATE_ICONS = {"available": ":large_green_circle:", "pending": ":hourglass_flowing_sand:",
                "disabled": ":no_entry_sign:", "failed": ":red_circle:", "deregistered": ":wastebasket:"}
@@ -41,8 +42,9 @@ def image_row(image: Image, shares: Shares | AwsError | None, now: datetime) -> 
     family = f" · family *{escape(image.family)}*" if image.family else ""
     version = f" v{escape(image.version)}" if image.version else ""
     deprecated = " · deprecated" if image.deprecation_time and image.deprecation_time <= now else ""
+    how_old = age(image.created, now) if image.created else "age unknown"
     return (f"{icon} *{escape(image.name or '(no name)')}* {code(image.id)} · {image.region} · "
-            f"{age(image.created, now)} · {image.state}{deprecated} · {sharing_label(image, shares)}"
+            f"{how_old} · {image.state}{deprecated} · {sharing_label(image, shares)}"
             f"{family}{version}")
 
 
@@ -77,7 +79,7 @@ def _devices(image: Image) -> str:
         return "none"
     lines = []
     for device in image.devices[:15]:
-        size = f"{device.size_gb} GiB" if device.size_gb else "?"
+        size = f"{device.size_gb} GiB" if device.size_gb else "size unknown"
         target = code(device.snapshot_id) if device.snapshot_id else "ephemeral"
         crypt = " · encrypted" if device.encrypted else ""
         lines.append(f"{escape(device.device)} → {target} · {size}{crypt}")
@@ -91,7 +93,7 @@ def _shares(shares: Shares) -> str:
     lines += [f"account {code(account)}" for account in shares.accounts[:20]]
     lines += [f"organisation {code(arn)}" for arn in shares.organizations[:10]]
     lines += [f"OU {code(arn)}" for arn in shares.organizational_units[:10]]
-    return "\n".join(lines) or "not shared (this account only)"
+    return "\n".join(lines) or "private (this account only)"
 
 
 def _usage(usage: Usage) -> str:
@@ -101,11 +103,20 @@ def _usage(usage: Usage) -> str:
         more = f" and {len(usage.instances) - 5} more" if len(usage.instances) > 5 else ""
         lines.append(f"*{len(usage.instances)} instance(s):* {shown}{more}")
     for template in usage.templates[:10]:
-        lines.append(f"launch template *{escape(template.name)}* v{template.version} ({template.which})")
+        if template.version is None or template.via or template.found_by != AMIBOT:
+            lines.append(reference_line(template))
+        else:
+            lines.append(f"launch template *{escape(template.name)}* v{template.version} ({template.which})")
     for config in usage.launch_configs[:10]:
         groups = f" used by {', '.join(escape(g) for g in config.groups)}" if config.groups else ""
         lines.append(f"launch configuration *{escape(config.name)}*{groups}")
-    return "\n".join(lines) or "nothing: no instances, launch templates or launch configurations use it"
+    for kind in ("groups", "fleets", "parameters", "recipes", "others"):
+        lines += [reference_line(ref) for ref in getattr(usage, kind)[:10]]
+    text = "\n".join(lines) or ("nothing found: no instances, launch templates, launch configurations, Auto Scaling "
+                                "groups, fleets, SSM parameters or Image Builder recipes use it")
+    if usage.unknown:
+        text += "\n*Could not be checked:*\n" + unknown_lines(usage)
+    return text
 
 
 def image_detail(image: Image, shares: Shares, usage: Usage, now: datetime) -> Message:
@@ -113,7 +124,7 @@ def image_detail(image: Image, shares: Shares, usage: Usage, now: datetime) -> M
     facts = [
         f"*ID*\n{code(image.id)}", f"*Region*\n{image.region}",
         f"*State*\n{STATE_ICONS.get(image.state, '')} {image.state}",
-        f"*Created*\n{when(image.created)} ({age(image.created, now)} ago)",
+        f"*Created*\n{when(image.created)} ({age(image.created, now)} ago)" if image.created else "*Created*\nunknown",
         f"*Owner*\n{code(image.owner_id)}", f"*Architecture*\n{escape(image.architecture or '?')}",
         f"*Root device*\n{escape(image.root_device or '?')} ({escape(image.root_device_type or '?')})",
         f"*Family / version*\n{escape(image.family or '—')} / {escape(image.version or '—')}",

@@ -100,9 +100,12 @@ def image_option(image: Image, now: datetime) -> dict:
 
 
 def launch_modal(images: list[Image], families: list[str], instance_type: str, now: datetime,
-                 channel: str | None, selected: Image | None = None) -> dict:
-    """The form: image (families and recent images), instance type, count, name."""
-    family_options = [_option(f"{family} (current version)", FAMILY_PREFIX + family)
+                 channel: str | None, selected: Image | None = None, promoted: set[str] | None = None) -> dict:
+    """The form: image (families and recent images), instance type, count, name. A family reads "(current
+    version)" only when a version was promoted; otherwise the launch takes its newest available image."""
+    promoted = promoted or set()
+    family_options = [_option(f"{family} ({'current' if family in promoted else 'newest'} version)",
+                              FAMILY_PREFIX + family)
                       for family in families[:MAX_FAMILIES]
                       if len(FAMILY_PREFIX + family) <= MAX_OPTION_VALUE]
     image_options = [image_option(image, now) for image in images]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from bot.blocks import Message, code, context, escape, fields_section, message, section
 from bot.services.images import Image
 from bot.services.share import ACCOUNT, BLOCKED, PUBLIC, UNKNOWN, ShareResult, SnapshotInfo, Target
@@ -66,3 +68,38 @@ def needs_approval(request_id: str, channel: str, reason: str) -> Message:
     text = (f":raised_hand: Sharing needs an approval ({escape(reason)}). Asked for it: `{request_id}` "
             f"in <#{channel}>.")
     return message(text, [section(text)])
+
+
+# --- the Share button's form -------------------------------------------------------------------------
+
+SHARE_FORM = "share.form"
+FIELD_TARGET, FIELD_REGION, VALUE = "share_target", "share_region", "value"
+ANY_REGION = "any"
+
+
+def share_modal(image_id: str, regions: list[str], channel: str | None) -> dict:
+    """A small form: who to share with (account, organisation or OU, or public) and the image's region."""
+    region_options = [{"text": {"type": "plain_text", "text": "where the image is (found in any region)"},
+                       "value": ANY_REGION}]
+    region_options += [{"text": {"type": "plain_text", "text": region}, "value": region} for region in regions[:99]]
+    return {
+        "type": "modal", "callback_id": SHARE_FORM,
+        "title": {"type": "plain_text", "text": "Share an AMI"},
+        "submit": {"type": "plain_text", "text": "Share"},
+        "close": {"type": "plain_text", "text": "Cancel"},
+        "private_metadata": json.dumps({"image_id": image_id, "channel": channel}),
+        "blocks": [
+            section(f"Share {code(image_id)}: the account, organisation or OU may then launch and copy it. "
+                    "Accounts outside `[sharing].allowed_accounts`, organisations, OUs and `public` need approval."),
+            {"type": "input", "block_id": FIELD_TARGET,
+             "label": {"type": "plain_text", "text": "With"},
+             "hint": {"type": "plain_text", "text": "A 12-digit account id, org:<organization ARN>, "
+                                                    "ou:<OU ARN>, or public"},
+             "element": {"type": "plain_text_input", "action_id": VALUE, "max_length": 200,
+                         "placeholder": {"type": "plain_text", "text": "123456789012"}}},
+            {"type": "input", "block_id": FIELD_REGION,
+             "label": {"type": "plain_text", "text": "Region"},
+             "element": {"type": "static_select", "action_id": VALUE, "options": region_options,
+                         "initial_option": region_options[0]}},
+        ],
+    }

@@ -12,16 +12,17 @@ from bot.commands import AMI_ID, Arg, Subcommand
 from bot.render import copy as render
 from bot.render.lifecycle import NewImage
 from bot.services import copy as service
-from bot.services.images import find_images
+from bot.services.images import find_image
 from handlers.actions.image_buttons import announce
 
 SPEC = Subcommand(
     name="copy", summary="copy an AMI into another region, tags carried, optionally encrypted",
-    usage="/ami copy <ami-id> <region> [--name N] [--encrypt [--kms-key K]] [--source-region R]",
+    usage="/ami copy <ami-id> <region> [--name N] [--encrypt [--kms-key K]] [--source-region R] [--force]",
     example="/ami copy ami-0abc1234def567890 eu-west-2 --encrypt",
     args=(Arg("ami-id", pattern=AMI_ID, hint="e.g. ami-0abc1234def567890"),
           Arg("region", hint="a region name such as eu-west-2")),
-    flags={"--name": "N", "--encrypt": None, "--kms-key": "K", "--source-region": "R"}, changing=True)
+    flags={"--name": "N", "--encrypt": None, "--kms-key": "K", "--source-region": "R", "--force": None},
+    changing=True)
 
 
 def run(call):
@@ -30,12 +31,16 @@ def run(call):
     name = service.parse_name(flags["name"])
     kms_key = service.parse_kms_key(flags["kms_key"], bool(flags["encrypt"]))
     source = flags["source_region"]
-    image = find_images(ctx.aws, call.args["ami-id"], ctx.policy.digest.family_tag, [source] if source else None)[0]
+    image = find_image(ctx.aws, call.args["ami-id"], ctx.policy.digest.family_tag, [source] if source else None)
     order = service.plan(image, destination, name, bool(flags["encrypt"]), kms_key)
+    existing = service.same_name_in(ctx.aws, order, ctx.policy.digest.family_tag)
+    if not flags["force"]:
+        service.refuse_duplicate_name(existing, order)
     call.audit_detail = {"image": image.id, "source_region": image.region, "destination": destination,
-                         "name": order.name, "encrypt": order.encrypt, "kms_key": kms_key}
+                         "name": order.name, "encrypt": order.encrypt, "kms_key": kms_key,
+                         "same_name": [other.id for other in existing]}
     new_id = service.copy_image(ctx.aws, order, call.user, f"copy-{uuid.uuid4().hex[:12]}")
     call.audit_detail["copy"] = new_id
     announce(call, NewImage(new_id, order.name, destination, render.copy_source(order), call.user, image.family,
-                            image.version, note=render.copy_note(order)))
+                            image.version, note=render.copy_note(order, existing)))
     return None

@@ -1,7 +1,9 @@
 """`/ami show <ami-id|name>`: one AMI in full, with what uses it and who may launch it."""
 
 from bot.commands import Arg, Subcommand
+from bot.render.findings import findings_blocks
 from bot.render.images import image_choices, image_detail
+from bot.services.findings import findings_of
 from bot.services.images import find_images, shares_of
 from bot.services.references import scan
 
@@ -17,5 +19,8 @@ def run(call):
     if len(images) > 1:
         return image_choices(call.args["image"], images, ctx.clock())
     image = images[0]
+    call.audit_detail = {"image": image.id, "region": image.region}
     usage = scan(ctx.aws, image.region, [image.id]).of(image.id)
-    return image_detail(image, shares_of(ctx.aws, image), usage, ctx.clock())
+    message = image_detail(image, shares_of(ctx.aws, image), usage, ctx.clock())
+    message["blocks"] += findings_blocks(findings_of(ctx.aws, image))
+    return message

@@ -1,0 +1,46 @@
+"""The Share button's form: who to share a new image with. A submitted form runs exactly what
+`/ami share <ami-id> <target> [--region R]` runs — the same access check, policy, approval and audit —
+as a durable command job recorded before the ack."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bot import delivery
+from bot.dispatch import JOB_KIND
+from bot.errors import UsageError
+from bot.render.share import ANY_REGION, FIELD_REGION, FIELD_TARGET, SHARE_FORM, VALUE
+from bot.services.share import parse_target
+
+
+def read_form(view: dict[str, Any]) -> tuple[str | None, dict[str, str]]:
+    """The `/ami share` text the form stands for, or the errors to show on its fields (no AWS)."""
+    values = delivery.pick(view, "state", "values") or {}
+    image_id = delivery.text_at(delivery.metadata(view), "image_id") or ""
+    target = delivery.text_at(values, FIELD_TARGET, VALUE, "value") or ""
+    region = delivery.text_at(values, FIELD_REGION, VALUE, "selected_option", "value") or ANY_REGION
+    try:
+        parsed = parse_target(target)
+    except UsageError as error:
+        return None, {FIELD_TARGET: error.message.replace("`", "")[:150]}
+    if not image_id.startswith("ami-"):
+        return None, {FIELD_TARGET: "This form lost its image; press the Share button again."}
+    text = f"share {image_id} {'public' if parsed.kind == 'public' else parsed.value}"
+    if region != ANY_REGION:
+        text += f" --region {region}"
+    return text, {}
+
+
+def register(app, ctx) -> None:
+    @app.view(SHARE_FORM)
+    def submitted(ack, body, view, context):
+        text, errors = read_form(view if isinstance(view, dict) else {})
+        if errors:
+            ack(response_action="errors", errors=errors)
+            return
+        channel = delivery.text_at(delivery.metadata(view), "channel")
+        user = delivery.text_at(body, "user", "id")
+        ctx.jobs.submit(JOB_KIND, {"text": text, "user_id": user, "channel_id": channel, "response_url": None,
+                                   "trigger_id": body.get("trigger_id"), "via": "share form"},
+                        dedupe_key=delivery.key_of(context, body))
+        ack()

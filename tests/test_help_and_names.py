@@ -1,0 +1,125 @@
+"""Help for one subcommand, mistyped subcommands, names that match several images, copies onto a name
+that exists, and audit rows that name what each command was about."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from tests import seed
+
+
+def _ack_text(response) -> str:
+    body = response.json()
+    return " ".join(block.get("text", {}).get("text", "") for block in body["blocks"])
+
+
+def test_help_for_one_subcommand_lists_its_flags_with_their_meaning_in_the_ack(harness):
+    response = harness.command("help copy")
+    text = _ack_text(response)
+    assert response.json()["response_type"] == "ephemeral"
+    assert "*/ami copy*" in text and "Usage: `/ami copy &lt;ami-id&gt; &lt;region&gt;" in text
+    assert "`--kms-key K` — the KMS key for --encrypt" in text
+    assert "`--force` — copy even when the destination already has an image of that name" in text
+    assert "Example: `/ami copy ami-0abc1234def567890 eu-west-2 --encrypt`" in text
+    assert "/ami list" not in text  # only the one asked about
+    assert harness.replies() == []  # answered in the ack, nothing after
+
+
+@pytest.mark.parametrize("text", ["launch --help", "deregister -h"])
+def test_dash_dash_help_after_a_subcommand_gives_the_same_help(harness, text):
+    harness.command(text)
+    reply = harness.last_reply().text
+    name = text.split()[0]
+    assert f"*/ami {name}*" in reply and "Options:" in reply and "Example:" in reply
+
+
+def test_every_flag_of_every_subcommand_has_a_meaning(harness):
+    from bot.commands import flag_doc
+
+    missing = [(spec.name, flag) for spec in harness.ctx.registry.specs for flag in spec.flags
+               if not flag_doc(spec, flag)]
+    assert missing == []
+
+
+def test_help_for_an_unknown_subcommand_suggests_the_close_one(harness):
+    harness.command("help promot")
+    reply = harness.last_reply().text
+    assert "Unknown subcommand `promot`. Did you mean `promote`?" in reply
+    assert "/ami promote &lt;ami-id&gt;" in reply
+
+
+def test_a_word_like_no_subcommand_gets_the_names_on_one_line_not_the_whole_help(harness):
+    harness.command("xyzzy")
+    reply = harness.last_reply()
+    assert "Unknown subcommand `xyzzy`. Subcommands: list, show, launch" in reply.text
+    assert "amibot — AMIs from Slack" not in reply.text
+    assert len(reply.params["blocks"]) <= 2
+
+
+def test_launch_by_a_name_that_two_images_share_asks_which_with_ids_regions_and_dates(harness, aws):
+    now = datetime.now(UTC)
+    here = seed.image(aws, "web-golden", created=now - timedelta(days=40))
+    there = seed.image(aws, "web-golden", region="eu-west-1", created=now - timedelta(days=2))
+    harness.command("launch web-golden")
+    reply = harness.last_reply().text
+    assert "2 AMIs are named “web-golden”; say which one by id" in reply
+    assert f"`{here}` · us-east-1 · created {(now - timedelta(days=40)).strftime('%Y-%m-%d')}" in reply
+    assert f"`{there}` · eu-west-1 · created {(now - timedelta(days=2)).strftime('%Y-%m-%d')}" in reply
+    ec2 = aws.client("ec2")
+    launched = [i for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]
+                if i["ImageId"] in (here, there)]
+    assert launched == []  # nothing was launched from either
+
+
+def test_copy_onto_a_name_the_destination_already_has_needs_force(harness, aws):
+    source = seed.image(aws, "api-7")
+    existing = seed.image(aws, "api-7", region="eu-west-1")
+    harness.command(f"copy {source} eu-west-1")
+    reply = harness.last_reply().text
+    assert "eu-west-1 already has an image named “api-7”" in reply and existing in reply
+    assert "`--force`" in reply
+    west = aws.client("ec2", "eu-west-1")
+    names = [i["ImageId"] for i in west.describe_images(Owners=["self"])["Images"] if i["Name"] == "api-7"]
+    assert names == [existing]  # no copy was started
+
+    harness.command(f"copy {source} eu-west-1 --force")
+    copies = [i["ImageId"] for i in west.describe_images(Owners=["self"])["Images"] if i["Name"] == "api-7"]
+    assert len(copies) == 2
+    posted = harness.fake.calls_to("chat.postMessage")[-1]
+    assert "already had an image of this name" in str(posted.params)
+
+
+def test_audit_rows_name_the_target_of_every_command(harness, aws):
+    image_id = seed.image(aws, "web-9", tags={"Family": "web"})
+    harness.command("show web-9")
+    harness.command("versions web")
+    harness.command("list web")
+    rows = harness.ctx.store.query("SELECT action, target FROM audit WHERE action LIKE 'command.%' ORDER BY id")
+    assert [(row["action"], row["target"]) for row in rows] == [
+        ("command.show", image_id), ("command.versions", "web"), ("command.list", "web")]
+
+
+def test_versions_counts_a_version_copied_to_another_region_once(harness, aws):
+    source = seed.instance(aws)
+    v1 = seed.image(aws, "web-1", tags={"Family": "web", "Version": "1"}, from_instance=source)
+    seed.image(aws, "web-2", tags={"Family": "web", "Version": "2"}, from_instance=source)
+    seed.image(aws, "web-1", region="eu-west-1", tags={"Family": "web", "Version": "1",
+                                                       "amibot:copied-from": f"{v1}@us-east-1"})
+    harness.command("versions web")
+    text = harness.last_reply().text
+    assert "Family *web*: 2 versions (3 images in 2 regions), newest first" in text
+
+
+def test_launch_form_says_current_version_only_for_promoted_families(harness, aws):
+    from bot.render.launch import launch_modal
+    from bot.services.images import list_images
+
+    seed.image(aws, "web-1", tags={"Family": "web"})
+    seed.image(aws, "api-1", tags={"Family": "api", "amibot:current": "true"})
+    images, _ = list_images(harness.ctx.aws, "Family")
+    view = launch_modal(images, ["web", "api"], "t3.micro", datetime.now(UTC), "C0OPS", promoted={"api"})
+    labels = [option["text"]["text"] for group in view["blocks"][0]["element"]["option_groups"]
+              for option in group["options"]]
+    assert "api (current version)" in labels and "web (newest version)" in labels
