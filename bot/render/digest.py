@@ -28,9 +28,12 @@ from bot.blocks import (
     escape,
     header,
     message,
+    money,
+    plural,
     section,
     when,
 )
+from bot.render.fleet_health import health_blocks
 from bot.services.staleness import SNOOZE_DAYS, Findings, OrphanSnapshot, RegionFindings, StaleImage
 
 DEREGISTER = "digest.deregister"
@@ -52,27 +55,20 @@ class Rendered:
     shown_orphans: dict[str, list[OrphanSnapshot]]
 
 
-def money(amount: float) -> str:
-    return f"${amount:,.2f}"
-
-
-def plural(count: int, word: str) -> str:
-    return f"{count:,} {word}{'' if count == 1 else 's'}"
-
-
 # --- Slack --------------------------------------------------------------------------------------------
 
-def image_line(item: StaleImage) -> str:
+def image_line(item: StaleImage, critical: int = 0) -> str:
     image = item.image
     family = f" · family *{escape(image.family)}*" if image.family and image.family != image.name else ""
     disabled = " · :no_entry_sign: _disabled, ready to deregister_" if item.disabled else ""
+    vulnerable = f" · :red_circle: {critical} critical finding{'s' if critical != 1 else ''}" if critical else ""
     return (f"*{escape(image.name or '(no name)')}* {code(image.id)} · {image.region} · {item.age_days:,} days old · "
-            f"{item.size_gb:,} GiB · *{money(item.monthly_cost)}/month*{family}{disabled}")
+            f"{item.size_gb:,} GiB · *{money(item.monthly_cost)}/month*{family}{disabled}{vulnerable}")
 
 
-def image_blocks(item: StaleImage) -> list[dict]:
+def image_blocks(item: StaleImage, critical: int = 0) -> list[dict]:
     value = f"{item.image.region}:{item.image.id}"
-    return [section(image_line(item)),
+    return [section(image_line(item, critical)),
             actions(button("Request deregistration", DEREGISTER, value),
                     button(f"Snooze {SNOOZE_DAYS} days", SNOOZE, value),
                     block_id=f"digest:{item.image.id}")]
@@ -152,6 +148,7 @@ def digest_message(findings: Findings, day: str) -> Rendered:
         lines = [f"*{title}* — :warning: no region could be checked, so nothing is known to be clean:"]
         lines += [region_line(region) for region in findings.regions]
         return Rendered(message(f"{title}: no region could be checked", chunked_sections(lines)), 0, [], {})
+    health = health_blocks(findings.health, findings.trend, findings.generated_at)
     if findings.clean:
         seen = sum(region.images_seen for region in checked)
         where = ", ".join(region.region for region in checked) or "no region"
@@ -159,8 +156,12 @@ def digest_message(findings: Findings, day: str) -> Rendered:
                 f"({plural(seen, 'image')} checked).")
         blocks = [section(f"*{title}* — {text}")]
         blocks += [context(region_line(region)) for region in findings.failures[:5]]
+        blocks += health
         return Rendered(message(f"{title}: all clean", blocks), 0, [], {})
     stale, orphans = findings.stale, findings.orphans
+    critical = findings.health.critical_stale if findings.health is not None else {}
+    if critical:  # images with critical findings first, then as before (costliest first)
+        stale = sorted(stale, key=lambda item: item.image.id not in critical)
     summary = (f"*{plural(len(stale), 'stale image')}* ({sum(i.size_gb for i in stale):,} GiB) and "
                f"*{plural(len(orphans), 'orphaned snapshot')}* ({sum(o.snapshot.size_gb for o in orphans):,} GiB). "
                f"Retiring all of it would save about *{money(findings.monthly_cost)} a month*.")
@@ -168,17 +169,18 @@ def digest_message(findings: Findings, day: str) -> Rendered:
             context(rules_line(findings))]
     orphan_regions = [region for region in findings.regions if region.orphans]
     shown_orphans = {region.region: listed_orphans(region) for region in orphan_regions}
-    tail_blocks = 2 * len(orphan_regions) + 2  # orphans (section + button) per region, divider, "and N more"
+    tail_blocks = 2 * len(orphan_regions) + 2 + len(health)  # orphans (section + button), divider, "and N more"
     room = max(0, (MAX_BLOCKS - len(head) - tail_blocks) // 2)
     shown_images = stale[:min(MAX_IMAGES, room)]
     blocks = [*head, divider()]
     for item in shown_images:
-        blocks += image_blocks(item)
+        blocks += image_blocks(item, critical.get(item.image.id, 0))
     for region in orphan_regions:
         blocks += orphan_blocks(region, shown_orphans[region.region])
     more = len(stale) - len(shown_images) + sum(len(r.orphans) - len(shown_orphans[r.region]) for r in orphan_regions)
     if more:
         blocks.append(context(f"…and {more:,} more not listed here: the full list is in the attached CSV."))
+    blocks += health
     text = (f"{title}: {plural(len(stale), 'stale image')}, {plural(len(orphans), 'orphaned snapshot')}, "
             f"{money(findings.monthly_cost)}/month to save")
     return Rendered(message(text, blocks), more, shown_images, shown_orphans)

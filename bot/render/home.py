@@ -1,21 +1,158 @@
-"""The App Home tab."""
+"""The App Home tab: the dashboard a lead starts the day with (pure builder: data in, a Home view out).
+
+Fleet health per family, the approval requests waiting for this user (with their buttons), the requests
+they made, what the digest would retire and its 30-day trend as sparklines. Within Slack's 100 blocks,
+with "and N more" pointing at the command that shows the rest.
+"""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import timedelta
 
-from bot import audit
-from bot.blocks import context, divider, escape, header, section
-from bot.store import Store
+from bot.blocks import actions, button, confirm_dialog, context, divider, escape, header, section
+from bot.render.approvals import APPROVE, REJECT
+from bot.services.dashboard import Dashboard, DayTotals, FamilyHealth
+
+MAX_BLOCKS = 100
+SPARKS = "▁▂▃▄▅▆▇█"
+SHOWN_FAMILIES = 15
+SHOWN_WAITING = 8
+SHOWN_MINE = 8
 
 
-def home_view(specs: list, store: Store, now: datetime) -> dict:
-    commands = "\n".join(f"• `{escape(spec.usage)}` — {escape(spec.summary)}" for spec in specs)
-    recent = audit.rows(store, limit=10, newest_first=True)
-    lines = [f"`{row['ts'][:16].replace('T', ' ')}` <@{row['actor']}> {escape(row['action'])} "
-             f"{escape(row['target'] or '')} — {escape(row['outcome'][:80])}" for row in recent]
-    blocks = [header("amibot"), section("Run the whole life of your AMIs from Slack."), divider(),
-              section(f"*Commands*\n{commands}"[:3000]), divider(),
-              section("*Recent activity*\n" + ("\n".join(lines) or "nothing yet")),
-              context(f"Updated {now:%Y-%m-%d %H:%M} UTC")]
-    return {"type": "home", "blocks": blocks[:100]}
+def sparkline(values: list[float | None]) -> str:
+    """'▁▃▅█' scaled from the smallest to the largest value; a gap (unknown day) is '·'."""
+    known = [value for value in values if value is not None]
+    if not known:
+        return ""
+    low, high = min(known), max(known)
+    span = (high - low) or 1
+    return "".join("·" if value is None else SPARKS[round((value - low) / span * (len(SPARKS) - 1))]
+                   for value in values)
+
+
+def _age(days: float | None) -> str:
+    if days is None:
+        return "age unknown"
+    return f"{int(days)} days old" if days >= 1 else "made today"
+
+
+def family_line(family: FamilyHealth) -> str:
+    if family.current_id is None:
+        head = f"*{escape(family.family)}* ({family.region}): no current version"
+    else:
+        head = (f"*{escape(family.family)}* ({family.region}): current *{escape(family.current_name)}* · "
+                f"{_age(family.current_age_days)}")
+    total = family.on_current + family.on_older
+    use = f"{family.on_current} of {total} instances on current" if total else "no instances"
+    if family.on_older:
+        use += f", :warning: {family.on_older} on older"
+    vulns = ("vulnerabilities unknown" if family.critical is None else
+             f":red_circle: {family.critical} critical" if family.critical else "no critical findings")
+    return f"{head} · {use} · {vulns}"
+
+
+def _fleet_blocks(board: Dashboard) -> list[dict]:
+    blocks = [header("Fleet")]
+    fleet = board.fleet
+    if fleet is None:
+        return blocks + [section(":hourglass_flowing_sand: Reading the fleet from AWS… this tab updates itself "
+                                 "in a moment.")]
+    if not fleet.families:
+        blocks.append(section("No image families with instances or versions in the configured regions."))
+    lines = [family_line(family) for family in fleet.families[:SHOWN_FAMILIES]]
+    for start in range(0, len(lines), 8):
+        blocks.append(section("\n".join(lines[start:start + 8])))
+    if len(fleet.families) > SHOWN_FAMILIES:
+        blocks.append(context(f"…and {len(fleet.families) - SHOWN_FAMILIES} more families: `/ami drift` and "
+                              "`/ami versions <family>` show them."))
+    notes = []
+    if fleet.unknown_family:
+        notes.append(f"{fleet.unknown_family} instance(s) on images of unknown family")
+    notes += [f":warning: {region} could not be read: {escape(error)[:120]}" for region, error in
+              sorted(fleet.failures.items())]
+    minutes = int(board.fleet_age.total_seconds() // 60) if board.fleet_age is not None else None
+    fresh = "just now" if minutes is not None and minutes < 1 else f"{minutes} min ago"
+    notes.append(f"Fleet as of {fresh}" + (" — refreshing" if board.fleet_age is not None
+                                           and board.fleet_age >= timedelta(minutes=5) else ""))
+    blocks.append(context(" · ".join(notes)[:2900]))
+    return blocks
+
+
+def _request_blocks(request) -> list[dict]:
+    danger = ":warning: " if request.danger else ""
+    text = (f"{danger}*{escape(request.title)}* · `{request.id}` · by <@{request.requester}> · "
+            f"{request.created_at[:10]}")
+    if request.reason:
+        text += f"\n_{escape(request.reason)[:300]}_"
+    approve = button("Approve", APPROVE, request.id, style="danger" if request.danger else "primary",
+                     confirm=confirm_dialog("Approve?", request.confirm_text()[:290], "Approve"))
+    return [section(text[:2900]), actions(approve, button("Reject", REJECT, request.id))]
+
+
+def _waiting_blocks(board: Dashboard) -> list[dict]:
+    blocks = [header(f"Waiting for you ({len(board.waiting)})")]
+    if not board.waiting:
+        return blocks + [section("Nothing waits for your approval.")]
+    for request in board.waiting[:SHOWN_WAITING]:
+        blocks += _request_blocks(request)
+    if len(board.waiting) > SHOWN_WAITING:
+        blocks.append(context(f"…and {len(board.waiting) - SHOWN_WAITING} more: `/ami requests`."))
+    return blocks
+
+
+def _mine_blocks(board: Dashboard) -> list[dict]:
+    blocks = [header("Your requests")]
+    if not board.mine:
+        return blocks + [section("You have not asked for anything yet.")]
+    icons = {"pending": ":hourglass:", "succeeded": ":white_check_mark:", "failed": ":x:", "rejected": ":no_entry:",
+             "cancelled": ":leftwards_arrow_with_hook:", "expired": ":hourglass:", "approved": ":gear:",
+             "executing": ":gear:"}
+    lines = [f"{icons.get(r.state, '•')} `{r.id}` {escape(r.title)[:120]} — *{r.state}*"
+             for r in board.mine[:SHOWN_MINE]]
+    blocks.append(section("\n".join(lines)))
+    blocks.append(context("`/ami requests` lists every open request; `/ami audit <request-id>` its history."))
+    return blocks
+
+
+def trend_lines(days: list[DayTotals]) -> list[str]:
+    if not days:
+        return []
+    first, last = days[0].date, days[-1].date
+
+    def row(label: str, values: list, fmt) -> str:
+        known = [v for v in values if v is not None]
+        latest = fmt(known[-1]) if known else "unknown"
+        return f"`{sparkline(values) or '—':<30}` {label}: {latest}"
+
+    return [f"Last {len(days)} digest(s), {first} → {last}:",
+            row("stale images", [d.stale_images for d in days], str),
+            row("orphaned snapshots", [d.orphaned_snapshots for d in days], str),
+            row("monthly waste", [d.monthly_waste for d in days], lambda v: f"${v:,.2f}"),
+            row("drifted instances", [d.drifted_instances for d in days], str)]
+
+
+def _digest_blocks(board: Dashboard) -> list[dict]:
+    blocks = [header("What the digest would retire")]
+    last = board.last_digest
+    if last is None:
+        return blocks + [section("No digest yet: `/ami digest` makes one now.")]
+    where = f"<{last.permalink}|the {last.date} digest>" if last.permalink else (
+        f"the {last.date} digest" + (f" in <#{last.channel}>" if last.channel else ""))
+    blocks.append(section(f"*${last.monthly_waste:,.2f}/month* in {last.stale_images} stale image(s) and "
+                          f"{last.orphaned_snapshots} orphaned snapshot(s) — from {where}."))
+    lines = trend_lines(board.trend)
+    if lines:
+        blocks.append(section("\n".join(lines)))
+    return blocks
+
+
+def home_view(board: Dashboard, notice: str | None = None) -> dict:
+    """`notice`: what just happened on the tab (a decision's outcome), shown first."""
+    blocks = [section(notice[:2900]), divider()] if notice else []  # amibot's own words (AmibotError: safe)
+    blocks += [*_fleet_blocks(board), divider(), *_waiting_blocks(board), divider(), *_mine_blocks(board),
+              divider(), *_digest_blocks(board),
+              context(f"Updated {board.now:%Y-%m-%d %H:%M} UTC · `/ami help` lists every command")]
+    if len(blocks) > MAX_BLOCKS:  # the budget above keeps within it; never let Slack refuse the view
+        blocks = blocks[:MAX_BLOCKS - 1] + [context("…more than fits here: `/ami requests`, `/ami drift`.")]
+    return {"type": "home", "blocks": blocks}

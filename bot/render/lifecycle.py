@@ -20,6 +20,8 @@ from bot.blocks import (
     section,
     when,
 )
+from bot.render.deregister import reference_line, unknown_lines, usage_lines
+from bot.render.findings import counts_text
 from bot.services.base_images import Alias, BaseImage
 from bot.services.images import Image
 from bot.services.references import Usage
@@ -51,7 +53,8 @@ def new_image(new: NewImage, state: str, reason: str = "", timed_out: bool = Fal
     """The visible message about an image being made: pending, then available or failed."""
     icon = STATE_ICONS.get(state, ":white_circle:")
     version = f" · version {escape(new.version)}" if new.version else ""
-    lines = [f"{icon} <@{new.user}> is making AMI *{escape(new.name)}* {code(new.image_id)} in {new.region} "
+    verb = {"pending": "is making", "available": "made"}.get(state, "asked for")
+    lines = [f"{icon} <@{new.user}> {verb} AMI *{escape(new.name)}* {code(new.image_id)} in {new.region} "
              f"from {escape(new.source)} — *{state}*",
              f"Family *{escape(new.family)}*{version}"]
     blocks = [section("\n".join(lines))]
@@ -115,7 +118,22 @@ def _usage_summary(usage: Usage | None) -> str:
         parts.append(f"template{'s' if len(usage.templates) != 1 else ''} {names}")
     if usage.launch_configs:
         parts.append(f"{len(usage.launch_configs)} launch config(s)")
-    return ", ".join(parts) or "unused"
+    if usage.groups:
+        names = ", ".join(sorted({escape(g.name) for g in usage.groups})[:3])
+        parts.append(f"ASG{'s' if len({g.name for g in usage.groups}) != 1 else ''} {names}")
+    if usage.fleets:
+        parts.append(f"{len({f.id for f in usage.fleets})} fleet(s)")
+    if usage.parameters:
+        parts.append(f"SSM {', '.join(escape(p.name) for p in usage.parameters[:2])}")
+    if usage.recipes:
+        parts.append(f"{len(usage.recipes)} Image Builder recipe(s)")
+    if usage.others:
+        parts.append(f"{len(usage.others)} other reference(s) found by AWS")
+    text = ", ".join(parts)
+    if usage.blocking_unknown:
+        return (text + "; " if text else "") + "use unknown (" + ", ".join(escape(s) for s in usage.blocking_unknown) \
+            + " not checked)"
+    return text or "unused"
 
 
 def version_states(version: Version, now: datetime) -> list[str]:
@@ -132,21 +150,26 @@ def version_states(version: Version, now: datetime) -> list[str]:
     return states or ["available"]
 
 
-def versions(family: FamilyVersions, now: datetime, shown: int = 25) -> Message:
+def versions(family: FamilyVersions, now: datetime, shown: int = 25, findings: dict | None = None) -> Message:
     regions = sorted({version.image.region for version in family.versions})
-    body = (f"Family *{escape(family.family)}*: {len(family.versions)} version"
-            f"{'s' if len(family.versions) != 1 else ''}, newest first")
+    count = len({version.label for version in family.versions})  # a version copied to 3 regions is one version
+    copies = (f" ({len(family.versions)} images in {len(regions)} regions)"
+              if len(family.versions) != count or len(regions) > 1 else "")
+    body = f"Family *{escape(family.family)}*: {count} version{'s' if count != 1 else ''}{copies}, newest first"
     rows = []
+    findings = findings or {}
+    any_known = any(found.known for found in findings.values())  # else one line says why, not one per row
     for version in family.versions[:shown]:
         image = version.image
         where = f" · {image.region}" if len(regions) > 1 else ""
+        vulns = f" · {counts_text(findings[image.id])}" if any_known and image.id in findings else ""
         rows.append(f"*{escape(version.label)}* {code(image.id)}{where} · {age(image.created, now)} · "
-                    f"{', '.join(version_states(version, now))} · {_usage_summary(version.usage)}")
+                    f"{', '.join(version_states(version, now))} · {_usage_summary(version.usage)}{vulns}")
     blocks = [section(body)]
     for start in range(0, len(rows), 10):
         blocks.append(section("\n".join(rows[start:start + 10])))
     if len(family.versions) > shown:
-        blocks.append(context(f"…and {len(family.versions) - shown} older versions."))
+        blocks.append(context(f"…and {len(family.versions) - shown} older images."))
     if not any(version.current for version in family.versions):
         blocks.append(context("No version is promoted; launches by family use the newest available one. "
                               "`/ami promote <ami-id>` pins one."))
@@ -155,7 +178,10 @@ def versions(family: FamilyVersions, now: datetime, shown: int = 25) -> Message:
                               f"`resolve:ssm:{escape(family.parameter)}` (in the image's region)."))
     for region, error in sorted(family.failures.items()):
         blocks.append(context(f":warning: {region}: {escape(error.message)}"))
-    return message(f"{family.family}: {len(family.versions)} versions", blocks)
+    if findings and not any_known:
+        reason = next(iter(findings.values())).error or "not read"
+        blocks.append(context(f":grey_question: Vulnerabilities: unknown — {escape(reason)}"))
+    return message(f"{family.family}: {count} version{'s' if count != 1 else ''}", blocks)
 
 
 def promoted(result: Promotion, user: str) -> Message:
@@ -186,10 +212,15 @@ def rolled_back(result: Rollback, user: str) -> Message:
                               f"{code(result.newer_image_id)}: {shown}{more}. Rolling back does not replace them."))
     else:
         blocks.append(section(f"No instances run {code(result.newer_image_id)}."))
-    if usage.templates:
-        names = ", ".join(f"*{escape(t.name)}* v{t.version}" for t in usage.templates[:10])
+    direct = [t for t in usage.templates if not t.via]
+    if direct:
+        names = ", ".join(f"*{escape(t.name)}* v{t.version}" for t in direct[:10])
         blocks.append(context(f"Launch templates naming {code(result.newer_image_id)} directly still launch it: "
                               f"{names}."))
+    pinned = [ref for ref in usage.groups + usage.fleets if not ref.via]
+    if pinned:
+        blocks.append(context(f"Still launching {code(result.newer_image_id)} (pinned, not through the parameter): "
+                              + "; ".join(reference_line(ref) for ref in pinned[:10]) + "."))
     blocks.append(context(f"SSM parameter {code(result.parameter)} names {code(image.id)} again."))
     return message(f"{result.family} rolled back to {image.id}", blocks)
 
@@ -206,16 +237,13 @@ def stage_done(user: str, image: Image, what: str, undo: str | None = None, note
 
 def approval_details(image: Image, usage: Usage, consequence: str, parameter: str) -> list[dict]:
     """What the approvers see before clicking: the image, that it is the current version, what uses it."""
-    lines = [f"• instance {code(i.id)} ({i.state}{', ' + escape(i.name) if i.name else ''})"
-             for i in usage.instances[:10]]
-    if len(usage.instances) > 10:
-        lines.append(f"• …and {len(usage.instances) - 10} more instances")
-    lines += [f"• launch template *{escape(t.name)}* v{t.version} ({t.which})" for t in usage.templates[:10]]
-    lines += [f"• launch configuration *{escape(c.name)}*" for c in usage.launch_configs[:10]]
-    return [
+    blocks = [
         fields_section([f"*Image*\n{code(image.id)} {escape(image.name)}", f"*Region*\n{image.region}",
                         f"*Family*\n{escape(image.family)} — *current version*",
                         f"*Version*\n{escape(image.version or '—')}"]),
         section(f"*What happens*\n{consequence}\nLaunches through {code(parameter)} resolve to this image."),
-        section("*In use by*\n" + ("\n".join(lines) or "nothing")),
+        section("*In use by*\n" + (usage_lines(usage) if usage.in_use else "nothing found")),
     ]
+    if usage.unknown:
+        blocks.append(section("*Could not be checked*\n" + unknown_lines(usage)))
+    return blocks

@@ -3,9 +3,11 @@
 Once a day at [digest].at in [digest].timezone, to [digest].channel. The run is claimed in SQLite
 (``digest_runs``, primary key (date, channel), INSERT OR IGNORE) *before* anything is posted, so a
 restart, a coalesced misfire or a second process on the same database never posts the same day twice.
-The price of that choice: a crash between the claim and the post loses that day's digest (at most
-once, never twice). A run missed while the bot was down is made once at start if it is still the
-same day and past the time (``catch_up``).
+A run that fails after its claim (any exception, or a process that died mid-run) is retried the same
+day with backoff (``RETRY_DELAYS``, bounded by ``MAX_ATTEMPTS``); the claim row holds the state and the
+attempts, so a restart carries on, and ``/healthz`` shows the latest run's state and error. A region
+that fails is a warning line in the digest, never "all clean". A run missed while the bot was down is
+made once at start if it is still the same day and past the time (``catch_up``).
 
 Scheduler settings (APScheduler CronTrigger in the digest's time zone, so daylight-saving changes
 keep the local time): ``coalesce=True`` — runs missed while the process was paused collapse into
@@ -20,15 +22,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from bot import approvals, audit
+from bot import approvals, audit, awsdata
 from bot.aws import Aws, paginate, requires
-from bot.blocks import code, context, section
+from bot.blocks import code, context, money, plural, section
 from bot.errors import AmibotError, AwsError, PolicyViolation
-from bot.render import digest as render
+from bot.services import drift, fleet_health
 from bot.services.images import describe_own_images
 from bot.services.inventory import Progress, ami_of, scan_region
 from bot.services.snapshots import delete_snapshots
@@ -54,7 +55,8 @@ def snoozed_ids(store, now: datetime) -> set[str]:
 
 
 def compute(aws: Aws, policy, now: datetime, snoozed: set[str] | frozenset[str] = frozenset(),
-            regions: list[str] | None = None, progress: Progress | None = None) -> Findings:
+            regions: list[str] | None = None, progress: Progress | None = None,
+            names: dict[str, str] | None = None, health: bool = True) -> Findings:
     """Scan the regions in parallel; each region's inventory is judged as soon as it is in and then dropped,
     so memory holds one region's inventory at a time (see inventory.LARGE_LISTINGS), not the whole account."""
     rules = Rules.from_policy(policy.digest)
@@ -67,20 +69,81 @@ def compute(aws: Aws, policy, now: datetime, snoozed: set[str] | frozenset[str] 
             report(region, f"{text} ({time.monotonic() - started:.1f} s)")
 
         timed(region, "scanning")
-        findings = judge(scan_region(aws, region, policy.digest.family_tag, timed), rules, now, snoozed)
-        timed(region, f"done: {render.plural(len(findings.stale), 'stale image')}, "
-                      f"{render.plural(len(findings.orphans), 'orphaned snapshot')}")
+        try:
+            inventory = scan_region(aws, region, policy.digest.family_tag, timed)
+            findings = judge(inventory, rules, now, snoozed)
+            findings.drift = _drift_of(inventory, policy.digest.family_tag, now, names)
+            del inventory  # only the findings are kept: memory holds one region's inventory at a time
+        except AwsError:
+            raise  # each_region makes it the region's failure, with AWS's one-sentence message
+        except Exception as error:  # any other surprise in one region is that region's warning line, never a crash
+            log.warning("digest: %s could not be checked", region, exc_info=True)
+            return failed_region(region, f"could not be checked ({type(error).__name__}: {str(error)[:200]})")
+        timed(region, f"done: {plural(len(findings.stale), 'stale image')}, "
+                      f"{plural(len(findings.orphans), 'orphaned snapshot')}")
         return findings
 
     results = aws.each_region(one, regions)
     judged = [result if isinstance(result, RegionFindings) else failed_region(region, result.message)
               for region, result in results.items()]
-    return Findings(judged, now, rules)
+    findings = Findings(judged, now, rules)
+    if health:
+        findings.health = _health(aws, policy, now, findings, names)
+        _hold_for_the_bin(findings, rules)
+    return findings
+
+
+def _hold_for_the_bin(findings: Findings, rules: Rules) -> None:
+    """A snapshot whose image is in the Recycle Bin is not an orphan: restoring the image needs it (the bin keeps
+    the image, and the snapshot only if a snapshot rule covers it). Off the list, off the cost, counted apart."""
+    by_region = {health.region: health for health in findings.health.regions} if findings.health else {}
+    for region in findings.regions:
+        health = by_region.get(region.region)
+        if not health or not health.in_bin:
+            continue
+        held = [orphan for orphan in region.orphans if orphan.snapshot.ami_id in health.in_bin]
+        if held:
+            region.orphans = [orphan for orphan in region.orphans if orphan.snapshot.ami_id not in health.in_bin]
+            region.saving_gb -= sum(orphan.snapshot.size_gb for orphan in held)
+            region.monthly_cost = rules.cost(region.saving_gb)
+            health.held_snapshots = len(held)
+
+
+def _drift_of(inventory, family_tag: str, now: datetime, names: dict[str, str] | None):
+    try:
+        return drift.from_references(inventory.region, inventory.images, inventory.references, family_tag, now, names)
+    except Exception:  # drift is extra: a surprise here must not cost the day's digest
+        log.warning("digest: drift in %s could not be computed", inventory.region, exc_info=True)
+        return None
+
+
+def _health(aws: Aws, policy, now: datetime, findings: Findings, names: dict[str, str] | None):
+    """The fleet-health part (bot.services.fleet_health) for the regions that could be scanned."""
+    checked = [region for region in findings.regions if not region.error]
+    stale = {region.region: [item.image for item in region.stale[:fleet_health.FINDINGS_PER_REGION]]
+             for region in checked}
+    drifts = {region.region: region.drift for region in checked if region.drift is not None}
+    try:
+        return fleet_health.fleet_health(aws, [region.region for region in checked], policy.digest.family_tag, now,
+                                         stale, names, drifts)
+    except Exception:  # never lose the digest over its extra part
+        log.warning("digest: fleet health could not be computed", exc_info=True)
+        return None
 
 
 def compute_for(ctx) -> Findings:
-    now = ctx.clock()
-    return compute(ctx.aws, ctx.policy, now, snoozed_ids(ctx.store, now))
+    """The app's digest (the daily run, `/ami digest`), timed and counted in the app's metrics."""
+    now, started, findings = ctx.clock(), time.monotonic(), None
+    try:
+        findings = compute(ctx.aws, ctx.policy, now, snoozed_ids(ctx.store, now), names=drift.retired_names(ctx.store))
+        from bot.services.dashboard import trend  # the Home tab's history, also charted in the digest
+
+        findings.trend = trend(ctx.store)
+        return findings
+    finally:
+        from bot import metrics  # the app's; `amibot digest` on the command line does not load prometheus
+
+        metrics.digest_computed(ctx, time.monotonic() - started, findings)
 
 
 def local_day(ctx_or_policy, now: datetime) -> str:
@@ -88,33 +151,60 @@ def local_day(ctx_or_policy, now: datetime) -> str:
     return now.astimezone(ZoneInfo(policy.digest.timezone)).date().isoformat()
 
 
-# --- posting --------------------------------------------------------------------------------------------
+# --- posting: through the publisher the digest's handlers register (bot.digest_post), never render here ----
 
-def post(slack, channel: str, findings: Findings, day: str, send: Callable[[dict], str | None] | None = None
-         ) -> str | None:
-    """Post the digest (through `send` if given, e.g. a command's Reply.post); attach the full list as a CSV
-    in the message's thread when not all of it is listed. Returns the message ts."""
-    rendered = render.digest_message(findings, day)
-    send = send or (lambda msg: slack.chat_postMessage(channel=channel, **msg)["ts"])
-    ts = send(rendered.message)
-    if rendered.more:
-        attach_csv(slack, channel, ts, findings, day)
-    return ts
+PUBLISHER = "digest.publisher"
 
 
-def attach_csv(slack, channel: str, ts: str | None, findings: Findings, day: str) -> None:
-    thread = {"thread_ts": ts} if ts else {}
-    try:
-        slack.files_upload_v2(channel=channel, content=render.as_csv(findings), filename=f"amibot-digest-{day}.csv",
-                              title=f"AMI digest {day}", initial_comment=render.csv_comment(findings, day), **thread)
-    except Exception:  # the digest is out; a missing attachment must not fail the run
-        log.exception("could not attach the digest CSV in %s", channel)
+def publisher(ctx):
+    found = ctx.extras.get(PUBLISHER)
+    if found is None:  # a programming error: handlers/actions/digest.py registers it with the app
+        raise AmibotError("the digest cannot be posted: no publisher is registered")
+    return found
 
 
 def claim(store, day: str, channel: str, now: datetime) -> bool:
-    """True for exactly one caller per (day, channel), across threads and processes."""
-    return store.execute("INSERT OR IGNORE INTO digest_runs (date, channel, claimed_at) VALUES (?, ?, ?)",
-                         (day, channel, _stamp(now))).rowcount == 1
+    """True for exactly one caller per (day, channel), across threads and processes: the first attempt."""
+    return store.execute("INSERT OR IGNORE INTO digest_runs (date, channel, claimed_at, state, attempts)"
+                         " VALUES (?, ?, ?, 'running', 1)", (day, channel, _utc(now))).rowcount == 1
+
+
+# A run that fails after its claim is retried the same day: attempt 2 a minute after attempt 1 failed, then
+# 5 and 15 minutes later. The schedule is in the claim row (state 'retry', attempts, next_attempt_at), so a
+# restart carries on where the last process stopped; a run still 'running' after CRASHED_AFTER died with its
+# process and is retried as well.
+RETRY_DELAYS = (timedelta(minutes=1), timedelta(minutes=5), timedelta(minutes=15))
+MAX_ATTEMPTS = 1 + len(RETRY_DELAYS)
+CRASHED_AFTER = timedelta(minutes=30)
+RETRY_SCHEDULE_ID = "digest.retry"
+RETRY_CHECK_SECONDS = 30
+
+
+def _utc(moment: datetime) -> str:
+    return _stamp(moment.astimezone(UTC))
+
+
+def _run(store, day: str, channel: str) -> dict | None:
+    return store.one("SELECT * FROM digest_runs WHERE date = ? AND channel = ?", (day, channel))
+
+
+def retry_is_due(row: dict | None, now: datetime) -> bool:
+    if row is None or row["attempts"] >= MAX_ATTEMPTS:
+        return False
+    if row["state"] == "retry":
+        return (row["next_attempt_at"] or "") <= _utc(now)
+    return row["state"] == "running" and row["claimed_at"] <= _utc(now - CRASHED_AFTER)
+
+
+def claim_retry(store, day: str, channel: str, now: datetime) -> int | None:
+    """Take today's due retry, for exactly one caller (a conditional UPDATE); returns its attempt number."""
+    row = _run(store, day, channel)
+    if not retry_is_due(row, now):
+        return None
+    taken = store.execute("UPDATE digest_runs SET state = 'running', attempts = attempts + 1, claimed_at = ?,"
+                          " next_attempt_at = NULL WHERE date = ? AND channel = ? AND state = ? AND attempts = ?",
+                          (_utc(now), day, channel, row["state"], row["attempts"])).rowcount == 1
+    return row["attempts"] + 1 if taken else None
 
 
 def claimed(store, day: str, channel: str) -> bool:
@@ -122,27 +212,30 @@ def claimed(store, day: str, channel: str) -> bool:
 
 
 def run_daily(ctx) -> str:
-    """The scheduled run: claim today, compute, post. Returns what happened (also audited)."""
+    """The scheduled run: claim today (or today's due retry), compute, post. Returns what happened (also
+    audited). Any failure after the claim schedules the next attempt (see RETRY_DELAYS) instead of losing the day."""
     channel = ctx.policy.digest.channel
     if not channel:
         return "no [digest].channel configured"
     now = ctx.clock()
     day = local_day(ctx, now)
-    if not claim(ctx.store, day, channel, now):
+    attempt = 1 if claim(ctx.store, day, channel, now) else claim_retry(ctx.store, day, channel, now)
+    if attempt is None:
         log.info("digest for %s in %s already claimed; not posting again", day, channel)
         return "already posted"
+    if attempt > 1:
+        log.warning("digest for %s in %s: attempt %d of %d", day, channel, attempt, MAX_ATTEMPTS)
     try:
         findings = compute_for(ctx)
-    except AwsError as error:
-        ts = ctx.slack.chat_postMessage(channel=channel, **render.digest_failed(day, error.message))["ts"]
-        return _finish_run(ctx, day, channel, ts, f"failed: {error.message}")
-    try:
-        ts = post(ctx.slack, channel, findings, day)
-    except Exception:
-        # Nothing reached the channel: release the claim so the next start can make the run.
-        ctx.store.execute("DELETE FROM digest_runs WHERE date = ? AND channel = ?", (day, channel))
-        _audit_run(ctx, day, channel, "failed: could not post to Slack")
-        raise
+        ts = publisher(ctx).digest(ctx, channel, findings, day)
+    except Exception as error:  # whatever it was, the day is not lost: retried, and visible in /healthz
+        return _failed_attempt(ctx, day, channel, attempt, error)
+    # It is out: whatever happens next, no retry may post it again.
+    ctx.store.execute("UPDATE digest_runs SET state = 'posted', message_ts = ?, error = NULL WHERE date = ?"
+                      " AND channel = ?", (ts, day, channel))
+    from bot.services.dashboard import record_posted_digest  # the Home tab's trend (imported late: no cycle)
+
+    record_posted_digest(ctx, day, findings, channel, ts)
     outcome = (f"posted: {len(findings.stale)} stale, {len(findings.orphans)} orphaned, "
                f"${findings.monthly_cost:,.2f}/month")
     if findings.failures:
@@ -151,10 +244,63 @@ def run_daily(ctx) -> str:
 
 
 def _finish_run(ctx, day: str, channel: str, ts: str | None, outcome: str) -> str:
-    ctx.store.execute("UPDATE digest_runs SET message_ts = ?, outcome = ? WHERE date = ? AND channel = ?",
-                      (ts, outcome, day, channel))
+    ctx.store.execute("UPDATE digest_runs SET message_ts = ?, outcome = ?, state = 'posted', error = NULL"
+                      " WHERE date = ? AND channel = ?", (ts, outcome, day, channel))
     _audit_run(ctx, day, channel, outcome)
     return outcome
+
+
+def _failed_attempt(ctx, day: str, channel: str, attempt: int, error: Exception) -> str:
+    """Record a failed attempt: schedule the next one (same day, bounded), or give up and say so in the channel."""
+    reason = error.message if isinstance(error, AmibotError) else f"{type(error).__name__}: {str(error)[:300]}"
+    now = ctx.clock()
+    next_at = now + RETRY_DELAYS[attempt - 1] if attempt < MAX_ATTEMPTS else None
+    if next_at is not None and local_day(ctx, next_at) == day:
+        log.error("digest for %s in %s failed (attempt %d of %d); retrying at %s: %s", day, channel, attempt,
+                  MAX_ATTEMPTS, _utc(next_at), reason, exc_info=error)
+        when = next_at.astimezone(UTC)
+        outcome = f"failed (attempt {attempt} of {MAX_ATTEMPTS}): {reason}; retrying at {when:%H:%M} UTC"
+        ctx.store.execute("UPDATE digest_runs SET state = 'retry', next_attempt_at = ?, error = ?, outcome = ?"
+                          " WHERE date = ? AND channel = ?", (_utc(next_at), reason, outcome, day, channel))
+        _audit_run(ctx, day, channel, outcome)
+        return outcome
+    log.error("digest for %s in %s failed (attempt %d of %d); giving up for today: %s", day, channel, attempt,
+              MAX_ATTEMPTS, reason, exc_info=error)
+    ts = None
+    try:
+        ts = publisher(ctx).failure(ctx, channel, day, reason)
+    except Exception:  # Slack may be what failed; the log, /healthz and the audit trail still say it
+        log.exception("could not tell %s that the digest for %s failed", channel, day)
+    outcome = f"failed after {attempt} attempt(s): {reason}"
+    ctx.store.execute("UPDATE digest_runs SET state = 'failed', message_ts = ?, error = ?, outcome = ?"
+                      " WHERE date = ? AND channel = ?", (ts, reason, outcome, day, channel))
+    _audit_run(ctx, day, channel, outcome)
+    return outcome
+
+
+def retry_due(ctx) -> str | None:
+    """The scheduler's frequent check (and the start's): make today's retry if one is due."""
+    channel = ctx.policy.digest.channel
+    if not channel:
+        return None
+    now = ctx.clock()
+    if not retry_is_due(_run(ctx.store, local_day(ctx, now), channel), now):
+        return None
+    return run_daily(ctx)
+
+
+def health_status(ctx) -> dict | None:
+    """The latest daily run, for /healthz: its day, state, attempts and last error."""
+    row = ctx.store.one("SELECT date, channel, state, attempts, error, next_attempt_at FROM digest_runs"
+                        " ORDER BY date DESC, claimed_at DESC LIMIT 1")
+    if row is None:
+        return None
+    status = {"date": row["date"], "channel": row["channel"], "state": row["state"], "attempts": row["attempts"]}
+    if row["error"]:
+        status["error"] = row["error"]
+    if row["next_attempt_at"]:
+        status["next_attempt_at"] = row["next_attempt_at"]
+    return status
 
 
 def _audit_run(ctx, day: str, channel: str, outcome: str) -> None:
@@ -178,20 +324,29 @@ def due(policy, now: datetime) -> bool:
 def schedule(scheduler, ctx) -> None:
     """Add the daily job (for bot.scheduler.add_schedule); nothing without [digest].channel."""
     from apscheduler.triggers.cron import CronTrigger
+    from apscheduler.triggers.interval import IntervalTrigger
 
     if not ctx.policy.digest.channel:
         return
     hour, minute = daily_time(ctx.policy)
     scheduler.add_job(run_daily, CronTrigger(hour=hour, minute=minute, timezone=ZoneInfo(ctx.policy.digest.timezone)),
-                      args=[ctx], id=SCHEDULE_ID, replace_existing=True, coalesce=True, max_instances=1,
+                      args=[ctx], id=SCHEDULE_ID, name="digest.daily: the daily digest", replace_existing=True,
+                      coalesce=True, max_instances=1,
                       misfire_grace_time=MISFIRE_GRACE_SECONDS)
+    scheduler.add_job(retry_due, IntervalTrigger(seconds=RETRY_CHECK_SECONDS), args=[ctx], id=RETRY_SCHEDULE_ID,
+                      name="digest.retry: a failed daily digest, again", replace_existing=True, coalesce=True,
+                      max_instances=1, misfire_grace_time=RETRY_CHECK_SECONDS)
 
 
 def catch_up(ctx) -> bool:
-    """At start: if today's run is past due and nobody made it, make it now (as a durable job)."""
+    """At start: if today's run is past due and nobody made it, or a failed attempt's retry is due, make it now
+    (as a durable job)."""
     channel = ctx.policy.digest.channel
     now = ctx.clock()
-    if not channel or not due(ctx.policy, now) or claimed(ctx.store, local_day(ctx, now), channel):
+    if not channel or not due(ctx.policy, now):
+        return False
+    run = _run(ctx.store, local_day(ctx, now), channel)
+    if run is not None and not retry_is_due(run, now):
         return False
     ctx.jobs.submit(DAILY_JOB, {"reason": "catch-up at start"})
     return True
@@ -218,7 +373,8 @@ def cleanup_preflight(ctx, region: str, snapshot_ids: list[str]) -> tuple[dict[s
     account_id = ctx.aws.account_id()
     found = {item["SnapshotId"]: item for item in paginate(
         ctx.aws.ec2(region), "describe_snapshots", "Snapshots", OwnerIds=["self"],
-        Filters=[{"Name": "snapshot-id", "Values": snapshot_ids}]) if item.get("OwnerId") == account_id}
+        Filters=[{"Name": "snapshot-id", "Values": snapshot_ids}])
+        if isinstance(item, dict) and item.get("OwnerId") == account_id and isinstance(item.get("SnapshotId"), str)}
     images = describe_own_images(ctx.aws, region, ctx.policy.digest.family_tag)
     existing = {image.id for image in images}
     used = {snapshot_id for image in images for snapshot_id in image.snapshot_ids}
@@ -230,7 +386,8 @@ def cleanup_preflight(ctx, region: str, snapshot_ids: list[str]) -> tuple[dict[s
         elif snapshot_id in used or ami_of(item.get("Description")) in existing:
             notes.append(f"{snapshot_id} belongs to an existing image again; left out")
         else:
-            sizes[snapshot_id] = int(item.get("VolumeSize") or 0)
+            where = awsdata.label("snapshot", snapshot_id, region)
+            sizes[snapshot_id] = awsdata.integer(item, "VolumeSize", where) or 0
     return sizes, notes
 
 
@@ -246,15 +403,15 @@ def request_cleanup(ctx, region: str, snapshot_ids: list[str], requester: str, c
     total = sum(sizes.values())
     listed = "\n".join(f"{code(snapshot_id)} · {size:,} GiB" for snapshot_id, size in list(sizes.items())[:40])
     more = f"\n…and {len(sizes) - 40} more" if len(sizes) > 40 else ""
-    details = [section(f"*Will delete {render.plural(len(sizes), 'orphaned snapshot')} in {region}* "
-                       f"({total:,} GiB, {render.money(total * price)}/month). Each was made for an image that "
+    details = [section(f"*Will delete {plural(len(sizes), 'orphaned snapshot')} in {region}* "
+                       f"({total:,} GiB, {money(total * price)}/month). Each was made for an image that "
                        f"no longer exists and no image uses it:\n{listed}{more}")]
     if notes:
         details.append(context("Left out: " + "; ".join(notes)[:2900]))
     return approvals.create_request(
         ctx, kind=CLEANUP_KIND, params={"region": region, "snapshot_ids": list(sizes), "sizes": sizes},
         requester=requester, channel=channel,
-        title=f"Delete {render.plural(len(sizes), 'orphaned snapshot')} in {region} ({total:,} GiB)",
+        title=f"Delete {plural(len(sizes), 'orphaned snapshot')} in {region} ({total:,} GiB)",
         details=details, reason="deleting snapshots cannot be undone")
 
 
@@ -269,7 +426,7 @@ def execute_cleanup(ctx, request: approvals.Request, progress) -> str:
         progress(f":fast_forward: Skipped {note}.")
     freed = sum(sizes.get(snapshot_id, 0) for snapshot_id in deleted)
     summary = (f"Deleted {len(deleted)} of {len(request.params['snapshot_ids'])} snapshots in {region} "
-               f"({freed:,} GiB, {render.money(freed * price)}/month saved)")
+               f"({freed:,} GiB, {money(freed * price)}/month saved)")
     if skipped:
         summary += f"; skipped {', '.join(skipped)}"
     if failed:
@@ -287,7 +444,7 @@ def reconcile_cleanup(ctx, request: approvals.Request) -> str | None:
 
 
 def cleanup_confirm(params: dict) -> str:
-    return (f"Delete {render.plural(len(params['snapshot_ids']), 'snapshot')} in {params['region']}. "
+    return (f"Delete {plural(len(params['snapshot_ids']), 'snapshot')} in {params['region']}. "
             "This cannot be undone.")
 
 

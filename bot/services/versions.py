@@ -18,12 +18,16 @@ import threading
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from bot.aws import Aws, call, requires
-from bot.context import Context
+from bot.blocks import escape
 from bot.errors import AmibotError, AwsError, NotFound, PolicyViolation
 from bot.services.images import Image, describe_own_images
 from bot.services.references import Usage, scan
+
+if TYPE_CHECKING:  # only for annotations: importing the context pulls in Slack's SDK (memory in the digest)
+    from bot.context import Context
 
 CURRENT_TAG = "amibot:current"
 PARAMETER_ILLEGAL = re.compile(r"[^A-Za-z0-9_.\-]+")
@@ -84,8 +88,12 @@ def ordered_versions(images: list[Image]) -> list[Version]:
                               reverse=True)
     else:
         newest_first = list(reversed(by_creation))
-    return [Version(image, image.version or f"#{ordinal[image.id]}", current=is_current(image))
-            for image in newest_first]
+    labels = {image.id: image.version or f"#{ordinal[image.id]}" for image in images}
+    for image in images:  # an untagged copy in another region is the same version as its source
+        source = image.tags.get("amibot:copied-from", "").partition("@")[0]
+        if not image.version and source in labels:
+            labels[image.id] = labels[source]
+    return [Version(image, labels[image.id], current=is_current(image)) for image in newest_first]
 
 
 def family_images(aws: Aws, family: str, family_tag: str,
@@ -152,7 +160,8 @@ def family_versions(ctx: Context, family: str, region: str | None = None) -> Fam
         if failures:
             raise next(iter(failures.values()))
         where = region or ", ".join(regions)
-        raise NotFound(f"No images of family “{family}” in {where}. `/ami list {family}` shows similar names.")
+        raise NotFound(f"No images of family “{escape(family)}” in {where}. `/ami list {escape(family)}` shows"
+                       " similar names.")
     versions = ordered_versions(images)
     previous = {(row["region"], row["previous_image_id"]) for row in
                 (active_promotion(ctx.store, family, name) for name in {image.region for image in images})
@@ -275,8 +284,9 @@ def _only_promoted_region(ctx: Context, family: str) -> str:
     if len(regions) == 1:
         return regions[0]
     if not regions:
-        raise NotFound(f"Nothing of family “{family}” has been promoted; `/ami promote <ami-id>` first.")
-    raise AmibotError(f"{family} is promoted in {', '.join(regions)}; say which with `--region`.")
+        raise NotFound(f"Nothing of family “{escape(family)}” has been promoted; `/ami promote &lt;ami-id&gt;`"
+                       " first.")
+    raise AmibotError(f"{escape(family)} is promoted in {', '.join(regions)}; say which with `--region`.")
 
 
 def _rollback_target(ctx: Context, family: str, region: str, image_id: str) -> Image:

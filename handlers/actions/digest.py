@@ -10,13 +10,14 @@ from __future__ import annotations
 import logging
 import uuid
 
-from bot import audit, blocks, scheduler
+from bot import audit, blocks, delivery, metrics, scheduler
 from bot.commands import AMI_ID, REGION_NAME, SNAPSHOT_ID
+from bot.digest_post import SlackPublisher
 from bot.errors import AmibotError, UsageError
 from bot.render.digest import CLEANUP, DEREGISTER, SNOOZE
 from bot.services import digest
-from bot.services.deregister import request_deregistration
 from bot.slack import Reply
+from handlers.commands.deregister import open_request
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ def act(ctx, payload: dict) -> str:
     region, ids = parse_value(action, payload.get("value", ""))
     ctx.access.check_changing(user, channel, LABELS[action])
     if action == "deregister":
-        request = request_deregistration(ctx, ids[0], region, requester=user, channel=channel)
+        request = open_request(ctx, ids[0], region, user, channel)  # renders the blast radius
         mark(ctx, payload, f"digest:{ids[0]}", f":hourglass: <@{user}> asked to deregister this: `{request.id}`")
         return f"Asked for approval to deregister {ids[0]}: `{request.id}` is in <#{request.channel}>."
     if action == "snooze":
@@ -69,7 +70,9 @@ def mark(ctx, payload: dict, block_id: str, text: str) -> None:
 def handle_click(ctx, payload: dict) -> None:
     reply = Reply(ctx.slack, payload.get("channel"), payload["user"], payload.get("response_url"))
     try:
-        reply.ephemeral(blocks.info(act(ctx, payload)))
+        done = act(ctx, payload)
+        metrics.click_finished(ctx, payload["action"], "ok")
+        reply.ephemeral(blocks.info(done))
         return
     except AmibotError as error:
         outcome, answer = f"refused: {error.message}", blocks.error(error.message)
@@ -78,9 +81,22 @@ def handle_click(ctx, payload: dict) -> None:
         log.exception("digest button %s failed (ref %s)", payload["action"], reference)
         outcome = f"crashed: ref {reference}"
         answer = blocks.error(f"Something went wrong (ref `{reference}`); the bot's log has the details.")
+    metrics.click_finished(ctx, payload["action"], outcome)
     audit.record(ctx.store, actor=payload["user"], action=f"digest.{payload['action']}",
                  channel=payload.get("channel"), target=payload.get("value", "")[:200], outcome=outcome)
     reply.ephemeral(answer)
+
+
+def refused_early(ctx, payload: dict) -> bool:
+    """The click's gate, on the jobs' quick lane: a malformed button or a clicker who may not make changes is
+    answered (and audited) at once by handle_click, without waiting behind AWS work. True: go on to AWS."""
+    try:
+        parse_value(payload["action"], payload.get("value", ""))
+        ctx.access.check_changing(payload["user"], payload.get("channel"), LABELS[payload["action"]])
+    except AmibotError:
+        handle_click(ctx, payload)
+        return False
+    return True
 
 
 def report_interrupted(ctx, payload: dict) -> None:
@@ -99,15 +115,19 @@ def _click(body: dict, action: str) -> dict:
 
 def register(app, ctx) -> None:
     ctx.jobs.register(CLICK_JOB, lambda payload: handle_click(ctx, payload),
-                      lambda payload: report_interrupted(ctx, payload))
-    ctx.jobs.register(digest.DAILY_JOB, lambda payload: digest.run_daily(ctx), lambda payload: None)
+                      lambda payload: report_interrupted(ctx, payload),
+                      gate=lambda payload: refused_early(ctx, payload))
+    ctx.extras[digest.PUBLISHER] = SlackPublisher()  # the daily run posts through it (services never render)
+    ctx.jobs.register(digest.DAILY_JOB, lambda payload: digest.run_daily(ctx), lambda payload: None,
+                      deadline=None)  # a long scan of every region, with no user waiting on it
     scheduler.add_schedule(ctx, digest.schedule)
     ctx.extras.setdefault("on_start", []).append(digest.catch_up)
 
     def listener(kind: str):
-        def clicked(ack, body):  # Bolt passes arguments by name: only ask for ack and body
+        def clicked(ack, body, context):  # Bolt passes arguments by name: only ask for what is used
+            # Recorded before the ack with the click's delivery key: a replayed click opens no second request.
+            ctx.jobs.submit(CLICK_JOB, _click(body, kind), dedupe_key=delivery.key_of(context, body))
             ack()
-            ctx.jobs.submit(CLICK_JOB, _click(body, kind))
 
         return clicked
 

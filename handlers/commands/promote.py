@@ -1,14 +1,22 @@
 """`/ami promote <ami-id>` and `/ami rollback <family> [--region R]`: set and undo a family's current version."""
 
+from bot import blocks
 from bot.commands import AMI_ID, Arg, Subcommand
+from bot.errors import PolicyViolation
+from bot.render.drift import drift_line
+from bot.render.findings import promotion_refused_text
 from bot.render.lifecycle import promoted, rolled_back
-from bot.services.images import find_images
+from bot.services import allowed as allowed_amis
+from bot.services.drift import drift, retired_names
+from bot.services.findings import promotion_check
+from bot.services.images import find_image
 from bot.services.versions import promote, rollback
 
 PROMOTE = Subcommand(
     name="promote", summary="make an AMI its family's current version (tag + SSM parameter /amibot/<family>/current)",
-    usage="/ami promote <ami-id>", example="/ami promote ami-0abc1234def567890",
-    args=(Arg("image", pattern=AMI_ID, hint="an AMI id like ami-0abc1234def567890"),), changing=True)
+    usage="/ami promote <ami-id> [--force]", example="/ami promote ami-0abc1234def567890",
+    args=(Arg("image", pattern=AMI_ID, hint="an AMI id like ami-0abc1234def567890"),), flags={"--force": None},
+    changing=True)
 
 ROLLBACK = Subcommand(
     name="rollback", summary="point a family's current version back at the one promoted before",
@@ -18,11 +26,30 @@ ROLLBACK = Subcommand(
 
 def run_promote(call):
     ctx = call.ctx
-    image = find_images(ctx.aws, call.args["image"], ctx.policy.digest.family_tag)[0]
+    image = find_image(ctx.aws, call.args["image"], ctx.policy.digest.family_tag)
+    vulnerable = promotion_check(ctx.aws, image, bool(call.flags["force"]))
+    if vulnerable.refuse:
+        refused = PolicyViolation(promotion_refused_text(vulnerable.findings, image.id))
+        refused.audit_outcome = f"refused: {vulnerable.findings.critical} critical finding(s)"
+        raise refused
     result = promote(ctx, image, call.user)
     call.audit_detail = {"family": image.family, "region": image.region, "previous": result.previous_image_id,
                          "parameter": result.parameter}
-    call.reply.post(promoted(result, call.user))
+    message = promoted(result, call.user)
+    call.audit_detail["critical_findings"] = vulnerable.findings.critical if vulnerable.findings.known else "unknown"
+    message["blocks"] += [blocks.context(note) for note in vulnerable.notes]
+    blocked = allowed_amis.warning_for(ctx.aws, image, ctx.clock())
+    if blocked:  # promoted all the same: the criteria are the account's, but launches by family would fail
+        call.audit_detail["allowed_amis"] = blocked
+        message["blocks"].append(blocks.context(f"{blocked} Launches of the family's current version would be "
+                                                "affected; `/ami allowed` shows the criteria."))
+    message["blocks"].append(blocks.context(_drift_after(ctx, image.family, image.region, "promotion")))
+    call.reply.post(message)
+
+
+def _drift_after(ctx, family: str, region: str, change: str) -> str:
+    found = drift(ctx.aws, [region], ctx.policy.digest.family_tag, ctx.clock(), family, retired_names(ctx.store))
+    return drift_line(found, family, region, change)
 
 
 def run_rollback(call):
@@ -30,7 +57,9 @@ def run_rollback(call):
     result = rollback(ctx, call.args["family"], region, call.user)
     call.audit_detail = {"family": result.family, "region": result.region, "from": result.newer_image_id,
                          "to": result.image.id, "instances_on_newer": [i.id for i in result.newer_usage.instances]}
-    call.reply.post(rolled_back(result, call.user))
+    message = rolled_back(result, call.user)
+    message["blocks"].append(blocks.context(_drift_after(ctx, result.family, result.region, "rollback")))
+    call.reply.post(message)
 
 
 RUNNERS = [(PROMOTE, run_promote), (ROLLBACK, run_rollback)]

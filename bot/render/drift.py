@@ -1,0 +1,88 @@
+"""`/ami drift` and the drift lines after `/ami promote` / `rollback` (pure builders)."""
+
+from __future__ import annotations
+
+from bot.blocks import Message, code, context, escape, header, message, section
+from bot.services.drift import BEHIND, GONE, INSTANCES, METADATA, Drift, DriftGroup, FamilyDrift
+
+SHOWN_FAMILIES = 20
+SHOWN_GROUPS = 8
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}{'s' if count != 1 else ''}"
+
+
+def group_line(group: DriftGroup, current_name: str | None) -> str:
+    what = f"*{escape(group.image_name)}* {code(group.image_id)}" if group.image_name else code(group.image_id)
+    count = _plural(len(group.instances), "instance")
+    if group.status == GONE:
+        return f"• {count} on a *deregistered* image {what}"
+    if group.status != BEHIND:
+        return f"• {count} on a *{group.status}* image {what}"
+    details = []
+    if group.behind is not None and group.behind > 0:
+        details.append(f"{_plural(group.behind, 'version')} behind current {escape(current_name or '?')}")
+    elif group.behind is not None and group.behind < 0:
+        details.append(f"{_plural(-group.behind, 'version')} *ahead of* current {escape(current_name or '?')}")
+    elif current_name:
+        details.append(f"not current {escape(current_name)}")
+    if group.days_older and group.days_older > 0:
+        details.append(f"{group.days_older} days older")
+    elif group.days_older:
+        details.append(f"{-group.days_older} days newer")
+    return f"• {count} on {what}" + (f" ({', '.join(details)})" if details else "")
+
+
+def family_text(family: FamilyDrift) -> str:
+    current = family.current.name or family.current.id if family.current else None
+    head = f"*{escape(family.family)}* ({family.region}): "
+    head += (f"{_plural(family.on_current, 'instance')} on current {escape(current)}" if current
+             else "no current version")
+    lines = [head]
+    lines += [group_line(group, current) for group in family.groups[:SHOWN_GROUPS]]
+    if len(family.groups) > SHOWN_GROUPS:
+        lines.append(f"…and {len(family.groups) - SHOWN_GROUPS} more images")
+    return "\n".join(lines)
+
+
+def drift_report(found: Drift, family: str | None = None) -> Message:
+    drifted = found.worst_first()
+    title = f"Drift{' of ' + family if family else ''}: {_plural(found.drifted, 'instance')} behind"
+    blocks = [header(title[:150])]
+    if not drifted:
+        blocks.append(section(f"Every instance{' of ' + escape(family) if family else ''} runs its family's "
+                              "current version." if found.families else "No instance runs an image of "
+                              f"{'that family' if family else 'a known family'}."))
+    for item in drifted[:SHOWN_FAMILIES]:
+        blocks.append(section(family_text(item)))
+    if len(drifted) > SHOWN_FAMILIES:
+        blocks.append(context(f"…and {len(drifted) - SHOWN_FAMILIES} more families: `/ami drift <family>`."))
+    if found.unknown_family:
+        verb = "runs an image" if found.unknown_family == 1 else "run images"
+        blocks.append(context(f"{_plural(found.unknown_family, 'instance')} {verb} whose family amibot cannot "
+                              "tell (other accounts' images, or gone images without a name); counted apart."))
+    for region, error in sorted(found.failures.items()):
+        blocks.append(context(f":warning: {region} could not be checked: {escape(error)}"))
+    sources = set(found.sources.values())
+    if INSTANCES in sources:
+        blocks.append(context("Where the endpoint lacks DescribeInstanceImageMetadata, an image DescribeImages no "
+                              "longer returns reads *deregistered* (it may only be no longer visible)."))
+    elif METADATA in sources:
+        blocks.append(context("From EC2 instance image metadata: an instance's image is known even after it "
+                              "was deregistered."))
+    return message(title, blocks)
+
+
+def drift_line(found: Drift, family: str, region: str, after: str) -> str:
+    """One line for the end of a promote/rollback reply: the drift that the change creates."""
+    if region in found.failures:
+        return f"Drift in {region} unknown: {escape(found.failures[region])}"
+    mine = [item for item in found.families if item.family == family and item.region == region]
+    drifted = sum(item.drifted for item in mine)
+    if not drifted:
+        return f"After this {after}, every instance of {escape(family)} in {region} runs the current version."
+    groups = [group for item in mine for group in item.groups]
+    parts = ", ".join(f"{len(g.instances)} on {escape(g.image_name or g.image_id)}" for g in groups[:4])
+    return (f"After this {after}, {_plural(drifted, 'instance')} of {escape(family)} in {region} run another "
+            f"version ({parts}{', …' if len(groups) > 4 else ''}): `/ami drift {escape(family)}`.")

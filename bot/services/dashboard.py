@@ -1,0 +1,224 @@
+"""The Home tab's data: where a lead starts the day.
+
+Two kinds of parts. Those in SQLite (the requests waiting for this user, the requests they made, the digest's
+daily totals and the last digest) are read on every open. The fleet's health — per family the current version
+and its age, instances on it and on older versions, its critical findings — needs AWS, so it is computed by a
+background job and kept in ``dashboard_cache``; the Home tab opens from that cache (never an AWS call on the
+ack path) and the job publishes the tab again when it has fresh numbers. The cache is refreshed when it is
+older than FRESH and someone wants it (opened the tab in the last WANTED_FOR).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+
+from bot import approvals
+from bot.errors import AwsError
+from bot.services.drift import drift, retired_names
+from bot.services.findings import findings_of_many
+
+log = logging.getLogger(__name__)
+
+FRESH = timedelta(minutes=5)
+WANTED_FOR = timedelta(minutes=30)
+FLEET = "fleet"
+TREND_DAYS = 30
+
+
+@dataclass
+class FamilyHealth:
+    family: str
+    region: str
+    current_id: str | None
+    current_name: str
+    current_age_days: float | None
+    on_current: int
+    on_older: int
+    critical: int | None  # None: unknown (no Inspector, or not read)
+
+
+@dataclass
+class Fleet:
+    families: list[FamilyHealth] = field(default_factory=list)
+    computed_at: str = ""
+    failures: dict[str, str] = field(default_factory=dict)
+    unknown_family: int = 0
+
+    @property
+    def drifted(self) -> int:
+        return sum(family.on_older for family in self.families)
+
+
+@dataclass
+class DayTotals:
+    date: str
+    stale_images: int
+    orphaned_snapshots: int
+    monthly_waste: float
+    drifted_instances: int | None
+
+
+@dataclass
+class LastDigest:
+    date: str
+    monthly_waste: float
+    stale_images: int
+    orphaned_snapshots: int
+    channel: str | None
+    permalink: str | None
+
+
+@dataclass
+class Dashboard:
+    user: str
+    fleet: Fleet | None  # None: never computed yet (the refresh is on its way)
+    fleet_age: timedelta | None
+    waiting: list  # approvals.Request this user may decide
+    mine: list  # approvals.Request this user made, newest first
+    trend: list[DayTotals]
+    last_digest: LastDigest | None
+    now: datetime
+
+
+def _stamp(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _parse(stamp: str) -> datetime:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+
+
+# --- the fleet (AWS, in a job) -----------------------------------------------------------------------
+
+def compute_fleet(ctx) -> Fleet:
+    """Per family and region: the current version, its age, instances on it and on others, its critical
+    findings. A region that cannot be read is named, never silently missing."""
+    now = ctx.clock()
+    found = drift(ctx.aws, ctx.aws.regions, ctx.policy.digest.family_tag, now, names=retired_names(ctx.store))
+    currents = [family.current for family in found.families if family.current is not None]
+    try:
+        findings = findings_of_many(ctx.aws, currents)
+    except AwsError as error:  # findings are per image and already caught; this is the pool itself failing
+        log.warning("findings for the Home tab could not be read: %s", error.message)
+        findings = {}
+    families = []
+    for family in found.families:
+        current = family.current
+        known = findings.get(current.id) if current else None
+        age = (now - current.created).total_seconds() / 86400 if current and current.created else None
+        families.append(FamilyHealth(family.family, family.region, current.id if current else None,
+                                     (current.name or current.id) if current else "", age, family.on_current,
+                                     family.drifted, known.critical if known and known.known else None))
+    families.sort(key=lambda f: (-(f.critical or 0), -f.on_older, f.family, f.region))
+    return Fleet(families, _stamp(now), dict(found.failures), found.unknown_family)
+
+
+def save_fleet(store, fleet: Fleet) -> None:
+    store.execute("INSERT INTO dashboard_cache (key, data, computed_at) VALUES (?, ?, ?) ON CONFLICT(key) DO "
+                  "UPDATE SET data = excluded.data, computed_at = excluded.computed_at",
+                  (FLEET, json.dumps(asdict(fleet)), fleet.computed_at))
+
+
+def load_fleet(store) -> Fleet | None:
+    row = store.one("SELECT data FROM dashboard_cache WHERE key = ?", (FLEET,))
+    if row is None:
+        return None
+    try:
+        data = json.loads(row["data"])
+        if not isinstance(data, dict):  # the tab was opened, but no fleet was computed yet
+            return None
+        return Fleet([FamilyHealth(**item) for item in data.get("families", [])], data.get("computed_at", ""),
+                     data.get("failures", {}), data.get("unknown_family", 0))
+    except (ValueError, TypeError, AttributeError) as error:  # an older shape: recompute rather than fail the Home tab
+        log.warning("the Home tab's fleet cache could not be read (%s); it will be recomputed", error)
+        return None
+
+
+def want(store, now: datetime) -> None:
+    """Someone opened the Home tab: the scheduled refresh keeps the fleet fresh while this is recent."""
+    store.execute("INSERT INTO dashboard_cache (key, data, computed_at, wanted_at) VALUES (?, 'null', '', ?) "
+                  "ON CONFLICT(key) DO UPDATE SET wanted_at = excluded.wanted_at", (FLEET, _stamp(now)))
+
+
+def stale(store, now: datetime) -> bool:
+    row = store.one("SELECT computed_at FROM dashboard_cache WHERE key = ?", (FLEET,))
+    return not row or not row["computed_at"] or now - _parse(row["computed_at"]) >= FRESH
+
+
+def wanted(store, now: datetime) -> bool:
+    row = store.one("SELECT wanted_at FROM dashboard_cache WHERE key = ?", (FLEET,))
+    return bool(row and row["wanted_at"] and now - _parse(row["wanted_at"]) < WANTED_FOR)
+
+
+# --- the digest's history (SQLite) -------------------------------------------------------------------
+
+def record_digest(store, day: str, stale_images: int, orphaned_snapshots: int, monthly_waste: float,
+                  drifted_instances: int | None = None, channel: str | None = None, message_ts: str | None = None,
+                  permalink: str | None = None, now: datetime | None = None) -> None:
+    """The day's digest totals (the day's last run wins): the Home tab's trend and its last-digest line."""
+    stamp = _stamp(now) if now else datetime.now().strftime("%Y-%m-%dT%H:%M:%S")
+    store.execute(
+        "INSERT INTO digest_history (date, stale_images, orphaned_snapshots, monthly_waste, drifted_instances,"
+        " channel, message_ts, permalink, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(date) DO UPDATE"
+        " SET stale_images = excluded.stale_images, orphaned_snapshots = excluded.orphaned_snapshots,"
+        " monthly_waste = excluded.monthly_waste, drifted_instances = excluded.drifted_instances,"
+        " channel = COALESCE(excluded.channel, channel), message_ts = COALESCE(excluded.message_ts, message_ts),"
+        " permalink = COALESCE(excluded.permalink, permalink), recorded_at = excluded.recorded_at",
+        (day, stale_images, orphaned_snapshots, round(monthly_waste, 2), drifted_instances, channel, message_ts,
+         permalink, stamp))
+
+
+def record_posted_digest(ctx, day: str, findings, channel: str | None, ts: str | None) -> None:
+    """After a digest was posted: its totals for the trend, and a permalink to it for the Home tab."""
+    permalink = None
+    if channel and ts:
+        try:
+            permalink = ctx.slack.chat_getPermalink(channel=channel, message_ts=ts).get("permalink")
+        except Exception as error:  # the link is a convenience; the totals matter
+            log.info("no permalink for the digest message: %s", error)
+    try:
+        drifted = getattr(findings, "drifted_instances", None)
+        record_digest(ctx.store, day, len(findings.stale), len(findings.orphans), findings.monthly_cost,
+                      drifted if isinstance(drifted, int) else None, channel, ts, permalink, ctx.clock())
+    except Exception:  # the digest is out; its history line must not fail the run
+        log.exception("could not record the digest's totals for %s", day)
+
+
+def trend(store, days: int = TREND_DAYS) -> list[DayTotals]:
+    rows = store.query("SELECT * FROM digest_history ORDER BY date DESC LIMIT ?", (days,))
+    return [DayTotals(row["date"], row["stale_images"], row["orphaned_snapshots"], row["monthly_waste"],
+                      row["drifted_instances"]) for row in reversed(rows)]
+
+
+def last_digest(store) -> LastDigest | None:
+    row = store.one("SELECT * FROM digest_history ORDER BY date DESC LIMIT 1")
+    if row is None:
+        return None
+    return LastDigest(row["date"], row["monthly_waste"], row["stale_images"], row["orphaned_snapshots"],
+                      row["channel"], row["permalink"])
+
+
+# --- the whole view's data ---------------------------------------------------------------------------
+
+def waiting_for(ctx, user: str) -> list:
+    """Pending requests this user may approve (not their own)."""
+    return [request for request in approvals.pending(ctx)
+            if request.state == approvals.PENDING and request.requester != user and approvals.may_approve(ctx, user)]
+
+
+def made_by(ctx, user: str, limit: int = 10) -> list:
+    rows = ctx.store.query("SELECT * FROM requests WHERE requester = ? ORDER BY created_at DESC LIMIT ?",
+                           (user, limit))
+    return [approvals.Request.from_row(row) for row in rows]
+
+
+def dashboard(ctx, user: str) -> Dashboard:
+    """Everything the Home tab shows, from SQLite only (no AWS): safe on the ack path."""
+    now = ctx.clock()
+    fleet = load_fleet(ctx.store)
+    age = now - _parse(fleet.computed_at) if fleet and fleet.computed_at else None
+    return Dashboard(user, fleet if fleet and fleet.computed_at else None, age, waiting_for(ctx, user),
+                     made_by(ctx, user), trend(ctx.store), last_digest(ctx.store), now)

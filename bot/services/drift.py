@@ -1,0 +1,264 @@
+"""Drift: instances (not terminated) that run something other than their family's current version.
+
+An instance drifts when its image is not the family's current version in its region (the promoted one,
+else the newest available one — what a launch by family would get), or is deprecated, disabled or gone.
+The image an instance was launched from comes from DescribeInstanceImageMetadata where the endpoint has it:
+it names the image (and its name, owner and state) even after the image was deregistered. Elsewhere it is
+DescribeInstances, and images that DescribeImages no longer returns are "deregistered (or no longer
+visible)". Instances whose image has no family amibot knows (another account's image, a gone image without a
+name) are counted apart, never dropped.
+
+Calls per region are constant in the number of instances and images: one paginated listing of own images,
+one of instances (or instance image metadata), and DescribeImages for leftover ids in batches of 200.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from bot import awsdata
+from bot.aws import Aws, paginate, requires
+from bot.errors import AwsError, Unsupported
+from bot.services.families import family_of
+from bot.services.images import Image, describe_own_images
+from bot.services.references import LIVE_STATES
+from bot.services.versions import is_current, ordered_versions
+
+log = logging.getLogger(__name__)
+
+METADATA, INSTANCES = "instance image metadata", "instances and images"
+BEHIND, DEPRECATED, DISABLED, GONE = "behind", "deprecated", "disabled", "deregistered"
+BATCH = 200
+
+
+@dataclass
+class Running:
+    """One instance and what amibot knows of the image it was launched from."""
+
+    instance_id: str
+    image_id: str
+    image_name: str = ""
+    image_owner: str | None = None
+    gone: bool = False  # the image is deregistered (or no longer visible)
+
+
+@dataclass
+class DriftGroup:
+    family: str
+    image_id: str
+    image_name: str
+    status: str  # behind | deprecated | disabled | deregistered
+    instances: list[str] = field(default_factory=list)
+    behind: int | None = None  # versions behind the current one, where both are known
+    days_older: int | None = None
+
+
+@dataclass
+class FamilyDrift:
+    family: str
+    region: str
+    current: Image | None
+    on_current: int = 0
+    groups: list[DriftGroup] = field(default_factory=list)
+
+    @property
+    def drifted(self) -> int:
+        return sum(len(group.instances) for group in self.groups)
+
+
+@dataclass
+class Drift:
+    families: list[FamilyDrift] = field(default_factory=list)
+    unknown_family: int = 0  # instances whose image's family amibot cannot tell
+    failures: dict[str, str] = field(default_factory=dict)  # region -> why it could not be checked
+    sources: dict[str, str] = field(default_factory=dict)  # region -> METADATA | INSTANCES
+
+    @property
+    def drifted(self) -> int:
+        return sum(family.drifted for family in self.families)
+
+    def worst_first(self) -> list[FamilyDrift]:
+        return sorted((f for f in self.families if f.drifted), key=lambda f: (-f.drifted, f.family, f.region))
+
+
+@requires("ec2:DescribeInstanceImageMetadata")
+def _from_metadata(aws: Aws, region: str) -> list[Running]:
+    client = aws.client("ec2", region, max_attempts=1)  # feature probe: an endpoint's 500 is not retried
+    running = []
+    for item in paginate(client, "describe_instance_image_metadata", "InstanceImageMetadata",
+                         Filters=[{"Name": "instance-state-name", "Values": LIVE_STATES}]):
+        instance_id = awsdata.item_id(item, "InstanceId", "instance image metadata", region)
+        metadata = item.get("ImageMetadata") if instance_id else None
+        if not isinstance(metadata, dict) or not metadata.get("ImageId"):
+            if instance_id:
+                log.warning("instance %s in %s: no image metadata; counted as of unknown family", instance_id, region)
+                running.append(Running(instance_id, ""))
+            continue
+        state = str(metadata.get("State") or "")
+        running.append(Running(instance_id, str(metadata["ImageId"]), str(metadata.get("Name") or ""),
+                               str(metadata.get("OwnerId") or "") or None, gone=state == "deregistered"))
+    return running
+
+
+@requires("ec2:DescribeInstances")
+def _from_instances(aws: Aws, region: str) -> list[Running]:
+    running = []
+    for reservation in paginate(aws.ec2(region), "describe_instances", "Reservations",
+                                Filters=[{"Name": "instance-state-name", "Values": LIVE_STATES}]):
+        for item in reservation.get("Instances") or [] if isinstance(reservation, dict) else []:
+            instance_id = awsdata.item_id(item, "InstanceId", "instance", region)
+            if instance_id:
+                running.append(Running(instance_id, str(item.get("ImageId") or "")))
+    return running
+
+
+@requires("ec2:DescribeImages")
+def _visible(aws: Aws, region: str, image_ids: list[str]) -> dict[str, dict]:
+    """Images (of any owner) that DescribeImages still returns, by id; the rest are gone or not visible."""
+    found: dict[str, dict] = {}
+    for start in range(0, len(image_ids), BATCH):
+        batch = image_ids[start:start + BATCH]
+        for item in paginate(aws.ec2(region), "describe_images", "Images", ImageIds=batch, IncludeDisabled=True):
+            if isinstance(item, dict) and item.get("ImageId"):
+                found[item["ImageId"]] = item
+    return found
+
+
+def running_in(aws: Aws, region: str) -> tuple[list[Running], str]:
+    try:
+        return _from_metadata(aws, region), METADATA
+    except Unsupported:
+        return _from_instances(aws, region), INSTANCES
+
+
+def retired_names(store) -> dict[str, str]:
+    """Names of images amibot itself deregistered (image id -> name), so instances still on a gone image keep
+    their family even where the endpoint cannot say what the image was called."""
+    rows = store.query("SELECT json_extract(params, '$.image_id') AS id, json_extract(params, '$.name') AS name"
+                       " FROM requests WHERE kind = 'deregister' AND state = 'succeeded'")
+    return {row["id"]: row["name"] for row in rows if row["id"] and row["name"]}
+
+
+def region_drift(aws: Aws, region: str, family_tag: str, now: datetime, only: str | None = None,
+                 names: dict[str, str] | None = None) -> Drift:
+    images = describe_own_images(aws, region, family_tag)
+    by_id = {image.id: image for image in images}
+    running, source = running_in(aws, region)
+    if source == INSTANCES:
+        leftover = sorted({r.image_id for r in running if r.image_id and r.image_id not in by_id})
+        visible = _visible(aws, region, leftover) if leftover else {}
+        for instance in running:
+            if instance.image_id in visible:
+                data = visible[instance.image_id]
+                instance.image_name, instance.image_owner = str(data.get("Name") or ""), data.get("OwnerId")
+            elif instance.image_id and instance.image_id not in by_id:
+                instance.gone = True
+    return summarize(region, images, running, family_tag, now, source, only, names)
+
+
+def from_references(region: str, images: list[Image], references, family_tag: str, now: datetime,
+                    names: dict[str, str] | None = None) -> Drift:
+    """Drift from a scan that already listed the region's own images and its instances (the digest's), with no
+    further AWS call. An image id that is not one of the own images is another account's or a gone one; without
+    DescribeImages it cannot be told apart, so it is "gone" only when amibot itself retired it."""
+    own = {image.id for image in images}
+    running = []
+    for image_id, usage in references.by_image.items():
+        for instance in usage.instances:
+            gone = image_id not in own and bool(names and image_id in names)
+            running.append(Running(instance.id, image_id, gone=gone))
+    return summarize(region, images, running, family_tag, now, INSTANCES, None, names)
+
+
+def summarize(region: str, images: list[Image], running: list[Running], family_tag: str, now: datetime,
+              source: str, only: str | None = None, names: dict[str, str] | None = None) -> Drift:
+    """Group the instances of one region by family and image against each family's current version."""
+    result = Drift(sources={region: source})
+    by_id = {image.id: image for image in images}
+    for instance in running:
+        if instance.gone and not instance.image_name and names and instance.image_id in names:
+            instance.image_name = names[instance.image_id]
+    families: dict[str, list[Image]] = defaultdict(list)
+    for image in images:
+        if image.family:
+            families[image.family].append(image)
+    currents = {name: _current(members, now) for name, members in families.items()}
+    drifts: dict[str, FamilyDrift] = {}
+    groups: dict[tuple[str, str], DriftGroup] = {}
+    for instance in running:
+        image = by_id.get(instance.image_id)
+        family = image.family if image else (family_of(instance.image_name, {}, family_tag)
+                                             if instance.gone and instance.image_name else "")
+        if not family or (image is None and not instance.gone) or (only and family != only):
+            if not only:
+                result.unknown_family += 1
+            continue
+        current = currents.get(family)
+        drift = drifts.setdefault(family, FamilyDrift(family, region, current))
+        status = _status(image, current, now)
+        if status is None:
+            drift.on_current += 1
+            continue
+        key = (family, instance.image_id)
+        if key not in groups:
+            groups[key] = DriftGroup(family, instance.image_id, image.name if image else instance.image_name, status)
+            groups[key].behind, groups[key].days_older = _distance(image, current, families.get(family, []))
+            drift.groups.append(groups[key])
+        groups[key].instances.append(instance.instance_id)
+    for drift in drifts.values():
+        drift.groups.sort(key=lambda group: (-len(group.instances), group.image_name))
+    result.families = sorted(drifts.values(), key=lambda d: d.family)
+    return result
+
+
+def _current(members: list[Image], now: datetime) -> Image | None:
+    promoted = [image for image in members if is_current(image)]
+    if promoted:
+        return promoted[0]
+    launchable = [image for image in members if image.state == "available"
+                  and not (image.deprecation_time and image.deprecation_time <= now)]
+    versions = ordered_versions(launchable)
+    return versions[0].image if versions else None
+
+
+def _status(image: Image | None, current: Image | None, now: datetime) -> str | None:
+    if image is None:
+        return GONE
+    if image.state == "disabled":
+        return DISABLED
+    if image.deprecation_time and image.deprecation_time <= now:
+        return DEPRECATED
+    if current is not None and image.id == current.id:
+        return None
+    return BEHIND
+
+
+def _distance(image: Image | None, current: Image | None, members: list[Image]) -> tuple[int | None, int | None]:
+    if image is None or current is None:
+        return None, None
+    order = [version.image.id for version in ordered_versions(members)]  # newest first
+    behind = order.index(image.id) - order.index(current.id) if image.id in order and current.id in order else None
+    days = None
+    if image.created and current.created:
+        days = int((current.created - image.created).total_seconds() // 86400)
+    return behind, days
+
+
+def drift(aws: Aws, regions: list[str], family_tag: str, now: datetime, family: str | None = None,
+          names: dict[str, str] | None = None) -> Drift:
+    """Drift across regions; a region that cannot be checked is named in ``failures``, never left out.
+    ``names``: image id -> name for gone images (``retired_names``)."""
+    results = aws.each_region(lambda region: region_drift(aws, region, family_tag, now, family, names), regions)
+    total = Drift()
+    for region, result in results.items():
+        if isinstance(result, AwsError):
+            total.failures[region] = result.message
+            continue
+        total.families += result.families
+        total.unknown_family += result.unknown_family
+        total.sources.update(result.sources)
+    total.families.sort(key=lambda d: (d.family, d.region))
+    return total

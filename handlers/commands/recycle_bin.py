@@ -1,0 +1,47 @@
+"""`/ami recycle-bin [--region R]` and `/ami recycle-bin enable [--days N] [--tag K=V] [--region R]`: the undo
+for deregistration — the retention rules, what is in the bin and when it leaves, and (with approval) a
+pair of rules so deregistered images and their snapshots can be restored."""
+
+from __future__ import annotations
+
+from bot import approvals
+from bot.commands import Arg, Subcommand
+from bot.errors import UsageError
+from bot.render import recycle_bin as render
+from bot.services import recycle_bin as service
+
+SPEC = Subcommand(
+    name="recycle-bin", summary="the Recycle Bin: retention rules, images in the bin and when they leave; `enable`",
+    usage="/ami recycle-bin [enable [--days N] [--tag K=V]] [--region R]",
+    example="/ami recycle-bin enable --days 14",
+    args=(Arg("action", required=False, hint="nothing, or enable"),),
+    flags={"--region": "R", "--days": "N", "--tag": "K=V"}, aliases=("rbin", "bin"))
+
+
+def run(call):
+    ctx, region = call.ctx, call.flags["region"]
+    regions = [region] if region else ctx.aws.regions
+    action = (call.args["action"] or "").lower()
+    if action == "enable":
+        return _enable(call, regions)
+    if action:
+        raise UsageError(f"`/ami recycle-bin` takes nothing or `enable`, not `{action[:20]}`.",
+                         usage="Usage: `/ami recycle-bin [enable [--days N] [--tag K=V]] [--region R]`")
+    if call.flags["days"] or call.flags["tag"]:
+        raise UsageError("`--days` and `--tag` go with `enable`: `/ami recycle-bin enable --days 14`.")
+    call.audit_detail = {"regions": regions}
+    return render.recycle_bin(service.read_bins(ctx.aws, regions), ctx.clock())
+
+
+def _enable(call, regions: list[str]):
+    ctx = call.ctx
+    order = service.EnableOrder(regions, service.parse_days(call.flags["days"]), service.parse_tag(call.flags["tag"]))
+    ctx.access.check_changing(call.user, call.channel, "/ami recycle-bin enable")
+    params = service.enable_params(order)
+    request = approvals.create_request(
+        ctx, kind=service.ENABLE_KIND, params=params, requester=call.user, channel=call.channel,
+        title=f"Keep deregistered images {order.days} days in the Recycle Bin ({', '.join(regions)})",
+        details=render.enable_details(params),
+        reason="retention rules change what every deregistration in these regions keeps (and costs)")
+    call.audit_detail = {"approval_request": request.id, **params}
+    return render.enable_requested(request.id, request.channel, order.days, regions)

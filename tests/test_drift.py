@@ -1,0 +1,106 @@
+"""`/ami drift` and the drift lines after promote/rollback, through the real app over HTTP.
+
+moto: instances on older versions and on a deregistered image (DescribeInstances + DescribeImages, since moto
+lacks DescribeInstanceImageMetadata). The metadata path — which names an instance's image even after it is
+gone — is covered with botocore's Stubber and a response shaped as AWS's API reference documents it.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import boto3
+import pytest
+from botocore.stub import Stubber
+
+from tests import seed
+from tests.probes import route_probes
+
+POLICY = {"aws": {"regions": ["us-east-1"]}}
+NOW = datetime.now(UTC)
+
+
+@pytest.fixture
+def policy_data():
+    return POLICY
+
+
+def family(aws, versions, name="web", days_apart=30):
+    source = seed.instance(aws)
+    return [seed.image(aws, f"{name}-{version}", tags={"Family": name, "Version": version}, from_instance=source,
+                       created=NOW - timedelta(days=days_apart * (len(versions) - number)))
+            for number, version in enumerate(versions)]
+
+
+def test_drift_groups_instances_by_family_and_image_with_how_far_behind(harness, aws):
+    v1, v2, v3, v4 = family(aws, ["1.1.0", "1.2.0", "1.3.0", "1.4.0"])
+    harness.command(f"promote {v4}")
+    old = [seed.instance(aws, image_id=v1) for _ in range(3)]
+    current = seed.instance(aws, image_id=v4)
+    gone_image = seed.image(aws, "web-1.0.0", tags={"Family": "web", "Version": "1.0.0"})
+    on_gone = seed.instance(aws, image_id=gone_image)
+    # retired through amibot (in use, so --force): its record keeps the name, hence the family
+    harness.command(f"deregister {gone_image} --force")
+    request_id = harness.ctx.store.one("SELECT id FROM requests WHERE kind = 'deregister'")["id"]
+    harness.click("approval.approve", request_id, user="U0LEAD")
+    assert aws.client("ec2").describe_images(ImageIds=[gone_image])["Images"] == []
+    harness.command("drift web")
+    text = harness.last_reply().text
+    assert "Drift of web: 4 instances behind" in text
+    assert "*web* (us-east-1): 1 instance on current web-1.4.0" in text
+    assert f"3 instances on *web-1.1.0* `{v1}` (3 versions behind current web-1.4.0, 90 days older)" in text
+    assert f"1 instance on a *deregistered* image *web-1.0.0* `{gone_image}`" in text
+    assert "it may only be no longer visible" in text  # the fallback path says what it cannot know
+    assert old and current and on_gone and v2 and v3
+
+
+def test_instances_on_a_gone_image_amibot_never_knew_are_counted_apart(harness, aws):
+    (v1,) = family(aws, ["1"])
+    stranger = seed.image(aws, "built-elsewhere-7")
+    seed.instance(aws, image_id=stranger)
+    seed.instance(aws, image_id=v1)
+    aws.client("ec2").deregister_image(ImageId=stranger)  # gone, and not by amibot: nothing tells its family
+    harness.command("drift")
+    text = harness.last_reply().text
+    assert "1 instance runs an image whose family amibot cannot tell" in text
+    assert "Every instance runs its family's current version." in text
+
+
+def test_promote_and_rollback_end_with_the_drift_they_create(harness, aws):
+    v1, v2 = family(aws, ["1", "2"])
+    harness.command(f"promote {v1}")
+    for _ in range(2):
+        seed.instance(aws, image_id=v1)
+    harness.command(f"promote {v2}")
+    posted = harness.fake.calls_to("chat.postMessage")[-1].text
+    assert "After this promotion, 2 instances of web in us-east-1 run another version (2 on web-1)" in posted
+    harness.command("rollback web")
+    posted = harness.fake.calls_to("chat.postMessage")[-1].text
+    assert "After this rollback, every instance of web in us-east-1 runs the current version." in posted
+
+
+def test_instance_image_metadata_names_a_deregistered_image_and_its_family(harness, aws, monkeypatch):
+    v1, v2 = family(aws, ["1.0", "2.0"], name="api")
+    probe = boto3.client("ec2", region_name="us-east-1")
+    route_probes(harness, monkeypatch, ec2=probe)
+    state = {"Code": 16, "Name": "running"}
+    with Stubber(probe) as stub:
+        stub.add_response("describe_instance_image_metadata", {"InstanceImageMetadata": [
+            {"InstanceId": "i-0aaaaaaaaaaaaaaa1", "State": state,
+             "ImageMetadata": {"ImageId": v2, "Name": "api-2.0", "State": "available"}},
+            {"InstanceId": "i-0aaaaaaaaaaaaaaa2", "State": state,
+             "ImageMetadata": {"ImageId": "ami-0ffffffffffffff01", "Name": "api-0.9", "State": "deregistered",
+                               "OwnerId": "123456789012"}},
+            {"InstanceId": "i-0aaaaaaaaaaaaaaa3", "State": state,
+             "ImageMetadata": {"ImageId": v1, "Name": "api-1.0", "State": "available"}},
+            {"InstanceId": "i-0aaaaaaaaaaaaaaa4", "State": state},  # no image metadata: counted apart
+        ]}, {"Filters": [{"Name": "instance-state-name",
+                          "Values": ["pending", "running", "shutting-down", "stopping", "stopped"]}]})
+        harness.command("drift")
+        stub.assert_no_pending_responses()
+    text = harness.last_reply().text
+    assert "*api* (us-east-1): 1 instance on current api-2.0" in text
+    assert "1 instance on a *deregistered* image *api-0.9* `ami-0ffffffffffffff01`" in text
+    assert f"1 instance on *api-1.0* `{v1}` (1 version behind current api-2.0" in text
+    assert "1 instance runs an image whose family amibot cannot tell" in text
+    assert "From EC2 instance image metadata" in text

@@ -1,0 +1,123 @@
+"""The App Home tab as a dashboard, through the real app over HTTP: what an approver and a requester see, the
+fleet read in the background (never before the tab opens), the digest's trend, and decisions taken on it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from bot.services.dashboard import record_digest
+from tests import seed
+
+POLICY = {"aws": {"regions": ["us-east-1"]}, "access": {"operators": ["U0OPS"]},
+          "approvals": {"approvers": ["U0LEAD"]}}
+
+
+@pytest.fixture
+def policy_data():
+    return POLICY
+
+
+def open_home(harness, user):
+    before = len(harness.fake.calls_to("views.publish"))
+    harness.event({"type": "app_home_opened", "user": user, "tab": "home", "channel": "D0HOME"})
+    return [call for call in harness.fake.calls_to("views.publish")[before:] if call.params["user_id"] == user]
+
+
+def view_text(call) -> str:
+    view = call.params["view"]
+    parts = []
+    for block in view["blocks"]:
+        parts.append((block.get("text") or {}).get("text", ""))
+        parts += [element.get("text", "") for element in block.get("elements", []) if isinstance(element, dict)
+                  and isinstance(element.get("text"), str)]
+    return "\n".join(parts)
+
+
+def buttons(call) -> list[tuple[str, str]]:
+    return [(element["action_id"], element.get("value", "")) for block in call.params["view"]["blocks"]
+            if block["type"] == "actions" for element in block["elements"]]
+
+
+def deregistration_request(harness, aws, name="old-web"):
+    image_id = seed.image(aws, name)
+    harness.command(f"deregister {image_id}", user="U0OPS")
+    return harness.ctx.store.one("SELECT id FROM requests ORDER BY created_at DESC")["id"]
+
+
+def test_an_approver_sees_what_waits_for_them_with_its_buttons(harness, aws):
+    request_id = deregistration_request(harness, aws)
+    published = open_home(harness, "U0LEAD")
+    first = published[0]
+    assert first.params["view"]["type"] == "home" and len(first.params["view"]["blocks"]) <= 100
+    text = view_text(first)
+    assert "Waiting for you (1)" in text and request_id in text and "Deregister old-web" in text
+    assert ("approval.approve", request_id) in buttons(first) and ("approval.reject", request_id) in buttons(first)
+
+
+def test_a_requester_sees_their_requests_and_no_buttons_to_approve_them(harness, aws):
+    request_id = deregistration_request(harness, aws)
+    first = open_home(harness, "U0OPS")[0]
+    text = view_text(first)
+    assert "Waiting for you (0)" in text and "Nothing waits for your approval." in text
+    assert f"`{request_id}`" in text and "— *pending*" in text
+    assert ("approval.approve", request_id) not in buttons(first)
+
+
+def test_the_tab_opens_before_aws_is_read_then_refreshes_with_the_fleet(harness, aws):
+    source = seed.instance(aws)
+    old = seed.image(aws, "web-1", tags={"Family": "web", "Version": "1"}, from_instance=source,
+                     created=datetime.now(UTC) - timedelta(days=40))
+    new = seed.image(aws, "web-2", tags={"Family": "web", "Version": "2"}, from_instance=source,
+                     created=datetime.now(UTC) - timedelta(days=3))
+    harness.command(f"promote {new}", user="U0OPS")
+    for image_id in (new, new, old):
+        seed.instance(aws, image_id=image_id)
+    published = open_home(harness, "U0LEAD")
+    assert len(published) == 2  # at once from SQLite, then again once the background job read AWS
+    assert "Reading the fleet from AWS" in view_text(published[0])
+    fresh = view_text(published[1])
+    assert "*web* (us-east-1): current *web-2* · 3 days old · 2 of 3 instances on current, :warning: 1 on older" \
+        in fresh
+    assert "vulnerabilities unknown" in fresh  # moto has no Inspector: unknown, never "no critical findings"
+
+    again = open_home(harness, "U0LEAD")
+    assert len(again) == 1 and "current *web-2*" in view_text(again[0])  # from the cache: no second AWS read
+    refreshes = harness.ctx.store.query("SELECT id FROM jobs WHERE kind = 'home.refresh'")
+    assert len(refreshes) == 1
+
+
+def test_the_digest_trend_and_what_it_would_retire(harness, aws):
+    today = datetime.now(UTC).date()
+    for days_ago in range(29, 0, -1):
+        record_digest(harness.ctx.store, (today - timedelta(days=days_ago)).isoformat(), stale_images=30 - days_ago,
+                      orphaned_snapshots=days_ago % 4, monthly_waste=10.0 + days_ago, drifted_instances=None)
+    seed.image(aws, "ancient", created=datetime.now(UTC) - timedelta(days=400))
+    harness.command("digest", user="U0OPS")  # today's real digest adds the 30th day
+    text = view_text(open_home(harness, "U0OPS")[0])
+    assert "What the digest would retire" in text
+    assert "/archives/C0OPS/p" in text and f"|the {today.isoformat()} digest>" in text  # a link to the message
+    assert "Last 30 digest(s)" in text
+    stale_line = next(line for line in text.splitlines() if "stale images:" in line)
+    assert stale_line.startswith("`▁") and "█" in stale_line  # rising from 1 to 29, then today's
+
+
+def test_approving_on_the_home_tab_decides_and_republishes_saying_so(harness, aws):
+    request_id = deregistration_request(harness, aws)
+    home = open_home(harness, "U0LEAD")[-1].params["view"]
+    payload = harness.local.sim.block_actions_payload({"action_id": "approval.approve", "value": request_id},
+                                                      "U0LEAD", None, view={**home, "id": "V0HOME"})
+    harness.interact(payload)
+    state = harness.ctx.store.one("SELECT state FROM requests WHERE id = ?", (request_id,))["state"]
+    assert state in ("approved", "executing", "succeeded")
+    latest = [c for c in harness.fake.calls_to("views.publish") if c.params["user_id"] == "U0LEAD"][-1]
+    assert f"Approved {request_id}" in view_text(latest) and "Waiting for you (0)" in view_text(latest)
+
+
+def test_many_waiting_requests_stay_within_a_hundred_blocks(harness, aws):
+    for number in range(30):
+        deregistration_request(harness, aws, name=f"old-{number}")
+    first = open_home(harness, "U0LEAD")[0]
+    assert len(first.params["view"]["blocks"]) <= 100
+    assert "…and 22 more: `/ami requests`." in view_text(first)
