@@ -8,6 +8,7 @@ A line is one of:
                       asks which option
     :form / :close    fill in the open modal again / close it
     :digest           run the scheduled daily digest now
+    :home             open the bot's App Home tab as the current user
     :expect TEXT      fail unless the last output contains TEXT (``:expect-not`` the opposite)
     :help, :users, :quit
     # comment
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import time
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -56,6 +58,7 @@ CONSOLE_COMMANDS = {
     "form": ("", "fill in the open modal again (after the bot pointed out errors)"),
     "close": ("", "close the open modal without submitting it"),
     "digest": ("", "run the scheduled daily digest now, as the scheduler would"),
+    "home": ("", "open amibot's Home tab as the current user (after its background refresh)"),
     "expect": ("TEXT", "fail unless the output of the last step contains TEXT (for scripts)"),
     "expect-not": ("TEXT", "fail if the output of the last step contains TEXT (for scripts)"),
     "help": ("", "this list"),
@@ -356,6 +359,32 @@ class Console:
         self._note(f"daily digest: {outcome}")
         if outcome == "already posted":
             self._note("it runs once a day per channel; `/ami digest` posts a fresh one here any time")
+
+    def _do_home(self, _: str) -> None:
+        """Open the Home tab as Slack does (an app_home_opened event), let the app finish — it publishes the
+        tab from its cache at once and again when its background refresh has fresh numbers — and show the
+        latest view this user got (the earlier ones are superseded, as in Slack)."""
+        self.output = []
+        self._drain()
+        event = {"type": "app_home_opened", "user": self.user, "channel": f"D{self.user[1:]}", "tab": "home",
+                 "event_ts": f"{time.time():.6f}"}
+        response = self.sim.event(event)
+        if response.status != 200:
+            raise StepFailed(f"the app answered HTTP {response.status}: {response.body[:200]!r}")
+        busy = self.local.wait_idle(STEP_TIMEOUT_SECONDS)
+        calls = self.local.fake.calls_since(self._seen)
+        self._seen += len(calls)
+        mine = [call for call in calls if call.method == "views.publish" and call.params.get("user_id") == self.user]
+        for call in calls:
+            lines = self._apply(call)
+            if call not in mine or call is mine[-1]:  # earlier views of this tab are superseded
+                self._emit(lines)
+        if busy:
+            raise StepFailed(f"{busy} within {STEP_TIMEOUT_SECONDS} s")
+        if not mine:
+            raise StepFailed(f"amibot published no Home tab for @{self.names.get(self.user, self.user)}")
+        if len(mine) > 1:
+            self._note(f"the tab was published {len(mine)} times (from the cache, then refreshed); the latest is shown")
 
     def _do_form(self, _: str) -> None:
         modal = self._open_modal()

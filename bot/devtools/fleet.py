@@ -3,11 +3,15 @@
 Three families (web, api, batch) with several versions each, baked from builder instances and
 backdated so the digest has something to say: some promoted, some stale, one disabled; instances and
 launch templates using some images; one image shared with a partner account; copies in a second
-region; and orphaned snapshots left by images that were deregistered without them.
+region; and orphaned snapshots left by images that were deregistered without them. Some instances drift:
+they run older versions, one an image deregistered since. The parts moto lacks come from the demo's
+emulation (bot.devtools.emulation): a Recycle Bin rule for images and one for snapshots at home (so a
+deregistration there can be undone), Inspector findings on the older versions, Allowed AMIs in audit mode.
 
 The fleet is data (FAMILIES, RUNNING, …) so the story can change without touching the code.
 Everything goes through the app's own ``Aws`` (the one client factory), pointed at moto by the demo;
-only the creation dates are set through moto's backend, as AWS has no API to age an image.
+only the creation dates are set through moto's backend, as AWS has no API to age an image, and the
+findings straight into the emulation, as only Inspector's scans make them.
 """
 
 from __future__ import annotations
@@ -38,12 +42,37 @@ FAMILIES: dict[str, tuple[str, list[tuple[str, int]]]] = {
 PROMOTED = ["web-1.3.0", "api-2.2.0"]  # their family's current version (batch has none yet)
 DISABLED = ["batch-6"]  # nobody can launch it any more: ready to deregister
 RUNNING = {"web-prod-1": "web-1.2.0", "web-prod-2": "web-1.3.0", "api-prod-1": "api-2.2.0",
-           "batch-worker-1": "batch-9"}
+           "batch-worker-1": "batch-9",
+           "web-prod-3": "web-1.1.0", "api-prod-2": "api-2.1.0"}  # the last two drift: older versions
 TEMPLATES = {"web-asg": "web-1.3.0", "api-legacy": "api-2.0.0"}
 SHARED = {"web-1.3.0": PARTNER_ACCOUNT}
 COPIED_AWAY = ["web-1.3.0", "api-2.2.0", "api-2.0.0"]  # also in eu-west-1, same age
 # images that existed once: deregistered, their snapshots left behind (region, name, age in days)
 DEREGISTERED = [(HOME, "web-0.9.0", 610), (AWAY, "api-1.8.0", 700)]
+ON_GONE = {"web-legacy-1": "web-0.9.0"}  # launched before its image was deregistered: drift on a gone image
+RECYCLE_BIN_DAYS = 14  # rules (images, snapshots) at HOME, made after the seeding: deregistering there is undoable
+IN_BIN = ("web-0.8.0", 700, 11)  # deregistered 11 days ago with its snapshot, under the rule: leaves the bin soon
+# Allowed AMIs at home, in audit mode (flags, never blocks): Amazon's images, and our own up to a year old
+ALLOWED_STATE, ALLOWED_MAX_DAYS = "audit-mode", 365
+
+
+def _finding(cve: str, package: str, severity: str, score: float, fix: bool = True) -> dict:
+    return {"Title": f"{cve} - {package}", "SeverityLabel": severity, "Score": score, "FixAvailable": fix}
+
+
+_CURL = _finding("CVE-2023-38545", "curl, libcurl", "CRITICAL", 9.8)
+_XZ = _finding("CVE-2024-3094", "xz, xz-libs", "CRITICAL", 10.0)
+_SSH = _finding("CVE-2024-6387", "openssh, openssh-server", "HIGH", 8.1)
+_GLIBC = _finding("CVE-2023-4911", "glibc", "HIGH", 7.8)
+_HTTP2 = _finding("CVE-2023-44487", "nghttp2", "HIGH", 7.5)
+_OPENSSL = _finding("CVE-2024-2511", "openssl-libs", "MEDIUM", 5.9)
+_SUDO = _finding("CVE-2023-28486", "sudo", "LOW", 3.3, fix=False)
+# Inspector's findings per image (none on the current versions): the older the version, the worse
+FINDINGS = {
+    "web-1.0.0": [_XZ, _CURL, _SSH, _GLIBC, _HTTP2, _OPENSSL], "web-1.1.0": [_CURL, _SSH, _HTTP2, _OPENSSL],
+    "web-1.2.0": [_SSH, _OPENSSL], "api-1.9.0": [_XZ, _CURL, _GLIBC], "api-2.0.0": [_CURL, _OPENSSL],
+    "api-2.1.0": [_OPENSSL, _SUDO], "batch-6": [_GLIBC, _OPENSSL], "batch-7": [_GLIBC], "batch-8": [_SUDO],
+}
 
 
 @dataclass
@@ -60,9 +89,14 @@ class Fleet:
         return self.images[region][name]
 
 
-def build(aws: Aws, backdate: Callable[[str, str, datetime], None], now: datetime | None = None) -> Fleet:
+def build(aws: Aws, backdate: Callable[[str, str, datetime], None], now: datetime | None = None,
+          findings: Callable[[str, str, list[dict]], None] | None = None,
+          binned: Callable[[str, str, datetime], None] | None = None) -> Fleet:
     """Create the fleet in the account behind ``aws`` (moto). ``backdate(region, image_id, created)`` ages
-    an image (and its snapshots) — the demo passes one that sets moto's creation dates."""
+    an image (and its snapshots) — the demo passes one that sets moto's creation dates;
+    ``findings(region, image_id, findings)`` gives an image Inspector's findings and ``binned(region, id, when)``
+    says when something entered the Recycle Bin (both from the demo's emulation; without them, no findings and
+    no image already in the bin)."""
     now = now or datetime.now(UTC)
     fleet = Fleet(aws.account_id(), images={HOME: {}, AWAY: {}})
     base = _base_image(aws, HOME)
@@ -90,6 +124,13 @@ def build(aws: Aws, backdate: Callable[[str, str, datetime], None], now: datetim
     for name, account in SHARED.items():
         call(aws.ec2(HOME), "modify_image_attribute", resource=f"AMI {name}", ImageId=fleet.image_id(name),
              LaunchPermission={"Add": [{"UserId": account}]})
+    if findings is not None:
+        for name, found in FINDINGS.items():
+            findings(HOME, fleet.image_id(name), found)
+    _recycle_bin_rules(aws, HOME)
+    if binned is not None:
+        _in_bin(aws, fleet, now, backdate, binned)
+    _allowed_images(aws, HOME, fleet.account_id)
     return fleet
 
 
@@ -107,9 +148,11 @@ def promote(ctx, fleet: Fleet) -> list[str]:
     return fleet.promoted
 
 
-def resolve(aws: Aws, family_tag: str, ref: str) -> str:
+def resolve(aws: Aws, family_tag: str, ref: str, built: Fleet | None = None) -> str:
     """The id of the image or instance named ``ref`` ("name" or "name@region"); the first configured
-    region that has it wins. Raises LookupError saying what is missing."""
+    region that has it wins. An image of the seeded fleet that is gone (deregistered, perhaps in the Recycle
+    Bin) keeps the id it was built with, so `/ami restore {web-1.0.0}` works. Raises LookupError saying what
+    is missing."""
     name, _, region = ref.partition("@")
     regions = [region] if region else aws.regions
     for where in regions:
@@ -119,6 +162,9 @@ def resolve(aws: Aws, family_tag: str, ref: str) -> str:
         instances = _instances_named(aws, where, name)
         if instances:
             return instances[0]
+    for where in regions:
+        if built is not None and name in built.images.get(where, {}):
+            return built.images[where][name]
     raise LookupError(f"no image or instance called {name!r} in {', '.join(regions)}")
 
 
@@ -170,8 +216,43 @@ def _leave_orphan(aws: Aws, region: str, source: str, name: str, created: dateti
                         SourceRegion=HOME, Name=name)["ImageId"]
     backdate(region, image_id, created)
     image = describe_own_images(aws, region, "Family", image_id=[image_id])[0]
+    for instance, image_name in ON_GONE.items():
+        if image_name == name:
+            _instance(aws, region, image_id, instance)
     call(aws.ec2(region), "deregister_image", resource=f"AMI {image_id}", ImageId=image_id)
     return list(image.snapshot_ids)
+
+
+def _recycle_bin_rules(aws: Aws, region: str) -> None:
+    """Region-level retention rules: every image deregistered (and snapshot deleted) here stays restorable."""
+    for resource_type in ("EC2_IMAGE", "EBS_SNAPSHOT"):
+        call(aws.client("rbin", region), "create_rule", ResourceType=resource_type,
+             RetentionPeriod={"RetentionPeriodValue": RECYCLE_BIN_DAYS, "RetentionPeriodUnit": "DAYS"},
+             Description=f"demo: deregistered images and their snapshots stay {RECYCLE_BIN_DAYS} days")
+
+
+def _in_bin(aws: Aws, fleet: Fleet, now: datetime, backdate: Callable[[str, str, datetime], None],
+            binned: Callable[[str, str, datetime], None]) -> None:
+    """An old image retired (with its snapshot) under the rule some days ago: in the bin, leaving it soon."""
+    name, age, days_ago = IN_BIN
+    family, _, version = name.partition("-")
+    image_id = _bake(aws, HOME, fleet.builders[f"{family}-builder"], name, family, version, FAMILIES[family][0])
+    backdate(HOME, image_id, now - timedelta(days=age))
+    image = describe_own_images(aws, HOME, "Family", image_id=[image_id])[0]
+    call(aws.ec2(HOME), "deregister_image", resource=f"AMI {image_id}", ImageId=image_id)
+    for snapshot_id in image.snapshot_ids:
+        call(aws.ec2(HOME), "delete_snapshot", resource=f"snapshot {snapshot_id}", SnapshotId=snapshot_id)
+        binned(HOME, snapshot_id, now - timedelta(days=days_ago))
+    binned(HOME, image_id, now - timedelta(days=days_ago))
+    fleet.images[HOME][name] = image_id
+
+
+def _allowed_images(aws: Aws, region: str, account_id: str) -> None:
+    criteria = [{"ImageProviders": ["amazon"]},
+                {"ImageProviders": [account_id],
+                 "CreationDateCondition": {"MaximumDaysSinceCreated": ALLOWED_MAX_DAYS}}]
+    call(aws.ec2(region), "replace_image_criteria_in_allowed_images_settings", ImageCriteria=criteria)
+    call(aws.ec2(region), "enable_allowed_images_settings", AllowedImagesSettingsState=ALLOWED_STATE)
 
 
 def _age_of(name: str) -> int:

@@ -40,6 +40,7 @@ EMOJI = {
     "back": "🔙", "repeat": "🔁", "key": "🔑", "earth_americas": "🌎", "world_map": "🗺️", "fast_forward": "⏩",
     "rewind": "⏪", "rotating_light": "🚨", "hourglass_done": "⌛", "white_circle": "⚪", "black_circle": "⚫",
     "bangbang": "‼️", "thumbsup": "👍", "+1": "👍", "thumbsdown": "👎", "no_good": "🙅", "point_right": "👉",
+    "large_orange_circle": "🟠", "large_blue_circle": "🔵",
 }
 
 Number = Callable[[dict, dict], "int | None"]
