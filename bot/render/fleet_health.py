@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from bot.blocks import code, context, escape, section, when
-from bot.render.home import trend_lines
-from bot.services.dashboard import DayTotals
-from bot.services.fleet_health import FleetHealth
+from bot.render.trend import trend_lines
+
+if TYPE_CHECKING:  # annotations only (the command-line digest imports this; keep it light)
+    from bot.services.dashboard import DayTotals
+    from bot.services.fleet_health import FleetHealth
 
 SHOWN = 8
 

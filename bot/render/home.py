@@ -8,27 +8,19 @@ with "and N more" pointing at the command that shows the rest.
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from bot.blocks import actions, button, confirm_dialog, context, divider, escape, header, section
 from bot.render.approvals import APPROVE, REJECT
-from bot.services.dashboard import Dashboard, DayTotals, FamilyHealth
+from bot.render.trend import trend_lines
+
+if TYPE_CHECKING:  # annotations only: the digest renders trend lines without loading the dashboard service
+    from bot.services.dashboard import Dashboard, FamilyHealth
 
 MAX_BLOCKS = 100
-SPARKS = "▁▂▃▄▅▆▇█"
 SHOWN_FAMILIES = 15
 SHOWN_WAITING = 8
 SHOWN_MINE = 8
-
-
-def sparkline(values: list[float | None]) -> str:
-    """'▁▃▅█' scaled from the smallest to the largest value; a gap (unknown day) is '·'."""
-    known = [value for value in values if value is not None]
-    if not known:
-        return ""
-    low, high = min(known), max(known)
-    span = (high - low) or 1
-    return "".join("·" if value is None else SPARKS[round((value - low) / span * (len(SPARKS) - 1))]
-                   for value in values)
 
 
 def _age(days: float | None) -> str:
@@ -113,23 +105,6 @@ def _mine_blocks(board: Dashboard) -> list[dict]:
     blocks.append(section("\n".join(lines)))
     blocks.append(context("`/ami requests` lists every open request; `/ami audit <request-id>` its history."))
     return blocks
-
-
-def trend_lines(days: list[DayTotals]) -> list[str]:
-    if not days:
-        return []
-    first, last = days[0].date, days[-1].date
-
-    def row(label: str, values: list, fmt) -> str:
-        known = [v for v in values if v is not None]
-        latest = fmt(known[-1]) if known else "unknown"
-        return f"`{sparkline(values) or '—':<30}` {label}: {latest}"
-
-    return [f"Last {len(days)} digest(s), {first} → {last}:",
-            row("stale images", [d.stale_images for d in days], str),
-            row("orphaned snapshots", [d.orphaned_snapshots for d in days], str),
-            row("monthly waste", [d.monthly_waste for d in days], lambda v: f"${v:,.2f}"),
-            row("drifted instances", [d.drifted_instances for d in days], str)]
 
 
 def _digest_blocks(board: Dashboard) -> list[dict]:
