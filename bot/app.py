@@ -77,8 +77,8 @@ def create_app(settings: Settings, policy: Policy, *, slack: WebClient | None = 
         raise_error_for_unhandled_request=False,
         # Right after the signature check and before Bolt's own middleware and any written as a function (Bolt
         # builds their arguments from the payload, which raises on shapes Slack never sends, `actions: []`):
-        # _once_only answers those first and runs nothing.
-        before_authorize=_once_only(store),
+        # _OnceOnly answers those first and runs nothing.
+        before_authorize=_OnceOnly(),
     )
     app.middleware(database_guard(store))  # no new work is accepted on a lost database
     metrics.enable(app, ctx)  # the app's own registry; times every ack, observes jobs and AWS calls
@@ -107,11 +107,6 @@ def create_app(settings: Settings, policy: Policy, *, slack: WebClient | None = 
     return Amibot(app, ctx)
 
 
-def request_key(body: dict, raw_body: str = "") -> str | None:
-    """What makes a Slack delivery unique, the same in HTTP and Socket Mode (see bot.delivery)."""
-    return delivery.delivery_key(body)
-
-
 class _OnceOnly(Middleware):
     """Global middleware, before Bolt builds any listener arguments: a payload Slack would never send is
     answered at once (HTTP 400; a plain ack in Socket Mode, so it is not redelivered) with one warning line and
@@ -128,10 +123,6 @@ class _OnceOnly(Middleware):
             return BoltResponse(status=400, body="This is not a payload Slack sends; nothing was done.")
         req.context[delivery.CONTEXT_KEY] = delivery.delivery_key(req.body)
         return next()
-
-
-def _once_only(store: Store) -> Middleware:
-    return _OnceOnly()
 
 
 # Slack retries within minutes; a day of request keys and a week of finished jobs is plenty to drop repeats

@@ -144,6 +144,12 @@ def text_at(value: Any, *path: str) -> str | None:
     return found if isinstance(found, str) else None
 
 
+def channel_of(body: Any) -> str | None:
+    """The channel a click came from: the message's container, else the payload's channel (None in a modal or
+    the Home tab)."""
+    return text_at(body, "container", "channel_id") or text_at(body, "channel", "id")
+
+
 def metadata(view: Any) -> dict:
     """A view's private_metadata as the object the bot put there; {} when it is missing or not JSON."""
     raw = view.get("private_metadata") if isinstance(view, dict) else None

@@ -292,8 +292,7 @@ def test_a_ready_usage_report_is_shown_at_once(harness, aws, monkeypatch):
                       {"ImageUsageReports": [report(image_id, "available", datetime.now(UTC) - timedelta(hours=2))]},
                       {"ImageIds": [image_id]})
     by_id = {"ReportIds": ["amiur-0123456789abcdef0"]}
-    stub.add_response("describe_image_usage_reports", {"ImageUsageReports": [report(image_id, "available")]}, by_id)
-    stub.add_response("describe_image_usage_report_entries", ENTRIES, by_id)
+    stub.add_response("describe_image_usage_report_entries", ENTRIES, by_id)  # its state is known: entries only
     stub.activate()
     route(monkeypatch, harness, REPORT_OPERATIONS, ec2)
     harness.command(f"deregister {image_id}")

@@ -108,9 +108,9 @@ def covers(rule: dict, tags: dict[str, str]) -> bool:
     return (not wanted or bool(wanted & have)) and not (excluded & have)
 
 
-def preflight(ctx, image: Image, start_report: bool = False) -> Preflight:
-    """The blast radius. With start_report (the request, not the re-check at execution), a shared image also gets
-    an image usage report started (or a recent one read) for its use by other accounts."""
+def preflight(ctx, image: Image) -> Preflight:
+    """The blast radius. Use by other accounts (an image usage report) is added by request_deregistration, once
+    the request is not refused: a refused one starts no report in AWS."""
     aws, price = ctx.aws, ctx.policy.digest.snapshot_price_per_gb_month
     usage = usage_of(aws, image.region, image.id)
     notes = []
@@ -125,8 +125,7 @@ def preflight(ctx, image: Image, start_report: bool = False) -> Preflight:
                  for device in image.devices if device.snapshot_id]
     protection = protection_of(aws, image)
     days, known = recycle_bin_days(aws, image)
-    other = usage_reports.start(aws, image, shares, ctx.clock()) if start_report and shares and shares.any else None
-    return Preflight(image, usage, shares, snapshots, protection, days, known, notes, other)
+    return Preflight(image, usage, shares, snapshots, protection, days, known, notes, None)
 
 
 def _snapshot_users(ctx, image: Image) -> dict[str, list[str]]:
@@ -160,12 +159,14 @@ def request_deregistration(ctx, image_id: str, region: str | None, requester: st
     """Preflight and open an approval request whose message shows `details(preflight)`. Raises PolicyViolation
     when protection is on, InUse when something uses the image (without --force)."""
     image = locate(ctx, image_id, region)
-    check = preflight(ctx, image, start_report=True)
+    check = preflight(ctx, image)
     if check.protection == "enabled":
         raise PolicyViolation(f"Deregistration protection is on for {image.id}. Lift it first with "
                               f"`/ami unprotect {image.id}` (that may need its own approval).")
     if check.blocking_use and not force:
         raise InUse(check)
+    if check.shares and check.shares.any:
+        check.other_accounts = usage_reports.start(ctx.aws, image, check.shares, ctx.clock())
     params = {"image_id": image.id, "region": image.region, "name": image.name, "force": force,
               "keep_snapshots": keep_snapshots}
     request = approvals.create_request(

@@ -119,8 +119,9 @@ def scan_region(aws: Aws, region: str, family_tag: str, progress: Progress | Non
     """The whole inventory of one region: five listings, each paginated (one more for ASGs)."""
     report = progress or (lambda region, text: None)
     references = scan(aws, region)
-    if references.of("").blocking_unknown:  # an image in use could look unused: the region is not checked
-        source, why = next(iter(references.of("").blocking_unknown.items()))
+    blocking = references.of("").blocking_unknown  # the region's unknown sources that could hide a launch
+    if blocking:  # an image in use could look unused: the region is not checked
+        source, why = next(iter(blocking.items()))
         raise AwsError(f"{source} in {region} could not be checked: {why}")
     report(region, f"{len(references.by_image):,} images referenced (instances, templates, groups, fleets, SSM, "
                    "recipes)")

@@ -83,9 +83,10 @@ def start(aws: Aws, image: Image, shares: Shares, now: datetime) -> OtherAccount
         reports = list(paginate(ec2, "describe_image_usage_reports", "ImageUsageReports", ImageIds=[image.id]))
         ready = [r for r in reports if r.get("State") == AVAILABLE and _recent(r.get("CreationTime"), now)]
         waiting = [r for r in reports if r.get("State") == PENDING]
-        if ready:
+        if ready:  # its state is known already: only its entries are left to read
             other.report_id = max(ready, key=lambda r: r["CreationTime"])["ReportId"]
-            return read(aws, other)
+            other.state = AVAILABLE
+            return _with_entries(ec2, other)
         if waiting:
             other.report_id = waiting[0].get("ReportId")
             return other
@@ -116,12 +117,17 @@ def read(aws: Aws, other: OtherAccounts) -> OtherAccounts:
         updated.reason = (reports[0].get("StateReason") if reports else None) or "AWS could not make the report"
     if state != AVAILABLE:
         return updated
+    return _with_entries(ec2, updated)
+
+
+def _with_entries(ec2, updated: OtherAccounts) -> OtherAccounts:
+    """An available report's entries: which accounts use the image, with how many resources of each kind."""
     for entry in paginate(ec2, "describe_image_usage_report_entries", "ImageUsageReportEntries",
-                          ReportIds=[other.report_id]):
+                          ReportIds=[updated.report_id]):
         account, kind = entry.get("AccountId"), entry.get("ResourceType", "resource")
         count = entry.get("UsageCount")
         if not isinstance(account, str) or not isinstance(count, int):
-            log.warning("usage report %s: an entry without an account or count skipped: %r", other.report_id, entry)
+            log.warning("usage report %s: an entry without an account or count skipped: %r", updated.report_id, entry)
             continue
         if count > 0:
             kinds = updated.accounts.setdefault(account, {})

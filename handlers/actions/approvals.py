@@ -49,15 +49,9 @@ def _on_home(ctx, payload: dict, text: str) -> None:
 
 def _click_payload(body: dict, action: str) -> dict:
     return {"action": action, "request_id": body["actions"][0].get("value", ""), "user": body["user"]["id"],
-            "channel": (body.get("container") or {}).get("channel_id") or (body.get("channel") or {}).get("id"),
+            "channel": delivery.channel_of(body),
             "response_url": body.get("response_url"),
             "home": (body.get("view") or {}).get("type") == "home"}
-
-
-def click_key(body: dict) -> str | None:
-    """Unique per click, the same in HTTP and Socket Mode (a double click is two clicks: the engine's guards
-    handle those; a retried, redelivered or replayed click is one)."""
-    return delivery.delivery_key(body)
 
 
 def register(app, ctx) -> None:

@@ -108,7 +108,7 @@ def report_interrupted(ctx, payload: dict) -> None:
 def _click(body: dict, action: str) -> dict:
     container = body.get("container") or {}
     return {"action": action, "value": body["actions"][0].get("value", ""), "user": body["user"]["id"],
-            "channel": container.get("channel_id") or (body.get("channel") or {}).get("id"),
+            "channel": delivery.channel_of(body),
             "message_ts": container.get("message_ts"), "response_url": body.get("response_url"),
             "message": {key: (body.get("message") or {}).get(key) for key in ("text", "blocks")}}
 

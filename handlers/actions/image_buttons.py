@@ -89,7 +89,7 @@ def register(app, ctx) -> None:
         ack()
         if not first:
             return
-        channel = (body.get("container") or {}).get("channel_id") or (body.get("channel") or {}).get("id")
+        channel = delivery.channel_of(body)
         try:
             open_launch_modal(client, body.get("trigger_id"), ctx, image_id=body["actions"][0].get("value"),
                               channel=channel)
@@ -103,12 +103,9 @@ def register(app, ctx) -> None:
         ack()
         if not first:
             return
-        channel = (body.get("container") or {}).get("channel_id") or (body.get("channel") or {}).get("id")
+        channel = delivery.channel_of(body)
         image_id = body["actions"][0].get("value", "")
-        try:
-            regions = ctx.aws.regions
-        except AmibotError:
-            regions = []
+        regions = ctx.aws.regions  # configured, else the session's region: no AWS call
         try:
             client.views_open(trigger_id=body.get("trigger_id"), view=share_modal(image_id, regions, channel))
         except Exception:
@@ -118,7 +115,7 @@ def register(app, ctx) -> None:
 
 def _hint(client, body: dict, action: str) -> None:
     image_id = body["actions"][0].get("value", "")
-    channel = (body.get("container") or {}).get("channel_id") or (body.get("channel") or {}).get("id")
+    channel = delivery.channel_of(body)
     try:
         Reply(client, channel, body["user"]["id"], body.get("response_url")).ephemeral(button_hint(action, image_id))
     except Exception:
