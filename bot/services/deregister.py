@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from bot import approvals
-from bot.aws import call, paginate, requires
+from bot.aws import call, requires
 from bot.errors import AmibotError, AwsError, NotFound, PolicyViolation, Unsupported
-from bot.services import usage_reports
+from bot.services import recycle_bin, usage_reports
 from bot.services.images import Image, Shares, describe_own_images, find_images, shares_of
 from bot.services.references import Usage, usage_of
 from bot.services.snapshots import DELETED, GONE, IN_USE, delete_snapshot
@@ -83,29 +83,14 @@ def protection_of(aws, image: Image) -> str | None:
     return "disabled" if value == "disabled" else "enabled"
 
 
-@requires("rbin:ListRules", "rbin:GetRule")
 def recycle_bin_days(aws, image: Image) -> tuple[int | None, bool]:
-    """(retention days of a rule covering the image or None, whether the Recycle Bin could be read).
-
-    ListRules gives only summaries; the tags that decide coverage come from GetRule (rules are few)."""
-    client = aws.client("rbin", image.region, max_attempts=1)
+    """(retention days of a rule covering the image or None, whether the Recycle Bin could be read)."""
     try:
-        summaries = list(paginate(client, "list_rules", "Rules", ResourceType="EC2_IMAGE"))
-        rules = [call(client, "get_rule", Identifier=summary["Identifier"]) for summary in summaries]
+        rules = recycle_bin.rules_in(aws, image.region, recycle_bin.IMAGE)
     except AwsError:
         return None, False
-    covering = [int(rule.get("RetentionPeriod", {}).get("RetentionPeriodValue", 0))
-                for rule in rules if rule.get("Status", "available") == "available" and covers(rule, image.tags)]
+    covering = [rule.days for rule in rules if rule.status == "available" and rule.days and rule.covers(image.tags)]
     return (max(covering) if covering else None), True
-
-
-def covers(rule: dict, tags: dict[str, str]) -> bool:
-    """A rule without resource tags covers every image of its region, less the excluded tags."""
-    def pairs(key: str) -> set[tuple[str, str]]:
-        return {(t["ResourceTagKey"], t.get("ResourceTagValue", "")) for t in rule.get(key, [])}
-
-    wanted, excluded, have = pairs("ResourceTags"), pairs("ExcludeResourceTags"), set(tags.items())
-    return (not wanted or bool(wanted & have)) and not (excluded & have)
 
 
 def preflight(ctx, image: Image) -> Preflight:

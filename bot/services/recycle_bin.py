@@ -42,6 +42,12 @@ class RetentionRule:
     status: str = "available"
     description: str = ""
 
+    def covers(self, tags: dict[str, str]) -> bool:
+        """A rule without resource tags covers every resource of its type in the region, less the excluded tags;
+        a rule with tags covers resources with any of them."""
+        have = set(tags.items())
+        return (not self.tags or bool(set(self.tags) & have)) and not (set(self.excluded) & have)
+
     @property
     def scope(self) -> str:
         if not self.tags:
