@@ -21,6 +21,7 @@ from bot.config import Policy, Settings
 from bot.context import Context, utc_now
 from bot.dbguard import database_guard
 from bot.jobs import InFlight, JobRunner, TrackedExecutor
+from bot.services import organization
 from bot.store import Store
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,7 @@ def create_app(settings: Settings, policy: Policy, *, slack: WebClient | None = 
     )
     app.middleware(database_guard(store))  # no new work is accepted on a lost database
     metrics.enable(app, ctx)  # the app's own registry; times every ack, observes jobs and AWS calls
+    organization.enable(ctx)  # the managed accounts, before anything lists or acts
     approvals.enable(ctx)
     outbox.enable(ctx)  # after approvals: its start hook (resend what a crash left) runs first
     anchors.enable(ctx)  # audit anchors: daily and after every approval decision

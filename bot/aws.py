@@ -14,11 +14,14 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
 from typing import Any
 
 import boto3
+import botocore.session
 from botocore.config import Config
+from botocore.credentials import AssumeRoleCredentialFetcher, DeferredRefreshableCredentials
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
@@ -28,6 +31,7 @@ from botocore.exceptions import (
 )
 from botocore.parsers import ResponseParserError
 
+from bot.accounts import HOME, Account
 from bot.errors import AwsDenied, AwsError, NotFound, Unsupported
 
 log = logging.getLogger(__name__)
@@ -40,7 +44,8 @@ DENIED_CODES = {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation"
 UNSUPPORTED_CODES = {"NotImplemented", "InvalidAction", "UnsupportedOperation", "UnknownOperationException"}
 NOT_FOUND_SUFFIXES = (".NotFound", ".Unavailable", ".Malformed")
 
-SERVICE_PREFIX = {"ec2": "ec2", "autoscaling": "autoscaling", "ssm": "ssm", "sts": "sts", "rbin": "rbin"}
+SERVICE_PREFIX = {"ec2": "ec2", "autoscaling": "autoscaling", "ssm": "ssm", "sts": "sts", "rbin": "rbin",
+                  "organizations": "organizations"}
 
 
 def error_class(code: str | None, status: int = 400) -> str:
@@ -83,6 +88,29 @@ def iam_policy() -> dict[str, Any]:
     }
 
 
+# What only the bot's own account needs: assuming the member roles, listing the organisation, the audit anchors.
+HOME_ONLY_ACTIONS = ("sts:AssumeRole", "organizations:", "s3:")
+
+
+def member_policy() -> dict[str, Any]:
+    """The policy for the role amibot assumes in each member account: every action the code declares except
+    those only its own account needs (sts:AssumeRole, organizations:*, the S3 audit anchors)."""
+    actions = [action for action in iam_policy()["Statement"][0]["Action"] if not action.startswith(HOME_ONLY_ACTIONS)]
+    return {"Version": "2012-10-17",
+            "Statement": [{"Sid": "AmibotMember", "Effect": "Allow", "Action": actions, "Resource": "*"}]}
+
+
+def trust_policy(principal: str, external_id: str | None = None) -> dict[str, Any]:
+    """The trust policy of a member account's role: the bot's account (a 12-digit id: any role there that its
+    own IAM allows to assume it) or the bot's role ARN may assume it, with the external id when one is set."""
+    arn = f"arn:aws:iam::{principal}:root" if principal.isdigit() else principal
+    statement: dict[str, Any] = {"Sid": "AmibotAssume", "Effect": "Allow", "Principal": {"AWS": arn},
+                                 "Action": "sts:AssumeRole"}
+    if external_id:
+        statement["Condition"] = {"StringEquals": {"sts:ExternalId": external_id}}
+    return {"Version": "2012-10-17", "Statement": [statement]}
+
+
 # A hung endpoint must not hold a job's worker for long: one API call takes at most
 # MAX_ATTEMPTS x (CONNECT_TIMEOUT + READ_TIMEOUT) plus botocore's backoff between attempts (under 1 + 2 + 4 s),
 # 4 x 18 + 7 = 79 s, inside a command's 120 s deadline ([jobs].deadline_seconds). The read timeout is the wait
@@ -99,18 +127,138 @@ def _retry_config(max_attempts: int = MAX_ATTEMPTS) -> Config:
                   max_pool_connections=64)
 
 
-class Aws:
-    """Per-region boto3 clients, created lazily and reused (clients are thread-safe, sessions are not)."""
+@dataclass(frozen=True)
+class Target:
+    """Where a piece of work runs: one account and one region. `account.id` is "" for the bot's own account
+    when no accounts are configured."""
 
-    def __init__(self, regions: list[str] | None = None, session: boto3.session.Session | None = None):
+    account: Account
+    region: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.account.label}, {self.region}" if self.account.id else self.region
+
+
+class Aws:
+    """boto3 clients for one account, created lazily and reused (clients are thread-safe, sessions are not).
+
+    The handle the app builds is the bot's own account (its credentials from boto3's chain). With
+    `[[accounts]]` or `[organization]`, `manage()` gives it one handle per managed account: `of(account)`
+    returns it, `handles()` lists them, `each_target()` fans out over accounts × regions in one bounded pool.
+    An assumed account's session gets botocore's own refreshable assume-role credentials; its clients are keyed
+    (service, region) like the home account's, so there is one client per (account, region, service)."""
+
+    def __init__(self, regions: list[str] | None = None, session: boto3.session.Session | None = None,
+                 *, account: Account = HOME, home: Aws | None = None):
         self._session = session or boto3.session.Session()
         self._lock = threading.Lock()
         self._clients: dict[tuple[str, str, int], Any] = {}
-        self._account_id: str | None = None
+        self._account_id: str | None = account.id or None
         self._configured_regions = list(regions or [])
+        self.account = account
+        self._home = home
+        self._handles: dict[str, Aws] = {}  # account id -> handle; empty: single-account
+        self.max_concurrency = 16
         # observer(service, operation, error class or None) after every API call, e.g. the app's metrics.
         # Hooked on each client this object makes (not on the session, which callers may share between apps).
-        self.observers: list[Callable[[str, str, str | None], None]] = []
+        self.observers: list[Callable[[str, str, str | None], None]] = home.observers if home else []
+
+    # --- many accounts -------------------------------------------------------------------------------------
+
+    @property
+    def home(self) -> Aws:
+        return self._home or self
+
+    @property
+    def accounts(self) -> list[Account]:
+        """The managed accounts; empty when none are configured (the bot's own account only)."""
+        return [handle.account for handle in self.home.handles()] if self.home._handles else []
+
+    @property
+    def many(self) -> bool:
+        """More than one account: listings and messages show which account each item is in."""
+        return len(self.home._handles) > 1
+
+    def manage(self, accounts: list[Account], max_concurrency: int | None = None) -> None:
+        """Set (or, after an organisation refresh, replace) the managed accounts. Handles of accounts that stay
+        (same role) keep their clients and credentials."""
+        home = self.home
+        if max_concurrency:
+            home.max_concurrency = max_concurrency
+        with home._lock:
+            old = home._handles
+            handles: dict[str, Aws] = {}
+            for account in accounts:
+                kept = old.get(account.id)
+                if kept is not None and kept.account == account:
+                    handles[account.id] = kept
+                elif account.role_arn is None:  # the bot's own account: its credentials, this handle
+                    home.account, home._account_id = account, account.id
+                    handles[account.id] = home
+                else:
+                    regions = list(account.regions) or home._configured_regions
+                    handles[account.id] = Aws(regions, assumed_session(home._session, account), account=account,
+                                              home=home)
+            home._handles = handles
+
+    def handles(self) -> list[Aws]:
+        """One handle per managed account, or [the home handle] when none are configured."""
+        home = self.home
+        with home._lock:
+            return list(home._handles.values()) or [home]
+
+    def of(self, account: Account | str | None) -> Aws:
+        """The handle for an account (an Account, an id or a name; None or "": the bot's own account).
+        Raises NotFound for an account amibot does not manage."""
+        home = self.home
+        if account is None or account == "" or (isinstance(account, Account) and not account.id):
+            return home
+        ref = account.id if isinstance(account, Account) else str(account)
+        for handle in self.handles():
+            if handle.account.matches(ref) or handle._account_id == ref:
+                return handle
+        if not home._handles:
+            return home  # single-account: every image the bot sees is its own
+        known = ", ".join(handle.account.label for handle in self.handles() if handle.account.id)
+        raise NotFound(f"account {ref} is not one amibot manages" + (f" (it manages {known})" if known else ""))
+
+    def targets(self, accounts: list[Account] | None = None, regions: list[str] | None = None) -> list[Target]:
+        """Every (account, region) to work in: each managed account's regions, or `regions` when given."""
+        handles = [self.of(account) for account in accounts] if accounts else self.handles()
+        return [Target(handle.account, region) for handle in handles for region in (regions or handle.regions)]
+
+    def each_target(self, function: Callable[[Aws, str], Any], targets: list[Target] | None = None,
+                    on_result: Callable[[Target, Any], None] | None = None) -> dict[Target, Any]:
+        """Run function(handle, region) for every target in one pool of at most [aws].max_concurrency;
+        return {target: result or AwsError}. An account's error names the account. `on_result(target, result)`
+        is called as each one finishes (in the calling thread), so callers can reduce as results arrive."""
+        targets = self.targets() if targets is None else targets
+
+        def run(target: Target) -> Any:
+            handle = self.of(target.account)
+            try:
+                return function(handle, target.region)
+            except AwsError as error:
+                return in_account(error, target.account) if self.many else error
+
+        results: dict[Target, Any] = {}
+        if len(targets) <= 1:
+            for target in targets:
+                results[target] = run(target)
+                if on_result:
+                    on_result(target, results[target])
+            return results
+        with ThreadPoolExecutor(max_workers=min(self.home.max_concurrency, len(targets))) as pool:
+            futures = {pool.submit(run, target): target for target in targets}
+            for future in as_completed(futures):
+                target = futures[future]
+                results[target] = future.result()
+                if on_result:
+                    on_result(target, results[target])
+        return {target: results[target] for target in targets}  # in the order asked
+
+    # --- one account ---------------------------------------------------------------------------------------
 
     def _after_call(self, event_name: str = "", http_response=None, parsed=None, **_: Any) -> None:
         status = getattr(http_response, "status_code", 200)
@@ -131,7 +279,7 @@ class Aws:
 
     @property
     def default_region(self) -> str:
-        region = self._session.region_name
+        region = self._session.region_name or (self._home._session.region_name if self._home else None)
         if not region:
             raise AwsError("no AWS region configured: set AWS_DEFAULT_REGION or [aws].regions in the policy file")
         return region
@@ -162,14 +310,68 @@ class Aws:
                 self._account_id = self.client("sts").get_caller_identity()["Account"]
         return self._account_id
 
+    @requires("sts:GetCallerIdentity")
+    def verify(self) -> str:
+        """Call AWS as this account (for an assumed one: assume its role) and return the account id AWS
+        answers; raise AwsError when the role cannot be assumed or lands in another account than configured."""
+        with translate("sts", "GetCallerIdentity"):
+            answered = self.client("sts").get_caller_identity()["Account"]
+        if self.account.id and answered != self.account.id:
+            raise AwsError(f"{self.account.label}: the role lands in account {answered}, not {self.account.id}")
+        return answered
+
     def each_region(self, function: Callable[[str], Any], regions: list[str] | None = None) -> dict[str, Any]:
-        """Run function(region) for every region in parallel; return {region: result or AwsError}."""
+        """Run function(region) for every region of this account in parallel; return {region: result or
+        AwsError}."""
         regions = regions or self.regions
         if len(regions) == 1:
             return {regions[0]: _capture(function, regions[0])}
         with ThreadPoolExecutor(max_workers=min(8, len(regions))) as pool:
             futures = {region: pool.submit(_capture, function, region) for region in regions}
             return {region: future.result() for region, future in futures.items()}
+
+
+def in_account(error: AwsError, account: Account) -> AwsError:
+    """The same error, its message naming the account (once)."""
+    if not account.id or account.label in error.message:
+        return error
+    named = type(error)(f"{account.label}: {error.message}", error.code, error.operation)
+    named.__cause__ = error
+    return named
+
+
+@requires("sts:AssumeRole")
+def assumed_session(source: boto3.session.Session, account: Account) -> boto3.session.Session:
+    """A session in `account` through its role, with botocore's refreshable assume-role credentials (renewed
+    before they expire, thread-safe). Nothing is called until the first request; a role that cannot be assumed
+    fails that request with an AwsDenied naming the account and the role."""
+    source_core = source._session  # botocore's session: its client factory honours AWS_ENDPOINT_URL and proxies
+    region = source.region_name
+
+    def sts_client(service: str, **kwargs: Any):
+        return source_core.create_client(service, region_name=region, config=_retry_config(), **kwargs)
+
+    extra: dict[str, Any] = {"RoleSessionName": "amibot"}
+    if account.external_id:
+        extra["ExternalId"] = account.external_id
+    fetcher = AssumeRoleCredentialFetcher(client_creator=sts_client, source_credentials=source_core.get_credentials(),
+                                          role_arn=account.role_arn, extra_args=extra)
+
+    def refresh() -> dict[str, Any]:
+        try:
+            return fetcher.fetch_credentials()
+        except ClientError as error:
+            code = error.response.get("Error", {}).get("Code", "")
+            message = error.response.get("Error", {}).get("Message", "") or code
+            raise AwsDenied(f"cannot assume {account.role_arn} for {account.label}: {message.rstrip('.')}",
+                            code, "sts:AssumeRole") from error
+        except (BotoCoreError, ValueError, TypeError) as error:
+            raise AwsDenied(f"cannot assume {account.role_arn} for {account.label}: {error}", None,
+                            "sts:AssumeRole") from error
+
+    core = botocore.session.Session()
+    core._credentials = DeferredRefreshableCredentials(refresh_using=refresh, method="assume-role")
+    return boto3.session.Session(botocore_session=core, region_name=region)
 
 
 def first_found(aws: Aws, lookup: Callable[[str], Any], regions: list[str], not_found: str) -> Any:

@@ -11,12 +11,13 @@ import fnmatch
 import os
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from bot import regions
+from bot.accounts import Account, parse_accounts
 from bot.errors import ConfigError
 from bot.services.families import FamilyTag, pattern_problem
 
@@ -77,6 +78,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "regions": Key("list[str]", [], "regions to work in; empty: the session's region (a name botocore's "
                        "region data does not know is a `check-config` warning)",
                        _pattern(REGION, "an AWS region such as 'eu-west-1'")),
+        "max_concurrency": Key("int", 16, "AWS listings run at once when fanning out over accounts × regions (one "
+                               "bounded pool; botocore's adaptive retries slow it down on throttling)", _at_least(1)),
     },
     "access": {
         "operators": Key("list[str]", [], "user (U…) or user-group (S…) ids allowed to run changing "
@@ -97,6 +100,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "allowed_accounts": Key("list[str]", [], "accounts an image may be shared with without approval",
                                 _pattern(ACCOUNT, "a 12-digit AWS account id")),
         "allow_public": Key("bool", False, "whether images may be made public (always with approval)"),
+        "allow_configured_accounts": Key("bool", False, "share with any account in [[accounts]] (or the "
+                                         "organisation amibot manages) without approval"),
     },
     "launch": {
         "default_instance_type": Key("str", "t3.micro", "instance type when none is given"),
@@ -133,6 +138,13 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "anchor_retention_days": Key("int", 365, "Object Lock COMPLIANCE retention of each anchor object, days",
                                      _at_least(1)),
     },
+    "organization": {
+        "enabled": Key("bool", False, "manage every active member account of the AWS Organization "
+                       "(organizations:ListAccounts, refreshed hourly); [[accounts]] entries override members"),
+        "role_name": Key("str", "amibot", "role assumed in each member account: arn:aws:iam::<member>:role/<name>",
+                         _pattern(re.compile(r"^[\w+=,.@/-]{1,512}$"), "an IAM role name such as 'amibot'")),
+        "exclude": Key("list[str]", [], "member account ids or names left out"),
+    },
     "jobs": {
         "workers": Key("int", 32, "worker threads for background jobs that call AWS (work that needs no AWS has "
                        "its own small pool)", _at_least(1)),
@@ -164,8 +176,10 @@ class Policy:
     digest: Section
     families: Section
     audit: Section
+    organization: Section
     jobs: Section
     source: str = "defaults"
+    accounts: list[Account] = field(default_factory=list)  # [[accounts]]; empty: the bot's own account only
 
     def as_dict(self) -> dict[str, dict[str, Any]]:
         return {name: dict(getattr(self, name)) for name in SCHEMA}
@@ -206,6 +220,8 @@ def parse_policy(data: dict[str, Any], source: str = "defaults") -> Policy:
     """Validate a parsed TOML document against SCHEMA; raise ConfigError listing every problem."""
     problems: list[str] = []
     sections: dict[str, Section] = {}
+    data = dict(data)
+    accounts = parse_accounts(data.pop("accounts", None), problems)
     for section_name in data:
         if section_name not in SCHEMA:
             problems.append(f"unknown section [{section_name}] (expected one of: {', '.join(SCHEMA)})")
@@ -227,7 +243,7 @@ def parse_policy(data: dict[str, Any], source: str = "defaults") -> Policy:
         raise ConfigError(problems)
     # The family tag carries the team's naming patterns to every caller that passes it (bot.services.families).
     sections["digest"]["family_tag"] = FamilyTag(sections["digest"]["family_tag"], sections["families"]["patterns"])
-    return Policy(**sections, source=source)
+    return Policy(**sections, source=source, accounts=accounts)
 
 
 def load_policy(path: str | os.PathLike | None) -> Policy:

@@ -130,6 +130,9 @@ def setup(level: str = "INFO", environ=os.environ) -> logging.Handler:
     libraries = logging.INFO if name == "DEBUG" else logging.WARNING
     for library in QUIET_LIBRARIES:
         logging.getLogger(library).setLevel(libraries)
+    # A role that cannot be assumed: amibot reports it naming the account; botocore's own warning would add a
+    # traceback for every call that retries the refresh.
+    logging.getLogger("botocore.credentials").setLevel(max(libraries, logging.ERROR))
     for library in NEVER_BELOW_INFO:
         logging.getLogger(library).setLevel(max(logging.INFO, getattr(logging, name)))
     logging.captureWarnings(True)  # Python warnings become log records too: same format, same stream

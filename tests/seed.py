@@ -38,8 +38,8 @@ def image(session, name: str, region: str = "us-east-1", tags: dict | None = Non
     return image_id
 
 
-def backdate(image_id: str, created: datetime, region: str = "us-east-1") -> None:
-    ami = ec2_backends[DEFAULT_ACCOUNT_ID][region].amis[image_id]
+def backdate(image_id: str, created: datetime, region: str = "us-east-1", account: str = DEFAULT_ACCOUNT_ID) -> None:
+    ami = ec2_backends[account][region].amis[image_id]
     # moto 5.2.5 keeps a datetime here (its note's string form is from older versions)
     ami.creation_date = created if isinstance(ami.creation_date, datetime) else created.strftime(
         "%Y-%m-%dT%H:%M:%S.000Z")
@@ -49,3 +49,32 @@ def launch_template(session, name: str, image_id: str, region: str = "us-east-1"
     ec2 = session.client("ec2", region)
     return ec2.create_launch_template(LaunchTemplateName=name,
                                       LaunchTemplateData={"ImageId": image_id})["LaunchTemplate"]["LaunchTemplateId"]
+
+
+# Many accounts (moto: an assumed role's calls land in the role's account). The bot runs in DEFAULT_ACCOUNT_ID.
+BAKE, PROD, STAGING = DEFAULT_ACCOUNT_ID, "111111111111", "222222222222"
+
+
+def role_arn(account: str, name: str = "amibot") -> str:
+    return f"arn:aws:iam::{account}:role/{name}"
+
+
+def account_session(session, account: str, region: str = "us-east-1"):
+    """A boto3 session whose calls land in `account` (through moto's STS), for building state there."""
+    import boto3
+
+    if account == DEFAULT_ACCOUNT_ID:
+        return session
+    credentials = session.client("sts").assume_role(RoleArn=role_arn(account), RoleSessionName="seed")["Credentials"]
+    return boto3.session.Session(aws_access_key_id=credentials["AccessKeyId"],
+                                 aws_secret_access_key=credentials["SecretAccessKey"],
+                                 aws_session_token=credentials["SessionToken"], region_name=region)
+
+
+def three_accounts(regions: list[str], **extra) -> dict:
+    """A policy with the bot's own bake account and two assumed ones: prod and staging."""
+    return {"aws": {"regions": regions},
+            "accounts": [{"id": BAKE, "name": "bake"},
+                         {"id": PROD, "name": "prod", "role_arn": role_arn(PROD)},
+                         {"id": STAGING, "name": "staging", "role_arn": role_arn(STAGING)}],
+            **extra}
