@@ -223,6 +223,16 @@ class Aws:
         known = ", ".join(handle.account.label for handle in self.handles() if handle.account.id)
         raise NotFound(f"account {ref} is not one amibot manages" + (f" (it manages {known})" if known else ""))
 
+    def select(self, ref: str | None) -> list[Aws]:
+        """The handles a command's `--account NAME|ID` names: that one, or every managed account without it.
+        Raises NotFound (listing the managed accounts) for one amibot does not manage."""
+        if ref and self.home._handles:
+            return [self.of(ref)]
+        if ref:
+            raise NotFound(f"no accounts are configured, so `--account {ref[:40]}` names nothing: amibot works in "
+                           "the account its own credentials belong to ([[accounts]] in the policy file adds more)")
+        return self.handles()
+
     def targets(self, accounts: list[Account] | None = None, regions: list[str] | None = None) -> list[Target]:
         """Every (account, region) to work in: each managed account's regions, or `regions` when given."""
         handles = [self.of(account) for account in accounts] if accounts else self.handles()

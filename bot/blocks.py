@@ -117,6 +117,25 @@ def fit(msg: Message) -> Message:
     return msg
 
 
+def per_account(parts: list[tuple[str, Message]]) -> Message:
+    """One message from each account's own report: its blocks under the account's label (its header block
+    dropped, the first part's kept as the whole message's). One part: that message unchanged."""
+    if len(parts) == 1:
+        return parts[0][1]
+    blocks: list[dict] = []
+    texts = []
+    for index, (label, part) in enumerate(parts):
+        own = list(part.get("blocks") or [])
+        if own and own[0].get("type") == "header":
+            if index == 0:
+                blocks.append(own[0])
+            own = own[1:]
+        blocks.append(section(f"*{escape(label)}*"))
+        blocks += own
+        texts.append(f"{label}: {part.get('text', '')}")
+    return message("\n".join(texts), blocks)
+
+
 BROADCASTS = ("<!channel", "<!here", "<!everyone")
 
 

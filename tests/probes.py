@@ -9,8 +9,10 @@ botocore Stubber (or any client) and the rest of the app keeps talking to moto.
 from __future__ import annotations
 
 
-def route_probes(harness, monkeypatch, ec2=None, rbin=None) -> None:
-    real = harness.ctx.aws.client
+def route_probes(harness, monkeypatch, ec2=None, rbin=None, account=None) -> None:
+    """`account` (a managed account's name or id): route that account's probe clients; default the bot's own."""
+    handle = harness.ctx.aws.of(account)
+    real = handle.client
 
     def client(service, region=None, max_attempts=6):
         if service == "rbin" and rbin is not None:
@@ -19,4 +21,4 @@ def route_probes(harness, monkeypatch, ec2=None, rbin=None) -> None:
             return ec2
         return real(service, region, max_attempts)
 
-    monkeypatch.setattr(harness.ctx.aws, "client", client)
+    monkeypatch.setattr(handle, "client", client)

@@ -223,8 +223,9 @@ def parse_tag(text: str | None) -> tuple[str, str] | None:
     return key.strip(), value.strip()
 
 
-def enable_params(order: EnableOrder) -> dict:
-    return {"regions": order.regions, "days": order.days, "tag": list(order.tag) if order.tag else None}
+def enable_params(order: EnableOrder, account: str = "") -> dict:
+    return {"regions": order.regions, "days": order.days, "tag": list(order.tag) if order.tag else None,
+            "account": account}
 
 
 @requires("rbin:CreateRule", "rbin:TagResource")
@@ -250,13 +251,14 @@ def _existing(aws: Aws, region: str, resource_type: str, days: int, tag: tuple[s
 def execute_enable(ctx, request, progress) -> str:
     params = request.params
     tag = tuple(params["tag"]) if params.get("tag") else None
+    aws = ctx.aws.of(params.get("account"))  # requests made before many accounts: the bot's own
     done, failed = [], []
     for region in params["regions"]:
         for resource_type, label in ((IMAGE, "images"), (SNAPSHOT, "snapshots")):
             try:
-                rule_id = _existing(ctx.aws, region, resource_type, params["days"], tag)
+                rule_id = _existing(aws, region, resource_type, params["days"], tag)
                 if rule_id is None:
-                    rule_id = create_rule(ctx.aws, region, resource_type, params["days"], tag, request.id)
+                    rule_id = create_rule(aws, region, resource_type, params["days"], tag, request.id)
                     progress(f":recycle: {region}: rule `{rule_id}` keeps deregistered {label} "
                              f"{params['days']} days.")
                 done.append(f"{region} {label} ({rule_id})")
@@ -271,7 +273,8 @@ def execute_enable(ctx, request, progress) -> str:
 def confirm_enable(params: dict) -> str:
     scope = f"images tagged {params['tag'][0]}={params['tag'][1]}" if params.get("tag") else "every image"
     return (f"Keep {scope} (and their snapshots) in the Recycle Bin for {params['days']} days after deregistration, "
-            f"in {', '.join(params['regions'])}. Retention costs the snapshots' storage for that long.")
+            f"in {'account ' + params['account'] + ': ' if params.get('account') else ''}"
+            f"{', '.join(params['regions'])}. Retention costs the snapshots' storage for that long.")
 
 
 approvals.register_kind(approvals.Kind(ENABLE_KIND, execute=execute_enable, confirm_text=confirm_enable))
@@ -321,9 +324,10 @@ def _has_steps(store) -> bool:
 
 
 @requires("ec2:RestoreSnapshotFromRecycleBin", "ec2:RestoreImageFromRecycleBin")
-def restore(ctx, image_id: str, region: str, snapshot_ids: list[str]) -> Restored:
-    """Snapshots first (so the image can launch once back), then the image. Each piece already back counts."""
-    client = _ec2_bin(ctx.aws, region)
+def restore(ctx, image_id: str, region: str, snapshot_ids: list[str], aws: Aws | None = None) -> Restored:
+    """Snapshots first (so the image can launch once back), then the image, in `aws`'s account (default: the
+    bot's own). Each piece already back counts."""
+    client = _ec2_bin(aws or ctx.aws, region)
     result = Restored(image_id, region)
     for snapshot_id in snapshot_ids:
         try:

@@ -1,16 +1,21 @@
-"""`/ami allowed [--region R]`: the account's Allowed AMIs state (enabled, audit mode, disabled) and criteria."""
+"""`/ami allowed [--region R] [--account NAME]`: each account's Allowed AMIs state (enabled, audit mode,
+disabled) and criteria per region."""
 
+from bot.blocks import per_account
 from bot.commands import Subcommand
 from bot.render.allowed import allowed
 from bot.services.allowed import settings
 
 SPEC = Subcommand(
     name="allowed", summary="the account's Allowed AMIs state and criteria per region",
-    usage="/ami allowed [--region R]", example="/ami allowed --region eu-west-1", flags={"--region": "R"})
+    usage="/ami allowed [--region R] [--account NAME]", example="/ami allowed --region eu-west-1",
+    flags={"--region": "R", "--account": "NAME"})
 
 
 def run(call):
     ctx, region = call.ctx, call.flags["region"]
-    regions = [region] if region else ctx.aws.regions
-    call.audit_detail = {"regions": regions}
-    return allowed(settings(ctx.aws, regions))
+    handles = ctx.aws.select(call.flags["account"])
+    call.audit_detail = {"regions": [region] if region else ctx.aws.regions,
+                         "accounts": [handle.account.id for handle in handles if handle.account.id]}
+    return per_account([(handle.account.label, allowed(settings(handle, [region] if region else handle.regions)))
+                        for handle in handles])

@@ -5,33 +5,25 @@ piece is looked up first, so after a crash it finishes what is left."""
 from __future__ import annotations
 
 from bot.commands import AMI_ID, Arg, Subcommand
-from bot.errors import AmibotError, NotFound
+from bot.errors import AmibotError, AwsError, NotFound
 from bot.render.recycle_bin import restored
 from bot.services import recycle_bin as service
 from bot.services.images import find_image
 
 SPEC = Subcommand(
     name="restore", summary="restore a deregistered AMI (and its snapshots) from the Recycle Bin",
-    usage="/ami restore <ami-id> [--region R]", example="/ami restore ami-0abc1234def567890",
-    args=(Arg("ami-id", pattern=AMI_ID, hint="e.g. ami-0abc1234def567890"),), flags={"--region": "R"},
-    changing=True, resumable=True)
+    usage="/ami restore <ami-id> [--region R] [--account NAME]", example="/ami restore ami-0abc1234def567890",
+    args=(Arg("ami-id", pattern=AMI_ID, hint="e.g. ami-0abc1234def567890"),),
+    flags={"--region": "R", "--account": "NAME"}, changing=True, resumable=True)
 
 
 def run(call):
     ctx, image_id, region = call.ctx, call.args["ami-id"], call.flags["region"]
-    regions = [region] if region else ctx.aws.regions
-    try:
-        region, _ = service.locate_in_bin(ctx.aws, image_id, regions)
-    except NotFound:
-        try:  # back already (restored before a restart, or by hand): finish its snapshots, if any are left
-            region = find_image(ctx.aws, image_id, ctx.policy.digest.family_tag, regions).region
-        except NotFound:
-            raise NotFound(f"{image_id} is neither in the Recycle Bin nor registered in {', '.join(regions)}: it "
-                           "may have left the bin, or no retention rule covered it (`/ami recycle-bin`).") from None
-    snapshot_ids = service.snapshots_deleted_with(ctx, image_id, service.snapshots_in_bin(ctx.aws, region))
-    result = service.restore(ctx, image_id, region, snapshot_ids)
+    handle, region = _locate(call, image_id, region)
+    snapshot_ids = service.snapshots_deleted_with(ctx, image_id, service.snapshots_in_bin(handle, region))
+    result = service.restore(ctx, image_id, region, snapshot_ids, aws=handle)
     call.audit_detail = {"image": image_id, "region": region, "image_restore": result.image,
-                         "snapshots": result.snapshots}
+                         "snapshots": result.snapshots, **({"account": handle.account.id} if handle.account.id else {})}
     message = restored(result, call.user)
     posted = call.reply.post(message)
     if not result.ok:
@@ -40,3 +32,31 @@ def run(call):
         error.audit_outcome = "failed: partly restored"
         raise error
     return None if posted else message
+
+
+def _locate(call, image_id: str, region: str | None):
+    """The account and region whose bin holds the image (or where it is back already, to finish its snapshots
+    after a restart): every managed account is searched unless `--account` names one."""
+    ctx = call.ctx
+    handles = ctx.aws.select(call.flags["account"])
+    failures = []
+    for handle in handles:
+        try:
+            return handle, service.locate_in_bin(handle, image_id, [region] if region else handle.regions)[0]
+        except NotFound:
+            continue
+        except AwsError as error:
+            failures.append(error)
+    try:  # back already (restored before a restart, or by hand)
+        accounts = [handle.account for handle in handles] if ctx.aws.accounts else None
+        image = find_image(ctx.aws, image_id, ctx.policy.digest.family_tag, [region] if region else None, accounts)
+        return ctx.aws.of(image.account), image.region
+    except NotFound:
+        if failures:
+            raise failures[0] from None
+        where = ", ".join(dict.fromkeys(target.region for target in ctx.aws.targets(
+            [handle.account for handle in handles] if ctx.aws.accounts else None, [region] if region else None)))
+        if ctx.aws.many:
+            where += f" of {len(handles)} account(s)"
+        raise NotFound(f"{image_id} is neither in the Recycle Bin nor registered in {where}: it may have left the "
+                       "bin, or no retention rule covered it (`/ami recycle-bin`).") from None
