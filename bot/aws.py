@@ -140,6 +140,47 @@ class Target:
         return f"{self.account.label}, {self.region}" if self.account.id else self.region
 
 
+_SHARED_MODELS: dict[tuple, Any] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def share_service_models() -> bool:
+    """Make every botocore client of this process share one service model and one client class per service.
+
+    botocore builds both anew for each client: a class with a method, a docstring and an operation model for each
+    of the service's operations (EC2 has ~700), about 1 MB per EC2 client. One bot managing 50 accounts × 2
+    regions keeps ~600 clients (one per account, region and service, reused), which would be ~300 MB of copies of
+    the same read-only model. Both are read-only once built, so sharing them is safe across threads. Feature-
+    detected: a botocore without these internals keeps its own behaviour (and the memory). Idempotent."""
+    from botocore import client as botocore_client
+
+    creator = botocore_client.ClientCreator
+    if getattr(creator, "_amibot_shared", False):
+        return True
+    load, make_class = getattr(creator, "_load_service_model", None), getattr(creator, "_create_client_class", None)
+    if load is None or make_class is None:
+        return False
+
+    def shared(key: tuple, build: Callable[[], Any]) -> Any:
+        found = _SHARED_MODELS.get(key)
+        if found is None:
+            built = build()
+            with _SHARED_LOCK:
+                found = _SHARED_MODELS.setdefault(key, built)
+        return found
+
+    def shared_model(self, service_name, api_version=None):
+        return shared(("model", service_name, api_version), lambda: load(self, service_name, api_version))
+
+    def shared_class(self, service_name, service_model):
+        return shared(("class", service_name, id(service_model)),
+                      lambda: make_class(self, service_name, service_model))
+
+    creator._load_service_model, creator._create_client_class = shared_model, shared_class
+    creator._amibot_shared = True
+    return True
+
+
 class Aws:
     """boto3 clients for one account, created lazily and reused (clients are thread-safe, sessions are not).
 
@@ -151,6 +192,7 @@ class Aws:
 
     def __init__(self, regions: list[str] | None = None, session: boto3.session.Session | None = None,
                  *, account: Account = HOME, home: Aws | None = None):
+        share_service_models()
         self._session = session or boto3.session.Session()
         self._lock = threading.Lock()
         self._clients: dict[tuple[str, str, int], Any] = {}
@@ -304,6 +346,8 @@ class Aws:
         with self._lock:
             if key not in self._clients:
                 client = self._session.client(service, region_name=region, config=_retry_config(max_attempts))
+                # errors and log lines about this client's calls name the account too (when there are many)
+                client._amibot_account = self.account.label if self.account.id and self.home._handles else ""
                 client.meta.events.register("after-call", self._after_call)
                 client.meta.events.register("after-call-error", self._after_call_error)
                 self._clients[key] = client
@@ -380,6 +424,8 @@ def assumed_session(source: boto3.session.Session, account: Account) -> boto3.se
                             "sts:AssumeRole") from error
 
     core = botocore.session.Session()
+    # One parsed copy of each service model for every account (a loader per session would hold one per account)
+    core.register_component("data_loader", source_core.get_component("data_loader"))
     core._credentials = DeferredRefreshableCredentials(refresh_using=refresh, method="assume-role")
     return boto3.session.Session(botocore_session=core, region_name=region)
 
@@ -407,9 +453,15 @@ def _capture(function: Callable[[str], Any], region: str) -> Any:
 def paginate(client, operation: str, result_key: str, **kwargs) -> Iterator[dict]:
     """Yield every item of a Describe*/List* listing, page by page, with errors translated."""
     service = client.meta.service_model.service_name
-    with translate(service, _api_name(client, operation), region=client.meta.region_name):
+    with translate(service, _api_name(client, operation), region=_where(client)):
         for page in client.get_paginator(operation).paginate(**kwargs):
             yield from page.get(result_key, [])
+
+
+def _where(client) -> str:
+    """Where a client's calls go, for messages: "us-east-1", or "prod (111111111111), us-east-1"."""
+    account = getattr(client, "_amibot_account", "")
+    return f"{account}, {client.meta.region_name}" if account else client.meta.region_name
 
 
 def _operation_name(client, python_name: str) -> str:
@@ -482,7 +534,7 @@ class translate:
 def call(client, operation: str, resource: str | None = None, **kwargs) -> dict:
     """Call one AWS operation with errors translated, e.g. call(ec2, "deregister_image", ImageId=...)."""
     api_name = _api_name(client, operation)
-    with translate(client.meta.service_model.service_name, api_name, region=client.meta.region_name,
+    with translate(client.meta.service_model.service_name, api_name, region=_where(client),
                    resource=resource):
         return getattr(client, operation)(**kwargs)
 

@@ -149,3 +149,16 @@ def test_an_organisation_refresh_keeps_the_handles_that_stay(aws):
     org.manage([BAKE, STAGING])
     with pytest.raises(NotFound):
         org.of("prod")
+
+
+def test_clients_share_one_model_and_class_per_service_yet_answer_for_their_own_account(aws):
+    from botocore.stub import Stubber
+
+    org = managed(aws)
+    bake, prod = org.ec2("us-east-1"), org.of("prod").ec2("eu-west-1")
+    assert type(bake) is type(prod) and bake.meta.service_model is prod.meta.service_model
+    assert bake.meta.region_name == "us-east-1" and prod.meta.region_name == "eu-west-1"
+    with Stubber(prod) as stub:  # stubbing one client leaves the other on AWS (moto)
+        stub.add_response("describe_images", {"Images": [{"ImageId": "ami-0123456789abcdef0"}]})
+        assert prod.describe_images()["Images"][0]["ImageId"] == "ami-0123456789abcdef0"
+        assert bake.describe_images(Owners=["self"])["Images"] == []
