@@ -17,12 +17,13 @@ from bot.services.references import (
     RecipeRef,
     TemplateRef,
     Usage,
+    kinds_phrase,
     version_phrase,
 )
 from bot.services.usage_reports import AVAILABLE, PENDING, RESOURCE_NAMES, UNSUPPORTED, OtherAccounts
 
 if TYPE_CHECKING:
-    from bot.services.deregister import Preflight
+    from bot.services.deregister import AccountUsage, Preflight
 
 ACCOUNTS_BLOCK = "deregister.accounts"  # the block the usage-report job replaces when the report is ready
 
@@ -77,7 +78,9 @@ def unknown_lines(usage: Usage) -> str:
 
 
 def refusal(check: Preflight) -> str:
-    """Why a deregistration was refused because of use (for the InUse error)."""
+    """Why a deregistration was refused because of use (for the InUse error), naming the account of each use."""
+    if check.blocking_elsewhere:
+        return _refusal_by_account(check)
     usage = check.usage
     if usage.blocking:
         text = f"{code(check.image.id)} is in use, so it was not put up for deregistration:\n{usage_lines(usage, 10)}"
@@ -87,6 +90,66 @@ def refusal(check: Preflight) -> str:
         text += "\nCould not be checked, so it may be in use:\n" + "\n".join(
             f"• {escape(source)}: {escape(why)}" for source, why in usage.blocking_unknown.items())
     return text + "\nMove those off it first, or ask again with `--force`."
+
+
+def _refusal_by_account(check: Preflight) -> str:
+    """The refusal when the image is used (or unknown) in accounts it is shared with: each account in turn."""
+    accounts = [other for other in check.by_account() if other.blocking]
+    used = [other for other in accounts if other.usage is not None and other.usage.blocking]
+    if used:
+        text = f"{code(check.image.id)} is in use, so it was not put up for deregistration:"
+    else:
+        text = f"{code(check.image.id)} was not put up for deregistration: its use could not be fully checked."
+    for other in accounts:
+        text += "\n" + account_section(other, 10, blocking_only=True)
+    return text + "\nMove those off it first, or ask again with `--force`."
+
+
+def account_heading(other: AccountUsage) -> str:
+    """ "*prod (111111111111)*: 3 instances, ASG web-asg" — or unknown, with why, never "nothing"."""
+    label = f"*{escape(other.account.label)}*"
+    if other.usage is None:
+        return f":rotating_light: {label}: *unknown* — {escape(other.reason)}"
+    usage = other.usage
+    if usage.in_use:
+        return f"{label}: {escape(kinds_phrase(usage))}"
+    if usage.blocking_unknown:
+        return f":rotating_light: {label}: *unknown* — " + ", ".join(escape(s) for s in usage.blocking_unknown)
+    return f"{label}: nothing found"
+
+
+def account_section(other: AccountUsage, limit: int = 5, blocking_only: bool = False) -> str:
+    """One account's heading, then its references (indented) and the sources that could not be read there."""
+    lines = [account_heading(other)]
+    usage = other.usage
+    if usage is None:
+        return lines[0]
+    if usage.in_use:
+        lines += ["    " + line for line in usage_lines(usage, limit).splitlines()]
+    if usage.in_use and usage.blocking_unknown:
+        lines += [f"    • {escape(source)}: *unknown* — {escape(why)}"
+                  for source, why in usage.blocking_unknown.items()]
+    quiet = [source for source in usage.unknown if source not in usage.blocking_unknown]
+    if quiet and not blocking_only:
+        lines.append("    _not checked there: " + ", ".join(escape(source) for source in quiet) + "_")
+    return "\n".join(lines)
+
+
+def accounts_block(check: Preflight, force: bool) -> dict | None:
+    """The blast radius grouped by account, when the image is shared with managed accounts."""
+    if not check.elsewhere:
+        return None
+    owner, *others = check.by_account()
+    # the owning account's heading only: its references and unchecked sources have their own sections below
+    body = "\n".join([account_heading(owner)] + [account_section(other) for other in others])
+    if check.blocking_elsewhere:
+        used = any(other.usage is not None and other.usage.blocking for other in others)
+        what = "IN USE IN OTHER ACCOUNTS" if used else "USE IN OTHER ACCOUNTS UNKNOWN"
+        title = (f":rotating_light: *{what} — deregistering anyway (--force)*" if force
+                 else ":rotating_light: *In use by account*")
+    else:
+        title = "*In use by account* (each managed account it is or may be shared with was checked)"
+    return section(f"{title}\n{body}")
 
 
 def other_accounts_block(other: OtherAccounts | None) -> dict | None:
@@ -130,13 +193,33 @@ def with_other_accounts(details: list[dict], other: OtherAccounts) -> list[dict]
     return replaced
 
 
+def _account_name(check: Preflight, account_id: str) -> str:
+    managed = next((other.account for other in check.elsewhere if other.account.id == account_id), None)
+    return f"{escape(managed.label)}" if managed else f"account {code(account_id)}"
+
+
 def preflight_blocks(check: Preflight, force: bool, keep_snapshots: bool, now: datetime) -> list[dict]:
     image = check.image
-    blocks = [fields_section([
-        f"*Image*\n{code(image.id)} {escape(image.name)}", f"*Region*\n{image.region}",
-        f"*Age*\n{age(image.created, now)}", f"*State*\n{image.state}"])]
+    facts = [f"*Image*\n{code(image.id)} {escape(image.name)}", f"*Region*\n{image.region}",
+             f"*Age*\n{age(image.created, now)}", f"*State*\n{image.state}"]
+    if check.many:
+        facts.insert(1, f"*Account*\n{escape(check.owner.label)}")
+    blocks = [fields_section(facts)]
+    by_account = accounts_block(check, force)
+    if by_account:
+        blocks.append(by_account)
     usage = check.usage
-    if check.blocking_use:
+    if check.many and (usage.blocking or usage.blocking_unknown):
+        blocks.append(section((":rotating_light: *IN USE — deregistering anyway (--force)*" if force else
+                               "*In use by*") + f" (in {escape(check.owner.label)})\n" + usage_lines(usage)))
+    elif check.many and usage.in_use:
+        blocks.append(section(f"*In use by* (in {escape(check.owner.label)}; nothing that launches instances)\n"
+                              + usage_lines(usage)))
+    elif check.many:
+        blocks.append(section(f"*In use by* (in {escape(check.owner.label)})\nnothing found: no instances, launch "
+                              "templates, launch configurations, Auto Scaling groups, fleets, SSM parameters or "
+                              "Image Builder recipes"))
+    elif check.blocking_use:
         blocks.append(section(":rotating_light: *IN USE — deregistering anyway (--force)*\n" + usage_lines(usage)
                               if force else "*In use by*\n" + usage_lines(usage)))
     elif usage.in_use:  # only what does not block: recipes
@@ -154,7 +237,7 @@ def preflight_blocks(check: Preflight, force: bool, keep_snapshots: bool, now: d
         blocks.append(section("*Shared with*\nunknown (could not read launch permissions)"))
     elif shares.any:
         parts = ([":globe_with_meridians: *public*"] if shares.public else []) + \
-            [f"account {code(a)}" for a in shares.accounts[:10]] + \
+            [_account_name(check, a) for a in shares.accounts[:10]] + \
             [f"organisation {code(o)}" for o in shares.organizations[:5]] + \
             [f"OU {code(u)}" for u in shares.organizational_units[:5]]
         blocks.append(section("*Shared with — they lose access too*\n" + ", ".join(parts)))

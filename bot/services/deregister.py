@@ -9,6 +9,13 @@ dangerous. Image Builder recipes and the use by other accounts are shown, as war
 refuse. Usage is checked again at execution time, because the world may have changed while the
 request waited.
 
+The blast radius spans accounts: when the image is shared with accounts amibot manages (by id, or through the
+organisation when [organization] is enabled), each of those accounts is scanned too, in the image's region and
+with the same reference kinds, through one bounded pool (Aws.each_target). A use there refuses exactly as one in
+the owning account; a managed account that cannot be read (its role cannot be assumed) is unknown for that
+account and refuses too, unless --force. Shares no managed account covers (other accounts, OUs, everyone) are
+left to AWS's image usage report (bot.services.usage_reports): unknown until it says.
+
 This module renders nothing (services never import bot/render): the caller passes ``details``, the
 function that turns the Preflight into the request's blocks, and renders ``InUse`` refusals itself.
 """
@@ -21,11 +28,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from bot import approvals
-from bot.aws import call, requires
+from bot.accounts import HOME, Account
+from bot.aws import Aws, Target, call, requires
 from bot.errors import AmibotError, AwsError, NotFound, PolicyViolation, Unsupported
 from bot.services import recycle_bin, usage_reports
 from bot.services.images import Image, Shares, describe_own_images, find_images, shares_of
-from bot.services.references import Usage, usage_of
+from bot.services.references import Usage, kinds_phrase, usage_of
 from bot.services.snapshots import DELETED, GONE, IN_USE, delete_snapshot
 from bot.services.usage_reports import OtherAccounts
 from bot.steps import DONE, FAILED, PLANNED, SKIPPED, Resumed, Step, Steps
@@ -43,9 +51,23 @@ class SnapshotPlan:
 
 
 @dataclass
+class AccountUsage:
+    """The image's use in one managed account it is shared with. `usage` None: the account could not be read at
+    all (its role could not be assumed, …) — unknown, with `reason`, never "nothing"."""
+
+    account: Account
+    usage: Usage | None
+    reason: str = ""
+
+    @property
+    def blocking(self) -> bool:
+        return self.usage is None or self.usage.blocking or bool(self.usage.blocking_unknown)
+
+
+@dataclass
 class Preflight:
     image: Image
-    usage: Usage
+    usage: Usage  # in the owning account
     shares: Shares | None
     snapshots: list[SnapshotPlan]
     protection: str | None  # "enabled", "disabled", or None when the endpoint cannot tell
@@ -53,11 +75,38 @@ class Preflight:
     recycle_known: bool
     notes: list[str] = field(default_factory=list)
     other_accounts: OtherAccounts | None = None  # None: not asked (not shared, or the re-check at execution)
+    owner: Account = HOME  # the account that owns the image (HOME: single-account)
+    elsewhere: list[AccountUsage] = field(default_factory=list)  # managed accounts it is shared with, scanned
+    unmanaged: Shares | None = None  # the shares no managed account covers (None: launch permissions unknown)
+    many: bool = False  # more than one managed account: messages name the accounts
 
     @property
     def blocking_use(self) -> bool:
-        """Something that can launch an instance uses the image, or a source that could hide one was not read."""
-        return self.usage.blocking or bool(self.usage.blocking_unknown)
+        """Something that can launch an instance uses the image — here or in a managed account it is shared
+        with — or a source (or an account) that could hide one was not read."""
+        return self.usage.blocking or bool(self.usage.blocking_unknown) or \
+            any(other.blocking for other in self.elsewhere)
+
+    @property
+    def blocking_elsewhere(self) -> list[AccountUsage]:
+        return [other for other in self.elsewhere if other.blocking]
+
+    def by_account(self) -> list[AccountUsage]:
+        """The owning account's use first, then each managed account's it is shared with."""
+        return [AccountUsage(self.owner, self.usage)] + list(self.elsewhere)
+
+    def summary(self, limit: int = MAX_LISTED) -> str:
+        """Plain text of every use, grouped by account (for errors and logs; bot/render shows it in Slack)."""
+        if not self.elsewhere and not self.many:
+            return self.usage.summary(limit)
+        parts = []
+        for other in self.by_account():
+            if other.usage is None:
+                parts.append(f"{other.account.label}: unknown ({other.reason})")
+            elif other.usage.in_use or other.usage.unknown:
+                parts.append(f"{other.account.label}: {kinds_phrase(other.usage) or 'nothing found'}\n"
+                             f"{other.usage.summary(limit)}")
+        return "\n".join(parts) or "• nothing"
 
     @property
     def deletable(self) -> list[SnapshotPlan]:
@@ -94,29 +143,71 @@ def recycle_bin_days(aws, image: Image) -> tuple[int | None, bool]:
 
 
 def preflight(ctx, image: Image) -> Preflight:
-    """The blast radius. Use by other accounts (an image usage report) is added by request_deregistration, once
-    the request is not refused: a refused one starts no report in AWS."""
-    aws, price = ctx.aws, ctx.policy.digest.snapshot_price_per_gb_month
-    usage = usage_of(aws, image.region, image.id)
+    """The blast radius, in the owning account and in every managed account the image is shared with. Use by
+    unmanaged accounts (an image usage report) is added by request_deregistration, once the request is not
+    refused: a refused one starts no report in AWS."""
+    owner = ctx.aws.of(image.account)
+    price = ctx.policy.digest.snapshot_price_per_gb_month
     notes = []
     try:
-        shares = shares_of(aws, image)
+        shares = shares_of(owner, image)
     except AwsError as error:
         shares = None
         notes.append(f"could not read launch permissions: {error.message}")
-    others = _snapshot_users(ctx, image)
+    reached, unmanaged = split_shares(ctx, owner.account, shares)
+    usage, elsewhere = usage_across(ctx.aws, owner.account, reached, image)
+    others = _snapshot_users(ctx, owner, image)
     snapshots = [SnapshotPlan(device.snapshot_id, device.size_gb or 0, round((device.size_gb or 0) * price, 2),
                               sorted(others.get(device.snapshot_id, [])))
                  for device in image.devices if device.snapshot_id]
-    protection = protection_of(aws, image)
-    days, known = recycle_bin_days(aws, image)
-    return Preflight(image, usage, shares, snapshots, protection, days, known, notes, None)
+    protection = protection_of(owner, image)
+    days, known = recycle_bin_days(owner, image)
+    return Preflight(image, usage, shares, snapshots, protection, days, known, notes, None, owner=owner.account,
+                     elsewhere=elsewhere, unmanaged=unmanaged, many=ctx.aws.many)
 
 
-def _snapshot_users(ctx, image: Image) -> dict[str, list[str]]:
+def split_shares(ctx, owner: Account, shares: Shares | None) -> tuple[list[Account], Shares | None]:
+    """(the managed accounts other than the owner that the launch permissions reach, the shares none of them
+    covers). A share to an organisation — or one of its OUs — reaches every managed account when amibot manages
+    the organisation ([organization] enabled). Launch permissions that could not be read may reach any of them,
+    so every managed account is scanned."""
+    managed = {account.id: account for account in ctx.aws.accounts if account.id and account.id != owner.id}
+    if shares is None:
+        return list(managed.values()), None
+    # ctx.aws.accounts empty: the organisation's members are not known (yet), so it covers nobody
+    whole_organization = bool(ctx.policy.organization.enabled and ctx.aws.accounts and
+                              (shares.organizations or shares.organizational_units))
+    reached = list(managed.values()) if whole_organization else [managed[a] for a in dict.fromkeys(shares.accounts)
+                                                                  if a in managed]
+    rest = Shares(accounts=[a for a in shares.accounts if a not in managed and a != owner.id],
+                  organizations=[] if whole_organization else list(shares.organizations),
+                  organizational_units=[] if whole_organization else list(shares.organizational_units),
+                  public=shares.public)
+    return reached, rest
+
+
+def usage_across(aws: Aws, owner: Account, reached: list[Account], image: Image) -> tuple[Usage, list[AccountUsage]]:
+    """The image's use in its own account and in each account it reaches, scanned in one bounded pool (the
+    image's region: a shared image is launched in the region it lives in)."""
+    targets = [Target(owner, image.region)] + [Target(account, image.region) for account in reached]
+    results = aws.each_target(lambda handle, region: usage_of(handle, region, image.id), targets)
+    own = results[targets[0]]
+    if isinstance(own, AwsError):
+        raise own
+    elsewhere = []
+    for target in targets[1:]:
+        result = results[target]
+        if isinstance(result, AwsError):
+            elsewhere.append(AccountUsage(target.account, None, result.message))
+        else:
+            elsewhere.append(AccountUsage(target.account, result))
+    return own, elsewhere
+
+
+def _snapshot_users(ctx, owner: Aws, image: Image) -> dict[str, list[str]]:
     """snapshot id → other own images in the region that reference it (one DescribeImages call)."""
     users: dict[str, list[str]] = {}
-    for other in describe_own_images(ctx.aws, image.region, ctx.policy.digest.family_tag):
+    for other in describe_own_images(owner, image.region, ctx.policy.digest.family_tag):
         if other.id == image.id:
             continue
         for snapshot_id in other.snapshot_ids:
@@ -124,9 +215,20 @@ def _snapshot_users(ctx, image: Image) -> dict[str, list[str]]:
     return users
 
 
-def locate(ctx, image_id: str, region: str | None = None) -> Image:
-    images = find_images(ctx.aws, image_id, ctx.policy.digest.family_tag, [region] if region else None)
+def locate(ctx, image_id: str, region: str | None = None, account: str | None = None) -> Image:
+    """The image, in `account` when given (a request's "account"; "" or missing: wherever it is)."""
+    accounts = [account] if account else None
+    images = find_images(ctx.aws, image_id, ctx.policy.digest.family_tag, [region] if region else None, accounts)
     return images[0]
+
+
+def owner_of(ctx, params: dict) -> Aws:
+    """The handle of the account a stored request acts in; an account no longer managed is a clear refusal."""
+    try:
+        return ctx.aws.of(params.get("account") or "")
+    except NotFound as error:
+        raise AmibotError(f"Nothing was done: {error.message}, so {params.get('image_id')} cannot be "
+                          "deregistered from here any more.") from None
 
 
 class InUse(PolicyViolation):
@@ -134,26 +236,32 @@ class InUse(PolicyViolation):
 
     def __init__(self, check: Preflight):
         super().__init__(f"{check.image.id} is in use, so it was not put up for deregistration:\n"
-                         f"{check.usage.summary(MAX_LISTED)}\nMove those off it first, or ask again with `--force`.")
+                         f"{check.summary(MAX_LISTED)}\nMove those off it first, or ask again with `--force`.")
         self.check = check
 
 
 def request_deregistration(ctx, image_id: str, region: str | None, requester: str, channel: str,
                            force: bool = False, keep_snapshots: bool = False, *,
-                           details: Callable[[Preflight], list[dict]]) -> approvals.Request:
+                           details: Callable[[Preflight], list[dict]], account: str | None = None,
+                           authorize: Callable[[Image], object] | None = None) -> approvals.Request:
     """Preflight and open an approval request whose message shows `details(preflight)`. Raises PolicyViolation
-    when protection is on, InUse when something uses the image (without --force)."""
-    image = locate(ctx, image_id, region)
+    when protection is on, InUse when something uses the image (without --force), here or in a managed account
+    it is shared with. `account` (an id or name) narrows where the image is looked for; `authorize(image)` may
+    refuse (AccessDenied) once the owning account is known."""
+    image = locate(ctx, image_id, region, account)
+    if authorize is not None:
+        authorize(image)
     check = preflight(ctx, image)
     if check.protection == "enabled":
         raise PolicyViolation(f"Deregistration protection is on for {image.id}. Lift it first with "
                               f"`/ami unprotect {image.id}` (that may need its own approval).")
     if check.blocking_use and not force:
         raise InUse(check)
-    if check.shares and check.shares.any:
-        check.other_accounts = usage_reports.start(ctx.aws, image, check.shares, ctx.clock())
+    if check.unmanaged and check.unmanaged.any:  # shares no managed account covers: AWS's usage report
+        check.other_accounts = usage_reports.start(ctx.aws.of(image.account), image, check.unmanaged, ctx.clock(),
+                                                   named=check.many)
     params = {"image_id": image.id, "region": image.region, "name": image.name, "force": force,
-              "keep_snapshots": keep_snapshots}
+              "keep_snapshots": keep_snapshots, "account": image.account}
     request = approvals.create_request(
         ctx, kind=KIND, params=params, requester=requester, channel=channel,
         title=f"Deregister {image.name or image.id} ({image.id}, {image.region})",
@@ -210,15 +318,19 @@ def _snapshot_phrase(step: Step) -> str:
 @requires("ec2:DeregisterImage")
 def execute(ctx, request: approvals.Request, progress) -> str:
     params = request.params
+    owner = owner_of(ctx, params)
     try:
-        image = locate(ctx, params["image_id"], params["region"])
+        image = locate(ctx, params["image_id"], params["region"], params.get("account"))
     except NotFound:
-        raise AmibotError(f"{params['image_id']} no longer exists in {params['region']}; nothing was done.") from None
-    check = preflight(ctx, image)
+        where = f"{owner.account.label}, {params['region']}" if ctx.aws.many else params["region"]
+        raise AmibotError(f"{params['image_id']} no longer exists in {where}; nothing was done.") from None
+    check = preflight(ctx, image)  # the world may have changed while the request waited, in any account
     if check.blocking_use and not params.get("force"):
-        raise AmibotError(f"Nothing was done: {image.id} came into use while the request waited:\n"
-                          f"{check.usage.summary(MAX_LISTED)}")
-    ec2 = ctx.aws.ec2(image.region)
+        used = check.usage.blocking or any(other.usage is not None and other.usage.blocking
+                                           for other in check.elsewhere)
+        why = "came into use while the request waited" if used else "could not be fully checked for use now"
+        raise AmibotError(f"Nothing was done: {image.id} {why}:\n{check.summary(MAX_LISTED)}")
+    ec2 = ctx.aws.of(image.account).ec2(image.region)
     # The plan is durable before the first AWS call: a crash from here on is resumed by reconcile().
     steps = Steps(ctx.store, f"request:{request.id}")
     deregistration, *snapshot_steps = steps.plan(_plan(check, image, bool(params.get("keep_snapshots"))))
@@ -275,10 +387,14 @@ def reconcile(ctx, request: approvals.Request):
     No plan and the image still there → nothing was done (None: the request is reopened for approval).
     The image gone → the deregistration is done; every planned snapshot is deleted now (safe to repeat)."""
     params = request.params
+    try:
+        owner = owner_of(ctx, params)
+    except AmibotError as error:  # the account is no longer managed: nothing can be checked or finished here
+        return approvals.Reconciled(approvals.FAILED, error.message)
     steps = Steps(ctx.store, f"request:{request.id}")
     plan = steps.all()
     try:
-        locate(ctx, params["image_id"], params["region"])
+        locate(ctx, params["image_id"], params["region"], params.get("account"))
         image_gone = False
     except NotFound:
         image_gone = True
@@ -297,7 +413,7 @@ def reconcile(ctx, request: approvals.Request):
     if deregistration.state != DONE:
         return approvals.Reconciled(approvals.FAILED, f"the deregistration had failed: {deregistration.result}")
     resumed = Resumed(before=[f"deregistered {params['image_id']}"])
-    ec2 = ctx.aws.ec2(params["region"])
+    ec2 = owner.ec2(params["region"])
     kept = []
     for step in snapshot_steps:
         if step.state == DONE:
@@ -321,7 +437,8 @@ def reconcile(ctx, request: approvals.Request):
 
 
 def confirm_text(params: dict) -> str:
-    text = f"Deregister {params['image_id']} in {params['region']}. This cannot be undone"
+    where = params["region"] + (f" of account {params['account']}" if params.get("account") else "")
+    text = f"Deregister {params['image_id']} in {where}. This cannot be undone"
     if not params.get("keep_snapshots"):
         text += "; its snapshots will be deleted too"
     if params.get("force"):

@@ -17,12 +17,13 @@ DescribeLaunchTemplateVersions call per *pinned template* (AWS takes version num
 template id), SSM values come 10 names a call, and DescribeImageReferences takes 10 image ids a call.
 
 A source that fails or that the endpoint does not support is *unknown* (``References.unknown``), never
-"nothing". What blocks a deregistration (``Usage.blocking``): everything that can launch an instance —
-instances, templates, launch configurations, groups, fleets and ``aws:ec2:image`` parameters (they exist
-to be launched from: CloudFormation, ``run-instances --image-id resolve:ssm:…`` and templates resolve them,
-and amibot cannot see every consumer). Image Builder recipes are shown as warnings but do not block:
-a recipe version pins its parent image forever, so blocking on them would keep every old base image,
-and a build whose parent is gone fails at build time without touching anything running.
+"nothing"; an account whose role cannot be assumed fails the whole scan (its AwsDenied is raised, for the caller
+to report that account as unknown). What blocks a deregistration (``Usage.blocking``): everything that can
+launch an instance — instances, templates, launch configurations, groups, fleets and ``aws:ec2:image``
+parameters (they exist to be launched from: CloudFormation, ``run-instances --image-id resolve:ssm:…``
+and templates resolve them, and amibot cannot see every consumer). Image Builder recipes are shown as
+warnings but do not block: a recipe version pins its parent image forever, so blocking on them would keep every
+old base image, and a build whose parent is gone fails at build time without touching anything running.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ SSM_PREFIX = "resolve:ssm:"
 IMAGE_DATA_TYPE = "aws:ec2:image"
 SSM_BATCH = 10  # GetParameters takes at most 10 names
 REFERENCE_BATCH = 10  # DescribeImageReferences takes at most 10 image ids
+ASSUME_ROLE = "sts:AssumeRole"  # the operation of bot.aws.assumed_session's error when a role cannot be assumed
 
 AMIBOT, AWS, BOTH = "amibot", "AWS", "amibot and AWS"
 
@@ -208,6 +210,37 @@ def describe(ref) -> str:
     return f"{ref.resource_type} {ref.arn}"
 
 
+def _names(label: str, plural: str, names: list[str], shown: int = 3) -> str:
+    names = list(dict.fromkeys(names))
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return f"{label if len(names) == 1 else plural} {', '.join(names[:shown])}{more}"
+
+
+def kinds_phrase(usage: Usage) -> str:
+    """What uses the image, counted and named by kind on one line: "3 instances, ASG web-asg" ("" : nothing)."""
+    parts = []
+    if usage.instances:
+        parts.append(f"{len(usage.instances)} instance{'s' if len(usage.instances) != 1 else ''}")
+    if usage.templates:
+        parts.append(_names("launch template", "launch templates", [ref.name for ref in usage.templates]))
+    if usage.launch_configs:
+        parts.append(_names("launch configuration", "launch configurations",
+                            [ref.name for ref in usage.launch_configs]))
+    if usage.groups:
+        parts.append(_names("ASG", "ASGs", [ref.name for ref in usage.groups]))
+    for kind in ("EC2 Fleet", "Spot Fleet"):
+        fleets = [ref.id for ref in usage.fleets if ref.kind == kind]
+        if fleets:
+            parts.append(_names(kind, f"{kind}s", fleets))
+    if usage.parameters:
+        parts.append(_names("SSM parameter", "SSM parameters", [ref.name for ref in usage.parameters]))
+    if usage.recipes:
+        parts.append(_names("Image Builder recipe", "Image Builder recipes", [ref.name for ref in usage.recipes]))
+    if usage.others:
+        parts.append(f"{len(usage.others)} other resource{'s' if len(usage.others) != 1 else ''}")
+    return ", ".join(parts)
+
+
 def version_phrase(version: str, number: int | None) -> str:
     if version.startswith("$"):
         return f"{version} (version {number})" if number is not None else version
@@ -237,6 +270,8 @@ def _guarded(refs: References, source: str, function: Callable[[], None]) -> Non
     try:
         function()
     except AwsError as error:
+        if error.operation == ASSUME_ROLE:  # the whole account is out of reach, not this source: the caller says so
+            raise
         refs.unknown[source] = error.message
         log.warning("%s in %s could not be checked: %s", source, refs.region, error.message)
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timedelta
 
 from bot.aws import Aws, call, paginate, requires
@@ -48,6 +48,7 @@ class OtherAccounts:
     reason: str = ""
     accounts: dict[str, dict[str, int]] = field(default_factory=dict)  # account -> resource type -> count
     timed_out: bool = False
+    account: str = ""  # the account that owns the image (and the report); "": the bot's own, single-account
 
     @property
     def known(self) -> bool:
@@ -58,10 +59,18 @@ class OtherAccounts:
 
     @classmethod
     def from_payload(cls, data: dict) -> OtherAccounts:
-        return cls(**data)
+        known = {item.name for item in fields(cls)}
+        return cls(**{key: value for key, value in data.items() if key in known})
 
 
-def shared_phrase(shares: Shares) -> str:
+NAMED_AT_MOST = 5  # accounts named in the phrase; more are counted
+
+
+def shared_phrase(shares: Shares, named: bool = False) -> str:
+    """Who the shares reach, for the "Use by …: unknown" line. `named` (many accounts configured): each account
+    is named, and said to be one amibot does not manage (the managed ones are scanned, not reported)."""
+    if named:
+        return _named_phrase(shares)
     parts = []
     if shares.public:
         parts.append("everyone (it is public)")
@@ -74,10 +83,24 @@ def shared_phrase(shares: Shares) -> str:
     return ", ".join(parts)
 
 
+def _named_phrase(shares: Shares) -> str:
+    parts = []
+    if shares.public:
+        parts.append("everyone (it is public)")
+    if shares.accounts:
+        listed = ", ".join(shares.accounts[:NAMED_AT_MOST])
+        more = f" and {len(shares.accounts) - NAMED_AT_MOST} more" if len(shares.accounts) > NAMED_AT_MOST else ""
+        parts.append(f"account{'s' if len(shares.accounts) != 1 else ''} {listed}{more}")
+    parts += [f"organisation {arn}" for arn in shares.organizations[:NAMED_AT_MOST]]
+    parts += [f"OU {arn}" for arn in shares.organizational_units[:NAMED_AT_MOST]]
+    return ", ".join(parts) + " (not managed by amibot)"
+
+
 @requires("ec2:DescribeImageUsageReports", "ec2:CreateImageUsageReport")
-def start(aws: Aws, image: Image, shares: Shares, now: datetime) -> OtherAccounts:
-    """A recent ready report of the image if there is one (read at once), else a pending one, else a new one."""
-    other = OtherAccounts(shared_phrase(shares), PENDING, image.region, image.id)
+def start(aws: Aws, image: Image, shares: Shares, now: datetime, named: bool = False) -> OtherAccounts:
+    """A recent ready report of the image if there is one (read at once), else a pending one, else a new one.
+    `aws` is the owning account's handle; `shares` the ones no managed account covers."""
+    other = OtherAccounts(shared_phrase(shares, named), PENDING, image.region, image.id, account=image.account)
     ec2 = aws.ec2(image.region)
     try:
         reports = list(paginate(ec2, "describe_image_usage_reports", "ImageUsageReports", ImageIds=[image.id]))

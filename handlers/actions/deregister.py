@@ -24,7 +24,13 @@ def follow(ctx, payload: dict) -> None:
     other = OtherAccounts.from_payload(payload["other"])
     interval = float(ctx.extras.get("usage_report.poll_seconds", usage_reports.DEFAULT_POLL_SECONDS))
     remaining = max(0.0, payload["deadline"] - time.time())
-    result = usage_reports.wait(ctx.aws, other, remaining, interval)
+    try:
+        owner = ctx.aws.of(other.account)  # the report is the owning account's
+    except NotFound:
+        log.warning("usage report %s: account %s is no longer managed; stopped following it", other.report_id,
+                    other.account)
+        return
+    result = usage_reports.wait(owner, other, remaining, interval)
     try:
         request = approvals.get(ctx, payload["request_id"])
     except NotFound:
