@@ -2,6 +2,12 @@
 
 User-group ids (S…) are expanded through usergroups.users.list and cached briefly, so a change in
 Slack takes effect within `ttl` seconds without a call per click.
+
+Per account: an `[[accounts]]` entry's `operators` / `approvers` REPLACE `[access].operators` /
+`[approvals].approvers` for what acts in that account (the global lists do not also apply there), with the same
+rules: an empty list of operators lets anyone act, no approvers means that account's operators approve. An
+account without the key uses the global list. `account` below is a bot.accounts.Account, an account id or name,
+or None (the global lists: single-account behaviour).
 """
 
 from __future__ import annotations
@@ -14,9 +20,20 @@ from collections.abc import Callable, Iterable
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
+from bot.accounts import Account
+from bot.accounts import find as find_account
 from bot.errors import AccessDenied
 
 log = logging.getLogger(__name__)
+
+# Changing subcommands whose runners check the operators of the account they act in once they know it
+# (CommandCall.acting_in, after looking the image up): an operator of any account may start them. Every other
+# changing command needs [access].operators, or the operators of the account its `--account` names.
+ACCOUNT_CHECKED_IN_JOB: set[str] = set()
+
+
+def checks_account_in_job(*names: str) -> None:
+    ACCOUNT_CHECKED_IN_JOB.update(names)
 
 
 class Access:
@@ -53,24 +70,77 @@ class Access:
                 members.add(entry)
         return members
 
-    def is_operator(self, user: str) -> bool:
-        operators = self.policy.access.operators
+    # --- per account -------------------------------------------------------------------------------------
+
+    def account(self, ref: Account | str | None) -> Account | None:
+        """The configured entry for an account (it carries the overrides); an unconfigured one as is."""
+        if ref is None or ref == "":
+            return None
+        ref_id = ref.id if isinstance(ref, Account) else str(ref)
+        if not ref_id:
+            return None
+        configured = find_account(self.policy.accounts, ref_id)
+        if configured is not None:
+            return configured
+        return ref if isinstance(ref, Account) else None
+
+    def operators(self, account: Account | str | None = None) -> tuple[str, ...]:
+        entry = self.account(account)
+        if entry is not None and entry.operators is not None:
+            return tuple(entry.operators)
+        return tuple(self.policy.access.operators)
+
+    def approver_ids(self, account: Account | str | None = None) -> tuple[str, ...]:
+        entry = self.account(account)
+        if entry is not None and entry.approvers is not None:
+            return tuple(entry.approvers)
+        return tuple(self.policy.approvals.approvers)
+
+    def is_operator(self, user: str, account: Account | str | None = None) -> bool:
+        operators = self.operators(account)
         return not operators or user in self.expand(operators)
+
+    def is_operator_anywhere(self, user: str) -> bool:
+        """Globally, or in one of the accounts that name their own operators."""
+        return self.is_operator(user) or any(
+            self.is_operator(user, entry) for entry in self.policy.accounts if entry.operators is not None)
 
     def channel_allowed(self, channel: str | None) -> bool:
         channels = self.policy.access.channels
         return not channels or channel in channels
 
-    def check_changing(self, user: str, channel: str | None, what: str) -> None:
+    def check_changing(self, user: str, channel: str | None, what: str, account: Account | str | None = None,
+                       account_checked_later: bool = False) -> None:
+        """Refuse a changing command here, or the user outside its operators. `account`: the account it acts
+        in, when known. `account_checked_later`: the command checks its account itself once it knows it (after
+        looking the image up, see check_account), so an operator of any account may start it."""
         if not self.channel_allowed(channel):
             allowed = ", ".join(f"<#{c}>" for c in self.policy.access.channels)
             raise AccessDenied(f"amibot does not run `{what}` in this channel; use {allowed}.")
+        if self.account(account) is not None:
+            self.check_account(user, account, what)
+            return
+        if account_checked_later and self.is_operator_anywhere(user):
+            return
         if not self.is_operator(user):
             raise AccessDenied(f"Only amibot operators may run `{what}`. Ask an operator, or ask to be added to "
                                "[access].operators.")
 
-    def approvers(self) -> set[str]:
-        return self.expand(self.policy.approvals.approvers)
+    def check_account(self, user: str, account: Account | str | None, what: str) -> None:
+        """The operators of the account a changing command acts in (known once its image is found)."""
+        entry = self.account(account)
+        if entry is None or entry.operators is None:
+            if not self.is_operator(user):
+                where = f" in {entry.label}" if entry is not None else ""
+                raise AccessDenied(f"Only amibot operators may run `{what}`{where}. Ask an operator, or ask to be "
+                                   "added to [access].operators.")
+            return
+        if not self.is_operator(user, entry):
+            raise AccessDenied(f"Only the operators of {entry.label} may run `{what}` there. Ask one of them, or "
+                               f"ask to be added to the `operators` of its [[accounts]] entry.")
 
-    def is_approver(self, user: str) -> bool:
-        return user in self.approvers()
+    def approvers(self, account: Account | str | None = None) -> set[str]:
+        return self.expand(self.approver_ids(account))
+
+    def is_approver(self, user: str, account: Account | str | None = None) -> bool:
+        return user in self.approvers(account)

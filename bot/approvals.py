@@ -12,6 +12,10 @@ executes exactly once, and reports progress and the outcome in the message and i
 The engine never talks to Slack itself and never renders: each message it owes is an intent (data)
 written to the outbox in the same transaction as the state change that causes it; bot/outbox.py renders
 and delivers it (at once after the commit, and again until Slack has it).
+
+Accounts: a request's params carry "account", the id of the account it acts in ("" or missing: the bot's own).
+That account's `approvers` ([[accounts]]) replace [approvals].approvers for it (bot/access.py), and with accounts
+configured its messages and audit rows name it: "prod (111111111111)".
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from bot import anchors, audit
+from bot.accounts import Account
 from bot.errors import AccessDenied, AmibotError, NotFound
 
 log = logging.getLogger(__name__)
@@ -82,6 +87,14 @@ class Request:
     note: str | None = None
     reminded_at: str | None = None
     outcome: str | None = None
+    # Not stored: filled from the managed accounts when loaded (get, pending), for the message and the lists
+    account_label: str = ""  # "prod (111111111111)"; "" with no accounts configured
+    approvers_text: str = ""  # who may approve this one, as Slack text
+
+    @property
+    def account_id(self) -> str:
+        value = self.params.get("account") if isinstance(self.params, dict) else None
+        return value if isinstance(value, str) else ""
 
     @classmethod
     def from_row(cls, row: dict) -> Request:
@@ -111,7 +124,40 @@ def get(ctx, request_id: str) -> Request:
     row = ctx.store.one("SELECT * FROM requests WHERE id = ?", (request_id,))
     if row is None:
         raise NotFound(f"request {request_id} not found")
-    return Request.from_row(row)
+    return _loaded(ctx, Request.from_row(row))
+
+
+def _loaded(ctx, request: Request) -> Request:
+    request.account_label = account_label(ctx, request)
+    request.approvers_text = _approver_label(ctx, request)
+    return request
+
+
+# --- accounts -----------------------------------------------------------------------------------------
+
+def _managed(ctx) -> list[Account]:
+    aws = getattr(ctx, "aws", None)
+    return list(aws.accounts) if aws is not None else []
+
+
+def account_of(ctx, request: Request | None) -> Account | None:
+    """The account a request acts in: its params' "account" (missing or "": the bot's own account), as managed
+    (with its per-account approvers); an account no longer managed is known by its id alone. None with no
+    accounts configured."""
+    if request is None:
+        return None
+    managed = _managed(ctx)
+    if not managed:
+        return None
+    account_id = request.account_id
+    if not account_id:
+        return next((account for account in managed if account.is_home), None)
+    return next((account for account in managed if account.id == account_id), None) or Account(id=account_id)
+
+
+def account_label(ctx, request: Request | None) -> str:
+    account = account_of(ctx, request)
+    return account.label if account is not None and account.id else ""
 
 
 def approvers_of(ctx, request_id: str) -> list[str]:
@@ -120,8 +166,13 @@ def approvers_of(ctx, request_id: str) -> list[str]:
 
 
 def _record(ctx, request: Request, actor: str, action: str, outcome: str, **detail: Any) -> None:
+    named = {}
+    label = request.account_label or account_label(ctx, request)
+    if label:  # the account it acts in, by name and id
+        named = {"account": account_of(ctx, request).id, "account_label": label}
     audit.record(ctx.store, actor=actor, action=f"request.{action}", channel=request.channel, target=request.id,
-                 outcome=outcome, detail={"kind": request.kind, "title": request.title, **request.params, **detail})
+                 outcome=outcome, detail={"kind": request.kind, "title": request.title, **request.params, **named,
+                                          **detail})
     anchors.after_decision(ctx, action)  # a decision or outcome is anchored outside the database
 
 
@@ -196,23 +247,30 @@ def update_details(ctx, request_id: str, details: list[dict]) -> Request:
     return get(ctx, request.id)
 
 
-def approver_label(ctx) -> str:
-    """Who may approve, as Slack text (data for the renderer)."""
-    return _approver_label(ctx)
+def approver_label(ctx, request: Request | None = None) -> str:
+    """Who may approve (the request's, when given: its account's approvers), as Slack text for the renderer."""
+    return _approver_label(ctx, request)
 
 
-def _approver_label(ctx) -> str:
-    configured = ctx.policy.approvals.approvers
+def _approver_label(ctx, request: Request | None = None) -> str:
+    account = account_of(ctx, request)
+    configured = ctx.access.approver_ids(account)
+    where = f" of {account.label}" if account is not None and account.id and (
+        account.approvers is not None or account.operators is not None) else ""
     if not configured:
-        return "anyone but the requester" if not ctx.policy.access.operators else "an operator other than the requester"
+        if not ctx.access.operators(account):
+            return "anyone but the requester"
+        return f"an operator{where} other than the requester"
     return ", ".join(f"<!subteam^{entry}>" if entry.startswith("S") else f"<@{entry}>" for entry in configured)
 
 
-def may_approve(ctx, user: str) -> bool:
-    """Configured approvers; without any, operators; without operators, anyone (never the requester)."""
-    if ctx.policy.approvals.approvers:
-        return ctx.access.is_approver(user)
-    return ctx.access.is_operator(user)
+def may_approve(ctx, user: str, request: Request | None = None) -> bool:
+    """Configured approvers; without any, operators; without operators, anyone (never the requester). For a
+    request, those of the account it acts in ([[accounts]] approvers / operators replace the global lists)."""
+    account = account_of(ctx, request)
+    if ctx.access.approver_ids(account):
+        return ctx.access.is_approver(user, account)
+    return ctx.access.is_operator(user, account)
 
 
 # --- deciding ---------------------------------------------------------------------------------------
@@ -232,9 +290,11 @@ def approve(ctx, request_id: str, user: str) -> Decision:
     if user == request.requester:
         _record(ctx, request, user, "approve-refused", "refused: requester cannot approve")
         raise AccessDenied("You asked for this, so someone else has to approve it (four eyes).")
-    if not may_approve(ctx, user):
+    if not may_approve(ctx, user, request):
         _record(ctx, request, user, "approve-refused", "refused: not an approver")
-        raise AccessDenied(f"You are not an approver for {request.id}; approvers: {_approver_label(ctx)}.")
+        where = f" (in {request.account_label})" if request.account_label else ""
+        raise AccessDenied(f"You are not an approver for {request.id}{where}; approvers: "
+                           f"{_approver_label(ctx, request)}.")
     with ctx.store.transaction():
         inserted = ctx.store.execute("INSERT OR IGNORE INTO approvals (request_id, approver, at) VALUES (?, ?, ?)",
                                      (request.id, user, _stamp(ctx))).rowcount
@@ -264,7 +324,7 @@ def reject(ctx, request_id: str, user: str, reason: str | None = None) -> Decisi
     request = get(ctx, request_id)
     if request.state != PENDING:
         return Decision(f"{request.id} is already {request.state}.", False)
-    if user != request.requester and not may_approve(ctx, user):
+    if user != request.requester and not may_approve(ctx, user, request):
         _record(ctx, request, user, "reject-refused", "refused: not an approver")
         raise AccessDenied(f"Only approvers can reject {request.id}; the requester can cancel it.")
     with ctx.store.transaction():
@@ -420,7 +480,7 @@ def sweep(ctx) -> dict[str, int]:
                 if claimed:
                     have = len(approvers_of(ctx, request.id))
                     _record(ctx, request, "amibot", "reminded", "reminder posted")
-                    _thread(ctx, request, f":bell: {_approver_label(ctx)}: {request.id} has waited "
+                    _thread(ctx, request, f":bell: {_approver_label(ctx, request)}: {request.id} has waited "
                                           f"{waited.total_seconds() / 3600:.0f} hours ({have} of {request.required} "
                                           f"approvals). It expires after {policy.expire_after_hours:g} hours.")
                     counts["reminded"] += 1
@@ -429,7 +489,7 @@ def sweep(ctx) -> dict[str, int]:
 
 
 def pending(ctx) -> list[Request]:
-    return [Request.from_row(row) for row in
+    return [_loaded(ctx, Request.from_row(row)) for row in
             ctx.store.query("SELECT * FROM requests WHERE state IN ('pending', 'approved', 'executing')"
                             " ORDER BY created_at")]
 

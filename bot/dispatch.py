@@ -12,7 +12,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from bot import audit, blocks, metrics
+from bot import access, audit, blocks, metrics
 from bot.commands import MAX_TEXT, Invocation, flag_doc, help_topic, parse
 from bot.context import Context
 from bot.errors import AccessDenied, AmibotError, UsageError
@@ -42,6 +42,15 @@ class CommandCall:
     @property
     def flags(self) -> dict[str, Any]:
         return self.invocation.flags
+
+    def acting_in(self, account: Any):
+        """The AWS handle of the account this command acts in (an Account, id or name; "": the bot's own),
+        after checking that a changing command's user is one of that account's operators ([[accounts]]
+        `operators` replace [access].operators there). Raises AccessDenied (audited as refused) or NotFound."""
+        handle = self.ctx.aws.of(account)
+        if self.invocation.subcommand.changing and handle.account.id:
+            self.ctx.access.check_account(self.user, handle.account, f"/ami {self.invocation.subcommand.name}")
+        return handle
 
 
 def payload_of(body: dict[str, Any]) -> dict[str, Any]:
@@ -107,7 +116,7 @@ def run_command(ctx: Context, payload: dict[str, Any]) -> None:
     name, outcome, detail = "help", "ok", {"text": text}
     if payload.get("text_chars"):
         detail["text_cut_from"] = payload["text_chars"]
-    target = None
+    target, call = None, None
     try:
         _refuse_cut_text(payload)
         invocation = parse(ctx.registry, text)
@@ -118,11 +127,12 @@ def run_command(ctx: Context, payload: dict[str, Any]) -> None:
         name = invocation.subcommand.name
         target = _target_of(invocation)
         if invocation.subcommand.changing:
-            ctx.access.check_changing(user, channel, f"/ami {name}")
+            _check_changing(ctx, invocation, user, channel)
         call = CommandCall(ctx, invocation, user, channel, reply, payload.get("trigger_id"))
         result = ctx.registry.runner(name)(call)
         if call.audit_detail:
             detail.update(call.audit_detail)
+            _name_account(ctx, detail)
             resolved = call.audit_detail.get("image")
             if isinstance(resolved, str) and resolved.startswith("ami-"):
                 target = resolved  # a name or family resolved to one image: the row names the image
@@ -132,6 +142,9 @@ def run_command(ctx: Context, payload: dict[str, Any]) -> None:
         if isinstance(error, UsageError) and error.show_help:
             error.specs = ctx.registry.specs
         outcome = answer_failure(reply, error, f"`/ami {name}`", f"command {text!r} by {user}")
+        if call is not None and (call.audit_detail or {}).get("account"):  # a refusal in an account names it
+            detail["account"] = call.audit_detail["account"]
+            _name_account(ctx, detail)
     finally:
         audit.record(ctx.store, actor=user, action=f"command.{name}", channel=channel, target=target,
                      detail=detail, outcome=outcome)
@@ -170,8 +183,7 @@ def gate_command(ctx: Context, payload: dict[str, Any]) -> bool:
         if not invocation.subcommand.changing:
             return True
         try:  # operators may be user groups: resolved through Slack (cached), never through AWS
-            ctx.access.check_changing(payload["user_id"], payload.get("channel_id"),
-                                      f"/ami {invocation.subcommand.name}")
+            _check_changing(ctx, invocation, payload["user_id"], payload.get("channel_id"))
             return True
         except AccessDenied:
             pass
@@ -196,6 +208,25 @@ def _duration(seconds: float) -> str:
     if seconds >= 120 and seconds % 60 == 0:
         return f"{seconds / 60:g} minutes"
     return f"{seconds:g} seconds" if seconds != 1 else "1 second"
+
+
+def _check_changing(ctx: Context, invocation: Invocation, user: str, channel: str | None) -> None:
+    """Operators and channels, before any AWS: in the account `--account` names (no AWS needed to know it);
+    for commands that check their image's account in the job, an operator of any account may start them."""
+    name = invocation.subcommand.name
+    named = invocation.flags.get("account")
+    ctx.access.check_changing(user, channel, f"/ami {name}",
+                              account=named if isinstance(named, str) and named else None,
+                              account_checked_later=name in access.ACCOUNT_CHECKED_IN_JOB)
+
+
+def _name_account(ctx: Context, detail: dict[str, Any]) -> None:
+    """An audit row that records an account id also names it: "prod (111111111111)"."""
+    account_id = detail.get("account")
+    if not isinstance(account_id, str) or not account_id or "account_label" in detail:
+        return
+    known = next((account for account in ctx.aws.accounts if account.id == account_id), None)
+    detail["account_label"] = known.label if known else account_id
 
 
 def _target_of(invocation: Invocation) -> str | None:

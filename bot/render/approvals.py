@@ -49,10 +49,21 @@ def _clock(stamp: str | None) -> str:
     return f"{stamp[:10]} {stamp[11:16]} UTC"
 
 
+def _account(request: Request) -> str:
+    """The account a request acts in, as the engine named it ("prod (111111111111)"); "" when no accounts."""
+    label = getattr(request, "account_label", "")
+    return label if isinstance(label, str) else ""
+
+
 def request_message(request: Request, approvers: list[str], approver_label: str, now: datetime,
-                    confirm_text: str | None = None) -> Message:
-    """The request's message; who may approve and the Approve confirmation's text are given as data."""
+                    confirm_text: str | None = None, account_label: str | None = None) -> Message:
+    """The request's message; who may approve, the Approve confirmation's text and the account it acts in are
+    given as data (a request the engine loaded carries the last two itself: account_label, approvers_text)."""
+    account = account_label if account_label is not None else _account(request)
+    approver_label = getattr(request, "approvers_text", "") or approver_label
     blocks = [header(("⚠️ " if request.danger else "") + request.title)]
+    if account:
+        blocks.append(section(f"*Account:* {escape(account)}"))
     if request.reason:
         blocks.append(section(f"*Why approval is needed:* {escape(request.reason)}"))
     blocks += request.details[:38]
@@ -90,8 +101,9 @@ def requests_list(requests: list[Request], links: dict[str, str]) -> Message:
     lines = []
     for request in requests[:40]:
         link = f"<{links[request.id]}|{request.id}>" if links.get(request.id) else f"`{request.id}`"
-        lines.append(f"• {link} {escape(request.title)} — {request.state}, asked by <@{request.requester}> "
-                     f"at {_clock(request.created_at)}")
+        account = f" · {escape(_account(request))}" if _account(request) else ""
+        lines.append(f"• {link} {escape(request.title)}{account} — {request.state}, asked by "
+                     f"<@{request.requester}> at {_clock(request.created_at)}")
     body = f"{len(requests)} open request(s)"
     chunks = [lines[i:i + 15] for i in range(0, len(lines), 15)]
     return message(body, [section(f"*{body}*")] + [section("\n".join(chunk)) for chunk in chunks])
@@ -111,11 +123,18 @@ def reject_modal(request_id: str, title: str) -> dict:
     }
 
 
+def _row_account(row: dict) -> str:
+    """An audit row's account, when it names one: " · prod (111111111111)"."""
+    detail = row.get("detail")
+    label = detail.get("account_label") if isinstance(detail, dict) else None
+    return f" · {escape(label)}" if isinstance(label, str) and label else ""
+
+
 def audit_history(subject: str | None, rows: list[dict]) -> Message:
     title = f"History of {escape(subject)}" if subject else "Recent audit trail"
     if not rows:
         return message(f"{title}: nothing recorded.", [section(f"*{title}*: nothing recorded.")])
     lines = [f"`{row['ts'][:16].replace('T', ' ')}` {who(row['actor'])} *{escape(row['action'])}* "
-             f"{escape(row['target'] or '')} — {escape(row['outcome'][:150])}" for row in rows]
+             f"{escape(row['target'] or '')}{_row_account(row)} — {escape(row['outcome'][:150])}" for row in rows]
     chunks = [lines[i:i + 12] for i in range(0, len(lines), 12)]
     return message(title, [section(f"*{title}* (newest first)")] + [section("\n".join(c)) for c in chunks])

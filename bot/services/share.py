@@ -5,15 +5,22 @@ grants createVolumePermission on the image's own snapshots to the account (so th
 the image, not only launch it); organisations and OUs have no such form, and public images keep
 their snapshots private. For encrypted images the message names the KMS keys the receiver must be
 granted: amibot never changes key policies.
+
+With many accounts, an account may be named as configured (`staging`), and everything acts in the account that
+owns the image: its launch permission, its snapshots, its image block public access. `[sharing].
+allow_configured_accounts = true` lets a share with any managed account go without approval.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from bot import approvals
+from bot.accounts import Account
+from bot.accounts import find as find_account
 from bot.aws import Aws, call, paginate, requires
 from bot.blocks import escape
 from bot.errors import AwsError, PolicyViolation, Unsupported, UsageError
@@ -36,10 +43,13 @@ class Target:
 
     kind: str
     value: str  # the account id or the ARN; "all" for public
+    name: str = ""  # a managed account's name, when it is one
 
     @property
     def label(self) -> str:
-        return "everyone (public)" if self.kind == PUBLIC else f"{self.kind} {self.value}"
+        if self.kind == PUBLIC:
+            return "everyone (public)"
+        return f"{self.kind} {self.name} ({self.value})" if self.name else f"{self.kind} {self.value}"
 
     def permission(self) -> dict[str, str]:
         """The LaunchPermission entry EC2 expects."""
@@ -54,11 +64,16 @@ class Target:
         return self.value in granted[self.kind]
 
 
-def parse_target(text: str) -> Target:
-    """`123456789012`, `org:<organization ARN>`, `ou:<OU ARN>` (the prefixes are optional) or `public`."""
+def parse_target(text: str, accounts: Iterable[Account] = ()) -> Target:
+    """`123456789012`, a managed account's name (from `accounts`), `org:<organization ARN>`, `ou:<OU ARN>`
+    (the prefixes are optional) or `public`. No AWS call: safe before the ack."""
     value = text.strip()
+    accounts = list(accounts)
     if value.lower() in ("public", "all", "everyone"):
         return Target(PUBLIC, "all")
+    named = find_account(accounts, value)
+    if named is not None:
+        return Target(ACCOUNT, named.id, named.name)
     if value.isdigit() or re.fullmatch(r"[\d-]+", value):
         if ACCOUNT_ID.match(value):
             return Target(ACCOUNT, value)
@@ -74,8 +89,18 @@ def parse_target(text: str) -> Target:
         if OU_ARN.match(arn):
             return Target(OU, arn)
         raise UsageError(f"`{escape(arn[:80])}` is not an organizational unit ARN; it looks like `ou:{OU_EXAMPLE}`.")
+    if accounts and ":" not in value:
+        names = ", ".join(f"`{account.name}`" for account in accounts if account.name)
+        raise UsageError(f"`{escape(value[:40])}` is not an account amibot manages"
+                         + (f" (it knows {names})" if names else "")
+                         + "; or give a 12-digit account id, `org:<organization ARN>`, `ou:<OU ARN>` or `public`.")
     raise UsageError(f"`{escape(value[:40])}` is not something to share with: give a 12-digit account id, "
                      f"`org:<organization ARN>`, `ou:<OU ARN>` or `public`.")
+
+
+def owner(aws: Aws, image: Image) -> Aws:
+    """The handle of the account that owns the image: every share step acts there."""
+    return aws.of(image.account)
 
 
 # --- what the image is made of ---------------------------------------------------------------------
@@ -92,6 +117,7 @@ def own_snapshots(aws: Aws, image: Image) -> list[SnapshotInfo]:
     """The image's snapshots this account owns (only those can be shared), with their encryption."""
     if not image.snapshot_ids:
         return []
+    aws = owner(aws, image)
     account = aws.account_id()
     found = paginate(aws.ec2(image.region), "describe_snapshots", "Snapshots", SnapshotIds=image.snapshot_ids)
     return [SnapshotInfo(item["SnapshotId"], bool(item.get("Encrypted")), item.get("KmsKeyId"))
@@ -121,21 +147,30 @@ class ShareCheck:
 
 def check(ctx, image: Image, target: Target) -> ShareCheck:
     """Decide: already shared, share now, or ask for approval (with why). Refuses what policy forbids."""
-    already = target.granted_in(shares_of(ctx.aws, image))
+    aws = owner(ctx.aws, image)
+    already = target.granted_in(shares_of(aws, image))
     if already:
         return ShareCheck(image, target, True)
     sharing = ctx.policy.sharing
     if target.kind == ACCOUNT:
-        if target.value == ctx.aws.account_id():
-            raise UsageError(f"{target.value} is this account: it owns the image already.")
+        if target.value == aws.account_id():
+            where = "this account" if not aws.account.id else aws.account.label
+            raise UsageError(f"{target.value} is {where}: it owns the image already.")
         if target.value in sharing.allowed_accounts:
             return ShareCheck(image, target, False)
-        return ShareCheck(image, target, False, f"account {target.value} is not in [sharing].allowed_accounts")
+        managed = any(account.id == target.value for account in ctx.aws.accounts)
+        if managed and sharing.allow_configured_accounts:
+            return ShareCheck(image, target, False)
+        reason = f"account {target.value} is not in [sharing].allowed_accounts"
+        if managed:
+            reason = (f"account {target.name or target.value} is not in [sharing].allowed_accounts (and "
+                      "[sharing].allow_configured_accounts is off)")
+        return ShareCheck(image, target, False, reason)
     if target.kind in (ORGANIZATION, OU):
         return ShareCheck(image, target, False, f"sharing with a whole {target.kind} always needs approval")
     if not sharing.allow_public:
         raise PolicyViolation("Making images public is turned off here ([sharing].allow_public = false).")
-    state = check_public_allowed(ctx.aws, image)
+    state = check_public_allowed(aws, image)
     reason = "making an image public always needs approval"
     if state == UNKNOWN:
         reason += "; the account's image block public access state is unknown (this endpoint cannot tell)"
@@ -143,7 +178,7 @@ def check(ctx, image: Image, target: Target) -> ShareCheck:
 
 
 def check_public_allowed(aws: Aws, image: Image) -> str:
-    state = block_public_access(aws, image.region)
+    state = block_public_access(owner(aws, image), image.region)
     if state == BLOCKED:
         raise PolicyViolation(f"Image block public access is on for this account in {image.region}, so AWS will "
                               f"not let {image.id} be made public. Turn it off in the EC2 console (Data protection "
@@ -186,6 +221,7 @@ def _mark(steps: Steps | None, plan: list[Step], index: int, state: str, result:
 def _apply(aws: Aws, image: Image, target: Target, operation: str, steps: Steps | None = None) -> ShareResult:
     """operation "add" or "remove": launch permission first, then the snapshots' volume permission. With
     ``steps``, each is recorded as it goes, so a crash between them is finished by reconcile()."""
+    aws = owner(aws, image)
     ec2 = aws.ec2(image.region)
     change = {"Add" if operation == "add" else "Remove": [target.permission()]}
     result = ShareResult(image, target)
@@ -238,22 +274,37 @@ def summary(result: ShareResult, shared: bool) -> str:
     return f"Stopped sharing {where}" + (f"; createVolumePermission removed from {snapshots}" if snapshots else "")
 
 
-def find_image(ctx, image_id: str, region: str | None) -> Image:
-    return find_images(ctx.aws, image_id, ctx.policy.digest.family_tag, [region] if region else None)[0]
+def find_image(ctx, image_id: str, region: str | None, account: str | None = None) -> Image:
+    """The image by id (in `account` when known: a stored request's owner; else wherever it is)."""
+    accounts = [ctx.aws.of(account).account] if account and ctx.aws.accounts else None
+    return find_images(ctx.aws, image_id, ctx.policy.digest.family_tag, [region] if region else None,
+                       accounts=accounts)[0]
+
+
+def target_of(ctx, params: dict[str, Any]) -> Target:
+    """A stored request's target, named again from the managed accounts (names may have changed since)."""
+    target = Target(params["target_kind"], params["target"], params.get("target_name") or "")
+    if target.kind == ACCOUNT:
+        known = find_account(ctx.aws.accounts, target.value)
+        if known is not None:
+            return Target(ACCOUNT, known.id, known.name)
+    return target
 
 
 # --- after approval --------------------------------------------------------------------------------
 
 def request_params(image: Image, target: Target) -> dict[str, Any]:
-    return {"image_id": image.id, "region": image.region, "image_name": image.name, "target_kind": target.kind,
-            "target": target.value}
+    params = {"image_id": image.id, "region": image.region, "image_name": image.name, "target_kind": target.kind,
+              "target": target.value, "account": image.account}  # account: the owner, for approvers and audit
+    if target.name:
+        params["target_name"] = target.name
+    return params
 
 
 def execute(ctx, request, progress) -> str:
     params = request.params
-    image = find_image(ctx, params["image_id"], params["region"])
-    result = share(ctx.aws, image, Target(params["target_kind"], params["target"]),
-                   Steps(ctx.store, f"request:{request.id}"))
+    image = find_image(ctx, params["image_id"], params["region"], params.get("account"))
+    result = share(ctx.aws, image, target_of(ctx, params), Steps(ctx.store, f"request:{request.id}"))
     for note in result.notes:
         progress(f":information_source: {note}")
     return summary(result, shared=True)
@@ -263,11 +314,11 @@ def reconcile(ctx, request):
     """After a crash: the launch permission is in AWS or it is not (then nothing was done: approve again);
     snapshot permissions the crash left undone are granted now (granting twice is harmless)."""
     params = request.params
-    target = Target(params["target_kind"], params["target"])
+    target = target_of(ctx, params)
     steps = Steps(ctx.store, f"request:{request.id}")
     plan = steps.all()
     try:
-        image = find_image(ctx, params["image_id"], params["region"])
+        image = find_image(ctx, params["image_id"], params["region"], params.get("account"))
         granted = target.granted_in(shares_of(ctx.aws, image))
     except AwsError:
         return None
@@ -280,7 +331,7 @@ def reconcile(ctx, request):
     if launch_step.open:
         steps.mark(launch_step, DONE, "launch permission found in AWS after a restart")
     resumed = Resumed(before=[f"shared {image.id} with {target.label}"])
-    ec2 = ctx.aws.ec2(image.region)
+    ec2 = owner(ctx.aws, image).ec2(image.region)
     for step in snapshot_steps:
         if step.state == DONE:
             resumed.before.append(f"granted createVolumePermission on {step.target}")
@@ -297,7 +348,7 @@ def reconcile(ctx, request):
 
 
 def confirm_text(params: dict[str, Any]) -> str:
-    target = Target(params["target_kind"], params["target"])
+    target = Target(params["target_kind"], params["target"], params.get("target_name") or "")
     return f"Share {params['image_id']} ({params['region']}) with {target.label}?"
 
 

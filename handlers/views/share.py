@@ -4,6 +4,7 @@ as a durable command job recorded before the ack."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from bot import delivery
@@ -13,14 +14,15 @@ from bot.render.share import ANY_REGION, FIELD_REGION, FIELD_TARGET, SHARE_FORM,
 from bot.services.share import parse_target
 
 
-def read_form(view: dict[str, Any]) -> tuple[str | None, dict[str, str]]:
-    """The `/ami share` text the form stands for, or the errors to show on its fields (no AWS)."""
+def read_form(view: dict[str, Any], accounts: Iterable = ()) -> tuple[str | None, dict[str, str]]:
+    """The `/ami share` text the form stands for, or the errors to show on its fields (no AWS). `accounts`:
+    the managed accounts, whose names the field accepts."""
     values = delivery.pick(view, "state", "values") or {}
     image_id = delivery.text_at(delivery.metadata(view), "image_id") or ""
     target = delivery.text_at(values, FIELD_TARGET, VALUE, "value") or ""
     region = delivery.text_at(values, FIELD_REGION, VALUE, "selected_option", "value") or ANY_REGION
     try:
-        parsed = parse_target(target)
+        parsed = parse_target(target, accounts)
     except UsageError as error:
         return None, {FIELD_TARGET: error.message.replace("`", "")[:150]}
     if not image_id.startswith("ami-"):
@@ -34,7 +36,7 @@ def read_form(view: dict[str, Any]) -> tuple[str | None, dict[str, str]]:
 def register(app, ctx) -> None:
     @app.view(SHARE_FORM)
     def submitted(ack, body, view, context):
-        text, errors = read_form(view if isinstance(view, dict) else {})
+        text, errors = read_form(view if isinstance(view, dict) else {}, ctx.aws.accounts)
         if errors:
             ack(response_action="errors", errors=errors)
             return
