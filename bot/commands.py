@@ -58,12 +58,23 @@ FLAG_DOCS: dict[str, str] = {
     "--cooldown": "removing protection later takes 24 hours",
     "--days": "how many days deregistered images (and their snapshots) stay in the Recycle Bin (default 14)",
     "--tag": "only images (and snapshots) with this tag, KEY=VALUE (default: every one in the region)",
+    "--account": "only this managed account, by name or id (default: every configured account)",
 }
 SUBCOMMAND_FLAG_DOCS: dict[tuple[str, str], str] = {
     ("copy", "--force"): "copy even when the destination already has an image of that name",
     ("copy", "--name"): "the copy's AMI name (default: the source's name)",
     ("launch", "--force"): "launch a deprecated image",
     ("launch", "--name"): "the instances' Name tag",
+    ("launch", "--account"): "the managed account (name or id) to launch into, e.g. a workload account the image "
+                             "is shared with (default: the account that owns the image)",
+    ("create", "--account"): "the managed account (name or id) the instance is in and the image is made in "
+                             "(default: the bot's own account)",
+    ("register", "--account"): "the managed account (name or id) the snapshot is in and the image is registered "
+                               "in (default: the bot's own account)",
+    ("base", "--account"): "the managed account (name or id) to copy the base image into (default: the bot's own "
+                           "account)",
+    ("rollback", "--account"): "the managed account (name or id) the family was promoted in, when it is promoted "
+                               "in several",
     ("promote", "--force"): "promote even though Amazon Inspector reports critical findings for the image",
     ("deregister", "--force"): "ask even though something still uses the image (the request shows it as dangerous)",
 }

@@ -210,6 +210,11 @@ MIGRATIONS: list[tuple[int, str, str]] = [
             wanted_at TEXT                  -- last time someone opened the Home tab (refresh only while wanted)
         );
     """),
+    (14, "promotions per account: the managed account whose image and SSM parameter a promotion set", """
+        -- '': the bot's own account (single-account mode, and every row written before accounts existed)
+        ALTER TABLE promotions ADD COLUMN account TEXT NOT NULL DEFAULT '';
+        CREATE INDEX promotions_account ON promotions(account, family, region, id);
+    """),
 ]
 
 

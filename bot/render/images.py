@@ -37,40 +37,52 @@ def sharing_label(image: Image, shares: Shares | AwsError | None) -> str:
     return "private"
 
 
-def image_row(image: Image, shares: Shares | AwsError | None, now: datetime) -> str:
+def image_row(image: Image, shares: Shares | AwsError | None, now: datetime, accounts: dict[str, str] | None = None
+              ) -> str:
+    """One image on one line; `accounts` ({id: short name}, given with more than one account) adds the account
+    the image is in, before its region."""
     icon = STATE_ICONS.get(image.state, ":white_circle:")
     family = f" · family *{escape(image.family)}*" if image.family else ""
     version = f" v{escape(image.version)}" if image.version else ""
     deprecated = " · deprecated" if image.deprecation_time and image.deprecation_time <= now else ""
     how_old = age(image.created, now) if image.created else "age unknown"
-    return (f"{icon} *{escape(image.name or '(no name)')}* {code(image.id)} · {image.region} · "
+    where = (f"{escape(accounts.get(image.account) or image.account or '?')} · " if accounts else "") + image.region
+    return (f"{icon} *{escape(image.name or '(no name)')}* {code(image.id)} · {where} · "
             f"{how_old} · {image.state}{deprecated} · {sharing_label(image, shares)}"
             f"{family}{version}")
 
 
 def image_list(images: list[Image], shown: int, text: str | None, failures: dict[str, AwsError],
-               shares: dict[str, Shares | AwsError], now: datetime) -> Message:
+               shares: dict[str, Shares | AwsError], now: datetime, accounts: dict[str, str] | None = None,
+               scope: str = "this account") -> Message:
+    """`accounts` ({id: short name}): the account column, with more than one account; `scope`: whose images
+    ("this account", "prod (111111111111)", "the 3 accounts")."""
     what = f" matching “{escape(text)}”" if text else ""
     if not images:
-        body = f"No AMIs{what} owned by this account."
+        body = f"No AMIs{what} owned by {escape(scope)}."
         blocks = [section(body)]
     else:
         body = f"{len(images)} AMI{'s' if len(images) != 1 else ''}{what}, newest first"
         blocks = [section(f"*{body}*")]
-        rows = [image_row(image, shares.get(image.id), now) for image in images[:shown]]
+        rows = [image_row(image, shares.get(image.id), now, accounts) for image in images[:shown]]
         for start in range(0, len(rows), 10):  # 10 rows a section stays far below 3,000 characters
             blocks.append(section("\n".join(rows[start:start + 10])))
         if len(images) > shown:
             more = len(images) - shown
-            blocks.append(context(f"…and {more} more. Narrow it down: `/ami list <text>` or `--region R`."))
+            narrow = "`--account NAME`, `--region R`" if accounts else "`--region R`"
+            blocks.append(context(f"…and {more} more. Narrow it down: `/ami list <text>` or {narrow}."))
     for region, error in sorted(failures.items()):
         blocks.append(context(f":warning: {region}: {escape(error.message)}"))
     return message(body, blocks)
 
 
-def image_choices(ref: str, images: list[Image], now: datetime) -> Message:
+def image_choices(ref: str, images: list[Image], now: datetime, accounts: dict[str, str] | None = None) -> Message:
+    """A name several images have: each one (with its account when there are many), to pick by id."""
     body = f"{len(images)} AMIs are named “{escape(ref)}”; pick one by id:"
-    rows = [image_row(image, None, now) for image in images[:20]]
+    if accounts and len({image.account for image in images}) > 1:
+        named = ", ".join(dict.fromkeys(escape(accounts.get(image.account, image.account)) for image in images))
+        body = f"{len(images)} AMIs in accounts {named} are named “{escape(ref)}”; pick one by id:"
+    rows = [image_row(image, None, now, accounts) for image in images[:20]]
     return message(body, [section(body), section("\n".join(rows))])
 
 
@@ -119,13 +131,15 @@ def _usage(usage: Usage) -> str:
     return text
 
 
-def image_detail(image: Image, shares: Shares, usage: Usage, now: datetime) -> Message:
+def image_detail(image: Image, shares: Shares, usage: Usage, now: datetime, account: str = "") -> Message:
+    """`account` ("prod (111111111111)", given with more than one account) takes the place of the owner id."""
     title = image.name or image.id
     facts = [
         f"*ID*\n{code(image.id)}", f"*Region*\n{image.region}",
         f"*State*\n{STATE_ICONS.get(image.state, '')} {image.state}",
         f"*Created*\n{when(image.created)} ({age(image.created, now)} ago)" if image.created else "*Created*\nunknown",
-        f"*Owner*\n{code(image.owner_id)}", f"*Architecture*\n{escape(image.architecture or '?')}",
+        f"*Account*\n{escape(account)}" if account else f"*Owner*\n{code(image.owner_id)}",
+        f"*Architecture*\n{escape(image.architecture or '?')}",
         f"*Root device*\n{escape(image.root_device or '?')} ({escape(image.root_device_type or '?')})",
         f"*Family / version*\n{escape(image.family or '—')} / {escape(image.version or '—')}",
     ]
@@ -141,4 +155,5 @@ def image_detail(image: Image, shares: Shares, usage: Usage, now: datetime) -> M
     blocks.append(section(f"*Tags*\n{tags or 'none'}"))
     blocks += [divider(), section(f"*Who can launch it*\n{_shares(shares)}"),
                section(f"*In use by*\n{_usage(usage)}")]
-    return message(f"{title} ({image.id}, {image.region})", blocks)
+    where = f"{account}, {image.region}" if account else image.region
+    return message(f"{title} ({image.id}, {where})", blocks)

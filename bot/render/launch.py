@@ -33,14 +33,22 @@ def _instance_list(ids: list[str]) -> str:
     return shown + (f" …and {more} more" if more > 0 else "")
 
 
-def launch_started(image: Image, order: LaunchOrder, ids: list[str], user: str, request_ref: str) -> Message:
-    text = f":rocket: <@{user}> launched {_what(order)} from {_image_label(image)}: {_instance_list(ids)}"
+def _into(where: str) -> str:
+    """" into prod (111111111111)": the account the instances run in, said when there are many."""
+    return f" into {escape(where)}" if where else ""
+
+
+def launch_started(image: Image, order: LaunchOrder, ids: list[str], user: str, request_ref: str,
+                   where: str = "") -> Message:
+    text = (f":rocket: <@{user}> launched {_what(order)}{_into(where)} from {_image_label(image)}: "
+            f"{_instance_list(ids)}")
     return message(f"Launching {len(ids)} instance(s) from {image.id}", [
         section(text),
         context(f":hourglass_flowing_sand: Waiting for them to run… · tagged `amibot:request={escape(request_ref)}`")])
 
 
-def launch_finished(result: LaunchResult, order: LaunchOrder, user: str, request_ref: str) -> Message:
+def launch_finished(result: LaunchResult, order: LaunchOrder, user: str, request_ref: str, where: str = ""
+                    ) -> Message:
     image = result.image
     if result.failed:
         icon, headline = ":red_circle:", f"{len(result.failed)} of {len(result.statuses)} instance(s) failed"
@@ -54,7 +62,8 @@ def launch_finished(result: LaunchResult, order: LaunchOrder, user: str, request
         lines.append(f"• {code(status.id)} {status.state}{reason}")
     if len(result.statuses) > MAX_INSTANCES_LISTED:
         lines.append(f"…and {len(result.statuses) - MAX_INSTANCES_LISTED} more")
-    blocks = [section(f"{icon} {headline}: {_what(order)} from {_image_label(image)}, launched by <@{user}>"),
+    blocks = [section(f"{icon} {headline}{_into(where)}: {_what(order)} from {_image_label(image)}, "
+                      f"launched by <@{user}>"),
               section("\n".join(lines))]
     note = f"tagged `amibot:request={escape(request_ref)}`"
     if result.pending:
@@ -63,8 +72,8 @@ def launch_finished(result: LaunchResult, order: LaunchOrder, user: str, request
     return message(f"{headline} from {image.id}", blocks)
 
 
-def approval_details(image: Image, order: LaunchOrder, subnet: str | None) -> list[dict]:
-    fields = [f"*Image*\n{_image_label(image)}", f"*Instances*\n{_what(order)}",
+def approval_details(image: Image, order: LaunchOrder, subnet: str | None, where: str = "") -> list[dict]:
+    fields = [f"*Image*\n{_image_label(image)}", f"*Instances*\n{_what(order)}{_into(where)}",
               f"*Name tag*\n{escape(order.name or image.name or image.id)}",
               f"*Subnet*\n{code(subnet) if subnet else 'the default VPC'}"]
     if order.force:
@@ -94,13 +103,15 @@ def _option(text: str, value: str) -> dict:
     return {"text": {"type": "plain_text", "text": clip(text, MAX_OPTION_TEXT)}, "value": value}
 
 
-def image_option(image: Image, now: datetime) -> dict:
-    return _option(f"{image.name or image.id} · {image.region} · {age(image.created, now)}",
-                   f"{image.id}@{image.region}")
+def image_option(image: Image, now: datetime, accounts: dict[str, str] | None = None) -> dict:
+    """`accounts` ({id: short name}, with many accounts): the option names the image's account."""
+    where = f"{accounts.get(image.account, image.account)} · {image.region}" if accounts else image.region
+    return _option(f"{image.name or image.id} · {where} · {age(image.created, now)}", f"{image.id}@{image.region}")
 
 
 def launch_modal(images: list[Image], families: list[str], instance_type: str, now: datetime,
-                 channel: str | None, selected: Image | None = None, promoted: set[str] | None = None) -> dict:
+                 channel: str | None, selected: Image | None = None, promoted: set[str] | None = None,
+                 accounts: dict[str, str] | None = None) -> dict:
     """The form: image (families and recent images), instance type, count, name. A family reads "(current
     version)" only when a version was promoted; otherwise the launch takes its newest available image."""
     promoted = promoted or set()
@@ -108,16 +119,16 @@ def launch_modal(images: list[Image], families: list[str], instance_type: str, n
                               FAMILY_PREFIX + family)
                       for family in families[:MAX_FAMILIES]
                       if len(FAMILY_PREFIX + family) <= MAX_OPTION_VALUE]
-    image_options = [image_option(image, now) for image in images]
+    image_options = [image_option(image, now, accounts) for image in images]
     if selected is not None and all(option["value"] != f"{selected.id}@{selected.region}" for option in image_options):
-        image_options.insert(0, image_option(selected, now))
+        image_options.insert(0, image_option(selected, now, accounts))
     image_options = image_options[:MAX_OPTIONS - len(family_options)]
     groups = [{"label": {"type": "plain_text", "text": label}, "options": options}
               for label, options in (("Families", family_options), ("Recent images", image_options)) if options]
     select: dict = {"type": "static_select", "action_id": VALUE, "option_groups": groups,
                     "placeholder": {"type": "plain_text", "text": "A family or an image"}}
     if selected is not None:
-        select["initial_option"] = image_option(selected, now)
+        select["initial_option"] = image_option(selected, now, accounts)
     blocks = [
         {"type": "input", "block_id": FIELD_IMAGE, "label": {"type": "plain_text", "text": "Image"},
          "element": select},

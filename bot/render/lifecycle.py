@@ -47,6 +47,8 @@ class NewImage:
     family: str
     version: str | None = None
     note: str = ""  # e.g. what no-reboot means
+    account: str = ""  # the managed account id it is made in ("": the bot's own), where the watch looks
+    account_label: str = ""  # "prod (111111111111)" with many accounts, for the message
 
 
 def new_image(new: NewImage, state: str, reason: str = "", timed_out: bool = False) -> Message:
@@ -54,7 +56,8 @@ def new_image(new: NewImage, state: str, reason: str = "", timed_out: bool = Fal
     icon = STATE_ICONS.get(state, ":white_circle:")
     version = f" · version {escape(new.version)}" if new.version else ""
     verb = {"pending": "is making", "available": "made"}.get(state, "asked for")
-    lines = [f"{icon} <@{new.user}> {verb} AMI *{escape(new.name)}* {code(new.image_id)} in {new.region} "
+    where = f"{escape(new.account_label)}, {new.region}" if new.account_label else new.region
+    lines = [f"{icon} <@{new.user}> {verb} AMI *{escape(new.name)}* {code(new.image_id)} in {where} "
              f"from {escape(new.source)} — *{state}*",
              f"Family *{escape(new.family)}*{version}"]
     blocks = [section("\n".join(lines))]
@@ -150,7 +153,9 @@ def version_states(version: Version, now: datetime) -> list[str]:
     return states or ["available"]
 
 
-def versions(family: FamilyVersions, now: datetime, shown: int = 25, findings: dict | None = None) -> Message:
+def versions(family: FamilyVersions, now: datetime, shown: int = 25, findings: dict | None = None,
+             accounts: dict[str, str] | None = None) -> Message:
+    """`accounts` ({id: short name}, given with more than one account): each row names its account."""
     regions = sorted({version.image.region for version in family.versions})
     count = len({version.label for version in family.versions})  # a version copied to 3 regions is one version
     copies = (f" ({len(family.versions)} images in {len(regions)} regions)"
@@ -161,7 +166,9 @@ def versions(family: FamilyVersions, now: datetime, shown: int = 25, findings: d
     any_known = any(found.known for found in findings.values())  # else one line says why, not one per row
     for version in family.versions[:shown]:
         image = version.image
-        where = f" · {image.region}" if len(regions) > 1 else ""
+        where = f" · {image.region}" if len(regions) > 1 or accounts else ""
+        if accounts:
+            where = f" · {escape(accounts.get(image.account) or image.account or '?')}{where}"
         vulns = f" · {counts_text(findings[image.id])}" if any_known and image.id in findings else ""
         rows.append(f"*{escape(version.label)}* {code(image.id)}{where} · {age(image.created, now)} · "
                     f"{', '.join(version_states(version, now))} · {_usage_summary(version.usage)}{vulns}")
@@ -175,7 +182,8 @@ def versions(family: FamilyVersions, now: datetime, shown: int = 25, findings: d
                               "`/ami promote <ami-id>` pins one."))
     else:
         blocks.append(context(f"Launch templates can resolve the current version: "
-                              f"`resolve:ssm:{escape(family.parameter)}` (in the image's region)."))
+                              f"`resolve:ssm:{escape(family.parameter)}` (in the image's "
+                              f"{'account and ' if accounts else ''}region)."))
     for region, error in sorted(family.failures.items()):
         blocks.append(context(f":warning: {region}: {escape(error.message)}"))
     if findings and not any_known:
@@ -188,8 +196,9 @@ def promoted(result: Promotion, user: str) -> Message:
     image = result.image
     was = f"; was {code(result.previous_image_id)}" if result.previous_image_id else " (its first promoted version)"
     version = f" (version {escape(image.version)})" if image.version else ""
+    where = f"{escape(result.account)}, {image.region}" if result.account else image.region
     body = (f":star: <@{user}> promoted {code(image.id)} *{escape(image.name)}*{version} to current version of "
-            f"family *{escape(image.family)}* in {image.region}{was}.")
+            f"family *{escape(image.family)}* in {where}{was}.")
     blocks = [section(body),
               context(f"SSM parameter {code(result.parameter)} now names {code(image.id)}; launch templates using "
                       f"`resolve:ssm:{escape(result.parameter)}` pick it up on their next launch. "
@@ -200,7 +209,8 @@ def promoted(result: Promotion, user: str) -> Message:
 def rolled_back(result: Rollback, user: str) -> Message:
     image = result.image
     version = f" (version {escape(image.version)})" if image.version else ""
-    body = (f":rewind: <@{user}> rolled family *{escape(result.family)}* back in {result.region}: current is "
+    where = f"{escape(result.account)}, {result.region}" if result.account else result.region
+    body = (f":rewind: <@{user}> rolled family *{escape(result.family)}* back in {where}: current is "
             f"{code(image.id)} *{escape(image.name)}*{version} again, instead of {code(result.newer_image_id)}.")
     blocks = [section(body)]
     usage = result.newer_usage

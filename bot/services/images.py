@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from bot import awsdata
+from bot.accounts import Account
 from bot.aws import Aws, call, paginate, requires
 from bot.awsdata import parse_time
 from bot.blocks import escape
@@ -69,6 +71,7 @@ class Image:
     last_launched: datetime | None = None
     family: str = ""
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
+    account: str = ""  # the managed account it was found in ("" : the bot's own, single-account); see Aws.of
 
     @property
     def version(self) -> str | None:
@@ -189,7 +192,12 @@ def describe_own_images(aws: Aws, region: str, family_tag: str, include_disabled
         kwargs["IncludeDisabled"] = True
     if filters:
         kwargs["Filters"] = [{"Name": key.replace("_", "-"), "Values": values} for key, values in filters.items()]
-    return images_from(paginate(aws.ec2(region), "describe_images", "Images", **kwargs), region, family_tag)
+    images = images_from(paginate(aws.ec2(region), "describe_images", "Images", **kwargs), region, family_tag)
+    account = getattr(aws, "account", None)  # a stand-in handle (tests) may have no account: the bot's own
+    if account is not None and account.id:
+        for image in images:
+            image.account = account.id
+    return images
 
 
 def matches(image: Image, text: str) -> bool:
@@ -198,34 +206,38 @@ def matches(image: Image, text: str) -> bool:
     return any(needle in value.lower() for value in haystack if value)
 
 
-def list_images(aws: Aws, family_tag: str, text: str | None = None,
-                regions: list[str] | None = None) -> tuple[list[Image], dict[str, AwsError]]:
-    """Own images across regions, newest first, filtered by text; plus the regions that failed."""
-    results = aws.each_region(lambda region: describe_own_images(aws, region, family_tag), regions)
+def list_images(aws: Aws, family_tag: str, text: str | None = None, regions: list[str] | None = None,
+                accounts: list | None = None) -> tuple[list[Image], dict[str, AwsError]]:
+    """Own images across every managed account and region (or those given), newest first, filtered by text;
+    plus what failed, keyed by region (single-account) or "account, region"."""
+    results = aws.each_target(lambda handle, region: describe_own_images(handle, region, family_tag),
+                              aws.targets(accounts, regions))
     images, failures = [], {}
-    for region, result in results.items():
+    for target, result in results.items():
         if isinstance(result, AwsError):
-            failures[region] = result
+            failures[target.label] = result
             continue
         images += [image for image in result if not text or matches(image, text)]
     images.sort(key=lambda image: (image.created is not None, image.created), reverse=True)
     return images, failures
 
 
-def find_images(aws: Aws, ref: str, family_tag: str, regions: list[str] | None = None) -> list[Image]:
-    """Images by id or exact name across regions (a name may match several). Raises NotFound."""
-    regions = regions or aws.regions
+def find_images(aws: Aws, ref: str, family_tag: str, regions: list[str] | None = None,
+                accounts: list | None = None) -> list[Image]:
+    """Images by id or exact name across every managed account and region (a name may match several; an id is
+    found in whichever account owns it). Raises NotFound."""
     if ref.startswith("ami-") and not AMI_ID.match(ref):
         raise UsageError(f"`{escape(ref[:40])}` is not a valid image id (e.g. ami-0abc1234def567890).")
     if AMI_ID.match(ref):
-        def lookup(region: str) -> list[Image]:
-            return describe_own_images(aws, region, family_tag, include_disabled=True, image_id=[ref])
+        def lookup(handle: Aws, region: str) -> list[Image]:
+            return describe_own_images(handle, region, family_tag, include_disabled=True, image_id=[ref])
     else:
-        def lookup(region: str) -> list[Image]:
-            return describe_own_images(aws, region, family_tag, include_disabled=True, name=[ref])
+        def lookup(handle: Aws, region: str) -> list[Image]:
+            return describe_own_images(handle, region, family_tag, include_disabled=True, name=[ref])
+    targets = aws.targets(accounts, regions)
     found: list[Image] = []
     failures: list[AwsError] = []
-    for result in aws.each_region(lookup, regions).values():
+    for result in aws.each_target(lookup, targets).values():
         if isinstance(result, AwsError):
             failures.append(result)
         else:
@@ -233,34 +245,88 @@ def find_images(aws: Aws, ref: str, family_tag: str, regions: list[str] | None =
     if not found:
         if failures:
             raise failures[0]
-        where = regions[0] if len(regions) == 1 else ", ".join(regions)
+        searched = list(dict.fromkeys(target.region for target in targets))  # in the configured order
+        where = searched[0] if len(searched) == 1 else ", ".join(searched)
+        if aws.many and len({target.account for target in targets}) > 1:
+            where += f" of {len({target.account for target in targets})} accounts"
+        elif aws.many:
+            where = f"{targets[0].account.label}, {where}"
         raise NotFound(f"AMI {escape(ref)} not found in {where}")
     found.sort(key=lambda image: (image.created is not None, image.created), reverse=True)
     return found
 
 
-def find_image(aws: Aws, ref: str, family_tag: str, regions: list[str] | None = None) -> Image:
-    """Exactly one image by id or exact name. A name matching several images (a copy in another region, a
-    re-registered name) raises Ambiguous listing each candidate's id, region and creation date: never a guess."""
-    images = find_images(aws, ref, family_tag, regions)
+def find_image(aws: Aws, ref: str, family_tag: str, regions: list[str] | None = None,
+               accounts: list | None = None) -> Image:
+    """Exactly one image by id or exact name. A name matching several images (a copy in another region or
+    account, a re-registered name) raises Ambiguous listing each candidate's id, account, region and creation
+    date: never a guess."""
+    images = find_images(aws, ref, family_tag, regions, accounts)
     if len(images) > 1:
-        raise Ambiguous(ambiguity_message(ref, images), images)
+        raise Ambiguous(ambiguity_message(ref, images, accounts=aws.accounts), images)
     return images[0]
 
 
-def ambiguity_message(ref: str, images: list[Image], shown: int = 8) -> str:
-    lines = [f"• `{image.id}` · {image.region} · created "
+def ambiguity_message(ref: str, images: list[Image], shown: int = 8, accounts: Iterable[Account] = (),
+                      account_flag: bool = True) -> str:
+    """Which images a name matches; with many accounts each line names its account ("prod (111111111111)").
+    `account_flag` False: the command's `--account` does not narrow the lookup (launch: it names where to run)."""
+    labels = {account.id: account.label for account in accounts}
+    lines = [f"• `{image.id}` · {image.region}{_account_part(image, labels)} · created "
              f"{image.created.strftime('%Y-%m-%d %H:%M UTC') if image.created else 'unknown'}"
              for image in images[:shown]]
     more = f"\n…and {len(images) - shown} more" if len(images) > shown else ""
-    return (f"{len(images)} AMIs are named “{escape(ref)}”; say which one by id (or add `--region R`):\n"
+    across = account_flag and len({image.account for image in images}) > 1
+    narrow = "`--account NAME` or `--region R`" if across else "`--region R`"
+    return (f"{len(images)} AMIs are named “{escape(ref)}”; say which one by id (or add {narrow}):\n"
             + "\n".join(lines) + more)
+
+
+def _account_part(image: Image, labels: dict[str, str]) -> str:
+    return f" · account {labels.get(image.account, image.account)}" if image.account else ""
+
+
+# --- which account: `--account NAME|ID` ---------------------------------------------------------------------
+
+def accounts_named(aws: Aws, ref: str | None) -> list[Account] | None:
+    """`--account NAME|ID` as the accounts to look in (None: every managed account). An account amibot does not
+    manage is a short message naming the ones it does."""
+    if not ref:
+        return None
+    return [account_named(aws, ref).account]
+
+
+def account_named(aws: Aws, ref: str) -> Aws:
+    """The handle of the managed account named or numbered `ref`. Raises UsageError naming the configured ones."""
+    managed = aws.accounts
+    if not managed:
+        raise UsageError("No accounts are configured (`[[accounts]]` or `[organization]` in the policy file): "
+                         "amibot works in its own account only, so `--account` has nothing to choose from.")
+    found = next((account for account in managed if account.matches(ref)), None)
+    if found is None:
+        names = ", ".join(f"`{account.short}`" for account in managed)
+        raise UsageError(f"No account `{escape(ref[:40])}` is configured; the accounts are {names}.")
+    return aws.of(found)
+
+
+def acting_account(aws: Aws, ref: str | None) -> Aws:
+    """Where something new is made (create, register, base --copy): `--account`, else the bot's own account (the
+    managed account without a role), else the first managed one."""
+    if ref:
+        return account_named(aws, ref)
+    handles = aws.handles()
+    return next((handle for handle in handles if handle.account.is_home), handles[0])
+
+
+def account_labels(aws: Aws) -> dict[str, str]:
+    """{account id: short name} when listings need an account column (more than one account), else {}."""
+    return {account.id: account.short for account in aws.accounts} if aws.many else {}
 
 
 @requires("ec2:DescribeImageAttribute")
 def shares_of(aws: Aws, image: Image) -> Shares:
     """Who may launch the image: accounts, organisations, OUs, everyone."""
-    result = call(aws.ec2(image.region), "describe_image_attribute", resource=f"AMI {image.id}",
+    result = call(aws.of(image.account).ec2(image.region), "describe_image_attribute", resource=f"AMI {image.id}",
                   ImageId=image.id, Attribute="launchPermission")
     shares = Shares()
     for permission in result.get("LaunchPermissions", []):

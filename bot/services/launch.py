@@ -8,6 +8,11 @@ count above [launch].max_count is not refused but turned into an approval reques
 Instances carry the tags Name, amibot:requested-by (the Slack user) and amibot:request (the approval
 request id, or the command's launch reference recorded in the audit row), on the instances and their
 volumes, so anyone looking at the account can trace who launched what and why.
+
+With many accounts the image is found in whichever account owns it, and the instances run in that account,
+or in the one `--account` names (the common case: an image baked in one account, shared with and launched in
+a workload account; EC2 then needs the image shared with that account, which is checked first). Approval
+requests carry both: "account" is where the instances run (its approvers apply), "image_account" the owner.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from bot.blocks import escape
 from bot.commands import AMI_ID
 from bot.config import SUBNET
 from bot.errors import Ambiguous, AmibotError, AwsError, NotFound, PolicyViolation, UsageError
-from bot.services.images import Image, ambiguity_message, find_images
+from bot.services.images import Image, ambiguity_message, find_images, shares_of
 from bot.services.versions import current_image
 from bot.steps import DONE, PLANNED, Resumed, Step, Steps
 
@@ -55,6 +60,7 @@ class LaunchOrder:
     subnet_id: str | None = None
     region: str | None = None
     force: bool = False
+    account: str | None = None  # the account id to launch into (`--account`); None: the image's own
 
 
 @dataclass
@@ -123,7 +129,8 @@ def parse_subnet(text: str | None) -> str | None:
 # --- resolving the image -----------------------------------------------------------------------------
 
 def resolve_image(ctx, ref: str, region: str | None = None) -> Image:
-    """An AMI id, else an exact image name, else a family's current version. Raises NotFound."""
+    """An AMI id, else an exact image name, else a family's current version, in every managed account (an id in
+    whichever owns it; a name in several accounts asks which). Raises NotFound."""
     family_tag = ctx.policy.digest.family_tag
     regions = [region] if region else None
     if ref.startswith(FAMILY_PREFIX):
@@ -136,7 +143,7 @@ def resolve_image(ctx, ref: str, region: str | None = None) -> Image:
         except NotFound:
             return family_image(ctx, ref, region)
     if len(images) > 1:
-        raise Ambiguous(ambiguity_message(ref, images), images)
+        raise Ambiguous(ambiguity_message(ref, images, accounts=ctx.aws.accounts, account_flag=False), images)
     return images[0]
 
 
@@ -147,6 +154,30 @@ def family_image(ctx, family: str, region: str | None) -> Image:
         raise NotFound(f"No AMI id, image name or family “{escape(family)}” with an available image in {where}. "
                        "`/ami list` shows what there is.")
     return image
+
+
+# --- which account ---------------------------------------------------------------------------------
+
+def launching_account(ctx, image: Image, order: LaunchOrder):
+    """The handle of the account the instances run in: `--account`, else the image's own."""
+    return ctx.aws.of(order.account if order.account else image.account)
+
+
+def check_shared_with(ctx, image: Image, into) -> None:
+    """Launching into another account needs the image shared with it (EC2 refuses otherwise, with a less helpful
+    message). Shared with an organisation or OU, or not readable: EC2 decides."""
+    if into.account.id == image.account or not ctx.aws.many:
+        return
+    try:
+        shares = shares_of(ctx.aws, image)
+    except AwsError:
+        return
+    if shares.public or shares.organizations or shares.organizational_units or into.account.id in shares.accounts:
+        return
+    owner = ctx.aws.of(image.account).account
+    raise PolicyViolation(f"{image.id} belongs to {owner.label} and is not shared with {into.account.label}, so "
+                          f"instances there cannot start from it. `/ami share {image.id} {into.account.short}` "
+                          "first.")
 
 
 # --- policy ------------------------------------------------------------------------------------------
@@ -253,10 +284,13 @@ def launch(ctx, image: Image, order: LaunchOrder, requested_by: str, request_ref
 
     With ``steps`` the two steps are durable (run_instances, then wait_running with the ids), so a crash while
     waiting leaves a record that recovery finishes: the wait resumed, or the message finished with the truth.
-    ``wait_data`` is kept with the wait step for whoever resumes it (who asked, where to report)."""
-    plan = steps.plan([Step("run_instances", image.id, {"region": image.region}),
-                       Step("wait_running", image.id, {**(wait_data or {}), "region": image.region})]) if steps else []
-    ids = run_instances(ctx.aws, ctx.policy, image, order, requested_by, request_ref)
+    ``wait_data`` is kept with the wait step for whoever resumes it (who asked, where to report).
+    The instances run in `launching_account` (the image's own unless the order names another)."""
+    into = launching_account(ctx, image, order)
+    where = {"region": image.region, "account": into.account.id}
+    plan = steps.plan([Step("run_instances", image.id, where),
+                       Step("wait_running", image.id, {**(wait_data or {}), **where})]) if steps else []
+    ids = run_instances(into, ctx.policy, image, order, requested_by, request_ref)
     if steps:
         steps.mark(plan[0], DONE, "launched", ids=ids)
         steps.mark(plan[1], PLANNED, None, ids=ids)
@@ -264,7 +298,7 @@ def launch(ctx, image: Image, order: LaunchOrder, requested_by: str, request_ref
         started(ids)
     result = LaunchResult(image, ids)
     try:
-        result.statuses = wait_for_instances(ctx.aws, image.region, ids)
+        result.statuses = wait_for_instances(into, image.region, ids)
     except AwsError as error:  # they were launched; say so rather than lose the ids in an error
         result.statuses = [InstanceStatus(instance_id, "unknown", error.message) for instance_id in ids]
     if steps:
@@ -290,24 +324,36 @@ def _parts(result: LaunchResult) -> list[str]:
 
 # --- after approval ----------------------------------------------------------------------------------
 
-def request_params(image: Image, order: LaunchOrder) -> dict[str, Any]:
+def request_params(image: Image, order: LaunchOrder, into: str = "") -> dict[str, Any]:
+    """`account`: where the instances run (so that account's approvers apply); `image_account`: who owns the
+    image (the same unless launched into another account). Both "" in single-account mode."""
     return {"image_id": image.id, "region": image.region, "image_name": image.name,
             "instance_type": order.instance_type, "count": order.count, "name": order.name,
-            "subnet_id": order.subnet_id, "force": order.force}
+            "subnet_id": order.subnet_id, "force": order.force, "account": into, "image_account": image.account}
 
 
 def _order_of(params: dict[str, Any]) -> LaunchOrder:
+    into = params.get("account") or ""
     return LaunchOrder(image_ref=params["image_id"], instance_type=params["instance_type"], count=params["count"],
                        name=params.get("name"), subnet_id=params.get("subnet_id"), region=params["region"],
-                       force=bool(params.get("force")))
+                       force=bool(params.get("force")),
+                       account=into if into != params.get("image_account", into) else None)
+
+
+def _accounts_of(params: dict[str, Any]) -> tuple[str, str]:
+    """(where the instances run, who owns the image); requests from before accounts carry neither ("")."""
+    into = params.get("account") or ""
+    return into, params.get("image_account", into) or ""
 
 
 def execute(ctx, request, progress) -> str:
     """Launch an approved request: the image is checked again (it may have changed while waiting)."""
     params = request.params
     order = _order_of(params)
-    image = find_images(ctx.aws, params["image_id"], ctx.policy.digest.family_tag, [params["region"]])[0]
+    _, owner = _accounts_of(params)
+    image = find_images(ctx.aws, params["image_id"], ctx.policy.digest.family_tag, [params["region"]], [owner])[0]
     check_launchable(image, order.force, ctx.clock())
+    check_shared_with(ctx, image, launching_account(ctx, image, order))
     result = launch(ctx, image, order, request.requester, request.id,
                     started=lambda ids: progress(f":rocket: Launched {', '.join(ids)}; waiting for them to run…"),
                     steps=Steps(ctx.store, f"request:{request.id}"))
@@ -331,12 +377,13 @@ def reconcile(ctx, request):
     steps = Steps(ctx.store, f"request:{request.id}")
     plan = steps.all()
     ran = [step for step in plan if step.action == "run_instances" and step.state == DONE]
-    ids = ran[0].data.get("ids", []) if ran else tagged_instances(ctx.aws, params["region"], request.id)
+    into = ctx.aws.of(_accounts_of(params)[0])
+    ids = ran[0].data.get("ids", []) if ran else tagged_instances(into, params["region"], request.id)
     if not ids:
         steps.forget()
         return None
     image = stand_in_image(params["image_id"], params.get("image_name") or "", params["region"])
-    result = LaunchResult(image, ids, instance_statuses(ctx.aws, params["region"], ids))
+    result = LaunchResult(image, ids, instance_statuses(into, params["region"], ids))
     for step in plan:
         if step.open:
             steps.mark(step, DONE, "; ".join(_parts(result)) + " (checked after a restart)", ids=ids)

@@ -106,9 +106,14 @@ def is_protected(image: Image) -> bool:
 
 # --- approved stage changes of a family's current version ------------------------------------------
 
+def _owner_of(ctx, request) -> Aws:
+    """The account the request's image is in (requests from before accounts: the bot's own)."""
+    return ctx.aws.of(request.params.get("account") or "")
+
+
 def _image_of(ctx, request) -> Image:
     params = request.params
-    found = describe_own_images(ctx.aws, params["region"], ctx.policy.digest.family_tag,
+    found = describe_own_images(_owner_of(ctx, request), params["region"], ctx.policy.digest.family_tag,
                                 image_id=[params["image_id"]])
     if not found:
         raise NotFound(f"AMI {params['image_id']} no longer exists in {params['region']}.")
@@ -119,7 +124,7 @@ def _execute_disable(ctx, request, progress) -> str:
     image = _image_of(ctx, request)
     if image.state == "disabled":
         return f"{image.id} was already disabled"
-    disable(ctx.aws, image)
+    disable(_owner_of(ctx, request), image)
     return f"disabled {image.id} in {image.region}; `/ami enable {image.id}` brings it back"
 
 
@@ -131,7 +136,7 @@ def _execute_unprotect(ctx, request, progress) -> str:
     image = _image_of(ctx, request)
     if protection(image) == "disabled":
         return f"{image.id} was not protected"
-    unprotect(ctx.aws, image)
+    unprotect(_owner_of(ctx, request), image)
     return f"removed deregistration protection from {image.id} in {image.region}"
 
 

@@ -9,6 +9,11 @@ see: the tag ``amibot:current=true`` on the image, and the SSM parameter ``/amib
 (data type aws:ec2:image) that launch templates can resolve (``resolve:ssm:/amibot/web/current``).
 The history lives in the ``promotions`` table so a rollback returns to the version promoted before,
 and a second rollback to the one before that (a stack: each rollback undoes the latest promotion).
+
+With many accounts a family's versions span every managed account, and a promotion is per account and
+region: the tag and the SSM parameter are written in the account that owns the image (its handle,
+``ctx.aws.of(image.account)``), and its row carries that account's id (``''``: the bot's own account, as
+every row did before accounts existed).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from bot.aws import Aws, call, requires
+from bot.aws import Aws, Target, call, requires
 from bot.blocks import escape
 from bot.errors import AmibotError, AwsError, NotFound, PolicyViolation
 from bot.services.images import Image, describe_own_images
@@ -33,15 +38,15 @@ CURRENT_TAG = "amibot:current"
 PARAMETER_ILLEGAL = re.compile(r"[^A-Za-z0-9_.\-]+")
 VERSION_PART = re.compile(r"\d+|[A-Za-z]+")
 
-# One promotion or rollback at a time per family and region in this process; the conditional
+# One promotion or rollback at a time per account, family and region in this process; the conditional
 # UPDATE on the promotions table guards against a second process.
-_locks: dict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
+_locks: dict[tuple[str, str, str], threading.Lock] = defaultdict(threading.Lock)
 _locks_guard = threading.Lock()
 
 
-def _lock(family: str, region: str) -> threading.Lock:
+def _lock(family: str, region: str, account: str = "") -> threading.Lock:
     with _locks_guard:
-        return _locks[(family, region)]
+        return _locks[(account, family, region)]
 
 
 def parameter_name(family: str) -> str:
@@ -96,15 +101,17 @@ def ordered_versions(images: list[Image]) -> list[Version]:
     return [Version(image, labels[image.id], current=is_current(image)) for image in newest_first]
 
 
-def family_images(aws: Aws, family: str, family_tag: str,
-                  regions: list[str] | None = None) -> tuple[list[Image], dict[str, AwsError]]:
-    """The family's images in the regions (disabled ones too), and the regions that failed."""
-    results = aws.each_region(lambda region: describe_own_images(aws, region, family_tag), regions)
+def family_images(aws: Aws, family: str, family_tag: str, regions: list[str] | None = None,
+                  accounts: list | None = None) -> tuple[list[Image], dict[str, AwsError]]:
+    """The family's images in every managed account (or those given) and region (disabled ones too), and what
+    failed: keyed by region, or "account, region" with many accounts."""
+    results = aws.each_target(lambda handle, region: describe_own_images(handle, region, family_tag),
+                              aws.targets(accounts, regions))
     images: list[Image] = []
     failures: dict[str, AwsError] = {}
-    for region, result in results.items():
+    for target, result in results.items():
         if isinstance(result, AwsError):
-            failures[region] = result
+            failures[target.label] = result
         else:
             images += [image for image in result if image.family == family]
     return images, failures
@@ -114,20 +121,24 @@ def _launchable(image: Image, now: datetime) -> bool:
     return image.state == "available" and not (image.deprecation_time and image.deprecation_time <= now)
 
 
-def current_image(ctx: Context, family: str, region: str | None = None) -> Image | None:
+def current_image(ctx: Context, family: str, region: str | None = None, accounts: list | None = None
+                  ) -> Image | None:
     """The family's promoted image, else its newest available one; None if it has none.
 
-    Without a region, every configured region is searched and the default region wins a tie.
-    Raises the AWS error when a region could not be read and nothing was found elsewhere.
+    Without a region, every configured region (of every managed account) is searched and the default region
+    wins a tie, then the account listed first. Raises the AWS error when a region could not be read and nothing
+    was found elsewhere.
     """
     regions = [region] if region else _preferred_order(ctx.aws)
-    images, failures = family_images(ctx.aws, family, ctx.policy.digest.family_tag, regions)
+    images, failures = family_images(ctx.aws, family, ctx.policy.digest.family_tag, [region] if region else None,
+                                     accounts)
     if failures and (region or not images):
         raise next(iter(failures.values()))
     now = ctx.clock()
     rank = {name: index for index, name in enumerate(regions)}
+    account_rank = {account.id: index for index, account in enumerate(ctx.aws.accounts)}
     promoted = sorted((image for image in images if is_current(image) and _launchable(image, now)),
-                      key=lambda image: rank.get(image.region, len(rank)))
+                      key=lambda image: (rank.get(image.region, len(rank)), account_rank.get(image.account, 0)))
     if promoted:
         return promoted[0]
     for version in ordered_versions([image for image in images if _launchable(image, now)]):
@@ -152,57 +163,80 @@ class FamilyVersions:
     parameter: str = ""
 
 
-def family_versions(ctx: Context, family: str, region: str | None = None) -> FamilyVersions:
-    """Every version of a family, newest first, with its state and what uses it. Raises NotFound."""
-    regions = [region] if region else ctx.aws.regions
-    images, failures = family_images(ctx.aws, family, ctx.policy.digest.family_tag, regions)
+def family_versions(ctx: Context, family: str, region: str | None = None, accounts: list | None = None
+                    ) -> FamilyVersions:
+    """Every version of a family across the managed accounts (or those given), newest first, with its state
+    and what uses it (looked up in the account and region of each image). Raises NotFound."""
+    images, failures = family_images(ctx.aws, family, ctx.policy.digest.family_tag, [region] if region else None,
+                                     accounts)
     if not images:
         if failures:
             raise next(iter(failures.values()))
-        where = region or ", ".join(regions)
+        where = region or ", ".join(ctx.aws.regions)
+        if accounts:
+            where = f"{accounts[0].label}, {where}"
+        elif ctx.aws.many:
+            where = f"{where} of {len(ctx.aws.accounts)} accounts"
         raise NotFound(f"No images of family “{escape(family)}” in {where}. `/ami list {escape(family)}` shows"
                        " similar names.")
     versions = ordered_versions(images)
-    previous = {(row["region"], row["previous_image_id"]) for row in
-                (active_promotion(ctx.store, family, name) for name in {image.region for image in images})
-                if row and row["previous_image_id"]}
-    by_region: dict[str, list[str]] = defaultdict(list)
+    places = {(image.account, image.region) for image in images}
+    previous = {(account, name, row["previous_image_id"]) for account, name in places
+                if (row := active_promotion(ctx.store, family, name, _stored_as(ctx, account)))
+                and row["previous_image_id"]}
+    by_place: dict[tuple[str, str], list[str]] = defaultdict(list)
     for image in images:
-        by_region[image.region].append(image.id)
-    scans = ctx.aws.each_region(lambda name: scan(ctx.aws, name, by_region[name]), list(by_region))
+        by_place[(image.account, image.region)].append(image.id)
+    targets = {place: Target(ctx.aws.of(place[0]).account, place[1]) for place in by_place}
+    scans = ctx.aws.each_target(lambda handle, name: scan(handle, name, by_place[(handle.account.id, name)]),
+                                list(targets.values()))
     for version in versions:
-        version.previous = (version.image.region, version.image.id) in previous
-        refs = scans.get(version.image.region)
+        image = version.image
+        version.previous = (image.account, image.region, image.id) in previous
+        target = targets[(image.account, image.region)]
+        refs = scans.get(target)
         if isinstance(refs, AwsError):
-            failures.setdefault(version.image.region, refs)
+            failures.setdefault(target.label, refs)
         elif refs is not None:
-            version.usage = refs.of(version.image.id)
+            version.usage = refs.of(image.id)
     return FamilyVersions(family, versions, failures, parameter_name(family))
 
 
-def active_promotion(store, family: str, region: str) -> dict | None:
-    """The latest promotion not undone by a rollback: the family's current version per amibot."""
-    return store.one("SELECT * FROM promotions WHERE family = ? AND region = ? AND rolled_back_at IS NULL "
-                     "ORDER BY id DESC LIMIT 1", (family, region))
+def _stored_as(ctx: Context, account: str) -> tuple[str, ...]:
+    """The `account` values of an account's promotion rows: its id; for the bot's own account also '' (rows
+    written before accounts were configured, or in single-account mode where every id is '')."""
+    home = ctx.aws.home.account.id
+    return (account, "") if account and account == home else (account,)
+
+
+def active_promotion(store, family: str, region: str, accounts: tuple[str, ...] = ("",)) -> dict | None:
+    """The latest promotion not undone by a rollback: the family's current version per amibot, in the region of
+    the account (`accounts`: the values its rows carry, see _stored_as)."""
+    marks = ", ".join("?" for _ in accounts)
+    return store.one(f"SELECT * FROM promotions WHERE family = ? AND region = ? AND account IN ({marks}) "
+                     "AND rolled_back_at IS NULL ORDER BY id DESC LIMIT 1", (family, region, *accounts))
 
 
 def is_promoted(ctx: Context, image: Image) -> bool:
     """Tagged current, or current per amibot's promotion history (in case someone removed the tag)."""
     if is_current(image):
         return True
-    active = active_promotion(ctx.store, image.family, image.region)
+    active = active_promotion(ctx.store, image.family, image.region, _stored_as(ctx, image.account))
     return bool(active and active["image_id"] == image.id)
 
 
-def promoted_regions(store, family: str) -> list[str]:
-    rows = store.query("SELECT DISTINCT region FROM promotions WHERE family = ? AND rolled_back_at IS NULL",
-                       (family,))
-    return sorted(row["region"] for row in rows)
+def promoted_places(ctx: Context, family: str) -> list[tuple[str, str]]:
+    """(account id, region) where the family has an active promotion; a row from before accounts ('') is the
+    bot's own account."""
+    rows = ctx.store.query("SELECT DISTINCT account, region FROM promotions WHERE family = ? "
+                           "AND rolled_back_at IS NULL", (family,))
+    home = ctx.aws.home.account.id
+    return sorted({(row["account"] or home, row["region"]) for row in rows})
 
 
 @requires("ssm:PutParameter", "ec2:CreateTags", "ec2:DeleteTags")
 def _point_current_at(aws: Aws, image: Image, others: list[str]) -> None:
-    """The SSM parameter first (it is what launches resolve), then the tags."""
+    """The SSM parameter first (it is what launches resolve), then the tags. `aws`: the image's own account."""
     call(aws.client("ssm", image.region), "put_parameter", Name=parameter_name(image.family), Value=image.id,
          Type="String", DataType="aws:ec2:image", Overwrite=True,
          Description=f"Current image of family {image.family}, set by amibot")
@@ -218,28 +252,38 @@ class Promotion:
     image: Image
     previous_image_id: str | None
     parameter: str
+    account: str = ""  # the account's label ("prod (111111111111)") with many accounts, else ""
 
 
 def promote(ctx: Context, image: Image, user: str) -> Promotion:
-    """Make the image its family's current version in its region."""
+    """Make the image its family's current version in its account and region."""
     now = ctx.clock()
     if image.state != "available":
         raise PolicyViolation(f"{image.id} is {image.state}; only an available image can be promoted.")
     if image.deprecation_time and image.deprecation_time <= now:
         raise PolicyViolation(f"{image.id} is deprecated; `/ami undeprecate {image.id}` first to promote it.")
-    with _lock(image.family, image.region):
-        siblings, _ = family_images(ctx.aws, image.family, ctx.policy.digest.family_tag, [image.region])
+    owner = ctx.aws.of(image.account)
+    where = _where(ctx, owner, image.region)
+    with _lock(image.family, image.region, image.account):
+        siblings, _ = family_images(ctx.aws, image.family, ctx.policy.digest.family_tag, [image.region],
+                                    [owner.account])
         tagged = [other.id for other in siblings if is_current(other) and other.id != image.id]
-        active = active_promotion(ctx.store, image.family, image.region)
+        active = active_promotion(ctx.store, image.family, image.region, _stored_as(ctx, image.account))
         if is_current(image) and not tagged and active and active["image_id"] == image.id:
-            raise AmibotError(f"{image.id} already is the current version of {image.family} in {image.region}.")
+            raise AmibotError(f"{image.id} already is the current version of {image.family} in {where}.")
         previous = tagged[0] if tagged else (active["image_id"] if active and active["image_id"] != image.id
                                              else None)
-        _point_current_at(ctx.aws, image, tagged)
+        _point_current_at(owner, image, tagged)
         ctx.store.execute(
-            "INSERT INTO promotions (family, region, image_id, promoted_by, promoted_at, previous_image_id) "
-            "VALUES (?, ?, ?, ?, ?, ?)", (image.family, image.region, image.id, user, now.isoformat(), previous))
-    return Promotion(image, previous, parameter_name(image.family))
+            "INSERT INTO promotions (family, region, image_id, promoted_by, promoted_at, previous_image_id, account) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (image.family, image.region, image.id, user, now.isoformat(), previous, image.account))
+    return Promotion(image, previous, parameter_name(image.family), owner.account.label if ctx.aws.many else "")
+
+
+def _where(ctx: Context, handle: Aws, region: str) -> str:
+    """"us-east-1", or "prod (111111111111), us-east-1" with many accounts."""
+    return f"{handle.account.label}, {region}" if ctx.aws.many else region
 
 
 @dataclass
@@ -250,50 +294,65 @@ class Rollback:
     newer_image_id: str  # the version rolled back from
     newer_usage: Usage
     parameter: str
+    account: str = ""  # the account's label with many accounts, else ""
 
 
-def rollback(ctx: Context, family: str, region: str | None, user: str) -> Rollback:
-    """Point the family's current version back at the version promoted before the latest promotion."""
-    region = region or _only_promoted_region(ctx, family)
-    with _lock(family, region):
-        latest = active_promotion(ctx.store, family, region)
+def rollback(ctx: Context, family: str, region: str | None, user: str, account: str | None = None) -> Rollback:
+    """Point the family's current version back at the version promoted before the latest promotion, in the
+    account and region where it was promoted (`account`: an id or name, to choose among several)."""
+    account_id, region = _only_promoted_place(ctx, family, region, account)
+    owner = ctx.aws.of(account_id)
+    where = _where(ctx, owner, region)
+    with _lock(family, region, account_id):
+        latest = active_promotion(ctx.store, family, region, _stored_as(ctx, account_id))
         if latest is None:
-            raise NotFound(f"Nothing of family “{family}” has been promoted in {region}; "
+            raise NotFound(f"Nothing of family “{family}” has been promoted in {where}; "
                            f"`/ami promote <ami-id>` first.")
         if not latest["previous_image_id"]:
-            raise AmibotError(f"{latest['image_id']} is the first promoted version of {family} in {region}; "
+            raise AmibotError(f"{latest['image_id']} is the first promoted version of {family} in {where}; "
                               "there is nothing to roll back to.")
-        target = _rollback_target(ctx, family, region, latest["previous_image_id"])
+        target = _rollback_target(ctx, owner, family, region, latest["previous_image_id"])
         claimed = ctx.store.execute(
             "UPDATE promotions SET rolled_back_at = ?, rolled_back_by = ? WHERE id = ? AND rolled_back_at IS NULL",
             (ctx.clock().isoformat(), user, latest["id"]))
         if claimed.rowcount != 1:
-            raise AmibotError(f"Someone else rolled {family} back in {region} just now; see `/ami versions {family}`.")
+            raise AmibotError(f"Someone else rolled {family} back in {where} just now; see `/ami versions {family}`.")
         try:
-            _point_current_at(ctx.aws, target, [latest["image_id"]])
+            _point_current_at(owner, target, [latest["image_id"]])
         except AmibotError:
             ctx.store.execute("UPDATE promotions SET rolled_back_at = NULL, rolled_back_by = NULL WHERE id = ?",
                               (latest["id"],))
             raise
-    usage = scan(ctx.aws, region, [latest["image_id"]]).of(latest["image_id"])
-    return Rollback(family, region, target, latest["image_id"], usage, parameter_name(family))
+    usage = scan(owner, region, [latest["image_id"]]).of(latest["image_id"])
+    return Rollback(family, region, target, latest["image_id"], usage, parameter_name(family),
+                    owner.account.label if ctx.aws.many else "")
 
 
-def _only_promoted_region(ctx: Context, family: str) -> str:
-    regions = promoted_regions(ctx.store, family)
-    if len(regions) == 1:
-        return regions[0]
-    if not regions:
+def _only_promoted_place(ctx: Context, family: str, region: str | None, account: str | None) -> tuple[str, str]:
+    """The (account id, region) to roll back in: as given, else the only one where the family is promoted."""
+    wanted = ctx.aws.of(account).account.id if account else None
+    places = [(owner, name) for owner, name in promoted_places(ctx, family)
+              if (region is None or name == region) and (wanted is None or owner == wanted)]
+    if len(places) == 1:
+        return places[0]
+    if region and not places:  # said where: the lookup there says what is missing
+        return (wanted if wanted is not None else ctx.aws.home.account.id), region
+    if not places:
         raise NotFound(f"Nothing of family “{escape(family)}” has been promoted; `/ami promote &lt;ami-id&gt;`"
                        " first.")
-    raise AmibotError(f"{escape(family)} is promoted in {', '.join(regions)}; say which with `--region`.")
+    if ctx.aws.many and len({owner for owner, _ in places}) > 1:
+        listed = ", ".join(f"{ctx.aws.of(owner).account.short} {name}" for owner, name in places)
+        raise AmibotError(f"{escape(family)} is promoted in {listed}; say which with `--account` "
+                          "(and `--region`).")
+    raise AmibotError(f"{escape(family)} is promoted in {', '.join(name for _, name in places)}; "
+                      "say which with `--region`.")
 
 
-def _rollback_target(ctx: Context, family: str, region: str, image_id: str) -> Image:
-    found = describe_own_images(ctx.aws, region, ctx.policy.digest.family_tag, image_id=[image_id])
+def _rollback_target(ctx: Context, owner: Aws, family: str, region: str, image_id: str) -> Image:
+    found = describe_own_images(owner, region, ctx.policy.digest.family_tag, image_id=[image_id])
     if not found:
-        raise NotFound(f"The previous version {image_id} of {family} no longer exists in {region}; "
-                       "promote another version with `/ami promote <ami-id>`.")
+        raise NotFound(f"The previous version {image_id} of {family} no longer exists in {_where(ctx, owner, region)}"
+                       "; promote another version with `/ami promote <ami-id>`.")
     image = found[0]
     if image.state != "available":
         raise PolicyViolation(f"The previous version {image_id} of {family} is {image.state}; "

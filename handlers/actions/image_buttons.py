@@ -40,7 +40,8 @@ def watch(ctx, payload: dict) -> None:
     interval = float(ctx.extras.get("create.poll_seconds", DEFAULT_POLL_SECONDS))
     remaining = max(0.0, payload["deadline"] - time.time())  # after a restart: what is left of the wait
     try:
-        image = wait_for_image(ctx.aws, new.region, new.image_id, ctx.policy.digest.family_tag, remaining, interval)
+        image = wait_for_image(ctx.aws.of(new.account), new.region, new.image_id, ctx.policy.digest.family_tag,
+                               remaining, interval)  # in the account it is made in
     except Exception as error:  # the message is always finished: with what is known, never left "pending"
         said = error.message if isinstance(error, AmibotError) else type(error).__name__
         log.warning("watching %s failed: %s", new.image_id, said)

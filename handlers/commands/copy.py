@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 
+from bot import access
 from bot.commands import AMI_ID, Arg, Subcommand
 from bot.render import copy as render
 from bot.render.lifecycle import NewImage
@@ -23,6 +24,7 @@ SPEC = Subcommand(
           Arg("region", hint="a region name such as eu-west-2")),
     flags={"--name": "N", "--encrypt": None, "--kms-key": "K", "--source-region": "R", "--force": None},
     changing=True)
+access.checks_account_in_job("copy")  # the owning account's operators: call.acting_in
 
 
 def run(call):
@@ -32,15 +34,17 @@ def run(call):
     kms_key = service.parse_kms_key(flags["kms_key"], bool(flags["encrypt"]))
     source = flags["source_region"]
     image = find_image(ctx.aws, call.args["ami-id"], ctx.policy.digest.family_tag, [source] if source else None)
+    owner = call.acting_in(image.account)  # the copy lands in the account that owns the image: its operators
     order = service.plan(image, destination, name, bool(flags["encrypt"]), kms_key)
-    existing = service.same_name_in(ctx.aws, order, ctx.policy.digest.family_tag)
+    existing = service.same_name_in(owner, order, ctx.policy.digest.family_tag)
     if not flags["force"]:
         service.refuse_duplicate_name(existing, order)
     call.audit_detail = {"image": image.id, "source_region": image.region, "destination": destination,
                          "name": order.name, "encrypt": order.encrypt, "kms_key": kms_key,
-                         "same_name": [other.id for other in existing]}
-    new_id = service.copy_image(ctx.aws, order, call.user, f"copy-{uuid.uuid4().hex[:12]}")
+                         "same_name": [other.id for other in existing], "account": image.account}
+    new_id = service.copy_image(owner, order, call.user, f"copy-{uuid.uuid4().hex[:12]}")
     call.audit_detail["copy"] = new_id
     announce(call, NewImage(new_id, order.name, destination, render.copy_source(order), call.user, image.family,
-                            image.version, note=render.copy_note(order, existing)))
+                            image.version, note=render.copy_note(order, existing), account=image.account,
+                            account_label=owner.account.label if ctx.aws.many else ""))
     return None

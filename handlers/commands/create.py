@@ -1,17 +1,19 @@
-"""`/ami create <instance-id> <name> [--family F] [--version V] [--reboot]`: bake an AMI from an instance."""
+"""`/ami create <instance-id> <name> [--family F] [--version V] [--reboot] [--account A]`: bake an AMI from an
+instance, in the bot's own account or the one `--account` names."""
 
 from bot.commands import INSTANCE_ID, Arg, Subcommand
 from bot.render.lifecycle import NO_REBOOT_NOTE, REBOOT_NOTE, NewImage
 from bot.services.create import check_name, create_from_instance, find_instance, labels_for
+from bot.services.images import acting_account
 from handlers.actions.image_buttons import announce
 
 SPEC = Subcommand(
     name="create", summary="bake an AMI from an instance (no reboot unless --reboot)",
-    usage="/ami create <instance-id> <name> [--family F] [--version V] [--reboot]",
+    usage="/ami create <instance-id> <name> [--family F] [--version V] [--reboot] [--account A]",
     example="/ami create i-0abc1234def567890 web-2025-06-01 --family web --version 42",
     args=(Arg("instance", pattern=INSTANCE_ID, hint="an instance id like i-0abc1234def567890"),
           Arg("name", rest=True)),
-    flags={"--family": "F", "--version": "V", "--reboot": None}, changing=True)
+    flags={"--family": "F", "--version": "V", "--reboot": None, "--account": "A"}, changing=True)
 
 
 def run(call):
@@ -19,10 +21,12 @@ def run(call):
     name = check_name(call.args["name"])
     family_tag = ctx.policy.digest.family_tag
     labels = labels_for(name, flags["family"], flags["version"], call.user, family_tag)
-    instance = find_instance(ctx.aws, call.args["instance"])
-    image_id = create_from_instance(ctx.aws, instance, name, labels, family_tag, reboot=flags["reboot"])
+    here = acting_account(ctx.aws, flags["account"])  # an unknown account: a message, before any AWS call
+    instance = find_instance(here, call.args["instance"])
+    image_id = create_from_instance(here, instance, name, labels, family_tag, reboot=flags["reboot"])
     call.audit_detail = {"image_id": image_id, "region": instance.region, "reboot": flags["reboot"],
-                         "family": labels.family, "version": labels.version}
+                         "family": labels.family, "version": labels.version, "account": here.account.id}
     source = f"instance {instance.id}" + (f" ({instance.name})" if instance.name else "")
     announce(call, NewImage(image_id, name, instance.region, source, call.user, labels.family, labels.version,
-                            REBOOT_NOTE if flags["reboot"] else NO_REBOOT_NOTE))
+                            REBOOT_NOTE if flags["reboot"] else NO_REBOOT_NOTE, account=here.account.id,
+                            account_label=here.account.label if ctx.aws.many else ""))

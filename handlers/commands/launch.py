@@ -1,43 +1,41 @@
 """`/ami launch <ami-id|name|family> [instance-type] [count]`: instances from an image, within policy.
 
 Without arguments it opens the launch form (handlers/views/launch.py), which ends in the same
-``start_launch`` as the command.
+``start_launch`` (handlers/launch_flow.py) as the command.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
-from typing import Any
 
-from slack_sdk.errors import SlackApiError
-
-from bot import approvals, audit, blocks
+from bot import access, audit, blocks
 from bot.commands import Arg, Subcommand
 from bot.errors import AmibotError
 from bot.render import launch as render
-from bot.services import allowed as allowed_amis
 from bot.services import launch as service
+from bot.services.images import account_named
 from bot.services.launch import LaunchOrder
 from bot.slack import Reply
 from bot.steps import DONE, FAILED, SKIPPED, Steps, owners_with_open
+from handlers.launch_flow import start_launch
+from handlers.views.launch import open_launch_modal
 
 log = logging.getLogger(__name__)
 
 SPEC = Subcommand(
     name="launch", summary="launch instances from an AMI, an image name or a family (no arguments: a form)",
-    usage="/ami launch [<ami-id|name|family> [instance-type] [count]] [--name N] [--subnet S] [--region R] [--force]",
+    usage="/ami launch [<ami-id|name|family> [instance-type] [count]] [--name N] [--subnet S] [--region R] "
+          "[--account A] [--force]",
     example="/ami launch web t3.small 2 --name web-canary",
     args=(Arg("image", required=False), Arg("instance-type", required=False), Arg("count", required=False)),
-    flags={"--name": "N", "--subnet": "S", "--region": "R", "--force": None}, changing=True)
+    flags={"--name": "N", "--subnet": "S", "--region": "R", "--account": "A", "--force": None}, changing=True)
+access.checks_account_in_job("launch")  # the account the instances run in is checked in the launch flow
 
 
 def run(call):
     ctx = call.ctx
     if not call.args["image"]:
-        from handlers.views.launch import open_launch_modal
-
         open_launch_modal(ctx.slack, call.trigger_id, ctx, channel=call.channel)
         call.audit_detail = {"opened": "launch form"}
         return None
@@ -53,57 +51,11 @@ def order_from(call) -> LaunchOrder:
     if instance_type and instance_type.isdigit() and count is None:  # `/ami launch web 3`
         instance_type, count = None, instance_type
     default_type = ctx.policy.launch.default_instance_type
+    into = account_named(ctx.aws, flags["account"]).account.id if flags["account"] else None  # no AWS call
     return LaunchOrder(image_ref=args["image"], instance_type=service.parse_instance_type(instance_type, default_type),
                        count=service.parse_count(count), name=service.parse_name(flags["name"]),
                        subnet_id=service.parse_subnet(flags["subnet"]), region=flags["region"],
-                       force=bool(flags["force"]))
-
-
-def start_launch(ctx, order: LaunchOrder, user: str, channel: str | None, reply: Reply,
-                 detail: dict[str, Any], reference: str | None = None) -> dict | None:
-    """Resolve and check the image; launch now and report in the channel, or ask for approval.
-    ``reference`` (service.launch_reference of the request) tags the instances and is EC2's ClientToken."""
-    image = service.resolve_image(ctx, order.image_ref, order.region)
-    service.check_launchable(image, order.force, ctx.clock())
-    detail.update(image=image.id, region=image.region, instance_type=order.instance_type, count=order.count)
-    blocked = allowed_amis.warning_for(ctx.aws, image, ctx.clock())
-    if blocked:  # EC2 decides; amibot says so first, so a refusal (or an audit-mode flag) is no surprise
-        detail["allowed_amis"] = blocked
-        reply.ephemeral(blocks.info(f"{blocked} `/ami allowed` shows the criteria."))
-    reasons = service.approval_reasons(ctx.policy, order)
-    if reasons:
-        request = approvals.create_request(
-            ctx, kind=service.KIND, params=service.request_params(image, order), requester=user, channel=channel,
-            title=f"Launch {order.count} × {order.instance_type} from {image.name or image.id}",
-            details=render.approval_details(image, order, order.subnet_id or ctx.policy.launch.subnet_id),
-            reason="; ".join(reasons))
-        detail["approval_request"] = request.id
-        return render.needs_approval(request.id, request.channel, reasons)
-    request_ref = reference or service.launch_reference(None)
-    detail["request"] = request_ref
-    posted: dict[str, str | None] = {}
-    steps = Steps(ctx.store, f"launch:{request_ref}")  # a crash while waiting is resumed by resume_wait
-
-    def started(ids: list[str]) -> None:
-        detail["instances"] = ids
-        msg = render.launch_started(image, order, ids, user, request_ref)
-        try:
-            posted.update(ts=reply.post(msg), channel=None)
-        except SlackApiError as error:  # not in the channel and no response_url (the form): tell the user directly
-            log.warning("cannot post the launch in %s (%s); sending it to %s", channel, error.response.get("error"),
-                        user)
-            posted.update(ts=reply.post(msg, channel=user), channel=user)
-        steps.annotate("wait_running", ts=posted.get("ts"), channel=posted.get("channel") or channel)
-
-    result = service.launch(ctx, image, order, user, request_ref, started=started, steps=steps, wait_data={
-        "user": user, "channel": channel, "order": dataclasses.asdict(order), "image_name": image.name,
-        "reference": request_ref})
-    detail["states"] = {status.id: status.state for status in result.statuses}
-    final = render.launch_finished(result, order, user, request_ref)
-    if posted.get("ts"):
-        reply.update(posted["ts"], final, channel=posted["channel"])
-        return None
-    return final
+                       force=bool(flags["force"]), account=into)
 
 
 # --- a wait a crash interrupted ---------------------------------------------------------------------------
@@ -135,18 +87,20 @@ def resume_wait(ctx, owner: str) -> None:
     data = wait.data
     region = data.get("region", "")
     reference = data.get("reference") or owner.split(":", 1)[1]
-    ids = data.get("ids") or service.tagged_instances(ctx.aws, region, reference)
+    into = ctx.aws.of(data.get("account") or "")  # waits recorded before accounts: the bot's own
+    ids = data.get("ids") or service.tagged_instances(into, region, reference)
     if not ids:  # the crash came before RunInstances answered and nothing was launched: no message to finish
         steps.mark(wait, SKIPPED, "nothing was launched before the restart")
         return
     image = service.stand_in_image(wait.target, data.get("image_name") or "", region)
     order = LaunchOrder(**data["order"]) if data.get("order") else LaunchOrder(wait.target, "?", len(ids))
     try:
-        statuses = service.wait_for_instances(ctx.aws, region, ids)
+        statuses = service.wait_for_instances(into, region, ids)
     except AmibotError as error:
         statuses = [service.InstanceStatus(instance_id, "unknown", error.message) for instance_id in ids]
     result = service.LaunchResult(image, ids, statuses)
-    final = render.launch_finished(result, order, data.get("user") or "", reference)
+    final = render.launch_finished(result, order, data.get("user") or "", reference,
+                                   into.account.label if ctx.aws.many else "")
     final["blocks"].append(blocks.context(":arrows_counterclockwise: amibot restarted while waiting for these "
                                           "instances; this is what AWS said after a restart."))
     reply = Reply(ctx.slack, data.get("channel"), data.get("user"))

@@ -1,20 +1,29 @@
-"""`/ami list [text] [--region R]`: the account's own AMIs, newest first."""
+"""`/ami list [text] [--region R] [--account A]`: the managed accounts' own AMIs, newest first."""
 
 from bot.commands import Arg, Subcommand
 from bot.render.images import image_list
-from bot.services.images import list_images, shares_of_many
+from bot.services.images import account_labels, accounts_named, list_images, shares_of_many
 
 SHOWN = 20
 
 SPEC = Subcommand(
-    name="list", summary="your AMIs across the configured regions, newest first",
-    usage="/ami list [text] [--region R]", example="/ami list web --region eu-west-1",
-    args=(Arg("text", required=False, rest=True),), flags={"--region": "R"}, aliases=("ls",))
+    name="list", summary="your AMIs across the configured regions (and accounts), newest first",
+    usage="/ami list [text] [--region R] [--account A]", example="/ami list web --region eu-west-1",
+    args=(Arg("text", required=False, rest=True),), flags={"--region": "R", "--account": "A"}, aliases=("ls",))
 
 
 def run(call):
     ctx, region = call.ctx, call.flags["region"]
+    accounts = accounts_named(ctx.aws, call.flags["account"])  # an unknown account: a message, before any AWS call
     images, failures = list_images(ctx.aws, ctx.policy.digest.family_tag, call.args["text"],
-                                   [region] if region else None)
+                                   [region] if region else None, accounts)
     shares = shares_of_many(ctx.aws, images[:SHOWN])
-    return image_list(images, SHOWN, call.args["text"], failures, shares, ctx.clock())
+    return image_list(images, SHOWN, call.args["text"], failures, shares, ctx.clock(), account_labels(ctx.aws),
+                      scope_of(ctx.aws, accounts))
+
+
+def scope_of(aws, accounts) -> str:
+    """Whose images a listing covers, for its "No AMIs owned by …" line."""
+    if accounts:
+        return accounts[0].label
+    return f"the {len(aws.accounts)} accounts" if aws.many else "this account"

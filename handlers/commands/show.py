@@ -4,23 +4,26 @@ from bot.commands import Arg, Subcommand
 from bot.render.findings import findings_blocks
 from bot.render.images import image_choices, image_detail
 from bot.services.findings import findings_of
-from bot.services.images import find_images, shares_of
+from bot.services.images import account_labels, accounts_named, find_images, shares_of
 from bot.services.references import scan
 
 SPEC = Subcommand(
     name="show", summary="one AMI in full: devices, tags, shares, what uses it",
-    usage="/ami show <ami-id|name>", example="/ami show ami-0abc1234def567890",
-    args=(Arg("image", rest=True),), aliases=("describe", "info"))
+    usage="/ami show <ami-id|name> [--account A]", example="/ami show ami-0abc1234def567890",
+    args=(Arg("image", rest=True),), flags={"--account": "A"}, aliases=("describe", "info"))
 
 
 def run(call):
     ctx = call.ctx
-    images = find_images(ctx.aws, call.args["image"], ctx.policy.digest.family_tag)
+    accounts = accounts_named(ctx.aws, call.flags["account"])
+    images = find_images(ctx.aws, call.args["image"], ctx.policy.digest.family_tag, accounts=accounts)
     if len(images) > 1:
-        return image_choices(call.args["image"], images, ctx.clock())
+        return image_choices(call.args["image"], images, ctx.clock(), account_labels(ctx.aws))
     image = images[0]
-    call.audit_detail = {"image": image.id, "region": image.region}
-    usage = scan(ctx.aws, image.region, [image.id]).of(image.id)
-    message = image_detail(image, shares_of(ctx.aws, image), usage, ctx.clock())
-    message["blocks"] += findings_blocks(findings_of(ctx.aws, image))
+    owner = ctx.aws.of(image.account)  # an id is found in whichever account owns it; all else is looked up there
+    call.audit_detail = {"image": image.id, "region": image.region, "account": image.account}
+    usage = scan(owner, image.region, [image.id]).of(image.id)
+    message = image_detail(image, shares_of(owner, image), usage, ctx.clock(),
+                           owner.account.label if ctx.aws.many else "")
+    message["blocks"] += findings_blocks(findings_of(owner, image))
     return message

@@ -1,7 +1,8 @@
 """Retiring in stages that can be undone: `/ami deprecate` / `undeprecate`, `/ami disable` / `enable`,
-`/ami protect` / `unprotect`. Disabling or unprotecting a family's current version needs approval."""
+`/ami protect` / `unprotect`. Disabling or unprotecting a family's current version needs approval. Each acts in
+the account that owns the image (`ctx.aws.of(image.account)`)."""
 
-from bot import approvals, blocks
+from bot import access, approvals, blocks
 from bot.blocks import code, escape, when
 from bot.commands import AMI_ID, Arg, Subcommand, usage_of
 from bot.errors import AmibotError, UsageError
@@ -16,6 +17,7 @@ IMAGE = Arg("image", pattern=AMI_ID, hint="an AMI id like ami-0abc1234def567890"
 
 
 def _spec(name: str, summary: str, example_tail: str = "", usage_tail: str = "", **kwargs) -> Subcommand:
+    access.checks_account_in_job(name)  # the owning account's operators, once the image is found (_owner)
     return Subcommand(name=name, summary=summary, usage=f"/ami {name} <ami-id>{usage_tail}",
                       example=f"/ami {name} ami-0abc1234def567890{example_tail}", changing=True, **kwargs)
 
@@ -35,11 +37,18 @@ UNPROTECT = _spec("unprotect", "turn off deregistration protection (the current 
 
 
 def _image(call) -> Image:
-    return find_image(call.ctx.aws, call.args["image"], call.ctx.policy.digest.family_tag)
+    return find_image(call.ctx.aws, call.args["image"], call.ctx.policy.digest.family_tag)  # in its owner account
+
+
+def _owner(call, image: Image):
+    """The owning account's handle, once its operators are checked (acting_in)."""
+    return call.acting_in(image.account)
 
 
 def _done(call, image: Image, what: str, undo: str | None = None, note: str | None = None) -> None:
     call.audit_detail = {"region": image.region, "family": image.family}
+    if call.ctx.aws.many:
+        call.audit_detail["account"] = image.account
     call.reply.post(stage_done(call.user, image, what, undo, note))
 
 
@@ -54,12 +63,12 @@ def run_deprecate(call):
     at = stages.deprecation_time(ctx.clock(), in_text, flags["at"])  # bad dates fail before any AWS call
     image = _image(call)
     stages.check_state(image, ("available", "disabled"), "deprecate")
-    stages.deprecate(ctx.aws, image, at)
+    stages.deprecate(_owner(call, image), image, at)
     note = ("It stays launchable by id; accounts it is shared with stop finding it in searches, and "
             "`/ami launch <family>` skips it."
             + (" It is the family's current version: promote another one." if is_promoted(ctx, image) else ""))
     if is_promoted(ctx, image):  # what keeps launching the deprecated current version (every kind of reference)
-        usage = scan(ctx.aws, image.region, [image.id]).of(image.id)
+        usage = scan(_owner(call, image), image.region, [image.id]).of(image.id)
         if usage.in_use or usage.unknown:
             note += "\nStill in use by:\n" + usage_lines(usage) + (
                 "\nCould not be checked:\n" + unknown_lines(usage) if usage.unknown else "")
@@ -69,7 +78,7 @@ def run_deprecate(call):
 
 def run_undeprecate(call):
     image = _image(call)
-    stages.undeprecate(call.ctx.aws, image)
+    stages.undeprecate(_owner(call, image), image)
     _done(call, image, "cancelled the deprecation of")
 
 
@@ -83,7 +92,7 @@ def run_disable(call):
         return _ask_approval(call, image, "disable",
                              "The image is disabled: hidden from launches (new instances cannot start from it) but "
                              "kept; `/ami enable` undoes it.")
-    stages.disable(ctx.aws, image)
+    stages.disable(_owner(call, image), image)
     _done(call, image, "disabled", f"/ami enable {image.id}",
           "Hidden from launches but kept (its snapshots still cost money); the digest lists it as "
           "“disabled, ready to deregister”.")
@@ -93,7 +102,7 @@ def run_enable(call):
     image = _image(call)
     if image.state != "disabled":
         return blocks.info(f"{code(image.id)} is {image.state}, not disabled; nothing to enable.")
-    stages.enable(call.ctx.aws, image)
+    stages.enable(_owner(call, image), image)
     _done(call, image, "enabled", f"/ami disable {image.id}")
 
 
@@ -102,7 +111,7 @@ def run_protect(call):
     if stages.is_protected(image):
         return blocks.info(f"{code(image.id)} is already protected ({stages.protection(image)}).")
     cooldown = call.flags["cooldown"]
-    stages.protect(call.ctx.aws, image, cooldown)
+    stages.protect(_owner(call, image), image, cooldown)
     note = "Removing the protection takes effect after a 24-hour cooldown." if cooldown else None
     _done(call, image, "protected from deregistration", f"/ami unprotect {image.id}", note)
 
@@ -115,7 +124,7 @@ def run_unprotect(call):
     if is_promoted(ctx, image):
         return _ask_approval(call, image, "unprotect",
                              "Deregistration protection is removed: the image can then be deregistered.")
-    stages.unprotect(ctx.aws, image)
+    stages.unprotect(_owner(call, image), image)
     _done(call, image, "removed deregistration protection from", f"/ami protect {image.id}")
 
 
@@ -123,16 +132,18 @@ def _ask_approval(call, image: Image, kind: str, consequence: str):
     ctx = call.ctx
     if not call.channel:
         raise AmibotError("Approval requests are posted in a channel; run this command in one.")
-    usage = scan(ctx.aws, image.region, [image.id]).of(image.id)
+    usage = scan(_owner(call, image), image.region, [image.id]).of(image.id)
     verb = {"disable": "Disable", "unprotect": "Remove deregistration protection from"}[kind]
     request = approvals.create_request(
-        ctx, kind=kind, params={"image_id": image.id, "region": image.region, "family": image.family},
+        ctx, kind=kind, params={"image_id": image.id, "region": image.region, "family": image.family,
+                                "account": image.account},
         requester=call.user, channel=call.channel,
         title=f"{verb} {image.id} ({image.name}), current version of {image.family}",
         details=approval_details(image, usage, consequence, parameter_name(image.family)),
         reason=f"{image.id} is the promoted (current) version of {image.family} in {image.region}",
         danger=kind == "unprotect")
-    call.audit_detail = {"request": request.id, "region": image.region, "family": image.family}
+    call.audit_detail = {"request": request.id, "region": image.region, "family": image.family,
+                         "account": image.account}
     return blocks.info(f"{code(image.id)} is the current version of *{escape(image.family)}*, so this needs "
                        f"approval: request `{request.id}` is posted for the approvers.")
 

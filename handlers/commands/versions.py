@@ -1,20 +1,26 @@
-"""`/ami versions <family> [--region R]`: a family's versions, newest first, with state and use."""
+"""`/ami versions <family> [--region R] [--account A]`: a family's versions across the managed accounts, newest
+first, with state and use."""
 
 from bot.commands import Arg, Subcommand
 from bot.render.lifecycle import versions
 from bot.services.findings import findings_of_many
+from bot.services.images import account_labels, accounts_named
 from bot.services.versions import family_versions
 
 SHOWN = 25  # versions listed (and looked up in Amazon Inspector); older ones are counted
 
 SPEC = Subcommand(
     name="versions", summary="a family's versions, newest first: current, previous, deprecated, disabled, use",
-    usage="/ami versions <family> [--region R]", example="/ami versions web",
-    args=(Arg("family", rest=True),), flags={"--region": "R"})
+    usage="/ami versions <family> [--region R] [--account A]", example="/ami versions web",
+    args=(Arg("family", rest=True),), flags={"--region": "R", "--account": "A"})
 
 
 def run(call):
     ctx, region = call.ctx, call.flags["region"]
-    family = family_versions(ctx, call.args["family"], region)
-    findings = findings_of_many(ctx.aws, [version.image for version in family.versions[:SHOWN]])
-    return versions(family, ctx.clock(), shown=SHOWN, findings=findings)
+    accounts = accounts_named(ctx.aws, call.flags["account"])
+    family = family_versions(ctx, call.args["family"], region, accounts)
+    shown = [version.image for version in family.versions[:SHOWN]]
+    findings = {}
+    for account in dict.fromkeys(image.account for image in shown):  # each image's findings in its own account
+        findings.update(findings_of_many(ctx.aws.of(account), [image for image in shown if image.account == account]))
+    return versions(family, ctx.clock(), shown=SHOWN, findings=findings, accounts=account_labels(ctx.aws))

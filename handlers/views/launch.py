@@ -19,10 +19,11 @@ from bot.dispatch import answer_failure
 from bot.errors import AmibotError, UsageError
 from bot.render import launch as render
 from bot.services import launch as service
-from bot.services.images import list_images
+from bot.services.images import account_labels, list_images
 from bot.services.launch import LaunchOrder
 from bot.services.versions import is_current
 from bot.slack import Reply
+from handlers.launch_flow import start_launch
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ def _form(ctx, image_id: str | None, channel: str | None) -> dict:
     families = list(dict.fromkeys(image.family for image in launchable if image.family))
     promoted = {image.family for image in launchable if image.family and is_current(image)}
     return render.launch_modal(launchable, families, ctx.policy.launch.default_instance_type, now, channel,
-                               selected, promoted=promoted)
+                               selected, promoted=promoted, accounts=account_labels(ctx.aws))
 
 
 def read_form(values: dict[str, Any], default_type: str) -> tuple[LaunchOrder | None, dict[str, str]]:
@@ -88,8 +89,6 @@ def read_form(values: dict[str, Any], default_type: str) -> tuple[LaunchOrder | 
 
 def run_form(ctx, payload: dict[str, Any]) -> None:
     """The job behind a submitted form: the same checks and launch as `/ami launch`, audited alike."""
-    from handlers.commands.launch import start_launch
-
     user, channel = payload["user"], payload.get("channel")
     reply = Reply(ctx.slack, channel or user, user)
     order = LaunchOrder(**payload["order"])
