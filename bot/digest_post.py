@@ -16,11 +16,12 @@ log = logging.getLogger(__name__)
 def post(slack, channel: str, findings: Findings, day: str, send: Callable[[dict], str | None] | None = None
          ) -> str | None:
     """Post the digest (through `send` if given, e.g. a command's Reply.post); attach the full list as a CSV
-    in the message's thread when not all of it is listed. Returns the message ts."""
+    in the message's thread when not all of it is listed — and always for the organisation's digest (many
+    accounts) with anything in it: its CSV, with an account column, is the list to share out. Returns the ts."""
     rendered = render.digest_message(findings, day)
     send = send or (lambda msg: slack.chat_postMessage(channel=channel, **msg)["ts"])
     ts = send(rendered.message)
-    if rendered.more:
+    if rendered.more or (findings.many and not findings.clean):
         attach_csv(slack, channel, ts, findings, day)
     return ts
 

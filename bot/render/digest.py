@@ -4,6 +4,11 @@ The Slack message always fits (≤ 50 blocks, ≤ 3,000 characters a section, bu
 totals per region first, then the costliest stale images (each with "Request deregistration" and
 "Snooze 30 days"), then per region the costliest orphaned snapshots with one "Request cleanup" for
 the listed set, then "and N more" — the full list goes into the CSV attached to the message.
+
+With many accounts it is the organisation's digest: totals per account (a failed account or region is a
+warning line naming it), the costliest items across the organisation with their account, the costliest
+orphan groups; button values carry the account ("<account id>:<region>:<ids>") so a click acts there, and
+the CSV, JSON and table have an account column.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, TextIO
 
+from bot.accounts import Account
 from bot.blocks import (
     MAX_BLOCKS,
     MAX_SECTION,
@@ -34,7 +40,14 @@ from bot.blocks import (
     when,
 )
 from bot.render.fleet_health import health_blocks
-from bot.services.staleness import SNOOZE_DAYS, Findings, OrphanSnapshot, RegionFindings, StaleImage
+from bot.services.staleness import (
+    SNOOZE_DAYS,
+    AccountTotals,
+    Findings,
+    OrphanSnapshot,
+    RegionFindings,
+    StaleImage,
+)
 
 DEREGISTER = "digest.deregister"
 SNOOZE = "digest.snooze"
@@ -43,8 +56,11 @@ CLEANUP = "digest.cleanup"
 MAX_IMAGES = 20  # listed images; each takes two blocks (the line and its buttons)
 MAX_ORPHANS_PER_REGION = 25  # listed orphaned snapshots per region (and in its cleanup button's value)
 MAX_BUTTON_VALUE = 2000
+MAX_ACCOUNT_LINES = 40  # accounts listed by name in the totals (failed ones and the costliest first)
+MIN_IMAGES = 5  # images still listed when many account-regions have orphans (their groups yield)
 CSV_FIELDS = ["kind", "region", "id", "name", "family", "state", "created", "age_days", "size_gb",
               "monthly_cost_usd", "image_id", "note"]
+ACCOUNT_FIELDS = ["account", "account_name"]  # first, with many accounts
 
 
 @dataclass
@@ -57,18 +73,31 @@ class Rendered:
 
 # --- Slack --------------------------------------------------------------------------------------------
 
-def image_line(item: StaleImage, critical: int = 0) -> str:
+def button_value(account: str, region: str, ids: list[str]) -> str:
+    """What a digest button acts on: "<region>:<ids>", and "<account id>:<region>:<ids>" in a managed account."""
+    return ":".join([*([account] if account else []), region, ",".join(ids)])
+
+
+def cleanup_block_id(account: str, region: str) -> str:
+    """The block of one account-region's cleanup button (unique in the message: regions repeat across accounts)."""
+    return f"digest:cleanup:{account}:{region}" if account else f"digest:cleanup:{region}"
+
+
+def image_line(item: StaleImage, critical: int = 0, account: Account | None = None) -> str:
+    """`account`: named when the digest spans several."""
     image = item.image
     family = f" · family *{escape(image.family)}*" if image.family and image.family != image.name else ""
     disabled = " · :no_entry_sign: _disabled, ready to deregister_" if item.disabled else ""
     vulnerable = f" · :red_circle: {critical} critical finding{'s' if critical != 1 else ''}" if critical else ""
-    return (f"*{escape(image.name or '(no name)')}* {code(image.id)} · {image.region} · {item.age_days:,} days old · "
+    owner = f" · account *{escape(account.short)}*" if account is not None and account.id else ""
+    return (f"*{escape(image.name or '(no name)')}* {code(image.id)}{owner} · {image.region} · "
+            f"{item.age_days:,} days old · "
             f"{item.size_gb:,} GiB · *{money(item.monthly_cost)}/month*{family}{disabled}{vulnerable}")
 
 
-def image_blocks(item: StaleImage, critical: int = 0) -> list[dict]:
-    value = f"{item.image.region}:{item.image.id}"
-    return [section(image_line(item, critical)),
+def image_blocks(item: StaleImage, critical: int = 0, account: Account | None = None) -> list[dict]:
+    value = button_value(item.image.account, item.image.region, [item.image.id])
+    return [section(image_line(item, critical, account)),
             actions(button("Request deregistration", DEREGISTER, value),
                     button(f"Snooze {SNOOZE_DAYS} days", SNOOZE, value),
                     block_id=f"digest:{item.image.id}")]
@@ -84,7 +113,7 @@ def listed_orphans(region: RegionFindings) -> list[OrphanSnapshot]:
     """The costliest orphans that fit one section and one button value."""
     listed: list[OrphanSnapshot] = []
     length = len(orphans_title(region)) + 1
-    value = len(region.region) + 1
+    value = len(button_value(region.account.id, region.region, []))
     for item in region.orphans[:MAX_ORPHANS_PER_REGION]:
         line = len(orphan_line(item)) + 1
         if length + line > MAX_SECTION or value + len(item.snapshot.id) + 1 > MAX_BUTTON_VALUE:
@@ -96,7 +125,7 @@ def listed_orphans(region: RegionFindings) -> list[OrphanSnapshot]:
 
 
 def orphans_title(region: RegionFindings) -> str:
-    return (f"*Orphaned snapshots in {region.region}* — {plural(len(region.orphans), 'snapshot')}, "
+    return (f"*Orphaned snapshots in {escape(region.label)}* — {plural(len(region.orphans), 'snapshot')}, "
             f"{region.orphan_gb:,} GiB, {money(sum(o.monthly_cost for o in region.orphans))}/month:")
 
 
@@ -106,18 +135,24 @@ def orphan_blocks(region: RegionFindings, listed: list[OrphanSnapshot]) -> list[
     label = "Request cleanup" if len(listed) == len(region.orphans) else f"Request cleanup of these {len(listed)}"
     confirm = confirm_dialog("Request snapshot cleanup",
                              f"Ask for approval to delete {plural(len(ids), 'snapshot')} ({size:,} GiB) in "
-                             f"{region.region}?", confirm="Request")
+                             f"{region.label}?", confirm="Request")
     return [section("\n".join([orphans_title(region), *(orphan_line(item) for item in listed)])),
-            actions(button(label, CLEANUP, f"{region.region}:{','.join(ids)}", confirm=confirm),
-                    block_id=f"digest:cleanup:{region.region}")]
+            actions(button(label, CLEANUP, button_value(region.account.id, region.region, ids), confirm=confirm),
+                    block_id=cleanup_block_id(region.account.id, region.region))]
+
+
+def _unnamed(error: str, account: Account) -> str:
+    """An error without the "prod (111111111111): " its line already starts with."""
+    prefix = f"{account.label}: "
+    return error[len(prefix):] if account.id and error.startswith(prefix) else error
 
 
 def region_line(region: RegionFindings) -> str:
     if region.error:
-        return f":warning: *{region.region}*: not checked — {escape(region.error)}"
+        return f":warning: *{escape(region.label)}*: not checked — {escape(_unnamed(region.error, region.account))}"
     if not (region.stale or region.orphans):
-        return f":white_check_mark: *{region.region}*: all clean ({plural(region.images_seen, 'image')} checked)"
-    return (f"• *{region.region}*: {plural(len(region.stale), 'stale image')} ({region.stale_gb:,} GiB), "
+        return f":white_check_mark: *{region.label}*: all clean ({plural(region.images_seen, 'image')} checked)"
+    return (f"• *{region.label}*: {plural(len(region.stale), 'stale image')} ({region.stale_gb:,} GiB), "
             f"{plural(len(region.orphans), 'orphaned snapshot')} ({region.orphan_gb:,} GiB) — "
             f"*{money(region.monthly_cost)}/month*")
 
@@ -141,43 +176,106 @@ def chunked_sections(lines: list[str]) -> list[dict]:
     return sections
 
 
+def account_line(total: AccountTotals) -> str:
+    label = escape(total.account.label)
+    if not (total.stale or total.orphans):
+        return f":white_check_mark: *{label}*: all clean ({plural(total.images_seen, 'image')} checked)"
+    return (f"• *{label}*: {plural(total.stale, 'stale image')} ({total.stale_gb:,} GiB), "
+            f"{plural(total.orphans, 'orphaned snapshot')} ({total.orphan_gb:,} GiB) — "
+            f"*{money(total.monthly_cost)}/month*")
+
+
+def failure_lines(total: AccountTotals) -> list[str]:
+    """An account that could not be checked at all is one line (its role cannot be assumed: every region fails
+    alike); otherwise a line per region that failed."""
+    errors = {_unnamed(region.error or "", total.account) for region in total.failures}
+    if total.failures and not total.checked and len(errors) == 1:
+        return [f":warning: *{escape(total.account.label)}*: not checked — {escape(errors.pop())}"]
+    return [region_line(region) for region in total.failures]
+
+
+def account_lines(findings: Findings) -> list[str]:
+    """Totals per account: what was not checked first (each line naming the account), then the accounts, the
+    costliest first; at most MAX_ACCOUNT_LINES of them, the rest summed up in one line."""
+    totals = findings.by_account()
+    failures = [line for total in totals for line in failure_lines(total)]
+    lines = failures[:MAX_ACCOUNT_LINES // 2]
+    if len(failures) > len(lines):
+        lines.append(f":warning: …and {len(failures) - len(lines)} more not checked (`amibot digest --dry-run` "
+                     "names each)")
+    ranked = sorted((total for total in totals if total.checked),
+                    key=lambda total: (-total.monthly_cost, -(total.stale + total.orphans), total.account.short))
+    shown = ranked[:max(MAX_ACCOUNT_LINES - len(lines), MAX_ACCOUNT_LINES // 2)]
+    lines += [account_line(total) for total in shown]
+    rest = ranked[len(shown):]
+    if rest:
+        with_findings = sum(1 for total in rest if total.stale or total.orphans)
+        lines.append(f"…and {plural(len(rest), 'more account')}: {with_findings} with findings (all in the CSV), "
+                     f"{len(rest) - with_findings} all clean")
+    return lines
+
+
+def _total_lines(findings: Findings) -> list[str]:
+    return account_lines(findings) if findings.many else [region_line(region) for region in findings.regions]
+
+
+def _orphan_groups(findings: Findings, head: int, health: int, stale: int) -> list[RegionFindings]:
+    """The account-regions whose orphans are listed: all of them when they fit, else the costliest groups that
+    leave room for a few images (the rest is counted in "and N more" and is in the CSV)."""
+    groups = [region for region in findings.regions if region.orphans]
+    room = max(1, (MAX_BLOCKS - head - health - 2 - 2 * min(MIN_IMAGES, stale)) // 2)
+    if len(groups) <= room:
+        return groups
+    costliest = set(map(id, sorted(groups, key=lambda r: -sum(o.monthly_cost for o in r.orphans))[:room]))
+    return [region for region in groups if id(region) in costliest]
+
+
 def digest_message(findings: Findings, day: str) -> Rendered:
     title = f"AMI digest for {day}"
+    many = findings.many
     checked = [region for region in findings.regions if not region.error]
     if not checked:
         lines = [f"*{title}* — :warning: no region could be checked, so nothing is known to be clean:"]
-        lines += [region_line(region) for region in findings.regions]
+        lines += _total_lines(findings)
         return Rendered(message(f"{title}: no region could be checked", chunked_sections(lines)), 0, [], {})
     health = health_blocks(findings.health, findings.trend, findings.generated_at)
     if findings.clean:
         seen = sum(region.images_seen for region in checked)
         where = ", ".join(region.region for region in checked) or "no region"
+        if many:
+            accounts = {region.account.id for region in checked}
+            where = f"{plural(len(accounts), 'account')} ({plural(len(checked), 'account-region')})"
         text = (f":sparkles: All clean: no stale images and no orphaned snapshots in {where} "
                 f"({plural(seen, 'image')} checked).")
         blocks = [section(f"*{title}* — {text}")]
-        blocks += [context(region_line(region)) for region in findings.failures[:5]]
+        if many:
+            failures = [line for total in findings.by_account() for line in failure_lines(total)]
+            blocks += [context(line) for line in failures[:5]]
+        else:
+            blocks += [context(region_line(region)) for region in findings.failures[:5]]
         blocks += health
         return Rendered(message(f"{title}: all clean", blocks), 0, [], {})
     stale, orphans = findings.stale, findings.orphans
     critical = findings.health.critical_stale if findings.health is not None else {}
     if critical:  # images with critical findings first, then as before (costliest first)
         stale = sorted(stale, key=lambda item: item.image.id not in critical)
+    across = f" across {plural(len(findings.accounts), 'account')}" if many else ""
     summary = (f"*{plural(len(stale), 'stale image')}* ({sum(i.size_gb for i in stale):,} GiB) and "
-               f"*{plural(len(orphans), 'orphaned snapshot')}* ({sum(o.snapshot.size_gb for o in orphans):,} GiB). "
-               f"Retiring all of it would save about *{money(findings.monthly_cost)} a month*.")
-    head = [header(title), section(summary), *chunked_sections([region_line(r) for r in findings.regions]),
-            context(rules_line(findings))]
-    orphan_regions = [region for region in findings.regions if region.orphans]
-    shown_orphans = {region.region: listed_orphans(region) for region in orphan_regions}
+               f"*{plural(len(orphans), 'orphaned snapshot')}* ({sum(o.snapshot.size_gb for o in orphans):,} GiB)"
+               f"{across}. Retiring all of it would save about *{money(findings.monthly_cost)} a month*.")
+    head = [header(title), section(summary), *chunked_sections(_total_lines(findings)), context(rules_line(findings))]
+    orphan_regions = _orphan_groups(findings, len(head), len(health), len(stale))
+    shown_orphans = {region.label: listed_orphans(region) for region in orphan_regions}
     tail_blocks = 2 * len(orphan_regions) + 2 + len(health)  # orphans (section + button), divider, "and N more"
     room = max(0, (MAX_BLOCKS - len(head) - tail_blocks) // 2)
     shown_images = stale[:min(MAX_IMAGES, room)]
     blocks = [*head, divider()]
     for item in shown_images:
-        blocks += image_blocks(item, critical.get(item.image.id, 0))
+        owner = findings.account_named(item.image.account) if many else None
+        blocks += image_blocks(item, critical.get(item.image.id, 0), owner)
     for region in orphan_regions:
-        blocks += orphan_blocks(region, shown_orphans[region.region])
-    more = len(stale) - len(shown_images) + sum(len(r.orphans) - len(shown_orphans[r.region]) for r in orphan_regions)
+        blocks += orphan_blocks(region, shown_orphans[region.label])
+    more = len(stale) - len(shown_images) + len(orphans) - sum(len(listed) for listed in shown_orphans.values())
     if more:
         blocks.append(context(f"…and {more:,} more not listed here: the full list is in the attached CSV."))
     blocks += health
@@ -187,8 +285,9 @@ def digest_message(findings: Findings, day: str) -> Rendered:
 
 
 def csv_comment(findings: Findings, day: str) -> str:
+    across = f" across {plural(len(findings.accounts), 'account')}" if findings.many else ""
     return (f"The full digest for {day}: {plural(len(findings.stale), 'stale image')} and "
-            f"{plural(len(findings.orphans), 'orphaned snapshot')}, {money(findings.monthly_cost)}/month.")
+            f"{plural(len(findings.orphans), 'orphaned snapshot')}{across}, {money(findings.monthly_cost)}/month.")
 
 
 def digest_failed(day: str, reason: str) -> Message:
@@ -199,16 +298,30 @@ def digest_failed(day: str, reason: str) -> Message:
 # --- files and terminal ---------------------------------------------------------------------------------
 
 def rows(findings: Findings) -> Iterator[dict[str, Any]]:
-    """Every item, costliest first: stale images, then orphaned snapshots (generated: there may be thousands)."""
+    """Every item, costliest first across the organisation: stale images, then orphaned snapshots (generated:
+    there may be thousands). With many accounts each row starts with its account's id and name."""
+    if not findings.many:
+        yield from _rows(findings)
+        return
+    names = {account.id: account.name for account in findings.accounts}
+    for row in _rows(findings):
+        account = row.pop("_account")
+        yield {"account": account, "account_name": names.get(account, ""), **row}
+
+
+def _rows(findings: Findings) -> Iterator[dict[str, Any]]:
+    many = findings.many
     for item in findings.stale:
         image = item.image
-        yield {"kind": "image", "region": image.region, "id": image.id, "name": image.name,
+        yield {**({"_account": image.account} if many else {}), "kind": "image", "region": image.region,
+               "id": image.id, "name": image.name,
                "family": image.family, "state": image.state, "created": _iso(image.created),
                "age_days": item.age_days, "size_gb": item.size_gb,
                "monthly_cost_usd": round(item.monthly_cost, 2), "image_id": image.id, "note": item.note}
     for item in findings.orphans:
         snapshot = item.snapshot
-        yield {"kind": "snapshot", "region": snapshot.region, "id": snapshot.id, "name": "",
+        yield {**({"_account": snapshot.account} if many else {}), "kind": "snapshot", "region": snapshot.region,
+               "id": snapshot.id, "name": "",
                "family": "", "state": "orphaned", "created": _iso(snapshot.started),
                "age_days": item.age_days, "size_gb": snapshot.size_gb,
                "monthly_cost_usd": round(item.monthly_cost, 2), "image_id": snapshot.ami_id,
@@ -226,8 +339,12 @@ def _cell(value: Any) -> Any:
     return value
 
 
+def csv_fields(findings: Findings) -> list[str]:
+    return ACCOUNT_FIELDS + CSV_FIELDS if findings.many else CSV_FIELDS
+
+
 def write_csv(findings: Findings, stream: TextIO) -> None:
-    writer = csv.DictWriter(stream, fieldnames=CSV_FIELDS, lineterminator="\n")
+    writer = csv.DictWriter(stream, fieldnames=csv_fields(findings), lineterminator="\n")
     writer.writeheader()
     for row in rows(findings):
         writer.writerow({key: _cell(value) for key, value in row.items()})
@@ -240,13 +357,22 @@ def as_csv(findings: Findings) -> str:
 
 
 def region_summary(region: RegionFindings, calls: dict[str, int] | None = None) -> dict[str, Any]:
-    summary = {"region": region.region, "stale_images": len(region.stale), "orphaned_snapshots": len(region.orphans),
+    summary = {**({"account": region.account.id, "account_name": region.account.name} if region.account.id else {}),
+               "region": region.region, "stale_images": len(region.stale), "orphaned_snapshots": len(region.orphans),
                "stale_gb": region.stale_gb, "orphan_gb": region.orphan_gb, "saving_gb": region.saving_gb,
                "monthly_cost_usd": round(region.monthly_cost, 2), "images_checked": region.images_seen,
                "image_snapshots_checked": region.snapshots_seen, "kept": dict(region.kept), "error": region.error}
     if calls is not None:
-        summary["aws_calls"] = calls.get(region.region, 0)
+        summary["aws_calls"] = calls.get(region.label, 0)
     return summary
+
+
+def account_summary(total: AccountTotals) -> dict[str, Any]:
+    return {"account": total.account.id, "account_name": total.account.name, "stale_images": total.stale,
+            "orphaned_snapshots": total.orphans, "stale_gb": total.stale_gb, "orphan_gb": total.orphan_gb,
+            "monthly_cost_usd": round(total.monthly_cost, 2), "images_checked": total.images_seen,
+            "regions_checked": total.checked,
+            "not_checked": {region.region: region.error for region in total.failures}}
 
 
 def write_json(findings: Findings, day: str, stream: TextIO, calls: dict[str, int] | None = None) -> None:
@@ -258,6 +384,8 @@ def write_json(findings: Findings, day: str, stream: TextIO, calls: dict[str, in
         "regions": [region_summary(region, calls) for region in findings.regions],
         "totals": {"stale_images": len(findings.stale), "orphaned_snapshots": len(findings.orphans),
                    "saving_gb": findings.saving_gb, "monthly_cost_usd": round(findings.monthly_cost, 2)}}
+    if findings.many:
+        document["accounts"] = [account_summary(total) for total in findings.by_account()]
     if calls is not None:
         document["aws_calls"] = calls
     stream.write(json.dumps(document, indent=1)[:-2] + ',\n "items": [')
@@ -273,25 +401,37 @@ def as_json(findings: Findings, day: str, calls: dict[str, int] | None = None) -
 
 
 def write_table(findings: Findings, day: str, stream: TextIO) -> None:
+    many = findings.many
+
+    def account(name: str) -> str:  # the ACCOUNT column, with many accounts only
+        return f"{name[:17]:<18}" if many else ""
+
     stream.write(f"AMI digest for {day} (generated {when(findings.generated_at)})\n\n"
-                 f"{'REGION':<16}{'STALE':>8}{'GiB':>10}{'ORPHANS':>9}{'GiB':>10}{'$/MONTH':>12}\n")
+                 f"{account('ACCOUNT')}{'REGION':<16}{'STALE':>8}{'GiB':>10}{'ORPHANS':>9}{'GiB':>10}{'$/MONTH':>12}\n")
     for region in findings.regions:
         if region.error:
-            stream.write(f"{region.region:<16}  not checked: {region.error}\n")
+            error = _unnamed(region.error, region.account)
+            stream.write(f"{account(region.account.short)}{region.region:<16}  not checked: {error}\n")
             continue
-        stream.write(f"{region.region:<16}{len(region.stale):>8,}{region.stale_gb:>10,}{len(region.orphans):>9,}"
-                     f"{region.orphan_gb:>10,}{region.monthly_cost:>12,.2f}\n")
-    stream.write(f"{'TOTAL':<16}{sum(len(r.stale) for r in findings.regions):>8,}"
+        stream.write(f"{account(region.account.short)}{region.region:<16}{len(region.stale):>8,}{region.stale_gb:>10,}"
+                     f"{len(region.orphans):>9,}{region.orphan_gb:>10,}{region.monthly_cost:>12,.2f}\n")
+    if many:
+        for total in findings.by_account():
+            stream.write(f"{account(total.account.short)}{'(account)':<16}{total.stale:>8,}{total.stale_gb:>10,}"
+                         f"{total.orphans:>9,}{total.orphan_gb:>10,}{total.monthly_cost:>12,.2f}\n")
+    stream.write(f"{account('')}{'TOTAL':<16}{sum(len(r.stale) for r in findings.regions):>8,}"
                  f"{sum(r.stale_gb for r in findings.regions):>10,}{sum(len(r.orphans) for r in findings.regions):>9,}"
                  f"{sum(r.orphan_gb for r in findings.regions):>10,}{findings.monthly_cost:>12,.2f}\n")
     if findings.clean:
         stream.write("\nAll clean: nothing stale, nothing orphaned.\n")
         return
-    stream.write(f"\n{'KIND':<9}{'REGION':<16}{'ID':<24}{'GiB':>6}{'$/MONTH':>10}{'AGE':>7}  NAME / NOTE\n")
+    stream.write(f"\n{account('ACCOUNT')}{'KIND':<9}{'REGION':<16}{'ID':<24}{'GiB':>6}{'$/MONTH':>10}{'AGE':>7}"
+                 "  NAME / NOTE\n")
     for row in rows(findings):
         label = " — ".join(part for part in (row["name"], row["note"]) if part)
         age = f"{row['age_days']}d" if row["age_days"] is not None else "?"
-        stream.write(f"{row['kind']:<9}{row['region']:<16}{row['id']:<24}{row['size_gb']:>6,}"
+        owner = account(row.get("account_name") or row.get("account") or "")
+        stream.write(f"{owner}{row['kind']:<9}{row['region']:<16}{row['id']:<24}{row['size_gb']:>6,}"
                      f"{row['monthly_cost_usd']:>10,.2f}{age:>7}  {label}\n")
 
 

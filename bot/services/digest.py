@@ -1,5 +1,10 @@
 """The daily digest: scan every region, judge what is stale or orphaned, post it, let people act on it.
 
+With accounts configured ([[accounts]] or [organization]) it is the organisation's digest: every managed
+account × its regions in one bounded pool ([aws].max_concurrency), each account-region reduced to its findings
+as it is scanned; the findings carry their account, so the buttons act in it (``ctx.aws.of(account)``), and
+an account whose role cannot be assumed is a warning line naming it while the others' findings still count.
+
 Once a day at [digest].at in [digest].timezone, to [digest].channel. The run is claimed in SQLite
 (``digest_runs``, primary key (date, channel), INSERT OR IGNORE) *before* anything is posted, so a
 restart, a coalesced misfire or a second process on the same database never posts the same day twice.
@@ -21,19 +26,22 @@ kind behind the digest's "Request cleanup" button.
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from bot import approvals, audit, awsdata
-from bot.aws import Aws, paginate, requires
+from bot.aws import Aws, Target, paginate, requires
 from bot.blocks import code, context, money, plural, section
-from bot.errors import AmibotError, AwsError, PolicyViolation
+from bot.errors import AmibotError, AwsError, NotFound, PolicyViolation
 from bot.services import drift, fleet_health
+from bot.services.fleet_health import RegionHealth
 from bot.services.images import describe_own_images
 from bot.services.inventory import Progress, ami_of, scan_region
 from bot.services.snapshots import delete_snapshots
-from bot.services.staleness import SNOOZE_DAYS, Findings, RegionFindings, Rules, failed_region, judge
+from bot.services.staleness import SNOOZE_DAYS, Findings, RegionFindings, Rules, failed_region, judge, where
 
 log = logging.getLogger(__name__)
 
@@ -56,57 +64,103 @@ def snoozed_ids(store, now: datetime) -> set[str]:
 
 def compute(aws: Aws, policy, now: datetime, snoozed: set[str] | frozenset[str] = frozenset(),
             regions: list[str] | None = None, progress: Progress | None = None,
-            names: dict[str, str] | None = None, health: bool = True) -> Findings:
-    """Scan the regions in parallel; each region's inventory is judged as soon as it is in and then dropped,
-    so memory holds one region's inventory at a time (see inventory.LARGE_LISTINGS), not the whole account."""
+            names: dict[str, str] | None = None, health: bool = True,
+            done: Callable[[int, int, Target], None] | None = None) -> Findings:
+    """Scan every managed account × its regions (without accounts configured: the bot's own regions). Each
+    account-region is judged — its findings and its fleet health — inside its own task, and its inventory
+    dropped there; only findings come back and they are collected as they arrive. So memory holds at most
+    [aws].max_concurrency inventories at a time (see inventory.LARGE_LISTINGS), never accounts × images.
+    `progress(where, text)` says what one account-region is doing; `done(count, total, target)` is called as
+    each one finishes. A failed account or region is a RegionFindings with its error (a warning line)."""
     rules = Rules.from_policy(policy.digest)
-    report = progress or (lambda region, text: None)
+    report = progress or (lambda where, text: None)
+    targets = aws.targets(regions=regions)
 
-    def one(region: str) -> RegionFindings:
-        started = time.monotonic()
+    def one(handle: Aws, region: str) -> tuple[RegionFindings, RegionHealth | None]:
+        label, started = where(handle.account, region), time.monotonic()
 
-        def timed(region: str, text: str) -> None:
-            report(region, f"{text} ({time.monotonic() - started:.1f} s)")
+        def timed(_region: str, text: str) -> None:
+            report(label, f"{text} ({time.monotonic() - started:.1f} s)")
 
         timed(region, "scanning")
         try:
-            inventory = scan_region(aws, region, policy.digest.family_tag, timed)
-            findings = judge(inventory, rules, now, snoozed)
-            findings.drift = _drift_of(inventory, policy.digest.family_tag, now, names)
-            del inventory  # only the findings are kept: memory holds one region's inventory at a time
+            findings = _judged(handle, region, policy, rules, now, snoozed, names, timed)
         except AwsError:
-            raise  # each_region makes it the region's failure, with AWS's one-sentence message
+            raise  # the fan-out makes it the region's failure, with AWS's one-sentence message
         except Exception as error:  # any other surprise in one region is that region's warning line, never a crash
-            log.warning("digest: %s could not be checked", region, exc_info=True)
-            return failed_region(region, f"could not be checked ({type(error).__name__}: {str(error)[:200]})")
+            log.warning("digest: %s could not be checked", label, exc_info=True)
+            return failed_region(region, f"could not be checked ({type(error).__name__}: {str(error)[:200]})",
+                                 handle.account), None
         timed(region, f"done: {plural(len(findings.stale), 'stale image')}, "
                       f"{plural(len(findings.orphans), 'orphaned snapshot')}")
-        return findings
+        if not health:
+            return findings, None
+        region_health = _health(handle, region, policy, now, findings, names)
+        _hold_for_the_bin(findings, region_health, rules)
+        return findings, region_health
 
-    results = aws.each_region(one, regions)
-    judged = [result if isinstance(result, RegionFindings) else failed_region(region, result.message)
-              for region, result in results.items()]
-    findings = Findings(judged, now, rules)
+    judged: dict[Target, RegionFindings] = {}
+    healths: dict[Target, RegionHealth] = {}
+
+    def arrived(target: Target, result) -> None:  # reduce as each account-region comes in
+        if isinstance(result, AwsError):
+            judged[target] = failed_region(target.region, result.message, target.account)
+        else:
+            judged[target], region_health = result
+            if region_health is not None:
+                healths[target] = region_health
+        if done:
+            done(len(judged), len(targets), target)
+
+    _fan_out(aws, one, targets, arrived)
+    findings = Findings([judged[target] for target in targets], now, rules)
     if health:
-        findings.health = _health(aws, policy, now, findings, names)
-        _hold_for_the_bin(findings, rules)
+        findings.health = fleet_health.FleetHealth([healths[target] for target in targets if target in healths])
+        order = {account.id: number for number, account in enumerate(findings.accounts)}
+        findings.health.regions.sort(key=lambda region: (order.get(region.account.id, 0), region.region))
     return findings
 
 
-def _hold_for_the_bin(findings: Findings, rules: Rules) -> None:
+def _fan_out(aws: Aws, one: Callable[[Aws, str], object], targets: list[Target],
+             arrived: Callable[[Target, object], None]) -> None:
+    """With accounts: every target in ONE bounded pool (Aws.each_target, [aws].max_concurrency), each result
+    handed to `arrived` as it finishes. Without: the bot's own regions through Aws.each_region, as before."""
+    if aws.accounts:
+        aws.each_target(one, targets, on_result=arrived)
+        return
+    lock = threading.Lock()
+
+    def in_region(region: str) -> None:
+        try:
+            result = one(aws, region)
+        except AwsError as error:
+            result = error
+        with lock:
+            arrived(Target(aws.account, region), result)
+
+    aws.each_region(in_region, [target.region for target in targets])
+
+
+def _judged(handle: Aws, region: str, policy, rules: Rules, now: datetime, snoozed, names, progress) -> RegionFindings:
+    """One account-region's findings; its inventory is not kept (it goes out of scope on return)."""
+    inventory = scan_region(handle, region, policy.digest.family_tag, progress)
+    findings = judge(inventory, rules, now, snoozed)
+    findings.account = handle.account
+    findings.drift = _drift_of(inventory, policy.digest.family_tag, now, names)
+    return findings
+
+
+def _hold_for_the_bin(region: RegionFindings, health: RegionHealth, rules: Rules) -> None:
     """A snapshot whose image is in the Recycle Bin is not an orphan: restoring the image needs it (the bin keeps
     the image, and the snapshot only if a snapshot rule covers it). Off the list, off the cost, counted apart."""
-    by_region = {health.region: health for health in findings.health.regions} if findings.health else {}
-    for region in findings.regions:
-        health = by_region.get(region.region)
-        if not health or not health.in_bin:
-            continue
-        held = [orphan for orphan in region.orphans if orphan.snapshot.ami_id in health.in_bin]
-        if held:
-            region.orphans = [orphan for orphan in region.orphans if orphan.snapshot.ami_id not in health.in_bin]
-            region.saving_gb -= sum(orphan.snapshot.size_gb for orphan in held)
-            region.monthly_cost = rules.cost(region.saving_gb)
-            health.held_snapshots = len(held)
+    if not health.in_bin:
+        return
+    held = [orphan for orphan in region.orphans if orphan.snapshot.ami_id in health.in_bin]
+    if held:
+        region.orphans = [orphan for orphan in region.orphans if orphan.snapshot.ami_id not in health.in_bin]
+        region.saving_gb -= sum(orphan.snapshot.size_gb for orphan in held)
+        region.monthly_cost = rules.cost(region.saving_gb)
+        health.held_snapshots = len(held)
 
 
 def _drift_of(inventory, family_tag: str, now: datetime, names: dict[str, str] | None):
@@ -117,18 +171,19 @@ def _drift_of(inventory, family_tag: str, now: datetime, names: dict[str, str] |
         return None
 
 
-def _health(aws: Aws, policy, now: datetime, findings: Findings, names: dict[str, str] | None):
-    """The fleet-health part (bot.services.fleet_health) for the regions that could be scanned."""
-    checked = [region for region in findings.regions if not region.error]
-    stale = {region.region: [item.image for item in region.stale[:fleet_health.FINDINGS_PER_REGION]]
-             for region in checked}
-    drifts = {region.region: region.drift for region in checked if region.drift is not None}
+def _health(handle: Aws, region: str, policy, now: datetime, findings: RegionFindings,
+            names: dict[str, str] | None) -> RegionHealth:
+    """The fleet-health part (bot.services.fleet_health) of one account-region that could be scanned."""
+    stale = [item.image for item in findings.stale[:fleet_health.FINDINGS_PER_REGION]]
     try:
-        return fleet_health.fleet_health(aws, [region.region for region in checked], policy.digest.family_tag, now,
-                                         stale, names, drifts)
-    except Exception:  # never lose the digest over its extra part
-        log.warning("digest: fleet health could not be computed", exc_info=True)
-        return None
+        return fleet_health.region_health(handle, region, policy.digest.family_tag, now, stale, names,
+                                          findings.drift)
+    except AwsError as error:
+        return RegionHealth(region, notes=[f"fleet health not checked: {error.message}"], account=handle.account)
+    except Exception as error:  # never lose the digest over its extra part
+        log.warning("digest: fleet health of %s could not be computed", findings.label, exc_info=True)
+        return RegionHealth(region, notes=[f"fleet health not checked ({type(error).__name__})"],
+                            account=handle.account)
 
 
 def compute_for(ctx) -> Findings:
@@ -239,7 +294,9 @@ def run_daily(ctx) -> str:
     outcome = (f"posted: {len(findings.stale)} stale, {len(findings.orphans)} orphaned, "
                f"${findings.monthly_cost:,.2f}/month")
     if findings.failures:
-        outcome += f"; not checked: {', '.join(region.region for region in findings.failures)}"
+        unchecked = [region.label for region in findings.failures]
+        more = f" and {len(unchecked) - 10} more" if len(unchecked) > 10 else ""  # an organisation: keep it short
+        outcome += f"; not checked: {', '.join(unchecked[:10])}{more}"
     return _finish_run(ctx, day, channel, ts, outcome)
 
 
@@ -354,28 +411,31 @@ def catch_up(ctx) -> bool:
 
 # --- acting on it ---------------------------------------------------------------------------------------
 
-def snooze(ctx, image_id: str, region: str, user: str, channel: str | None, days: int = SNOOZE_DAYS) -> datetime:
-    """Keep the image out of digests for `days`; stored and audited. Returns when it ends."""
+def snooze(ctx, image_id: str, region: str, user: str, channel: str | None, days: int = SNOOZE_DAYS,
+           account: str = "") -> datetime:
+    """Keep the image out of digests for `days`; stored and audited (with its account). Returns when it ends."""
     now = ctx.clock()
     until = now + timedelta(days=days)
     ctx.store.execute("INSERT INTO snoozes (image_id, until, by, at) VALUES (?, ?, ?, ?) ON CONFLICT(image_id)"
                       " DO UPDATE SET until = excluded.until, by = excluded.by, at = excluded.at",
                       (image_id, _stamp(until), user, _stamp(now)))
+    detail = {"region": region, "days": days, **({"account": account} if account else {})}
     audit.record(ctx.store, actor=user, action="digest.snooze", channel=channel, target=image_id,
-                 outcome=f"snoozed until {until.date().isoformat()}", detail={"region": region, "days": days})
+                 outcome=f"snoozed until {until.date().isoformat()}", detail=detail)
     return until
 
 
 @requires("ec2:DescribeSnapshots", "ec2:DescribeImages")
-def cleanup_preflight(ctx, region: str, snapshot_ids: list[str]) -> tuple[dict[str, int], list[str]]:
-    """The listed snapshots that still exist, are still orphaned (no image uses them, their image is gone),
-    with their sizes; and notes on the ones dropped."""
-    account_id = ctx.aws.account_id()
+def cleanup_preflight(ctx, region: str, snapshot_ids: list[str], account: str = "") -> tuple[dict[str, int], list[str]]:
+    """The listed snapshots that still exist in `account` (an id; "": the bot's own), are still orphaned (no
+    image uses them, their image is gone), with their sizes; and notes on the ones dropped."""
+    handle = ctx.aws.of(account)
+    account_id = handle.account_id()
     found = {item["SnapshotId"]: item for item in paginate(
-        ctx.aws.ec2(region), "describe_snapshots", "Snapshots", OwnerIds=["self"],
+        handle.ec2(region), "describe_snapshots", "Snapshots", OwnerIds=["self"],
         Filters=[{"Name": "snapshot-id", "Values": snapshot_ids}])
         if isinstance(item, dict) and item.get("OwnerId") == account_id and isinstance(item.get("SnapshotId"), str)}
-    images = describe_own_images(ctx.aws, region, ctx.policy.digest.family_tag)
+    images = describe_own_images(handle, region, ctx.policy.digest.family_tag)
     existing = {image.id for image in images}
     used = {snapshot_id for image in images for snapshot_id in image.snapshot_ids}
     sizes, notes = {}, []
@@ -391,41 +451,62 @@ def cleanup_preflight(ctx, region: str, snapshot_ids: list[str]) -> tuple[dict[s
     return sizes, notes
 
 
-def request_cleanup(ctx, region: str, snapshot_ids: list[str], requester: str, channel: str) -> approvals.Request:
-    """One approval request for a set of orphaned snapshots. Raises PolicyViolation if none is left."""
+def request_cleanup(ctx, region: str, snapshot_ids: list[str], requester: str, channel: str,
+                    account: str = "") -> approvals.Request:
+    """One approval request for a set of orphaned snapshots of one account-region (`account`: its id; "": the
+    bot's own). Raises PolicyViolation if none is left, NotFound for an account amibot does not manage."""
     if not snapshot_ids:
         raise PolicyViolation("No snapshots were listed for cleanup.")
     snapshot_ids = snapshot_ids[:MAX_CLEANUP]
-    sizes, notes = cleanup_preflight(ctx, region, snapshot_ids)
+    handle = ctx.aws.of(account)
+    account = handle.account.id if account else ""  # a name given: the id, as every request's params carry
+    sizes, notes = cleanup_preflight(ctx, region, snapshot_ids, account)
+    place = _place(ctx, handle, region)
     if not sizes:
         raise PolicyViolation("Nothing to clean up: " + "; ".join(notes) + ".")
     price = ctx.policy.digest.snapshot_price_per_gb_month
     total = sum(sizes.values())
     listed = "\n".join(f"{code(snapshot_id)} · {size:,} GiB" for snapshot_id, size in list(sizes.items())[:40])
     more = f"\n…and {len(sizes) - 40} more" if len(sizes) > 40 else ""
-    details = [section(f"*Will delete {plural(len(sizes), 'orphaned snapshot')} in {region}* "
+    details = [section(f"*Will delete {plural(len(sizes), 'orphaned snapshot')} in {place}* "
                        f"({total:,} GiB, {money(total * price)}/month). Each was made for an image that "
                        f"no longer exists and no image uses it:\n{listed}{more}")]
     if notes:
         details.append(context("Left out: " + "; ".join(notes)[:2900]))
     return approvals.create_request(
-        ctx, kind=CLEANUP_KIND, params={"region": region, "snapshot_ids": list(sizes), "sizes": sizes},
+        ctx, kind=CLEANUP_KIND,
+        params={"account": account, "region": region, "snapshot_ids": list(sizes), "sizes": sizes},
         requester=requester, channel=channel,
-        title=f"Delete {plural(len(sizes), 'orphaned snapshot')} in {region} ({total:,} GiB)",
+        title=f"Delete {plural(len(sizes), 'orphaned snapshot')} in {place} ({total:,} GiB)",
         details=details, reason="deleting snapshots cannot be undone")
 
 
+def _place(ctx, handle: Aws, region: str) -> str:
+    """Where a cleanup acts, as messages say it: the region, and the account when amibot manages several."""
+    return where(handle.account, region) if ctx.aws.many else region
+
+
+def _owner(ctx, params: dict) -> Aws:
+    """The handle of the account a stored cleanup acts in (old requests have no "account": the bot's own)."""
+    try:
+        return ctx.aws.of(params.get("account") or "")
+    except NotFound as error:
+        raise AmibotError(f"Nothing was deleted: {error.message}.") from None
+
+
 def execute_cleanup(ctx, request: approvals.Request, progress) -> str:
-    """Delete each snapshot; skip those in use or already gone; report each."""
+    """Delete each snapshot, in the request's account; skip those in use or already gone; report each."""
     region, sizes = request.params["region"], request.params.get("sizes", {})
+    handle = _owner(ctx, request.params)
+    place = _place(ctx, handle, region)
     price = ctx.policy.digest.snapshot_price_per_gb_month
-    outcome = delete_snapshots(ctx.aws.ec2(region), request.params["snapshot_ids"], lambda snapshot_id: progress(
+    outcome = delete_snapshots(handle.ec2(region), request.params["snapshot_ids"], lambda snapshot_id: progress(
         f":broom: Deleted {snapshot_id} ({sizes.get(snapshot_id, 0):,} GiB)."))
     deleted, skipped, failed = outcome.deleted, outcome.skipped, outcome.failed
     for note in skipped:
         progress(f":fast_forward: Skipped {note}.")
     freed = sum(sizes.get(snapshot_id, 0) for snapshot_id in deleted)
-    summary = (f"Deleted {len(deleted)} of {len(request.params['snapshot_ids'])} snapshots in {region} "
+    summary = (f"Deleted {len(deleted)} of {len(request.params['snapshot_ids'])} snapshots in {place} "
                f"({freed:,} GiB, {money(freed * price)}/month saved)")
     if skipped:
         summary += f"; skipped {', '.join(skipped)}"
@@ -438,13 +519,14 @@ def execute_cleanup(ctx, request: approvals.Request, progress) -> str:
 def reconcile_cleanup(ctx, request: approvals.Request) -> str | None:
     """After a crash mid-cleanup: done if none of the snapshots is left, else let it be approved again."""
     ids = request.params["snapshot_ids"]
-    left = list(paginate(ctx.aws.ec2(request.params["region"]), "describe_snapshots", "Snapshots",
+    left = list(paginate(_owner(ctx, request.params).ec2(request.params["region"]), "describe_snapshots", "Snapshots",
                          OwnerIds=["self"], Filters=[{"Name": "snapshot-id", "Values": ids}]))
     return approvals.SUCCEEDED if not left else None
 
 
 def cleanup_confirm(params: dict) -> str:
-    return (f"Delete {plural(len(params['snapshot_ids']), 'snapshot')} in {params['region']}. "
+    account = f" of account {params['account']}" if params.get("account") else ""
+    return (f"Delete {plural(len(params['snapshot_ids']), 'snapshot')} in {params['region']}{account}. "
             "This cannot be undone.")
 
 

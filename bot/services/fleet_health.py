@@ -15,6 +15,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from bot.accounts import HOME, Account
 from bot.aws import Aws
 from bot.errors import AwsError
 from bot.services import allowed as allowed_amis
@@ -57,6 +58,12 @@ class RegionHealth:
     critical_stale: dict[str, int] = field(default_factory=dict)  # stale image id -> critical findings
     blocked_currents: list[BlockedCurrent] | None = None
     notes: list[str] = field(default_factory=list)
+    account: Account = HOME  # which managed account (HOME: no accounts configured)
+
+    @property
+    def label(self) -> str:
+        """The region, or "prod (111111111111), us-east-1" in a managed account."""
+        return f"{self.account.label}, {self.region}" if self.account.id else self.region
 
 
 @dataclass
@@ -116,7 +123,7 @@ def region_health(aws: Aws, region: str, family_tag: str, now: datetime, stale: 
                   names: dict[str, str] | None = None, drift: Drift | None = None) -> RegionHealth:
     """`stale`: images (anything with id, name, region, family) to check findings for, costliest first;
     `drift`: the region's drift when the caller's own scan already has it (the digest's), else it is read."""
-    health = RegionHealth(region)
+    health = RegionHealth(region, account=aws.account)
     _expiring(aws, region, now, health)
     try:
         health.drift = drift if drift is not None else region_drift(aws, region, family_tag, now, names=names)
@@ -180,6 +187,7 @@ def fleet_health(aws: Aws, regions: list[str], family_tag: str, now: datetime, s
         if isinstance(result, RegionHealth):
             health.regions.append(result)
         else:
-            health.regions.append(RegionHealth(region, notes=[f"fleet health not checked: {result.message}"]))
+            health.regions.append(RegionHealth(region, notes=[f"fleet health not checked: {result.message}"],
+                                               account=aws.account))
     health.regions.sort(key=lambda region: region.region)
     return health

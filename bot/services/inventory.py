@@ -6,8 +6,8 @@ bot.services.references — the same scan and model `/ami show` and deregistrati
 templates, launch configurations, Auto Scaling groups and the template versions they pin, fleets, SSM
 parameters, Image Builder recipes). A source that could hide something launching instances and could
 not be read fails the region (a warning line in the digest, never "all clean"). AWS's own reference check
-is asked only about the digest's stale candidates, 10 a call (``Inventory.check_with_aws``). Regions are
-scanned in parallel by the caller (``Aws.each_region``).
+is asked only about the digest's stale candidates, 10 a call (``Inventory.check_with_aws``). Accounts ×
+regions are scanned in parallel by the caller, in one bounded pool (``Aws.each_target``).
 
 Snapshots are narrowed server-side: only descriptions AWS gives snapshots it makes for images
 (``AMI_SNAPSHOT_DESCRIPTIONS``), so the plain backup snapshots of a busy account are neither sent
@@ -59,6 +59,7 @@ class Snapshot:
     ami_id: str | None  # the image it was made for, from its description
     started: datetime | None
     description: str = ""
+    account: str = ""  # the managed account's id ("": the bot's own, no accounts configured)
 
 
 @dataclass
@@ -79,6 +80,7 @@ def describe_ami_snapshots(aws: Aws, region: str, account_id: str) -> list[Snaps
     filters = [{"Name": "owner-id", "Values": [account_id]},
                {"Name": "description", "Values": AMI_SNAPSHOT_DESCRIPTIONS}]
     found = []
+    account = aws.account.id  # "" without accounts configured
     for item in paginate(aws.ec2(region), "describe_snapshots", "Snapshots", OwnerIds=["self"], Filters=filters,
                          PaginationConfig={"PageSize": 1000}):  # AWS's maximum: bounded pages, few requests
         if item.get("OwnerId") != account_id:  # in case an endpoint ignores both OwnerIds and the filter
@@ -87,15 +89,15 @@ def describe_ami_snapshots(aws: Aws, region: str, account_id: str) -> list[Snaps
         started = item.get("StartTime")
         if type(snapshot_id) is str and type(size) is int and type(description) is str and (
                 started is None or type(started) is datetime):  # the fast path: nothing unexpected
-            found.append(Snapshot(snapshot_id, region, size, ami_of(description), started, description))
+            found.append(Snapshot(snapshot_id, region, size, ami_of(description), started, description, account))
         else:
-            snapshot = snapshot_from_messy(item, region)
+            snapshot = snapshot_from_messy(item, region, account)
             if snapshot is not None:
                 found.append(snapshot)
     return found
 
 
-def snapshot_from_messy(item: dict, region: str) -> Snapshot | None:
+def snapshot_from_messy(item: dict, region: str, account: str = "") -> Snapshot | None:
     """A snapshot read field by field: a malformed field is unknown (logged); without an id it is skipped."""
     snapshot_id = awsdata.item_id(item, "SnapshotId", "snapshot", region)
     if snapshot_id is None:
@@ -105,14 +107,26 @@ def snapshot_from_messy(item: dict, region: str) -> Snapshot | None:
     # An unknown size counts as 0 GiB in the totals (they are an upper bound anyway); the warning says so.
     size = awsdata.integer(item, "VolumeSize", where) or 0
     return Snapshot(snapshot_id, region, size, ami_of(description),
-                    awsdata.parse_time(item.get("StartTime"), where, "StartTime"), description)
+                    awsdata.parse_time(item.get("StartTime"), where, "StartTime"), description, account)
 
 
-# Regions are scanned in parallel, but their two large listings (images, snapshots) take turns: memory then
-# holds one region's images and snapshots at a time (each region is judged and dropped as soon as it is in),
-# not every region's at once, and a single-process endpoint (moto) answers faster one request at a time.
-# The small listings are not held back.
-LARGE_LISTINGS = threading.BoundedSemaphore(1)
+# Regions are scanned in parallel, but within one account their two large listings (images, snapshots) take
+# turns: memory then holds one region's images and snapshots per account at a time (each region is judged and
+# dropped as soon as it is in), not every region's at once, and a single-process endpoint (moto) answers faster
+# one request at a time. Across accounts they run side by side (a queue of 100 account-regions behind one
+# semaphore would make the wall time grow with the accounts), so memory is bounded by [aws].max_concurrency
+# inventories, never by accounts × images. The small listings are not held back.
+LARGE_LISTINGS = threading.BoundedSemaphore(1)  # the bot's own account's, with no accounts configured
+_ACCOUNT_LISTINGS: dict[str, threading.BoundedSemaphore] = {}
+_ACCOUNT_LISTINGS_LOCK = threading.Lock()
+
+
+def large_listings(account_id: str) -> threading.BoundedSemaphore:
+    """The turn-taking of one account's large listings."""
+    if not account_id:
+        return LARGE_LISTINGS
+    with _ACCOUNT_LISTINGS_LOCK:
+        return _ACCOUNT_LISTINGS.setdefault(account_id, threading.BoundedSemaphore(1))
 
 
 def scan_region(aws: Aws, region: str, family_tag: str, progress: Progress | None = None) -> Inventory:
@@ -125,7 +139,7 @@ def scan_region(aws: Aws, region: str, family_tag: str, progress: Progress | Non
         raise AwsError(f"{source} in {region} could not be checked: {why}")
     report(region, f"{len(references.by_image):,} images referenced (instances, templates, groups, fleets, SSM, "
                    "recipes)")
-    with LARGE_LISTINGS:
+    with large_listings(aws.account.id):
         images = describe_own_images(aws, region, family_tag, include_disabled=True)
         report(region, f"{len(images):,} images")
         # Own images carry the account id; asking STS is needed only when a region has none.
@@ -138,16 +152,23 @@ def scan_region(aws: Aws, region: str, family_tag: str, progress: Progress | Non
 
 class CallCounter:
     """Counts the AWS API requests a boto3 session makes, by region and operation (for the digest's
-    report and the benchmark). Register it on a session before clients are made from it."""
+    report and the benchmark). Register it on a session before clients are made from it. With many
+    accounts, `in_account(label)` gives the counter for one account's session: its regions are counted as
+    "prod (111111111111), us-east-1" (bot.aws.Target.label), in the same totals."""
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.counts: Counter[tuple[str, str]] = Counter()
+    def __init__(self, account_label: str = "", _shared: CallCounter | None = None) -> None:
+        self._lock = _shared._lock if _shared else threading.Lock()
+        self.counts: Counter[tuple[str, str]] = _shared.counts if _shared else Counter()
+        self.account_label = account_label
+
+    def in_account(self, account_label: str) -> CallCounter:
+        return CallCounter(account_label, self)
 
     def __call__(self, model, context=None, **_: object) -> None:
         region = (context or {}).get("client_region") or "?"
+        where = f"{self.account_label}, {region}" if self.account_label else region
         with self._lock:
-            self.counts[(region, model.name)] += 1
+            self.counts[(where, model.name)] += 1
 
     def by_region(self) -> dict[str, int]:
         totals: Counter[str] = Counter()

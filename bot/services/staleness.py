@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from bot.accounts import HOME, Account
 from bot.services.images import Image
 from bot.services.inventory import Inventory, Snapshot
 
@@ -62,11 +63,12 @@ class ImageSummary:
     state: str
     created: datetime | None
     snapshot_ids: tuple[str, ...]
+    account: str = ""  # the managed account's id ("": the bot's own, no accounts configured)
 
     @classmethod
     def of(cls, image: Image) -> ImageSummary:
         return cls(image.id, image.name, image.region, image.family, image.state, image.created,
-                   tuple(image.snapshot_ids))
+                   tuple(image.snapshot_ids), image.account)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +93,10 @@ class OrphanSnapshot:
     age_days: int | None
     monthly_cost: float
 
+    @property
+    def account(self) -> str:
+        return self.snapshot.account
+
 
 @dataclass
 class RegionFindings:
@@ -104,6 +110,12 @@ class RegionFindings:
     kept: Counter = field(default_factory=Counter)  # why images were not stale: reason -> count
     error: str | None = None  # the region could not be scanned; nothing is reported for it
     drift: Any = None  # bot.services.drift.Drift from the same scan, or None (not known)
+    account: Account = HOME  # which managed account this region is of (HOME: no accounts configured)
+
+    @property
+    def label(self) -> str:
+        """How messages name it: the region, or "prod (111111111111), us-east-1" in a managed account."""
+        return where(self.account, self.region)
 
     @property
     def stale_gb(self) -> int:
@@ -149,6 +161,59 @@ class Findings:
     @property
     def clean(self) -> bool:
         return not any(region.stale or region.orphans for region in self.regions)
+
+    @property
+    def accounts(self) -> list[Account]:
+        """The accounts the regions belong to, in the order scanned ([HOME] without accounts configured)."""
+        return list({region.account.id: region.account for region in self.regions}.values())
+
+    @property
+    def many(self) -> bool:
+        """More than one account: the digest gives totals per account and names each item's account."""
+        return len(self.accounts) > 1
+
+    def account_named(self, account_id: str) -> Account:
+        return next((account for account in self.accounts if account.id == account_id), HOME)
+
+    def by_account(self) -> list[AccountTotals]:
+        """Totals per account, in the order scanned."""
+        totals: dict[str, AccountTotals] = {}
+        for region in self.regions:
+            total = totals.setdefault(region.account.id, AccountTotals(region.account))
+            total.add(region)
+        return list(totals.values())
+
+
+@dataclass
+class AccountTotals:
+    """One account's share of the digest: what could go there, what it costs, and what was not checked."""
+
+    account: Account
+    stale: int = 0
+    orphans: int = 0
+    stale_gb: int = 0
+    orphan_gb: int = 0
+    monthly_cost: float = 0.0
+    images_seen: int = 0
+    checked: list[str] = field(default_factory=list)  # regions
+    failures: list[RegionFindings] = field(default_factory=list)
+
+    def add(self, region: RegionFindings) -> None:
+        if region.error:
+            self.failures.append(region)
+            return
+        self.checked.append(region.region)
+        self.stale += len(region.stale)
+        self.orphans += len(region.orphans)
+        self.stale_gb += region.stale_gb
+        self.orphan_gb += region.orphan_gb
+        self.monthly_cost += region.monthly_cost
+        self.images_seen += region.images_seen
+
+
+def where(account: Account, region: str) -> str:
+    """The region, or "prod (111111111111), us-east-1" in a managed account (as bot.aws.Target.label)."""
+    return f"{account.label}, {region}" if account.id else region
 
 
 def _image_order(item: StaleImage):
@@ -255,5 +320,5 @@ def orphans_of(inventory: Inventory, rules: Rules, now: datetime) -> Iterable[Or
             yield OrphanSnapshot(snapshot, _days(snapshot.started, now), rules.cost(snapshot.size_gb))
 
 
-def failed_region(region: str, message: str) -> RegionFindings:
-    return RegionFindings(region, error=message)
+def failed_region(region: str, message: str, account: Account = HOME) -> RegionFindings:
+    return RegionFindings(region, error=message, account=account)

@@ -2,7 +2,8 @@
 
 Each click is acked at once and handled as a durable job: it checks the clicker may make changes,
 opens the approval request (or stores the snooze), answers the clicker ephemerally, and replaces the
-clicked buttons in the digest with who did what, so the channel sees it was taken care of.
+clicked buttons in the digest with who did what, so the channel sees it was taken care of. In the
+organisation's digest a button's value starts with the account id, and the click acts in that account.
 """
 
 from __future__ import annotations
@@ -11,10 +12,10 @@ import logging
 import uuid
 
 from bot import audit, blocks, delivery, metrics, scheduler
-from bot.commands import AMI_ID, REGION_NAME, SNAPSHOT_ID
+from bot.commands import ACCOUNT_ID, AMI_ID, REGION_NAME, SNAPSHOT_ID
 from bot.digest_post import SlackPublisher
 from bot.errors import AmibotError, UsageError
-from bot.render.digest import CLEANUP, DEREGISTER, SNOOZE
+from bot.render.digest import CLEANUP, DEREGISTER, SNOOZE, cleanup_block_id
 from bot.services import digest
 from bot.slack import Reply
 from handlers.commands.deregister import open_request
@@ -25,32 +26,41 @@ CLICK_JOB = "digest.click"
 LABELS = {"deregister": "Request deregistration", "snooze": "Snooze 30 days", "cleanup": "Request cleanup"}
 
 
-def parse_value(action: str, value: str) -> tuple[str, list[str]]:
-    """'<region>:<ami-id>' or '<region>:<snap-id>,<snap-id>…' → (region, ids); UsageError if malformed."""
-    region, _, rest = (value or "").partition(":")
+def parse_value(action: str, value: str) -> tuple[str, str, list[str]]:
+    """'[<account id>:]<region>:<ami-id>' or '[<account id>:]<region>:<snap-id>,<snap-id>…' → (account, region,
+    ids), the account "" when the value has none (single-account digests, and those posted before accounts);
+    UsageError if malformed."""
+    parts = (value or "").split(":")
+    account = parts.pop(0) if len(parts) == 3 and ACCOUNT_ID.match(parts[0]) else ""
+    region, rest = (parts + [""])[:2] if len(parts) <= 2 else ("", "")
     ids = [item for item in rest.split(",") if item]
     pattern = SNAPSHOT_ID if action == "cleanup" else AMI_ID
     if not REGION_NAME.match(region) or not ids or not all(pattern.match(item) for item in ids):
         raise UsageError("That button does not name what to act on; run `/ami digest` for a fresh one.")
-    return region, ids
+    return account, region, ids
 
 
 def act(ctx, payload: dict) -> str:
-    """Do what the click asks; return the answer for the clicker. Raises AmibotError when refused."""
+    """Do what the click asks, in the account the button names; return the answer for the clicker. Raises
+    AmibotError when refused (an account amibot no longer manages is a NotFound naming it)."""
     action, user, channel = payload["action"], payload["user"], payload.get("channel")
-    region, ids = parse_value(action, payload.get("value", ""))
-    ctx.access.check_changing(user, channel, LABELS[action])
+    account, region, ids = parse_value(action, payload.get("value", ""))
+    ctx.access.check_changing(user, channel, LABELS[action], account=account or None)  # that account's operators
+    owner = ctx.aws.of(account)  # refuses an account amibot does not manage before anything is done
+    where = f" in {owner.account.label}" if account and ctx.aws.many else ""
     if action == "deregister":
-        request = open_request(ctx, ids[0], region, user, channel)  # renders the blast radius
+        request = open_request(ctx, ids[0], region, user, channel, account=account or None)  # renders the blast radius
         mark(ctx, payload, f"digest:{ids[0]}", f":hourglass: <@{user}> asked to deregister this: `{request.id}`")
-        return f"Asked for approval to deregister {ids[0]}: `{request.id}` is in <#{request.channel}>."
+        return f"Asked for approval to deregister {ids[0]}{where}: `{request.id}` is in <#{request.channel}>."
     if action == "snooze":
-        until = digest.snooze(ctx, ids[0], region, user, channel)
+        until = digest.snooze(ctx, ids[0], region, user, channel, account=account)
         mark(ctx, payload, f"digest:{ids[0]}", f":zzz: <@{user}> snoozed this until {until.date().isoformat()}")
-        return f"Snoozed {ids[0]}: it stays out of the digest until {until.date().isoformat()}."
-    request = digest.request_cleanup(ctx, region, ids, requester=user, channel=channel)
-    mark(ctx, payload, f"digest:cleanup:{region}", f":hourglass: <@{user}> asked to clean these up: `{request.id}`")
-    return f"Asked for approval to delete {len(request.params['snapshot_ids'])} snapshot(s): `{request.id}`."
+        return f"Snoozed {ids[0]}{where}: it stays out of the digest until {until.date().isoformat()}."
+    request = digest.request_cleanup(ctx, region, ids, requester=user, channel=channel, account=account)
+    mark(ctx, payload, cleanup_block_id(account, region),
+         f":hourglass: <@{user}> asked to clean these up: `{request.id}`")
+    return (f"Asked for approval to delete {len(request.params['snapshot_ids'])} snapshot(s){where}: "
+            f"`{request.id}`.")
 
 
 def mark(ctx, payload: dict, block_id: str, text: str) -> None:
@@ -91,8 +101,9 @@ def refused_early(ctx, payload: dict) -> bool:
     """The click's gate, on the jobs' quick lane: a malformed button or a clicker who may not make changes is
     answered (and audited) at once by handle_click, without waiting behind AWS work. True: go on to AWS."""
     try:
-        parse_value(payload["action"], payload.get("value", ""))
-        ctx.access.check_changing(payload["user"], payload.get("channel"), LABELS[payload["action"]])
+        account = parse_value(payload["action"], payload.get("value", ""))[0]
+        ctx.access.check_changing(payload["user"], payload.get("channel"), LABELS[payload["action"]],
+                                  account=account or None)
     except AmibotError:
         handle_click(ctx, payload)
         return False
