@@ -20,6 +20,18 @@ USER_OR_GROUP = re.compile(r"^[UWS][A-Z0-9]{2,}$")
 REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
 
 KEYS = ("id", "name", "role_arn", "external_id", "regions", "operators", "approvers")
+# The `[[accounts]]` keys for `amibot config-reference`: (key, type, default, meaning).
+REFERENCE = (
+    ("id", "str", "required", "the 12-digit AWS account id"),
+    ("name", "str", '""', "short unique name used in commands (`--account prod`) and messages; letters, digits, "
+                          "`- _ .`"),
+    ("role_arn", "str?", "null", "the role amibot assumes there; omitted for the account the bot runs in (with "
+                                 "[organization]: the member role)"),
+    ("external_id", "str?", "null", "sts:ExternalId passed when assuming the role, if its trust policy asks"),
+    ("regions", "list[str]", "[aws].regions", "regions to work in, in this account"),
+    ("operators", "list[str]?", "[access].operators", "who may run changing commands on this account's images"),
+    ("approvers", "list[str]?", "[approvals].approvers", "who may approve requests about this account's images"),
+)
 
 
 @dataclass(frozen=True)
@@ -111,8 +123,10 @@ def parse_one(raw: Any, index: int, problems: list[str]) -> Account | None:
                    operators=people["operators"], approvers=people["approvers"])
 
 
-def parse_accounts(raw: Any, problems: list[str]) -> list[Account]:
-    """All `[[accounts]]` tables: ids and names unique, at most one account without a role (the bot's own)."""
+def parse_accounts(raw: Any, problems: list[str], organization: bool = False) -> list[Account]:
+    """All `[[accounts]]` tables: ids and names unique, at most one account without a role (the bot's own).
+    With `[organization]` an entry may omit role_arn to override a member's name, regions or people: the member
+    role is filled in when the members are listed (merge_discovered)."""
     if raw is None:
         return []
     if not isinstance(raw, list):
@@ -129,7 +143,7 @@ def parse_accounts(raw: Any, problems: list[str]) -> list[Account]:
             if account.name.lower() in seen_names:
                 problems.append(f"[[accounts]] {account.id}.name: {account.name!r} is used by another account")
             seen_names.add(account.name.lower())
-    if sum(1 for account in accounts if account.role_arn is None) > 1:
+    if not organization and sum(1 for account in accounts if account.role_arn is None) > 1:
         problems.append("[[accounts]]: only the account the bot runs in may omit role_arn; "
                         + ", ".join(a.id for a in accounts if a.role_arn is None) + " do")
     return accounts
@@ -153,19 +167,23 @@ def merge_discovered(members: Iterable[dict], configured: list[Account], role_na
     result: dict[str, Account] = {}
     for member in members:
         account_id, name = str(member.get("Id") or ""), str(member.get("Name") or "")
-        if not ACCOUNT_ID.match(account_id) or (member.get("Status") or "ACTIVE") != "ACTIVE":
-            continue
-        if account_id in excluded or name.lower() in excluded:
-            continue
-        if account_id in by_id:
-            result[account_id] = by_id[account_id]
+        # `State` replaces the deprecated `Status` (SUSPENDED, PENDING_CLOSURE, CLOSED are not worked in)
+        if not ACCOUNT_ID.match(account_id) or (member.get("State") or member.get("Status") or "ACTIVE") != "ACTIVE":
             continue
         slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-.")[:32] if name else ""
+        if excluded & {account_id, name.lower(), slug.lower()}:  # by id, display name or the name amibot uses
+            continue
         role = None if account_id == home_id else member_role_arn(account_id, role_name)
+        if account_id in by_id:  # an override; without its own role_arn it is reached through the member role
+            configured_account = by_id[account_id]
+            result[account_id] = (configured_account if configured_account.role_arn or role is None
+                                  else replace(configured_account, role_arn=role))
+            continue
         result[account_id] = Account(id=account_id, name=slug if slug and not slug.isdigit() else "", role_arn=role)
     for account in configured:  # configured but not (or no longer) listed by the organisation: still managed
         if account.id not in result and account.id not in excluded and account.name.lower() not in excluded:
-            result[account.id] = account
+            result[account.id] = (account if account.role_arn or account.id == home_id
+                                  else replace(account, role_arn=member_role_arn(account.id, role_name)))
     names: set[str] = set()
     unique = []
     for account in result.values():  # two members with the same display name: the second is known by its id

@@ -200,7 +200,31 @@ def _check_aws(policy) -> list[str]:
         print(f"AWS: account {aws.account_id()}, regions {', '.join(aws.regions)}")
     except AwsError as error:
         return [f"AWS: {error.message}"]
-    return []
+    if not (policy.accounts or policy.organization.enabled):
+        return []
+    return _check_accounts(aws, policy)
+
+
+def _check_accounts(aws, policy) -> list[str]:
+    """Many accounts: each role assumed once, one line per account; every failure is also a problem (exit 1)."""
+    from bot.errors import AwsError
+    from bot.services import organization
+
+    try:
+        checks, listing = organization.check(aws, policy)
+    except AwsError as error:
+        return [f"AWS: {error.message}"]
+    problems = [f"AWS: {listing}"] if listing else []
+    source = "the organisation's members" + (" and [[accounts]]" if policy.accounts else "") \
+        if policy.organization.enabled and not listing else "[[accounts]]"
+    print(f"AWS accounts ({len(checks)}, from {source}):")
+    for check in checks:
+        if check.problem is None:
+            print(f"  ok      {check.account.label}")
+        else:
+            print(f"  FAILED  {check.account.label}: {check.problem}")
+            problems.append(f"AWS: {check.account.label}: {check.problem}")
+    return problems
 
 
 def _store():
@@ -308,18 +332,70 @@ def _refuse_a_lost_database(settings, policy, new_database: bool) -> None:
 
 
 def cmd_iam_policy(args) -> int:
-    from bot.aws import iam_policy
+    """The bot's own policy (the committed iam-policy.json); --member: the policy of the role in each member
+    account; --trust PRINCIPAL: that role's trust policy."""
+    from bot import aws
 
-    print(json.dumps(iam_policy(), indent=2))
+    if args.trust:
+        print(json.dumps(aws.trust_policy(_trusted_principal(args.trust), _external_id(args)), indent=2))
+    elif args.member:
+        print(json.dumps(aws.member_policy(), indent=2))
+    else:
+        if args.external_id or args.account:
+            raise SystemExit("amibot: --external-id and --account go with --trust")
+        print(json.dumps(aws.iam_policy(), indent=2))
     return 0
+
+
+TRUSTED_ARN = r"^arn:aws[a-z-]*:iam::\d{12}:(root|(role|user)/[\w+=,.@/-]{1,512})$"
+
+
+def _trusted_principal(value: str) -> str:
+    import re
+
+    value = value.strip()
+    if re.fullmatch(r"\d{12}", value) or re.fullmatch(TRUSTED_ARN, value):
+        return value
+    raise SystemExit(f"amibot: --trust expects the bot's 12-digit account id or its role ARN "
+                     f"(arn:aws:iam::<id>:role/<name>), got {value!r}")
+
+
+def _policy_or_exit():
+    """The policy file alone (no secrets needed), or its problems, one a line, and exit 2."""
+    try:
+        return load_policy(Settings.from_env().config_path)
+    except ConfigError as error:
+        for problem in error.problems:
+            print(f"amibot: {problem}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _external_id(args) -> str | None:
+    """--external-id, else the external_id of the configured account --account names."""
+    if args.external_id or not args.account:
+        return args.external_id
+    from bot.accounts import find
+
+    policy = _policy_or_exit()
+    account = find(policy.accounts, args.account)
+    if account is None:
+        known = ", ".join(a.label for a in policy.accounts) or "none"
+        raise SystemExit(f"amibot: --account {args.account}: not in [[accounts]] (configured: {known})")
+    return account.external_id
 
 
 def cmd_config_reference(args) -> int:
     """Print the policy schema as Markdown (the README's configuration reference comes from this)."""
+    from bot.accounts import REFERENCE
+
     for section, keys in SCHEMA.items():
         print(f"\n**[{section}]**\n\n| key | type | default | meaning |\n|---|---|---|---|")
         for name, key in keys.items():
             print(f"| `{name}` | {key.type} | `{json.dumps(key.default)}` | {key.doc} |")
+    print("\n**[[accounts]]** (one table per managed account; none: the account of the bot's credentials)\n\n"
+          "| key | type | default | meaning |\n|---|---|---|---|")
+    for name, kind, default, doc in REFERENCE:
+        print(f"| `{name}` | {kind} | `{default}` | {doc} |")
     return 0
 
 
@@ -333,7 +409,7 @@ def cmd_digest(args) -> int:
     from bot.aws import Aws
     from bot.errors import AwsError
     from bot.render import digest as render
-    from bot.services import digest
+    from bot.services import digest, organization
     from bot.services.drift import retired_names
     from bot.services.inventory import CallCounter, counting_session
 
@@ -350,20 +426,31 @@ def cmd_digest(args) -> int:
         return 2
     counter = CallCounter()
     aws = Aws(policy.aws.regions, session=counting_session(counter))
+    aws.max_concurrency = policy.aws.max_concurrency
+    listed = organization.refresh(aws, policy)  # the configured accounts, or the organisation's members
+    if isinstance(listed, AwsError):
+        print(f"amibot: cannot list the organisation's accounts: {listed.message}", file=sys.stderr)
+        return 1
+    _count_calls_per_account(aws, counter)
     now = datetime.now(UTC)
     store = _store() if Path(settings.db_path).exists() else None
     snoozed = digest.snoozed_ids(store, now) if store else set()
     names = retired_names(store) if store else None  # gone images amibot retired keep their family (drift)
 
-    def progress(region: str, text: str) -> None:
-        print(f"amibot: {region}: {text}", file=sys.stderr, flush=True)
+    def progress(where: str, text: str) -> None:
+        print(f"amibot: {where}: {text}", file=sys.stderr, flush=True)
+
+    unit = "account-regions" if aws.accounts else "regions"
+
+    def done(count: int, total: int, _target) -> None:
+        print(f"digest: {count}/{total} {unit}", file=sys.stderr, flush=True)
 
     # A short batch run that allocates millions of short-lived, acyclic objects parsing AWS's answers: the
     # cyclic garbage collector would only re-scan them (about a fifth of the CPU time). Off while scanning.
     gc.freeze()
     gc.disable()
     try:
-        findings = digest.compute(aws, policy, now, snoozed, progress=progress, names=names)
+        findings = digest.compute(aws, policy, now, snoozed, progress=progress, names=names, done=done)
     except AwsError as error:
         print(f"amibot: {error.message}", file=sys.stderr)
         return 1
@@ -385,8 +472,20 @@ def cmd_digest(args) -> int:
         digest_post.post(slack, policy.digest.channel, findings, day)
         print(f"amibot: posted the digest for {day} to {policy.digest.channel}", file=sys.stderr)
     for region in findings.failures:
-        print(f"amibot: {region.region} was not checked: {region.error}", file=sys.stderr)
+        print(f"amibot: {region.label} was not checked: {region.error}", file=sys.stderr)
     return 1 if findings.failures else 0
+
+
+def _count_calls_per_account(aws, counter) -> None:
+    """With many accounts, count each account's calls apart ("prod (111111111111), us-east-1"). An assumed
+    account's handle has its own session (bot.aws.assumed_session); its clients are made later, so registering
+    on that session now counts all of them."""
+    if not aws.many:
+        return
+    counter.account_label = aws.home.account.label  # the bot's own session already counts with `counter`
+    for handle in aws.handles():
+        if handle is not aws.home:
+            handle._session.events.register("before-call", counter.in_account(handle.account.label))
 
 
 def cmd_demo(args) -> int:
@@ -452,7 +551,10 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--mode", choices=["http", "socket", "any"], default="any",
                        help="the mode whose secrets must be set: http (SLACK_SIGNING_SECRET), socket "
                             "(SLACK_APP_TOKEN) or any")
-    check.add_argument("--aws", action="store_true", help="also check AWS credentials (sts:GetCallerIdentity)")
+    check.add_argument("--aws", action="store_true",
+                       help="also check AWS credentials (sts:GetCallerIdentity) and, with [[accounts]] or "
+                            "[organization], assume each account's role once: one line per account, non-zero "
+                            "if any fails")
     check.set_defaults(run=cmd_check_config)
 
     audit_parser = commands.add_parser("audit", help="verify or export the audit trail")
@@ -466,7 +568,18 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--since", help="only rows from this date (YYYY-MM-DD or ISO time; default: every row)")
     export.set_defaults(run=cmd_audit_export)
 
-    iam = commands.add_parser("iam-policy", help="print the IAM policy the bot needs")
+    iam = commands.add_parser("iam-policy", help="print the IAM policy the bot needs (or, for many accounts, the "
+                                                 "member roles' policy and trust policy)")
+    which = iam.add_mutually_exclusive_group()
+    which.add_argument("--member", action="store_true",
+                       help="the policy of the role amibot assumes in each member account (the same EC2/SSM/Auto "
+                            "Scaling actions, without sts:AssumeRole, organizations and the S3 audit anchors)")
+    which.add_argument("--trust", metavar="PRINCIPAL",
+                       help="the trust policy of each member account's role, trusting PRINCIPAL: the bot's "
+                            "12-digit account id or its role ARN")
+    iam.add_argument("--external-id", metavar="ID", help="with --trust: require this sts:ExternalId")
+    iam.add_argument("--account", metavar="NAME|ID",
+                     help="with --trust: require the external_id configured for this [[accounts]] entry")
     iam.set_defaults(run=cmd_iam_policy)
 
     digest = commands.add_parser("digest", help="stale images and orphaned snapshots with their cost")

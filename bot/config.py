@@ -221,7 +221,9 @@ def parse_policy(data: dict[str, Any], source: str = "defaults") -> Policy:
     problems: list[str] = []
     sections: dict[str, Section] = {}
     data = dict(data)
-    accounts = parse_accounts(data.pop("accounts", None), problems)
+    organization = data.get("organization")
+    accounts = parse_accounts(data.pop("accounts", None), problems,
+                              organization=isinstance(organization, dict) and organization.get("enabled") is True)
     for section_name in data:
         if section_name not in SCHEMA:
             problems.append(f"unknown section [{section_name}] (expected one of: {', '.join(SCHEMA)})")

@@ -13,7 +13,7 @@ from bot.aws import PERMISSIONS, iam_policy
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVICES = {"ec2": "ec2", "autoscaling": "autoscaling", "ssm": "ssm", "sts": "sts", "rbin": "rbin", "s3": "s3",
-            "imagebuilder": "imagebuilder"}
+            "imagebuilder": "imagebuilder", "organizations": "organizations"}
 # Operations whose IAM action is not named after them (S3's listings are authorised by s3:ListBucket).
 ACTION_OF = {"s3:ListObjectsV2": "s3:ListBucket", "s3:ListObjects": "s3:ListBucket"}
 
@@ -32,6 +32,11 @@ def operations() -> dict[str, set[str]]:
     return found
 
 
+# Method names botocore's own objects have that are also operation names: botocore's Session.get_component (the
+# shared model loader, bot.aws.assumed_session) is not Image Builder's GetComponent.
+NOT_AWS_CALLS = {"get_component"}
+
+
 def calls_in_code() -> dict[str, list[str]]:
     """Every boto3 operation the code under bot/ invokes: client.op(...), call(c, "op"), paginate(c, "op"),
     get_paginator("op"), get_waiter("name")."""
@@ -45,7 +50,7 @@ def calls_in_code() -> dict[str, list[str]]:
             if not isinstance(node, ast.Call):
                 continue
             names = []
-            if isinstance(node.func, ast.Attribute) and node.func.attr in known:
+            if isinstance(node.func, ast.Attribute) and node.func.attr in known and node.func.attr not in NOT_AWS_CALLS:
                 names.append(node.func.attr)
             function = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
             strings = [a.value for a in node.args if isinstance(a, ast.Constant) and isinstance(a.value, str)]
@@ -76,3 +81,55 @@ def test_every_declared_action_is_a_real_action():
 def test_committed_policy_matches_the_code():
     committed = json.loads((ROOT / "iam-policy.json").read_text())
     assert committed == iam_policy(), "regenerate it: amibot iam-policy > iam-policy.json"
+
+
+def test_the_member_policy_is_the_bots_without_what_only_its_own_account_needs():
+    from bot.aws import member_policy
+
+    own = set(iam_policy()["Statement"][0]["Action"])
+    member = set(member_policy()["Statement"][0]["Action"])
+    assert {"sts:AssumeRole", "organizations:ListAccounts", "s3:PutObject"} <= own
+    assert member == {action for action in own
+                      if action != "sts:AssumeRole" and not action.startswith(("organizations:", "s3:"))}
+    assert {"ec2:DescribeImages", "ec2:DeregisterImage", "autoscaling:DescribeAutoScalingGroups",
+            "ssm:GetParameters", "sts:GetCallerIdentity"} <= member
+
+
+def _cli(*args: str, env: dict | None = None):
+    import os
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "bot.cli", "iam-policy", *args], capture_output=True, text=True,
+                          cwd=ROOT, env={**os.environ, "AMIBOT_CONFIG": "/nonexistent.toml", **(env or {})},
+                          timeout=60)
+
+
+def test_iam_policy_prints_the_trust_and_member_policies(tmp_path):
+    from bot.aws import member_policy
+
+    assert json.loads(_cli().stdout) == json.loads((ROOT / "iam-policy.json").read_text())
+    assert json.loads(_cli("--member").stdout) == member_policy()
+    trust = json.loads(_cli("--trust", "123456789012").stdout)["Statement"]
+    assert trust == [{"Sid": "AmibotAssume", "Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::123456789012:root"},
+                      "Action": "sts:AssumeRole"}]
+    role = "arn:aws:iam::123456789012:role/amibot-bot"
+    trust = json.loads(_cli("--trust", role, "--external-id", "s3cret-ext").stdout)["Statement"][0]
+    assert trust["Principal"] == {"AWS": role}
+    assert trust["Condition"] == {"StringEquals": {"sts:ExternalId": "s3cret-ext"}}
+    config = tmp_path / "amibot.toml"
+    config.write_text('[[accounts]]\nid = "111111111111"\nname = "prod"\n'
+                      'role_arn = "arn:aws:iam::111111111111:role/amibot"\nexternal_id = "from-config"\n')
+    trust = json.loads(_cli("--trust", role, "--account", "prod", env={"AMIBOT_CONFIG": str(config)}).stdout)
+    assert trust["Statement"][0]["Condition"] == {"StringEquals": {"sts:ExternalId": "from-config"}}
+
+
+def test_iam_policy_refuses_a_bad_principal_in_one_line(tmp_path):
+    result = _cli("--trust", "not-an-account")
+    assert result.returncode != 0 and result.stdout == ""
+    assert result.stderr.strip().startswith("amibot: --trust expects the bot's 12-digit account id")
+    assert len(result.stderr.strip().splitlines()) == 1
+    empty = tmp_path / "empty.toml"
+    empty.write_text("")
+    unknown = _cli("--trust", "123456789012", "--account", "nosuch", env={"AMIBOT_CONFIG": str(empty)})
+    assert unknown.returncode != 0 and "--account nosuch: not in [[accounts]]" in unknown.stderr

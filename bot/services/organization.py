@@ -9,10 +9,11 @@ the log): an organisation that cannot be read is not an organisation without acc
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from bot import accounts as accounts_model
 from bot.accounts import Account
-from bot.aws import Aws, paginate, requires
+from bot.aws import Aws, Target, paginate, requires
 from bot.errors import AwsError
 
 log = logging.getLogger(__name__)
@@ -36,12 +37,27 @@ def discover(aws: Aws, policy) -> list[Account]:
                                            policy.organization.exclude, home_id)
 
 
+def configured(aws: Aws, policy) -> list[Account]:
+    """The `[[accounts]]` alone, as an organisation's listing would leave them (excluded ones out, an override
+    without role_arn reached through the member role): what is known when the organisation cannot be listed."""
+    if not policy.organization.enabled:
+        return list(policy.accounts)
+    return accounts_model.merge_discovered([], list(policy.accounts), policy.organization.role_name,
+                                           policy.organization.exclude, aws.home.account_id())
+
+
 def refresh(aws: Aws, policy) -> list[Account] | AwsError:
-    """Apply the accounts the policy describes to `aws`; on an AWS failure keep what is known and return it."""
+    """Apply the accounts the policy describes to `aws`; on an AWS failure keep what is known and return it
+    (at the first listing nothing is known yet but the `[[accounts]]`, which are then managed)."""
     try:
         accounts = discover(aws, policy)
     except AwsError as error:
         log.warning("cannot list the organisation's accounts (keeping %d known): %s", len(aws.accounts), error)
+        if not aws.accounts and policy.accounts:
+            try:
+                aws.manage(configured(aws, policy), policy.aws.max_concurrency)
+            except AwsError as again:
+                log.warning("cannot tell the bot's own account either: %s", again)
         return error
     if accounts:
         aws.manage(accounts, policy.aws.max_concurrency)
@@ -54,13 +70,50 @@ def enable(ctx) -> None:
     from bot import scheduler
 
     policy = ctx.policy
-    if policy.accounts:
-        ctx.aws.manage(policy.accounts, policy.aws.max_concurrency)
-    else:
-        ctx.aws.max_concurrency = policy.aws.max_concurrency
+    ctx.aws.max_concurrency = policy.aws.max_concurrency
     if not policy.organization.enabled:
+        if policy.accounts:
+            ctx.aws.manage(policy.accounts, policy.aws.max_concurrency)
         return
     scheduler.add_schedule(ctx, lambda sched, ctx: sched.add_job(
         lambda: refresh(ctx.aws, ctx.policy), "interval", hours=REFRESH_HOURS, id="organization.refresh",
         name="organization.refresh: list the organisation's member accounts"))
     refresh(ctx.aws, policy)
+
+
+@dataclass(frozen=True)
+class AccountCheck:
+    """One managed account as `check-config --aws` found it: `problem` None when its role was assumed and STS
+    answered from that very account."""
+
+    account: Account
+    problem: str | None = None
+
+
+def check(aws: Aws, policy) -> tuple[list[AccountCheck], str | None]:
+    """Reach every managed account once (the organisation's members listed first): one AccountCheck each, and
+    why the organisation could not be listed (its configured accounts are still checked). `aws` is a fresh
+    home handle; it manages the accounts afterwards."""
+    home_id = aws.account_id()  # the bot's own, from STS, before an [[accounts]] entry without role names it
+    listing = None
+    try:
+        accounts = discover(aws, policy)
+    except AwsError as error:
+        listing, accounts = f"cannot list the organisation's accounts: {error.message}", configured(aws, policy)
+    if not accounts:
+        return [], listing
+    aws.manage(accounts, policy.aws.max_concurrency)
+    targets = [Target(handle.account, "") for handle in aws.handles()]  # STS is not regional here: one per account
+    results = aws.each_target(lambda handle, _region: handle.verify(), targets)  # assumes the role, asks STS
+    return [AccountCheck(target.account, _problem(target.account, result, home_id))
+            for target, result in results.items()], listing
+
+
+def _problem(account: Account, result, home_id: str) -> str | None:
+    if not isinstance(result, AwsError):
+        return None
+    problem = result.message.removeprefix(f"{account.label}: ")
+    if account.is_home and home_id != account.id:
+        return (f"no role_arn, so it must be the account the bot runs in, but the bot's credentials are in "
+                f"{home_id}")
+    return problem
