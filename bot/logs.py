@@ -131,8 +131,8 @@ def setup(level: str = "INFO", environ=os.environ) -> logging.Handler:
     for library in QUIET_LIBRARIES:
         logging.getLogger(library).setLevel(libraries)
     # A role that cannot be assumed: amibot reports it naming the account; botocore's own warning would add a
-    # traceback for every call that retries the refresh.
-    logging.getLogger("botocore.credentials").setLevel(max(libraries, logging.ERROR))
+    # traceback for every call that retries the refresh (DEBUG keeps everything).
+    logging.getLogger("botocore.credentials").setLevel(libraries if name == "DEBUG" else logging.ERROR)
     for library in NEVER_BELOW_INFO:
         logging.getLogger(library).setLevel(max(logging.INFO, getattr(logging, name)))
     logging.captureWarnings(True)  # Python warnings become log records too: same format, same stream

@@ -80,8 +80,9 @@ def test_restore_finds_the_image_in_the_account_whose_bin_holds_it(org, monkeypa
         route_probes(org, monkeypatch, ec2=ec2_bins[account], account=account)
     stubs = {account: Stubber(client) for account, client in ec2_bins.items()}
     for account, stub in stubs.items():
-        listed = [{"ImageId": image_id, "Name": "web-1", "Description": "", "RecycleBinEnterTime": "2026-11-30T00:00:00Z",
-                   "RecycleBinExitTime": "2026-12-10T00:00:00Z"}] if account == "prod" else []
+        listed = [{"ImageId": image_id, "Name": "web-1", "Description": "",
+                   "RecycleBinEnterTime": "2026-11-30T00:00:00Z", "RecycleBinExitTime": "2026-12-10T00:00:00Z"}
+                  ] if account == "prod" else []
         stub.add_response("list_images_in_recycle_bin", {"Images": listed}, {"ImageIds": [image_id]})
     stubs["prod"].add_response("list_snapshots_in_recycle_bin", {"Snapshots": []}, None)
     stubs["prod"].add_response("restore_image_from_recycle_bin", {"Return": True}, {"ImageId": image_id})
@@ -95,3 +96,50 @@ def test_restore_finds_the_image_in_the_account_whose_bin_holds_it(org, monkeypa
     assert posted and image_id in posted[-1].text and "restored" in posted[-1].text
     rows = org.ctx.store.query("SELECT detail, action FROM audit WHERE action LIKE '%restore%'")
     assert rows and '"account": "111111111111"' in rows[-1]["detail"]
+
+
+def test_drift_judges_instances_in_every_account_by_the_bake_accounts_families(org, aws):
+    from moto.ec2.models import ec2_backends
+
+    from tests.test_drift import family
+
+    v1, v2 = family(aws, ["1.0.0", "2.0.0"])
+    prod, staging = seed.account_session(aws, seed.PROD), seed.account_session(aws, seed.STAGING)
+    for session, account, count in ((prod, seed.PROD, 2), (staging, seed.STAGING, 1)):
+        for _ in range(count):  # moto runs only an account's own image: launch, then point it at bake's v1
+            instance_id = seed.instance(session)
+            ec2_backends[account]["us-east-1"].get_instance(instance_id).image_id = v1
+    seed.instance(aws, image_id=v2)  # bake itself runs the current version
+
+    org.command("drift web")
+    shown = texts(org.last_reply())
+    assert "3 instances on *web-1.0.0*" in shown and "1 version behind current web-2.0.0" in shown
+    assert "prod 2, staging 1" in shown
+    assert "1 instance on current web-2.0.0" in shown
+
+    org.command("drift web --account staging")
+    shown = texts(org.last_reply())
+    assert "1 instance on *web-1.0.0*" in shown and "staging 1" in shown and "prod" not in shown
+
+
+def test_an_accounts_own_operators_decide_every_changing_command_on_its_images(make_harness, aws):
+    data = seed.three_accounts(REGIONS, **PEOPLE)
+    data["accounts"][1]["operators"] = ["U0PRODOPS"]  # prod's operators replace [access].operators there
+    org = make_harness(data)
+    prod_image = seed.image(seed.account_session(aws, seed.PROD), "prod-web-1")
+    bake_image = seed.image(aws, "bake-web-1")
+
+    org.command(f"deregister {prod_image}", user="U0OPS")  # a global operator, not one of prod's
+    assert "Only the operators of prod (111111111111) may run `/ami deregister` there" in org.last_reply().text
+    assert org.ctx.store.query("SELECT * FROM requests") == []
+    org.command(f"deprecate {prod_image}", user="U0OPS")
+    assert "Only the operators of prod (111111111111)" in org.last_reply().text
+    prod_ec2 = seed.account_session(aws, seed.PROD).client("ec2", "us-east-1")
+    assert "DeprecationTime" not in prod_ec2.describe_images(ImageIds=[prod_image])["Images"][0]
+
+    org.command(f"deregister {bake_image}", user="U0PRODOPS")  # prod's operator has no say in bake
+    assert "Only amibot operators may run `/ami deregister`" in org.last_reply().text
+    org.command(f"deregister {prod_image}", user="U0PRODOPS")
+    assert "Asked for approval" in org.last_reply().text
+    [request] = org.ctx.store.query("SELECT params FROM requests")
+    assert '"account": "111111111111"' in request["params"]

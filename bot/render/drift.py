@@ -17,9 +17,9 @@ def group_line(group: DriftGroup, current_name: str | None) -> str:
     what = f"*{escape(group.image_name)}* {code(group.image_id)}" if group.image_name else code(group.image_id)
     count = _plural(len(group.instances), "instance")
     if group.status == GONE:
-        return f"• {count} on a *deregistered* image {what}"
+        return f"• {count} on a *deregistered* image {what}" + _accounts(group)
     if group.status != BEHIND:
-        return f"• {count} on a *{group.status}* image {what}"
+        return f"• {count} on a *{group.status}* image {what}" + _accounts(group)
     details = []
     if group.behind is not None and group.behind > 0:
         details.append(f"{_plural(group.behind, 'version')} behind current {escape(current_name or '?')}")
@@ -31,7 +31,15 @@ def group_line(group: DriftGroup, current_name: str | None) -> str:
         details.append(f"{group.days_older} days older")
     elif group.days_older:
         details.append(f"{-group.days_older} days newer")
-    return f"• {count} on {what}" + (f" ({', '.join(details)})" if details else "")
+    return f"• {count} on {what}" + (f" ({', '.join(details)})" if details else "") + _accounts(group)
+
+
+def _accounts(group: DriftGroup) -> str:
+    """With many accounts: where they run, e.g. " — prod 2, staging 1"."""
+    if not group.by_account:
+        return ""
+    return " — " + ", ".join(f"{escape(name)} {count}" for name, count in
+                             sorted(group.by_account.items(), key=lambda item: (-item[1], item[0])))
 
 
 def family_text(family: FamilyDrift) -> str:

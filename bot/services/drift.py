@@ -43,6 +43,7 @@ class Running:
     image_name: str = ""
     image_owner: str | None = None
     gone: bool = False  # the image is deregistered (or no longer visible)
+    account: str = ""  # the managed account it runs in (its short name), with many accounts
 
 
 @dataclass
@@ -54,6 +55,7 @@ class DriftGroup:
     instances: list[str] = field(default_factory=list)
     behind: int | None = None  # versions behind the current one, where both are known
     days_older: int | None = None
+    by_account: dict[str, int] = field(default_factory=dict)  # account short name -> instances, many accounts
 
 
 @dataclass
@@ -208,6 +210,8 @@ def summarize(region: str, images: list[Image], running: list[Running], family_t
             groups[key].behind, groups[key].days_older = _distance(image, current, families.get(family, []))
             drift.groups.append(groups[key])
         groups[key].instances.append(instance.instance_id)
+        if instance.account:
+            groups[key].by_account[instance.account] = groups[key].by_account.get(instance.account, 0) + 1
     for drift in drifts.values():
         drift.groups.sort(key=lambda group: (-len(group.instances), group.image_name))
     result.families = sorted(drifts.values(), key=lambda d: d.family)
@@ -262,3 +266,67 @@ def drift(aws: Aws, regions: list[str], family_tag: str, now: datetime, family: 
         total.sources.update(result.sources)
     total.families.sort(key=lambda d: (d.family, d.region))
     return total
+
+
+def org_drift(aws: Aws, regions: list[str] | None, family_tag: str, now: datetime, family: str | None = None,
+              names: dict[str, str] | None = None, accounts: list | None = None) -> Drift:
+    """Drift across the managed accounts: per region, the instances of every account (or of `accounts`) against
+    the families of every managed account's own images — an instance in prod on the bake account's image is
+    judged by bake's current version. A failed account-region is named in ``failures``, never left out."""
+    every = aws.targets(regions=regions)
+    running_from = {(target.account.id, target.region) for target in aws.targets(accounts, regions)}
+
+    def read(handle: Aws, region: str):
+        images = describe_own_images(handle, region, family_tag)
+        if (handle.account.id, region) not in running_from:
+            return images, [], None
+        running, source = running_in(handle, region)
+        for instance in running:
+            instance.account = handle.account.short
+        return images, running, source
+
+    total = Drift()
+    per_region: dict[str, tuple[list[Image], list[tuple[Aws, list[Running], str]]]] = defaultdict(lambda: ([], []))
+    for target, result in aws.each_target(read, every).items():
+        if isinstance(result, AwsError):
+            total.failures[target.label] = result.message
+            continue
+        images, running, source = result
+        per_region[target.region][0].extend(images)
+        if source is not None:
+            per_region[target.region][1].append((aws.of(target.account), running, source))
+    for region, (images, readings) in per_region.items():
+        known = {image.id for image in images}
+        running: list[Running] = []
+        sources = set()
+        for handle, found, source in readings:
+            sources.add(source)
+            if source == INSTANCES:
+                _mark_gone(handle, region, found, known, total)
+            running += found
+        result = summarize(region, images, running, family_tag, now,
+                           METADATA if sources == {METADATA} else INSTANCES, family, names)
+        total.families += result.families
+        total.unknown_family += result.unknown_family
+        total.sources.update(result.sources)
+    total.families.sort(key=lambda d: (d.family, d.region))
+    return total
+
+
+def _mark_gone(handle: Aws, region: str, running: list[Running], known: set[str], total: Drift) -> None:
+    """Instances (read without image metadata) on an image no managed account owns: still visible to their
+    account (shared from elsewhere) or gone."""
+    leftover = sorted({r.image_id for r in running if r.image_id and r.image_id not in known})
+    if not leftover:
+        return
+    try:
+        visible = _visible(handle, region, leftover)
+    except AwsError as error:
+        total.failures[f"{handle.account.label}, {region} (images of its instances)"] = error.message
+        return
+    for instance in running:
+        if instance.image_id in visible:
+            data = visible[instance.image_id]
+            instance.image_name, instance.image_owner = str(data.get("Name") or ""), data.get("OwnerId")
+        elif instance.image_id and instance.image_id not in known:
+            instance.gone = True

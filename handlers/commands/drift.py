@@ -1,19 +1,26 @@
-"""`/ami drift [family] [--region R]`: instances behind their family's current version, or on a deprecated,
-disabled or deregistered image, grouped by family and image."""
+"""`/ami drift [family] [--region R] [--account NAME]`: instances behind their family's current version, or on a
+deprecated, disabled or deregistered image, grouped by family and image. With many accounts, the instances of
+every account (or the one named) against every managed account's families, with where they run."""
 
 from bot.commands import Arg, Subcommand
 from bot.render.drift import drift_report
-from bot.services.drift import drift, retired_names
+from bot.services.drift import drift, org_drift, retired_names
 
 SPEC = Subcommand(
     name="drift", summary="instances behind their family's current version (or on retired images)",
-    usage="/ami drift [family] [--region R]", example="/ami drift web",
-    args=(Arg("family", required=False, rest=True),), flags={"--region": "R"})
+    usage="/ami drift [family] [--region R] [--account NAME]", example="/ami drift web",
+    args=(Arg("family", required=False, rest=True),), flags={"--region": "R", "--account": "NAME"})
 
 
 def run(call):
     ctx, region, family = call.ctx, call.flags["region"], call.args["family"]
-    regions = [region] if region else ctx.aws.regions
-    found = drift(ctx.aws, regions, ctx.policy.digest.family_tag, ctx.clock(), family, retired_names(ctx.store))
+    handles = ctx.aws.select(call.flags["account"])
+    names = retired_names(ctx.store)
+    if ctx.aws.accounts:
+        found = org_drift(ctx.aws, [region] if region else None, ctx.policy.digest.family_tag, ctx.clock(), family,
+                          names, [handle.account for handle in handles])
+    else:
+        found = drift(ctx.aws, [region] if region else ctx.aws.regions, ctx.policy.digest.family_tag, ctx.clock(),
+                      family, names)
     call.audit_detail = {"drifted": found.drifted, "unknown_family": found.unknown_family}
     return drift_report(found, family)
