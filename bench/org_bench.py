@@ -3,7 +3,7 @@ delayed by a proxy, next to the floor (the plain describe calls over the same ta
 
     .venv/bin/python bench/org_bench.py                              # 50 accounts x 2 regions x 200 images
     .venv/bin/python bench/org_bench.py --accounts 5 --images 60     # a quick run
-    .venv/bin/python bench/org_bench.py --shared-models --gc-on      # also two diagnostic variants of the digest
+    .venv/bin/python bench/org_bench.py --gc-on                      # also the digest with the cyclic GC left on
 
 What it does:
 1. Starts a moto server in this process (ThreadedMotoServer on 127.0.0.1, moto's preloaded public images off) and
@@ -126,18 +126,6 @@ with ThreadPoolExecutor(spec["concurrency"]) as pool:
     counts = dict(pool.map(listings, targets))
 print(json.dumps({"counts": counts}))
 '''
-
-
-# `--shared-models`: the digest once more, its assumed-role sessions sharing the home session's botocore loader
-# (one parsed copy of each service model instead of one per account), to show what that change to
-# bot.aws.assumed_session would give. Reported, not a target.
-SHARED_MODELS = ("import bot.aws as aws; made = aws.assumed_session\n"
-                 "def shared(source, account):\n"
-                 "    session = made(source, account)\n"
-                 "    loader = source._session.get_component('data_loader')\n"
-                 "    session._session.register_component('data_loader', loader)\n"
-                 "    return session\n"
-                 "aws.assumed_session = shared\n")
 
 
 GC_ON = "import gc\ngc.disable = gc.freeze = lambda: None\n"
@@ -393,10 +381,8 @@ def main() -> int:
     parser.add_argument("--accounts", type=int, default=50, help="managed accounts (default 50)")
     parser.add_argument("--images", type=int, default=200, help="images per account and region (default 200)")
     parser.add_argument("--delay", type=float, default=0.05, help="seconds every AWS call is held (default 0.05)")
-    parser.add_argument("--shared-models", action="store_true",
-                        help="also run the digest with its assumed-role sessions sharing one botocore loader")
     parser.add_argument("--gc-on", action="store_true",
-                        help="also run it (shared models) with the cyclic garbage collector on")
+                        help="also run the digest with the cyclic garbage collector on (a diagnostic)")
     args = parser.parse_args()
     if args.images < 40 or args.accounts < 2:
         parser.error("--images must be at least 40 and --accounts at least 2")
@@ -419,13 +405,9 @@ def main() -> int:
         runs = {"floor": measure(launcher, proxy, [sys.executable, "-c", FLOOR, spec], env)}
         runs["amibot digest"] = measure(launcher, proxy, [sys.executable, "-c", base.DIGEST, "--log-level", "WARNING",
                                                           "digest", "--dry-run", "--format", "json"], env)
-        if args.shared_models:
-            runs["digest, shared models"] = measure(
-                launcher, proxy, [sys.executable, "-c", SHARED_MODELS + base.DIGEST.replace("; ", "\n"), "--log-level",
-                                  "WARNING", "digest", "--dry-run", "--format", "json"], env)
         if args.gc_on:  # the same, with the cyclic garbage collector left on (`amibot digest` turns it off)
             runs["+ gc on"] = measure(
-                launcher, proxy, [sys.executable, "-c", GC_ON + SHARED_MODELS + base.DIGEST.replace("; ", "\n"),
+                launcher, proxy, [sys.executable, "-c", GC_ON + base.DIGEST.replace("; ", "\n"),
                                   "--log-level", "WARNING", "digest", "--dry-run", "--format", "json"], env)
         for name, run in runs.items():
             if run["code"] not in (0, 1):

@@ -356,6 +356,14 @@ class Aws:
     def ec2(self, region: str | None = None):
         return self.client("ec2", region)
 
+    def release(self, region: str) -> None:
+        """Forget this account's clients in `region`. For a one-shot batch (`amibot digest` over an organisation)
+        that is done with an account-region: its clients would only hold memory until the process exits. A
+        later call simply makes a new one."""
+        with self._lock:
+            for key in [key for key in self._clients if key[1] == region]:
+                del self._clients[key]
+
     @requires("sts:GetCallerIdentity")
     def account_id(self) -> str:
         """The caller's account: snapshots are filtered by it (describe_snapshots' OwnerIds is not enough)."""

@@ -162,3 +162,19 @@ def test_clients_share_one_model_and_class_per_service_yet_answer_for_their_own_
         stub.add_response("describe_images", {"Images": [{"ImageId": "ami-0123456789abcdef0"}]})
         assert prod.describe_images()["Images"][0]["ImageId"] == "ami-0123456789abcdef0"
         assert bake.describe_images(Owners=["self"])["Images"] == []
+
+
+def test_release_forgets_one_account_regions_clients_and_a_later_call_makes_new_ones(aws):
+    org = managed(aws)
+    prod = org.of("prod")
+    east, west = prod.ec2("us-east-1"), prod.ec2("eu-west-1")
+    prod.release("us-east-1")
+    assert prod.ec2("eu-west-1") is west  # other regions (and accounts) keep theirs
+    assert prod.ec2("us-east-1") is not east
+    assert prod.ec2("us-east-1").describe_images(Owners=["self"])["Images"] == []
+
+
+def test_fewer_malloc_arenas_respects_the_environment():
+    from bot.cli import fewer_malloc_arenas
+
+    assert fewer_malloc_arenas({"MALLOC_ARENA_MAX": "8"}) is False  # the operator's own setting wins
