@@ -215,3 +215,25 @@ def test_a_usage_report_still_covers_the_unmanaged_accounts(app, aws, monkeypatc
     stub.assert_no_pending_responses()
     details = str(approvals.get(app.ctx, request_id).details)
     assert "Used by 1 other account" in details and f"account `{UNMANAGED}`: 2 instances" in details
+
+
+def test_launch_permissions_that_cannot_be_read_mean_every_managed_account_is_scanned(app, aws):
+    """Who the image is shared with is unknown, so any managed account may use it: all are scanned, and a use in
+    one the image was never shared with (as far as amibot can tell) still refuses."""
+    image_id = seed.image(aws, "unreadable-bake")  # not shared at all, but amibot cannot know that
+    prod = seed.account_session(aws, seed.PROD)
+    instance_id = instance_in(prod, seed.PROD, image_id, "web-1")
+
+    def deny(params, **_):
+        if params.get("body", {}).get("Attribute") == "launchPermission":
+            response = botocore.awsrequest.AWSResponse("https://ec2.amazonaws.com/", 403, {}, None)
+            return response, {"Error": {"Code": "UnauthorizedOperation", "Message": "not allowed"},
+                              "ResponseMetadata": {"HTTPStatusCode": 403}}
+        return None
+
+    app.ctx.aws.home.ec2("us-east-1").meta.events.register("before-call.ec2.DescribeImageAttribute", deny)
+    app.command(f"deregister {image_id}")
+    reply = app.last_reply().text
+    assert "prod (111111111111)" in reply and instance_id in reply and "--force" in reply
+    assert not app.fake.calls_to("chat.postMessage")
+    assert image_exists(aws, image_id)
