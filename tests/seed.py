@@ -71,6 +71,22 @@ def account_session(session, account: str, region: str = "us-east-1"):
                                  aws_session_token=credentials["SessionToken"], region_name=region)
 
 
+def deny_assume_role(session, account: str) -> None:
+    """Make STS refuse AssumeRole into `account`, as AWS does when the role's trust policy does not let us in
+    (moto accepts any): the session's AssumeRole calls into it get a 403 before they are sent. Register it on the
+    session the roles are assumed from before anything assumed that role."""
+    from botocore.awsrequest import AWSResponse
+
+    def deny(params, **_):
+        if f"::{account}:" in str((params.get("body") or {}).get("RoleArn", "")):
+            return (AWSResponse("https://sts.amazonaws.com/", 403, {}, None),
+                    {"Error": {"Code": "AccessDenied", "Message": "User is not authorized to perform: sts:AssumeRole"},
+                     "ResponseMetadata": {"HTTPStatusCode": 403}})
+        return None
+
+    session.events.register("before-call.sts.AssumeRole", deny)
+
+
 def three_accounts(regions: list[str], **extra) -> dict:
     """A policy with the bot's own bake account and two assumed ones: prod and staging."""
     return {"aws": {"regions": regions},

@@ -120,20 +120,8 @@ def test_a_share_to_an_unmanaged_account_is_unknown(app, aws):
     assert "*prod (111111111111)*: nothing found" in message.text  # the managed one is scanned, not reported
 
 
-def deny_prod_role(app):
-    """moto accepts any AssumeRole: refuse prod's before the call reaches it (the app's source session)."""
-    def deny(params, **_):
-        if seed.PROD in str(params.get("body", {}).get("RoleArn", "")):
-            response = botocore.awsrequest.AWSResponse("https://sts.amazonaws.com/", 403, {}, None)
-            return response, {"Error": {"Code": "AccessDenied", "Message": "not authorized to assume the role"},
-                              "ResponseMetadata": {"HTTPStatusCode": 403}}
-        return None
-
-    app.ctx.aws.home._session.events.register("before-call.sts.AssumeRole", deny)
-
-
 def test_a_prod_role_that_cannot_be_assumed_is_unknown_for_prod_never_none(app, aws):
-    deny_prod_role(app)
+    seed.deny_assume_role(app.ctx.aws.home._session, seed.PROD)  # the app's source session
     image_id = shared_bake_image(aws, "denied-bake", seed.PROD, seed.STAGING)
     app.command(f"deregister {image_id}")
     reply = app.last_reply().text

@@ -7,7 +7,6 @@ import threading
 import time
 
 import pytest
-from botocore.awsrequest import AWSResponse
 from botocore.credentials import DeferredRefreshableCredentials
 
 from bot.accounts import Account
@@ -25,17 +24,6 @@ def managed(session, *accounts: Account, max_concurrency: int = 16) -> Aws:
     aws = Aws(REGIONS, session=session)
     aws.manage(list(accounts or (BAKE, PROD, STAGING)), max_concurrency)
     return aws
-
-
-def deny_role_of(session, account_id: str) -> None:
-    """Make STS refuse AssumeRole into one account, as AWS does for a role whose trust policy does not allow us."""
-    def deny(params, **_):
-        if f"::{account_id}:" in str(params.get("body", "")):
-            return (AWSResponse("https://sts.amazonaws.com/", 403, {}, None),
-                    {"Error": {"Code": "AccessDenied", "Message": "User is not authorized to perform sts:AssumeRole"}})
-        return None
-
-    session.events.register("before-call.sts.AssumeRole", deny)
 
 
 def test_no_accounts_is_the_single_account_bot(aws):
@@ -118,7 +106,7 @@ def test_the_fan_out_is_one_bounded_pool(aws):
 
 
 def test_a_role_that_cannot_be_assumed_names_the_account_and_the_rest_goes_on(aws):
-    deny_role_of(aws, seed.PROD)
+    seed.deny_assume_role(aws, seed.PROD)
     org = managed(aws)
     results = org.each_target(lambda handle, region: handle.verify(), org.targets(regions=["us-east-1"]))
     by_account = {target.account.name: result for target, result in results.items()}

@@ -12,7 +12,6 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from botocore.awsrequest import AWSResponse
 
 from bot import approvals, cli
 from bot.render.approvals import APPROVE
@@ -168,21 +167,9 @@ def test_snooze_names_the_account_and_an_unmanaged_account_is_refused(make_harne
     assert approvals.pending(harness.ctx) == []
 
 
-def deny_assuming(session, account: str) -> None:
-    """Make STS refuse AssumeRole into `account` (moto accepts any): short-circuit the call with a 403."""
-    def deny(params, **_):
-        if f":{account}:" in str((params.get("body") or {}).get("RoleArn", "")):
-            return (AWSResponse(params.get("url", "https://sts.amazonaws.com/"), 403, {}, None),
-                    {"Error": {"Code": "AccessDenied", "Message": "User is not authorized to perform "
-                                                                 "sts:AssumeRole"}})
-        return None
-
-    session.events.register("before-call.sts.AssumeRole", deny)
-
-
 def test_a_role_that_cannot_be_assumed_is_a_warning_line_naming_the_account(make_harness, org):
     harness = make_harness(seed.three_accounts(REGIONS, digest=DIGEST))
-    deny_assuming(harness.ctx.aws.home._session, seed.PROD)  # before anything assumed the prod role
+    seed.deny_assume_role(harness.ctx.aws.home._session, seed.PROD)  # before anything assumed the prod role
     harness.command("digest", channel="C0OPS")
     post = digest_post(harness)
     text = post.text
@@ -197,7 +184,7 @@ def test_a_role_that_cannot_be_assumed_is_a_warning_line_naming_the_account(make
 
 def test_a_failing_account_is_named_in_the_daily_run_outcome(make_harness, org):
     harness = make_harness(seed.three_accounts(REGIONS, digest={**DIGEST, "channel": "C0DIGEST"}))
-    deny_assuming(harness.ctx.aws.home._session, seed.STAGING)
+    seed.deny_assume_role(harness.ctx.aws.home._session, seed.STAGING)
     from bot.services import digest
 
     outcome = digest.run_daily(harness.ctx)
@@ -283,7 +270,7 @@ def test_cli_dry_run_reports_a_role_that_cannot_be_assumed(aws, org, cli_env, ca
     def denying(self, *args, **kwargs):  # the CLI's own source session refuses the prod role
         real(self, *args, **kwargs)
         if kwargs.get("home") is None:
-            deny_assuming(self._session, seed.PROD)
+            seed.deny_assume_role(self._session, seed.PROD)
 
     monkeypatch.setattr(aws_layer.Aws, "__init__", denying)
     assert cli.main(["digest", "--dry-run"]) == 1  # not everything could be checked

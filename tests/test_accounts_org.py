@@ -199,16 +199,10 @@ def test_a_failed_first_listing_manages_the_configured_accounts(aws):
 
 def deny_assume_role_into(account_id: str):
     """A boto3 Session class whose STS refuses AssumeRole into one account (the role's trust policy says no)."""
-    def deny(params, **_):
-        if f"::{account_id}:" in str(params.get("body", "")):
-            return (AWSResponse("https://sts.amazonaws.com/", 403, {}, None),
-                    {"Error": {"Code": "AccessDenied", "Message": "User is not authorized to perform: sts:AssumeRole"}})
-        return None
-
     class Denying(boto3.session.Session):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
-            self.events.register("before-call.sts.AssumeRole", deny)
+            seed.deny_assume_role(self, account_id)
 
     return Denying
 
