@@ -24,16 +24,16 @@ def health(running) -> dict:
 
 def failing(aws_layer, monkeypatch, times: int, error: Exception):
     """Make the first `times` region scans of this Aws raise `error` (a failing endpoint, not an AwsError)."""
-    real = aws_layer.each_region
+    real = aws_layer.each_target
     left = [times]
 
-    def each_region(function, regions=None):
+    def each_target(function, targets=None, on_result=None):
         if left[0] > 0:
             left[0] -= 1
             raise error
-        return real(function, regions)
+        return real(function, targets, on_result)
 
-    monkeypatch.setattr(aws_layer, "each_region", each_region)
+    monkeypatch.setattr(aws_layer, "each_target", each_target)
     return left
 
 

@@ -26,7 +26,6 @@ kind behind the digest's "Request cleanup" button.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -112,33 +111,13 @@ def compute(aws: Aws, policy, now: datetime, snoozed: set[str] | frozenset[str] 
         if done:
             done(len(judged), len(targets), target)
 
-    _fan_out(aws, one, targets, arrived)
+    aws.each_target(one, targets, on_result=arrived)  # one bounded pool over accounts × regions
     findings = Findings([judged[target] for target in targets], now, rules)
     if health:
         findings.health = fleet_health.FleetHealth([healths[target] for target in targets if target in healths])
         order = {account.id: number for number, account in enumerate(findings.accounts)}
         findings.health.regions.sort(key=lambda region: (order.get(region.account.id, 0), region.region))
     return findings
-
-
-def _fan_out(aws: Aws, one: Callable[[Aws, str], object], targets: list[Target],
-             arrived: Callable[[Target, object], None]) -> None:
-    """With accounts: every target in ONE bounded pool (Aws.each_target, [aws].max_concurrency), each result
-    handed to `arrived` as it finishes. Without: the bot's own regions through Aws.each_region, as before."""
-    if aws.accounts:
-        aws.each_target(one, targets, on_result=arrived)
-        return
-    lock = threading.Lock()
-
-    def in_region(region: str) -> None:
-        try:
-            result = one(aws, region)
-        except AwsError as error:
-            result = error
-        with lock:
-            arrived(Target(aws.account, region), result)
-
-    aws.each_region(in_region, [target.region for target in targets])
 
 
 def _judged(handle: Aws, region: str, policy, rules: Rules, now: datetime, snoozed, names, progress) -> RegionFindings:

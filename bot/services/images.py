@@ -10,6 +10,7 @@ from typing import Any
 
 from bot import awsdata
 from bot.accounts import Account
+from bot.accounts import find as find_account
 from bot.aws import Aws, call, paginate, requires
 from bot.awsdata import parse_time
 from bot.blocks import escape
@@ -302,7 +303,7 @@ def account_named(aws: Aws, ref: str) -> Aws:
     if not managed:
         raise UsageError("No accounts are configured (`[[accounts]]` or `[organization]` in the policy file): "
                          "amibot works in its own account only, so `--account` has nothing to choose from.")
-    found = next((account for account in managed if account.matches(ref)), None)
+    found = find_account(managed, ref)
     if found is None:
         names = ", ".join(f"`{account.short}`" for account in managed)
         raise UsageError(f"No account `{escape(ref[:40])}` is configured; the accounts are {names}.")
