@@ -86,6 +86,24 @@ class AnswerWatch(FakeSlack):
             return sum(1 for key in self._answers if key.startswith(prefix))
 
 
+def relay(handler: BaseHTTPRequestHandler, body: bytes, target_port: int, timeout: float = 60) -> None:
+    """Send the request `handler` is serving (its body already read) to 127.0.0.1:target_port and write the
+    answer back, with its own Content-Length (the proxies of bench/ share this)."""
+    upstream = http.client.HTTPConnection("127.0.0.1", target_port, timeout=timeout)
+    headers = {k: v for k, v in handler.headers.items() if k.lower() not in ("host", "connection")}
+    upstream.request(handler.command, handler.path, body=body, headers=headers)
+    response = upstream.getresponse()
+    payload = response.read()
+    handler.send_response(response.status)
+    for key, value in response.getheaders():
+        if key.lower() not in ("transfer-encoding", "connection", "content-length"):
+            handler.send_header(key, value)
+    handler.send_header("Content-Length", str(len(payload)))
+    handler.end_headers()
+    handler.wfile.write(payload)
+    upstream.close()
+
+
 def delaying_proxy(target_port: int, delay: float) -> ThreadingHTTPServer:
     """Forward every request to 127.0.0.1:target_port after `delay` seconds."""
 
@@ -98,19 +116,7 @@ def delaying_proxy(target_port: int, delay: float) -> ThreadingHTTPServer:
         def _forward(self):
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             time.sleep(delay)
-            upstream = http.client.HTTPConnection("127.0.0.1", target_port, timeout=60)
-            headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
-            upstream.request(self.command, self.path, body=body, headers=headers)
-            response = upstream.getresponse()
-            payload = response.read()
-            self.send_response(response.status)
-            for key, value in response.getheaders():
-                if key.lower() not in ("transfer-encoding", "connection", "content-length"):
-                    self.send_header(key, value)
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-            upstream.close()
+            relay(self, body, target_port)
 
         do_GET = do_POST = do_PUT = do_DELETE = _forward
 

@@ -35,7 +35,6 @@ Targets (issue 11): wall ≤ 1.3 × (total calls × DELAY / MAX_CONCURRENCY), CP
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import logging
 import os
@@ -55,6 +54,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import digest_bench as base  # its launcher, Seed model and digest wrapper; it imports no moto)
+from ack_latency import relay  # the delaying proxies' forwarding
 
 ROOT = base.ROOT
 REGIONS = base.REGIONS
@@ -170,19 +170,7 @@ class CountingProxy:
                         proxy.operations[(*key, operation)] += 1
                 time.sleep(delay)
                 started = time.perf_counter()
-                upstream = http.client.HTTPConnection("127.0.0.1", upstream_port, timeout=120)
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
-                upstream.request(self.command, self.path, body=body, headers=headers)
-                response = upstream.getresponse()
-                payload = response.read()
-                self.send_response(response.status)
-                for key, value in response.getheaders():
-                    if key.lower() not in ("transfer-encoding", "connection", "content-length"):
-                        self.send_header(key, value)
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-                upstream.close()
+                relay(self, body, upstream_port, timeout=120)
                 if scope:
                     with proxy._lock:
                         proxy.server_seconds[operation] += time.perf_counter() - started
