@@ -150,14 +150,7 @@ def region_drift(aws: Aws, region: str, family_tag: str, now: datetime, only: st
     by_id = {image.id: image for image in images}
     running, source = running_in(aws, region)
     if source == INSTANCES:
-        leftover = sorted({r.image_id for r in running if r.image_id and r.image_id not in by_id})
-        visible = _visible(aws, region, leftover) if leftover else {}
-        for instance in running:
-            if instance.image_id in visible:
-                data = visible[instance.image_id]
-                instance.image_name, instance.image_owner = str(data.get("Name") or ""), data.get("OwnerId")
-            elif instance.image_id and instance.image_id not in by_id:
-                instance.gone = True
+        name_leftovers(aws, region, running, set(by_id))
     return summarize(region, images, running, family_tag, now, source, only, names)
 
 
@@ -316,14 +309,17 @@ def org_drift(aws: Aws, regions: list[str] | None, family_tag: str, now: datetim
 def _mark_gone(handle: Aws, region: str, running: list[Running], known: set[str], total: Drift) -> None:
     """Instances (read without image metadata) on an image no managed account owns: still visible to their
     account (shared from elsewhere) or gone."""
-    leftover = sorted({r.image_id for r in running if r.image_id and r.image_id not in known})
-    if not leftover:
-        return
     try:
-        visible = _visible(handle, region, leftover)
+        name_leftovers(handle, region, running, known)
     except AwsError as error:
         total.failures[f"{handle.account.label}, {region} (images of its instances)"] = error.message
-        return
+
+
+def name_leftovers(aws: Aws, region: str, running: list[Running], known: set[str]) -> None:
+    """Instances read without image metadata, on an image not in `known`: named from DescribeImages if it is
+    still visible (another account's, shared), else gone."""
+    leftover = sorted({r.image_id for r in running if r.image_id and r.image_id not in known})
+    visible = _visible(aws, region, leftover) if leftover else {}
     for instance in running:
         if instance.image_id in visible:
             data = visible[instance.image_id]
