@@ -33,6 +33,7 @@ from botocore.parsers import ResponseParserError
 
 from bot.accounts import HOME, Account
 from bot.errors import AwsDenied, AwsError, NotFound, Unsupported
+from bot.lean_botocore import dedupe_search_paths, lighten, share_service_models, share_session_parts
 
 log = logging.getLogger(__name__)
 
@@ -140,47 +141,6 @@ class Target:
         return f"{self.account.label}, {self.region}" if self.account.id else self.region
 
 
-_SHARED_MODELS: dict[tuple, Any] = {}
-_SHARED_LOCK = threading.Lock()
-
-
-def share_service_models() -> bool:
-    """Make every botocore client of this process share one service model and one client class per service.
-
-    botocore builds both anew for each client: a class with a method, a docstring and an operation model for each
-    of the service's operations (EC2 has ~700), about 1 MB per EC2 client. One bot managing 50 accounts × 2
-    regions keeps ~600 clients (one per account, region and service, reused), which would be ~300 MB of copies of
-    the same read-only model. Both are read-only once built, so sharing them is safe across threads. Feature-
-    detected: a botocore without these internals keeps its own behaviour (and the memory). Idempotent."""
-    from botocore import client as botocore_client
-
-    creator = botocore_client.ClientCreator
-    if getattr(creator, "_amibot_shared", False):
-        return True
-    load, make_class = getattr(creator, "_load_service_model", None), getattr(creator, "_create_client_class", None)
-    if load is None or make_class is None:
-        return False
-
-    def shared(key: tuple, build: Callable[[], Any]) -> Any:
-        found = _SHARED_MODELS.get(key)
-        if found is None:
-            built = build()
-            with _SHARED_LOCK:
-                found = _SHARED_MODELS.setdefault(key, built)
-        return found
-
-    def shared_model(self, service_name, api_version=None):
-        return shared(("model", service_name, api_version), lambda: load(self, service_name, api_version))
-
-    def shared_class(self, service_name, service_model):
-        return shared(("class", service_name, id(service_model)),
-                      lambda: make_class(self, service_name, service_model))
-
-    creator._load_service_model, creator._create_client_class = shared_model, shared_class
-    creator._amibot_shared = True
-    return True
-
-
 class Aws:
     """boto3 clients for one account, created lazily and reused (clients are thread-safe, sessions are not).
 
@@ -194,6 +154,7 @@ class Aws:
                  *, account: Account = HOME, home: Aws | None = None):
         share_service_models()
         self._session = session or boto3.session.Session()
+        lighten(self._session._session)
         self._lock = threading.Lock()
         self._clients: dict[tuple[str, str, int], Any] = {}
         self._account_id: str | None = account.id or None
@@ -364,6 +325,13 @@ class Aws:
             for key in [key for key in self._clients if key[1] == region]:
                 del self._clients[key]
 
+    def prepare(self, services: tuple[str, ...]) -> None:
+        """Make this account's client of each service in its first region now (no AWS call), which builds the
+        services' shared models and client classes: a batch that then freezes the garbage collector's view
+        (`amibot digest`) keeps these large, long-lived structures out of every later collection."""
+        for service in services:
+            self.client(service, self.regions[0])
+
     @requires("sts:GetCallerIdentity")
     def account_id(self) -> str:
         """The caller's account: snapshots are filtered by it (describe_snapshots' OwnerIds is not enough)."""
@@ -432,10 +400,12 @@ def assumed_session(source: boto3.session.Session, account: Account) -> boto3.se
                             "sts:AssumeRole") from error
 
     core = botocore.session.Session()
-    # One parsed copy of each service model for every account (a loader per session would hold one per account)
-    core.register_component("data_loader", source_core.get_component("data_loader"))
+    # One parsed copy of each service model and of the endpoint data for every account, not one per account
+    share_session_parts(source_core, core)
     core._credentials = DeferredRefreshableCredentials(refresh_using=refresh, method="assume-role")
-    return boto3.session.Session(botocore_session=core, region_name=region)
+    session = boto3.session.Session(botocore_session=core, region_name=region)
+    dedupe_search_paths(core)
+    return session
 
 
 def first_found(aws: Aws, lookup: Callable[[str], Any], regions: list[str], not_found: str) -> Any:

@@ -1,0 +1,183 @@
+"""botocore, made lighter for a bot that keeps clients for many accounts and parses large listings.
+
+botocore's defaults suit a script with one session and a few clients. amibot keeps a session per managed
+account and a client per (account, region, service), and its digest parses every image, snapshot and instance
+of an organisation. Four process-wide adjustments, each feature-detected (a botocore without the internals they
+touch keeps its own behaviour), none changing what a client sends or what callers receive:
+
+- `share_service_models`: every client shares one service model and one client class per service (botocore
+  builds both anew for each client, about 1 MB for EC2), built once even when threads ask at the same moment.
+- `lighten`: the session's loader reads botocore's model files as plain dicts without their documentation
+  strings (EC2's model: 13.9 MiB as botocore loads it, 6.5 MiB so, and parsed in half the time);
+  responses' timestamps are read with `datetime.fromisoformat` (botocore uses dateutil's general parser, a
+  tenth of the digest's CPU), and a timestamp no parser can read is kept as the text AWS sent instead of
+  failing the whole page (bot.awsdata.parse_time then logs it and treats it as unknown).
+- `share_session_parts`: an assumed account's session reuses the bot's own session's loader, endpoint data
+  (6.7 MiB, otherwise parsed again per account) and parsers, and names boto3's data directory once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+_SHARED_MODELS: dict[tuple, Any] = {}
+_SHARED_LOCK = threading.RLock()  # re-entrant: building a client class may build another service's model
+
+
+def share_service_models() -> bool:
+    """Make every botocore client of this process share one service model and one client class per service.
+
+    botocore builds both anew for each client: a class with a method, a docstring and an operation model for each
+    of the service's operations (EC2 has ~700), about 1 MB per EC2 client. One bot managing 50 accounts × 2
+    regions keeps ~600 clients (one per account, region and service, reused), which would be ~300 MB of copies of
+    the same read-only model. Both are read-only once built, so sharing them is safe across threads; each is
+    built under a lock, so threads creating their first clients together parse a model once, not once each.
+    Feature-detected: a botocore without these internals keeps its own behaviour (and the memory). Idempotent."""
+    from botocore import client as botocore_client
+
+    creator = botocore_client.ClientCreator
+    if getattr(creator, "_amibot_shared", False):
+        return True
+    load, make_class = getattr(creator, "_load_service_model", None), getattr(creator, "_create_client_class", None)
+    if load is None or make_class is None:
+        return False
+
+    def shared(key: tuple, build: Callable[[], Any]) -> Any:
+        found = _SHARED_MODELS.get(key)
+        if found is None:
+            with _SHARED_LOCK:
+                found = _SHARED_MODELS.get(key)
+                if found is None:
+                    found = _SHARED_MODELS[key] = build()
+        return found
+
+    def shared_model(self, service_name, api_version=None):
+        return shared(("model", service_name, api_version), lambda: load(self, service_name, api_version))
+
+    def shared_class(self, service_name, service_model):
+        return shared(("class", service_name, id(service_model)),
+                      lambda: make_class(self, service_name, service_model))
+
+    creator._load_service_model, creator._create_client_class = shared_model, shared_class
+    creator._amibot_shared = True
+    return True
+
+
+# --- model files ------------------------------------------------------------------------------------------
+
+def _without_documentation(item: dict) -> dict:
+    # Shapes, members, operations and rule sets carry their reference documentation as a "documentation"
+    # string; only help() and the docs generator read it. Emptied, not removed: botocore requires the key in
+    # places (a service's clientContextParams). A member *named* documentation is a dict: left alone.
+    if type(item.get("documentation")) is str:
+        item["documentation"] = ""
+    return item
+
+
+def _lean_file_loader():
+    """A botocore JSONFileLoader that parses to plain dicts (botocore asks for OrderedDicts, a relic of Python
+    versions whose dicts had no order) and drops documentation strings. None if botocore's loader changed."""
+    from botocore.loaders import JSONFileLoader
+
+    if not callable(getattr(JSONFileLoader, "_load_file", None)):
+        return None
+
+    class LeanJSONFileLoader(JSONFileLoader):
+        def _load_file(self, full_path, open_method):
+            if not os.path.isfile(full_path):
+                return None
+            with open_method(full_path, "rb") as fp:
+                payload = fp.read().decode("utf-8")
+            return json.loads(payload, object_hook=_without_documentation)
+
+    return LeanJSONFileLoader()
+
+
+# --- timestamps -------------------------------------------------------------------------------------------
+
+def _timestamp_parser() -> Callable[[Any], Any] | None:
+    try:
+        from botocore.utils import parse_timestamp
+    except ImportError:
+        return None
+
+    def parse(value: Any) -> Any:
+        """AWS's ISO 8601 timestamps ('2024-05-01T10:00:00.000Z') at C speed; anything else (epoch numbers,
+        RFC 822 dates) the way botocore reads it. One that nothing can read stays the text AWS sent, so one bad
+        item does not fail a page of hundreds (callers parse text themselves: bot.awsdata.parse_time)."""
+        if type(value) is str and len(value) >= 19 and value[4] == "-" and value[10] == "T":
+            try:
+                return datetime.fromisoformat(value)
+            except ValueError:
+                pass
+        try:
+            return parse_timestamp(value)
+        except (ValueError, TypeError, OverflowError) as error:
+            log.warning("AWS sent a timestamp that cannot be read, kept as text: %r (%s)", value, error)
+            return value
+
+    return parse
+
+
+_PARSE_TIMESTAMP = _timestamp_parser()
+
+
+def lighten(core) -> None:
+    """Apply the lean model loading and the fast timestamp parser to a botocore session (idempotent)."""
+    if getattr(core, "_amibot_lightened", False):
+        return
+    try:
+        loader = core.get_component("data_loader")
+        lean = _lean_file_loader()
+        if lean is not None and type(getattr(loader, "file_loader", None)).__name__ == "JSONFileLoader":
+            loader.file_loader = lean
+        factory = core.get_component("response_parser_factory")
+        if _PARSE_TIMESTAMP is not None and callable(getattr(factory, "set_parser_defaults", None)):
+            factory.set_parser_defaults(timestamp_parser=_PARSE_TIMESTAMP)
+    except Exception:  # botocore's internals changed: its defaults still work
+        log.debug("botocore session left as it is", exc_info=True)
+    core._amibot_lightened = True
+
+
+# --- sessions per account ---------------------------------------------------------------------------------
+
+_SHARED_COMPONENTS = ("data_loader", "response_parser_factory")
+_SHARED_INTERNAL_COMPONENTS = ("endpoint_resolver", "exceptions_factory")
+
+
+def share_session_parts(source_core, core) -> None:
+    """Let a new botocore session (an assumed account's) reuse the read-only parts of `source_core`: the loader
+    and its parsed models, the endpoint data, the response parsers and the per-service exception classes. Call
+    before the session makes a client, from one thread (the source's lazy parts are built here)."""
+    lighten(source_core)
+    for name in _SHARED_COMPONENTS:
+        try:
+            core.register_component(name, source_core.get_component(name))
+        except Exception:  # a botocore without this component: the session builds its own
+            log.debug("botocore component %s not shared", name, exc_info=True)
+    get_internal = getattr(source_core, "_get_internal_component", None)
+    register_internal = getattr(core, "_register_internal_component", None)
+    if get_internal is not None and register_internal is not None:
+        for name in _SHARED_INTERNAL_COMPONENTS:
+            try:
+                register_internal(name, get_internal(name))
+            except Exception:
+                log.debug("botocore internal component %s not shared", name, exc_info=True)
+    core._amibot_lightened = True
+
+
+def dedupe_search_paths(core) -> None:
+    """boto3 adds its data directory to the session's loader each time a boto3 Session wraps it; with the loader
+    shared by every account that is one more directory to search per account, for every file botocore loads."""
+    loader = core.get_component("data_loader")
+    paths = getattr(loader, "search_paths", None)
+    if isinstance(paths, list):
+        paths[:] = list(dict.fromkeys(paths))
