@@ -61,6 +61,10 @@ def snoozed_ids(store, now: datetime) -> set[str]:
     return {row["image_id"] for row in store.query("SELECT image_id FROM snoozes WHERE until > ?", (_stamp(now),))}
 
 
+# The services a digest reads in every account-region (bot.aws.Aws.prepare builds their models up front)
+SERVICES = ("ec2", "autoscaling", "ssm", "imagebuilder")
+
+
 def compute(aws: Aws, policy, now: datetime, snoozed: set[str] | frozenset[str] = frozenset(),
             regions: list[str] | None = None, progress: Progress | None = None,
             names: dict[str, str] | None = None, health: bool = True,
