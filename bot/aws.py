@@ -33,7 +33,13 @@ from botocore.parsers import ResponseParserError
 
 from bot.accounts import HOME, Account
 from bot.errors import AwsDenied, AwsError, NotFound, Unsupported
-from bot.lean_botocore import dedupe_search_paths, lighten, share_service_models, share_session_parts
+from bot.lean_botocore import (
+    dedupe_search_paths,
+    lighten,
+    share_event_aliases,
+    share_service_models,
+    share_session_parts,
+)
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +159,7 @@ class Aws:
     def __init__(self, regions: list[str] | None = None, session: boto3.session.Session | None = None,
                  *, account: Account = HOME, home: Aws | None = None):
         share_service_models()
+        share_event_aliases()
         self._session = session or boto3.session.Session()
         lighten(self._session._session)
         self._lock = threading.Lock()

@@ -154,3 +154,21 @@ def test_assumed_accounts_share_the_endpoint_data_and_search_boto3s_data_once():
         # and each account's calls still go out with its own credentials (moto maps them to the account)
         identities = [session.client("sts").get_caller_identity()["Account"] for session in sessions]
     assert identities == [PROD, STAGING]
+
+
+def test_event_names_are_aliased_once_for_every_client_and_handlers_still_fire():
+    with mock_aws():
+        aws = Aws([REGION])
+        first, second = aws.client("ec2", REGION), aws.client("ec2", REGION, max_attempts=1)
+        heard = []
+        # "autoscaling" events reach handlers registered under botocore's renamed id ("auto-scaling")
+        scaling = aws.client("autoscaling", REGION)
+        scaling.meta.events.register("before-call.auto-scaling.DescribeAutoScalingGroups",
+                                     lambda **kwargs: heard.append("renamed"))
+        first.meta.events.register("after-call.ec2.DescribeImages", lambda **kwargs: heard.append("first"))
+        second.meta.events.register("after-call.ec2.DescribeImages", lambda **kwargs: heard.append("second"))
+        first.describe_images(Owners=["self"])
+        second.describe_images(Owners=["self"])
+        scaling.describe_auto_scaling_groups()
+    assert heard == ["first", "second", "renamed"]
+    assert first.meta.events._alias_event_name("before-call.autoscaling.X") == "before-call.auto-scaling.X"
