@@ -89,19 +89,30 @@ class AnswerWatch(FakeSlack):
 def relay(handler: BaseHTTPRequestHandler, body: bytes, target_port: int, timeout: float = 60) -> None:
     """Send the request `handler` is serving (its body already read) to 127.0.0.1:target_port and write the
     answer back, with its own Content-Length (the proxies of bench/ share this)."""
+    answer(handler, *fetch(handler, body, target_port, timeout))
+
+
+def fetch(handler: BaseHTTPRequestHandler, body: bytes, target_port: int,
+          timeout: float = 60) -> tuple[int, list[tuple[str, str]], bytes]:
+    """The upstream's answer to the request `handler` is serving: status, headers, body."""
     upstream = http.client.HTTPConnection("127.0.0.1", target_port, timeout=timeout)
     headers = {k: v for k, v in handler.headers.items() if k.lower() not in ("host", "connection")}
     upstream.request(handler.command, handler.path, body=body, headers=headers)
     response = upstream.getresponse()
     payload = response.read()
-    handler.send_response(response.status)
-    for key, value in response.getheaders():
-        if key.lower() not in ("transfer-encoding", "connection", "content-length"):
-            handler.send_header(key, value)
+    upstream.close()
+    kept = [(key, value) for key, value in response.getheaders()
+            if key.lower() not in ("transfer-encoding", "connection", "content-length")]
+    return response.status, kept, payload
+
+
+def answer(handler: BaseHTTPRequestHandler, status: int, headers: list[tuple[str, str]], payload: bytes) -> None:
+    handler.send_response(status)
+    for key, value in headers:
+        handler.send_header(key, value)
     handler.send_header("Content-Length", str(len(payload)))
     handler.end_headers()
     handler.wfile.write(payload)
-    upstream.close()
 
 
 def delaying_proxy(target_port: int, delay: float) -> ThreadingHTTPServer:

@@ -26,6 +26,10 @@ What it does:
    Each: wall time, the process's own CPU time (user + system) and peak RSS (os.wait4's rusage for that child
    alone), the AWS calls counted at the proxy, and this process's CPU meanwhile (moto and the proxy: when it is
    close to the wall time, the server, not the client, set the pace).
+   Then, a diagnostic: the digest once more with the proxy answering each request it recorded during the
+   digest's run instead of moto (every call then takes the delay and nothing more, as the bound assumes; a request
+   not recorded goes to moto and is counted). With one moto process on a small machine, moto's own CPU time is
+   what sets the first run's pace; the replayed run shows what the digest's own CPU leaves.
 4. Checks the digest's findings in every account and region against what was seeded: exactly the expected stale
    images and orphaned snapshots, nothing in use reported.
 Targets (issue 11): wall ≤ 1.3 × (total calls × DELAY / MAX_CONCURRENCY), CPU ≤ 1.2 × the floor's, peak RSS ≤
@@ -54,7 +58,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import digest_bench as base  # its launcher, Seed model and digest wrapper; it imports no moto)
-from ack_latency import relay  # the delaying proxies' forwarding
+from ack_latency import answer, fetch  # the delaying proxies' forwarding
 
 ROOT = base.ROOT
 REGIONS = base.REGIONS
@@ -140,6 +144,11 @@ class CountingProxy:
 
         self.calls: Counter = Counter()
         self.operations: Counter = Counter()
+        # Recording: moto's answers by request; replaying: those answers instead of moto's (AWS at exactly
+        # `delay` a call, which a single moto process on a small machine cannot be), misses forwarded to moto
+        self.recording: dict | None = None
+        self.replaying: dict | None = None
+        self.misses = 0
         self.server_seconds: Counter = Counter()  # operation -> seconds the server took to answer (after the delay)
         self._lock = threading.Lock()
         self._accounts: dict[str, str] = {}
@@ -170,7 +179,16 @@ class CountingProxy:
                         proxy.operations[(*key, operation)] += 1
                 time.sleep(delay)
                 started = time.perf_counter()
-                relay(self, body, upstream_port, timeout=120)
+                key = (self.headers.get("Authorization", "").split("/", 1)[0], self.command, self.path,
+                       self.headers.get("X-Amz-Target", ""), body)  # the caller's access key, and what it asked
+                replayed = proxy.replaying.get(key) if proxy.replaying is not None else None
+                if replayed is None:
+                    replayed = fetch(self, body, upstream_port, timeout=120)
+                    with proxy._lock:
+                        proxy.misses += proxy.replaying is not None
+                        if proxy.recording is not None:
+                            proxy.recording[key] = replayed
+                answer(self, *replayed)
                 if scope:
                     with proxy._lock:
                         proxy.server_seconds[operation] += time.perf_counter() - started
@@ -364,6 +382,18 @@ def report(runs: dict[str, dict], accounts: list[str], images: int, problems: li
     return 0 if all(ok for _label, ok in verdicts) else 1
 
 
+def report_replayed(replayed: dict, live: dict, misses: int, delay: float) -> None:
+    """The digest again with every AWS answer replayed from the live run (held `delay` each, no moto work): what
+    the wall time is when AWS is as fast as the bound assumes. A diagnostic, not one of the targets."""
+    total = sum(replayed["calls"].values())
+    bound = total * delay / MAX_CONCURRENCY
+    same = "same answers" if not misses else f"{misses} request(s) not in the recording, forwarded to moto"
+    print(f"\n  with moto's answers replayed ({same}): wall {replayed['wall']:.2f} s = {replayed['wall'] / bound:.2f}× "
+          f"the bound ({bound:.2f} s), CPU {replayed['cpu']:.2f} s, peak {replayed['peak_mb']:.1f} MiB, "
+          f"exit {replayed['code']} (live run: wall {live['wall']:.2f} s, CPU {live['cpu']:.2f} s); "
+          f"the digest's own CPU time is then what sets the pace")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--accounts", type=int, default=50, help="managed accounts (default 50)")
@@ -391,8 +421,13 @@ def main() -> int:
         spec = json.dumps({"accounts": [[account, role_arn(account)] for account in accounts], "regions": REGIONS,
                            "concurrency": MAX_CONCURRENCY})
         runs = {"floor": measure(launcher, proxy, [sys.executable, "-c", FLOOR, spec], env)}
-        runs["amibot digest"] = measure(launcher, proxy, [sys.executable, "-c", base.DIGEST, "--log-level", "WARNING",
-                                                          "digest", "--dry-run", "--format", "json"], env)
+        digest_command = [sys.executable, "-c", base.DIGEST, "--log-level", "WARNING", "digest", "--dry-run",
+                          "--format", "json"]
+        proxy.recording = {}
+        runs["amibot digest"] = measure(launcher, proxy, digest_command, env)
+        proxy.replaying, proxy.recording = proxy.recording, None
+        replayed = measure(launcher, proxy, digest_command, env)  # a diagnostic: the same answers, no moto
+        proxy.replaying = None
         if args.gc_on:  # the same, with the cyclic garbage collector left on (`amibot digest` turns it off)
             runs["+ gc on"] = measure(
                 launcher, proxy, [sys.executable, "-c", GC_ON + base.DIGEST.replace("; ", "\n"),
@@ -412,6 +447,7 @@ def main() -> int:
         if digest["code"]:
             print(f"the digest exited {digest['code']}; its stderr ends:\n{digest['stderr'][-1500:]}", file=sys.stderr)
         code = report(runs, accounts, args.images, check(document, seeds, now), args.delay)
+        report_replayed(replayed, runs["amibot digest"], proxy.misses, args.delay)
         proxy.close()
         return code
     finally:
