@@ -169,6 +169,10 @@ class Aws:
         self.account = account
         self._home = home
         self._handles: dict[str, Aws] = {}  # account id -> handle; empty: single-account
+        # With [organization]: the active members it leaves out (`exclude`), known once the organisation has
+        # been listed; None until then (or without an organisation): who else an organisation share reaches
+        # is then not known
+        self.unmanaged_members: list[str] | None = None
         self.max_concurrency = 16
         # observer(service, operation, error class or None) after every API call, e.g. the app's metrics.
         # Hooked on each client this object makes (not on the session, which callers may share between apps).

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import boto3
 import botocore.awsrequest
+import botocore.handlers
 import pytest
 from botocore.stub import ANY, Stubber
 from moto.ec2.models import ec2_backends
 
 from bot import approvals
 from tests import seed
+from tests.test_accounts_org import organisation
 from tests.test_deregister import approval_message, image_exists, last_update, snapshot_exists, snapshots_of
 from tests.test_references import REPORT_OPERATIONS, report, route
 
@@ -156,6 +158,43 @@ def test_a_share_to_the_organisation_reaches_every_managed_account(make_harness,
     message, _ = approval_message(app.fake)
     assert "*prod (111111111111)*: nothing found" in message.text  # prod was scanned too
     assert "(not managed by amibot): unknown" not in message.text  # the organisation is covered by the scans
+
+
+def test_an_organisation_share_is_unknown_for_the_members_amibot_excludes(make_harness, aws):
+    alpha, sandbox = organisation(aws, "Team Alpha", "Sandbox")
+    image_id = seed.image(aws, "org-excluded")
+    arn = aws.client("organizations").describe_organization()["Organization"]["Arn"]
+    aws.client("ec2").modify_image_attribute(ImageId=image_id, LaunchPermission={"Add": [{"OrganizationArn": arn}]})
+    app = make_harness({"aws": {"regions": REGIONS}, "approvals": {"approvers": ["U0LEAD"]},
+                        "organization": {"enabled": True, "role_name": "amibot", "exclude": ["Sandbox"]}})
+    instance_id = instance_in(seed.account_session(aws, alpha), alpha, image_id, "alpha-1")
+    app.command(f"deregister {image_id}")
+    reply = app.last_reply().text
+    assert f"*Team-Alpha ({alpha})*: 1 instance" in reply and instance_id in reply  # the managed member: scanned
+    app.command(f"deregister {image_id} --force")
+    message, _ = approval_message(app.fake)
+    # the excluded member is reached by the share but scanned by nobody: unknown, never "nothing"
+    assert f":rotating_light: *Use by account {sandbox} (not managed by amibot): unknown*" in message.text
+    assert f"organisation {arn}" not in message.text  # the rest of the organisation was scanned
+
+
+def test_an_organisation_share_is_unknown_while_the_organisation_cannot_be_listed(make_harness, aws, monkeypatch):
+    image_id, arn = org_shared_image(aws, "org-unlisted")
+
+    def deny(**_):
+        return (botocore.awsrequest.AWSResponse("https://organizations.us-east-1.amazonaws.com/", 400, {}, None),
+                {"Error": {"Code": "AccessDeniedException", "Message": "You don't have permissions."}})
+
+    # every session made from now on (the app's) has Organizations refuse ListAccounts
+    monkeypatch.setattr(botocore.handlers, "BUILTIN_HANDLERS",
+                        [*botocore.handlers.BUILTIN_HANDLERS, ("before-call.organizations.ListAccounts", deny)])
+    app = make_harness(seed.three_accounts(REGIONS, organization={"enabled": True},
+                                           approvals={"approvers": ["U0LEAD"]}))
+    assert {account.name for account in app.ctx.aws.accounts} == {"bake", "prod", "staging"}  # the configured ones
+    app.command(f"deregister {image_id}")
+    message, _ = approval_message(app.fake)
+    assert f":rotating_light: *Use by organisation {arn} (not managed by amibot): unknown*" in message.text
+    assert "*prod (111111111111)*: nothing found" in message.text  # what is managed is still scanned
 
 
 def test_without_organization_enabled_an_organisation_share_is_unknown(app, aws):

@@ -169,17 +169,24 @@ def preflight(ctx, image: Image) -> Preflight:
 def split_shares(ctx, owner: Account, shares: Shares | None) -> tuple[list[Account], Shares | None]:
     """(the managed accounts other than the owner that the launch permissions reach, the shares none of them
     covers). A share to an organisation — or one of its OUs — reaches every managed account when amibot manages
-    the organisation ([organization] enabled). Launch permissions that could not be read may reach any of them,
-    so every managed account is scanned."""
+    the organisation ([organization] enabled and its members listed); the members `exclude` leaves out are
+    then the accounts nobody scans, so they are the rest (unknown, or an image usage report's). Otherwise (no
+    [organization], or not listed yet) every managed account is scanned and the organisation's share stays
+    unknown as a whole. Launch permissions that could not be read may reach any managed account, so every one
+    is scanned."""
     managed = {account.id: account for account in ctx.aws.accounts if account.id and account.id != owner.id}
     if shares is None:
         return list(managed.values()), None
-    # ctx.aws.accounts empty: the organisation's members are not known (yet), so it covers nobody
-    whole_organization = bool(ctx.policy.organization.enabled and ctx.aws.accounts and
+    left_out = ctx.aws.home.unmanaged_members  # None: the organisation's members are not known (yet)
+    whole_organization = bool(ctx.policy.organization.enabled and ctx.aws.accounts and left_out is not None and
                               (shares.organizations or shares.organizational_units))
-    reached = list(managed.values()) if whole_organization else [managed[a] for a in dict.fromkeys(shares.accounts)
-                                                                  if a in managed]
-    rest = Shares(accounts=[a for a in shares.accounts if a not in managed and a != owner.id],
+    # Any managed account may be in an organisation or OU the image is shared with: scan them all
+    reached = list(managed.values()) if shares.organizations or shares.organizational_units else \
+        [managed[a] for a in dict.fromkeys(shares.accounts) if a in managed]
+    unscanned = [a for a in shares.accounts if a not in managed and a != owner.id]
+    if whole_organization:
+        unscanned += [a for a in left_out if a not in unscanned and a != owner.id]
+    rest = Shares(accounts=unscanned,
                   organizations=[] if whole_organization else list(shares.organizations),
                   organizational_units=[] if whole_organization else list(shares.organizational_units),
                   public=shares.public)

@@ -29,12 +29,29 @@ def list_members(aws: Aws) -> list[dict]:
 
 def discover(aws: Aws, policy) -> list[Account]:
     """The accounts the policy describes: configured ones, or the organisation's members merged with them."""
+    return _discover(aws, policy)[0]
+
+
+def _discover(aws: Aws, policy) -> tuple[list[Account], list[str] | None]:
+    """(the managed accounts, the organisation's active members left out of them — None without an
+    organisation)."""
     if not policy.organization.enabled:
-        return list(policy.accounts)
+        return list(policy.accounts), None
     members = list_members(aws)
     home_id = aws.home.account_id()
-    return accounts_model.merge_discovered(members, list(policy.accounts), policy.organization.role_name,
-                                           policy.organization.exclude, home_id)
+    accounts = accounts_model.merge_discovered(members, list(policy.accounts), policy.organization.role_name,
+                                               policy.organization.exclude, home_id)
+    return accounts, left_out(members, accounts)
+
+
+def left_out(members: list[dict], accounts: list[Account]) -> list[str]:
+    """The ids of active members amibot does not manage ([organization].exclude): an image shared with the
+    organisation (or an OU) reaches them, but nobody scans them, so their use of it is unknown."""
+    managed = {account.id for account in accounts}
+    ids = [str(member.get("Id") or "") for member in members
+           if (member.get("State") or member.get("Status") or "ACTIVE") == "ACTIVE"]
+    return [account_id for account_id in dict.fromkeys(ids) if accounts_model.ACCOUNT_ID.match(account_id)
+            and account_id not in managed]
 
 
 def configured(aws: Aws, policy) -> list[Account]:
@@ -50,7 +67,7 @@ def refresh(aws: Aws, policy) -> list[Account] | AwsError:
     """Apply the accounts the policy describes to `aws`; on an AWS failure keep what is known and return it
     (at the first listing nothing is known yet but the `[[accounts]]`, which are then managed)."""
     try:
-        accounts = discover(aws, policy)
+        accounts, unmanaged = _discover(aws, policy)
     except AwsError as error:
         log.warning("cannot list the organisation's accounts (keeping %d known): %s", len(aws.accounts), error)
         if not aws.accounts and policy.accounts:
@@ -61,6 +78,7 @@ def refresh(aws: Aws, policy) -> list[Account] | AwsError:
         return error
     if accounts:
         aws.manage(accounts, policy.aws.max_concurrency)
+        aws.home.unmanaged_members = unmanaged
     return accounts
 
 
