@@ -122,6 +122,26 @@ def test_the_full_list_is_a_csv_with_an_account_column(make_harness, org):
     assert complete.params["thread_ts"] == post.ts and "across 3 accounts" in complete.params["initial_comment"]
 
 
+def test_a_bake_image_that_prod_runs_is_not_stale_in_the_organisations_digest(make_harness, aws, org, cli_env,
+                                                                              capsys):
+    shared = registered(aws, seed.BAKE, "base-v3", 300)  # as old as bake-old, and run in prod
+    aws.client("ec2").modify_image_attribute(ImageId=shared, LaunchPermission={"Add": [{"UserId": seed.PROD}]})
+    instance_id = seed.instance(org["prod"], name="prod-web-1")  # moto: launched from a local image, then pointed
+    seed.ec2_backends[seed.PROD]["us-east-1"].get_instance(instance_id).image_id = shared
+    harness = make_harness(seed.three_accounts(REGIONS, digest=DIGEST))
+    harness.command("digest", channel="C0OPS")
+    text = digest_post(harness).text
+    assert shared not in text and org["ids"]["bake-old"] in text  # only the image nothing runs is proposed
+    assert f"• *{BAKE_LABEL}*: 1 stale image (15 GiB), 0 orphaned snapshots (0 GiB) — *$0.75/month*" in text
+
+    assert cli.main(["digest", "--dry-run", "--format", "json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert shared not in {item["id"] for item in document["items"]}
+    [bake] = [region for region in document["regions"]
+              if region.get("account") == seed.BAKE and region["region"] == "us-east-1"]
+    assert bake["kept"]["used in another managed account"] == 1 and bake["stale_images"] == 1
+
+
 def test_cleanup_and_deregistration_buttons_on_prod_items_act_in_prod(make_harness, aws, org):
     harness = make_harness(seed.three_accounts(REGIONS, digest=DIGEST))
     prod, ids = org["prod"], org["ids"]

@@ -40,7 +40,17 @@ from bot.services.fleet_health import RegionHealth
 from bot.services.images import describe_own_images
 from bot.services.inventory import Progress, ami_of, scan_region
 from bot.services.snapshots import delete_snapshots
-from bot.services.staleness import SNOOZE_DAYS, Findings, RegionFindings, Rules, failed_region, judge, where
+from bot.services.staleness import (
+    SNOOZE_DAYS,
+    Findings,
+    RegionFindings,
+    Rules,
+    failed_region,
+    foreign_uses,
+    judge,
+    keep_what_other_accounts_use,
+    where,
+)
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +127,7 @@ def compute(aws: Aws, policy, now: datetime, snoozed: set[str] | frozenset[str] 
 
     aws.each_target(one, targets, on_result=arrived)  # one bounded pool over accounts × regions
     findings = Findings([judged[target] for target in targets], now, rules)
+    keep_what_other_accounts_use(findings.regions, rules)
     if health:
         findings.health = fleet_health.FleetHealth([healths[target] for target in targets if target in healths])
         order = {account.id: number for number, account in enumerate(findings.accounts)}
@@ -129,6 +140,8 @@ def _judged(handle: Aws, region: str, policy, rules: Rules, now: datetime, snooz
     inventory = scan_region(handle, region, policy.digest.family_tag, progress)
     findings = judge(inventory, rules, now, snoozed)
     findings.account = handle.account
+    if handle.many:  # what this account runs of the others' images (keep_what_other_accounts_use)
+        findings.foreign_uses = foreign_uses(inventory)
     findings.drift = _drift_of(inventory, policy.digest.family_tag, now, names)
     return findings
 

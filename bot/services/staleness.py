@@ -23,6 +23,7 @@ at most its volume size: the figures are an upper bound.)
 
 from __future__ import annotations
 
+import logging
 from collections import Counter, defaultdict
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
@@ -32,6 +33,8 @@ from typing import Any
 from bot.accounts import HOME, Account
 from bot.services.images import Image
 from bot.services.inventory import Inventory, Snapshot
+
+log = logging.getLogger(__name__)
 
 SKIPPED_STATES = {"pending", "transient", "deregistered"}  # not (yet / any more) an image one could retire
 DISABLED = "disabled"
@@ -111,6 +114,7 @@ class RegionFindings:
     error: str | None = None  # the region could not be scanned; nothing is reported for it
     drift: Any = None  # bot.services.drift.Drift from the same scan, or None (not known)
     account: Account = HOME  # which managed account this region is of (HOME: no accounts configured)
+    foreign_uses: dict[str, str] = field(default_factory=dict)  # others' images used here (see foreign_uses)
 
     @property
     def label(self) -> str:
@@ -247,6 +251,55 @@ USED_BY = [("instances", "used by an instance"), ("templates", "used by a launch
            ("recipes", "parent of an Image Builder recipe"), ("others", "referenced, per AWS's check")]
 
 
+def used_by(usage) -> str | None:
+    """What a reference entry (bot.services.references) says uses the image, as a keep reason; None: nothing."""
+    if usage is not None:
+        for kind, label in USED_BY:
+            if getattr(usage, kind):
+                return label
+    return None
+
+
+USED_IN_ANOTHER_ACCOUNT = "used in another managed account"
+
+
+def foreign_uses(inventory: Inventory) -> dict[str, str]:
+    """The images this account-region's instances, templates, groups… use but it does not own (image id → what
+    uses it): with many accounts, the bake account's images run in the others."""
+    own = {image.id for image in inventory.images}
+    uses = {}
+    for image_id, usage in inventory.references.by_image.items():
+        if image_id not in own:
+            label = used_by(usage)
+            if label:
+                uses[image_id] = label
+    return uses
+
+
+def keep_what_other_accounts_use(regions: list[RegionFindings], rules: Rules) -> None:
+    """An image one managed account owns and another's fleet uses is not stale. Each account-region is judged on
+    its own scan (so memory holds one at a time), so the uses found in the others are applied once all are in:
+    such an image leaves the stale list and its cost, and is counted as kept ("used in another managed
+    account"); the log names the account and what uses it."""
+    uses: dict[tuple[str, str], str] = {}
+    for region in regions:
+        for image_id, label in region.foreign_uses.items():
+            uses.setdefault((region.region, image_id), f"{label} in {region.account.label}")
+    if not uses:
+        return
+    for region in regions:
+        used = [item for item in region.stale if (region.region, item.image.id) in uses]
+        if not used:
+            continue
+        region.stale = [item for item in region.stale if (region.region, item.image.id) not in uses]
+        for item in used:
+            region.kept[USED_IN_ANOTHER_ACCOUNT] += 1
+            log.info("digest: %s in %s is not stale: %s", item.image.id, region.label,
+                     uses[(region.region, item.image.id)])
+        region.saving_gb = max(0, region.saving_gb - sum(item.size_gb for item in used))
+        region.monthly_cost = rules.cost(region.saving_gb)
+
+
 def keep_reason(image: Image, inventory: Inventory, rules: Rules, now: datetime, newest: set[str],
                 snoozed: Collection[str]) -> str | None:
     """Why the image is not stale (a short label), or None when it is stale."""
@@ -258,11 +311,9 @@ def keep_reason(image: Image, inventory: Inventory, rules: Rules, now: datetime,
         return "younger than stale_after_days"
     if image.id in newest:
         return "among the keep_latest newest of its family"
-    usage = inventory.references.by_image.get(image.id)
-    if usage is not None:
-        for kind, label in USED_BY:
-            if getattr(usage, kind):
-                return label
+    label = used_by(inventory.references.by_image.get(image.id))
+    if label:
+        return label
     if image.last_launched is not None and _days(image.last_launched, now) < rules.stale_after_days:
         return "launched within stale_after_days"
     if image.id in snoozed:
