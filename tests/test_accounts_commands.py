@@ -108,6 +108,20 @@ def test_show_finds_an_id_in_the_account_that_owns_it(app, aws, prod):
     assert audit_detail(app, "command.show")["account"] == PROD
 
 
+def test_show_of_a_shared_image_lists_its_use_in_the_managed_accounts_it_is_shared_with(app, aws, prod):
+    image_id = seed.image(aws, "base-bake-3")
+    aws.client("ec2").modify_image_attribute(ImageId=image_id, LaunchPermission={
+        "Add": [{"UserId": PROD}, {"UserId": STAGING}]})
+    instance_id = seed.instance(prod, name="prod-api-1")  # moto: launched from a local image, then pointed at it
+    seed.ec2_backends[PROD]["us-east-1"].get_instance(instance_id).image_id = image_id
+    app.command(f"show {image_id}")
+    text = app.last_reply().text
+    assert "*In use by* (in bake (123456789012))\nnothing found" in text
+    assert "*In the other managed accounts it is shared with*" in text
+    assert "*prod (111111111111)*: 1 instance" in text and instance_id in text
+    assert "*staging (222222222222)*: nothing found" in text
+
+
 def test_a_name_in_two_accounts_is_ambiguous_and_names_both(app, aws, prod):
     baked = seed.image(aws, "web-v1")
     copied = seed.image(prod, "web-v1")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
 from bot.blocks import (
@@ -18,7 +19,8 @@ from bot.blocks import (
     when,
 )
 from bot.errors import AwsError
-from bot.render.deregister import reference_line, unknown_lines
+from bot.render.deregister import account_section, reference_line, unknown_lines
+from bot.services.deregister import AccountUsage
 from bot.services.images import Image, Shares
 from bot.services.references import AMIBOT, Usage
 
@@ -131,8 +133,10 @@ def _usage(usage: Usage) -> str:
     return text
 
 
-def image_detail(image: Image, shares: Shares, usage: Usage, now: datetime, account: str = "") -> Message:
-    """`account` ("prod (111111111111)", given with more than one account) takes the place of the owner id."""
+def image_detail(image: Image, shares: Shares, usage: Usage, now: datetime, account: str = "",
+                 elsewhere: Sequence[AccountUsage] = ()) -> Message:
+    """`account` ("prod (111111111111)", given with more than one account) takes the place of the owner id;
+    `elsewhere`: its use in the other managed accounts it is shared with."""
     title = image.name or image.id
     facts = [
         f"*ID*\n{code(image.id)}", f"*Region*\n{image.region}",
@@ -154,6 +158,9 @@ def image_detail(image: Image, shares: Shares, usage: Usage, now: datetime, acco
     tags = "\n".join(f"{escape(k)} = {escape(v)}" for k, v in sorted(image.tags.items())[:30])
     blocks.append(section(f"*Tags*\n{tags or 'none'}"))
     blocks += [divider(), section(f"*Who can launch it*\n{_shares(shares)}"),
-               section(f"*In use by*\n{_usage(usage)}")]
+               section(f"*In use by*{f' (in {escape(account)})' if elsewhere else ''}\n{_usage(usage)}")]
+    if elsewhere:
+        blocks.append(section("*In the other managed accounts it is shared with*\n" +
+                              "\n".join(account_section(other) for other in elsewhere)))
     where = f"{account}, {image.region}" if account else image.region
     return message(f"{title} ({image.id}, {where})", blocks)

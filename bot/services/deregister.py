@@ -193,6 +193,14 @@ def split_shares(ctx, owner: Account, shares: Shares | None) -> tuple[list[Accou
     return reached, rest
 
 
+def use_in_every_account(ctx, image: Image, shares: Shares | None) -> tuple[Usage, list[AccountUsage]]:
+    """What uses the image in its own account and in each managed account its launch permissions reach, as the
+    deregistration preflight scans them (`/ami show` with many accounts)."""
+    owner = ctx.aws.of(image.account).account
+    reached, _rest = split_shares(ctx, owner, shares)
+    return usage_across(ctx.aws, owner, reached, image)
+
+
 def usage_across(aws: Aws, owner: Account, reached: list[Account], image: Image) -> tuple[Usage, list[AccountUsage]]:
     """The image's use in its own account and in each account it reaches, scanned in one bounded pool (the
     image's region: a shared image is launched in the region it lives in)."""

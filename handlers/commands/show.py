@@ -3,6 +3,7 @@
 from bot.commands import Arg, Subcommand
 from bot.render.findings import findings_blocks
 from bot.render.images import image_choices, image_detail
+from bot.services.deregister import use_in_every_account
 from bot.services.findings import findings_of
 from bot.services.images import account_labels, accounts_named, find_images, shares_of
 from bot.services.references import scan
@@ -22,8 +23,12 @@ def run(call):
     image = images[0]
     owner = ctx.aws.of(image.account)  # an id is found in whichever account owns it; all else is looked up there
     call.audit_detail = {"image": image.id, "region": image.region, "account": image.account}
-    usage = scan(owner, image.region, [image.id]).of(image.id)
-    message = image_detail(image, shares_of(owner, image), usage, ctx.clock(),
-                           owner.account.label if ctx.aws.many else "")
+    shares = shares_of(owner, image)
+    if ctx.aws.many:  # the managed accounts it is shared with run it too: scanned as the preflight does
+        usage, elsewhere = use_in_every_account(ctx, image, shares)
+    else:
+        usage, elsewhere = scan(owner, image.region, [image.id]).of(image.id), []
+    message = image_detail(image, shares, usage, ctx.clock(), owner.account.label if ctx.aws.many else "",
+                           elsewhere)
     message["blocks"] += findings_blocks(findings_of(owner, image))
     return message
