@@ -340,8 +340,12 @@ class Aws:
         """Make this account's client of each service in its first region now (no AWS call), which builds the
         services' shared models and client classes: a batch that then freezes the garbage collector's view
         (`amibot digest`) keeps these large, long-lived structures out of every later collection."""
+        try:
+            region = self.regions[0]
+        except AwsError:
+            return  # no region configured: the work that follows says so, in one line
         for service in services:
-            self.client(service, self.regions[0])
+            self.client(service, region)
 
     @requires("sts:GetCallerIdentity")
     def account_id(self) -> str:

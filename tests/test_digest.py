@@ -401,6 +401,19 @@ def test_cli_dry_run_prints_json_csv_and_a_table_with_progress(aws, world, cli_e
     assert "TOTAL" in table and world["eu-stale"] in table and "disabled, ready to deregister" in table
 
 
+def test_cli_dry_run_without_any_region_says_so_in_one_line(aws, tmp_path, monkeypatch, capsys):
+    config = tmp_path / "amibot.toml"
+    config.write_text("[digest]\nkeep_latest = 1\n")  # no [aws].regions
+    monkeypatch.setenv("AMIBOT_CONFIG", str(config))
+    monkeypatch.setenv("AMIBOT_DB", str(tmp_path / "cli.db"))
+    monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
+    monkeypatch.delenv("AWS_REGION", raising=False)
+    assert cli.main(["digest", "--dry-run"]) == 1
+    out, err = capsys.readouterr()
+    assert err.strip() == "amibot: no AWS region configured: set AWS_DEFAULT_REGION or [aws].regions in the policy file"
+    assert out == ""
+
+
 def test_cli_posts_to_the_digest_channel(aws, world, cli_env, fake_slack, monkeypatch, capsys):
     assert cli.main(["digest"]) == 2
     assert "SLACK_BOT_TOKEN" in capsys.readouterr().err
