@@ -23,7 +23,8 @@ from bot.services.references import (
 from bot.services.usage_reports import AVAILABLE, PENDING, RESOURCE_NAMES, UNSUPPORTED, OtherAccounts
 
 if TYPE_CHECKING:
-    from bot.services.deregister import AccountUsage, Preflight
+    from bot.services.blast_radius import AccountUsage
+    from bot.services.deregister import Preflight
 
 ACCOUNTS_BLOCK = "deregister.accounts"  # the block the usage-report job replaces when the report is ready
 

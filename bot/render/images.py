@@ -20,7 +20,7 @@ from bot.blocks import (
 )
 from bot.errors import AwsError
 from bot.render.deregister import account_section, reference_line, unknown_lines
-from bot.services.deregister import AccountUsage
+from bot.services.blast_radius import AccountUsage
 from bot.services.images import Image, Shares
 from bot.services.references import AMIBOT, Usage
 
