@@ -98,6 +98,19 @@ def test_versions_span_the_accounts_and_name_each_versions_account(app, aws, pro
     assert "No account `nosuch` is configured" in app.last_reply().text
 
 
+def test_versions_show_each_versions_use_in_the_managed_accounts_it_is_shared_with(app, aws, prod):
+    old = seed.image(aws, "base-1", tags={"Family": "base", "Version": "1"})
+    new = seed.image(aws, "base-2", tags={"Family": "base", "Version": "2"})
+    aws.client("ec2").modify_image_attribute(ImageId=new, LaunchPermission={"Add": [{"UserId": PROD}]})
+    instance_id = seed.instance(prod, name="prod-base-1")  # moto: launched from a local image, then pointed at it
+    seed.ec2_backends[PROD]["us-east-1"].get_instance(instance_id).image_id = new
+    app.command("versions base")
+    rows = {line.split("`")[1]: line for line in app.last_reply().text.splitlines() if line.startswith("*")
+            and "`ami-" in line}
+    assert rows[new].endswith("· unused · in prod (111111111111): 1 instance")  # unused in bake, run in prod
+    assert "prod" not in rows[old].split("·", 2)[2]  # not shared: prod is not looked at for it
+
+
 def test_show_finds_an_id_in_the_account_that_owns_it(app, aws, prod):
     image_id = seed.image(prod, "api-prod-7", tags={"Team": "payments"})
     seed.instance(prod, image_id=image_id)  # what uses it is looked up in prod too

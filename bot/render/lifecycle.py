@@ -139,6 +139,18 @@ def _usage_summary(usage: Usage | None) -> str:
     return text or "unused"
 
 
+def _elsewhere_summary(elsewhere) -> str:
+    """" · in prod (111111111111): 2 instances" for each managed account it is shared with that uses it (or
+    could not be read); nothing for the ones where nothing uses it."""
+    parts = []
+    for other in elsewhere:
+        if other.usage is None:
+            parts.append(f":grey_question: in {escape(other.account.label)}: use unknown")
+        elif other.usage.in_use or other.usage.blocking_unknown:
+            parts.append(f"in {escape(other.account.label)}: {_usage_summary(other.usage)}")
+    return "".join(f" · {part}" for part in parts)
+
+
 def version_states(version: Version, now: datetime) -> list[str]:
     image = version.image
     states = []
@@ -171,7 +183,8 @@ def versions(family: FamilyVersions, now: datetime, shown: int = 25, findings: d
             where = f" · {escape(accounts.get(image.account) or image.account or '?')}{where}"
         vulns = f" · {counts_text(findings[image.id])}" if any_known and image.id in findings else ""
         rows.append(f"*{escape(version.label)}* {code(image.id)}{where} · {age(image.created, now)} · "
-                    f"{', '.join(version_states(version, now))} · {_usage_summary(version.usage)}{vulns}")
+                    f"{', '.join(version_states(version, now))} · {_usage_summary(version.usage)}"
+                    f"{_elsewhere_summary(version.elsewhere)}{vulns}")
     blocks = [section(body)]
     for start in range(0, len(rows), 10):
         blocks.append(section("\n".join(rows[start:start + 10])))

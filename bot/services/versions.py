@@ -25,10 +25,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from bot.accounts import Account
 from bot.aws import Aws, Target, call, requires
 from bot.blocks import escape
 from bot.errors import AmibotError, AwsError, NotFound, PolicyViolation
-from bot.services.images import Image, describe_own_images
+from bot.services.blast_radius import AccountUsage, split_shares
+from bot.services.images import Image, Shares, describe_own_images, shares_of_many
 from bot.services.references import Usage, scan
 
 if TYPE_CHECKING:  # only for annotations: importing the context pulls in Slack's SDK (memory in the digest)
@@ -82,6 +84,8 @@ class Version:
     current: bool = False
     previous: bool = False  # what a rollback would return to
     usage: Usage | None = None
+    # its use in the other managed accounts it is shared with (bot.services.blast_radius), when looked up
+    elsewhere: list[AccountUsage] = field(default_factory=list)
 
 
 def ordered_versions(images: list[Image]) -> list[Version]:
@@ -163,10 +167,11 @@ class FamilyVersions:
     parameter: str = ""
 
 
-def family_versions(ctx: Context, family: str, region: str | None = None, accounts: list | None = None
-                    ) -> FamilyVersions:
+def family_versions(ctx: Context, family: str, region: str | None = None, accounts: list | None = None,
+                    elsewhere_for: int = 0) -> FamilyVersions:
     """Every version of a family across the managed accounts (or those given), newest first, with its state
-    and what uses it (looked up in the account and region of each image). Raises NotFound."""
+    and what uses it (looked up in the account and region of each image; with many accounts, for the newest
+    `elsewhere_for` versions also in each managed account it is shared with). Raises NotFound."""
     images, failures = family_images(ctx.aws, family, ctx.policy.digest.family_tag, [region] if region else None,
                                      accounts)
     if not images:
@@ -199,7 +204,36 @@ def family_versions(ctx: Context, family: str, region: str | None = None, accoun
             failures.setdefault(target.label, refs)
         elif refs is not None:
             version.usage = refs.of(image.id)
+    if ctx.aws.many and elsewhere_for:
+        use_in_other_accounts(ctx, versions[:elsewhere_for])
     return FamilyVersions(family, versions, failures, parameter_name(family))
+
+
+def use_in_other_accounts(ctx: Context, versions: list[Version]) -> None:
+    """Each version's use in the managed accounts its launch permissions reach (bot.services.blast_radius):
+    one launch-permission lookup per image, then one scan per account and region for all the images shared
+    there, in one bounded pool. Permissions that cannot be read reach every managed account."""
+    shares = shares_of_many(ctx.aws, [version.image for version in versions])
+    wanted: dict[tuple[str, str], list[str]] = defaultdict(list)
+    reached: dict[str, list[Account]] = {}
+    for version in versions:
+        image = version.image
+        found = shares.get(image.id)
+        accounts, _rest = split_shares(ctx, ctx.aws.of(image.account).account,
+                                       found if isinstance(found, Shares) else None)
+        reached[image.id] = accounts
+        for account in accounts:
+            wanted[(account.id, image.region)].append(image.id)
+    targets = {place: Target(ctx.aws.of(place[0]).account, place[1]) for place in wanted}
+    scans = ctx.aws.each_target(lambda handle, name: scan(handle, name, wanted[(handle.account.id, name)]),
+                                list(targets.values()))
+    for version in versions:
+        for account in reached[version.image.id]:
+            refs = scans.get(targets[(account.id, version.image.region)])
+            if isinstance(refs, AwsError):
+                version.elsewhere.append(AccountUsage(account, None, refs.message))
+            elif refs is not None:
+                version.elsewhere.append(AccountUsage(account, refs.of(version.image.id)))
 
 
 def _stored_as(ctx: Context, account: str) -> tuple[str, ...]:

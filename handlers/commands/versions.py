@@ -18,7 +18,7 @@ SPEC = Subcommand(
 def run(call):
     ctx, region = call.ctx, call.flags["region"]
     accounts = accounts_named(ctx.aws, call.flags["account"])
-    family = family_versions(ctx, call.args["family"], region, accounts)
+    family = family_versions(ctx, call.args["family"], region, accounts, elsewhere_for=SHOWN)
     shown = [version.image for version in family.versions[:SHOWN]]
     findings = {}
     for account in dict.fromkeys(image.account for image in shown):  # each image's findings in its own account
