@@ -192,14 +192,11 @@ def family_versions(ctx: Context, family: str, region: str | None = None, accoun
     by_place: dict[tuple[str, str], list[str]] = defaultdict(list)
     for image in images:
         by_place[(image.account, image.region)].append(image.id)
-    targets = {place: Target(ctx.aws.of(place[0]).account, place[1]) for place in by_place}
-    scans = ctx.aws.each_target(lambda handle, name: scan(handle, name, by_place[(handle.account.id, name)]),
-                                list(targets.values()))
+    scans = _scan_places(ctx, by_place)
     for version in versions:
         image = version.image
         version.previous = (image.account, image.region, image.id) in previous
-        target = targets[(image.account, image.region)]
-        refs = scans.get(target)
+        target, refs = scans[(image.account, image.region)]
         if isinstance(refs, AwsError):
             failures.setdefault(target.label, refs)
         elif refs is not None:
@@ -224,16 +221,23 @@ def use_in_other_accounts(ctx: Context, versions: list[Version]) -> None:
         reached[image.id] = accounts
         for account in accounts:
             wanted[(account.id, image.region)].append(image.id)
-    targets = {place: Target(ctx.aws.of(place[0]).account, place[1]) for place in wanted}
-    scans = ctx.aws.each_target(lambda handle, name: scan(handle, name, wanted[(handle.account.id, name)]),
-                                list(targets.values()))
+    scans = _scan_places(ctx, wanted)
     for version in versions:
         for account in reached[version.image.id]:
-            refs = scans.get(targets[(account.id, version.image.region)])
+            _target, refs = scans[(account.id, version.image.region)]
             if isinstance(refs, AwsError):
                 version.elsewhere.append(AccountUsage(account, None, refs.message))
             elif refs is not None:
                 version.elsewhere.append(AccountUsage(account, refs.of(version.image.id)))
+
+
+def _scan_places(ctx: Context, wanted: dict[tuple[str, str], list[str]]) -> dict[tuple[str, str], tuple]:
+    """One reference scan per (account id, region) for the image ids wanted there, in one bounded pool:
+    place -> (its Target, its References or AwsError; None if it did not run)."""
+    targets = {place: Target(ctx.aws.of(place[0]).account, place[1]) for place in wanted}
+    scans = ctx.aws.each_target(lambda handle, name: scan(handle, name, wanted[(handle.account.id, name)]),
+                                list(targets.values()))
+    return {place: (target, scans.get(target)) for place, target in targets.items()}
 
 
 def _stored_as(ctx: Context, account: str) -> tuple[str, ...]:
