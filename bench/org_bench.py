@@ -179,7 +179,7 @@ class CountingProxy:
                         proxy.operations[(*key, operation)] += 1
                 time.sleep(delay)
                 started = time.perf_counter()
-                key = (self.headers.get("Authorization", "").split("/", 1)[0], self.command, self.path,
+                key = (scope.group(1) if scope else "", self.command, self.path,
                        self.headers.get("X-Amz-Target", ""), body)  # the caller's access key, and what it asked
                 replayed = proxy.replaying.get(key) if proxy.replaying is not None else None
                 if replayed is None:

@@ -158,6 +158,12 @@ def member_role_arn(account_id: str, role_name: str, partition: str = "aws") -> 
     return f"arn:{partition}:iam::{account_id}:role/{role_name}"
 
 
+def is_active(member: dict) -> bool:
+    """An organisation member (a ListAccounts item) that can work: `State` replaces the deprecated `Status`;
+    SUSPENDED, PENDING_CLOSURE and CLOSED accounts are not worked in."""
+    return (member.get("State") or member.get("Status") or "ACTIVE") == "ACTIVE"
+
+
 def merge_discovered(members: Iterable[dict], configured: list[Account], role_name: str, exclude: Iterable[str],
                      home_id: str | None) -> list[Account]:
     """Organisation members (ListAccounts items) as accounts: active ones only, `exclude` (ids or names)
@@ -167,8 +173,7 @@ def merge_discovered(members: Iterable[dict], configured: list[Account], role_na
     result: dict[str, Account] = {}
     for member in members:
         account_id, name = str(member.get("Id") or ""), str(member.get("Name") or "")
-        # `State` replaces the deprecated `Status` (SUSPENDED, PENDING_CLOSURE, CLOSED are not worked in)
-        if not ACCOUNT_ID.match(account_id) or (member.get("State") or member.get("Status") or "ACTIVE") != "ACTIVE":
+        if not ACCOUNT_ID.match(account_id) or not is_active(member):
             continue
         slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-.")[:32] if name else ""
         if excluded & {account_id, name.lower(), slug.lower()}:  # by id, display name or the name amibot uses

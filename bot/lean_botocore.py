@@ -166,9 +166,11 @@ def lighten(core) -> None:
         return
     try:
         loader = core.get_component("data_loader")
+        from botocore.loaders import JSONFileLoader
+
         lean = _lean_file_loader()
-        if lean is not None and type(getattr(loader, "file_loader", None)).__name__ == "JSONFileLoader":
-            loader.file_loader = lean
+        if lean is not None and type(getattr(loader, "file_loader", None)) is JSONFileLoader:
+            loader.file_loader = lean  # only over botocore's own JSONFileLoader, not a caller's custom one
         factory = core.get_component("response_parser_factory")
         if _PARSE_TIMESTAMP is not None and callable(getattr(factory, "set_parser_defaults", None)):
             factory.set_parser_defaults(timestamp_parser=_PARSE_TIMESTAMP)

@@ -14,7 +14,7 @@ from moto.ec2.models import ec2_backends
 
 from bot import approvals
 from tests import seed
-from tests.test_accounts_org import organisation
+from tests.test_accounts_org import listing_refused, organisation
 from tests.test_deregister import approval_message, image_exists, last_update, snapshot_exists, snapshots_of
 from tests.test_references import REPORT_OPERATIONS, report, route
 
@@ -180,14 +180,9 @@ def test_an_organisation_share_is_unknown_for_the_members_amibot_excludes(make_h
 
 def test_an_organisation_share_is_unknown_while_the_organisation_cannot_be_listed(make_harness, aws, monkeypatch):
     image_id, arn = org_shared_image(aws, "org-unlisted")
-
-    def deny(**_):
-        return (botocore.awsrequest.AWSResponse("https://organizations.us-east-1.amazonaws.com/", 400, {}, None),
-                {"Error": {"Code": "AccessDeniedException", "Message": "You don't have permissions."}})
-
     # every session made from now on (the app's) has Organizations refuse ListAccounts
-    monkeypatch.setattr(botocore.handlers, "BUILTIN_HANDLERS",
-                        [*botocore.handlers.BUILTIN_HANDLERS, ("before-call.organizations.ListAccounts", deny)])
+    monkeypatch.setattr(botocore.handlers, "BUILTIN_HANDLERS", [
+        *botocore.handlers.BUILTIN_HANDLERS, ("before-call.organizations.ListAccounts", listing_refused())])
     app = make_harness(seed.three_accounts(REGIONS, organization={"enabled": True},
                                            approvals={"approvers": ["U0LEAD"]}))
     assert {account.name for account in app.ctx.aws.accounts} == {"bake", "prod", "staging"}  # the configured ones

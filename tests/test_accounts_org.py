@@ -164,13 +164,18 @@ def test_list_accounts_is_read_page_by_page():
     assert [item["Id"] for item in members] == [seed.BAKE, seed.PROD, seed.STAGING, "333333333333"]
 
 
-def refuse_listing(events, code: str = "AccessDeniedException") -> None:
-    """Organizations refuses ListAccounts (`events`: a session's, or an existing client's meta.events)."""
+def listing_refused(code: str = "AccessDeniedException"):
+    """A before-call handler with which Organizations refuses ListAccounts."""
     def deny(**_):
         return (AWSResponse("https://organizations.us-east-1.amazonaws.com/", 400, {}, None),
                 {"Error": {"Code": code, "Message": "You don't have permissions to access this resource."}})
 
-    events.register("before-call.organizations.ListAccounts", deny)
+    return deny
+
+
+def refuse_listing(events, code: str = "AccessDeniedException") -> None:
+    """Organizations refuses ListAccounts (`events`: a session's, or an existing client's meta.events)."""
+    events.register("before-call.organizations.ListAccounts", listing_refused(code))
 
 
 def test_a_failed_listing_keeps_the_known_accounts(aws):

@@ -48,8 +48,7 @@ def left_out(members: list[dict], accounts: list[Account]) -> list[str]:
     """The ids of active members amibot does not manage ([organization].exclude): an image shared with the
     organisation (or an OU) reaches them, but nobody scans them, so their use of it is unknown."""
     managed = {account.id for account in accounts}
-    ids = [str(member.get("Id") or "") for member in members
-           if (member.get("State") or member.get("Status") or "ACTIVE") == "ACTIVE"]
+    ids = [str(member.get("Id") or "") for member in members if accounts_model.is_active(member)]
     return [account_id for account_id in dict.fromkeys(ids) if accounts_model.ACCOUNT_ID.match(account_id)
             and account_id not in managed]
 
