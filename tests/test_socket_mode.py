@@ -179,7 +179,10 @@ def test_socket_mode_end_to_end_acks_fast_runs_once_and_reconnects(tmp_path, sla
                                                        "channel": "D0HOME"})))
         home.wait_ack(ACK_SECONDS)
         wait_until(lambda: fake.calls_to("views.publish"), "the Home tab")
-        wait_until(lambda: not rows(db, "SELECT id FROM jobs WHERE state IN ('queued', 'running')"), "idle jobs")
+        # the listener publishes, then asks for the fleet's refresh (no cache yet), which publishes again: wait
+        # for that job too, or a refresh still on its way would look like a second delivery's work
+        wait_until(lambda: rows(db, "SELECT count(*) FROM jobs WHERE kind = 'home.refresh'") != [(0,)]
+                   and not rows(db, "SELECT id FROM jobs WHERE state IN ('queued', 'running')"), "idle jobs")
         published = len(fake.calls_to("views.publish"))  # the tab, and maybe its refresh: one delivery's worth
         home_deliveries = [home] + [socket.redeliver(home), socket.redeliver(home, 1, "timeout")]
         for sent in home_deliveries:
