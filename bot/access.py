@@ -26,16 +26,6 @@ from bot.errors import AccessDenied
 
 log = logging.getLogger(__name__)
 
-# Changing subcommands whose runners check the operators of the account they act in once they know it
-# (CommandCall.acting_in, after looking the image up): an operator of any account may start them. Every other
-# changing command needs [access].operators, or the operators of the account its `--account` names.
-ACCOUNT_CHECKED_IN_JOB: set[str] = set()
-
-
-def checks_account_in_job(*names: str) -> None:
-    ACCOUNT_CHECKED_IN_JOB.update(names)
-
-
 class Access:
     def __init__(self, policy, slack: WebClient, ttl: float = 300.0, monotonic: Callable[[], float] = time.monotonic):
         self.policy = policy
@@ -109,25 +99,27 @@ class Access:
         channels = self.policy.access.channels
         return not channels or channel in channels
 
-    def check_changing(self, user: str, channel: str | None, what: str, account: Account | str | None = None,
-                       account_checked_later: bool = False) -> None:
-        """Refuse a changing command here, or the user outside its operators. `account`: the account it acts
-        in, when known. `account_checked_later`: the command checks its account itself once it knows it (after
-        looking the image up, see check_account), so an operator of any account may start it."""
+    def check_channel(self, channel: str | None, what: str) -> None:
         if not self.channel_allowed(channel):
             allowed = ", ".join(f"<#{c}>" for c in self.policy.access.channels)
             raise AccessDenied(f"amibot does not run `{what}` in this channel; use {allowed}.")
+
+    def check_may_change_somewhere(self, user: str, channel: str | None, what: str,
+                                   account: Account | str | None = None) -> None:
+        """The early refusal of a changing command or click, before any AWS call: the channel, and the user must
+        be an operator of `account` when it is named (`--account`, a button naming its account), else of some
+        account. It grants nothing: the account the action changes is authorized once it is known
+        (bot/authority.py)."""
+        self.check_channel(channel, what)
         if self.account(account) is not None:
             self.check_account(user, account, what)
             return
-        if account_checked_later and self.is_operator_anywhere(user):
-            return
-        if not self.is_operator(user):
+        if not self.is_operator_anywhere(user):
             raise AccessDenied(f"Only amibot operators may run `{what}`. Ask an operator, or ask to be added to "
                                "[access].operators.")
 
     def check_account(self, user: str, account: Account | str | None, what: str) -> None:
-        """The operators of the account a changing command acts in (known once its image is found)."""
+        """The rule: the operators of the account an action changes decide (bot/authority.py calls this)."""
         entry = self.account(account)
         if entry is None or entry.operators is None:
             if not self.is_operator(user):

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from bot import anchors, audit
+from bot import anchors, audit, authority
 from bot.accounts import Account
 from bot.errors import AccessDenied, AmibotError, NotFound
 
@@ -219,6 +219,9 @@ def create_request(ctx, *, kind: str, params: dict[str, Any], requester: str, ch
     """Store a request, post its approval message, audit it. Returns the stored request."""
     if kind not in KINDS:
         raise ValueError(f"unknown approval kind {kind}")
+    if authority.current() is not None:  # a user's action opens it: only in an account it has authorized
+        acts_in = ctx.aws.of(params.get("account") or None).account  # "" or missing: the bot's own account
+        authority.require(acts_in.id, f"a {kind} request", acts_in.label if acts_in.id else "")
     stamp = _stamp(ctx)
     request = Request(id=f"req-{secrets.token_hex(4)}", kind=kind, params=params, title=title,
                       details=details or [], reason=reason, danger=danger, requester=requester,
@@ -377,7 +380,10 @@ def execute(ctx, request_id: str) -> None:
         _deliver(ctx)
 
     try:
-        outcome = KINDS[request.kind].execute(ctx, request, progress)
+        # Its approvers decided for the account it acts in: that account, and no other, may be changed
+        with authority.acting(request.requester, f"{request.kind} {request.id}",
+                              authorized=[ctx.aws.of(request.account_id or None).account.id]):
+            outcome = KINDS[request.kind].execute(ctx, request, progress)
     except AmibotError as error:
         _finish(ctx, request, FAILED, error.message)
     except Exception as error:

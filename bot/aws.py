@@ -11,6 +11,7 @@ check it against both the committed iam-policy.json and the calls the code reall
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 from collections.abc import Callable, Iterator
@@ -31,6 +32,7 @@ from botocore.exceptions import (
 )
 from botocore.parsers import ResponseParserError
 
+from bot import authority
 from bot.accounts import HOME, Account
 from bot.errors import AwsDenied, AwsError, NotFound, Unsupported
 from bot.lean_botocore import (
@@ -274,7 +276,8 @@ class Aws:
                     on_result(target, results[target])
             return results
         with ThreadPoolExecutor(max_workers=min(self.home.max_concurrency, len(targets))) as pool:
-            futures = {pool.submit(run, target): target for target in targets}
+            # each in a copy of this thread's context: the acting user's authority goes along (bot/authority.py)
+            futures = {pool.submit(contextvars.copy_context().run, run, target): target for target in targets}
             for future in as_completed(futures):
                 target = futures[future]
                 results[target] = future.result()
@@ -283,6 +286,11 @@ class Aws:
         return {target: results[target] for target in targets}  # in the order asked
 
     # --- one account ---------------------------------------------------------------------------------------
+
+    def _authorized_only(self, model=None, **_: Any) -> None:
+        # A user's action may change only the accounts it has authorized (bot/authority.py): checked at the
+        # last moment before the request leaves, so no path can go around it.
+        authority.guard(self.account.id, self.account.label if self.account.id else "", model.name)
 
     def _after_call(self, event_name: str = "", http_response=None, parsed=None, **_: Any) -> None:
         status = getattr(http_response, "status_code", 200)
@@ -320,6 +328,7 @@ class Aws:
                 client = self._session.client(service, region_name=region, config=_retry_config(max_attempts))
                 # errors and log lines about this client's calls name the account too (when there are many)
                 client._amibot_account = self.account.label if self.account.id and self.home._handles else ""
+                client.meta.events.register("before-call", self._authorized_only)
                 client.meta.events.register("after-call", self._after_call)
                 client.meta.events.register("after-call-error", self._after_call_error)
                 self._clients[key] = client
@@ -372,7 +381,8 @@ class Aws:
         if len(regions) == 1:
             return {regions[0]: _capture(function, regions[0])}
         with ThreadPoolExecutor(max_workers=min(8, len(regions))) as pool:
-            futures = {region: pool.submit(_capture, function, region) for region in regions}
+            futures = {region: pool.submit(contextvars.copy_context().run, _capture, function, region)
+                       for region in regions}
             return {region: future.result() for region, future in futures.items()}
 
 

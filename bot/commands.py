@@ -104,9 +104,20 @@ class Subcommand:
     changing: bool = False  # changes AWS state: operators only, allowed channels only
     aws: bool = True  # False: needs no AWS at all, so it runs on the jobs' quick lane and answers at once
     aliases: tuple[str, ...] = ()
+    # Changing only with some arguments (e.g. `base --copy`): the runner then authorizes the account it changes.
+    changing_when: Callable[[Invocation], bool] | None = None
+    changing_form: str = ""  # how refusals name the changing form, e.g. "base --copy" (default: the name)
     # A changing command whose every step looks AWS up first (so running it again finishes what a crash left
     # and repeats nothing): re-run after a restart instead of only being reported.
     resumable: bool = False
+
+    def changes(self, invocation: Invocation) -> bool:
+        """Whether this invocation may change something (AWS, or an approval request): operators only."""
+        return self.changing or (self.changing_when is not None and bool(self.changing_when(invocation)))
+
+    @property
+    def changing_label(self) -> str:
+        return f"/ami {self.changing_form or self.name}"
 
 
 @dataclass

@@ -12,7 +12,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from bot import access, audit, blocks, metrics
+from bot import audit, authority, blocks, metrics
 from bot.commands import MAX_TEXT, Invocation, flag_doc, help_topic, parse
 from bot.context import Context
 from bot.errors import AccessDenied, AmibotError, UsageError
@@ -44,13 +44,11 @@ class CommandCall:
         return self.invocation.flags
 
     def acting_in(self, account: Any):
-        """The AWS handle of the account this command acts in (an Account, id or name; "": the bot's own),
-        after checking that a changing command's user is one of that account's operators ([[accounts]]
-        `operators` replace [access].operators there). Raises AccessDenied (audited as refused) or NotFound."""
-        handle = self.ctx.aws.of(account)
-        if self.invocation.subcommand.changing and handle.account.id:
-            self.ctx.access.check_account(self.user, handle.account, f"/ami {self.invocation.subcommand.name}")
-        return handle
+        """The AWS handle of the account this command changes (an Account, id or name; "" or None: the bot's
+        own), once its operators have allowed this user (bot/authority.py: the one rule, the one check). Every
+        changing command resolves that account from what it acts on and calls this before changing anything;
+        AWS calls that change an account not authorized here are refused. Raises AccessDenied or NotFound."""
+        return authority.authorize(self.ctx, account, self.invocation.subcommand.changing_label)
 
 
 def payload_of(body: dict[str, Any]) -> dict[str, Any]:
@@ -126,10 +124,12 @@ def run_command(ctx: Context, payload: dict[str, Any]) -> None:
             return
         name = invocation.subcommand.name
         target = _target_of(invocation)
-        if invocation.subcommand.changing:
+        if invocation.subcommand.changes(invocation):
             _check_changing(ctx, invocation, user, channel)
         call = CommandCall(ctx, invocation, user, channel, reply, payload.get("trigger_id"))
-        result = ctx.registry.runner(name)(call)
+        # changes only in the accounts the runner has authorized (call.acting_in)
+        with authority.acting(user, invocation.subcommand.changing_label):
+            result = ctx.registry.runner(name)(call)
         if call.audit_detail:
             detail.update(call.audit_detail)
             _name_account(ctx, detail)
@@ -159,7 +159,7 @@ def report_interrupted(ctx: Context, payload: dict[str, Any]) -> None:
         invocation = parse(ctx.registry, text)
     except UsageError:
         invocation = None
-    if invocation is None or not invocation.subcommand.changing or invocation.subcommand.resumable:
+    if invocation is None or not invocation.subcommand.changes(invocation) or invocation.subcommand.resumable:
         ctx.jobs.submit(JOB_KIND, payload)
         return
     audit.record(ctx.store, actor=payload["user_id"], action="command.interrupted",
@@ -180,7 +180,7 @@ def gate_command(ctx: Context, payload: dict[str, Any]) -> bool:
     except UsageError:
         invocation = None
     if invocation is not None and invocation.subcommand.aws:
-        if not invocation.subcommand.changing:
+        if not invocation.subcommand.changes(invocation):
             return True
         try:  # operators may be user groups: resolved through Slack (cached), never through AWS
             _check_changing(ctx, invocation, payload["user_id"], payload.get("channel_id"))
@@ -211,13 +211,12 @@ def _duration(seconds: float) -> str:
 
 
 def _check_changing(ctx: Context, invocation: Invocation, user: str, channel: str | None) -> None:
-    """Operators and channels, before any AWS: in the account `--account` names (no AWS needed to know it);
-    for commands that check their image's account in the job, an operator of any account may start them."""
-    name = invocation.subcommand.name
+    """The early refusal, before any AWS: the channel, and the user must be an operator of the account
+    `--account` names or, without it, of some account. Not the authority itself: the runner resolves the account
+    the command changes from what it acts on and authorizes that (CommandCall.acting_in)."""
     named = invocation.flags.get("account")
-    ctx.access.check_changing(user, channel, f"/ami {name}",
-                              account=named if isinstance(named, str) and named else None,
-                              account_checked_later=name in access.ACCOUNT_CHECKED_IN_JOB)
+    ctx.access.check_may_change_somewhere(user, channel, invocation.subcommand.changing_label,
+                                          named if isinstance(named, str) and named else None)
 
 
 def _name_account(ctx: Context, detail: dict[str, Any]) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 from slack_sdk.errors import SlackApiError
 
-from bot import approvals, blocks
+from bot import approvals, authority, blocks
 from bot.render import launch as render
 from bot.services import allowed as allowed_amis
 from bot.services import launch as service
@@ -27,9 +27,8 @@ def start_launch(ctx, order: LaunchOrder, user: str, channel: str | None, reply:
     ``reference`` (service.launch_reference of the request) tags the instances and is EC2's ClientToken."""
     image = service.resolve_image(ctx, order.image_ref, order.region)
     service.check_launchable(image, order.force, ctx.clock())
-    into = service.launching_account(ctx, image, order)
-    if into.account.id:  # the operators of the account the instances run in ([[accounts]] operators replace)
-        ctx.access.check_account(user, into.account, "/ami launch")
+    # the account the instances run in: its operators decide ([[accounts]] operators replace the global ones)
+    into = authority.authorize(ctx, service.launching_account(ctx, image, order).account, "/ami launch")
     service.check_shared_with(ctx, image, into)
     where = into.account.label if ctx.aws.many else ""  # messages name the account the instances run in
     detail.update(image=image.id, region=image.region, instance_type=order.instance_type, count=order.count)

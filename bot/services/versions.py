@@ -337,8 +337,9 @@ class Rollback:
 
 def rollback(ctx: Context, family: str, region: str | None, user: str, account: str | None = None) -> Rollback:
     """Point the family's current version back at the version promoted before the latest promotion, in the
-    account and region where it was promoted (`account`: an id or name, to choose among several)."""
-    account_id, region = _only_promoted_place(ctx, family, region, account)
+    account and region where it was promoted (`account`: an id or name, to choose among several). The caller
+    authorizes that account first (rollback_place says which it is)."""
+    account_id, region = rollback_place(ctx, family, region, account)
     owner = ctx.aws.of(account_id)
     where = _where(ctx, owner, region)
     with _lock(family, region, account_id):
@@ -366,7 +367,7 @@ def rollback(ctx: Context, family: str, region: str | None, user: str, account: 
                     owner.account.label if ctx.aws.many else "")
 
 
-def _only_promoted_place(ctx: Context, family: str, region: str | None, account: str | None) -> tuple[str, str]:
+def rollback_place(ctx: Context, family: str, region: str | None, account: str | None) -> tuple[str, str]:
     """The (account id, region) to roll back in: as given, else the only one where the family is promoted."""
     wanted = ctx.aws.of(account).account.id if account else None
     places = [(owner, name) for owner, name in promoted_places(ctx, family)

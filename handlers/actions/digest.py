@@ -11,12 +11,13 @@ from __future__ import annotations
 import logging
 import uuid
 
-from bot import audit, blocks, delivery, metrics, scheduler
+from bot import audit, authority, blocks, delivery, metrics, scheduler
 from bot.commands import ACCOUNT_ID, AMI_ID, REGION_NAME, SNAPSHOT_ID
 from bot.digest_post import SlackPublisher
 from bot.errors import AmibotError, UsageError
 from bot.render.digest import CLEANUP, DEREGISTER, SNOOZE, cleanup_block_id
 from bot.services import digest
+from bot.services.images import find_image
 from bot.slack import Reply
 from handlers.commands.deregister import open_request
 
@@ -45,22 +46,33 @@ def act(ctx, payload: dict) -> str:
     AmibotError when refused (an account amibot no longer manages is a NotFound naming it)."""
     action, user, channel = payload["action"], payload["user"], payload.get("channel")
     account, region, ids = parse_value(action, payload.get("value", ""))
-    ctx.access.check_changing(user, channel, LABELS[action], account=account or None)  # that account's operators
+    ctx.access.check_may_change_somewhere(user, channel, LABELS[action], account=account or None)
     owner = ctx.aws.of(account)  # refuses an account amibot does not manage before anything is done
     where = f" in {owner.account.label}" if account and ctx.aws.many else ""
     if action == "deregister":
-        request = open_request(ctx, ids[0], region, user, channel, account=account or None)  # renders the blast radius
+        # the account that owns the image decides (found first when the button names none), before the preflight
+        request = open_request(ctx, ids[0], region, user, channel, account=account or None,
+                               authorize=lambda image: authority.authorize(ctx, image.account))
         mark(ctx, payload, f"digest:{ids[0]}", f":hourglass: <@{user}> asked to deregister this: `{request.id}`")
         return f"Asked for approval to deregister {ids[0]}{where}: `{request.id}` is in <#{request.channel}>."
     if action == "snooze":
+        authority.authorize(ctx, account or _image_owner(ctx, ids[0], region))
         until = digest.snooze(ctx, ids[0], region, user, channel, account=account)
         mark(ctx, payload, f"digest:{ids[0]}", f":zzz: <@{user}> snoozed this until {until.date().isoformat()}")
         return f"Snoozed {ids[0]}{where}: it stays out of the digest until {until.date().isoformat()}."
+    authority.authorize(ctx, account)  # none named: the bot's own account, the only one its preflight looks in
     request = digest.request_cleanup(ctx, region, ids, requester=user, channel=channel, account=account)
     mark(ctx, payload, cleanup_block_id(account, region),
          f":hourglass: <@{user}> asked to clean these up: `{request.id}`")
     return (f"Asked for approval to delete {len(request.params['snapshot_ids'])} snapshot(s){where}: "
             f"`{request.id}`.")
+
+
+def _image_owner(ctx, image_id: str, region: str) -> str:
+    """The account that owns an image a button names without an account (a digest from before accounts)."""
+    if not ctx.aws.accounts:
+        return ""
+    return find_image(ctx.aws, image_id, ctx.policy.digest.family_tag, [region]).account
 
 
 def mark(ctx, payload: dict, block_id: str, text: str) -> None:
@@ -80,7 +92,8 @@ def mark(ctx, payload: dict, block_id: str, text: str) -> None:
 def handle_click(ctx, payload: dict) -> None:
     reply = Reply(ctx.slack, payload.get("channel"), payload["user"], payload.get("response_url"))
     try:
-        done = act(ctx, payload)
+        with authority.acting(payload["user"], LABELS[payload["action"]]):  # act authorizes the account it changes
+            done = act(ctx, payload)
         metrics.click_finished(ctx, payload["action"], "ok")
         reply.ephemeral(blocks.info(done))
         return
@@ -102,8 +115,8 @@ def refused_early(ctx, payload: dict) -> bool:
     answered (and audited) at once by handle_click, without waiting behind AWS work. True: go on to AWS."""
     try:
         account = parse_value(payload["action"], payload.get("value", ""))[0]
-        ctx.access.check_changing(payload["user"], payload.get("channel"), LABELS[payload["action"]],
-                                  account=account or None)
+        ctx.access.check_may_change_somewhere(payload["user"], payload.get("channel"), LABELS[payload["action"]],
+                                              account=account or None)
     except AmibotError:
         handle_click(ctx, payload)
         return False

@@ -15,7 +15,8 @@ SPEC = Subcommand(
     usage="/ami base [alias] [--region R] [--copy <name> --family F] [--account A]",
     example="/ami base al2023 --copy web-base-2025-06 --family web",
     args=(Arg("alias", required=False),),
-    flags={"--region": "R", "--copy": "NAME", "--family": "F", "--version": "V", "--account": "A"})
+    flags={"--region": "R", "--copy": "NAME", "--family": "F", "--version": "V", "--account": "A"},
+    changing_form="base --copy", changing_when=lambda invocation: bool(invocation.flags.get("copy")))
 
 
 def run(call):
@@ -30,8 +31,7 @@ def run(call):
     here = acting_account(ctx.aws, flags["account"])  # an unknown account: a message, before any AWS call
     if not flags["copy"]:
         return base_image(resolve(here, alias, flags["region"] or here.default_region), ctx.clock())
-    # Looking is for everyone; copying changes the account, so it needs an operator.
-    ctx.access.check_changing(call.user, call.channel, "/ami base --copy")
+    here = call.acting_in(here.account)  # looking is for everyone; copying changes the account: its operators
     name = check_name(flags["copy"])
     family_tag = ctx.policy.digest.family_tag
     labels = labels_for(name, flags["family"], flags["version"], call.user, family_tag)

@@ -21,7 +21,8 @@ def run(call):
     name = check_name(call.args["name"])
     family_tag = ctx.policy.digest.family_tag
     labels = labels_for(name, flags["family"], flags["version"], call.user, family_tag)
-    here = acting_account(ctx.aws, flags["account"])  # an unknown account: a message, before any AWS call
+    # where it is made (an unknown account: a message, before any AWS call); its operators decide
+    here = call.acting_in(acting_account(ctx.aws, flags["account"]).account)
     instance = find_instance(here, call.args["instance"])
     image_id = create_from_instance(here, instance, name, labels, family_tag, reboot=flags["reboot"])
     call.audit_detail = {"image_id": image_id, "region": instance.region, "reboot": flags["reboot"],

@@ -2,7 +2,7 @@
 approval. The image is looked for in every managed account (or the one named); the operators of the account that
 owns it may ask."""
 
-from bot import access, blocks
+from bot import blocks
 from bot.commands import AMI_ID, Arg, Subcommand
 from bot.errors import PolicyViolation
 from bot.render import deregister as render
@@ -14,7 +14,6 @@ SPEC = Subcommand(
     example="/ami deregister ami-0abc1234def567890",
     args=(Arg("ami-id", pattern=AMI_ID, hint="e.g. ami-0abc1234def567890"),),
     flags={"--keep-snapshots": None, "--force": None, "--region": "R", "--account": "NAME"}, changing=True)
-access.checks_account_in_job("deregister")  # the owning account is known once the image is found: acting_in
 
 
 def open_request(ctx, image_id: str, region: str | None, user: str, channel: str, force: bool = False,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 
-from bot import access, audit, blocks
+from bot import audit, blocks
 from bot.commands import Arg, Subcommand
 from bot.errors import AmibotError
 from bot.render import launch as render
@@ -30,7 +30,6 @@ SPEC = Subcommand(
     example="/ami launch web t3.small 2 --name web-canary",
     args=(Arg("image", required=False), Arg("instance-type", required=False), Arg("count", required=False)),
     flags={"--name": "N", "--subnet": "S", "--region": "R", "--account": "A", "--force": None}, changing=True)
-access.checks_account_in_job("launch")  # the account the instances run in is checked in the launch flow
 
 
 def run(call):

@@ -1,7 +1,7 @@
 """`/ami promote <ami-id>` and `/ami rollback <family> [--region R] [--account A]`: set and undo a family's current
 version, in the account that owns the image."""
 
-from bot import access, blocks
+from bot import blocks
 from bot.commands import AMI_ID, Arg, Subcommand
 from bot.errors import PolicyViolation
 from bot.render.drift import drift_line
@@ -11,14 +11,13 @@ from bot.services import allowed as allowed_amis
 from bot.services.drift import drift, retired_names
 from bot.services.findings import promotion_check
 from bot.services.images import account_named, find_image
-from bot.services.versions import promote, rollback
+from bot.services.versions import promote, rollback, rollback_place
 
 PROMOTE = Subcommand(
     name="promote", summary="make an AMI its family's current version (tag + SSM parameter /amibot/<family>/current)",
     usage="/ami promote <ami-id> [--force]", example="/ami promote ami-0abc1234def567890",
     args=(Arg("image", pattern=AMI_ID, hint="an AMI id like ami-0abc1234def567890"),), flags={"--force": None},
     changing=True)
-access.checks_account_in_job("promote")  # the owning account's operators: call.acting_in
 
 ROLLBACK = Subcommand(
     name="rollback", summary="point a family's current version back at the one promoted before",
@@ -59,8 +58,9 @@ def _drift_after(ctx, owner, family: str, region: str, change: str) -> str:
 def run_rollback(call):
     ctx, region = call.ctx, call.flags["region"]
     account = account_named(ctx.aws, call.flags["account"]).account.id if call.flags["account"] else None
+    account, region = rollback_place(ctx, call.args["family"], region, account)  # where the channel moves
+    owner = call.acting_in(account)  # that account's operators, with or without --account
     result = rollback(ctx, call.args["family"], region, call.user, account)
-    owner = ctx.aws.of(result.image.account)
     call.audit_detail = {"family": result.family, "region": result.region, "from": result.newer_image_id,
                          "to": result.image.id, "instances_on_newer": [i.id for i in result.newer_usage.instances],
                          "account": result.image.account}

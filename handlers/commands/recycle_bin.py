@@ -16,7 +16,9 @@ SPEC = Subcommand(
     usage="/ami recycle-bin [enable [--days N] [--tag K=V]] [--region R] [--account NAME]",
     example="/ami recycle-bin enable --days 14",
     args=(Arg("action", required=False, hint="nothing, or enable"),),
-    flags={"--region": "R", "--days": "N", "--tag": "K=V", "--account": "NAME"}, aliases=("rbin", "bin"))
+    flags={"--region": "R", "--days": "N", "--tag": "K=V", "--account": "NAME"}, aliases=("rbin", "bin"),
+    changing_form="recycle-bin enable",
+    changing_when=lambda invocation: (invocation.args.get("action") or "").lower() == "enable")
 
 
 def run(call):
@@ -43,7 +45,7 @@ def run(call):
 def _enable(call, handle, regions: list[str]):
     ctx = call.ctx
     order = service.EnableOrder(regions, service.parse_days(call.flags["days"]), service.parse_tag(call.flags["tag"]))
-    ctx.access.check_changing(call.user, call.channel, "/ami recycle-bin enable")
+    handle = call.acting_in(handle.account)  # the account whose rules change: its operators
     params = service.enable_params(order, handle.account.id)
     where = f"{handle.account.label}: {', '.join(regions)}" if handle.account.id else ", ".join(regions)
     request = approvals.create_request(

@@ -41,7 +41,8 @@ def run(call):
     boot_mode = _choice(flags["boot_mode"], BOOT_MODES, "--boot-mode")
     family_tag = ctx.policy.digest.family_tag
     labels = labels_for(name, flags["family"], flags["version"], call.user, family_tag)
-    here = acting_account(ctx.aws, flags["account"])  # an unknown account: a message, before any AWS call
+    # where it is made (an unknown account: a message, before any AWS call); its operators decide
+    here = call.acting_in(acting_account(ctx.aws, flags["account"]).account)
     snapshot = find_snapshot(here, call.args["snapshot"])
     image_id = register_from_snapshot(here, snapshot, name, labels, family_tag, architecture, boot_mode)
     call.audit_detail = {"image_id": image_id, "region": snapshot.region, "architecture": architecture,

@@ -20,6 +20,7 @@ SPEC = Subcommand(
 def run(call):
     ctx, image_id, region = call.ctx, call.args["ami-id"], call.flags["region"]
     handle, region = _locate(call, image_id, region)
+    handle = call.acting_in(handle.account)  # the account whose bin holds it: its operators, with or without --account
     snapshot_ids = service.snapshots_deleted_with(ctx, image_id, service.snapshots_in_bin(handle, region))
     result = service.restore(ctx, image_id, region, snapshot_ids, aws=handle)
     call.audit_detail = {"image": image_id, "region": region, "image_restore": result.image,

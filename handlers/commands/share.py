@@ -7,7 +7,7 @@ account's name, and both act in the account that owns the image, by its operator
 
 from __future__ import annotations
 
-from bot import access, approvals
+from bot import approvals
 from bot.commands import AMI_ID, Arg, Subcommand
 from bot.render import share as render
 from bot.services import share as service
@@ -21,7 +21,6 @@ SHARE = Subcommand(
     example="/ami share ami-0abc1234def567890 123456789012",
     args=(Arg("ami-id", pattern=AMI_ID, hint="e.g. ami-0abc1234def567890"), TARGET),
     flags={"--region": "R"}, changing=True)
-access.checks_account_in_job("share", "unshare")  # the image's account is known once it is found: acting_in
 
 UNSHARE = Subcommand(
     name="unshare", summary="take back a share: launch and snapshot permissions at once",

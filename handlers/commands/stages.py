@@ -2,7 +2,7 @@
 `/ami protect` / `unprotect`. Disabling or unprotecting a family's current version needs approval. Each acts in
 the account that owns the image (`ctx.aws.of(image.account)`)."""
 
-from bot import access, approvals, blocks
+from bot import approvals, blocks
 from bot.blocks import code, escape, when
 from bot.commands import AMI_ID, Arg, Subcommand, usage_of
 from bot.errors import AmibotError, UsageError
@@ -17,7 +17,6 @@ IMAGE = Arg("image", pattern=AMI_ID, hint="an AMI id like ami-0abc1234def567890"
 
 
 def _spec(name: str, summary: str, example_tail: str = "", usage_tail: str = "", **kwargs) -> Subcommand:
-    access.checks_account_in_job(name)  # the owning account's operators, once the image is found (_owner)
     return Subcommand(name=name, summary=summary, usage=f"/ami {name} <ami-id>{usage_tail}",
                       example=f"/ami {name} ami-0abc1234def567890{example_tail}", changing=True, **kwargs)
 
@@ -37,7 +36,11 @@ UNPROTECT = _spec("unprotect", "turn off deregistration protection (the current 
 
 
 def _image(call) -> Image:
-    return find_image(call.ctx.aws, call.args["image"], call.ctx.policy.digest.family_tag)  # in its owner account
+    """The image, found in whichever account owns it, once that account's operators allow this user: nothing
+    about its state is said to someone who may not act on it."""
+    image = find_image(call.ctx.aws, call.args["image"], call.ctx.policy.digest.family_tag)
+    call.acting_in(image.account)
+    return image
 
 
 def _owner(call, image: Image):

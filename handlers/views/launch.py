@@ -14,7 +14,7 @@ from typing import Any
 
 from slack_sdk.errors import SlackApiError
 
-from bot import audit, blocks, delivery
+from bot import audit, authority, blocks, delivery
 from bot.dispatch import answer_failure
 from bot.errors import AmibotError, UsageError
 from bot.render import launch as render
@@ -95,9 +95,10 @@ def run_form(ctx, payload: dict[str, Any]) -> None:
     detail: dict[str, Any] = {"form": payload["order"]}
     outcome = "ok"
     try:
-        ctx.access.check_changing(user, channel, "/ami launch")
-        answer = start_launch(ctx, order, user, channel or user, reply, detail,
-                              service.launch_reference(payload.get("delivery")))
+        ctx.access.check_may_change_somewhere(user, channel, "/ami launch")
+        with authority.acting(user, "/ami launch"):  # start_launch authorizes the account the instances run in
+            answer = start_launch(ctx, order, user, channel or user, reply, detail,
+                                  service.launch_reference(payload.get("delivery")))
         if answer is not None:
             reply.ephemeral(answer)
     except Exception as error:
