@@ -35,6 +35,7 @@ from bot.blocks import (
     header,
     message,
     money,
+    mrkdwn_message,
     plural,
     section,
     when,
@@ -292,7 +293,7 @@ def csv_comment(findings: Findings, day: str) -> str:
 
 def digest_failed(day: str, reason: str) -> Message:
     text = f":warning: The AMI digest for {day} could not be made: {escape(reason)}"
-    return message(text, [section(text)])
+    return mrkdwn_message(text, [section(text)])
 
 
 # --- files and terminal ---------------------------------------------------------------------------------
