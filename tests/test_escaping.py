@@ -6,11 +6,14 @@ and through every message builder; and no CSV amibot writes holds a cell a sprea
 from __future__ import annotations
 
 import collections
+import csv
 import dataclasses
 import importlib
 import inspect
+import io
 import pkgutil
 import re
+import subprocess
 import sys
 import types
 import typing
@@ -269,3 +272,20 @@ def test_no_builder_lets_data_ping_or_link(name):
     built = built.message if isinstance(built, Rendered) else built
     assert leaks(built) == []
 
+
+# --- issue 19 §4: nothing in a CSV amibot writes runs as a spreadsheet formula ----------------------------------
+
+FORMULAS = ["@SUM(1+1)", "+cmd|calc", "=1+2"]
+
+
+def test_audit_export_csv_defuses_what_anyone_typed(harness, tmp_path):
+    for formula in FORMULAS:
+        harness.command(f"list {formula}")  # anyone may list: the first word is the audit row's target
+    exported = subprocess.run([sys.executable, "-m", "bot.cli", "audit", "export", "--format", "csv"],
+                              capture_output=True, text=True, timeout=60,
+                              env={"PATH": "/usr/bin:/bin", "AMIBOT_DB": harness.db_path})
+    assert exported.returncode == 0, exported.stderr
+    rows = list(csv.DictReader(io.StringIO(exported.stdout)))
+    assert [row["target"] for row in rows if row["action"] == "command.list"] == [f"'{f}" for f in FORMULAS]
+    cells = [value for row in rows for value in row.values()]
+    assert [cell for cell in cells if cell.startswith(("=", "+", "-", "@", "\t", "\r"))] == []
