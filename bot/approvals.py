@@ -31,6 +31,7 @@ from typing import Any
 
 from bot import anchors, audit, authority
 from bot.accounts import Account
+from bot.blocks import escape
 from bot.errors import AccessDenied, AmibotError, NotFound
 
 log = logging.getLogger(__name__)
@@ -399,7 +400,7 @@ def _finish(ctx, request: Request, state: str, outcome: str) -> None:
         request = get(ctx, request.id)
         _record(ctx, request, "amibot", state, f"{state}: {outcome}")
         icon = ":white_check_mark:" if state == SUCCEEDED else ":x:"
-        _thread(ctx, request, f"{icon} {state.capitalize()}: {outcome}")
+        _thread(ctx, request, f"{icon} {state.capitalize()}: {escape(outcome)}")  # as the request message shows it
         _refresh(ctx, request)
     _deliver(ctx)
 
@@ -430,8 +431,8 @@ def recover(ctx) -> dict[str, int]:
                 said = error.message if isinstance(error, AmibotError) else type(error).__name__
                 log.warning("cannot reconcile %s: %s", request.id, said)
                 _thread(ctx, request, f":warning: {request.id} was executing when the bot restarted and AWS could "
-                                      f"not be checked ({said}); it stays executing and is checked again at the "
-                                      "next start.")
+                                      f"not be checked ({escape(said)}); it stays executing and is checked again at "
+                                      "the next start.")
                 _deliver(ctx)
                 continue
         if isinstance(verdict, Reconciled):

@@ -9,14 +9,13 @@ last one included — breaks the chain, and ``verify`` names the first row where
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from bot import csvfile
 from bot.store import Store
 
 GENESIS = "0" * 64
@@ -135,9 +134,7 @@ def export(store: Store, fmt: str = "csv", since: str | None = None) -> str:
         return json.dumps(found, indent=2, ensure_ascii=False) + "\n"
     if fmt != "csv":
         raise ValueError(f"unknown format {fmt!r}: use csv or json")
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=[*FIELDS, "hash"], lineterminator="\n")
-    writer.writeheader()
-    for row in found:
-        writer.writerow({**row, "detail": json.dumps(row["detail"], sort_keys=True, ensure_ascii=False)})
-    return out.getvalue()
+    # Cells anyone could fill (a command's first word is its target) are defused as spreadsheet formulas;
+    # the JSON export is the exact record.
+    return csvfile.text([*FIELDS, "hash"], ({**row, "detail": json.dumps(row["detail"], sort_keys=True,
+                                                                          ensure_ascii=False)} for row in found))

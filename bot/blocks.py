@@ -3,7 +3,9 @@
 Every message is a dict {"text": fallback, "blocks": [...]}; ``fit`` enforces Slack's limits
 (50 blocks, 3,000 characters a section, 10 fields) so no message is ever rejected. Every piece of
 text that came from a user or from AWS goes through ``escape`` so nobody can ping a channel or
-break formatting through a tag value or an AMI name.
+break formatting through a tag value or an AMI name: builders escape what they put in mrkdwn blocks, and
+``message`` escapes the fallback ``text`` itself (what notifications show, where Slack parses mentions too),
+so no builder can forget it there.
 """
 
 from __future__ import annotations
@@ -87,8 +89,9 @@ def button(text: str, action_id: str, value: str = "", style: str | None = None,
 
 def confirm_dialog(title: str, text: str, confirm: str = "Yes", deny: str = "Cancel",
                    style: str | None = None) -> dict:
+    """`text` is plain words (Slack shows it as typed, so a family or a name in it can neither ping nor link)."""
     dialog: dict[str, Any] = {"title": {"type": "plain_text", "text": clip(title, 100)},
-                              "text": {"type": "mrkdwn", "text": clip(text, 300)},
+                              "text": {"type": "plain_text", "text": clip(text, 300)},
                               "confirm": {"type": "plain_text", "text": clip(confirm, 30)},
                               "deny": {"type": "plain_text", "text": clip(deny, 30)}}
     if style:
@@ -104,7 +107,21 @@ def actions(*elements: dict, block_id: str | None = None) -> dict:
 
 
 def message(text: str, blocks: list[dict], **extra: Any) -> Message:
-    return fit({"text": clip(text, MAX_TEXT), "blocks": blocks, **extra})
+    """A message whose fallback `text` (what notifications and screen readers get) is plain words with names,
+    tags and typed text as they came: escaped here with the same `escape` as block text, and kept on one
+    line, so nothing in it pings anyone or fakes a line."""
+    return mrkdwn_message(escape(clip(text, MAX_TEXT)), blocks, **extra)
+
+
+def mrkdwn_message(text: str, blocks: list[dict], **extra: Any) -> Message:
+    """A message whose fallback `text` is already mrkdwn, its data escaped like any block's (`error`, `info`:
+    the same words as their section). Anything else goes through `message`."""
+    return fit({"text": one_line(clip(text, MAX_TEXT)), "blocks": blocks, **extra})
+
+
+def one_line(text: str) -> str:
+    """A notification is one line: newlines (in a name, say) would let data add lines of its own."""
+    return " ".join(text.split())
 
 
 def fit(msg: Message) -> Message:
@@ -132,8 +149,8 @@ def per_account(parts: list[tuple[str, Message]]) -> Message:
             own = own[1:]
         blocks.append(section(f"*{escape(label)}*"))
         blocks += own
-        texts.append(f"{label}: {part.get('text', '')}")
-    return message("\n".join(texts), blocks)
+        texts.append(f"{escape(label)}: {part.get('text', '')}")  # each part's text is escaped already
+    return mrkdwn_message(" · ".join(texts), blocks)
 
 
 BROADCASTS = ("<!channel", "<!here", "<!everyone")
@@ -151,11 +168,12 @@ def error(text: str, usage: str | None = None) -> Message:
     body = defuse(f":warning: {text}")
     if usage:
         body += f"\n{usage}"
-    return message(body, [section(body)])
+    return mrkdwn_message(body, [section(body)])
 
 
 def info(text: str) -> Message:
-    return message(text, [section(text)])
+    """One section of mrkdwn (data in it escaped by the caller), the same words as the fallback."""
+    return mrkdwn_message(text, [section(text)])
 
 
 def age(created: datetime | None, now: datetime) -> str:
@@ -185,7 +203,7 @@ def subcommand_help(spec, flags: list[tuple[str, str | None, str]], problem: str
     lines = [f"*/ami {escape(spec.name)}* — {escape(spec.summary)}", f"Usage: `{escape(spec.usage)}`"]
     if flags:
         lines.append("Options:")
-        lines += [f"• `{flag}{' ' + escape(metavar) if metavar else ''}` — {escape(meaning) or 'see the usage'}"
+        lines += [f"• `{escape(flag)}{' ' + escape(metavar) if metavar else ''}` — {escape(meaning) or 'see the usage'}"
                   for flag, metavar, meaning in flags]
     if spec.aliases:
         lines.append("Also: " + ", ".join(f"`{escape(alias)}`" for alias in spec.aliases))
@@ -194,7 +212,7 @@ def subcommand_help(spec, flags: list[tuple[str, str | None, str]], problem: str
         lines.append("_Changes AWS: operators only._")
     blocks: list[dict] = [section(f":warning: {problem}")] if problem else []
     blocks.append(section("\n".join(lines)[:MAX_SECTION]))
-    return message((problem + " " if problem else "") + f"/ami {spec.name}: {spec.usage}", blocks)
+    return mrkdwn_message((problem + " " if problem else "") + escape(f"/ami {spec.name}: {spec.usage}"), blocks)
 
 
 def usage_message(specs: list, problem: str | None = None) -> Message:
@@ -215,5 +233,5 @@ def usage_message(specs: list, problem: str | None = None) -> Message:
     if chunk:
         blocks.append(section("\n".join(chunk)))
     blocks.append(context("Changing commands need an operator; irreversible ones need a second person's approval."))
-    text = (problem + " " if problem else "") + "amibot subcommands: " + ", ".join(s.name for s in specs)
-    return message(text, blocks)
+    text = (problem + " " if problem else "") + escape("amibot subcommands: " + ", ".join(s.name for s in specs))
+    return mrkdwn_message(text, blocks)

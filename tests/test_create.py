@@ -123,7 +123,8 @@ def test_share_button_opens_the_share_form_and_falls_back_to_the_command(harness
     harness.fake.fail_next["views.open"] = {"ok": False, "error": "expired_trigger_id"}
     harness.click("image.share", "ami-0123456789abcdef0", user="U0OPS")
     share = harness.fake.wait_for_method("response_url", where=lambda c: "/ami share" in c.text)
-    assert "/ami share ami-0123456789abcdef0 <account-id>" in share.text
+    # escaped: Slack reads <account-id> as a link, even inside backticks
+    assert "/ami share ami-0123456789abcdef0 &lt;account-id&gt;" in share.text
 
 
 def test_wait_for_image_is_bounded_and_polls():

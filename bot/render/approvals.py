@@ -131,10 +131,10 @@ def _row_account(row: dict) -> str:
 
 
 def audit_history(subject: str | None, rows: list[dict]) -> Message:
-    title = f"History of {escape(subject)}" if subject else "Recent audit trail"
+    title = f"History of {subject}" if subject else "Recent audit trail"  # plain words, escaped in the block too
     if not rows:
-        return message(f"{title}: nothing recorded.", [section(f"*{title}*: nothing recorded.")])
+        return message(f"{title}: nothing recorded.", [section(f"*{escape(title)}*: nothing recorded.")])
     lines = [f"`{row['ts'][:16].replace('T', ' ')}` {who(row['actor'])} *{escape(row['action'])}* "
              f"{escape(row['target'] or '')}{_row_account(row)} — {escape(row['outcome'][:150])}" for row in rows]
     chunks = [lines[i:i + 12] for i in range(0, len(lines), 12)]
-    return message(title, [section(f"*{title}* (newest first)")] + [section("\n".join(c)) for c in chunks])
+    return message(title, [section(f"*{escape(title)}* (newest first)")] + [section("\n".join(c)) for c in chunks])

@@ -13,13 +13,13 @@ the CSV, JSON and table have an account column.
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, TextIO
 
+from bot import csvfile
 from bot.accounts import Account
 from bot.blocks import (
     MAX_BLOCKS,
@@ -35,6 +35,7 @@ from bot.blocks import (
     header,
     message,
     money,
+    mrkdwn_message,
     plural,
     section,
     when,
@@ -292,7 +293,7 @@ def csv_comment(findings: Findings, day: str) -> str:
 
 def digest_failed(day: str, reason: str) -> Message:
     text = f":warning: The AMI digest for {day} could not be made: {escape(reason)}"
-    return message(text, [section(text)])
+    return mrkdwn_message(text, [section(text)])
 
 
 # --- files and terminal ---------------------------------------------------------------------------------
@@ -332,28 +333,16 @@ def _iso(moment) -> str:
     return moment.isoformat() if moment else ""
 
 
-def _cell(value: Any) -> Any:
-    """Keep spreadsheets from running AMI names as formulas (CSV injection)."""
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + value
-    return value
-
-
 def csv_fields(findings: Findings) -> list[str]:
     return ACCOUNT_FIELDS + CSV_FIELDS if findings.many else CSV_FIELDS
 
 
 def write_csv(findings: Findings, stream: TextIO) -> None:
-    writer = csv.DictWriter(stream, fieldnames=csv_fields(findings), lineterminator="\n")
-    writer.writeheader()
-    for row in rows(findings):
-        writer.writerow({key: _cell(value) for key, value in row.items()})
+    csvfile.write(stream, csv_fields(findings), rows(findings))  # AMI names defused as spreadsheet formulas
 
 
 def as_csv(findings: Findings) -> str:
-    out = io.StringIO()
-    write_csv(findings, out)
-    return out.getvalue()
+    return csvfile.text(csv_fields(findings), rows(findings))
 
 
 def region_summary(region: RegionFindings, calls: dict[str, int] | None = None) -> dict[str, Any]:

@@ -59,13 +59,13 @@ def image_list(images: list[Image], shown: int, text: str | None, failures: dict
                scope: str = "this account") -> Message:
     """`accounts` ({id: short name}): the account column, with more than one account; `scope`: whose images
     ("this account", "prod (111111111111)", "the 3 accounts")."""
-    what = f" matching “{escape(text)}”" if text else ""
+    what = f" matching “{text}”" if text else ""
     if not images:
-        body = f"No AMIs{what} owned by {escape(scope)}."
-        blocks = [section(body)]
+        body = f"No AMIs{what} owned by {scope}."  # plain words: escaped in the block and by `message`
+        blocks = [section(escape(body))]
     else:
         body = f"{len(images)} AMI{'s' if len(images) != 1 else ''}{what}, newest first"
-        blocks = [section(f"*{body}*")]
+        blocks = [section(f"*{escape(body)}*")]
         rows = [image_row(image, shares.get(image.id), now, accounts) for image in images[:shown]]
         for start in range(0, len(rows), 10):  # 10 rows a section stays far below 3,000 characters
             blocks.append(section("\n".join(rows[start:start + 10])))
@@ -80,12 +80,12 @@ def image_list(images: list[Image], shown: int, text: str | None, failures: dict
 
 def image_choices(ref: str, images: list[Image], now: datetime, accounts: dict[str, str] | None = None) -> Message:
     """A name several images have: each one (with its account when there are many), to pick by id."""
-    body = f"{len(images)} AMIs are named “{escape(ref)}”; pick one by id:"
+    body = f"{len(images)} AMIs are named “{ref}”; pick one by id:"  # plain words, escaped in the block too
     if accounts and len({image.account for image in images}) > 1:
-        named = ", ".join(dict.fromkeys(escape(accounts.get(image.account, image.account)) for image in images))
-        body = f"{len(images)} AMIs in accounts {named} are named “{escape(ref)}”; pick one by id:"
+        named = ", ".join(dict.fromkeys(accounts.get(image.account, image.account) for image in images))
+        body = f"{len(images)} AMIs in accounts {named} are named “{ref}”; pick one by id:"
     rows = [image_row(image, None, now, accounts) for image in images[:20]]
-    return message(body, [section(body), section("\n".join(rows))])
+    return message(body, [section(escape(body)), section("\n".join(rows))])
 
 
 def _devices(image: Image) -> str:

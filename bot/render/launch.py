@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from datetime import datetime
 
-from bot.blocks import Message, age, clip, code, context, escape, fields_section, message, section
+from bot.blocks import Message, age, clip, code, context, escape, fields_section, message, mrkdwn_message, section
 from bot.services.images import Image
 from bot.services.launch import FAMILY_PREFIX, HARD_MAX_COUNT, LaunchOrder, LaunchResult
 
@@ -85,7 +85,7 @@ def needs_approval(request_id: str, channel: str, reasons: list[str]) -> Message
     why = "; ".join(escape(reason) for reason in reasons)
     text = (f":raised_hand: This launch is outside the launch policy ({why}), so it needs an approval. "
             f"Asked for it: `{request_id}` in <#{channel}>.")
-    return message(text, [section(text)])
+    return mrkdwn_message(text, [section(text)])
 
 
 # --- the form ----------------------------------------------------------------------------------------

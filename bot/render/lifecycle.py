@@ -17,6 +17,7 @@ from bot.blocks import (
     fields_section,
     header,
     message,
+    mrkdwn_message,
     section,
     when,
 )
@@ -86,8 +87,8 @@ def new_image(new: NewImage, state: str, reason: str = "", timed_out: bool = Fal
 
 def button_hint(action: str, image_id: str) -> Message:
     command = f"/ami {action} {image_id}" + (" <account-id>" if action == "share" else "")
-    body = f"Run `{command}` to {action} {code(image_id)}."
-    return message(body, [section(body)])
+    body = f"Run `{escape(command)}` to {action} {code(image_id)}."
+    return mrkdwn_message(body, [section(body)])
 
 
 def alias_table(aliases: dict[str, Alias]) -> Message:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from datetime import datetime
 
-from bot.blocks import Message, code, context, escape, header, message, section, when
+from bot.blocks import Message, code, context, escape, header, message, mrkdwn_message, section, when
 from bot.services.recycle_bin import IMAGE, SNAPSHOT, BinItem, RegionBin, Restored, RetentionRule
 
 SHOWN_PER_REGION = 10
@@ -76,7 +76,7 @@ def recycle_bin(bins: list[RegionBin], now: datetime) -> Message:
 def enable_requested(request_id: str, channel: str, days: int, regions: list[str]) -> Message:
     body = (f"Asked for approval to keep deregistered images and their snapshots {days} days in "
             f"{', '.join(regions)}: `{request_id}` is in <#{channel}>.")
-    return message(body, [section(body)])
+    return mrkdwn_message(body, [section(body)])
 
 
 def enable_details(params: dict) -> list[dict]:

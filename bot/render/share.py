@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from bot.blocks import Message, code, context, escape, fields_section, message, section
+from bot.blocks import Message, code, context, escape, fields_section, message, mrkdwn_message, section
 from bot.services.images import Image
 from bot.services.share import ACCOUNT, BLOCKED, PUBLIC, UNKNOWN, ShareResult, SnapshotInfo, Target
 
@@ -45,7 +45,7 @@ def unshared(result: ShareResult, user: str, was_shared: bool) -> Message:
 
 def already_shared(image: Image, target: Target) -> Message:
     text = f"{_image_label(image)} is already shared with {target_label(target)}; nothing to do."
-    return message(text, [section(text)])
+    return mrkdwn_message(text, [section(text)])
 
 
 def approval_details(image: Image, target: Target, snapshots: list[SnapshotInfo], public_block: str | None) -> list:
@@ -67,7 +67,7 @@ def approval_details(image: Image, target: Target, snapshots: list[SnapshotInfo]
 def needs_approval(request_id: str, channel: str, reason: str) -> Message:
     text = (f":raised_hand: Sharing needs an approval ({escape(reason)}). Asked for it: `{request_id}` "
             f"in <#{channel}>.")
-    return message(text, [section(text)])
+    return mrkdwn_message(text, [section(text)])
 
 
 # --- the Share button's form -------------------------------------------------------------------------

@@ -45,11 +45,10 @@ def watch(ctx, payload: dict) -> None:
     except Exception as error:  # the message is always finished: with what is known, never left "pending"
         said = error.message if isinstance(error, AmibotError) else type(error).__name__
         log.warning("watching %s failed: %s", new.image_id, said)
-        msg = new_image(new, "pending")
-        msg["text"] = f"AMI {new.name} ({new.image_id}): amibot could not check it"
-        msg["blocks"] = msg["blocks"][:-1] + [blocks.context(
-            f":warning: amibot could not check the image ({blocks.escape(said)}) and stopped watching it; "
-            f"AWS may still be working on it. Check with `/ami show {new.image_id}`.")]
+        pending = new_image(new, "pending")["blocks"]
+        msg = blocks.message(f"AMI {new.name} ({new.image_id}): amibot could not check it", pending[:-1] + [
+            blocks.context(f":warning: amibot could not check the image ({blocks.escape(said)}) and stopped watching "
+                           f"it; AWS may still be working on it. Check with `/ami show {new.image_id}`.")])
         state = f"unknown: could not check ({said})"
     else:
         state = image.state if image else "gone"
