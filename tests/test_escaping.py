@@ -239,6 +239,8 @@ def make(kind: Any, name: str = "") -> Any:
         return kind(f"{name} {HOSTILE}")
     if dataclasses.is_dataclass(kind):
         return kind(**arguments(kind))
+    if origin is collections.abc.Callable:
+        return lambda *_args, **_kwargs: False
     raise TypeError(f"no value for {name}: {kind!r} (add a sample to SAMPLES)")
 
 
