@@ -243,15 +243,10 @@ def _not_a_database(error: Exception) -> SystemExit:
     return SystemExit(f"amibot: {Settings.from_env().db_path} is not a readable amibot database ({error})")
 
 
-def _anchor_to_check(args):
-    """(anchor, where it came from, why none) — from --anchor, else the newest in [audit].anchor_bucket."""
+def _anchors_in_bucket():
+    """(every object under the anchors' prefix, where they are, why there are none) from [audit].anchor_bucket."""
     from bot import anchors
 
-    if args.anchor:
-        try:
-            return anchors.Anchor.parse(args.anchor), "--anchor", None
-        except anchors.AnchorError as error:
-            raise SystemExit(f"amibot: --anchor: {error}") from None
     settings = Settings.from_env()
     try:
         policy = load_policy(settings.config_path)
@@ -259,16 +254,16 @@ def _anchor_to_check(args):
         raise SystemExit(f"amibot: {error.problems[0]}") from None
     bucket = policy.audit.anchor_bucket
     if not bucket:
-        return None, None, "no [audit].anchor_bucket configured"
+        return [], None, "no [audit].anchor_bucket configured"
     from bot.aws import Aws
 
     try:
-        anchor = anchors.newest_in_bucket(Aws(policy.aws.regions), bucket)
+        stored = anchors.read_bucket(Aws(policy.aws.regions), bucket)
     except Exception as error:
-        return None, None, f"cannot read s3://{bucket}: {getattr(error, 'message', None) or error}"
-    if anchor is None:
-        return None, None, f"no anchor in s3://{bucket} yet"
-    return anchor, f"s3://{bucket}", None
+        return [], None, f"cannot read s3://{bucket}: {getattr(error, 'message', None) or error}"
+    if not stored:
+        return [], None, f"no anchor in s3://{bucket} yet"
+    return stored, f"s3://{bucket}", None
 
 
 def cmd_audit_verify(args) -> int:
@@ -276,23 +271,37 @@ def cmd_audit_verify(args) -> int:
 
     from bot import anchors, audit
 
+    given = None
+    if args.anchor:
+        try:
+            given = anchors.Anchor.parse(args.anchor)
+        except anchors.AnchorError as error:
+            raise SystemExit(f"amibot: --anchor: {error}") from None
     store = _store()
     try:
         verdict = audit.verify(store)
         if not verdict.ok:
             print(verdict, file=sys.stderr)
             return 1
-        anchor, source, missing = _anchor_to_check(args)
-        if anchor is None:
+        if given is not None:
+            stored, source, missing = [anchors.Stored("--anchor", given)], "--anchor", None
+        else:
+            stored, source, missing = _anchors_in_bucket()
+        if missing:
             print(f"{verdict}; not checked against an anchor ({missing})")
             return 0
-        problem = anchors.check(store, anchor)
+        problems = anchors.check_all(store, stored)
     except sqlite3.DatabaseError as error:
         raise _not_a_database(error) from None
-    if problem:
-        print(f"audit trail does not match the {anchor.describe()} from {source}: {problem}", file=sys.stderr)
+    if problems:  # one line per anchor the trail does not match, each naming the anchor
+        print("\n".join(problems), file=sys.stderr)
         return 1
-    print(f"{verdict}; contains the {anchor.describe()} from {source}")
+    newest = stored[-1].anchor
+    if len(stored) == 1:
+        print(f"{verdict}; contains the {newest.describe()} from {source}")
+    else:
+        print(f"{verdict}; contains every one of the {len(stored)} anchors in {source}, the newest the "
+              f"{newest.describe()}")
     return 0
 
 
