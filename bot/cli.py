@@ -18,6 +18,15 @@ from bot.errors import ConfigError
 log = logging.getLogger("amibot")
 
 
+class Fatal(SystemExit):
+    """A one-line reason to stop with its own exit status: ``SystemExit("amibot: …")`` always exits 1, and the README
+    documents 2 for a start refused until the operator decides (a lost database)."""
+
+    def __init__(self, message: str, status: int):
+        super().__init__(message)
+        self.status = status
+
+
 def _setup_logging(level: str) -> None:
     """bot/logs.py: the human format or AMIBOT_LOG_FORMAT=json, libraries quiet, secrets masked."""
     from bot import logs
@@ -335,7 +344,7 @@ def _refuse_a_lost_database(settings, policy, new_database: bool) -> None:
 
     problem = anchors.history_without_database(settings.db_path, policy, lambda: Aws(policy.aws.regions))
     if problem and not new_database:
-        raise SystemExit(f"amibot: {problem}")
+        raise Fatal(f"amibot: {problem}", 2)
     if problem:
         log.warning("starting a new database as --new-database asks, although %s", problem.split(";")[0])
 
@@ -641,10 +650,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.run(args) or 0
     except SystemExit as stop:
-        if isinstance(stop.code, str) and _json_logs():  # a fatal one-liner is a JSON record like every other line
+        if not isinstance(stop.code, str):
+            raise
+        if _json_logs():  # a fatal one-liner is a JSON record like every other line
             log.error("%s", stop.code.removeprefix("amibot: "))
-            return 1
-        raise
+        else:
+            print(stop.code, file=sys.stderr)
+        return getattr(stop, "status", 1)
     except BrokenPipeError:  # `amibot iam-policy | head`: the reader left; no traceback for that
         import os
 
