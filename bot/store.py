@@ -5,6 +5,10 @@ in use), a busy timeout so two processes on one file wait instead of failing, an
 ``transaction()`` that takes the write lock up front (BEGIN IMMEDIATE) so read-then-write sequences
 such as appending to the audit hash chain are serialised across threads *and* processes.
 
+While running, ``file_problem`` looks at the file at most once a second (health checks every time): still the one
+opened, writable, whole, and not older than what this process already saw in it — a write generation in the file
+(one more per write transaction) is one of the things that only grow.
+
 Migrations are numbered and applied in order at start; ``PRAGMA user_version`` records the last one.
 Add a migration by appending to MIGRATIONS — never edit one that has shipped.
 """
@@ -251,17 +255,19 @@ class _NoticingConnection(sqlite3.Connection):
         try:
             return super().execute(*args, **kwargs)
         except sqlite3.DatabaseError as error:
-            if self.noticed is not None:
-                self.noticed(error)
+            self._tell(error)
             raise
 
     def executemany(self, *args, **kwargs):
         try:
             return super().executemany(*args, **kwargs)
         except sqlite3.DatabaseError as error:
-            if self.noticed is not None:
-                self.noticed(error)
+            self._tell(error)
             raise
+
+    def _tell(self, error: sqlite3.DatabaseError) -> None:
+        if self.noticed is not None:
+            self.noticed(error)
 
 
 class Seen(NamedTuple):
@@ -301,8 +307,8 @@ class Store:
         if not self.read_only:
             self.migrate()
             self._counting = True
-            self._remember(Seen(_file_version(_file_header(self.path)) if self.path != ":memory:" else 0,
-                                *self._newest_state(self.conn())))
+            file_version = _file_version(_file_header(self.path)) if self.path != ":memory:" else 0
+            self._remember(Seen(file_version, *self._newest_state(self.conn())))
         self._identity = self._stat_identity()
 
     def conn(self) -> sqlite3.Connection:
