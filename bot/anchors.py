@@ -8,9 +8,10 @@ each object under COMPLIANCE retention for ``[audit].anchor_retention_days``, so
 user can delete or overwrite it before then). Anchors are written once a day (claimed in SQLite, like the
 digest) and after every approval decision.
 
-``amibot audit verify`` recomputes the chain, then checks it against the newest anchor it can read (or one
-given by hand): the trail must have at least the anchor's rows, and the anchor's row must still have the
-anchor's hash. At start, a missing database while the bucket shows a history refuses to start unless
+``amibot audit verify`` recomputes the chain, then checks it against every anchor in the bucket — every version of
+every object, so a newer object (or a newer version under an old key) cannot outvote the ones before it — or
+against one given by hand: the trail must have at least each anchor's rows, and each anchor's row must still have
+the anchor's hash. At start, a missing database while the bucket shows a history refuses to start unless
 ``--new-database`` is given.
 """
 
@@ -96,10 +97,12 @@ def current(store: Store, at: str | None = None) -> Anchor:
     return Anchor(count, last_id, last_hash, at or datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
 
 
-def check(store: Store, anchor: Anchor) -> str | None:
-    """None when the trail contains the anchored state; else one sentence saying how it does not.
-    (Run after audit.verify: the chain itself must be intact for this to mean anything.)"""
-    count = store.one("SELECT count(*) AS n FROM audit")["n"]
+def check(store: Store, anchor: Anchor, count: int | None = None) -> str | None:
+    """None when the trail contains the anchored state; else one sentence saying how it does not. ``count``: the
+    trail's rows, when the caller has counted them already. (Run after audit.verify: the chain itself must be
+    intact for this to mean anything.)"""
+    if count is None:
+        count = store.one("SELECT count(*) AS n FROM audit")["n"]
     if anchor.count is None:
         if store.one("SELECT id FROM audit WHERE hash = ?", (anchor.head,)) is None and anchor.head != "0" * 64:
             return (f"no row has the {anchor.describe()}'s hash: the trail was rewound or rewritten "
@@ -135,19 +138,68 @@ def put_to_bucket(aws, bucket: str, anchor: Anchor, retention_days: int, now: da
     return key
 
 
-@requires("s3:ListBucket", "s3:GetObject")
-def newest_in_bucket(aws, bucket: str) -> Anchor | None:
-    """The newest anchor in the bucket (keys sort by time), or None when there is none."""
+@dataclass(frozen=True)
+class Stored:
+    """One version of one object under the anchors' prefix: the anchor it holds, or why it holds none."""
+
+    place: str  # s3://bucket/key (version id)
+    anchor: Anchor | None
+    problem: str | None = None
+
+    def order(self) -> tuple:
+        """Anchors by row count, then time (never by key: "…Z-9.json" sorts after "…Z-12.json" as text)."""
+        if self.anchor is None:
+            return (0, 0, "", self.place)
+        return (1, self.anchor.count or 0, self.anchor.at or "", self.place)
+
+
+READ_WORKERS = 8  # the objects are small: reading them a few at a time bounds `audit verify` on a long history
+
+
+@requires("s3:ListBucketVersions", "s3:GetObjectVersion")
+def read_bucket(aws, bucket: str) -> list[Stored]:
+    """Every version of every object under the anchors' prefix (a role that may put objects can put a new version
+    under an existing key: it must not hide the one before), oldest anchor first (Stored.order); objects that
+    are not readable anchors first of all, each with its problem."""
+    from concurrent.futures import ThreadPoolExecutor
+
     s3 = aws.client("s3")
-    keys = [item["Key"] for item in paginate(s3, "list_objects_v2", "Contents", Bucket=bucket, Prefix=KEY_PREFIX)
-            if item.get("Key", "").endswith(".json")]
-    for key in sorted(keys, reverse=True):  # a damaged object is skipped, never taken for "no history"
-        body = call(s3, "get_object", resource=f"s3://{bucket}/{key}", Bucket=bucket, Key=key)["Body"].read()
+    versions = [(item["Key"], item["VersionId"]) for item in
+                paginate(s3, "list_object_versions", "Versions", Bucket=bucket, Prefix=KEY_PREFIX)]
+
+    def read(version: tuple[str, str]) -> Stored:
+        key, version_id = version
+        place = f"s3://{bucket}/{key}" + (f" (version {version_id})" if version_id != "null" else "")
+        body = call(s3, "get_object", resource=f"s3://{bucket}/{key}", Bucket=bucket, Key=key,
+                    VersionId=version_id)["Body"].read()
         try:
-            return Anchor.parse(body.decode("utf-8", "replace"))
-        except AnchorError:
-            log.warning("s3://%s/%s is not a readable anchor; trying an older one", bucket, key)
-    return None
+            return Stored(place, Anchor.parse(body.decode("utf-8", "replace")))
+        except AnchorError as error:
+            return Stored(place, None, f"not a readable amibot anchor ({error})")
+
+    with ThreadPoolExecutor(max_workers=READ_WORKERS, thread_name_prefix="amibot-anchors") as pool:
+        return sorted(pool.map(read, versions), key=Stored.order)
+
+
+def newest_in_bucket(aws, bucket: str) -> Anchor | None:
+    """The newest anchor in the bucket — the most rows, then the latest time — or None when there is none (an
+    object that is not a readable anchor is skipped, never taken for "no history")."""
+    anchors = [stored.anchor for stored in read_bucket(aws, bucket) if stored.anchor is not None]
+    return anchors[-1] if anchors else None
+
+
+def check_all(store: Store, stored: list[Stored]) -> list[str]:
+    """One line per object the trail does not match — an anchor it does not contain, or an object that is not an
+    anchor — naming it; [] when the trail contains every anchor. No anchor outvotes another: a rewritten trail
+    with a newer anchor to match still fails against every older one."""
+    count = store.one("SELECT count(*) AS n FROM audit")["n"]
+    lines = []
+    for item in stored:
+        if item.anchor is None:
+            lines.append(f"{item.place} is {item.problem}")
+        elif problem := check(store, item.anchor, count):
+            lines.append(f"audit trail does not match the {item.anchor.describe()} from {item.place}: {problem}")
+    return lines
 
 
 # --- writing anchors from the running bot -------------------------------------------------------------

@@ -18,6 +18,15 @@ from bot.errors import ConfigError
 log = logging.getLogger("amibot")
 
 
+class Fatal(SystemExit):
+    """A one-line reason to stop with its own exit status: ``SystemExit("amibot: …")`` always exits 1, and the README
+    documents 2 for a start refused until the operator decides (a lost database)."""
+
+    def __init__(self, message: str, status: int):
+        super().__init__(message)
+        self.status = status
+
+
 def _setup_logging(level: str) -> None:
     """bot/logs.py: the human format or AMIBOT_LOG_FORMAT=json, libraries quiet, secrets masked."""
     from bot import logs
@@ -243,15 +252,10 @@ def _not_a_database(error: Exception) -> SystemExit:
     return SystemExit(f"amibot: {Settings.from_env().db_path} is not a readable amibot database ({error})")
 
 
-def _anchor_to_check(args):
-    """(anchor, where it came from, why none) — from --anchor, else the newest in [audit].anchor_bucket."""
+def _anchors_in_bucket():
+    """(every object under the anchors' prefix, where they are, why there are none) from [audit].anchor_bucket."""
     from bot import anchors
 
-    if args.anchor:
-        try:
-            return anchors.Anchor.parse(args.anchor), "--anchor", None
-        except anchors.AnchorError as error:
-            raise SystemExit(f"amibot: --anchor: {error}") from None
     settings = Settings.from_env()
     try:
         policy = load_policy(settings.config_path)
@@ -259,16 +263,16 @@ def _anchor_to_check(args):
         raise SystemExit(f"amibot: {error.problems[0]}") from None
     bucket = policy.audit.anchor_bucket
     if not bucket:
-        return None, None, "no [audit].anchor_bucket configured"
+        return [], None, "no [audit].anchor_bucket configured"
     from bot.aws import Aws
 
     try:
-        anchor = anchors.newest_in_bucket(Aws(policy.aws.regions), bucket)
+        stored = anchors.read_bucket(Aws(policy.aws.regions), bucket)
     except Exception as error:
-        return None, None, f"cannot read s3://{bucket}: {getattr(error, 'message', None) or error}"
-    if anchor is None:
-        return None, None, f"no anchor in s3://{bucket} yet"
-    return anchor, f"s3://{bucket}", None
+        return [], None, f"cannot read s3://{bucket}: {getattr(error, 'message', None) or error}"
+    if not stored:
+        return [], None, f"no anchor in s3://{bucket} yet"
+    return stored, f"s3://{bucket}", None
 
 
 def cmd_audit_verify(args) -> int:
@@ -276,23 +280,37 @@ def cmd_audit_verify(args) -> int:
 
     from bot import anchors, audit
 
+    given = None
+    if args.anchor:
+        try:
+            given = anchors.Anchor.parse(args.anchor)
+        except anchors.AnchorError as error:
+            raise SystemExit(f"amibot: --anchor: {error}") from None
     store = _store()
     try:
         verdict = audit.verify(store)
         if not verdict.ok:
             print(verdict, file=sys.stderr)
             return 1
-        anchor, source, missing = _anchor_to_check(args)
-        if anchor is None:
+        if given is not None:
+            stored, source, missing = [anchors.Stored("--anchor", given)], "--anchor", None
+        else:
+            stored, source, missing = _anchors_in_bucket()
+        if missing:
             print(f"{verdict}; not checked against an anchor ({missing})")
             return 0
-        problem = anchors.check(store, anchor)
+        problems = anchors.check_all(store, stored)
     except sqlite3.DatabaseError as error:
         raise _not_a_database(error) from None
-    if problem:
-        print(f"audit trail does not match the {anchor.describe()} from {source}: {problem}", file=sys.stderr)
+    if problems:  # one line per anchor the trail does not match, each naming the anchor
+        print("\n".join(problems), file=sys.stderr)
         return 1
-    print(f"{verdict}; contains the {anchor.describe()} from {source}")
+    newest = stored[-1].anchor
+    if len(stored) == 1:
+        print(f"{verdict}; contains the {newest.describe()} from {source}")
+    else:
+        print(f"{verdict}; contains every one of the {len(stored)} anchors in {source}, the newest the "
+              f"{newest.describe()}")
     return 0
 
 
@@ -326,7 +344,7 @@ def _refuse_a_lost_database(settings, policy, new_database: bool) -> None:
 
     problem = anchors.history_without_database(settings.db_path, policy, lambda: Aws(policy.aws.regions))
     if problem and not new_database:
-        raise SystemExit(f"amibot: {problem}")
+        raise Fatal(f"amibot: {problem}", 2)
     if problem:
         log.warning("starting a new database as --new-database asks, although %s", problem.split(";")[0])
 
@@ -632,10 +650,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.run(args) or 0
     except SystemExit as stop:
-        if isinstance(stop.code, str) and _json_logs():  # a fatal one-liner is a JSON record like every other line
+        if not isinstance(stop.code, str):
+            raise
+        if _json_logs():  # a fatal one-liner is a JSON record like every other line
             log.error("%s", stop.code.removeprefix("amibot: "))
-            return 1
-        raise
+        else:
+            print(stop.code, file=sys.stderr)
+        return getattr(stop, "status", 1)
     except BrokenPipeError:  # `amibot iam-policy | head`: the reader left; no traceback for that
         import os
 

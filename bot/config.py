@@ -133,7 +133,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "channel": Key("str?", None, "channel where audit anchors (row count and head hash) are posted daily and "
                        "after every approval decision", _pattern(CHANNEL, "a Slack channel id such as 'C0123ABCD'")),
         "anchor_bucket": Key("str?", None, "S3 bucket with Object Lock enabled where anchors are written "
-                             "(amibot/anchors/…); `audit verify` checks against the newest",
+                             "(amibot/anchors/…); `audit verify` checks against every one",
                              _pattern(BUCKET, "an S3 bucket name such as 'acme-amibot-anchors'")),
         "anchor_retention_days": Key("int", 365, "Object Lock COMPLIANCE retention of each anchor object, days",
                                      _at_least(1)),

@@ -1,8 +1,9 @@
 """No new work on a lost database: a global Bolt middleware in front of every listener (HTTP and Socket Mode).
 
-When the database file is gone, replaced or truncated (bot/store.py ``Store.file_problem``: one cached os.stat
-a second at most, so the ack path stays fast), a slash command is answered in its ack, a click through its
-response_url, and nothing is recorded or run. The store logs the reason once, not per request.
+When the database file is gone, replaced, truncated, damaged, read-only or older than what this process already
+saw in it (bot/store.py ``Store.file_problem``: one cached look a second at most, well under a millisecond, so
+the ack path stays fast), a slash command is answered in its ack, a click through its response_url, and nothing
+is recorded or run. The store logs the reason once, not per request.
 """
 
 from __future__ import annotations

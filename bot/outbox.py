@@ -178,6 +178,8 @@ class Outbox:
                 self.deliver_due()
                 failing = False
             except Exception:
+                if self.ctx.store.file_problem():  # the file broke under this pass: the store says so, once
+                    continue
                 if not failing:  # once per streak, not every half second
                     log.exception("outbox delivery pass failed; retrying quietly until it works again")
                 failing = True

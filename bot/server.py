@@ -62,7 +62,8 @@ def _digest_health(ctx) -> dict | None:
 def _log_health_problem_once(ctx, problem: str) -> None:
     if ctx.extras.get("health_problem") != problem:  # once per distinct problem, not once per probe
         ctx.extras["health_problem"] = problem
-        log.error("health check: database unavailable: %s", problem)
+        if problem != ctx.store.file_problem():  # a problem with the file itself: the store has said it once
+            log.error("health check: database unavailable: %s", problem)
 
 
 # --- POST /slack/events: nothing unauthenticated is parsed, logged or stored -----------------------------

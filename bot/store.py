@@ -5,6 +5,10 @@ in use), a busy timeout so two processes on one file wait instead of failing, an
 ``transaction()`` that takes the write lock up front (BEGIN IMMEDIATE) so read-then-write sequences
 such as appending to the audit hash chain are serialised across threads *and* processes.
 
+While running, ``file_problem`` looks at the file at most once a second (health checks every time): still the one
+opened, writable, whole, and not older than what this process already saw in it — a write generation in the file
+(one more per write transaction) is one of the things that only grow.
+
 Migrations are numbered and applied in order at start; ``PRAGMA user_version`` records the last one.
 Add a migration by appending to MIGRATIONS — never edit one that has shipped.
 """
@@ -18,9 +22,9 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
     import sqlite_utils
@@ -215,11 +219,65 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         ALTER TABLE promotions ADD COLUMN account TEXT NOT NULL DEFAULT '';
         CREATE INDEX promotions_account ON promotions(account, family, region, id);
     """),
+    (15, "a write generation: an older copy of the file put in place of the live one is noticed", """
+        -- Every write transaction (and every health check) adds one; a running process remembers the highest it
+        -- has seen, so a number lower than that means the file went back in time (bot/store.py file_problem).
+        CREATE TABLE generation (
+            one INTEGER PRIMARY KEY CHECK (one = 1),
+            n INTEGER NOT NULL
+        );
+        INSERT INTO generation (one, n) VALUES (1, 1);
+    """),
 ]
 
 
 class StoreMissing(Exception):
     """The database file is not there (or is empty): read-only commands never create one."""
+
+
+class DatabaseWentBack(sqlite3.DatabaseError):
+    """A write found the file older than what this process had already seen in it (an older copy was put in its
+    place): the transaction is rolled back, nothing is written on top of the older copy."""
+
+
+# SQLite's primary result codes (the low byte of an extended code) that say the file itself is in trouble.
+SQLITE_READONLY, SQLITE_IOERR, SQLITE_CORRUPT, SQLITE_NOTADB = 8, 10, 11, 26
+FILE_TROUBLE = {SQLITE_READONLY, SQLITE_IOERR, SQLITE_CORRUPT, SQLITE_NOTADB}
+
+
+class _NoticingConnection(sqlite3.Connection):
+    """A connection that tells its store when SQLite says the file is damaged, unwritable or failing, so the next
+    look at the file (``Store.file_problem``) happens at once instead of up to a second later."""
+
+    noticed = None  # set by Store: called with the error
+
+    def execute(self, *args, **kwargs):
+        try:
+            return super().execute(*args, **kwargs)
+        except sqlite3.DatabaseError as error:
+            self._tell(error)
+            raise
+
+    def executemany(self, *args, **kwargs):
+        try:
+            return super().executemany(*args, **kwargs)
+        except sqlite3.DatabaseError as error:
+            self._tell(error)
+            raise
+
+    def _tell(self, error: sqlite3.DatabaseError) -> None:
+        if self.noticed is not None:
+            self.noticed(error)
+
+
+class Seen(NamedTuple):
+    """The newest state a process has seen its database file in. Each part only grows while the file lives on."""
+
+    file_version: int  # the change counter in the file's own header
+    generation: int  # the write generation (table generation): every write transaction adds one
+    audit_rows: int  # the audit trail's last row id
+
+    WHAT = ("its header's version", "its write generation", "its audit trail ends at row")
 
 
 class Store:
@@ -235,12 +293,22 @@ class Store:
         self._identity: tuple[int, int] | None = None
         self._file_checked_at = float("-inf")
         self._file_problem: str | None = None
+        # The newest state this process has seen the file in; it only moves forward: lower is an older copy.
+        self._seen = Seen(0, 0, 0)
+        self._seen_lock = threading.Lock()
+        self._look_lock = threading.Lock()
+        self._counting = False  # transactions add to the generation once the migrations have made its table
+        self._suspect = False  # SQLite said "corrupt" somewhere: the next look runs an integrity check
+        self._damage: str | None = None  # what the integrity check found; kept until restart
         if self.read_only:
             _require_database(self.path)
         elif self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         if not self.read_only:
             self.migrate()
+            self._counting = True
+            file_version = _file_version(_file_header(self.path)) if self.path != ":memory:" else 0
+            self._remember(Seen(file_version, *self._newest_state(self.conn())))
         self._identity = self._stat_identity()
 
     def conn(self) -> sqlite3.Connection:
@@ -258,7 +326,9 @@ class Store:
             # Once the file exists, no connection may create it again: a database deleted under a running bot
             # must stay missing (and be reported), never silently come back empty.
             target, uri = (_uri(self.path, "rw"), True) if self._identity is not None else (self.path, False)
-            connection = sqlite3.connect(target, uri=uri, timeout=30, isolation_level=None, check_same_thread=False)
+            connection = sqlite3.connect(target, uri=uri, timeout=30, isolation_level=None, check_same_thread=False,
+                                         factory=_NoticingConnection)
+            connection.noticed = self._noticed
             connection.row_factory = sqlite3.Row
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("PRAGMA synchronous=NORMAL")
@@ -287,13 +357,18 @@ class Store:
         if connection.in_transaction:  # nested: join the outer transaction
             yield connection
             return
+        floor = self._seen.generation
         connection.execute("BEGIN IMMEDIATE")
         try:
             yield connection
+            generation = self._next_generation(connection, floor) if self._counting else None
         except BaseException:
-            connection.execute("ROLLBACK")
+            if connection.in_transaction:  # (SQLite may already have rolled it back, e.g. on a damaged file)
+                connection.execute("ROLLBACK")
             raise
         connection.execute("COMMIT")
+        if generation is not None:
+            self._remember(Seen(0, generation, 0))
 
     def execute(self, sql: str, params: tuple | dict = ()) -> sqlite3.Cursor:
         return self.conn().execute(sql, params)
@@ -334,9 +409,10 @@ class Store:
                 pass
         self._local = threading.local()
 
-    # --- is the file still ours, and can we write it? (health checks and the ack path) ----------------
-    FILE_CHECK_MAX_AGE = 1.0  # seconds: the ack path costs at most one os.stat a second
+    # --- is the file still ours, whole, current and writable? (health checks and the ack path) -------------
+    FILE_CHECK_MAX_AGE = 1.0  # seconds: the ack path looks at the file at most once a second
     HEALTH_TIMEOUT = 1.0  # seconds: a health check answers quickly even when the file is locked or broken
+    INTEGRITY_TIMEOUT = 2.0  # seconds: the most SQLite's quick_check may take when the file looks damaged
 
     def _stat_identity(self) -> tuple[int, int] | None:
         if self.path == ":memory:":
@@ -348,69 +424,230 @@ class Store:
         return (stat.st_dev, stat.st_ino)
 
     def file_problem(self, max_age: float | None = None) -> str | None:
-        """Why the database file can no longer be trusted (gone, replaced by another file, truncated), or
-        None. At most one os.stat per ``max_age`` seconds (cached); a problem is logged once when it appears
-        and once when it clears, never per request."""
+        """Why the database file can no longer be trusted, or None: gone, replaced by another file, emptied,
+        damaged, not writable, or older than what this process already saw in it (see _look_at_file). At most
+        one look per ``max_age`` seconds (cached), sooner when SQLite has just reported trouble with the file; a
+        problem is logged once when it appears and once when it clears, never per request."""
         if self._identity is None:
             return None
         max_age = self.FILE_CHECK_MAX_AGE if max_age is None else max_age
-        now = time.monotonic()
-        if now - self._file_checked_at < max_age:
+        if time.monotonic() - self._file_checked_at < max_age:
             return self._file_problem
-        self._file_checked_at = now
+        with self._look_lock:  # one look at a time: each compares what it reads with what the last one saw
+            now = time.monotonic()
+            if now - self._file_checked_at < max_age:  # another thread just looked
+                return self._file_problem
+            self._file_checked_at = now
+            problem = self._look_at_file()
+            if problem != self._file_problem:
+                if problem:
+                    log.error("database unavailable: %s; refusing new work until it is restored", problem)
+                else:
+                    log.warning("database file %s is back; accepting work again", self.path)
+                self._file_problem = problem
+        return problem
+
+    def _look_at_file(self) -> str | None:
+        """An os.stat, the file's 100-byte header, os.access and one small query on a fresh connection (a
+        thread's own connection may answer from its page cache, not from what is in the file now)."""
+        where = f"the database file {self.path}"
         try:
             stat = os.stat(self.path)
         except FileNotFoundError:
-            problem = f"the database file {self.path} is gone (deleted or moved while amibot runs)"
+            return f"{where} is gone (deleted or moved while amibot runs)"
         except OSError as error:
-            problem = f"the database file {self.path} cannot be read: {error.strerror}"
-        else:
-            if (stat.st_dev, stat.st_ino) != self._identity:
-                problem = f"the database file {self.path} was replaced by another file while amibot runs"
-            elif stat.st_size == 0:
-                problem = f"the database file {self.path} was truncated to 0 bytes"
-            else:
-                problem = None
-        if problem != self._file_problem:
-            if problem:
-                log.error("database unavailable: %s; refusing new work until it is restored", problem)
-            else:
-                log.warning("database file %s is back; accepting work again", self.path)
-            self._file_problem = problem
-        return problem
+            return f"{where} cannot be read: {error.strerror}"
+        if (stat.st_dev, stat.st_ino) != self._identity:
+            return f"{where} was replaced by another file while amibot runs"
+        if stat.st_size == 0:
+            return f"{where} was truncated to 0 bytes"
+        if self.read_only:  # `audit verify`/`export` read the file as it is
+            return None
+        unwritable = _unwritable(self.path)
+        if unwritable:
+            return f"{where} is read-only ({unwritable}): amibot cannot write it"
+        try:
+            header = _file_header(self.path)
+        except OSError as error:
+            return f"{where} cannot be read: {error.strerror}"
+        if self._damage_in(header, stat.st_size):
+            return f"{where} is damaged: {self._damage}"
+        went_back = self._went_back(_file_version(header))
+        if self._damage:  # the fresh connection's query met the damage
+            return f"{where} is damaged: {self._damage}"
+        if went_back:
+            return f"{where} is older than what amibot already saw in it (an older copy put in its place?): {went_back}"
+        return None
+
+    def _damage_in(self, header: bytes, size: int) -> str | None:
+        """SQLite's quick_check when the file is shorter than its own header says or SQLite reported it corrupt;
+        what it finds is kept until restart (a damaged file does not heal: it is restored, then amibot restarted)."""
+        if self._damage is None:
+            shorter = _shorter_than_its_header(header, size)
+            if shorter or self._suspect:
+                self._suspect = False
+                self._damage = self._integrity_problem(fallback=shorter)
+        return self._damage
+
+    def _integrity_problem(self, fallback: str | None) -> str | None:
+        """PRAGMA quick_check(1) on a fresh connection, cut off after INTEGRITY_TIMEOUT (then ``fallback``)."""
+        deadline = time.monotonic() + self.INTEGRITY_TIMEOUT
+        try:
+            with closing(self._fresh("ro")) as connection:
+                connection.set_progress_handler(lambda: time.monotonic() > deadline, 10_000)
+                found = [row[0] for row in connection.execute("PRAGMA quick_check(1)")]
+        except sqlite3.DatabaseError as error:
+            return str(error) if _code(error) in (SQLITE_CORRUPT, SQLITE_NOTADB) else fallback
+        return None if found == ["ok"] else found[0]
+
+    def _went_back(self, file_version: int) -> str | None:
+        """The file against the newest state this process has seen it in, or None when it did not go back: the
+        version in its header (SQLite raises it whenever it writes the header back from the write-ahead log;
+        read from the file itself, it sees an older copy even while newer pages still sit in the log), the
+        write generation and the audit trail's last row. Each only grows, whichever process writes."""
+        floor = self._seen  # taken before the reads: whatever is committed by now is at least this
+        try:
+            with closing(self._fresh("ro")) as connection:
+                found = Seen(file_version, *self._newest_state(connection))
+        except sqlite3.DatabaseError as error:
+            if _code(error) in (SQLITE_CORRUPT, SQLITE_NOTADB):
+                self._damage = str(error)
+            return None  # locked or cannot be opened: the health check's write says so
+        behind = [f"{what} {now} where amibot had seen {before}" for what, now, before
+                  in zip(Seen.WHAT, found, floor, strict=True) if now < before]
+        if behind:
+            return "; ".join(behind)
+        self._remember(found)
+        return None
+
+    @staticmethod
+    def _newest_state(connection: sqlite3.Connection) -> tuple[int, int]:
+        """(write generation, last audit row) as the file has them; a file from before the generation table: 0."""
+        try:
+            generation = connection.execute("SELECT n FROM generation WHERE one = 1").fetchone()
+        except sqlite3.OperationalError as error:
+            if "no such table" not in str(error):
+                raise
+            generation = None
+        head = connection.execute("SELECT last_id FROM audit_head WHERE one = 1").fetchone()
+        return (generation[0] if generation else 0, head[0] if head else 0)
+
+    def _remember(self, state: Seen) -> None:
+        with self._seen_lock:
+            self._seen = Seen(*(max(mine, found) for mine, found in zip(self._seen, state, strict=True)))
+
+    def _next_generation(self, connection: sqlite3.Connection, floor: int) -> int:
+        """Add one to the write generation inside the caller's write transaction. Every committed value is at
+        least ``floor`` (read before the transaction began), so a result not above it means the file went back:
+        raise DatabaseWentBack so that the transaction is rolled back and nothing is written onto the older copy."""
+        found = connection.execute("UPDATE generation SET n = n + 1 WHERE one = 1 RETURNING n").fetchall()
+        generation = found[0][0] if found else 0
+        if generation <= floor:
+            self._file_checked_at = float("-inf")  # look at the file at once: the ack path refuses new work
+            raise DatabaseWentBack(f"the database file {self.path} is older than what amibot already wrote to it "
+                                   f"(write generation {generation}, amibot had seen {floor})")
+        return generation
+
+    def _noticed(self, error: sqlite3.DatabaseError) -> None:
+        """SQLite reported trouble with the file on some thread: look at the file on the next request, with an
+        integrity check when it said corrupt."""
+        code = _code(error)
+        if code in FILE_TROUBLE:
+            self._suspect = self._suspect or code in (SQLITE_CORRUPT, SQLITE_NOTADB)
+            self._file_checked_at = float("-inf")
+
+    def _fresh(self, mode: str) -> sqlite3.Connection:
+        """A new connection (mode=ro or rw: never creates the file) with a short busy timeout."""
+        return sqlite3.connect(_uri(self.path, mode), uri=True, timeout=self.HEALTH_TIMEOUT, isolation_level=None)
 
     def health(self) -> dict:
-        """Prove the database works: the file is the one we opened, and a short write transaction on a fresh
-        connection (short busy timeout; the URI's mode=rw never creates a file) succeeds. Returns
-        {"ok", "problem", "schema_version", "jobs_pending"} within about HEALTH_TIMEOUT."""
+        """Prove the database works: the file is the one we opened, whole, current and writable (file_problem),
+        and a short write transaction on a fresh connection (short busy timeout; the URI's mode=rw never creates
+        a file) succeeds; it also advances the write generation. Returns {"ok", "problem", "schema_version",
+        "jobs_pending"} within about HEALTH_TIMEOUT (INTEGRITY_TIMEOUT more when the file looks damaged)."""
         problem = self.file_problem(max_age=0)
         if problem:
             return {"ok": False, "problem": problem, "schema_version": None, "jobs_pending": None}
         if self.path == ":memory:":
             return {"ok": True, "problem": None, "schema_version": self.schema_version, "jobs_pending": None}
         try:
-            connection = sqlite3.connect(_uri(self.path, "rw"), uri=True, timeout=self.HEALTH_TIMEOUT,
-                                         isolation_level=None)
+            connection = self._fresh("rw")
         except sqlite3.Error as error:
             return {"ok": False, "problem": f"cannot open the database: {error}", "schema_version": None,
                     "jobs_pending": None}
         try:
             connection.execute(f"PRAGMA busy_timeout={int(self.HEALTH_TIMEOUT * 1000)}")
+            floor = self._seen.generation
             connection.execute("BEGIN IMMEDIATE")
             updated = connection.execute("UPDATE health SET checked_at = ? WHERE one = 1",
                                          (time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),)).rowcount
+            generation = self._next_generation(connection, floor)
             connection.execute("COMMIT")
+            self._remember(Seen(0, generation, 0))
             if updated != 1:
                 raise sqlite3.DatabaseError("the health row is missing")
             schema = connection.execute("PRAGMA user_version").fetchone()[0]
             pending = connection.execute(
                 "SELECT count(*) FROM jobs WHERE state IN ('queued', 'running')").fetchone()[0]
         except sqlite3.Error as error:
+            self._noticed(error)
             return {"ok": False, "problem": f"cannot write the database: {error}", "schema_version": None,
                     "jobs_pending": None}
         finally:
             connection.close()
         return {"ok": True, "problem": None, "schema_version": schema, "jobs_pending": pending}
+
+
+def _code(error: sqlite3.Error) -> int | None:
+    """SQLite's primary result code of an error (the low byte of its extended code), when it has one."""
+    code = getattr(error, "sqlite_errorcode", None)
+    return code & 0xFF if isinstance(code, int) else None
+
+
+def _unwritable(path: str) -> str | None:
+    """Why SQLite cannot write the file or its write-ahead log, or None. The kernel answers (os.access), so an
+    immutable file or a read-only mount counts for root too; mode 0444 does not stop root, and does not here."""
+    try:
+        if os.statvfs(path).f_flag & os.ST_RDONLY:
+            return "a read-only file system"
+    except OSError:
+        pass
+    for name in (path, f"{path}-wal"):
+        if os.path.exists(name) and not os.access(name, os.W_OK):
+            return f"{os.path.basename(name)} may not be written"
+    return None
+
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def _file_header(path: str) -> bytes:
+    """The database file's first 100 bytes (SQLite's header), read from the file itself."""
+    with open(path, "rb") as file:
+        return file.read(100)
+
+
+def _file_version(header: bytes) -> int:
+    """The header's file change counter (0 when there is no header to read)."""
+    return int.from_bytes(header[24:28], "big") if len(header) >= 28 else 0
+
+
+def _shorter_than_its_header(header: bytes, size: int) -> str | None:
+    """The file's header against its size: SQLite writes the page count into the header when it writes pages back
+    from the write-ahead log, so the file holds at least that many pages — fewer means it was cut short. (While a
+    checkpoint grows the file this is briefly true too: the caller confirms it with SQLite's quick_check.)"""
+    if not header.startswith(SQLITE_HEADER):
+        return "it no longer starts with SQLite's header"
+    if len(header) < 100:
+        return f"it is {len(header)} bytes long, shorter than SQLite's header"
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages = int.from_bytes(header[28:32], "big")
+    if not pages or header[24:28] != header[92:96]:  # the count is only current when these two agree
+        return None
+    if size < pages * page_size:
+        return f"it is {size:,} bytes long but its header counts {pages:,} pages of {page_size:,} bytes (cut short)"
+    return None
 
 
 def _uri(path: str, mode: str) -> str:

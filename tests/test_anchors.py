@@ -231,3 +231,80 @@ def test_start_is_refused_when_the_database_is_gone_but_anchors_show_a_history(t
         assert started.returncode == 0 and "--new-database" in output
     finally:
         fake.stop()
+
+
+# --- anchors cannot be outvoted (issue 19 §6) -------------------------------------------------------------
+
+def lock_until():
+    return datetime.now(UTC) + timedelta(days=1)
+
+
+def put_anchor(s3, anchor: anchors.Anchor, key: str | None = None) -> str:
+    """What anyone holding the bot's role can do: put an object (Object Lock refuses overwriting and deleting)."""
+    key = key or anchors.object_key(anchor)
+    s3.put_object(Bucket=BUCKET, Key=key, Body=json.dumps(anchor.document()).encode(), ObjectLockMode="COMPLIANCE",
+                  ObjectLockRetainUntilDate=lock_until())
+    return key
+
+
+def forge(path, rows: int) -> anchors.Anchor:
+    """Rewrite the whole trail consistently (a new chain in place of the old file) and return its anchor."""
+    for suffix in ("", "-wal", "-shm"):
+        if os.path.exists(f"{path}{suffix}"):
+            os.remove(f"{path}{suffix}")
+    forged = filled(path, rows=0)
+    for _ in range(rows):
+        audit.record(forged, actor="U0EVIL", action="command.list", outcome="ok")
+    forged.close()
+    return anchors.current(Store(path, create=False), at="2026-12-02T00:00:00Z")
+
+
+@pytest.fixture
+def verify_bucket(tmp_path, moto_server):
+    s3 = boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1")
+    s3.create_bucket(Bucket=BUCKET, ObjectLockEnabledForBucket=True)
+    config = tmp_path / "amibot.toml"
+    config.write_text(f'[aws]\nregions = ["us-east-1"]\n\n[audit]\nanchor_bucket = "{BUCKET}"\n')
+    env = {"AMIBOT_CONFIG": str(config), "AWS_ENDPOINT_URL": moto_server,
+           **{k: v for k, v in os.environ.items() if k.startswith("AWS_")}}
+    return s3, lambda db: cli(db, "verify", env_extra=env)
+
+
+def test_a_rewritten_trail_with_a_forged_newer_anchor_fails_against_the_older_one(tmp_path, verify_bucket):
+    s3, verify = verify_bucket
+    store = filled(tmp_path / "amibot.db", rows=5)
+    genuine = put_anchor(s3, anchors.current(store, at="2026-12-01T00:00:00Z"))
+    store.close()
+    assert verify(tmp_path / "amibot.db").returncode == 0
+    forged = put_anchor(s3, forge(tmp_path / "amibot.db", rows=6))  # newer, and it matches the forged trail
+    result = verify(tmp_path / "amibot.db")
+    assert result.returncode == 1, result.stdout
+    assert f"s3://{BUCKET}/{genuine}" in result.stderr and forged not in result.stderr
+    assert "does not have the anchor" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_new_version_under_an_anchors_key_does_not_hide_it(tmp_path, verify_bucket):
+    s3, verify = verify_bucket
+    store = filled(tmp_path / "amibot.db", rows=5)
+    genuine = put_anchor(s3, anchors.current(store, at="2026-12-01T00:00:00Z"))
+    store.close()
+    put_anchor(s3, forge(tmp_path / "amibot.db", rows=5), key=genuine)  # a second version of the same key
+    result = verify(tmp_path / "amibot.db")
+    assert result.returncode == 1 and genuine in result.stderr, result.stderr
+
+
+def test_anchors_are_ordered_by_rows_and_time_not_by_their_names(tmp_path, verify_bucket):
+    """Written in the same second, "…Z-9.json" sorts after "…Z-12.json" as text; the 12-row anchor is newer."""
+    s3, verify = verify_bucket
+    store = filled(tmp_path / "amibot.db", rows=9)
+    nine = put_anchor(s3, anchors.current(store, at="2026-12-01T00:00:00Z"))
+    for _ in range(3):
+        audit.record(store, actor="U0", action="command.list", outcome="ok")
+    twelve = put_anchor(s3, anchors.current(store, at="2026-12-01T00:00:00Z"))
+    assert nine.endswith("Z-9.json") and twelve.endswith("Z-12.json") and nine > twelve
+    passed = verify(store.path)
+    assert passed.returncode == 0 and "the newest the anchor of 2026-12-01T00:00:00Z (12 rows" in passed.stdout
+    rewind_one_row(store)
+    store.close()
+    rewound = verify(tmp_path / "amibot.db")
+    assert rewound.returncode == 1 and twelve in rewound.stderr and nine not in rewound.stderr, rewound.stderr

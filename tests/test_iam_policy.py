@@ -14,8 +14,11 @@ from bot.aws import PERMISSIONS, iam_policy
 ROOT = Path(__file__).resolve().parents[1]
 SERVICES = {"ec2": "ec2", "autoscaling": "autoscaling", "ssm": "ssm", "sts": "sts", "rbin": "rbin", "s3": "s3",
             "imagebuilder": "imagebuilder", "organizations": "organizations"}
-# Operations whose IAM action is not named after them (S3's listings are authorised by s3:ListBucket).
-ACTION_OF = {"s3:ListObjectsV2": "s3:ListBucket", "s3:ListObjects": "s3:ListBucket"}
+# Operations whose IAM actions are not (only) named after them: S3's listings are authorised by s3:ListBucket, its
+# listing of versions by s3:ListBucketVersions, and reading one version of an object by s3:GetObjectVersion.
+ACTION_OF = {"s3:ListObjectsV2": {"s3:ListBucket"}, "s3:ListObjects": {"s3:ListBucket"},
+             "s3:ListObjectVersions": {"s3:ListBucketVersions"},
+             "s3:GetObject": {"s3:GetObject", "s3:GetObjectVersion"}}
 
 
 def operations() -> dict[str, set[str]]:
@@ -25,7 +28,7 @@ def operations() -> dict[str, set[str]]:
         client = boto3.client(service, region_name="us-east-1")
         for name in client.meta.service_model.operation_names:
             action = f"{prefix}:{name}"
-            found.setdefault(xform_name(name), set()).add(ACTION_OF.get(action, action))
+            found.setdefault(xform_name(name), set()).update(ACTION_OF.get(action, {action}))
         for waiter in client.waiter_names:
             operation = client.get_waiter(waiter).config.operation
             found.setdefault(f"waiter:{waiter}", set()).add(f"{prefix}:{operation}")
