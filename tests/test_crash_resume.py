@@ -12,6 +12,7 @@ import http.client
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -36,8 +37,9 @@ class HoldingProxy:
     """Forwards AWS requests to moto; while `hold` names an EC2 action, requests for it are held, never
     forwarded (the bot is killed meanwhile), so moto never sees them."""
 
-    def __init__(self, target_port: int, hold: str | None):
+    def __init__(self, target_port: int, hold: str | None, skip: int = 0):
         self.hold = hold
+        self.skip = skip  # let this many requests for `hold` through first
         self.seen: list[str] = []  # actions forwarded, in order
         self.held = threading.Event()  # a held request has arrived
         self._release = threading.Event()
@@ -53,7 +55,7 @@ class HoldingProxy:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 action = dict(part.split("=", 1) for part in body.decode(errors="replace").split("&")
                               if "=" in part).get("Action", "?")
-                if action == proxy.hold:
+                if action == proxy.hold and proxy.seen.count(action) >= proxy.skip:
                     proxy.held.set()
                     proxy._release.wait(60)
                     self.close_connection = True
@@ -190,6 +192,67 @@ def test_kill_9_between_deregister_and_delete_snapshot_resumes_after_restart(tmp
             if process and process.poll() is None:
                 process.send_signal(signal.SIGTERM)
                 process.wait(timeout=20)
+        proxy.close()
+        fake.stop()
+
+
+def stop(*processes) -> None:
+    for process in processes:
+        if process and process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=20)
+
+
+def moto_ec2(port: int):
+    return boto3.client("ec2", region_name="us-east-1", endpoint_url=f"http://127.0.0.1:{port}",
+                        aws_access_key_id="testing", aws_secret_access_key="testing")
+
+
+def thread_outcome(fake: FakeSlack, message_ts: str):
+    """The request's outcome line in its thread, whichever it is."""
+    return [c for c in fake.calls_to("chat.postMessage") if c.params.get("thread_ts") == message_ts
+            and ("Succeeded:" in c.text or "Failed:" in c.text)]
+
+
+def test_kill_9_in_a_snapshot_cleanup_finishes_it_and_says_what_was_done_before_and_after(tmp_path, moto_server):
+    """Killed after 2 of 3 DeleteSnapshot calls: the restart deletes the third and reports both halves."""
+    ec2 = moto_ec2(moto_server)
+    snapshots = []
+    for size in (8, 9, 10):
+        volume = ec2.create_volume(AvailabilityZone="us-east-1a", Size=size)["VolumeId"]
+        snapshots.append(ec2.create_snapshot(VolumeId=volume, Description="left over")["SnapshotId"])
+    fake = FakeSlack().start()
+    proxy = HoldingProxy(moto_server, hold="DeleteSnapshot", skip=2)
+    port = free_port()
+    first = serve(tmp_path, fake, proxy.url, port)
+    second = None
+    try:
+        sim = SlackClientSim(f"http://127.0.0.1:{port}", SECRET, fake)
+        sim.interact(sim.block_actions_payload({"action_id": "digest.cleanup",
+                                                "value": "us-east-1:" + ",".join(snapshots)}, "U0OPS", "C0OPS"))
+        message, request_id = wait_until(lambda: approval_post(fake), 30, "the approval message")
+        sim.interact(sim.block_actions_payload({"action_id": "approval.approve", "value": request_id}, "U0LEAD",
+                                               "C0OPS", message_ts=message.ts))
+        assert proxy.held.wait(30), f"the third DeleteSnapshot never came; AWS saw {proxy.seen}"
+        first.send_signal(signal.SIGKILL)  # two snapshots deleted, the third one's call never reached AWS
+        first.wait(timeout=10)
+        left = {s["SnapshotId"] for s in ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"]}
+        assert set(snapshots) & left == {snapshots[2]}
+
+        proxy.hold = None
+        second = serve(tmp_path, fake, proxy.url, port)
+        [report] = wait_until(lambda: thread_outcome(fake, message.ts), 30, "the outcome in the thread")
+        assert "Succeeded" in report.text, report.text
+        assert (f"Before the restart: deleted {snapshots[0]} (8 GiB), deleted {snapshots[1]} (9 GiB); "
+                f"after: deleted {snapshots[2]} (10 GiB).") in report.text
+        assert "may be approved again" not in report.text
+        left = {s["SnapshotId"] for s in ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"]}
+        assert not set(snapshots) & left
+        audit = sqlite3.connect(tmp_path / "amibot.db").execute(
+            "SELECT outcome FROM audit WHERE action = 'request.succeeded' AND target = ?", (request_id,)).fetchall()
+        assert len(audit) == 1 and f"after: deleted {snapshots[2]}" in audit[0][0]
+    finally:
+        stop(first, second)
         proxy.close()
         fake.stop()
 
