@@ -24,6 +24,7 @@ import boto3
 import pytest
 
 from bot import approvals
+from bot.devtools.fakeslack import _message_response
 from bot.devtools.slackclient import SlackClientSim
 from bot.steps import DONE, PLANNED, Step, Steps
 from tests import seed
@@ -254,6 +255,62 @@ def test_kill_9_in_a_snapshot_cleanup_finishes_it_and_says_what_was_done_before_
     finally:
         stop(first, second)
         proxy.close()
+        fake.stop()
+
+
+class SlackHold:
+    """The fake Slack takes the first `method` call whose text has `marker` and never answers it while the bot
+    lives: Slack has the message (or view), the bot never learns its ts (or view id)."""
+
+    def __init__(self, fake: FakeSlack, method: str, marker: str, answer):
+        self.arrived = threading.Event()
+        self.release = threading.Event()
+        self.call = None
+
+        def held(call):
+            if self.call is None and marker in call.text:
+                self.call = call
+                self.arrived.set()
+                self.release.wait(60)
+            return answer(call)
+
+        fake.methods[method] = held
+
+
+@pytest.mark.parametrize("command", ["create", "copy"])
+def test_kill_9_while_posting_a_new_image_still_finishes_its_message(tmp_path, moto_server, command):
+    """Killed after Slack accepted the "pending" message, before the bot heard its ts: the restart resumes the
+    watch and the channel sees the image's outcome in a message that is finished."""
+    ec2 = moto_ec2(moto_server)
+    source = ec2.register_image(Name="crash-source", RootDeviceName="/dev/sda1")["ImageId"]
+    instance = ec2.run_instances(ImageId=source, MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
+    text = f"create {instance} crash-new" if command == "create" else f"copy {source} eu-west-1 --name crash-new"
+    fake = FakeSlack().start()
+    hold = SlackHold(fake, "chat.postMessage", "is being created", _message_response)
+    port = free_port()
+    first = serve(tmp_path, fake, f"http://127.0.0.1:{moto_server}", port)
+    second = None
+    try:
+        sim = SlackClientSim(f"http://127.0.0.1:{port}", SECRET, fake)
+        sim.post(sim.command_body(text, "U0OPS", "C0OPS"))
+        assert hold.arrived.wait(30), "the pending message never came"
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=10)
+        image_id = hold.call.params["text"].split("(")[1].split(")")[0]
+        hold.release.set()
+
+        second = serve(tmp_path, fake, f"http://127.0.0.1:{moto_server}", port)
+
+        def finished():
+            return [c for c in fake.calls_to("chat.update") if image_id in c.text and "available" in c.text]
+        final = wait_until(finished, 30, "the new image's message finished")[-1]
+        posted = [c for c in fake.calls_to("chat.postMessage") if c.ts == final.params["ts"]]
+        assert posted and "restarted" in posted[0].text, "the finished message must be one the bot posted"
+        assert "restarted" in final.text  # it says why there may be an older "pending" message
+        wait_until(lambda: "image.watch" in [row[0] for row in sqlite3.connect(tmp_path / "amibot.db").execute(
+            "SELECT action FROM audit")], 10, "the watch's audit row")
+    finally:
+        stop(first, second)
         fake.stop()
 
 
