@@ -2,7 +2,9 @@
 
 The real thing first: `amibot serve` as a process, AWS a moto server behind a proxy that holds DeleteSnapshot
 (so the window between DeregisterImage and DeleteSnapshot is as wide as the test wants), kill -9 inside it,
-a restart on the same database. Then each multi-step action's recovery in-process, with the durable rows a
+a restart on the same database. The same for a digest's snapshot cleanup (killed after 2 of 3 DeleteSnapshot), a
+new image's "pending" message (Slack holds its answer: the bot never hears the ts) and a Launch button's form (killed
+while it loads, or before it opened). Then each multi-step action's recovery in-process, with the durable rows a
 crash leaves behind.
 """
 
@@ -17,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -309,6 +312,75 @@ def test_kill_9_while_posting_a_new_image_still_finishes_its_message(tmp_path, m
         assert "restarted" in final.text  # it says why there may be an older "pending" message
         wait_until(lambda: "image.watch" in [row[0] for row in sqlite3.connect(tmp_path / "amibot.db").execute(
             "SELECT action FROM audit")], 10, "the watch's audit row")
+    finally:
+        stop(first, second)
+        fake.stop()
+
+
+def test_kill_9_while_the_launch_form_loads_fills_it_after_the_restart(tmp_path, moto_server):
+    """Killed after a Launch button's loading view opened, while the images were listed: the restart replaces the
+    loading view with the form (its trigger expired long ago); Slack's retry of that click does nothing more."""
+    ec2 = moto_ec2(moto_server)
+    image_id = ec2.register_image(Name="launch-me", RootDeviceName="/dev/sda1")["ImageId"]
+    fake = FakeSlack().start()
+    proxy = HoldingProxy(moto_server, hold=None)
+    port = free_port()
+    first = serve(tmp_path, fake, proxy.url, port)
+    second = None
+    try:
+        sim = SlackClientSim(f"http://127.0.0.1:{port}", SECRET, fake)
+        proxy.hold = "DescribeImages"
+        click = urllib.parse.urlencode({"payload": json.dumps(sim.block_actions_payload(
+            {"action_id": "image.launch", "value": image_id}, "U0OPS", "C0OPS"))})
+        assert sim.post(click).status == 200
+        assert proxy.held.wait(30), "the form's images were never listed"
+        [loading] = fake.calls_to("views.open")
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=10)
+        assert not fake.calls_to("views.update")
+
+        proxy.hold = None
+        fake.fail_next["views.open"] = {"ok": False, "error": "expired_trigger_id"}  # 3 s are long gone
+        second = serve(tmp_path, fake, proxy.url, port)
+        assert sim.post(click, headers={"X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "http_timeout"}).status == 200
+
+        def form():
+            return [c for c in fake.calls_to("views.update") if c.params["view"].get("submit")]
+        [update] = wait_until(form, 30, "the launch form in place of the loading view")
+        assert update.params.get("external_id") == loading.params["view"]["external_id"]
+        initial = [b["element"].get("initial_option") for b in update.params["view"]["blocks"] if b["type"] == "input"]
+        assert any(option and option["value"] == f"{image_id}@us-east-1" for option in initial), initial
+        time.sleep(1)  # the retried click, had it been taken, would have opened a second form by now
+        assert len(form()) == 1 and len(fake.calls_to("views.open")) <= 2
+    finally:
+        stop(first, second)
+        proxy.close()
+        fake.stop()
+
+
+def test_kill_9_before_the_launch_form_opened_tells_the_user_to_click_again(tmp_path, moto_server):
+    ec2 = moto_ec2(moto_server)
+    image_id = ec2.register_image(Name="launch-me-too", RootDeviceName="/dev/sda1")["ImageId"]
+    fake = FakeSlack().start()
+    hold = SlackHold(fake, "views.open", "Finding your images", lambda call: {"ok": False, "error": "fatal_error"})
+    port = free_port()
+    first = serve(tmp_path, fake, f"http://127.0.0.1:{moto_server}", port)
+    second = None
+    try:
+        sim = SlackClientSim(f"http://127.0.0.1:{port}", SECRET, fake)
+        sim.interact(sim.block_actions_payload({"action_id": "image.launch", "value": image_id}, "U0OPS", "C0OPS"))
+        assert hold.arrived.wait(30), "the loading view was never asked for"
+        first.send_signal(signal.SIGKILL)  # acked; the view never opened
+        first.wait(timeout=10)
+        hold.release.set()
+
+        fake.methods.pop("views.open")
+        fake.fail_next["views.open"] = {"ok": False, "error": "expired_trigger_id"}
+        fake.fail_next["views.update"] = {"ok": False, "error": "not_found"}
+        second = serve(tmp_path, fake, f"http://127.0.0.1:{moto_server}", port)
+        told = wait_until(lambda: [c for c in fake.calls_to("response_url") if "Launch" in c.text], 30,
+                          "the clicker told what happened")
+        assert "click" in told[-1].text.lower() and told[-1].params.get("response_type") == "ephemeral"
     finally:
         stop(first, second)
         fake.stop()

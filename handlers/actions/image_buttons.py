@@ -25,7 +25,7 @@ from bot.render.share import share_modal
 from bot.services.create import DEFAULT_POLL_SECONDS, DEFAULT_WAIT_SECONDS, wait_for_image
 from bot.slack import Reply
 from bot.steps import DONE, FAILED, PLANNED, Step, Steps, owners_with_open
-from handlers.views.launch import open_launch_modal
+from handlers.views import launch as launch_form
 
 log = logging.getLogger(__name__)
 
@@ -155,18 +155,12 @@ def register(app, ctx) -> None:
     ctx.extras.setdefault("on_start", []).append(resume_watches)
 
     @app.action(LAUNCH_ACTION)
-    def launch_clicked(ack, body, client, context):
-        """Open the launch form with this image chosen (the trigger is only valid for 3 s: open it now)."""
-        first = delivery.claim(ctx.store, delivery.key_of(context, body))  # a replay opens no second form
+    def launch_clicked(ack, body, context):
+        """Open the launch form with this image chosen. Recorded before the ack, with the click's delivery key: a
+        crash after the ack still ends in the form or in a word to click again, and a replay opens no second one."""
+        key = delivery.key_of(context, body)
+        ctx.jobs.submit(launch_form.OPEN_JOB, launch_form.button_job(body, key), dedupe_key=key)
         ack()
-        if not first:
-            return
-        channel = delivery.channel_of(body)
-        try:
-            open_launch_modal(client, body.get("trigger_id"), ctx, image_id=body["actions"][0].get("value"),
-                              channel=channel)
-        except AmibotError as error:
-            Reply(client, channel, body["user"]["id"], body.get("response_url")).ephemeral(blocks.error(error.message))
 
     # Sharing needs a target: the Share button opens a small form (no AWS call; the trigger lasts 3 s).
     @app.action(SHARE_ACTION)
