@@ -2,7 +2,9 @@
 
 The real thing first: `amibot serve` as a process, AWS a moto server behind a proxy that holds DeleteSnapshot
 (so the window between DeregisterImage and DeleteSnapshot is as wide as the test wants), kill -9 inside it,
-a restart on the same database. Then each multi-step action's recovery in-process, with the durable rows a
+a restart on the same database. The same for a digest's snapshot cleanup (killed after 2 of 3 DeleteSnapshot), a
+new image's "pending" message (Slack holds its answer: the bot never hears the ts) and a Launch button's form (killed
+while it loads, or before it opened). Then each multi-step action's recovery in-process, with the durable rows a
 crash leaves behind.
 """
 
@@ -12,10 +14,12 @@ import http.client
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -23,6 +27,7 @@ import boto3
 import pytest
 
 from bot import approvals
+from bot.devtools.fakeslack import _message_response
 from bot.devtools.slackclient import SlackClientSim
 from bot.steps import DONE, PLANNED, Step, Steps
 from tests import seed
@@ -36,8 +41,9 @@ class HoldingProxy:
     """Forwards AWS requests to moto; while `hold` names an EC2 action, requests for it are held, never
     forwarded (the bot is killed meanwhile), so moto never sees them."""
 
-    def __init__(self, target_port: int, hold: str | None):
+    def __init__(self, target_port: int, hold: str | None, skip: int = 0):
         self.hold = hold
+        self.skip = skip  # let this many requests for `hold` through first
         self.seen: list[str] = []  # actions forwarded, in order
         self.held = threading.Event()  # a held request has arrived
         self._release = threading.Event()
@@ -53,7 +59,7 @@ class HoldingProxy:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 action = dict(part.split("=", 1) for part in body.decode(errors="replace").split("&")
                               if "=" in part).get("Action", "?")
-                if action == proxy.hold:
+                if action == proxy.hold and proxy.seen.count(action) >= proxy.skip:
                     proxy.held.set()
                     proxy._release.wait(60)
                     self.close_connection = True
@@ -191,6 +197,192 @@ def test_kill_9_between_deregister_and_delete_snapshot_resumes_after_restart(tmp
                 process.send_signal(signal.SIGTERM)
                 process.wait(timeout=20)
         proxy.close()
+        fake.stop()
+
+
+def stop(*processes) -> None:
+    for process in processes:
+        if process and process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=20)
+
+
+def moto_ec2(port: int):
+    return boto3.client("ec2", region_name="us-east-1", endpoint_url=f"http://127.0.0.1:{port}",
+                        aws_access_key_id="testing", aws_secret_access_key="testing")
+
+
+def thread_outcome(fake: FakeSlack, message_ts: str):
+    """The request's outcome line in its thread, whichever it is."""
+    return [c for c in fake.calls_to("chat.postMessage") if c.params.get("thread_ts") == message_ts
+            and ("Succeeded:" in c.text or "Failed:" in c.text)]
+
+
+def test_kill_9_in_a_snapshot_cleanup_finishes_it_and_says_what_was_done_before_and_after(tmp_path, moto_server):
+    """Killed after 2 of 3 DeleteSnapshot calls: the restart deletes the third and reports both halves."""
+    ec2 = moto_ec2(moto_server)
+    snapshots = []
+    for size in (8, 9, 10):
+        volume = ec2.create_volume(AvailabilityZone="us-east-1a", Size=size)["VolumeId"]
+        snapshots.append(ec2.create_snapshot(VolumeId=volume, Description="left over")["SnapshotId"])
+    fake = FakeSlack().start()
+    proxy = HoldingProxy(moto_server, hold="DeleteSnapshot", skip=2)
+    port = free_port()
+    first = serve(tmp_path, fake, proxy.url, port)
+    second = None
+    try:
+        sim = SlackClientSim(f"http://127.0.0.1:{port}", SECRET, fake)
+        sim.interact(sim.block_actions_payload({"action_id": "digest.cleanup",
+                                                "value": "us-east-1:" + ",".join(snapshots)}, "U0OPS", "C0OPS"))
+        message, request_id = wait_until(lambda: approval_post(fake), 30, "the approval message")
+        sim.interact(sim.block_actions_payload({"action_id": "approval.approve", "value": request_id}, "U0LEAD",
+                                               "C0OPS", message_ts=message.ts))
+        assert proxy.held.wait(30), f"the third DeleteSnapshot never came; AWS saw {proxy.seen}"
+        first.send_signal(signal.SIGKILL)  # two snapshots deleted, the third one's call never reached AWS
+        first.wait(timeout=10)
+        left = {s["SnapshotId"] for s in ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"]}
+        assert set(snapshots) & left == {snapshots[2]}
+
+        proxy.hold = None
+        second = serve(tmp_path, fake, proxy.url, port)
+        [report] = wait_until(lambda: thread_outcome(fake, message.ts), 30, "the outcome in the thread")
+        assert "Succeeded" in report.text, report.text
+        assert (f"Before the restart: deleted {snapshots[0]} (8 GiB), deleted {snapshots[1]} (9 GiB); "
+                f"after: deleted {snapshots[2]} (10 GiB).") in report.text
+        assert "may be approved again" not in report.text
+        left = {s["SnapshotId"] for s in ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"]}
+        assert not set(snapshots) & left
+        audit = sqlite3.connect(tmp_path / "amibot.db").execute(
+            "SELECT outcome FROM audit WHERE action = 'request.succeeded' AND target = ?", (request_id,)).fetchall()
+        assert len(audit) == 1 and f"after: deleted {snapshots[2]}" in audit[0][0]
+    finally:
+        stop(first, second)
+        proxy.close()
+        fake.stop()
+
+
+class SlackHold:
+    """The fake Slack takes the first `method` call whose text has `marker` and never answers it while the bot
+    lives: Slack has the message (or view), the bot never learns its ts (or view id)."""
+
+    def __init__(self, fake: FakeSlack, method: str, marker: str, answer):
+        self.arrived = threading.Event()
+        self.release = threading.Event()
+        self.call = None
+
+        def held(call):
+            if self.call is None and marker in call.text:
+                self.call = call
+                self.arrived.set()
+                self.release.wait(60)
+            return answer(call)
+
+        fake.methods[method] = held
+
+
+@pytest.mark.parametrize("command", ["create", "copy"])
+def test_kill_9_while_posting_a_new_image_still_finishes_its_message(tmp_path, moto_server, command):
+    """Killed after Slack accepted the "pending" message, before the bot heard its ts: the restart resumes the
+    watch and the channel sees the image's outcome in a message that is finished."""
+    ec2 = moto_ec2(moto_server)
+    source = ec2.register_image(Name="crash-source", RootDeviceName="/dev/sda1")["ImageId"]
+    instance = ec2.run_instances(ImageId=source, MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
+    text = f"create {instance} crash-new" if command == "create" else f"copy {source} eu-west-1 --name crash-new"
+    fake = FakeSlack().start()
+    hold = SlackHold(fake, "chat.postMessage", "is being created", _message_response)
+    port = free_port()
+    first = serve(tmp_path, fake, f"http://127.0.0.1:{moto_server}", port)
+    second = None
+    try:
+        sim = SlackClientSim(f"http://127.0.0.1:{port}", SECRET, fake)
+        sim.post(sim.command_body(text, "U0OPS", "C0OPS"))
+        assert hold.arrived.wait(30), "the pending message never came"
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=10)
+        image_id = hold.call.params["text"].split("(")[1].split(")")[0]
+        hold.release.set()
+
+        second = serve(tmp_path, fake, f"http://127.0.0.1:{moto_server}", port)
+
+        def finished():
+            return [c for c in fake.calls_to("chat.update") if image_id in c.text and "available" in c.text]
+        final = wait_until(finished, 30, "the new image's message finished")[-1]
+        posted = [c for c in fake.calls_to("chat.postMessage") if c.ts == final.params["ts"]]
+        assert posted and "restarted" in posted[0].text, "the finished message must be one the bot posted"
+        assert "restarted" in final.text  # it says why there may be an older "pending" message
+        wait_until(lambda: "image.watch" in [row[0] for row in sqlite3.connect(tmp_path / "amibot.db").execute(
+            "SELECT action FROM audit")], 10, "the watch's audit row")
+    finally:
+        stop(first, second)
+        fake.stop()
+
+
+def test_kill_9_while_the_launch_form_loads_fills_it_after_the_restart(tmp_path, moto_server):
+    """Killed after a Launch button's loading view opened, while the images were listed: the restart replaces the
+    loading view with the form (its trigger expired long ago); Slack's retry of that click does nothing more."""
+    ec2 = moto_ec2(moto_server)
+    image_id = ec2.register_image(Name="launch-me", RootDeviceName="/dev/sda1")["ImageId"]
+    fake = FakeSlack().start()
+    proxy = HoldingProxy(moto_server, hold=None)
+    port = free_port()
+    first = serve(tmp_path, fake, proxy.url, port)
+    second = None
+    try:
+        sim = SlackClientSim(f"http://127.0.0.1:{port}", SECRET, fake)
+        proxy.hold = "DescribeImages"
+        click = urllib.parse.urlencode({"payload": json.dumps(sim.block_actions_payload(
+            {"action_id": "image.launch", "value": image_id}, "U0OPS", "C0OPS"))})
+        assert sim.post(click).status == 200
+        assert proxy.held.wait(30), "the form's images were never listed"
+        [loading] = fake.calls_to("views.open")
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=10)
+        assert not fake.calls_to("views.update")
+
+        proxy.hold = None
+        fake.fail_next["views.open"] = {"ok": False, "error": "expired_trigger_id"}  # 3 s are long gone
+        second = serve(tmp_path, fake, proxy.url, port)
+        assert sim.post(click, headers={"X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "http_timeout"}).status == 200
+
+        def form():
+            return [c for c in fake.calls_to("views.update") if c.params["view"].get("submit")]
+        [update] = wait_until(form, 30, "the launch form in place of the loading view")
+        assert update.params.get("external_id") == loading.params["view"]["external_id"]
+        initial = [b["element"].get("initial_option") for b in update.params["view"]["blocks"] if b["type"] == "input"]
+        assert any(option and option["value"] == f"{image_id}@us-east-1" for option in initial), initial
+        time.sleep(1)  # the retried click, had it been taken, would have opened a second form by now
+        assert len(form()) == 1 and len(fake.calls_to("views.open")) <= 2
+    finally:
+        stop(first, second)
+        proxy.close()
+        fake.stop()
+
+
+def test_kill_9_before_the_launch_form_opened_tells_the_user_to_click_again(tmp_path, moto_server):
+    ec2 = moto_ec2(moto_server)
+    image_id = ec2.register_image(Name="launch-me-too", RootDeviceName="/dev/sda1")["ImageId"]
+    fake = FakeSlack().start()
+    hold = SlackHold(fake, "views.open", "Finding your images", lambda call: {"ok": False, "error": "fatal_error"})
+    port = free_port()
+    first = serve(tmp_path, fake, f"http://127.0.0.1:{moto_server}", port)
+    second = None
+    try:
+        sim = SlackClientSim(f"http://127.0.0.1:{port}", SECRET, fake)
+        sim.interact(sim.block_actions_payload({"action_id": "image.launch", "value": image_id}, "U0OPS", "C0OPS"))
+        assert hold.arrived.wait(30), "the loading view was never asked for"
+        first.send_signal(signal.SIGKILL)  # acked; the view never opened
+        first.wait(timeout=10)
+        hold.release.set()
+
+        fake.methods.pop("views.open")
+        fake.fail_next["views.open"] = {"ok": False, "error": "expired_trigger_id"}
+        fake.fail_next["views.update"] = {"ok": False, "error": "not_found"}
+        second = serve(tmp_path, fake, f"http://127.0.0.1:{moto_server}", port)
+        told = wait_until(lambda: [c for c in fake.calls_to("response_url") if "Launch" in c.text], 30,
+                          "the clicker told what happened")
+        assert "click" in told[-1].text.lower() and told[-1].params.get("response_type") == "ephemeral"
+    finally:
+        stop(first, second)
         fake.stop()
 
 

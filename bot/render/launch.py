@@ -90,9 +90,11 @@ def needs_approval(request_id: str, channel: str, reasons: list[str]) -> Message
 
 # --- the form ----------------------------------------------------------------------------------------
 
-def loading_modal() -> dict:
-    """Opened at once (a trigger_id lives 3 s); replaced by the form when the images are listed."""
-    return _modal([section(":hourglass_flowing_sand: Finding your images…")], submit=False)
+def loading_modal(external_id: str | None = None) -> dict:
+    """Opened at once (a trigger_id lives 3 s); replaced by the form when the images are listed. ``external_id``
+    (ours, unlike the view id Slack answers with) lets a restart find the view to replace."""
+    view = _modal([section(":hourglass_flowing_sand: Finding your images…")], submit=False)
+    return {**view, "external_id": external_id} if external_id else view
 
 
 def notice_modal(text: str) -> dict:

@@ -35,7 +35,7 @@ from bot.services import recycle_bin, usage_reports
 from bot.services.blast_radius import AccountUsage, split_shares, usage_across
 from bot.services.images import Image, Shares, describe_own_images, find_images, shares_of
 from bot.services.references import Usage, kinds_phrase
-from bot.services.snapshots import DELETED, GONE, IN_USE, delete_snapshot
+from bot.services.snapshots import delete_step, deleted_phrase
 from bot.services.usage_reports import OtherAccounts
 from bot.steps import DONE, FAILED, PLANNED, SKIPPED, Resumed, Step, Steps
 
@@ -246,24 +246,6 @@ def _plan(check: Preflight, image: Image, keep_snapshots: bool) -> list[Step]:
     return plan
 
 
-def _delete_step(ec2, steps: Steps, step: Step) -> Step:
-    """Delete one planned snapshot and record what AWS said; a snapshot already gone counts as done."""
-    outcome, said = delete_snapshot(ec2, step.target)
-    if outcome == DELETED:
-        return steps.mark(step, DONE, "deleted")
-    if outcome == GONE:
-        return steps.mark(step, DONE, "already gone")
-    if outcome == IN_USE:
-        return steps.mark(step, SKIPPED, "in use")
-    return steps.mark(step, FAILED, said)
-
-
-def _snapshot_phrase(step: Step) -> str:
-    if step.result == "already gone":
-        return f"{step.target} was already gone"
-    return f"deleted {step.target} ({step.data.get('size_gb', '?')} GiB)"
-
-
 @requires("ec2:DeregisterImage")
 def execute(ctx, request: approvals.Request, progress) -> str:
     params = request.params
@@ -299,7 +281,7 @@ def execute(ctx, request: approvals.Request, progress) -> str:
         return (f"Deregistered {image.id}; kept its snapshots as asked ({kept}), which cost "
                 f"${sum(s.monthly_cost for s in check.snapshots):.2f}/month.{undo}")
     for step in snapshot_steps:
-        if step.open and _delete_step(ec2, steps, step).result == "deleted":
+        if step.open and delete_step(ec2, steps, step).result == "deleted":
             progress(f":broom: Deleted {step.target} ({step.data['size_gb']} GiB, "
                      f"${step.data['monthly_cost']:.2f}/month).")
     return _summary(image.id, snapshot_steps, undo)
@@ -366,13 +348,13 @@ def reconcile(ctx, request: approvals.Request):
     kept = []
     for step in snapshot_steps:
         if step.state == DONE:
-            resumed.before.append(_snapshot_phrase(step))
+            resumed.before.append(deleted_phrase(step))
         elif step.state == SKIPPED:
             kept.append(f"{step.target} ({step.result})")
         elif step.open:
-            _delete_step(ec2, steps, step)
+            delete_step(ec2, steps, step)
             if step.state == DONE:
-                resumed.after.append(_snapshot_phrase(step))
+                resumed.after.append(deleted_phrase(step))
             elif step.state == SKIPPED:
                 resumed.after.append(f"kept {step.target} ({step.result})")
             else:

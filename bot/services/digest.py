@@ -39,7 +39,7 @@ from bot.services import drift, fleet_health
 from bot.services.fleet_health import RegionHealth
 from bot.services.images import describe_own_images
 from bot.services.inventory import Progress, ami_of, scan_region
-from bot.services.snapshots import delete_snapshots
+from bot.services.snapshots import delete_step, deleted_phrase
 from bot.services.staleness import (
     SNOOZE_DAYS,
     Findings,
@@ -51,6 +51,7 @@ from bot.services.staleness import (
     keep_what_other_accounts_use,
     where,
 )
+from bot.steps import DONE, FAILED, SKIPPED, Resumed, Step, Steps
 
 log = logging.getLogger(__name__)
 
@@ -490,19 +491,37 @@ def _owner(ctx, params: dict) -> Aws:
         raise AmibotError(f"Nothing was deleted: {error.message}.") from None
 
 
+def _cleanup_plan(request: approvals.Request) -> list[Step]:
+    sizes = request.params.get("sizes", {})
+    return [Step("delete_snapshot", snapshot_id, {"size_gb": sizes.get(snapshot_id, 0)})
+            for snapshot_id in request.params["snapshot_ids"]]
+
+
 def execute_cleanup(ctx, request: approvals.Request, progress) -> str:
-    """Delete each snapshot, in the request's account; skip those in use or already gone; report each."""
-    region, sizes = request.params["region"], request.params.get("sizes", {})
+    """Delete each snapshot, in the request's account; skip those in use or already gone; report each. Each
+    deletion is a durable step (bot/steps.py), planned before the first DeleteSnapshot: a crash from there on is
+    finished by reconcile_cleanup, which says what was done before the restart and what after."""
+    region = request.params["region"]
     handle = _owner(ctx, request.params)
-    place = _place(ctx, handle, region)
+    ec2 = handle.ec2(region)
+    steps = Steps(ctx.store, f"request:{request.id}")
+    for step in steps.plan(_cleanup_plan(request)):
+        delete_step(ec2, steps, step)
+        if step.result == "deleted":
+            progress(f":broom: Deleted {step.target} ({step.data['size_gb']:,} GiB).")
+        elif step.state != FAILED:
+            progress(f":fast_forward: Skipped {step.target} ({step.result}).")
+    return _cleanup_summary(ctx, handle, request, steps.all())
+
+
+def _cleanup_summary(ctx, handle: Aws, request: approvals.Request, done: list[Step]) -> str:
+    deleted = [step for step in done if step.result == "deleted"]
+    skipped = [f"{step.target} ({step.result})" for step in done if step.state in (DONE, SKIPPED)
+               and step.result != "deleted"]
+    failed = [f"{step.target}: {step.result}" for step in done if step.state == FAILED]
+    freed = sum(step.data.get("size_gb", 0) for step in deleted)
     price = ctx.policy.digest.snapshot_price_per_gb_month
-    outcome = delete_snapshots(handle.ec2(region), request.params["snapshot_ids"], lambda snapshot_id: progress(
-        f":broom: Deleted {snapshot_id} ({sizes.get(snapshot_id, 0):,} GiB)."))
-    deleted, skipped, failed = outcome.deleted, outcome.skipped, outcome.failed
-    for note in skipped:
-        progress(f":fast_forward: Skipped {note}.")
-    freed = sum(sizes.get(snapshot_id, 0) for snapshot_id in deleted)
-    summary = (f"Deleted {len(deleted)} of {len(request.params['snapshot_ids'])} snapshots in {place} "
+    summary = (f"Deleted {len(deleted)} of {len(done)} snapshots in {_place(ctx, handle, request.params['region'])} "
                f"({freed:,} GiB, {money(freed * price)}/month saved)")
     if skipped:
         summary += f"; skipped {', '.join(skipped)}"
@@ -512,12 +531,47 @@ def execute_cleanup(ctx, request: approvals.Request, progress) -> str:
 
 
 @requires("ec2:DescribeSnapshots")
-def reconcile_cleanup(ctx, request: approvals.Request) -> str | None:
-    """After a crash mid-cleanup: done if none of the snapshots is left, else let it be approved again."""
-    ids = request.params["snapshot_ids"]
-    left = list(paginate(_owner(ctx, request.params).ec2(request.params["region"]), "describe_snapshots", "Snapshots",
-                         OwnerIds=["self"], Filters=[{"Name": "snapshot-id", "Values": ids}]))
-    return approvals.SUCCEEDED if not left else None
+def _still_there(handle: Aws, region: str, snapshot_ids: list[str]) -> set[str]:
+    return {item.get("SnapshotId") for item in paginate(
+        handle.ec2(region), "describe_snapshots", "Snapshots", OwnerIds=["self"],
+        Filters=[{"Name": "snapshot-id", "Values": snapshot_ids}]) if isinstance(item, dict)}
+
+
+def reconcile_cleanup(ctx, request: approvals.Request):
+    """After a crash mid-cleanup: look each recorded step up and finish the deletions (deleting again is safe; a
+    snapshot already gone counts as done), reporting what was done before the restart and what after.
+
+    Nothing recorded as done and every snapshot still there → nothing was done (None: approve again)."""
+    region, ids = request.params["region"], request.params["snapshot_ids"]
+    try:
+        handle = _owner(ctx, request.params)
+    except AmibotError as error:  # the account is no longer managed: nothing can be checked or finished here
+        return approvals.Reconciled(approvals.FAILED, error.message)
+    steps = Steps(ctx.store, f"request:{request.id}")
+    plan = steps.all()
+    if all(step.open for step in plan) and _still_there(handle, region, ids) >= set(ids):
+        steps.forget()  # the crash came before the first DeleteSnapshot reached AWS
+        return None
+    if not plan:  # executed before cleanups recorded their steps, and something is gone: finish it
+        plan = steps.plan(_cleanup_plan(request))
+    ec2 = handle.ec2(region)
+    resumed, kept = Resumed(), []
+    for step in plan:
+        if step.open:
+            delete_step(ec2, steps, step)
+            said = resumed.after
+        else:
+            said = resumed.before
+        if step.state == DONE:
+            said.append(deleted_phrase(step))
+        elif step.state == SKIPPED:
+            kept.append(f"{step.target} ({step.result})")
+        else:
+            resumed.failed.append(f"delete {step.target}: {step.result}")
+    outcome = resumed.sentence() + (f" Skipped {', '.join(kept)}." if kept else "")
+    if resumed.failed:
+        return approvals.Reconciled(approvals.FAILED, outcome)
+    return approvals.Reconciled(approvals.SUCCEEDED, outcome)
 
 
 def cleanup_confirm(params: dict) -> str:

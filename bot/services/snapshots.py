@@ -1,20 +1,12 @@
-"""Deleting snapshots the way every cleanup should: one at a time, each outcome known."""
+"""Deleting snapshots the way every cleanup should: one at a time, each outcome known and, for an approved
+action, recorded as a durable step (bot/steps.py) the moment AWS answers, so a restart knows which were done."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
-
 from bot.aws import call, requires
 from bot.errors import AwsError, NotFound
-
-
-@dataclass
-class Deletion:
-    deleted: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)  # "snap-… (why)": already gone, or in use
-    failed: list[str] = field(default_factory=list)  # "snap-…: AWS's sentence"
-
+from bot.steps import DONE, SKIPPED, Step, Steps
+from bot.steps import FAILED as STEP_FAILED
 
 DELETED, GONE, IN_USE, FAILED = "deleted", "already gone", "in use", "failed"
 
@@ -34,16 +26,20 @@ def delete_snapshot(ec2, snapshot_id: str) -> tuple[str, str]:
     return DELETED, "deleted"
 
 
-def delete_snapshots(ec2, snapshot_ids: list[str], on_deleted: Callable[[str], None] = lambda _: None) -> Deletion:
-    """Delete each snapshot; one that is gone or in use (InvalidSnapshot.InUse) is skipped, not a failure."""
-    result = Deletion()
-    for snapshot_id in snapshot_ids:
-        outcome, said = delete_snapshot(ec2, snapshot_id)
-        if outcome == DELETED:
-            result.deleted.append(snapshot_id)
-            on_deleted(snapshot_id)
-        elif outcome == FAILED:
-            result.failed.append(f"{snapshot_id}: {said}")
-        else:
-            result.skipped.append(f"{snapshot_id} ({outcome})")
-    return result
+def delete_step(ec2, steps: Steps, step: Step) -> Step:
+    """Delete one planned snapshot and record what AWS said; a snapshot already gone counts as done."""
+    outcome, said = delete_snapshot(ec2, step.target)
+    if outcome == DELETED:
+        return steps.mark(step, DONE, "deleted")
+    if outcome == GONE:
+        return steps.mark(step, DONE, "already gone")
+    if outcome == IN_USE:
+        return steps.mark(step, SKIPPED, "in use")
+    return steps.mark(step, STEP_FAILED, said)
+
+
+def deleted_phrase(step: Step) -> str:
+    """A done delete_snapshot step, as a resumed action's report says it."""
+    if step.result == "already gone":
+        return f"{step.target} was already gone"
+    return f"deleted {step.target} ({step.data.get('size_gb', '?')} GiB)"

@@ -4,11 +4,18 @@ its submission, which runs the same path as the command.
 ``open_launch_modal`` opens a "loading" view at once — a trigger_id is valid for 3 seconds — and
 then replaces it with the form once the images are listed. The submission is validated before the
 ack (no AWS: errors are shown on the fields), then launched as a durable job, recorded before the ack.
+
+A Launch button's click is a durable job too (``OPEN_JOB``), recorded before the ack: its gate opens the loading
+view on the quick lane while the trigger is fresh, naming it with an ``external_id`` of ours, and the job fills it
+in on the AWS lane. After a crash the job runs again: the trigger has expired, but the view is found by its
+external id and filled; if it never opened, the clicker is told to click again. Never lost, never two forms.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import uuid
 from dataclasses import asdict
 from typing import Any
 
@@ -28,6 +35,8 @@ from handlers.launch_flow import start_launch
 log = logging.getLogger(__name__)
 
 JOB_KIND = "launch.form"
+OPEN_JOB = "launch.open"  # a Launch button's form: opened (gate, quick lane), then filled (AWS lane)
+TRIGGER_GONE = ("expired_trigger_id", "invalid_trigger_id")
 
 
 def open_launch_modal(client, trigger_id: str, ctx, image_id: str | None = None, channel: str | None = None) -> None:
@@ -35,16 +44,74 @@ def open_launch_modal(client, trigger_id: str, ctx, image_id: str | None = None,
     try:
         opened = client.views_open(trigger_id=trigger_id, view=render.loading_modal())
     except SlackApiError as error:
-        if error.response.get("error") in ("expired_trigger_id", "invalid_trigger_id"):
+        if error.response.get("error") in TRIGGER_GONE:
             raise AmibotError("Slack closed the window for opening the launch form (3 seconds); try again, or "
                               "name the image: `/ami launch <ami-id|name|family> [type] [count]`.") from None
         raise
-    view_id = opened["view"]["id"]
+    client.views_update(view_id=opened["view"]["id"], view=_form_or_notice(ctx, image_id, channel))
+
+
+def _form_or_notice(ctx, image_id: str | None, channel: str | None) -> dict:
     try:
-        view = _form(ctx, image_id, channel)
+        return _form(ctx, image_id, channel)
     except AmibotError as error:
-        view = render.notice_modal(f":warning: {blocks.escape(error.message)}")
-    client.views_update(view_id=view_id, view=view)
+        return render.notice_modal(f":warning: {blocks.escape(error.message)}")
+
+
+# --- a Launch button's form, as a durable job ------------------------------------------------------------
+
+def button_job(body: dict, key: str | None) -> dict[str, Any]:
+    """What a Launch click's job needs, with the external id its views go by (derived from the delivery key, so
+    a replayed click names the same view)."""
+    seed = key or uuid.uuid4().hex
+    return {"user": body["user"]["id"], "channel": delivery.channel_of(body),
+            "image_id": delivery.text_at(body["actions"][0], "value"), "trigger_id": body.get("trigger_id"),
+            "response_url": body.get("response_url"),
+            "view": "amibot-launch-" + hashlib.sha256(seed.encode()).hexdigest()[:32]}
+
+
+def open_loading(ctx, payload: dict[str, Any]) -> bool:
+    """The gate: open the loading view while the trigger is fresh. True: go on and fill it. A trigger that is
+    gone (the job outlived it: a restart) is fine if the view opened before; else the clicker is told."""
+    try:
+        ctx.slack.views_open(trigger_id=payload.get("trigger_id"), view=render.loading_modal(payload["view"]))
+        return True
+    except SlackApiError as error:
+        said = error.response.get("error")
+    if said == "duplicate_external_id" or (said in TRIGGER_GONE and _still_open(ctx, payload["view"])):
+        return True
+    log.warning("the launch form of %s could not be opened (%s)", payload["user"], said)
+    _click_again(ctx, payload)
+    return False
+
+
+def _still_open(ctx, external_id: str) -> bool:
+    try:
+        ctx.slack.views_update(external_id=external_id, view=render.loading_modal(external_id))
+    except SlackApiError:  # not_found: it never opened, or it was closed
+        return False
+    return True
+
+
+def fill_form(ctx, payload: dict[str, Any]) -> None:
+    """The job: list the images and put the form in the loading view's place (again after a restart: harmless)."""
+    view = {**_form_or_notice(ctx, payload.get("image_id"), payload.get("channel")), "external_id": payload["view"]}
+    try:
+        ctx.slack.views_update(external_id=payload["view"], view=view)
+    except SlackApiError as error:
+        if error.response.get("error") != "not_found":
+            raise
+        _click_again(ctx, payload)  # closed meanwhile, or never opened
+
+
+def _click_again(ctx, payload: dict[str, Any]) -> None:
+    image = f" `{payload['image_id']}`" if payload.get("image_id") else " <ami-id>"
+    try:
+        Reply(ctx.slack, payload.get("channel"), payload["user"], payload.get("response_url")).ephemeral(blocks.error(
+            "The launch form could not be opened: Slack allows 3 seconds for it, and amibot was restarting or busy. "
+            f"Click *Launch* again, or run `/ami launch{image}`."))
+    except Exception:
+        log.exception("could not tell %s to click Launch again", payload["user"])
 
 
 def _form(ctx, image_id: str | None, channel: str | None) -> dict:
@@ -124,6 +191,9 @@ def report_interrupted(ctx, payload: dict[str, Any]) -> None:
 def register(app, ctx) -> None:
     ctx.jobs.register(JOB_KIND, lambda payload: run_form(ctx, payload),
                       lambda payload: report_interrupted(ctx, payload))
+    ctx.jobs.register(OPEN_JOB, lambda payload: fill_form(ctx, payload),
+                      lambda payload: ctx.jobs.submit(OPEN_JOB, payload),  # listing and filling again is harmless
+                      gate=lambda payload: open_loading(ctx, payload))
 
     @app.view(render.CALLBACK_ID)
     def submitted(ack, body, view, context):
