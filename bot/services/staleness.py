@@ -311,9 +311,12 @@ def keep_reason(image: Image, inventory: Inventory, rules: Rules, now: datetime,
         return "younger than stale_after_days"
     if image.id in newest:
         return "among the keep_latest newest of its family"
-    label = used_by(inventory.references.by_image.get(image.id))
+    usage = inventory.references.by_image.get(image.id)
+    label = used_by(usage)
     if label:
         return label
+    if usage is not None and usage.blocking_unknown:  # an item naming it could not be read: it may be in use
+        return "its use could not be checked"
     if image.last_launched is not None and _days(image.last_launched, now) < rules.stale_after_days:
         return "launched within stale_after_days"
     if image.id in snoozed:
