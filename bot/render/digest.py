@@ -83,6 +83,19 @@ def cleanup_block_id(account: str, region: str) -> str:
     return f"digest:cleanup:{account}:{region}" if account else f"digest:cleanup:{region}"
 
 
+def gib(size: int | None) -> str:
+    """One item's size; one AWS sent in a form that cannot be read is said so, never 0."""
+    return "size unknown" if size is None else f"{size:,} GiB"
+
+
+def gib_total(sizes) -> str:
+    """A total of sizes, naming the items whose size is unknown (left out of it): "30 GiB + 1 of unknown size"."""
+    sizes = list(sizes)
+    unknown = sum(size is None for size in sizes)
+    known = f"{sum(size for size in sizes if size is not None):,} GiB"
+    return f"{known} + {unknown} of unknown size" if unknown else known
+
+
 def image_line(item: StaleImage, critical: int = 0, account: Account | None = None) -> str:
     """`account`: named when the digest spans several."""
     image = item.image
@@ -92,7 +105,7 @@ def image_line(item: StaleImage, critical: int = 0, account: Account | None = No
     owner = f" · account *{escape(account.short)}*" if account is not None and account.id else ""
     return (f"*{escape(image.name or '(no name)')}* {code(image.id)}{owner} · {image.region} · "
             f"{item.age_days:,} days old · "
-            f"{item.size_gb:,} GiB · *{money(item.monthly_cost)}/month*{family}{disabled}{vulnerable}")
+            f"{gib(item.size_gb)} · *{money(item.monthly_cost)}/month*{family}{disabled}{vulnerable}")
 
 
 def image_blocks(item: StaleImage, critical: int = 0, account: Account | None = None) -> list[dict]:
@@ -105,7 +118,7 @@ def image_blocks(item: StaleImage, critical: int = 0, account: Account | None = 
 
 def orphan_line(item: OrphanSnapshot) -> str:
     age = f" · {item.age_days:,} days old" if item.age_days is not None else ""
-    return (f"{code(item.snapshot.id)} · {item.snapshot.size_gb:,} GiB · {money(item.monthly_cost)}/month{age}"
+    return (f"{code(item.snapshot.id)} · {gib(item.snapshot.size_gb)} · {money(item.monthly_cost)}/month{age}"
             f" · made for {code(item.snapshot.ami_id)}, which is gone")
 
 
@@ -126,15 +139,16 @@ def listed_orphans(region: RegionFindings) -> list[OrphanSnapshot]:
 
 def orphans_title(region: RegionFindings) -> str:
     return (f"*Orphaned snapshots in {escape(region.label)}* — {plural(len(region.orphans), 'snapshot')}, "
-            f"{region.orphan_gb:,} GiB, {money(sum(o.monthly_cost for o in region.orphans))}/month:")
+            f"{gib_total(o.snapshot.size_gb for o in region.orphans)}, "
+            f"{money(sum(o.monthly_cost for o in region.orphans))}/month:")
 
 
 def orphan_blocks(region: RegionFindings, listed: list[OrphanSnapshot]) -> list[dict]:
     ids = [item.snapshot.id for item in listed]
-    size = sum(item.snapshot.size_gb for item in listed)
+    size = gib_total(item.snapshot.size_gb for item in listed)
     label = "Request cleanup" if len(listed) == len(region.orphans) else f"Request cleanup of these {len(listed)}"
     confirm = confirm_dialog("Request snapshot cleanup",
-                             f"Ask for approval to delete {plural(len(ids), 'snapshot')} ({size:,} GiB) in "
+                             f"Ask for approval to delete {plural(len(ids), 'snapshot')} ({size}) in "
                              f"{region.label}?", confirm="Request")
     return [section("\n".join([orphans_title(region), *(orphan_line(item) for item in listed)])),
             actions(button(label, CLEANUP, button_value(region.account.id, region.region, ids), confirm=confirm),
@@ -152,8 +166,9 @@ def region_line(region: RegionFindings) -> str:
         return f":warning: *{escape(region.label)}*: not checked — {escape(_unnamed(region.error, region.account))}"
     if not (region.stale or region.orphans):
         return f":white_check_mark: *{region.label}*: all clean ({plural(region.images_seen, 'image')} checked)"
-    return (f"• *{region.label}*: {plural(len(region.stale), 'stale image')} ({region.stale_gb:,} GiB), "
-            f"{plural(len(region.orphans), 'orphaned snapshot')} ({region.orphan_gb:,} GiB) — "
+    return (f"• *{region.label}*: {plural(len(region.stale), 'stale image')} "
+            f"({gib_total(i.size_gb for i in region.stale)}), {plural(len(region.orphans), 'orphaned snapshot')} "
+            f"({gib_total(o.snapshot.size_gb for o in region.orphans)}) — "
             f"*{money(region.monthly_cost)}/month*")
 
 
@@ -431,7 +446,8 @@ def write_table(findings: Findings, day: str, stream: TextIO) -> None:
         label = " — ".join(part for part in (row["name"], row["note"]) if part)
         age = f"{row['age_days']}d" if row["age_days"] is not None else "?"
         owner = account(row.get("account_name") or row.get("account") or "")
-        stream.write(f"{owner}{row['kind']:<9}{row['region']:<16}{row['id']:<24}{row['size_gb']:>6,}"
+        size = f"{row['size_gb']:,}" if row["size_gb"] is not None else "?"  # unknown, never 0
+        stream.write(f"{owner}{row['kind']:<9}{row['region']:<16}{row['id']:<24}{size:>6}"
                      f"{row['monthly_cost_usd']:>10,.2f}{age:>7}  {label}\n")
 
 
