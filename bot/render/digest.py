@@ -40,6 +40,7 @@ from bot.blocks import (
     when,
 )
 from bot.render.fleet_health import health_blocks
+from bot.render.unchecked import unchecked_names
 from bot.services.staleness import (
     SNOOZE_DAYS,
     AccountTotals,
@@ -245,6 +246,24 @@ def _orphan_groups(findings: Findings, head: int, health: int, stale: int) -> li
     return [region for region in groups if id(region) in costliest]
 
 
+def not_checked(findings: Findings) -> list[str]:
+    """What the digest could not check, by name: an account none of whose regions could be read, else each
+    account-region (or region) that could not be."""
+    places = []
+    for total in findings.by_account():
+        if total.failures and not total.checked and total.account.id:
+            places.append(total.account.label)
+        else:
+            places += [region.label for region in total.failures]
+    return places
+
+
+def _unchecked_lead(places: list[str]) -> str:
+    """The digest's first words when something could not be checked: every total after it leaves that out."""
+    return (f":rotating_light: *Not checked: {escape(unchecked_names(places))}* — nothing below covers "
+            f"{'it' if len(places) == 1 else 'them'}.")
+
+
 def digest_message(findings: Findings, day: str) -> Rendered:
     title = f"AMI digest for {day}"
     many = findings.many
@@ -254,30 +273,36 @@ def digest_message(findings: Findings, day: str) -> Rendered:
         lines += _total_lines(findings)
         return Rendered(message(f"{title}: no region could be checked", chunked_sections(lines)), 0, [], {})
     health = health_blocks(findings.health, findings.trend, findings.generated_at)
+    unchecked = not_checked(findings)
+    # the notification's text too: what was not checked comes first
+    unchecked_text = f"not checked: {unchecked_names(unchecked)}; " if unchecked else ""
     if findings.clean:
         seen = sum(region.images_seen for region in checked)
         where = ", ".join(region.region for region in checked) or "no region"
         if many:
             accounts = {region.account.id for region in checked}
             where = f"{plural(len(accounts), 'account')} ({plural(len(checked), 'account-region')})"
-        text = (f":sparkles: All clean: no stale images and no orphaned snapshots in {where} "
-                f"({plural(seen, 'image')} checked).")
-        blocks = [section(f"*{title}* — {text}")]
-        if many:
-            failures = [line for total in findings.by_account() for line in failure_lines(total)]
-            blocks += [context(line) for line in failures[:5]]
+        text = (f":sparkles: All clean{' where checked' if unchecked else ''}: no stale images and no orphaned "
+                f"snapshots in {where} ({plural(seen, 'image')} checked).")
+        if not unchecked:
+            blocks = [section(f"*{title}* — {text}")]
         else:
-            blocks += [context(region_line(region)) for region in findings.failures[:5]]
+            failures = [line for total in findings.by_account() for line in failure_lines(total)]
+            blocks = [section(f"*{title}* — {_unchecked_lead(unchecked)}"),
+                      *chunked_sections(failures[:5]), section(text)]
         blocks += health
-        return Rendered(message(f"{title}: all clean", blocks), 0, [], {})
+        clean = "all clean where checked" if unchecked else "all clean"
+        return Rendered(message(f"{title}: {unchecked_text}{clean}", blocks), 0, [], {})
     stale, orphans = findings.stale, findings.orphans
     critical = findings.health.critical_stale if findings.health is not None else {}
     if critical:  # images with critical findings first, then as before (costliest first)
         stale = sorted(stale, key=lambda item: item.image.id not in critical)
-    across = f" across {plural(len(findings.accounts), 'account')}" if many else ""
-    summary = (f"*{plural(len(stale), 'stale image')}* ({sum(i.size_gb for i in stale):,} GiB) and "
-               f"*{plural(len(orphans), 'orphaned snapshot')}* ({sum(o.snapshot.size_gb for o in orphans):,} GiB)"
+    across = f" across {plural(len({region.account.id for region in checked}), 'account')}" if many else ""
+    summary = (f"*{plural(len(stale), 'stale image')}* ({gib_total(i.size_gb for i in stale)}) and "
+               f"*{plural(len(orphans), 'orphaned snapshot')}* ({gib_total(o.snapshot.size_gb for o in orphans)})"
                f"{across}. Retiring all of it would save about *{money(findings.monthly_cost)} a month*.")
+    if unchecked:
+        summary = f"{_unchecked_lead(unchecked)}\n{summary}"
     head = [header(title), section(summary), *chunked_sections(_total_lines(findings)), context(rules_line(findings))]
     orphan_regions = _orphan_groups(findings, len(head), len(health), len(stale))
     shown_orphans = {region.label: listed_orphans(region) for region in orphan_regions}
@@ -294,8 +319,8 @@ def digest_message(findings: Findings, day: str) -> Rendered:
     if more:
         blocks.append(context(f"…and {more:,} more not listed here: the full list is in the attached CSV."))
     blocks += health
-    text = (f"{title}: {plural(len(stale), 'stale image')}, {plural(len(orphans), 'orphaned snapshot')}, "
-            f"{money(findings.monthly_cost)}/month to save")
+    text = (f"{title}: {unchecked_text}{plural(len(stale), 'stale image')}, "
+            f"{plural(len(orphans), 'orphaned snapshot')}, {money(findings.monthly_cost)}/month to save")
     return Rendered(message(text, blocks), more, shown_images, shown_orphans)
 
 
