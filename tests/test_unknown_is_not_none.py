@@ -1,4 +1,4 @@
-""""Unknown" is never "none" (issue 19 §2), through the real app over HTTP with moto behind: an answer AWS sends
+"""“Unknown” is never “none” (issue 19 §2), through the real app over HTTP with moto behind: an answer AWS sends
 is altered on its way into botocore (a `before-parse` hook on the app's own client rewrites the body, as a real
 endpoint could have sent it) or refused before it is sent (a `before-call` hook, as tests/seed.py refuses
 AssumeRole). Each case reproduces what an adversarial run against `amibot serve` found:
@@ -12,6 +12,7 @@ AssumeRole). Each case reproduces what an adversarial run against `amibot serve`
 from __future__ import annotations
 
 import re
+
 import pytest
 from botocore.awsrequest import AWSResponse
 
@@ -21,7 +22,7 @@ from tests.conftest import REGIONS
 from tests.test_accounts_digest import STAGING_LABEL, digest_post, registered
 from tests.test_deregister import POLICY
 from tests.test_home import open_home, view_text
-from tests.test_robust_data import good_item
+from tests.test_robust_data import AppWithAws, StubbedImages, good_item
 
 ONE_REGION = {"aws": {"regions": ["us-east-1"]}, "access": {"operators": ["U0OPS"]},
               "approvals": {"approvers": ["U0LEAD"]}, "digest": {"stale_after_days": 90, "keep_latest": 0}}
@@ -194,8 +195,7 @@ def test_an_empty_or_truncated_answer_is_unreadable_and_counts_as_unknown(harnes
 
 @pytest.fixture
 def stubbed(aws, fake_slack, tmp_path):
-    from tests.test_robust_data import AppWithAws, StubbedImages
-
+    """The app with DescribeImages answered by botocore's Stubber (tests/test_robust_data.py), moto for the rest."""
     layer = StubbedImages(["us-east-1"])
     running = AppWithAws(fake_slack, str(tmp_path / "amibot.db"),
                          {"aws": {"regions": ["us-east-1"]}}, aws_layer=layer).start()
