@@ -20,11 +20,10 @@ A source that fails or that the endpoint does not support is *unknown* (``Refere
 "nothing"; so is a source one of whose items cannot be read (an instance without its image id, a template
 version without its number: ``unreadable``) — for the images the item names, or for every image of the region
 when it names none that can be read. An account whose role cannot be assumed fails the whole scan (its AwsDenied
-is raised, for the caller
-to report that account as unknown). What blocks a deregistration (``Usage.blocking``): everything that can
-launch an instance — instances, templates, launch configurations, groups, fleets and ``aws:ec2:image``
-parameters (they exist to be launched from: CloudFormation, ``run-instances --image-id resolve:ssm:…``
-and templates resolve them, and amibot cannot see every consumer). Image Builder recipes are shown as
+is raised, for the caller to report that account as unknown). What blocks a deregistration (``Usage.blocking``):
+everything that can launch an instance — instances, templates, launch configurations, groups, fleets and
+``aws:ec2:image`` parameters (they exist to be launched from: CloudFormation, ``run-instances --image-id
+resolve:ssm:…`` and templates resolve them, and amibot cannot see every consumer). Image Builder recipes are shown as
 warnings but do not block: a recipe version pins its parent image forever, so blocking on them would keep every
 old base image, and a build whose parent is gone fails at build time without touching anything running.
 """
