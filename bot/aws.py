@@ -453,12 +453,43 @@ def _capture(function: Callable[[str], Any], region: str) -> Any:
         return error
 
 
+# What identifies one item of a listing (by its result key). Pages that repeat items (an endpoint's paging going
+# round, a replayed token) must not make 3,000 images read as 12,000: each item is yielded once. An item without
+# its identity is passed on as it is (its reader skips it or reports it unknown).
+ITEM_KEYS: dict[str, tuple[str, ...]] = {
+    "Images": ("ImageId",), "Snapshots": ("SnapshotId",), "Reservations": ("ReservationId",),
+    "InstanceImageMetadata": ("InstanceId",), "LaunchTemplateVersions": ("LaunchTemplateId", "VersionNumber"),
+    "AutoScalingGroups": ("AutoScalingGroupName",), "LaunchConfigurations": ("LaunchConfigurationName",),
+    "Fleets": ("FleetId",), "SpotFleetRequestConfigs": ("SpotFleetRequestId",), "Parameters": ("Name",),
+    "imageRecipeSummaryList": ("arn",), "ImageReferences": ("ImageId", "ResourceType", "Arn"),
+    "ImageUsageReports": ("ReportId",), "Accounts": ("Id",), "Rules": ("Identifier",), "Contents": ("Key",),
+}
+
+
 def paginate(client, operation: str, result_key: str, **kwargs) -> Iterator[dict]:
-    """Yield every item of a Describe*/List* listing, page by page, with errors translated."""
+    """Yield every item of a Describe*/List* listing, page by page, once each (ITEM_KEYS), errors translated."""
     service = client.meta.service_model.service_name
+    keys, seen, repeated = ITEM_KEYS.get(result_key), set(), 0
     with translate(service, _api_name(client, operation), region=_where(client)):
         for page in client.get_paginator(operation).paginate(**kwargs):
-            yield from page.get(result_key, [])
+            for item in page.get(result_key, []):
+                identity = _identity(item, keys) if keys else None
+                if identity is not None:
+                    if identity in seen:
+                        repeated += 1
+                        continue
+                    seen.add(identity)
+                yield item
+    if repeated:
+        log.warning("AWS %s in %s repeated %d item(s) across its pages; each was counted once", operation,
+                    _where(client), repeated)
+
+
+def _identity(item: Any, keys: tuple[str, ...]) -> tuple | None:
+    if not isinstance(item, dict):
+        return None
+    identity = tuple(item.get(key) for key in keys)
+    return identity if all(isinstance(value, str | int) for value in identity) else None
 
 
 def _where(client) -> str:
@@ -510,17 +541,26 @@ class translate:
         if isinstance(error, ClientError):
             code = error.response.get("Error", {}).get("Code", "")
             message = error.response.get("Error", {}).get("Message", "") or code
-            if code in DENIED_CODES:
+            status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 400
+            kind = error_class(code, status)  # the metrics' class, so what is said and what is counted agree
+            if kind == "denied":
                 return AwsDenied(f"AWS denied {self.action}{where} — check the bot's IAM role", code, self.action)
-            if code in UNSUPPORTED_CODES or "implemented" in message.lower():  # moto: "Not yet implemented"
+            if kind == "unsupported" or "implemented" in message.lower():  # moto: "Not yet implemented"
                 return Unsupported(f"this AWS endpoint does not support {self.action}", code, self.action)
             if code.endswith(NOT_FOUND_SUFFIXES) and self.resource:
                 return NotFound(f"{self.resource} not found{where}")
-            if code in ("Throttling", "ThrottlingException", "RequestLimitExceeded"):
+            if kind == "throttled":
                 return AwsError(f"AWS is throttling {self.action}{where}; try again in a minute", code, self.action)
+            if kind == "server":  # AWS failed, it did not refuse: the same call may well work in a minute
+                return AwsError(f"AWS had an internal error on {self.action}{where} ({message.rstrip('.')}); "
+                                "try again in a minute", code, self.action)
             return AwsError(f"AWS refused {self.action}{where}: {message.rstrip('.')}", code, self.action)
+        if isinstance(error, ResponseParserError) and not _web_page(error):
+            # an empty or cut-short body (bot.lean_botocore notes which): AWS answered, but nothing can be read
+            return AwsError(f"AWS sent an unreadable answer to {self.action}{where} (empty or cut short); "
+                            "try again in a minute", "UnreadableAnswer", self.action)
         if isinstance(error, NotImplementedError | ResponseParserError):
-            # moto raises NotImplementedError in-process and answers HTTP 500 as a server.
+            # moto raises NotImplementedError in-process and, as a server, answers with an HTTP 500 web page.
             return Unsupported(f"this AWS endpoint does not support {self.action}", "NotImplemented", self.action)
         if isinstance(error, NoCredentialsError):
             return AwsDenied("no AWS credentials found: give the bot an IAM role or set AWS_PROFILE", None,
@@ -532,6 +572,16 @@ class translate:
         if isinstance(error, BotoCoreError):
             return AwsError(f"AWS call {self.action}{where} failed: {error}", None, self.action)
         return None
+
+
+def _web_page(error: ResponseParserError) -> bool:
+    """Whether the unreadable answer was an HTTP 5xx web page rather than an AWS answer: what an endpoint without
+    the API sends (moto's server). Noted on the error by bot.lean_botocore; else read from botocore's message."""
+    noted = getattr(error, "web_page", None)
+    if noted is not None:
+        return noted
+    text = str(error).lower()
+    return "<!doctype html" in text or "<html" in text
 
 
 def call(client, operation: str, resource: str | None = None, **kwargs) -> dict:

@@ -13,6 +13,11 @@ touch keeps its own behaviour), none changing what a client sends or what caller
   responses' timestamps are read with `datetime.fromisoformat` (botocore uses dateutil's general parser, a
   tenth of the digest's CPU), and a timestamp no parser can read is kept as the text AWS sent instead of
   failing the whole page (bot.awsdata.parse_time then logs it and treats it as unknown).
+- `tolerate`: the same for numbers (a non-numeric VolumeSize stays text: bot.awsdata.integer makes that one field
+  unknown, where botocore's ValueError failed the whole listing), and an answer that cannot be read is told
+  apart from an endpoint without the API: the ResponseParserError notes whether AWS sent an HTTP 5xx web page
+  (``web_page``), and an empty or broken JSON success body is one too (botocore reads it as an empty answer,
+  which would be "none" where nothing is known). bot.aws says which it was.
 - `share_session_parts`: an assumed account's session reuses the bot's own session's loader, endpoint data
   (6.7 MiB, otherwise parsed again per account) and parsers, and names boto3's data directory once.
 """
@@ -174,9 +179,94 @@ def lighten(core) -> None:
         factory = core.get_component("response_parser_factory")
         if _PARSE_TIMESTAMP is not None and callable(getattr(factory, "set_parser_defaults", None)):
             factory.set_parser_defaults(timestamp_parser=_PARSE_TIMESTAMP)
+        tolerate(factory)
     except Exception:  # botocore's internals changed: its defaults still work
         log.debug("botocore session left as it is", exc_info=True)
     core._amibot_lightened = True
+
+
+# --- answers that cannot be read (wholly or in one field) ---------------------------------------------------
+
+_NUMBER_HANDLERS = ("_handle_integer", "_handle_long", "_handle_float", "_handle_double")
+_TOLERANT: dict[type, type] = {}
+_WEB_PAGE = (b"<!doctype html", b"<html")
+
+
+def tolerate(factory) -> bool:
+    """Make the parsers `factory` creates tolerant (see the module's docstring). Idempotent; False if botocore's
+    factory changed (its parsers are then used as they are)."""
+    create = getattr(factory, "create_parser", None)
+    if not callable(create):
+        return False
+    if getattr(factory, "_amibot_tolerant", False):
+        return True
+
+    def create_parser(protocol_name):
+        parser = create(protocol_name)
+        parser.__class__ = _tolerant_class(type(parser))  # a subclass adding behaviour only: same state
+        return parser
+
+    factory.create_parser = create_parser
+    factory._amibot_tolerant = True
+    return True
+
+
+def _tolerant_class(parser_class: type) -> type:
+    found = _TOLERANT.get(parser_class)
+    if found is None:
+        members: dict[str, Any] = {"parse": _noting(parser_class.parse)}
+        for name in _NUMBER_HANDLERS:
+            strict = getattr(parser_class, name, None)
+            if strict is not None:
+                members[name] = _number_or_text(strict)
+        found = _TOLERANT[parser_class] = type(f"Tolerant{parser_class.__name__}", (parser_class,), members)
+    return found
+
+
+def _number_or_text(strict: Callable) -> Callable:
+    def handle(self, shape, node):
+        try:
+            return strict(self, shape, node)
+        except (ValueError, TypeError, OverflowError) as error:  # int("15 GiB"), float("n/a")
+            text = getattr(node, "text", node)
+            log.warning("AWS sent a number that cannot be read, kept as text: %r (%s)", text, error)
+            return text
+
+    return handle
+
+
+def _noting(parse: Callable) -> Callable:
+    def noted(self, response, shape):
+        from botocore.parsers import BaseJSONParser, BaseRestParser, ResponseParserError
+
+        status, body = response.get("status_code") or 0, response.get("body")
+        body = body if isinstance(body, bytes) else None  # a streamed answer is left to botocore
+        if body is not None and status < 300 and isinstance(self, BaseJSONParser) and \
+                _unreadable_json(body, shape, isinstance(self, BaseRestParser)):
+            error = ResponseParserError(f"Unable to parse response: an empty or broken JSON answer {body[:80]!r}")
+            error.web_page = False
+            raise error
+        try:
+            return parse(self, response, shape)
+        except ResponseParserError as error:
+            error.web_page = bool(body) and status >= 500 and body.lstrip()[:15].lower().startswith(_WEB_PAGE)
+            raise
+
+    return noted
+
+
+def _unreadable_json(body: bytes, shape, rest: bool) -> bool:
+    """A success body botocore would read as an empty answer: empty where the answer has a body (JSON protocol:
+    always at least "{}"; REST answers may be empty), or text that is not JSON."""
+    if rest and (getattr(shape, "serialization", None) or {}).get("payload"):
+        return False  # the body is one member (a document, a blob): botocore's own reading stands
+    if not body.strip():
+        return not rest and bool(getattr(shape, "members", None))
+    try:
+        json.loads(body)
+    except ValueError:
+        return True
+    return False
 
 
 # --- sessions per account ---------------------------------------------------------------------------------

@@ -118,7 +118,7 @@ def test_snapshots_with_odd_fields_are_kept_and_without_an_id_skipped(caplog):
                                    "Description": "Auto-created snapshot for AMI ami-0000000000000a001",
                                    "StartTime": "yesterday"}, "us-east-1")
         gone = snapshot_from_messy({"VolumeSize": 8}, "us-east-1")
-    assert odd.id == "snap-0000000000000a001" and odd.size_gb == 0 and odd.started is None
+    assert odd.id == "snap-0000000000000a001" and odd.size_gb is None and odd.started is None  # unknown, not 0
     assert odd.ami_id == "ami-0000000000000a001" and gone is None
     messages = " ".join(record.getMessage() for record in caplog.records)
     assert "snapshot snap-0000000000000a001 in us-east-1: field VolumeSize" in messages

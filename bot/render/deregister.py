@@ -18,6 +18,7 @@ from bot.services.references import (
     TemplateRef,
     Usage,
     kinds_phrase,
+    nothing_found,
     version_phrase,
 )
 from bot.services.usage_reports import AVAILABLE, PENDING, RESOURCE_NAMES, UNSUPPORTED, OtherAccounts
@@ -71,7 +72,7 @@ def usage_lines(usage: Usage, limit: int = 10) -> str:
         lines += [f"• {reference_line(ref)}" for ref in refs[:limit]]
         if len(refs) > limit:
             lines.append(f"• …and {len(refs) - limit} more")
-    return "\n".join(lines) or "• nothing"
+    return "\n".join(lines) or f"• {nothing_found(usage)}"
 
 
 def unknown_lines(usage: Usage) -> str:
@@ -217,17 +218,14 @@ def preflight_blocks(check: Preflight, force: bool, keep_snapshots: bool, now: d
         blocks.append(section(f"*In use by* (in {escape(check.owner.label)}; nothing that launches instances)\n"
                               + usage_lines(usage)))
     elif check.many:
-        blocks.append(section(f"*In use by* (in {escape(check.owner.label)})\nnothing found: no instances, launch "
-                              "templates, launch configurations, Auto Scaling groups, fleets, SSM parameters or "
-                              "Image Builder recipes"))
+        blocks.append(section(f"*In use by* (in {escape(check.owner.label)})\n{nothing_found(usage)}"))
     elif check.blocking_use:
         blocks.append(section(":rotating_light: *IN USE — deregistering anyway (--force)*\n" + usage_lines(usage)
                               if force else "*In use by*\n" + usage_lines(usage)))
     elif usage.in_use:  # only what does not block: recipes
         blocks.append(section("*In use by* (nothing that launches instances)\n" + usage_lines(usage)))
     else:
-        blocks.append(section("*In use by*\nnothing found: no instances, launch templates, launch configurations, "
-                              "Auto Scaling groups, fleets, SSM parameters or Image Builder recipes"))
+        blocks.append(section(f"*In use by*\n{nothing_found(usage)}"))
     if usage.unknown:
         blocks.append(section("*Could not be checked*\n" + unknown_lines(usage)))
     accounts = other_accounts_block(check.other_accounts)

@@ -41,6 +41,7 @@ from bot.blocks import (
     when,
 )
 from bot.render.fleet_health import health_blocks
+from bot.render.unchecked import unchecked_names
 from bot.services.staleness import (
     SNOOZE_DAYS,
     AccountTotals,
@@ -84,6 +85,19 @@ def cleanup_block_id(account: str, region: str) -> str:
     return f"digest:cleanup:{account}:{region}" if account else f"digest:cleanup:{region}"
 
 
+def gib(size: int | None) -> str:
+    """One item's size; one AWS sent in a form that cannot be read is said so, never 0."""
+    return "size unknown" if size is None else f"{size:,} GiB"
+
+
+def gib_total(sizes) -> str:
+    """A total of sizes, naming the items whose size is unknown (left out of it): "30 GiB + 1 of unknown size"."""
+    sizes = list(sizes)
+    unknown = sum(size is None for size in sizes)
+    known = f"{sum(size for size in sizes if size is not None):,} GiB"
+    return f"{known} + {unknown} of unknown size" if unknown else known
+
+
 def image_line(item: StaleImage, critical: int = 0, account: Account | None = None) -> str:
     """`account`: named when the digest spans several."""
     image = item.image
@@ -93,7 +107,7 @@ def image_line(item: StaleImage, critical: int = 0, account: Account | None = No
     owner = f" · account *{escape(account.short)}*" if account is not None and account.id else ""
     return (f"*{escape(image.name or '(no name)')}* {code(image.id)}{owner} · {image.region} · "
             f"{item.age_days:,} days old · "
-            f"{item.size_gb:,} GiB · *{money(item.monthly_cost)}/month*{family}{disabled}{vulnerable}")
+            f"{gib(item.size_gb)} · *{money(item.monthly_cost)}/month*{family}{disabled}{vulnerable}")
 
 
 def image_blocks(item: StaleImage, critical: int = 0, account: Account | None = None) -> list[dict]:
@@ -106,7 +120,7 @@ def image_blocks(item: StaleImage, critical: int = 0, account: Account | None = 
 
 def orphan_line(item: OrphanSnapshot) -> str:
     age = f" · {item.age_days:,} days old" if item.age_days is not None else ""
-    return (f"{code(item.snapshot.id)} · {item.snapshot.size_gb:,} GiB · {money(item.monthly_cost)}/month{age}"
+    return (f"{code(item.snapshot.id)} · {gib(item.snapshot.size_gb)} · {money(item.monthly_cost)}/month{age}"
             f" · made for {code(item.snapshot.ami_id)}, which is gone")
 
 
@@ -127,15 +141,16 @@ def listed_orphans(region: RegionFindings) -> list[OrphanSnapshot]:
 
 def orphans_title(region: RegionFindings) -> str:
     return (f"*Orphaned snapshots in {escape(region.label)}* — {plural(len(region.orphans), 'snapshot')}, "
-            f"{region.orphan_gb:,} GiB, {money(sum(o.monthly_cost for o in region.orphans))}/month:")
+            f"{gib_total(o.snapshot.size_gb for o in region.orphans)}, "
+            f"{money(sum(o.monthly_cost for o in region.orphans))}/month:")
 
 
 def orphan_blocks(region: RegionFindings, listed: list[OrphanSnapshot]) -> list[dict]:
     ids = [item.snapshot.id for item in listed]
-    size = sum(item.snapshot.size_gb for item in listed)
+    size = gib_total(item.snapshot.size_gb for item in listed)
     label = "Request cleanup" if len(listed) == len(region.orphans) else f"Request cleanup of these {len(listed)}"
     confirm = confirm_dialog("Request snapshot cleanup",
-                             f"Ask for approval to delete {plural(len(ids), 'snapshot')} ({size:,} GiB) in "
+                             f"Ask for approval to delete {plural(len(ids), 'snapshot')} ({size}) in "
                              f"{region.label}?", confirm="Request")
     return [section("\n".join([orphans_title(region), *(orphan_line(item) for item in listed)])),
             actions(button(label, CLEANUP, button_value(region.account.id, region.region, ids), confirm=confirm),
@@ -153,8 +168,9 @@ def region_line(region: RegionFindings) -> str:
         return f":warning: *{escape(region.label)}*: not checked — {escape(_unnamed(region.error, region.account))}"
     if not (region.stale or region.orphans):
         return f":white_check_mark: *{region.label}*: all clean ({plural(region.images_seen, 'image')} checked)"
-    return (f"• *{region.label}*: {plural(len(region.stale), 'stale image')} ({region.stale_gb:,} GiB), "
-            f"{plural(len(region.orphans), 'orphaned snapshot')} ({region.orphan_gb:,} GiB) — "
+    return (f"• *{region.label}*: {plural(len(region.stale), 'stale image')} "
+            f"({gib_total(i.size_gb for i in region.stale)}), {plural(len(region.orphans), 'orphaned snapshot')} "
+            f"({gib_total(o.snapshot.size_gb for o in region.orphans)}) — "
             f"*{money(region.monthly_cost)}/month*")
 
 
@@ -231,6 +247,24 @@ def _orphan_groups(findings: Findings, head: int, health: int, stale: int) -> li
     return [region for region in groups if id(region) in costliest]
 
 
+def not_checked(findings: Findings) -> list[str]:
+    """What the digest could not check, by name: an account none of whose regions could be read, else each
+    account-region (or region) that could not be."""
+    places = []
+    for total in findings.by_account():
+        if total.failures and not total.checked and total.account.id:
+            places.append(total.account.label)
+        else:
+            places += [region.label for region in total.failures]
+    return places
+
+
+def _unchecked_lead(places: list[str]) -> str:
+    """The digest's first words when something could not be checked: every total after it leaves that out."""
+    return (f":rotating_light: *Not checked: {escape(unchecked_names(places))}* — nothing below covers "
+            f"{'it' if len(places) == 1 else 'them'}.")
+
+
 def digest_message(findings: Findings, day: str) -> Rendered:
     title = f"AMI digest for {day}"
     many = findings.many
@@ -240,30 +274,36 @@ def digest_message(findings: Findings, day: str) -> Rendered:
         lines += _total_lines(findings)
         return Rendered(message(f"{title}: no region could be checked", chunked_sections(lines)), 0, [], {})
     health = health_blocks(findings.health, findings.trend, findings.generated_at)
+    unchecked = not_checked(findings)
+    # the notification's text too: what was not checked comes first
+    unchecked_text = f"not checked: {unchecked_names(unchecked)}; " if unchecked else ""
     if findings.clean:
         seen = sum(region.images_seen for region in checked)
         where = ", ".join(region.region for region in checked) or "no region"
         if many:
             accounts = {region.account.id for region in checked}
             where = f"{plural(len(accounts), 'account')} ({plural(len(checked), 'account-region')})"
-        text = (f":sparkles: All clean: no stale images and no orphaned snapshots in {where} "
-                f"({plural(seen, 'image')} checked).")
-        blocks = [section(f"*{title}* — {text}")]
-        if many:
-            failures = [line for total in findings.by_account() for line in failure_lines(total)]
-            blocks += [context(line) for line in failures[:5]]
+        text = (f":sparkles: All clean{' where checked' if unchecked else ''}: no stale images and no orphaned "
+                f"snapshots in {where} ({plural(seen, 'image')} checked).")
+        if not unchecked:
+            blocks = [section(f"*{title}* — {text}")]
         else:
-            blocks += [context(region_line(region)) for region in findings.failures[:5]]
+            failures = [line for total in findings.by_account() for line in failure_lines(total)]
+            blocks = [section(f"*{title}* — {_unchecked_lead(unchecked)}"),
+                      *chunked_sections(failures[:5]), section(text)]
         blocks += health
-        return Rendered(message(f"{title}: all clean", blocks), 0, [], {})
+        clean = "all clean where checked" if unchecked else "all clean"
+        return Rendered(message(f"{title}: {unchecked_text}{clean}", blocks), 0, [], {})
     stale, orphans = findings.stale, findings.orphans
     critical = findings.health.critical_stale if findings.health is not None else {}
     if critical:  # images with critical findings first, then as before (costliest first)
         stale = sorted(stale, key=lambda item: item.image.id not in critical)
-    across = f" across {plural(len(findings.accounts), 'account')}" if many else ""
-    summary = (f"*{plural(len(stale), 'stale image')}* ({sum(i.size_gb for i in stale):,} GiB) and "
-               f"*{plural(len(orphans), 'orphaned snapshot')}* ({sum(o.snapshot.size_gb for o in orphans):,} GiB)"
+    across = f" across {plural(len({region.account.id for region in checked}), 'account')}" if many else ""
+    summary = (f"*{plural(len(stale), 'stale image')}* ({gib_total(i.size_gb for i in stale)}) and "
+               f"*{plural(len(orphans), 'orphaned snapshot')}* ({gib_total(o.snapshot.size_gb for o in orphans)})"
                f"{across}. Retiring all of it would save about *{money(findings.monthly_cost)} a month*.")
+    if unchecked:
+        summary = f"{_unchecked_lead(unchecked)}\n{summary}"
     head = [header(title), section(summary), *chunked_sections(_total_lines(findings)), context(rules_line(findings))]
     orphan_regions = _orphan_groups(findings, len(head), len(health), len(stale))
     shown_orphans = {region.label: listed_orphans(region) for region in orphan_regions}
@@ -280,8 +320,8 @@ def digest_message(findings: Findings, day: str) -> Rendered:
     if more:
         blocks.append(context(f"…and {more:,} more not listed here: the full list is in the attached CSV."))
     blocks += health
-    text = (f"{title}: {plural(len(stale), 'stale image')}, {plural(len(orphans), 'orphaned snapshot')}, "
-            f"{money(findings.monthly_cost)}/month to save")
+    text = (f"{title}: {unchecked_text}{plural(len(stale), 'stale image')}, "
+            f"{plural(len(orphans), 'orphaned snapshot')}, {money(findings.monthly_cost)}/month to save")
     return Rendered(message(text, blocks), more, shown_images, shown_orphans)
 
 
@@ -420,7 +460,8 @@ def write_table(findings: Findings, day: str, stream: TextIO) -> None:
         label = " — ".join(part for part in (row["name"], row["note"]) if part)
         age = f"{row['age_days']}d" if row["age_days"] is not None else "?"
         owner = account(row.get("account_name") or row.get("account") or "")
-        stream.write(f"{owner}{row['kind']:<9}{row['region']:<16}{row['id']:<24}{row['size_gb']:>6,}"
+        size = f"{row['size_gb']:,}" if row["size_gb"] is not None else "?"  # unknown, never 0
+        stream.write(f"{owner}{row['kind']:<9}{row['region']:<16}{row['id']:<24}{size:>6}"
                      f"{row['monthly_cost_usd']:>10,.2f}{age:>7}  {label}\n")
 
 

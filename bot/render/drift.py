@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from bot.blocks import Message, code, context, escape, header, message, section
+from bot.render.unchecked import headline, unchecked_lines
 from bot.services.drift import BEHIND, GONE, INSTANCES, METADATA, Drift, DriftGroup, FamilyDrift
 
 SHOWN_FAMILIES = 20
@@ -55,13 +56,20 @@ def family_text(family: FamilyDrift) -> str:
 
 
 def drift_report(found: Drift, family: str | None = None) -> Message:
+    """What could not be checked comes first; what was found is said only where checked (never "0 behind" about
+    a region that could not be read)."""
     drifted = found.worst_first()
-    title = f"Drift{' of ' + family if family else ''}: {_plural(found.drifted, 'instance')} behind"
+    checked_any = bool(found.sources)  # the regions whose instances were read
+    where_checked = " where checked" if found.failures else ""
+    subject, behind = f"Drift{' of ' + family if family else ''}", f"{_plural(found.drifted, 'instance')} behind"
+    title = headline(subject, found.failures, checked_any, behind) if found.failures else f"{subject}: {behind}"
     blocks = [header(title[:150])]
-    if not drifted:
-        blocks.append(section(f"Every instance{' of ' + escape(family) if family else ''} runs its family's "
-                              "current version." if found.families else "No instance runs an image of "
-                              f"{'that family' if family else 'a known family'}."))
+    if found.failures:
+        blocks.append(section("\n".join(unchecked_lines(found.failures, shown=10))))
+    if not drifted and checked_any:
+        blocks.append(section(f"Every instance{' of ' + escape(family) if family else ''}{where_checked} runs its "
+                              "family's current version." if found.families else "No instance"
+                              f"{where_checked} runs an image of {'that family' if family else 'a known family'}."))
     for item in drifted[:SHOWN_FAMILIES]:
         blocks.append(section(family_text(item)))
     if len(drifted) > SHOWN_FAMILIES:
@@ -70,8 +78,6 @@ def drift_report(found: Drift, family: str | None = None) -> Message:
         verb = "runs an image" if found.unknown_family == 1 else "run images"
         blocks.append(context(f"{_plural(found.unknown_family, 'instance')} {verb} whose family amibot cannot "
                               "tell (other accounts' images, or gone images without a name); counted apart."))
-    for region, error in sorted(found.failures.items()):
-        blocks.append(context(f":warning: {region} could not be checked: {escape(error)}"))
     sources = set(found.sources.values())
     if INSTANCES in sources:
         blocks.append(context("Where the endpoint lacks DescribeInstanceImageMetadata, an image DescribeImages no "

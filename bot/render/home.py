@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from bot.blocks import actions, button, confirm_dialog, context, divider, escape, header, section
 from bot.render.approvals import APPROVE, REJECT
 from bot.render.trend import trend_lines
+from bot.render.unchecked import unchecked_lines
 
 if TYPE_CHECKING:  # annotations only: the digest renders trend lines without loading the dashboard service
     from bot.services.dashboard import Dashboard, FamilyHealth
@@ -50,8 +51,12 @@ def _fleet_blocks(board: Dashboard) -> list[dict]:
     if fleet is None:
         return blocks + [section(":hourglass_flowing_sand: Reading the fleet from AWS… this tab updates itself "
                                  "in a moment.")]
-    if not fleet.families:
+    if fleet.failures:  # first: what follows is only where the fleet could be read
+        blocks.append(section("\n".join(unchecked_lines(fleet.failures, shown=8))[:2900]))
+    if not fleet.families and not fleet.failures:
         blocks.append(section("No image families with instances or versions in the configured regions."))
+    elif not fleet.families and fleet.checked:
+        blocks.append(section("No image families with instances or versions where the fleet could be read."))
     lines = [family_line(family) for family in fleet.families[:SHOWN_FAMILIES]]
     for start in range(0, len(lines), 8):
         blocks.append(section("\n".join(lines[start:start + 8])))
@@ -61,8 +66,6 @@ def _fleet_blocks(board: Dashboard) -> list[dict]:
     notes = []
     if fleet.unknown_family:
         notes.append(f"{fleet.unknown_family} instance(s) on images of unknown family")
-    notes += [f":warning: {region} could not be read: {escape(error)[:120]}" for region, error in
-              sorted(fleet.failures.items())]
     minutes = int(board.fleet_age.total_seconds() // 60) if board.fleet_age is not None else None
     fresh = "just now" if minutes is not None and minutes < 1 else f"{minutes} min ago"
     notes.append(f"Fleet as of {fresh}" + (" — refreshing" if board.fleet_age is not None

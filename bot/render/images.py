@@ -20,9 +20,10 @@ from bot.blocks import (
 )
 from bot.errors import AwsError
 from bot.render.deregister import account_section, reference_line, unknown_lines
+from bot.render.unchecked import headline, unchecked_lines
 from bot.services.blast_radius import AccountUsage
 from bot.services.images import Image, Shares
-from bot.services.references import AMIBOT, Usage
+from bot.services.references import AMIBOT, Usage, nothing_found
 
 STATE_ICONS = {"available": ":large_green_circle:", "pending": ":hourglass_flowing_sand:",
                "disabled": ":no_entry_sign:", "failed": ":red_circle:", "deregistered": ":wastebasket:"}
@@ -56,16 +57,25 @@ def image_row(image: Image, shares: Shares | AwsError | None, now: datetime, acc
 
 def image_list(images: list[Image], shown: int, text: str | None, failures: dict[str, AwsError],
                shares: dict[str, Shares | AwsError], now: datetime, accounts: dict[str, str] | None = None,
-               scope: str = "this account") -> Message:
+               scope: str = "this account", searched: int | None = None) -> Message:
     """`accounts` ({id: short name}): the account column, with more than one account; `scope`: whose images
-    ("this account", "prod (111111111111)", "the 3 accounts")."""
+    ("this account", "prod (111111111111)", "the 3 accounts"); `searched`: how many account-regions were asked
+    (what could not be read is said first, and "No AMIs" only where something was read). Texts are plain words,
+    escaped in the blocks here and in the fallback by `message`."""
     what = f" matching “{text}”" if text else ""
+    reasons = {where: error.message for where, error in failures.items()}
+    blocks = [section("\n".join(unchecked_lines(reasons, shown=10)))] if failures else []
+    where_checked = " where checked" if failures else ""
     if not images:
-        body = f"No AMIs{what} owned by {scope}."  # plain words: escaped in the block and by `message`
-        blocks = [section(escape(body))]
+        none = f"No AMIs{what} owned by {scope}{where_checked}."
+        checked_any = searched is None or searched > len(failures)
+        body = headline("AMIs", reasons, checked_any, none) if failures else none
+        if checked_any:
+            blocks.append(section(escape(none)))
     else:
-        body = f"{len(images)} AMI{'s' if len(images) != 1 else ''}{what}, newest first"
-        blocks = [section(f"*{escape(body)}*")]
+        count = f"{len(images)} AMI{'s' if len(images) != 1 else ''}{what}{where_checked}, newest first"
+        body = headline("AMIs", reasons, True, count) if failures else count
+        blocks.append(section(f"*{escape(count)}*"))
         rows = [image_row(image, shares.get(image.id), now, accounts) for image in images[:shown]]
         for start in range(0, len(rows), 10):  # 10 rows a section stays far below 3,000 characters
             blocks.append(section("\n".join(rows[start:start + 10])))
@@ -73,8 +83,6 @@ def image_list(images: list[Image], shown: int, text: str | None, failures: dict
             more = len(images) - shown
             narrow = "`--account NAME`, `--region R`" if accounts else "`--region R`"
             blocks.append(context(f"…and {more} more. Narrow it down: `/ami list <text>` or {narrow}."))
-    for region, error in sorted(failures.items()):
-        blocks.append(context(f":warning: {region}: {escape(error.message)}"))
     return message(body, blocks)
 
 
@@ -126,8 +134,7 @@ def _usage(usage: Usage) -> str:
         lines.append(f"launch configuration *{escape(config.name)}*{groups}")
     for kind in ("groups", "fleets", "parameters", "recipes", "others"):
         lines += [reference_line(ref) for ref in getattr(usage, kind)[:10]]
-    text = "\n".join(lines) or ("nothing found: no instances, launch templates, launch configurations, Auto Scaling "
-                                "groups, fleets, SSM parameters or Image Builder recipes use it")
+    text = "\n".join(lines) or nothing_found(usage)
     if usage.unknown:
         text += "\n*Could not be checked:*\n" + unknown_lines(usage)
     return text

@@ -47,6 +47,7 @@ class Fleet:
     computed_at: str = ""
     failures: dict[str, str] = field(default_factory=dict)
     unknown_family: int = 0
+    checked: int = 0  # (account-)regions read: with failures, "no families" is said only where something was read
 
     @property
     def drifted(self) -> int:
@@ -103,13 +104,14 @@ def compute_fleet(ctx) -> Fleet:
         parts = _drift_per_account(ctx.aws, family_tag, now, names)
     else:
         parts = [(ctx.aws, drift(ctx.aws, ctx.aws.regions, family_tag, now, names=names))]
-    families, failures, unknown = [], {}, 0
+    families, failures, unknown, checked = [], {}, 0, 0
     for handle, found in parts:
         families += _families(handle, found, now, ctx.aws.many)
         failures.update(found.failures)
         unknown += found.unknown_family
+        checked += len(found.sources)
     families.sort(key=lambda f: (-(f.critical or 0), -f.on_older, f.family, f.region))
-    return Fleet(families, _stamp(now), failures, unknown)
+    return Fleet(families, _stamp(now), failures, unknown, checked)
 
 
 def _drift_per_account(aws, family_tag: str, now: datetime, names: dict[str, str]) -> list[tuple[object, Drift]]:
@@ -162,7 +164,7 @@ def load_fleet(store) -> Fleet | None:
         if not isinstance(data, dict):  # the tab was opened, but no fleet was computed yet
             return None
         return Fleet([FamilyHealth(**item) for item in data.get("families", [])], data.get("computed_at", ""),
-                     data.get("failures", {}), data.get("unknown_family", 0))
+                     data.get("failures", {}), data.get("unknown_family", 0), data.get("checked", 0))
     except (ValueError, TypeError, AttributeError) as error:  # an older shape: recompute rather than fail the Home tab
         log.warning("the Home tab's fleet cache could not be read (%s); it will be recomputed", error)
         return None

@@ -155,7 +155,7 @@ def _hold_for_the_bin(region: RegionFindings, health: RegionHealth, rules: Rules
     held = [orphan for orphan in region.orphans if orphan.snapshot.ami_id in health.in_bin]
     if held:
         region.orphans = [orphan for orphan in region.orphans if orphan.snapshot.ami_id not in health.in_bin]
-        region.saving_gb -= sum(orphan.snapshot.size_gb for orphan in held)
+        region.saving_gb -= sum(orphan.snapshot.size_gb or 0 for orphan in held)
         region.monthly_cost = rules.cost(region.saving_gb)
         health.held_snapshots = len(held)
 

@@ -55,7 +55,7 @@ def ami_of(description: str | None) -> str | None:
 class Snapshot:
     id: str
     region: str
-    size_gb: int
+    size_gb: int | None  # None: unknown (AWS sent a size that cannot be read)
     ami_id: str | None  # the image it was made for, from its description
     started: datetime | None
     description: str = ""
@@ -104,8 +104,8 @@ def snapshot_from_messy(item: dict, region: str, account: str = "") -> Snapshot 
         return None
     where = awsdata.label("snapshot", snapshot_id, region)
     description = awsdata.text(item, "Description", where)
-    # An unknown size counts as 0 GiB in the totals (they are an upper bound anyway); the warning says so.
-    size = awsdata.integer(item, "VolumeSize", where) or 0
+    # An unknown size stays unknown (None): shown as such, left out of the totals, which say so.
+    size = awsdata.integer(item, "VolumeSize", where)
     return Snapshot(snapshot_id, region, size, ami_of(description),
                     awsdata.parse_time(item.get("StartTime"), where, "StartTime"), description, account)
 

@@ -17,11 +17,13 @@ DescribeLaunchTemplateVersions call per *pinned template* (AWS takes version num
 template id), SSM values come 10 names a call, and DescribeImageReferences takes 10 image ids a call.
 
 A source that fails or that the endpoint does not support is *unknown* (``References.unknown``), never
-"nothing"; an account whose role cannot be assumed fails the whole scan (its AwsDenied is raised, for the caller
-to report that account as unknown). What blocks a deregistration (``Usage.blocking``): everything that can
-launch an instance — instances, templates, launch configurations, groups, fleets and ``aws:ec2:image``
-parameters (they exist to be launched from: CloudFormation, ``run-instances --image-id resolve:ssm:…``
-and templates resolve them, and amibot cannot see every consumer). Image Builder recipes are shown as
+"nothing"; so is a source one of whose items cannot be read (an instance without its image id, a template
+version without its number: ``unreadable``) — for the images the item names, or for every image of the region
+when it names none that can be read. An account whose role cannot be assumed fails the whole scan (its AwsDenied
+is raised, for the caller to report that account as unknown). What blocks a deregistration (``Usage.blocking``):
+everything that can launch an instance — instances, templates, launch configurations, groups, fleets and
+``aws:ec2:image`` parameters (they exist to be launched from: CloudFormation, ``run-instances --image-id
+resolve:ssm:…`` and templates resolve them, and amibot cannot see every consumer). Image Builder recipes are shown as
 warnings but do not block: a recipe version pins its parent image forever, so blocking on them would keep every
 old base image, and a build whose parent is gone fails at build time without touching anything running.
 """
@@ -31,7 +33,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -241,6 +243,20 @@ def kinds_phrase(usage: Usage) -> str:
     return ", ".join(parts)
 
 
+SOURCES = (INSTANCES, TEMPLATES, GROUPS, FLEETS, SPOT_FLEETS, PARAMETERS, RECIPES)  # each kind of reference's
+
+
+def nothing_found(usage: Usage) -> str:
+    """What an image without references is *not* used by, naming only the sources that were read: one that could
+    not be is never "no …" (the caller lists it as not checked)."""
+    checked = [source for source in SOURCES if source not in usage.unknown]
+    if not checked:
+        return "nothing could be checked"
+    listed = ", ".join(checked[:-1]) + (" or " if len(checked) > 1 else "") + checked[-1]
+    rest = " (the rest could not be checked)" if len(checked) < len(SOURCES) else ""
+    return f"nothing found: no {listed}{rest}"
+
+
 def version_phrase(version: str, number: int | None) -> str:
     if version.startswith("$"):
         return f"{version} (version {number})" if number is not None else version
@@ -257,11 +273,12 @@ class References:
     unknown: dict[str, str] = field(default_factory=dict)
 
     def of(self, image_id: str) -> Usage:
+        """The image's usage, with what is unknown for it: the region's unknown sources and its own."""
         usage = self.by_image.get(image_id)
         if usage is None:
             return Usage(unknown=dict(self.unknown))
-        if self.unknown and not usage.unknown:
-            usage.unknown = dict(self.unknown)
+        if self.unknown:
+            usage.unknown = {**self.unknown, **usage.unknown}
         return usage
 
 
@@ -274,15 +291,36 @@ def _guarded(refs: References, source: str, function: Callable[[], None]) -> Non
             raise
         refs.unknown[source] = error.message
         log.warning("%s in %s could not be checked: %s", source, refs.region, error.message)
+    except Exception as error:  # an answer shaped as no AWS answer is: this source is unknown, the others stand
+        refs.unknown[source] = f"AWS's answer could not be read ({type(error).__name__})"
+        log.warning("%s in %s could not be read", source, refs.region, exc_info=True)
 
 
-def _safe_items(items: Iterable[Any], what: str, region: str) -> Iterable[dict]:
-    """Items that are structures; anything else is logged and skipped (one bad item never breaks a listing)."""
+def unreadable(refs: References, source: str, what: str, item: Any, images: Iterable[str] | None = None) -> None:
+    """An item of `source` that cannot be read could hide a use, so the source is unknown: for the images the item
+    names (`images`), or for every image of the region when it names none."""
+    why = f"AWS sent {what}, so what it uses is unknown"
+    named = [image for image in images or () if image]
+    for image_id in named:
+        refs.by_image[image_id].unknown.setdefault(source, why)
+    if not named:
+        refs.unknown.setdefault(source, why)
+    log.warning("%s in %s: %s, unknown for %s: %s", source, refs.region, what, ", ".join(named) or "every image",
+                repr(item)[:160])
+
+
+def _readable(items: Any, refs: References, source: str, what: str) -> Iterable[dict]:
+    """The items of a list (or a listing) that are structures; any other item, or a list that is not one, is
+    unreadable."""
+    if not isinstance(items, list | Iterator):
+        if items:
+            unreadable(refs, source, f"{what}s that are not a list", items)
+        return
     for item in items:
         if isinstance(item, dict):
             yield item
         else:
-            log.warning("%s in %s: an item that is not a structure was skipped: %r", what, region, item)
+            unreadable(refs, source, f"{what} that is not a structure", item)
 
 
 def _text(value: Any) -> str:
@@ -297,12 +335,16 @@ def scan_instances(aws: Aws, region: str, refs: References, image_ids: list[str]
     if image_ids:
         filters.append({"Name": "image-id", "Values": image_ids})
     refs.calls += 1
-    for reservation in _safe_items(paginate(aws.ec2(region), "describe_instances", "Reservations", Filters=filters),
-                                   "reservation", region):
-        for instance in _safe_items(reservation.get("Instances") or [], "instance", region):
+    listing = paginate(aws.ec2(region), "describe_instances", "Reservations", Filters=filters)
+    for reservation in _readable(listing, refs, INSTANCES, "a reservation"):
+        for instance in _readable(reservation.get("Instances") or [], refs, INSTANCES, "an instance"):
             instance_id, image_id = _text(instance.get("InstanceId")), _text(instance.get("ImageId"))
-            if not instance_id or not image_id:
-                log.warning("instance without an id or image in %s skipped: %r", region, str(instance)[:120])
+            if not image_id:  # it may run any image (asked about some: any of those)
+                unreadable(refs, INSTANCES, f"instance {instance_id or '(no id)'} without its image id", instance,
+                           image_ids)
+                continue
+            if not instance_id:
+                unreadable(refs, INSTANCES, "an instance without its id", instance, [image_id])
                 continue
             tags = instance.get("Tags") if isinstance(instance.get("Tags"), list) else []
             name = next((_text(t.get("Value")) for t in tags if isinstance(t, dict) and t.get("Key") == "Name"), "")
@@ -323,14 +365,29 @@ class Templates:
     ids: dict[str, str] = field(default_factory=dict)  # name -> id
     parameters: dict[str, str] = field(default_factory=dict)  # SSM name -> image id (resolved)
 
-    def add(self, version: dict) -> None:
+    def add(self, version: dict) -> str | None:
+        """Keep one version; when it cannot be (it lacks its template id or number), what it lacks."""
         template_id, number = _text(version.get("LaunchTemplateId")), version.get("VersionNumber")
-        if not template_id or not isinstance(number, int):
-            log.warning("launch template version without an id or number skipped: %r", str(version)[:120])
-            return
+        if not template_id or type(number) is not int:
+            return "template id" if not template_id else "version number"
         self.versions[(template_id, number)] = version
         name = _text(version.get("LaunchTemplateName")) or template_id
         self.names[template_id], self.ids[name] = name, template_id
+        return None
+
+    def keep(self, refs: References, source: str, version: dict) -> bool:
+        """add(), and a version that cannot be kept makes `source` unknown for the image it names."""
+        missing = self.add(version)
+        if missing is None:
+            return True
+        name = _text(version.get("LaunchTemplateName")) or _text(version.get("LaunchTemplateId")) or "?"
+        data = version.get("LaunchTemplateData")
+        image_id = _text(data.get("ImageId")) if isinstance(data, dict) else None
+        if image_id == "":
+            return False  # it names no image: it hides no use of one
+        images = [image_id] if image_id and image_id.startswith("ami-") else None  # else: any image
+        unreadable(refs, source, f"a version of launch template {name} without its {missing}", version, images)
+        return False
 
     def template_id(self, spec: dict) -> str:
         return _text(spec.get("LaunchTemplateId")) or self.ids.get(_text(spec.get("LaunchTemplateName")), "") or \
@@ -367,15 +424,15 @@ def list_default_and_latest(aws: Aws, region: str, refs: References, templates: 
     refs.calls += 1
     kwargs = {"ResolveAlias": True} if resolve_alias else {}
     # PageSize: AWS's largest page (fewer calls); moto also cuts this listing at 15 without a token by default.
-    for version in _safe_items(paginate(aws.ec2(region), "describe_launch_template_versions", "LaunchTemplateVersions",
-                                        Versions=["$Default", "$Latest"], PaginationConfig={"PageSize": 200},
-                                        **kwargs), "launch template version", region):
-        templates.add(version)
-        template_id, number = _text(version.get("LaunchTemplateId")), version.get("VersionNumber")
-        if template_id and isinstance(number, int):
-            templates.latest[template_id] = max(number, templates.latest.get(template_id, 0))
-            if version.get("DefaultVersion"):
-                templates.default[template_id] = number
+    listing = paginate(aws.ec2(region), "describe_launch_template_versions", "LaunchTemplateVersions",
+                       Versions=["$Default", "$Latest"], PaginationConfig={"PageSize": 200}, **kwargs)
+    for version in _readable(listing, refs, TEMPLATES, "a launch template version"):
+        if not templates.keep(refs, TEMPLATES, version):
+            continue
+        template_id, number = version["LaunchTemplateId"], version["VersionNumber"]
+        templates.latest[template_id] = max(number, templates.latest.get(template_id, 0))
+        if version.get("DefaultVersion"):
+            templates.default[template_id] = number
 
 
 @requires("ec2:DescribeLaunchTemplateVersions")
@@ -389,11 +446,11 @@ def read_pinned_versions(aws: Aws, region: str, refs: References, templates: Tem
             continue
         refs.calls += 1
         key = "LaunchTemplateId" if template_id.startswith("lt-") else "LaunchTemplateName"
-        for version in _safe_items(paginate(aws.ec2(region), "describe_launch_template_versions",
-                                            "LaunchTemplateVersions", **{key: template_id},
-                                            Versions=[str(number) for number in wanted],
-                                            PaginationConfig={"PageSize": 200}), "launch template version", region):
-            templates.add(version)
+        listing = paginate(aws.ec2(region), "describe_launch_template_versions", "LaunchTemplateVersions",
+                           **{key: template_id}, Versions=[str(number) for number in wanted],
+                           PaginationConfig={"PageSize": 200})
+        for version in _readable(listing, refs, GROUPS, "a launch template version"):
+            templates.keep(refs, GROUPS, version)
 
 
 def record_templates(refs: References, templates: Templates) -> None:
@@ -416,24 +473,36 @@ def list_image_parameters(aws: Aws, region: str, refs: References) -> dict[str, 
     DataType here: moto refuses a DataType filter, and DescribeParameters never returns a parameter's value."""
     client = aws.client("ssm", region)
     refs.calls += 1
-    names = [_text(item.get("Name")) for item in _safe_items(
-        paginate(client, "describe_parameters", "Parameters", ParameterFilters=[{"Key": "Type", "Values": ["String"]}],
-                 PaginationConfig={"PageSize": 50}), "SSM parameter", region)
-             if item.get("DataType") == IMAGE_DATA_TYPE and _text(item.get("Name"))]
+    listing = paginate(client, "describe_parameters", "Parameters",
+                       ParameterFilters=[{"Key": "Type", "Values": ["String"]}], PaginationConfig={"PageSize": 50})
+    names = []
+    for item in _readable(listing, refs, PARAMETERS, "an SSM parameter"):
+        if not _text(item.get("DataType")):  # it could be of an image's data type
+            unreadable(refs, PARAMETERS, f"SSM parameter {_text(item.get('Name')) or '?'} without its data type",
+                       item)
+        elif item.get("DataType") == IMAGE_DATA_TYPE and not _text(item.get("Name")):
+            unreadable(refs, PARAMETERS, "an SSM parameter of data type aws:ec2:image without its name", item)
+        elif item.get("DataType") == IMAGE_DATA_TYPE:
+            names.append(item["Name"])
     return get_parameters(aws, region, refs, names)
 
 
 @requires("ssm:GetParameters")
-def get_parameters(aws: Aws, region: str, refs: References, names: list[str]) -> dict[str, str]:
+def get_parameters(aws: Aws, region: str, refs: References, names: list[str],
+                   source: str = PARAMETERS) -> dict[str, str]:
+    """name -> value; a parameter in the answer without its name or value makes `source` unknown."""
     client = aws.client("ssm", region)
     values: dict[str, str] = {}
     for start in range(0, len(names), SSM_BATCH):
         refs.calls += 1
         answer = call(client, "get_parameters", Names=names[start:start + SSM_BATCH])
-        for parameter in _safe_items(answer.get("Parameters") or [], "SSM parameter", region):
+        for parameter in _readable(answer.get("Parameters") or [], refs, source, "an SSM parameter"):
             name, value = _text(parameter.get("Name")), _text(parameter.get("Value"))
             if name and value:
                 values[name] = value
+            else:
+                unreadable(refs, source, f"SSM parameter {name or '?'} without its {'value' if name else 'name'}",
+                           parameter)
         if answer.get("InvalidParameters"):
             log.info("SSM parameters not found in %s: %s", region, answer["InvalidParameters"][:10])
     return values
@@ -452,7 +521,7 @@ def resolve_aliases(aws: Aws, region: str, refs: References, templates: Template
     if not wanted:
         return
     try:
-        templates.parameters.update(get_parameters(aws, region, refs, sorted(wanted)))
+        templates.parameters.update(get_parameters(aws, region, refs, sorted(wanted), TEMPLATES))
     except AwsError as error:
         log.warning("could not resolve SSM parameters of launch templates in %s: %s", region, error.message)
     unresolved = {name for name in wanted if name not in templates.parameters}
@@ -503,31 +572,37 @@ class GroupSpec:
 @requires("autoscaling:DescribeAutoScalingGroups")
 def list_groups(aws: Aws, region: str, refs: References) -> list[dict]:
     refs.calls += 1
-    return list(_safe_items(paginate(aws.client("autoscaling", region), "describe_auto_scaling_groups",
-                                     "AutoScalingGroups"), "Auto Scaling group", region))
+    listing = paginate(aws.client("autoscaling", region), "describe_auto_scaling_groups", "AutoScalingGroups")
+    return list(_readable(listing, refs, GROUPS, "an Auto Scaling group"))
 
 
-def group_specs(groups: list[dict], templates: Templates) -> list[GroupSpec]:
-    """Every launch template a group can launch from: its own, its mixed instances policy's, each override's."""
+def group_specs(groups: list[dict], templates: Templates, refs: References) -> list[GroupSpec]:
+    """Every launch template a group can launch from: its own, its mixed instances policy's, each override's. A
+    specification that names no template that can be read makes the groups unknown."""
     specs = []
     for group in groups:
         name = _text(group.get("AutoScalingGroupName")) or "?"
         direct = group.get("LaunchTemplate")
-        if isinstance(direct, dict):
-            specs.append(GroupSpec(name, templates.template_id(direct), _text(direct.get("Version")),
-                                   "launch template"))
+        if direct is not None:
+            specs.append(_group_spec(refs, templates, name, direct, "launch template"))
         policy = group.get("MixedInstancesPolicy") if isinstance(group.get("MixedInstancesPolicy"), dict) else {}
         mixed = policy.get("LaunchTemplate") if isinstance(policy.get("LaunchTemplate"), dict) else {}
-        spec = mixed.get("LaunchTemplateSpecification")
-        if isinstance(spec, dict):
-            specs.append(GroupSpec(name, templates.template_id(spec), _text(spec.get("Version")),
-                                   "mixed instances policy"))
-        for override in _safe_items(mixed.get("Overrides") or [], "override", name):
-            spec = override.get("LaunchTemplateSpecification")
-            if isinstance(spec, dict):
+        if mixed.get("LaunchTemplateSpecification") is not None:
+            specs.append(_group_spec(refs, templates, name, mixed["LaunchTemplateSpecification"],
+                                     "mixed instances policy"))
+        for override in _readable(mixed.get("Overrides") or [], refs, GROUPS, "an override"):
+            if override.get("LaunchTemplateSpecification") is not None:
                 label = f"override {_text(override.get('InstanceType'))}".rstrip()
-                specs.append(GroupSpec(name, templates.template_id(spec), _text(spec.get("Version")), label))
-    return [spec for spec in specs if spec.template]
+                specs.append(_group_spec(refs, templates, name, override["LaunchTemplateSpecification"], label))
+    return [spec for spec in specs if spec is not None]
+
+
+def _group_spec(refs: References, templates: Templates, group: str, spec: Any, path: str) -> GroupSpec | None:
+    template = templates.template_id(spec) if isinstance(spec, dict) else ""
+    if not template:
+        unreadable(refs, GROUPS, f"Auto Scaling group {group} with a {path} that names no template", spec)
+        return None
+    return GroupSpec(group, template, _text(spec.get("Version")), path)
 
 
 @requires("autoscaling:DescribeLaunchConfigurations")
@@ -537,11 +612,14 @@ def scan_launch_configs(aws: Aws, region: str, refs: References, groups: list[di
         if _text(group.get("LaunchConfigurationName")):
             groups_by_config[group["LaunchConfigurationName"]].append(_text(group.get("AutoScalingGroupName")))
     refs.calls += 1
-    for config in _safe_items(paginate(aws.client("autoscaling", region), "describe_launch_configurations",
-                                       "LaunchConfigurations"), "launch configuration", region):
+    listing = paginate(aws.client("autoscaling", region), "describe_launch_configurations", "LaunchConfigurations")
+    for config in _readable(listing, refs, GROUPS, "a launch configuration"):
         name, image_id = _text(config.get("LaunchConfigurationName")), _text(config.get("ImageId"))
         if name and image_id:
             refs.by_image[image_id].launch_configs.append(LaunchConfigRef(name, tuple(groups_by_config.get(name, []))))
+        else:
+            unreadable(refs, GROUPS, f"launch configuration {name or '?'} without its {'image' if name else 'name'}",
+                       config, [image_id])
 
 
 def record_groups(refs: References, templates: Templates, specs: list[GroupSpec]) -> None:
@@ -573,12 +651,12 @@ class FleetSpec:
 def list_fleets(aws: Aws, region: str, refs: References, templates: Templates) -> list[FleetSpec]:
     refs.calls += 1
     specs = []
-    for fleet in _safe_items(paginate(aws.ec2(region), "describe_fleets", "Fleets"), "EC2 Fleet", region):
+    for fleet in _readable(paginate(aws.ec2(region), "describe_fleets", "Fleets"), refs, FLEETS, "an EC2 Fleet"):
         state = _text(fleet.get("FleetState"))
         if state not in ACTIVE_FLEET_STATES:
             continue
         specs += _template_configs(_text(fleet.get("FleetId")) or "?", "EC2 Fleet", state,
-                                   fleet.get("LaunchTemplateConfigs"), templates)
+                                   fleet.get("LaunchTemplateConfigs"), templates, refs)
     return specs
 
 
@@ -586,30 +664,32 @@ def list_fleets(aws: Aws, region: str, refs: References, templates: Templates) -
 def list_spot_fleets(aws: Aws, region: str, refs: References, templates: Templates) -> list[FleetSpec]:
     refs.calls += 1
     specs = []
-    for request in _safe_items(paginate(aws.ec2(region), "describe_spot_fleet_requests", "SpotFleetRequestConfigs"),
-                               "Spot Fleet request", region):
+    listing = paginate(aws.ec2(region), "describe_spot_fleet_requests", "SpotFleetRequestConfigs")
+    for request in _readable(listing, refs, SPOT_FLEETS, "a Spot Fleet request"):
         state = _text(request.get("SpotFleetRequestState"))
         if state not in ACTIVE_FLEET_STATES:
             continue
         fleet_id = _text(request.get("SpotFleetRequestId")) or "?"
         config = request.get("SpotFleetRequestConfig") if isinstance(request.get("SpotFleetRequestConfig"), dict) \
             else {}
-        specs += _template_configs(fleet_id, "Spot Fleet", state, config.get("LaunchTemplateConfigs"), templates)
-        for launch in _safe_items(config.get("LaunchSpecifications") or [], "launch specification", fleet_id):
+        specs += _template_configs(fleet_id, "Spot Fleet", state, config.get("LaunchTemplateConfigs"), templates, refs)
+        for launch in _readable(config.get("LaunchSpecifications") or [], refs, SPOT_FLEETS, "a launch specification"):
             if _text(launch.get("ImageId")):
                 specs.append(FleetSpec(fleet_id, "Spot Fleet", state, image_id=launch["ImageId"]))
     return specs
 
 
-def _template_configs(fleet_id: str, kind: str, state: str, configs: Any, templates: Templates) -> list[FleetSpec]:
+def _template_configs(fleet_id: str, kind: str, state: str, configs: Any, templates: Templates,
+                      refs: References) -> list[FleetSpec]:
+    source = FLEETS if kind == "EC2 Fleet" else SPOT_FLEETS
     specs = []
-    for config in _safe_items(configs if isinstance(configs, list) else [], "launch template config", fleet_id):
+    for config in _readable(configs or [], refs, source, "a launch template config"):
         spec = config.get("LaunchTemplateSpecification") if isinstance(config.get("LaunchTemplateSpecification"),
                                                                          dict) else {}
         template, version = templates.template_id(spec), _text(spec.get("Version"))
         if template:
             specs.append(FleetSpec(fleet_id, kind, state, template, version))
-        for override in _safe_items(config.get("Overrides") or [], "override", fleet_id):
+        for override in _readable(config.get("Overrides") or [], refs, source, "an override"):
             if _text(override.get("ImageId")):  # EC2 Fleet overrides may name the image instead of the template's
                 specs.append(FleetSpec(fleet_id, kind, state, image_id=override["ImageId"]))
     return specs
@@ -638,11 +718,15 @@ def scan_recipes(aws: Aws, region: str, refs: References) -> None:
     """Own image recipes whose parent image is an AMI id (the summaries carry parentImage: no GetImageRecipe)."""
     refs.calls += 1
     # One attempt: an endpoint without Image Builder answers 500 or 404 (moto), and retrying that only waits.
-    for recipe in _safe_items(paginate(aws.client("imagebuilder", region, max_attempts=1), "list_image_recipes",
-                                       "imageRecipeSummaryList", owner="Self"), "image recipe", region):
+    listing = paginate(aws.client("imagebuilder", region, max_attempts=1), "list_image_recipes",
+                       "imageRecipeSummaryList", owner="Self")
+    for recipe in _readable(listing, refs, RECIPES, "an image recipe"):
         parent, arn = _text(recipe.get("parentImage")), _text(recipe.get("arn"))
         if parent.startswith("ami-") and arn:
             refs.by_image[parent].recipes.append(RecipeRef(arn, _text(recipe.get("name")) or arn, _arn_version(arn)))
+        elif not parent or (parent.startswith("ami-") and not arn):  # a parent that is no AMI is not a use
+            unreadable(refs, RECIPES, f"an image recipe without its {'arn' if parent else 'parent image'}", recipe,
+                       [parent])
 
 
 def _arn_version(arn: str) -> str:
@@ -672,12 +756,15 @@ def aws_references(aws: Aws, region: str, refs: References, image_ids: list[str]
         batch = image_ids[start:start + REFERENCE_BATCH]
         # One attempt: where the endpoint lacks the API (a 500 from moto's server), retrying only waits — and the
         # digest holds a region's inventory meanwhile. A failed check is unknown, shown, and blocks nothing.
-        for found in _safe_items(paginate(aws.client("ec2", region, max_attempts=1), "describe_image_references",
-                                          "ImageReferences",
-                                          ImageIds=batch, ResourceTypes=AWS_RESOURCE_TYPES), "image reference", region):
+        listing = paginate(aws.client("ec2", region, max_attempts=1), "describe_image_references",
+                           "ImageReferences", ImageIds=batch, ResourceTypes=AWS_RESOURCE_TYPES)
+        for found in _readable(listing, refs, AWS_CHECK, "an image reference"):
             image_id, arn = _text(found.get("ImageId")), _text(found.get("Arn"))
             if image_id and arn:
                 _union(refs, image_id, _text(found.get("ResourceType")), arn)
+            else:
+                unreadable(refs, AWS_CHECK, f"an image reference without its {'arn' if image_id else 'image id'}",
+                           found, [image_id] if image_id else batch)
 
 
 def _union(refs: References, image_id: str, resource_type: str, arn: str) -> None:
@@ -754,7 +841,7 @@ def scan(aws: Aws, region: str, image_ids: list[str] | None = None) -> Reference
     fleets: list[FleetSpec] = []
     _guarded(refs, FLEETS, lambda: fleets.extend(list_fleets(aws, region, refs, templates)))
     _guarded(refs, SPOT_FLEETS, lambda: fleets.extend(list_spot_fleets(aws, region, refs, templates)))
-    specs = group_specs(groups, templates)
+    specs = group_specs(groups, templates, refs)
     pinned: dict[str, set[int]] = defaultdict(set)
     for template, version in [(s.template, s.version) for s in specs] + [(f.template, f.version) for f in fleets
                                                                          if f.template]:

@@ -78,7 +78,7 @@ class ImageSummary:
 class StaleImage:
     image: ImageSummary
     age_days: int
-    size_gb: int
+    size_gb: int | None  # None: a snapshot's size is unknown (its cost then counts the sizes known)
     monthly_cost: float
 
     @property
@@ -123,11 +123,12 @@ class RegionFindings:
 
     @property
     def stale_gb(self) -> int:
-        return sum(item.size_gb for item in self.stale)
+        """GiB of the stale images whose size is known (the digest names the others: render.digest.gib_total)."""
+        return sum(item.size_gb or 0 for item in self.stale)
 
     @property
     def orphan_gb(self) -> int:
-        return sum(item.snapshot.size_gb for item in self.orphans)
+        return sum(item.snapshot.size_gb or 0 for item in self.orphans)
 
 
 @dataclass
@@ -296,7 +297,7 @@ def keep_what_other_accounts_use(regions: list[RegionFindings], rules: Rules) ->
             region.kept[USED_IN_ANOTHER_ACCOUNT] += 1
             log.info("digest: %s in %s is not stale: %s", item.image.id, region.label,
                      uses[(region.region, item.image.id)])
-        region.saving_gb = max(0, region.saving_gb - sum(item.size_gb for item in used))
+        region.saving_gb = max(0, region.saving_gb - sum(item.size_gb or 0 for item in used))
         region.monthly_cost = rules.cost(region.saving_gb)
 
 
@@ -311,9 +312,12 @@ def keep_reason(image: Image, inventory: Inventory, rules: Rules, now: datetime,
         return "younger than stale_after_days"
     if image.id in newest:
         return "among the keep_latest newest of its family"
-    label = used_by(inventory.references.by_image.get(image.id))
+    usage = inventory.references.by_image.get(image.id)
+    label = used_by(usage)
     if label:
         return label
+    if usage is not None and usage.blocking_unknown:  # an item naming it could not be read: it may be in use
+        return "its use could not be checked"
     if image.last_launched is not None and _days(image.last_launched, now) < rules.stale_after_days:
         return "launched within stale_after_days"
     if image.id in snoozed:
@@ -341,26 +345,37 @@ def judge(inventory: Inventory, rules: Rules, now: datetime, snoozed: Collection
             kept_snapshots.update(image.snapshot_ids)
             continue
         size = image_size(image, sizes)
-        findings.stale.append(StaleImage(ImageSummary.of(image), _days(image.created, now), size, rules.cost(size)))
+        findings.stale.append(StaleImage(ImageSummary.of(image), _days(image.created, now), size,
+                                         rules.cost(known_size(image, sizes))))
         for device in image.devices:
             if device.snapshot_id:
-                freed[device.snapshot_id] = sizes.get(device.snapshot_id, device.size_gb or 0)
+                freed[device.snapshot_id] = _size(device, sizes) or 0
     for snapshot_id in kept_snapshots:
         freed.pop(snapshot_id, None)
     findings.orphans = list(orphans_of(inventory, rules, now))
     findings.stale.sort(key=_image_order)
     findings.orphans.sort(key=_orphan_order)
     for orphan in findings.orphans:
-        freed[orphan.snapshot.id] = orphan.snapshot.size_gb
+        freed[orphan.snapshot.id] = orphan.snapshot.size_gb or 0
     findings.saving_gb = sum(freed.values())
     findings.monthly_cost = rules.cost(findings.saving_gb)
     return findings
 
 
-def image_size(image: Image, snapshot_sizes: dict[str, int]) -> int:
-    """GiB of the image's snapshots: the snapshot's own size when listed, else the mapping's volume size."""
-    return sum(snapshot_sizes.get(device.snapshot_id, device.size_gb or 0)
-               for device in image.devices if device.snapshot_id)
+def _size(device, snapshot_sizes: dict[str, int | None]) -> int | None:
+    """One device's GiB: its snapshot's own size when listed and readable, else the mapping's volume size."""
+    return snapshot_sizes.get(device.snapshot_id) or device.size_gb
+
+
+def image_size(image: Image, snapshot_sizes: dict[str, int | None]) -> int | None:
+    """GiB of the image's snapshots; None when one of them has no size that can be read."""
+    sizes = [_size(device, snapshot_sizes) for device in image.devices if device.snapshot_id]
+    return None if None in sizes else sum(sizes)
+
+
+def known_size(image: Image, snapshot_sizes: dict[str, int | None]) -> int:
+    """GiB of the image's snapshots whose size is known (its cost: a lower bound when one is unknown)."""
+    return sum(_size(device, snapshot_sizes) or 0 for device in image.devices if device.snapshot_id)
 
 
 def orphans_of(inventory: Inventory, rules: Rules, now: datetime) -> Iterable[OrphanSnapshot]:
@@ -368,7 +383,7 @@ def orphans_of(inventory: Inventory, rules: Rules, now: datetime) -> Iterable[Or
     referenced = {snapshot_id for image in inventory.images for snapshot_id in image.snapshot_ids}
     for snapshot in inventory.snapshots:
         if snapshot.ami_id and snapshot.ami_id not in existing and snapshot.id not in referenced:
-            yield OrphanSnapshot(snapshot, _days(snapshot.started, now), rules.cost(snapshot.size_gb))
+            yield OrphanSnapshot(snapshot, _days(snapshot.started, now), rules.cost(snapshot.size_gb or 0))
 
 
 def failed_region(region: str, message: str, account: Account = HOME) -> RegionFindings:

@@ -15,11 +15,11 @@ SPEC = Subcommand(
 def run(call):
     ctx, region = call.ctx, call.flags["region"]
     accounts = accounts_named(ctx.aws, call.flags["account"])  # an unknown account: a message, before any AWS call
-    images, failures = list_images(ctx.aws, ctx.policy.digest.family_tag, call.args["text"],
-                                   [region] if region else None, accounts)
+    regions = [region] if region else None
+    images, failures = list_images(ctx.aws, ctx.policy.digest.family_tag, call.args["text"], regions, accounts)
     shares = shares_of_many(ctx.aws, images[:SHOWN])
     return image_list(images, SHOWN, call.args["text"], failures, shares, ctx.clock(), account_labels(ctx.aws),
-                      scope_of(ctx.aws, accounts))
+                      scope_of(ctx.aws, accounts), searched=len(ctx.aws.targets(accounts, regions)))
 
 
 def scope_of(aws, accounts) -> str:
