@@ -309,7 +309,7 @@ def run_floor(launcher: Launcher, env: dict[str, str]) -> Run:
 
 # `amibot digest`, with the floor's read timeout (boto3's default, 60 s) instead of amibot's 15 s: moto ignores
 # DescribeImages' MaxResults and renders 5,000 images in one response, which takes it longer than 15 s (AWS pages).
-DIGEST = ("import sys; import bot.aws; bot.aws.READ_TIMEOUT = 60; from bot.cli import main; "
+DIGEST = ("import sys; import bot.aws.clients; bot.aws.clients.READ_TIMEOUT = 60; from bot.cli import main; "
           "sys.argv[0] = 'amibot'; sys.exit(main())")
 
 

@@ -14,15 +14,18 @@ from slack_bolt.middleware import Middleware
 from slack_sdk import WebClient
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 
-from bot import anchors, approvals, delivery, dispatch, metrics, outbox, scheduler
-from bot.access import Access
-from bot.aws import Aws
-from bot.config import Policy, Settings
+from bot import scheduler
+from bot.aws.clients import Aws
 from bot.context import Context, utc_now
-from bot.dbguard import database_guard
-from bot.jobs import InFlight, JobRunner, TrackedExecutor
-from bot.services import organization
-from bot.store import Store
+from bot.core import metrics
+from bot.core.access import Access
+from bot.core.config import Policy, Settings
+from bot.durable import anchors
+from bot.durable.jobs import InFlight, JobRunner, TrackedExecutor
+from bot.durable.store import Store
+from bot.services import approvals, organization
+from bot.slack import delivery_keys, dispatch, outbox
+from bot.slack.dbguard import database_guard
 
 log = logging.getLogger(__name__)
 
@@ -113,17 +116,17 @@ class _OnceOnly(Middleware):
     """Global middleware, before Bolt builds any listener arguments: a payload Slack would never send is
     answered at once (HTTP 400; a plain ack in Socket Mode, so it is not redelivered) with one warning line and
     nothing runs; every other delivery gets its key in ``context["delivery_key"]``. The listener claims it with
-    its one INSERT on the ack path — the job it records, or ``delivery.claim`` — so a retry, a redelivered
-    envelope or a replay is acked and dropped (bot/delivery.py)."""
+    its one INSERT on the ack path — the job it records, or ``delivery_keys.claim`` — so a retry, a redelivered
+    envelope or a replay is acked and dropped (bot/slack/delivery_keys.py)."""
 
     def process(self, *, req, resp, next):
-        reason = delivery.problem(req.body)
+        reason = delivery_keys.problem(req.body)
         if reason is not None:
             log.warning("ignoring a malformed Slack payload: %s", reason)
             if req.mode == "socket_mode":
                 return BoltResponse(status=200, body="")
             return BoltResponse(status=400, body="This is not a payload Slack sends; nothing was done.")
-        req.context[delivery.CONTEXT_KEY] = delivery.delivery_key(req.body)
+        req.context[delivery_keys.CONTEXT_KEY] = delivery_keys.delivery_key(req.body)
         return next()
 
 

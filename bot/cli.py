@@ -10,8 +10,8 @@ import sys
 import threading
 from datetime import datetime
 
-from bot.config import SCHEMA, Settings, load_policy, policy_warnings
-from bot.errors import ConfigError
+from bot.core.config import SCHEMA, Settings, load_policy, policy_warnings
+from bot.core.errors import ConfigError
 
 # Everything else is imported inside the command that needs it: `amibot digest` and `check-config` stay small.
 
@@ -28,8 +28,8 @@ class Fatal(SystemExit):
 
 
 def _setup_logging(level: str) -> None:
-    """bot/logs.py: the human format or AMIBOT_LOG_FORMAT=json, libraries quiet, secrets masked."""
-    from bot import logs
+    """bot/core/logs.py: the human format or AMIBOT_LOG_FORMAT=json, libraries quiet, secrets masked."""
+    from bot.core import logs
 
     try:
         logs.setup(level)
@@ -55,7 +55,7 @@ def _load(mode: str):
 def cmd_serve(args) -> int:
     from bot import scheduler
     from bot.app import create_app
-    from bot.server import create_server, serve_forever
+    from bot.slack.server import create_server, serve_forever
 
     settings, policy = _load("http")
     _refuse_a_lost_database(settings, policy, args.new_database)
@@ -103,7 +103,7 @@ def cmd_socket(args) -> int:
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     try:
         try:
-            from bot import logs
+            from bot.core import logs
 
             with logs.quiet("slack_bolt.App"):  # its log of this failure would repeat ours, over several lines
                 handler.connect()
@@ -159,7 +159,7 @@ def _start_metrics(amibot, host: str, port: int | None):
     """Socket Mode has no HTTP server of its own: --metrics-port starts a small one for /metrics and /healthz."""
     if not port:
         return None
-    from bot import metrics
+    from bot.core import metrics
 
     try:
         return metrics.start_server(amibot, host, port)
@@ -201,8 +201,8 @@ def cmd_check_config(args) -> int:
 
 
 def _check_aws(policy) -> list[str]:
-    from bot.aws import Aws
-    from bot.errors import AwsError
+    from bot.aws.clients import Aws
+    from bot.core.errors import AwsError
 
     try:
         aws = Aws(policy.aws.regions)
@@ -216,7 +216,7 @@ def _check_aws(policy) -> list[str]:
 
 def _check_accounts(aws, policy) -> list[str]:
     """Many accounts: each role assumed once, one line per account; every failure is also a problem (exit 1)."""
-    from bot.errors import AwsError
+    from bot.core.errors import AwsError
     from bot.services import organization
 
     try:
@@ -239,7 +239,7 @@ def _check_accounts(aws, policy) -> list[str]:
 def _store():
     """The database, opened read-only: read-only commands never create (or migrate) one. A missing or empty
     file is one line and exit 1."""
-    from bot.store import Store, StoreMissing
+    from bot.durable.store import Store, StoreMissing
 
     path = Settings.from_env().db_path
     try:
@@ -254,7 +254,7 @@ def _not_a_database(error: Exception) -> SystemExit:
 
 def _anchors_in_bucket():
     """(every object under the anchors' prefix, where they are, why there are none) from [audit].anchor_bucket."""
-    from bot import anchors
+    from bot.durable import anchors
 
     settings = Settings.from_env()
     try:
@@ -264,7 +264,7 @@ def _anchors_in_bucket():
     bucket = policy.audit.anchor_bucket
     if not bucket:
         return [], None, "no [audit].anchor_bucket configured"
-    from bot.aws import Aws
+    from bot.aws.clients import Aws
 
     try:
         stored = anchors.read_bucket(Aws(policy.aws.regions), bucket)
@@ -278,7 +278,7 @@ def _anchors_in_bucket():
 def cmd_audit_verify(args) -> int:
     import sqlite3
 
-    from bot import anchors, audit
+    from bot.durable import anchors, audit
 
     given = None
     if args.anchor:
@@ -326,7 +326,7 @@ def _since(value: str | None) -> str | None:
 def cmd_audit_export(args) -> int:
     import sqlite3
 
-    from bot import audit
+    from bot.durable import audit
 
     store = _store()
     try:
@@ -339,8 +339,8 @@ def cmd_audit_export(args) -> int:
 def _refuse_a_lost_database(settings, policy, new_database: bool) -> None:
     """`serve`/`socket`: a missing database while the anchor bucket shows a history is a lost database, not a
     first start; refuse (one line, exit 2) unless --new-database says to begin a new one."""
-    from bot import anchors
-    from bot.aws import Aws
+    from bot.aws.clients import Aws
+    from bot.durable import anchors
 
     problem = anchors.history_without_database(settings.db_path, policy, lambda: Aws(policy.aws.regions))
     if problem and not new_database:
@@ -352,7 +352,7 @@ def _refuse_a_lost_database(settings, policy, new_database: bool) -> None:
 def cmd_iam_policy(args) -> int:
     """The bot's own policy (the committed iam-policy.json); --member: the policy of the role in each member
     account; --trust PRINCIPAL: that role's trust policy."""
-    from bot import aws
+    from bot.aws import clients as aws
 
     if args.trust:
         print(json.dumps(aws.trust_policy(_trusted_principal(args.trust), _external_id(args)), indent=2))
@@ -392,7 +392,7 @@ def _external_id(args) -> str | None:
     """--external-id, else the external_id of the configured account --account names."""
     if args.external_id or not args.account:
         return args.external_id
-    from bot.accounts import find
+    from bot.core.accounts import find
 
     policy = _policy_or_exit()
     account = find(policy.accounts, args.account)
@@ -404,7 +404,7 @@ def _external_id(args) -> str | None:
 
 def cmd_config_reference(args) -> int:
     """Print the policy schema as Markdown (the README's configuration reference comes from this)."""
-    from bot.accounts import REFERENCE
+    from bot.core.accounts import REFERENCE
 
     for section, keys in SCHEMA.items():
         print(f"\n**[{section}]**\n\n| key | type | default | meaning |\n|---|---|---|---|")
@@ -444,13 +444,13 @@ def cmd_digest(args) -> int:
     from datetime import UTC
     from pathlib import Path
 
-    from bot import digest_post
-    from bot.aws import Aws
-    from bot.errors import AwsError
+    from bot.aws.clients import Aws
+    from bot.core.errors import AwsError
     from bot.render import digest as render
     from bot.services import digest, organization
     from bot.services.drift import retired_names
     from bot.services.inventory import CallCounter, counting_session
+    from bot.slack import post_digest
 
     settings = Settings.from_env()
     try:
@@ -513,7 +513,7 @@ def cmd_digest(args) -> int:
         from slack_sdk import WebClient
 
         slack = WebClient(token=settings.bot_token, base_url=settings.slack_api_url)
-        digest_post.post(slack, policy.digest.channel, findings, day)
+        post_digest.post(slack, policy.digest.channel, findings, day)
         print(f"amibot: posted the digest for {day} to {policy.digest.channel}", file=sys.stderr)
     for region in findings.failures:
         print(f"amibot: {region.label} was not checked: {region.error}", file=sys.stderr)
@@ -522,7 +522,7 @@ def cmd_digest(args) -> int:
 
 def _count_calls_per_account(aws, counter) -> None:
     """With many accounts, count each account's calls apart ("prod (111111111111), us-east-1"). An assumed
-    account's handle has its own session (bot.aws.assumed_session); its clients are made later, so registering
+    account's handle has its own session (bot.aws.clients.assumed_session); its clients are made later, so registering
     on that session now counts all of them."""
     if not aws.many:
         return
@@ -665,7 +665,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _json_logs() -> bool:
-    from bot import logs
+    from bot.core import logs
 
     try:
         return logs.log_format() == "json"

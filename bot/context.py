@@ -9,12 +9,12 @@ from typing import Any
 
 from slack_sdk import WebClient
 
-from bot.access import Access
-from bot.aws import Aws
-from bot.commands import Registry
-from bot.config import Policy, Settings
-from bot.jobs import JobRunner
-from bot.store import Store
+from bot.aws.clients import Aws
+from bot.core.access import Access
+from bot.core.config import Policy, Settings
+from bot.durable.jobs import JobRunner
+from bot.durable.store import Store
+from bot.slack.subcommands import Registry
 
 
 def utc_now() -> datetime:

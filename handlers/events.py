@@ -11,10 +11,11 @@ from __future__ import annotations
 import logging
 import time
 
-from bot import delivery, scheduler
-from bot.jobs import AWS, QUICK
+from bot import scheduler
+from bot.durable.jobs import AWS, QUICK
 from bot.render.home import home_view
 from bot.services import dashboard
+from bot.slack import delivery_keys
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ def register(app, ctx) -> None:
             return
         # No job to record: the event's delivery key is claimed on its own (one INSERT), so a retried or
         # redelivered event publishes once.
-        if not delivery.claim(ctx.store, delivery.key_of(context, body)):
+        if not delivery_keys.claim(ctx.store, delivery_keys.key_of(context, body)):
             return
         user, now = event["user"], ctx.clock()
         dashboard.want(ctx.store, now)

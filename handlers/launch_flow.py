@@ -10,13 +10,15 @@ from typing import Any
 
 from slack_sdk.errors import SlackApiError
 
-from bot import approvals, authority, blocks
+from bot.core import authority
+from bot.durable.steps import Steps
+from bot.render import blocks
 from bot.render import launch as render
 from bot.services import allowed as allowed_amis
+from bot.services import approvals
 from bot.services import launch as service
 from bot.services.launch import LaunchOrder
-from bot.slack import Reply
-from bot.steps import Steps
+from bot.slack.reply import Reply
 
 log = logging.getLogger(__name__)
 

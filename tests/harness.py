@@ -14,7 +14,7 @@ from typing import Any
 from slack_sdk import WebClient
 
 from bot.app import Amibot, create_app
-from bot.config import Settings, parse_policy
+from bot.core.config import Settings, parse_policy
 from bot.devtools.local import LocalApp
 from bot.devtools.slackclient import Response
 from tests.fakeslack import FakeSlack

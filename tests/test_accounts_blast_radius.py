@@ -12,7 +12,7 @@ import pytest
 from botocore.stub import ANY, Stubber
 from moto.ec2.models import ec2_backends
 
-from bot import approvals
+from bot.services import approvals
 from tests import seed
 from tests.test_accounts_org import listing_refused, organisation
 from tests.test_deregister import approval_message, image_exists, last_update, snapshot_exists, snapshots_of

@@ -9,9 +9,9 @@ import time
 import pytest
 from botocore.credentials import DeferredRefreshableCredentials
 
-from bot.accounts import Account
-from bot.aws import Aws, Target
-from bot.errors import AwsDenied, AwsError, NotFound
+from bot.aws.clients import Aws, Target
+from bot.core.accounts import Account
+from bot.core.errors import AwsDenied, AwsError, NotFound
 from tests import seed
 
 REGIONS = ["us-east-1", "eu-west-1"]

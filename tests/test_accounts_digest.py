@@ -13,8 +13,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from bot import approvals, cli
+from bot import cli
 from bot.render.approvals import APPROVE
+from bot.services import approvals
 from tests import seed
 from tests.conftest import REGIONS
 
@@ -283,7 +284,7 @@ def test_cli_dry_run_spans_the_accounts_with_progress_on_stderr(aws, org, cli_en
 
 
 def test_cli_dry_run_reports_a_role_that_cannot_be_assumed(aws, org, cli_env, capsys, monkeypatch):
-    from bot import aws as aws_layer
+    from bot.aws import clients as aws_layer
 
     real = aws_layer.Aws.__init__
 
@@ -303,7 +304,7 @@ def test_cli_dry_run_reports_a_role_that_cannot_be_assumed(aws, org, cli_env, ca
 # --- the organisation's message at scale (pure: findings in, blocks out) -------------------------------------
 
 def test_sixty_accounts_with_findings_everywhere_still_fit_one_message():
-    from bot.accounts import Account
+    from bot.core.accounts import Account
     from bot.render import digest as render
     from bot.services.staleness import Findings, Rules, failed_region, judge
     from tests.test_staleness import DESCRIPTIONS, GONE, NOW, image, inventory, snap_id

@@ -10,10 +10,10 @@ from botocore.awsrequest import AWSResponse
 from botocore.stub import Stubber
 
 from bot import cli
-from bot.accounts import Account, merge_discovered
-from bot.aws import Aws
-from bot.config import parse_policy
-from bot.errors import AwsError, ConfigError
+from bot.aws.clients import Aws
+from bot.core.accounts import Account, merge_discovered
+from bot.core.config import parse_policy
+from bot.core.errors import AwsError, ConfigError
 from bot.services import organization
 from tests import seed
 
@@ -306,8 +306,8 @@ def test_the_example_file_shows_every_key_and_an_accounts_table():
     import tomllib
     from pathlib import Path
 
-    from bot.accounts import KEYS
-    from bot.config import SCHEMA, load_policy
+    from bot.core.accounts import KEYS
+    from bot.core.config import SCHEMA, load_policy
 
     path = Path(__file__).resolve().parents[1] / "amibot.example.toml"
     text = path.read_text()

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import json
 
-from bot import approvals
-from bot.steps import DONE, Step, Steps
+from bot.durable.steps import DONE, Step, Steps
+from bot.services import approvals
 from tests import seed
 
 REGIONS = ["us-east-1", "eu-west-1"]

@@ -20,9 +20,9 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from bot import anchors, audit
-from bot.aws import Aws
-from bot.store import Store
+from bot.aws.clients import Aws
+from bot.durable import anchors, audit
+from bot.durable.store import Store
 from tests import seed
 from tests.fakeslack import FakeSlack, free_port
 from tests.test_cli_serve import base_env, wait_for

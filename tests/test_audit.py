@@ -8,8 +8,8 @@ import json
 import subprocess
 import sys
 
-from bot import audit
-from bot.store import Store
+from bot.durable import audit
+from bot.durable.store import Store
 
 
 def filled(tmp_path, rows=5) -> Store:

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from bot import authority
-from bot.errors import AccessDenied
+from bot.core import authority
+from bot.core.errors import AccessDenied
 from bot.render.digest import CLEANUP, DEREGISTER, SNOOZE
 from tests import seed
 from tests.seed import PROD

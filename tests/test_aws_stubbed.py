@@ -9,8 +9,8 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
-from bot.aws import Aws, paginate
-from bot.errors import AwsDenied, NotFound
+from bot.aws.clients import Aws, paginate
+from bot.core.errors import AwsDenied, NotFound
 from bot.services.images import find_images
 from tests import seed
 from tests.test_deregister import POLICY, approval_message

@@ -21,7 +21,8 @@ import urllib.request
 import pytest
 from slack_sdk.signature import SignatureVerifier
 
-from bot import cli, logs, scheduler
+from bot import cli, scheduler
+from bot.core import logs
 from tests.fakeslack import FakeSlack, free_port
 
 SECRET = "ops-test-signing-secret-0123456789"

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from bot.config import Settings, load_policy, mask, parse_policy
-from bot.errors import ConfigError
+from bot.core.config import Settings, load_policy, mask, parse_policy
+from bot.core.errors import ConfigError
 
 
 def test_empty_policy_is_all_defaults():

@@ -26,10 +26,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import boto3
 import pytest
 
-from bot import approvals
 from bot.devtools.fakeslack import _message_response
 from bot.devtools.slackclient import SlackClientSim
-from bot.steps import DONE, PLANNED, Step, Steps
+from bot.durable.steps import DONE, PLANNED, Step, Steps
+from bot.services import approvals
 from tests import seed
 from tests.fakeslack import FakeSlack, free_port
 
@@ -521,7 +521,7 @@ def test_launch_request_caught_waiting_reports_the_instances(make_harness, aws):
 
 def test_create_watch_always_finishes_its_message(make_harness, aws, monkeypatch):
     """The image watch resumes after a restart; when AWS cannot be read, the message still says so."""
-    from bot.errors import AwsError
+    from bot.core.errors import AwsError
     from handlers.actions import image_buttons
 
     first = make_harness(POLICY)

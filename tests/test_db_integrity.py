@@ -21,7 +21,7 @@ from contextlib import closing, contextmanager
 
 import pytest
 
-from bot.store import Store, StoreMissing
+from bot.durable.store import Store, StoreMissing
 from tests.test_http_surface import command_body, served  # noqa: F401 (a fixture)
 
 UNAVAILABLE = "amibot's database is unavailable; the operator has been told."
@@ -76,7 +76,7 @@ def test_a_deleted_database_fails_health_and_refuses_new_work(served):  # noqa: 
     log = served.log.read_text()
     assert log.count("database unavailable") <= 2  # once from the store, once from the health check; not per request
     # No request was answered with a traceback (background workers' own logging is theirs to keep quiet).
-    assert "bot/server.py" not in log and "slack_bolt/" not in log and "dbguard" not in log
+    assert "bot/slack/server.py" not in log and "slack_bolt/" not in log and "dbguard" not in log
 
 
 def test_a_click_on_a_lost_database_is_answered_and_nothing_runs(harness):
@@ -261,8 +261,8 @@ def test_an_older_copy_is_noticed_while_newer_pages_are_still_in_the_write_ahead
 def test_a_write_onto_an_older_copy_is_rolled_back(tmp_path):
     """Between two looks at the file (a second apart) a write may still come: it finds the generation lower than
     the one it already wrote, and nothing is written on top of the older copy."""
-    from bot import audit
-    from bot.store import DatabaseWentBack
+    from bot.durable import audit
+    from bot.durable.store import DatabaseWentBack
 
     store = Store(tmp_path / "amibot.db")
     audit.record(store, actor="U0", action="command.help", outcome="ok")

@@ -15,7 +15,7 @@ from botocore.exceptions import ClientError
 from slack_sdk import WebClient
 
 from bot.app import create_app
-from bot.config import Settings, parse_policy
+from bot.core.config import Settings, parse_policy
 from bot.devtools.console import Console, Person, ScriptSource
 from bot.devtools.demo import emulated_aws
 from bot.devtools.local import LocalApp

@@ -9,7 +9,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from bot import approvals, audit
+from bot.durable import audit
+from bot.services import approvals
 from tests import seed
 
 POLICY = {"aws": {"regions": ["us-east-1", "eu-west-1"]},

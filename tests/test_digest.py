@@ -14,11 +14,11 @@ import boto3
 import pytest
 from botocore.stub import ANY, Stubber
 
-from bot import approvals, cli, scheduler
-from bot.aws import Aws
-from bot.config import parse_policy
+from bot import cli, scheduler
+from bot.aws.clients import Aws
+from bot.core.config import parse_policy
 from bot.render.approvals import APPROVE
-from bot.services import digest
+from bot.services import approvals, digest
 from tests import seed
 from tests.conftest import REGIONS
 

@@ -26,10 +26,11 @@ import pytest
 import bot
 import bot.render
 import bot.services
-from bot import approvals, blocks
-from bot.commands import Subcommand
+from bot.render import blocks
 from bot.render.digest import Rendered
+from bot.services import approvals
 from bot.services.findings import ImageFindings
+from bot.slack.subcommands import Subcommand
 from tests import seed
 
 MENTIONS = ["<@U123>", "<!subteam^S1>", "<!here>"]
@@ -151,7 +152,7 @@ TRUSTED = {"id", "ids", "image_id", "request_id", "instance_id", "snapshot_id", 
 MRKDWN_PARAMS = {("stage_done", "what"), ("stage_done", "note"), ("stage_done", "undo"), ("button_hint", "action"),
                  ("notice_modal", "text"), ("home_view", "notice"), ("subcommand_help", "problem"),
                  ("usage_message", "problem"), ("NewImage", "note")}
-# Functions of bot/blocks.py that take mrkdwn (their callers escape), not data.
+# Functions of bot/render/blocks.py that take mrkdwn (their callers escape), not data.
 MRKDWN_IN = {"section", "fields_section", "context", "error", "info", "mrkdwn_message", "fit"}
 
 
@@ -245,7 +246,7 @@ def make(kind: Any, name: str = "") -> Any:
 
 
 def message_builders() -> dict[str, Callable]:
-    """Every public function of bot/render/ and bot/blocks.py that returns a message, a digest or a view."""
+    """Every public function of bot/render/ and bot/render/blocks.py that returns a message, a digest or a view."""
     modules = [importlib.import_module(f"bot.render.{info.name}") for info in pkgutil.iter_modules(bot.render.__path__)]
     found = {}
     for module in [*modules, blocks]:
@@ -264,7 +265,7 @@ BUILDERS = message_builders()
 def test_the_builders_are_found():
     assert {"bot.render.lifecycle.promoted", "bot.render.lifecycle.rolled_back", "bot.render.images.image_detail",
             "bot.render.approvals.request_message", "bot.render.digest.digest_message", "bot.render.home.home_view",
-            "bot.blocks.message", "bot.blocks.per_account"} <= set(BUILDERS)
+            "bot.render.blocks.message", "bot.render.blocks.per_account"} <= set(BUILDERS)
 
 
 @pytest.mark.parametrize("name", sorted(BUILDERS))

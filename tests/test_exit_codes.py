@@ -22,8 +22,8 @@ from pathlib import Path
 import boto3
 import pytest
 
-from bot import anchors, audit
-from bot.store import Store
+from bot.durable import anchors, audit
+from bot.durable.store import Store
 from tests.fakeslack import FakeSlack, free_port
 
 README = Path(__file__).resolve().parents[1] / "README.md"

@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from bot.config import parse_policy
-from bot.errors import ConfigError
-from bot.services.families import family_of as family_of_new
+from bot.core.config import parse_policy
+from bot.core.errors import ConfigError
+from bot.core.families import family_of as family_of_new
 from bot.services.images import Image, family_of
 from bot.services.inventory import Inventory
 from bot.services.references import References

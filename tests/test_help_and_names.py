@@ -36,7 +36,7 @@ def test_dash_dash_help_after_a_subcommand_gives_the_same_help(harness, text):
 
 
 def test_every_flag_of_every_subcommand_has_a_meaning(harness):
-    from bot.commands import flag_doc
+    from bot.slack.subcommands import flag_doc
 
     missing = [(spec.name, flag) for spec in harness.ctx.registry.specs for flag in spec.flags
                if not flag_doc(spec, flag)]

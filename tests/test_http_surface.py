@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 from slack_sdk.signature import SignatureVerifier
 
-from bot.commands import MAX_TEXT
-from bot.server import MAX_BODY_BYTES
+from bot.slack.server import MAX_BODY_BYTES
+from bot.slack.subcommands import MAX_TEXT
 from tests.fakeslack import FakeSlack, free_port
 from tests.test_cli_serve import base_env, wait_for
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import boto3
 from botocore import xform_name
 
-from bot.aws import PERMISSIONS, iam_policy
+from bot.aws.clients import PERMISSIONS, iam_policy
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVICES = {"ec2": "ec2", "autoscaling": "autoscaling", "ssm": "ssm", "sts": "sts", "rbin": "rbin", "s3": "s3",
@@ -36,7 +36,7 @@ def operations() -> dict[str, set[str]]:
 
 
 # Method names botocore's own objects have that are also operation names: botocore's Session.get_component (the
-# shared model loader, bot.aws.assumed_session) is not Image Builder's GetComponent.
+# shared model loader, bot.aws.clients.assumed_session) is not Image Builder's GetComponent.
 NOT_AWS_CALLS = {"get_component"}
 
 
@@ -87,7 +87,7 @@ def test_committed_policy_matches_the_code():
 
 
 def test_the_member_policy_is_the_bots_without_what_only_its_own_account_needs():
-    from bot.aws import member_policy
+    from bot.aws.clients import member_policy
 
     own = set(iam_policy()["Statement"][0]["Action"])
     member = set(member_policy()["Statement"][0]["Action"])
@@ -109,7 +109,7 @@ def _cli(*args: str, env: dict | None = None):
 
 
 def test_iam_policy_prints_the_trust_and_member_policies(tmp_path):
-    from bot.aws import member_policy
+    from bot.aws.clients import member_policy
 
     assert json.loads(_cli().stdout) == json.loads((ROOT / "iam-policy.json").read_text())
     assert json.loads(_cli("--member").stdout) == member_policy()

@@ -1,4 +1,4 @@
-"""bot/lean_botocore.py: the process-wide botocore adjustments keep what clients send and what callers receive,
+"""bot/aws/lean_botocore.py: the process-wide botocore adjustments keep what clients send and what callers receive,
 and use less memory and time: plain-dict models without documentation, one model per service however many
 threads make their first clients at once, one copy of the endpoint data for every account, and timestamps read
 fast, with one AWS cannot have meant kept as text (so one bad snapshot does not fail a page of hundreds).
@@ -18,9 +18,9 @@ import botocore.session
 from botocore.awsrequest import AWSResponse
 from moto import mock_aws
 
-from bot.accounts import Account
-from bot.aws import Aws, assumed_session
-from bot.lean_botocore import _SHARED_MODELS, lighten
+from bot.aws.clients import Aws, assumed_session
+from bot.aws.lean_botocore import _SHARED_MODELS, lighten
+from bot.core.accounts import Account
 from bot.services.inventory import describe_ami_snapshots
 from tests.seed import PROD, STAGING, role_arn
 

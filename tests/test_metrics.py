@@ -20,11 +20,12 @@ from botocore.stub import Stubber
 from moto.server import ThreadedMotoServer
 from prometheus_client.parser import text_string_to_metric_families
 
-from bot import __version__, cli, metrics, scheduler
-from bot.aws import Aws, call
+from bot import __version__, cli, scheduler
+from bot.aws.clients import Aws, call
+from bot.core import metrics
+from bot.core.errors import AwsDenied, AwsError
 from bot.devtools.fakesocket import FakeSocket
 from bot.devtools.slackclient import SlackClientSim
-from bot.errors import AwsDenied, AwsError
 from bot.services import digest
 from tests import seed
 from tests.fakeslack import FakeSlack

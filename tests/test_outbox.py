@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bot import approvals
+from bot.services import approvals
 from tests import seed
 
 POLICY = {"aws": {"regions": ["us-east-1", "eu-west-1"]}, "approvals": {"approvers": ["U0LEAD"]}}
@@ -113,14 +113,14 @@ def test_the_engine_never_imports_render():
     imported += [alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names]
     imported += [f"{node.module}.{alias.name}" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
                  for alias in node.names]
-    assert not [name for name in imported if name.startswith("bot.render") or name == "bot.outbox"]
+    assert not [name for name in imported if name.startswith("bot.render") or name == "bot.slack.outbox"]
 
 
 def test_old_delivered_messages_and_finished_steps_are_pruned(harness, aws):
     from datetime import timedelta
 
-    from bot import outbox
-    from bot.steps import DONE, PLANNED, Step, Steps
+    from bot.durable.steps import DONE, PLANNED, Step, Steps
+    from bot.slack import outbox
 
     harness.command(f"deregister {seed.image(aws, 'pruned')}", user="U0OPS")
     Steps(harness.ctx.store, "request:old").plan([Step("deregister_image", "ami-1", state=DONE)])

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from bot import blocks
-from bot.commands import AMI_ID, Arg, Registry, Subcommand, clean, parse
-from bot.errors import UsageError
+from bot.core.errors import UsageError
+from bot.render import blocks
+from bot.slack.subcommands import AMI_ID, Arg, Registry, Subcommand, clean, parse
 
 SHOW = Subcommand("show", "one image", "/ami show <image>", "/ami show ami-0abc1234", args=(Arg("image"),))
 DEREGISTER = Subcommand("deregister", "retire", "/ami deregister <ami-id> [--force]", "/ami deregister ami-0abc1234",

@@ -15,7 +15,7 @@ import boto3
 import pytest
 from botocore.stub import ANY, Stubber
 
-from bot import approvals
+from bot.services import approvals
 from tests import seed
 from tests.test_deregister import POLICY, approval_message
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from bot import regions
-from bot.config import parse_policy, policy_warnings
-from bot.errors import ConfigError
+from bot.core import regions
+from bot.core.config import parse_policy, policy_warnings
+from bot.core.errors import ConfigError
 from tests import seed
 from tests.test_config import run_cli
 

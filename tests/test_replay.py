@@ -12,11 +12,11 @@ import urllib.parse
 
 import pytest
 
-from bot import delivery
 from bot.render.approvals import APPROVE, REJECT
 from bot.render.digest import DEREGISTER, SNOOZE
 from bot.render.lifecycle import LAUNCH_ACTION
 from bot.services import launch as launch_service
+from bot.slack import delivery_keys
 from tests import seed
 
 POLICY = {"aws": {"regions": ["us-east-1", "eu-west-1"]}, "approvals": {"approvers": ["U0LEAD"]}}
@@ -137,7 +137,7 @@ def test_a_replayed_launch_form_submission_launches_once(harness, aws):
     assert len(launched) == 3
     assert count(harness, "SELECT * FROM jobs WHERE kind = 'launch.form'") == 1
     assert count(harness, "SELECT * FROM audit WHERE action = 'launch.form'") == 1
-    reference = launch_service.launch_reference(delivery.delivery_key(payload))
+    reference = launch_service.launch_reference(delivery_keys.delivery_key(payload))
     assert {t["Key"]: t["Value"] for t in launched[0]["Tags"]}[launch_service.TAG_REQUEST] == reference
 
 
@@ -209,16 +209,16 @@ def test_a_replayed_app_home_opened_event_publishes_once(harness, aws):
 
 def test_the_delivery_key_is_the_same_in_both_modes_and_distinguishes_deliveries():
     click = {"type": "block_actions", "trigger_id": "1.t", "actions": [{"action_id": "a", "action_ts": "9.1"}]}
-    assert delivery.delivery_key(click) == "click:1.t:a:9.1"
-    assert delivery.delivery_key({**click, "trigger_id": "2.t"}) != delivery.delivery_key(click)
-    assert delivery.delivery_key({"command": "/ami", "trigger_id": "3.t", "text": "list"}) == "command:3.t"
-    assert delivery.delivery_key({"type": "event_callback", "event_id": "Ev1", "event": {}}) == "event:Ev1"
+    assert delivery_keys.delivery_key(click) == "click:1.t:a:9.1"
+    assert delivery_keys.delivery_key({**click, "trigger_id": "2.t"}) != delivery_keys.delivery_key(click)
+    assert delivery_keys.delivery_key({"command": "/ami", "trigger_id": "3.t", "text": "list"}) == "command:3.t"
+    assert delivery_keys.delivery_key({"type": "event_callback", "event_id": "Ev1", "event": {}}) == "event:Ev1"
     submitted = {"type": "view_submission", "trigger_id": "4.t", "view": {"id": "V1", "hash": "h1"}}
-    assert delivery.delivery_key(submitted) == "view:V1:4.t"
-    assert delivery.delivery_key({**submitted, "trigger_id": None}) == "view:V1:h1"
-    assert delivery.delivery_key({"type": "shortcut", "b": 1, "a": 2}) == delivery.delivery_key(
+    assert delivery_keys.delivery_key(submitted) == "view:V1:4.t"
+    assert delivery_keys.delivery_key({**submitted, "trigger_id": None}) == "view:V1:h1"
+    assert delivery_keys.delivery_key({"type": "shortcut", "b": 1, "a": 2}) == delivery_keys.delivery_key(
         {"a": 2, "type": "shortcut", "b": 1})  # canonical: key order does not matter
-    assert delivery.delivery_key(["not", "an", "object"]) is None
+    assert delivery_keys.delivery_key(["not", "an", "object"]) is None
 
 
 # --- malformed, but signed -------------------------------------------------------------------------------------
@@ -278,21 +278,21 @@ def test_malformed_signed_payloads_are_answered_cleanly_and_run_nothing(harness,
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info], \
         [(r.name, r.getMessage()) for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING
-                and r.name in ("bot.app", "bot.server")]
+                and r.name in ("bot.app", "bot.slack.server")]
     assert len(warnings) == len(MALFORMED)  # one line each, without the payload
     assert all("\n" not in w and "U0OPS" not in w and "ami-0123456789abcdef0" not in w for w in warnings)
 
 
 def test_every_listener_claims_its_delivery_key(harness):
     """A guard for listeners added later: each one the app registers claims the delivery key (as a job's
-    dedupe key or with delivery.claim), so none can act twice on a redelivery."""
+    dedupe key or with delivery_keys.claim), so none can act twice on a redelivery."""
     import inspect
 
     listeners = harness.amibot.app._listeners  # Bolt keeps them here; each wraps the function we registered
     assert len(listeners) >= 8
     for listener in listeners:
         source = inspect.getsource(listener.ack_function)
-        assert "delivery.key_of(context, body)" in source, listener.ack_function.__qualname__
+        assert "delivery_keys.key_of(context, body)" in source, listener.ack_function.__qualname__
 
 
 def test_payloads_as_slack_sends_them_pass_the_shape_check(harness):
@@ -311,5 +311,5 @@ def test_payloads_as_slack_sends_them_pass_the_shape_check(harness):
         json.loads(sim.event_body({"type": "app_home_opened", "user": "U1", "tab": "home"})),
     ]
     for payload in sound:
-        assert delivery.problem(payload) is None, payload
-        assert delivery.delivery_key(payload).split(":")[0] in ("click", "view", "command", "event")
+        assert delivery_keys.problem(payload) is None, payload
+        assert delivery_keys.delivery_key(payload).split(":")[0] in ("click", "view", "command", "event")

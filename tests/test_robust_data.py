@@ -3,7 +3,7 @@ key, an odd type, an instance-store image, an ephemeral device) leaves that fiel
 the item and the field, and every other item is listed, shown and judged as usual. Items without an id are
 skipped with a warning.
 
-End to end, DescribeImages pages come from botocore's Stubber on a real ec2 client made by bot/aws.py (moto
+End to end, DescribeImages pages come from botocore's Stubber on a real ec2 client made by bot/aws/clients.py (moto
 cannot return malformed items); everything else the app calls is moto."""
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from botocore.stub import Stubber
 from slack_sdk import WebClient
 
 from bot.app import create_app
-from bot.aws import Aws
-from bot.config import Settings, parse_policy
+from bot.aws.clients import Aws
+from bot.core.config import Settings, parse_policy
 from bot.devtools.local import LocalApp
 from bot.services.images import Image, images_from
 from bot.services.inventory import Inventory, snapshot_from_messy
@@ -144,11 +144,11 @@ class Routed:
 
 
 class StubbedImages(Aws):
-    """bot/aws.py's Aws with moto behind it, but DescribeImages answered by a Stubber on a real ec2 client."""
+    """bot/aws/clients.py's Aws with moto behind it, but DescribeImages answered by a Stubber on a real ec2 client."""
 
     def __init__(self, regions):
         super().__init__(regions)
-        self.stubbed = Aws(regions).ec2(regions[0])  # a real client, made by bot/aws.py
+        self.stubbed = Aws(regions).ec2(regions[0])  # a real client, made by bot/aws/clients.py
         self.stub = Stubber(self.stubbed)
         self.stub.activate()
 

@@ -16,7 +16,7 @@ import re
 import pytest
 from botocore.awsrequest import AWSResponse
 
-from bot import approvals
+from bot.services import approvals
 from tests import seed
 from tests.conftest import REGIONS
 from tests.test_accounts_digest import STAGING_LABEL, digest_post, registered

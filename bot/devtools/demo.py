@@ -124,7 +124,7 @@ def _start(stack: contextlib.ExitStack, port: int, out: TextIO) -> Console:
     from slack_sdk import WebClient
 
     from bot.app import create_app
-    from bot.config import Settings, parse_policy
+    from bot.core.config import Settings, parse_policy
     from bot.devtools import fleet
     from bot.devtools.fakeslack import FakeSlack
     from bot.devtools.local import LocalApp
@@ -164,7 +164,7 @@ def emulated_aws(regions: list[str], session=None):
     session (bot.devtools.emulation): every client the app and the fleet make comes from it."""
     import boto3
 
-    from bot.aws import Aws
+    from bot.aws.clients import Aws
     from bot.devtools.emulation import Emulation
 
     session = session or boto3.session.Session()

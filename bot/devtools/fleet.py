@@ -21,8 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from bot.aws import Aws, call, paginate
-from bot.errors import NotFound, UsageError
+from bot.aws.clients import Aws, call, paginate
+from bot.core.errors import NotFound, UsageError
 from bot.services.images import describe_own_images, find_images
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """The real app served over real HTTP on loopback, with Slack's side played by a SlackClientSim.
 
 ``LocalApp`` serves an ``Amibot`` with the same waitress server as `amibot serve`
-(``bot.server.create_server`` + ``serve_forever`` in a thread) on 127.0.0.1, and gives a
+(``bot.slack.server.create_server`` + ``serve_forever`` in a thread) on 127.0.0.1, and gives a
 ``SlackClientSim`` that signs requests for it. The tests' Harness and `amibot demo` both run the bot this way.
 """
 
@@ -14,7 +14,7 @@ from typing import Any
 from bot.app import Amibot
 from bot.devtools.fakeslack import FakeSlack
 from bot.devtools.slackclient import SlackClientSim
-from bot.server import create_server, serve_forever
+from bot.slack.server import create_server, serve_forever
 
 HOST = "127.0.0.1"
 STOP_WAIT_SECONDS = 10

@@ -1,1 +1,1 @@
-"""Block Kit messages for each feature: pure functions over service data (see bot.blocks for primitives)."""
+"""Block Kit messages for each feature: pure functions over service data (see bot.render.blocks for primitives)."""

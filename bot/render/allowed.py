@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bot.blocks import Message, context, escape, header, message, section
+from bot.render.blocks import Message, context, escape, header, message, section
 from bot.services.allowed import AUDIT, DISABLED, ENABLED, AllowedSettings
 
 STATE_LABELS = {ENABLED: ":shield: *enabled* — EC2 refuses images outside the criteria",

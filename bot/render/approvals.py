@@ -1,8 +1,8 @@
 """The approval message, in each of its states, and the request lists.
 
-Pure: a request (anything with bot.approvals.Request's fields) and the data the caller looked up — who
+Pure: a request (anything with bot.services.approvals.Request's fields) and the data the caller looked up — who
 approved, who may approve, the confirmation text — in, Block Kit out. This module imports nothing of the
-engine, so bot/approvals.py ↔ bot/render/approvals.py is no import circle, not even for type checkers.
+engine, so bot/services/approvals.py ↔ bot/render/approvals.py is no import circle, not even for type checkers.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from bot.blocks import (
+from bot.render.blocks import (
     Message,
     actions,
     button,
@@ -23,7 +23,7 @@ from bot.blocks import (
     section,
 )
 
-Request = Any  # a bot.approvals.Request, duck-typed
+Request = Any  # a bot.services.approvals.Request, duck-typed
 
 APPROVE, REJECT, CANCEL = "approval.approve", "approval.reject", "approval.cancel"
 

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from bot.blocks import escape
+from bot.render.blocks import escape
 from bot.services.copy import CopyOrder
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from bot.blocks import age, code, context, escape, fields_section, section
+from bot.render.blocks import age, code, context, escape, fields_section, section
 from bot.services.references import (
     AMIBOT,
     FleetRef,

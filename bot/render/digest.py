@@ -19,9 +19,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from bot import csvfile
-from bot.accounts import Account
-from bot.blocks import (
+from bot.core import csvfile
+from bot.core.accounts import Account
+from bot.render.blocks import (
     MAX_BLOCKS,
     MAX_SECTION,
     Message,

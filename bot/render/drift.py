@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bot.blocks import Message, code, context, escape, header, message, section
+from bot.render.blocks import Message, code, context, escape, header, message, section
 from bot.render.unchecked import headline, unchecked_lines
 from bot.services.drift import BEHIND, GONE, INSTANCES, METADATA, Drift, DriftGroup, FamilyDrift
 

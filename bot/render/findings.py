@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bot.blocks import context, escape, section
+from bot.render.blocks import context, escape, section
 from bot.services.findings import ImageFindings
 
 ICONS = {"CRITICAL": ":red_circle:", "HIGH": ":large_orange_circle:", "MEDIUM": ":large_yellow_circle:",

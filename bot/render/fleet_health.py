@@ -7,7 +7,7 @@ import math
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from bot.blocks import code, context, escape, section, when
+from bot.render.blocks import code, context, escape, section, when
 from bot.render.trend import trend_lines
 
 if TYPE_CHECKING:  # annotations only (the command-line digest imports this; keep it light)

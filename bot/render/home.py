@@ -10,8 +10,8 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from bot.blocks import actions, button, confirm_dialog, context, divider, escape, header, section
 from bot.render.approvals import APPROVE, REJECT
+from bot.render.blocks import actions, button, confirm_dialog, context, divider, escape, header, section
 from bot.render.trend import trend_lines
 from bot.render.unchecked import unchecked_lines
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from bot.blocks import (
+from bot.core.errors import AwsError
+from bot.render.blocks import (
     Message,
     age,
     code,
@@ -18,7 +19,6 @@ from bot.blocks import (
     section,
     when,
 )
-from bot.errors import AwsError
 from bot.render.deregister import account_section, reference_line, unknown_lines
 from bot.render.unchecked import headline, unchecked_lines
 from bot.services.blast_radius import AccountUsage

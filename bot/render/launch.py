@@ -5,7 +5,18 @@ from __future__ import annotations
 import json
 from datetime import datetime
 
-from bot.blocks import Message, age, clip, code, context, escape, fields_section, message, mrkdwn_message, section
+from bot.render.blocks import (
+    Message,
+    age,
+    clip,
+    code,
+    context,
+    escape,
+    fields_section,
+    message,
+    mrkdwn_message,
+    section,
+)
 from bot.services.images import Image
 from bot.services.launch import FAMILY_PREFIX, HARD_MAX_COUNT, LaunchOrder, LaunchResult
 

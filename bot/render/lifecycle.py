@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from bot.blocks import (
+from bot.render.blocks import (
     Message,
     actions,
     age,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from datetime import datetime
 
-from bot.blocks import Message, code, context, escape, header, message, mrkdwn_message, section, when
+from bot.render.blocks import Message, code, context, escape, header, message, mrkdwn_message, section, when
 from bot.services.recycle_bin import IMAGE, SNAPSHOT, BinItem, RegionBin, Restored, RetentionRule
 
 SHOWN_PER_REGION = 10

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from bot.blocks import Message, code, context, escape, fields_section, message, mrkdwn_message, section
+from bot.render.blocks import Message, code, context, escape, fields_section, message, mrkdwn_message, section
 from bot.services.images import Image
 from bot.services.share import ACCOUNT, BLOCKED, PUBLIC, UNKNOWN, ShareResult, SnapshotInfo, Target
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from bot.blocks import escape
+from bot.render.blocks import escape
 
 
 def unchecked_line(where: str, why: str) -> str:

@@ -1,7 +1,7 @@
 """Lifecycle services: what amibot does with images, independent of Slack.
 
 Modules are imported where used (so `amibot digest` loads only what it needs); ``load_all`` imports every one,
-so that every ``@requires`` declaration is known when the IAM policy is generated (bot.aws.iam_policy).
+so that every ``@requires`` declaration is known when the IAM policy is generated (bot.aws.clients.iam_policy).
 """
 
 import importlib

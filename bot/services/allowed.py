@@ -14,8 +14,8 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from bot.aws import Aws, call, requires
-from bot.errors import AwsError
+from bot.aws.clients import Aws, call, requires
+from bot.core.errors import AwsError
 from bot.services.images import Image
 
 log = logging.getLogger(__name__)

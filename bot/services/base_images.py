@@ -13,9 +13,9 @@ from datetime import datetime
 from functools import cache
 from importlib import resources
 
-from bot.aws import Aws, call, requires
-from bot.blocks import escape
-from bot.errors import AwsError, ConfigError, NotFound
+from bot.aws.clients import Aws, call, requires
+from bot.core.errors import AwsError, ConfigError, NotFound
+from bot.render.blocks import escape
 from bot.services.create import Labels, check_name_free, explain_name_error
 from bot.services.images import parse_time
 

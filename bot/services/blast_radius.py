@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bot.accounts import Account
-from bot.aws import Aws, Target
-from bot.errors import AwsError
+from bot.aws.clients import Aws, Target
+from bot.core.accounts import Account
+from bot.core.errors import AwsError
 from bot.services.images import Image, Shares
 from bot.services.references import Usage, usage_of
 

@@ -14,10 +14,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from bot import regions
-from bot.aws import Aws, call, requires
-from bot.blocks import escape
-from bot.errors import PolicyViolation, UsageError
+from bot.aws.clients import Aws, call, requires
+from bot.core import regions
+from bot.core.errors import PolicyViolation, UsageError
+from bot.render.blocks import escape
 from bot.services.images import Image, describe_own_images
 
 MAX_TAGS = 50  # per EC2 resource
@@ -31,7 +31,7 @@ KMS_KEY = re.compile(r"^(arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:(key|alias)/[A-Za-
 
 
 def known_regions() -> frozenset[str]:
-    """Every EC2 region botocore knows, in every partition (bot.regions: botocore's endpoint data)."""
+    """Every EC2 region botocore knows, in every partition (bot.core.regions: botocore's endpoint data)."""
     return regions.all_regions()
 
 

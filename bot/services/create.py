@@ -10,9 +10,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from bot.aws import Aws, call, first_found, paginate, requires
-from bot.blocks import escape
-from bot.errors import AmibotError, AwsError, PolicyViolation, UsageError
+from bot.aws.clients import Aws, call, first_found, paginate, requires
+from bot.core.errors import AmibotError, AwsError, PolicyViolation, UsageError
+from bot.render.blocks import escape
 from bot.services.images import Image, describe_own_images, family_of
 
 CREATED_BY_TAG = "amibot:created-by"

@@ -15,8 +15,8 @@ import logging
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 
-from bot import approvals
-from bot.errors import AwsError
+from bot.core.errors import AwsError
+from bot.services import approvals
 from bot.services.drift import Drift, drift, region_drift, retired_names
 from bot.services.findings import findings_of_many
 from bot.services.staleness import where

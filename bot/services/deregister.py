@@ -27,17 +27,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from bot import approvals
-from bot.accounts import HOME, Account
-from bot.aws import Aws, call, requires
-from bot.errors import AmibotError, AwsError, NotFound, PolicyViolation, Unsupported
-from bot.services import recycle_bin, usage_reports
+from bot.aws.clients import Aws, call, requires
+from bot.core.accounts import HOME, Account
+from bot.core.errors import AmibotError, AwsError, NotFound, PolicyViolation, Unsupported
+from bot.durable.steps import DONE, FAILED, PLANNED, SKIPPED, Resumed, Step, Steps
+from bot.services import approvals, recycle_bin, usage_reports
 from bot.services.blast_radius import AccountUsage, split_shares, usage_across
 from bot.services.images import Image, Shares, describe_own_images, find_images, shares_of
 from bot.services.references import Usage, kinds_phrase
 from bot.services.snapshots import delete_step, deleted_phrase
 from bot.services.usage_reports import OtherAccounts
-from bot.steps import DONE, FAILED, PLANNED, SKIPPED, Resumed, Step, Steps
 
 KIND = "deregister"
 MAX_LISTED = 10

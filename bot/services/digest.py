@@ -31,11 +31,13 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from bot import approvals, audit, awsdata
-from bot.aws import Aws, Target, paginate, requires
-from bot.blocks import code, context, money, plural, section
-from bot.errors import AmibotError, AwsError, NotFound, PolicyViolation
-from bot.services import drift, fleet_health
+from bot.aws import data as awsdata
+from bot.aws.clients import Aws, Target, paginate, requires
+from bot.core.errors import AmibotError, AwsError, NotFound, PolicyViolation
+from bot.durable import audit
+from bot.durable.steps import DONE, FAILED, SKIPPED, Resumed, Step, Steps
+from bot.render.blocks import code, context, money, plural, section
+from bot.services import approvals, drift, fleet_health
 from bot.services.fleet_health import RegionHealth
 from bot.services.images import describe_own_images
 from bot.services.inventory import Progress, ami_of, scan_region
@@ -51,7 +53,6 @@ from bot.services.staleness import (
     keep_what_other_accounts_use,
     where,
 )
-from bot.steps import DONE, FAILED, SKIPPED, Resumed, Step, Steps
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ def snoozed_ids(store, now: datetime) -> set[str]:
     return {row["image_id"] for row in store.query("SELECT image_id FROM snoozes WHERE until > ?", (_stamp(now),))}
 
 
-# The services a digest reads in every account-region (bot.aws.Aws.prepare builds their models up front)
+# The services a digest reads in every account-region (bot.aws.clients.Aws.prepare builds their models up front)
 SERVICES = ("ec2", "autoscaling", "ssm", "imagebuilder")
 
 
@@ -193,7 +194,7 @@ def compute_for(ctx) -> Findings:
         findings.trend = trend(ctx.store)
         return findings
     finally:
-        from bot import metrics  # the app's; `amibot digest` on the command line does not load prometheus
+        from bot.core import metrics  # the app's; `amibot digest` on the command line does not load prometheus
 
         metrics.digest_computed(ctx, time.monotonic() - started, findings)
 
@@ -203,7 +204,7 @@ def local_day(ctx_or_policy, now: datetime) -> str:
     return now.astimezone(ZoneInfo(policy.digest.timezone)).date().isoformat()
 
 
-# --- posting: through the publisher the digest's handlers register (bot.digest_post), never render here ----
+# --- posting: through the publisher the digest's handlers register (bot.slack.post_digest), never render here ----
 
 PUBLISHER = "digest.publisher"
 
@@ -499,7 +500,7 @@ def _cleanup_plan(request: approvals.Request) -> list[Step]:
 
 def execute_cleanup(ctx, request: approvals.Request, progress) -> str:
     """Delete each snapshot, in the request's account; skip those in use or already gone; report each. Each
-    deletion is a durable step (bot/steps.py), planned before the first DeleteSnapshot: a crash from there on is
+    deletion is a durable step (bot/durable/steps.py), planned before the first DeleteSnapshot: a crash from there on is
     finished by reconcile_cleanup, which says what was done before the restart and what after."""
     region = request.params["region"]
     handle = _owner(ctx, request.params)

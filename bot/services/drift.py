@@ -19,10 +19,10 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from bot import awsdata
-from bot.aws import Aws, paginate, requires
-from bot.errors import AwsError, Unsupported
-from bot.services.families import family_of
+from bot.aws import data as awsdata
+from bot.aws.clients import Aws, paginate, requires
+from bot.core.errors import AwsError, Unsupported
+from bot.core.families import family_of
 from bot.services.images import Image, describe_own_images
 from bot.services.references import LIVE_STATES
 from bot.services.versions import is_current, ordered_versions

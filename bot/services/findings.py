@@ -12,8 +12,8 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from bot.aws import Aws, paginate, requires
-from bot.errors import AwsError
+from bot.aws.clients import Aws, paginate, requires
+from bot.core.errors import AwsError
 from bot.services.images import Image
 
 log = logging.getLogger(__name__)

@@ -15,9 +15,9 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from bot.accounts import HOME, Account
-from bot.aws import Aws
-from bot.errors import AwsError
+from bot.aws.clients import Aws
+from bot.core.accounts import HOME, Account
+from bot.core.errors import AwsError
 from bot.services import allowed as allowed_amis
 from bot.services.drift import Drift, region_drift
 from bot.services.findings import ImageFindings, findings_of, findings_of_many

@@ -8,15 +8,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from bot import awsdata
-from bot.accounts import Account
-from bot.accounts import find as find_account
-from bot.aws import Aws, call, paginate, requires
-from bot.awsdata import parse_time
-from bot.blocks import escape
-from bot.commands import AMI_ID
-from bot.errors import Ambiguous, AwsError, NotFound, UsageError
-from bot.services.families import family_of
+from bot.aws import data as awsdata
+from bot.aws.clients import Aws, call, paginate, requires
+from bot.aws.data import parse_time
+from bot.core.accounts import Account
+from bot.core.accounts import find as find_account
+from bot.core.errors import Ambiguous, AwsError, NotFound, UsageError
+from bot.core.families import family_of
+from bot.render.blocks import escape
+from bot.slack.subcommands import AMI_ID
 
 # family_of and parse_time are imported from here by existing callers; they now live in families / awsdata.
 

@@ -26,9 +26,9 @@ from datetime import datetime
 
 import boto3
 
-from bot import awsdata
-from bot.aws import Aws, paginate, requires
-from bot.errors import AwsError
+from bot.aws import data as awsdata
+from bot.aws.clients import Aws, paginate, requires
+from bot.core.errors import AwsError
 from bot.services.images import Image, describe_own_images
 from bot.services.references import References, check_with_aws, scan
 
@@ -154,7 +154,7 @@ class CallCounter:
     """Counts the AWS API requests a boto3 session makes, by region and operation (for the digest's
     report and the benchmark). Register it on a session before clients are made from it. With many
     accounts, `in_account(label)` gives the counter for one account's session: its regions are counted as
-    "prod (111111111111), us-east-1" (bot.aws.Target.label), in the same totals."""
+    "prod (111111111111), us-east-1" (bot.aws.clients.Target.label), in the same totals."""
 
     def __init__(self, account_label: str = "", _shared: CallCounter | None = None) -> None:
         self._lock = _shared._lock if _shared else threading.Lock()

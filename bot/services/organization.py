@@ -11,10 +11,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from bot import accounts as accounts_model
-from bot.accounts import Account
-from bot.aws import Aws, Target, paginate, requires
-from bot.errors import AwsError
+from bot.aws.clients import Aws, Target, paginate, requires
+from bot.core import accounts as accounts_model
+from bot.core.accounts import Account
+from bot.core.errors import AwsError
 
 log = logging.getLogger(__name__)
 

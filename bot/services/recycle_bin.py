@@ -17,9 +17,9 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from bot import approvals
-from bot.aws import Aws, call, paginate, requires
-from bot.errors import AmibotError, AwsError, NotFound, UsageError
+from bot.aws.clients import Aws, call, paginate, requires
+from bot.core.errors import AmibotError, AwsError, NotFound, UsageError
+from bot.services import approvals
 
 log = logging.getLogger(__name__)
 

@@ -37,8 +37,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from bot.aws import Aws, call, paginate, requires
-from bot.errors import AwsError
+from bot.aws.clients import Aws, call, paginate, requires
+from bot.core.errors import AwsError
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ SSM_PREFIX = "resolve:ssm:"
 IMAGE_DATA_TYPE = "aws:ec2:image"
 SSM_BATCH = 10  # GetParameters takes at most 10 names
 REFERENCE_BATCH = 10  # DescribeImageReferences takes at most 10 image ids
-ASSUME_ROLE = "sts:AssumeRole"  # the operation of bot.aws.assumed_session's error when a role cannot be assumed
+ASSUME_ROLE = "sts:AssumeRole"  # the operation of bot.aws.clients.assumed_session's error when a role cannot be assumed
 
 AMIBOT, AWS, BOTH = "amibot", "AWS", "amibot and AWS"
 

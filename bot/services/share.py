@@ -18,14 +18,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from bot import approvals
-from bot.accounts import Account
-from bot.accounts import find as find_account
-from bot.aws import Aws, call, paginate, requires
-from bot.blocks import escape
-from bot.errors import AwsError, PolicyViolation, Unsupported, UsageError
+from bot.aws.clients import Aws, call, paginate, requires
+from bot.core.accounts import Account
+from bot.core.accounts import find as find_account
+from bot.core.errors import AwsError, PolicyViolation, Unsupported, UsageError
+from bot.durable.steps import DONE, FAILED, Resumed, Step, Steps
+from bot.render.blocks import escape
+from bot.services import approvals
 from bot.services.images import Image, Shares, find_images, shares_of
-from bot.steps import DONE, FAILED, Resumed, Step, Steps
 
 KIND = "share"
 ACCOUNT, ORGANIZATION, OU, PUBLIC = "account", "organization", "organizational unit", "public"

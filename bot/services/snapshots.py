@@ -1,12 +1,12 @@
 """Deleting snapshots the way every cleanup should: one at a time, each outcome known and, for an approved
-action, recorded as a durable step (bot/steps.py) the moment AWS answers, so a restart knows which were done."""
+action, recorded as a durable step (bot/durable/steps.py) the moment AWS answers, so a restart knows which were done."""
 
 from __future__ import annotations
 
-from bot.aws import call, requires
-from bot.errors import AwsError, NotFound
-from bot.steps import DONE, SKIPPED, Step, Steps
-from bot.steps import FAILED as STEP_FAILED
+from bot.aws.clients import call, requires
+from bot.core.errors import AwsError, NotFound
+from bot.durable.steps import DONE, SKIPPED, Step, Steps
+from bot.durable.steps import FAILED as STEP_FAILED
 
 DELETED, GONE, IN_USE, FAILED = "deleted", "already gone", "in use", "failed"
 

@@ -1,7 +1,7 @@
 """Retiring an image in stages that can be undone: deprecate (still launchable, marked old),
 disable (hidden from launches, kept), and deregistration protection (cannot be deregistered).
 
-Deprecation and protection are not implemented by every endpoint (moto has neither); bot.aws turns
+Deprecation and protection are not implemented by every endpoint (moto has neither); bot.aws.clients turns
 that into "this AWS endpoint does not support …". Disabling or unprotecting the *current* version of
 a family goes through an approval (kinds "disable" and "unprotect" registered below).
 """
@@ -11,9 +11,9 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 
-from bot import approvals
-from bot.aws import Aws, call, requires
-from bot.errors import AmibotError, NotFound, UsageError
+from bot.aws.clients import Aws, call, requires
+from bot.core.errors import AmibotError, NotFound, UsageError
+from bot.services import approvals
 from bot.services.images import Image, describe_own_images
 
 MAX_AHEAD = timedelta(days=3650)  # AWS refuses deprecation times more than 10 years ahead

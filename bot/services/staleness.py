@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from bot.accounts import HOME, Account
+from bot.core.accounts import HOME, Account
 from bot.services.images import Image
 from bot.services.inventory import Inventory, Snapshot
 
@@ -217,7 +217,7 @@ class AccountTotals:
 
 
 def where(account: Account, region: str) -> str:
-    """The region, or "prod (111111111111), us-east-1" in a managed account (as bot.aws.Target.label)."""
+    """The region, or "prod (111111111111), us-east-1" in a managed account (as bot.aws.clients.Target.label)."""
     return f"{account.label}, {region}" if account.id else region
 
 

@@ -19,8 +19,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timedelta
 
-from bot.aws import Aws, call, paginate, requires
-from bot.errors import AwsError, Unsupported
+from bot.aws.clients import Aws, call, paginate, requires
+from bot.core.errors import AwsError, Unsupported
 from bot.services.images import Image, Shares
 
 log = logging.getLogger(__name__)

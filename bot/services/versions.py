@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from bot.accounts import Account
-from bot.aws import Aws, Target, call, requires
-from bot.blocks import escape
-from bot.errors import AmibotError, AwsError, NotFound, PolicyViolation
+from bot.aws.clients import Aws, Target, call, requires
+from bot.core.accounts import Account
+from bot.core.errors import AmibotError, AwsError, NotFound, PolicyViolation
+from bot.render.blocks import escape
 from bot.services.blast_radius import AccountUsage, split_shares
 from bot.services.images import Image, Shares, describe_own_images, shares_of_many
 from bot.services.references import Usage, scan

@@ -8,11 +8,14 @@ import logging
 
 from slack_sdk.errors import SlackApiError
 
-from bot import approvals, blocks, delivery, metrics
-from bot.errors import AccessDenied, AmibotError
-from bot.jobs import QUICK
+from bot.core import metrics
+from bot.core.errors import AccessDenied, AmibotError
+from bot.durable.jobs import QUICK
+from bot.render import blocks
 from bot.render.approvals import APPROVE, CANCEL, REJECT, reject_modal
-from bot.slack import Reply
+from bot.services import approvals
+from bot.slack import delivery_keys
+from bot.slack.reply import Reply
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +52,7 @@ def _on_home(ctx, payload: dict, text: str) -> None:
 
 def _click_payload(body: dict, action: str) -> dict:
     return {"action": action, "request_id": body["actions"][0].get("value", ""), "user": body["user"]["id"],
-            "channel": delivery.channel_of(body),
+            "channel": delivery_keys.channel_of(body),
             "response_url": body.get("response_url"),
             "home": (body.get("view") or {}).get("type") == "home"}
 
@@ -62,17 +65,18 @@ def register(app, ctx) -> None:
 
     @app.action(APPROVE)
     def approve_clicked(ack, body, context):
-        ctx.jobs.submit(CLICK_JOB, _click_payload(body, "approve"), dedupe_key=delivery.key_of(context, body))
+        ctx.jobs.submit(CLICK_JOB, _click_payload(body, "approve"), dedupe_key=delivery_keys.key_of(context, body))
         ack()
 
     @app.action(CANCEL)
     def cancel_clicked(ack, body, context):
-        ctx.jobs.submit(CLICK_JOB, _click_payload(body, "cancel"), dedupe_key=delivery.key_of(context, body))
+        ctx.jobs.submit(CLICK_JOB, _click_payload(body, "cancel"), dedupe_key=delivery_keys.key_of(context, body))
         ack()
 
     @app.action(REJECT)
     def reject_clicked(ack, body, client, context):
-        first = delivery.claim(ctx.store, delivery.key_of(context, body))  # it opens a modal: no job to dedupe
+        # it opens a modal: no job to dedupe
+        first = delivery_keys.claim(ctx.store, delivery_keys.key_of(context, body))
         ack()
         if not first:
             return

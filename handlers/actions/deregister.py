@@ -11,10 +11,10 @@ from __future__ import annotations
 import logging
 import time
 
-from bot import approvals, audit
-from bot.errors import NotFound
+from bot.core.errors import NotFound
+from bot.durable import audit
 from bot.render.deregister import with_other_accounts
-from bot.services import usage_reports
+from bot.services import approvals, usage_reports
 from bot.services.usage_reports import OtherAccounts
 
 log = logging.getLogger(__name__)

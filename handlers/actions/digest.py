@@ -11,14 +11,18 @@ from __future__ import annotations
 import logging
 import uuid
 
-from bot import audit, authority, blocks, delivery, metrics, scheduler
-from bot.commands import ACCOUNT_ID, AMI_ID, REGION_NAME, SNAPSHOT_ID
-from bot.digest_post import SlackPublisher
-from bot.errors import AmibotError, UsageError
+from bot import scheduler
+from bot.core import authority, metrics
+from bot.core.errors import AmibotError, UsageError
+from bot.durable import audit
+from bot.render import blocks
 from bot.render.digest import CLEANUP, DEREGISTER, SNOOZE, cleanup_block_id
 from bot.services import digest
 from bot.services.images import find_image
-from bot.slack import Reply
+from bot.slack import delivery_keys
+from bot.slack.post_digest import SlackPublisher
+from bot.slack.reply import Reply
+from bot.slack.subcommands import ACCOUNT_ID, AMI_ID, REGION_NAME, SNAPSHOT_ID
 from handlers.commands.deregister import open_request
 
 log = logging.getLogger(__name__)
@@ -132,7 +136,7 @@ def report_interrupted(ctx, payload: dict) -> None:
 def _click(body: dict, action: str) -> dict:
     container = body.get("container") or {}
     return {"action": action, "value": body["actions"][0].get("value", ""), "user": body["user"]["id"],
-            "channel": delivery.channel_of(body),
+            "channel": delivery_keys.channel_of(body),
             "message_ts": container.get("message_ts"), "response_url": body.get("response_url"),
             "message": {key: (body.get("message") or {}).get(key) for key in ("text", "blocks")}}
 
@@ -150,7 +154,7 @@ def register(app, ctx) -> None:
     def listener(kind: str):
         def clicked(ack, body, context):  # Bolt passes arguments by name: only ask for what is used
             # Recorded before the ack with the click's delivery key: a replayed click opens no second request.
-            ctx.jobs.submit(CLICK_JOB, _click(body, kind), dedupe_key=delivery.key_of(context, body))
+            ctx.jobs.submit(CLICK_JOB, _click(body, kind), dedupe_key=delivery_keys.key_of(context, body))
             ack()
 
         return clicked

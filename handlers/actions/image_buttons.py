@@ -3,7 +3,7 @@ Launch / Share buttons.
 
 `/ami create`, `copy`, `register` and `base --copy` post "pending" at once and hand the wait to the
 ``image.watch`` job, so no command job sits on a worker for minutes. The watch is recorded as durable steps
-(bot/steps.py, owner ``watch:<ami-id>``: post the message, watch the image) *before* the message is posted, and
+(bot/durable/steps.py, owner ``watch:<ami-id>``: post the message, watch the image) *before* the message is posted, and
 the message's ts the moment Slack answers, so a restart resumes the watch (polling is harmless to repeat) from
 wherever a crash stopped it, instead of leaving the message "pending" forever. A crash between Slack taking the
 post and the bot hearing its ts leaves a message the bot cannot find again: the resumed watch posts it anew,
@@ -18,13 +18,15 @@ import json
 import logging
 import time
 
-from bot import audit, blocks, delivery
-from bot.errors import AmibotError
+from bot.core.errors import AmibotError
+from bot.durable import audit
+from bot.durable.steps import DONE, FAILED, PLANNED, Step, Steps, owners_with_open
+from bot.render import blocks
 from bot.render.lifecycle import LAUNCH_ACTION, SHARE_ACTION, NewImage, button_hint, new_image
 from bot.render.share import share_modal
 from bot.services.create import DEFAULT_POLL_SECONDS, DEFAULT_WAIT_SECONDS, wait_for_image
-from bot.slack import Reply
-from bot.steps import DONE, FAILED, PLANNED, Step, Steps, owners_with_open
+from bot.slack import delivery_keys
+from bot.slack.reply import Reply
 from handlers.views import launch as launch_form
 
 log = logging.getLogger(__name__)
@@ -157,18 +159,18 @@ def register(app, ctx) -> None:
     def launch_clicked(ack, body, context):
         """Open the launch form with this image chosen. Recorded before the ack, with the click's delivery key: a
         crash after the ack still ends in the form or in a word to click again, and a replay opens no second one."""
-        key = delivery.key_of(context, body)
+        key = delivery_keys.key_of(context, body)
         ctx.jobs.submit(launch_form.OPEN_JOB, launch_form.button_job(body, key), dedupe_key=key)
         ack()
 
     # Sharing needs a target: the Share button opens a small form (no AWS call; the trigger lasts 3 s).
     @app.action(SHARE_ACTION)
     def share_clicked(ack, body, client, context):
-        first = delivery.claim(ctx.store, delivery.key_of(context, body))
+        first = delivery_keys.claim(ctx.store, delivery_keys.key_of(context, body))
         ack()
         if not first:
             return
-        channel = delivery.channel_of(body)
+        channel = delivery_keys.channel_of(body)
         image_id = body["actions"][0].get("value", "")
         regions = ctx.aws.regions  # configured, else the session's region: no AWS call
         try:
@@ -180,7 +182,7 @@ def register(app, ctx) -> None:
 
 def _hint(client, body: dict, action: str) -> None:
     image_id = body["actions"][0].get("value", "")
-    channel = delivery.channel_of(body)
+    channel = delivery_keys.channel_of(body)
     try:
         Reply(client, channel, body["user"]["id"], body.get("response_url")).ephemeral(button_hint(action, image_id))
     except Exception:

@@ -10,11 +10,11 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from bot import delivery
-from bot.commands import parse
-from bot.dispatch import JOB_KIND, help_message, payload_of
-from bot.errors import UsageError
-from bot.jobs import AWS, QUICK
+from bot.core.errors import UsageError
+from bot.durable.jobs import AWS, QUICK
+from bot.slack import delivery_keys
+from bot.slack.dispatch import JOB_KIND, help_message, payload_of
+from bot.slack.subcommands import parse
 
 # Help lists subcommands in this order; modules not named here follow alphabetically.
 ORDER = ["list", "show", "launch", "share", "copy", "create", "register", "base", "versions", "promote", "stages",
@@ -45,11 +45,11 @@ def register_commands(app, ctx) -> None:
             invocation = False  # the job reports it, so it is audited like every other command
         # Recorded before the ack (one SQLite insert), so a crash right after cannot lose it.
         # Its delivery key (the trigger_id, unique per invocation) is the job's dedupe key, so a retried, redelivered
-        # or replayed command is recorded once (bot/delivery.py).
+        # or replayed command is recorded once (bot/slack/delivery_keys.py).
         # Help, usage errors and subcommands declared aws=False run on the quick lane: nobody waits behind AWS.
         lane = AWS if invocation and invocation.subcommand.aws else QUICK
         ctx.jobs.submit(JOB_KIND, payload_of(body) | {"acked_help": invocation is None},
-                        dedupe_key=delivery.key_of(context, body), lane=lane)
+                        dedupe_key=delivery_keys.key_of(context, body), lane=lane)
         if invocation is None:
             ack(response_type="ephemeral", **help_answer)
         else:

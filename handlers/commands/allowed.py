@@ -1,10 +1,10 @@
 """`/ami allowed [--region R] [--account NAME]`: each account's Allowed AMIs state (enabled, audit mode,
 disabled) and criteria per region."""
 
-from bot.blocks import per_account
-from bot.commands import Subcommand
 from bot.render.allowed import allowed
+from bot.render.blocks import per_account
 from bot.services.allowed import settings
+from bot.slack.subcommands import Subcommand
 
 SPEC = Subcommand(
     name="allowed", summary="the account's Allowed AMIs state and criteria per region",

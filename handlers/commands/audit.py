@@ -1,8 +1,8 @@
 """`/ami audit [ami-id|request-id]`: the history of an image or a request, newest first."""
 
-from bot import audit
-from bot.commands import Arg, Subcommand
+from bot.durable import audit
 from bot.render.approvals import audit_history
+from bot.slack.subcommands import Arg, Subcommand
 
 SPEC = Subcommand(name="audit", summary="the history of an image or a request, newest first",
                   usage="/ami audit [ami-id|request-id]", example="/ami audit ami-0abc1234def567890",

@@ -2,12 +2,12 @@
 public parameters; --copy starts a family from one (a changing action: operators only), in the bot's own account
 or the one `--account` names."""
 
-from bot.commands import Arg, Subcommand
-from bot.errors import UsageError
+from bot.core.errors import UsageError
 from bot.render.lifecycle import NewImage, alias_table, base_image
 from bot.services.base_images import alias_named, aliases, copy_into_account, resolve
 from bot.services.create import check_name, labels_for
 from bot.services.images import acting_account
+from bot.slack.subcommands import Arg, Subcommand
 from handlers.actions.image_buttons import announce
 
 SPEC = Subcommand(

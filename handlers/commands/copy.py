@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import uuid
 
-from bot.commands import AMI_ID, Arg, Subcommand
 from bot.render import copy as render
 from bot.render.lifecycle import NewImage
 from bot.services import copy as service
 from bot.services.images import find_image
+from bot.slack.subcommands import AMI_ID, Arg, Subcommand
 from handlers.actions.image_buttons import announce
 
 SPEC = Subcommand(

@@ -1,10 +1,10 @@
 """`/ami create <instance-id> <name> [--family F] [--version V] [--reboot] [--account A]`: bake an AMI from an
 instance, in the bot's own account or the one `--account` names."""
 
-from bot.commands import INSTANCE_ID, Arg, Subcommand
 from bot.render.lifecycle import NO_REBOOT_NOTE, REBOOT_NOTE, NewImage
 from bot.services.create import check_name, create_from_instance, find_instance, labels_for
 from bot.services.images import acting_account
+from bot.slack.subcommands import INSTANCE_ID, Arg, Subcommand
 from handlers.actions.image_buttons import announce
 
 SPEC = Subcommand(

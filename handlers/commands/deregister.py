@@ -2,11 +2,11 @@
 approval. The image is looked for in every managed account (or the one named); the operators of the account that
 owns it may ask."""
 
-from bot import blocks
-from bot.commands import AMI_ID, Arg, Subcommand
-from bot.errors import PolicyViolation
+from bot.core.errors import PolicyViolation
+from bot.render import blocks
 from bot.render import deregister as render
 from bot.services.deregister import InUse, request_deregistration
+from bot.slack.subcommands import AMI_ID, Arg, Subcommand
 
 SPEC = Subcommand(
     name="deregister", summary="retire an image for good, after a second person approves (snapshots cleaned up)",

@@ -2,9 +2,9 @@
 deprecated, disabled or deregistered image, grouped by family and image. With many accounts, the instances of
 every account (or the one named) against every managed account's families, with where they run."""
 
-from bot.commands import Arg, Subcommand
 from bot.render.drift import drift_report
 from bot.services.drift import drift, org_drift, retired_names
+from bot.slack.subcommands import Arg, Subcommand
 
 SPEC = Subcommand(
     name="drift", summary="instances behind their family's current version (or on retired images)",

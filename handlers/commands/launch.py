@@ -9,15 +9,16 @@ from __future__ import annotations
 import json
 import logging
 
-from bot import audit, blocks
-from bot.commands import Arg, Subcommand
-from bot.errors import AmibotError
+from bot.core.errors import AmibotError
+from bot.durable import audit
+from bot.durable.steps import DONE, FAILED, SKIPPED, Steps, owners_with_open
+from bot.render import blocks
 from bot.render import launch as render
 from bot.services import launch as service
 from bot.services.images import account_named
 from bot.services.launch import LaunchOrder
-from bot.slack import Reply
-from bot.steps import DONE, FAILED, SKIPPED, Steps, owners_with_open
+from bot.slack.reply import Reply
+from bot.slack.subcommands import Arg, Subcommand
 from handlers.launch_flow import start_launch
 from handlers.views.launch import open_launch_modal
 

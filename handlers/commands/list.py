@@ -1,8 +1,8 @@
 """`/ami list [text] [--region R] [--account A]`: the managed accounts' own AMIs, newest first."""
 
-from bot.commands import Arg, Subcommand
 from bot.render.images import image_list
 from bot.services.images import account_labels, accounts_named, list_images, shares_of_many
+from bot.slack.subcommands import Arg, Subcommand
 
 SHOWN = 20
 

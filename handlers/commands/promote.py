@@ -1,9 +1,8 @@
 """`/ami promote <ami-id>` and `/ami rollback <family> [--region R] [--account A]`: set and undo a family's current
 version, in the account that owns the image."""
 
-from bot import blocks
-from bot.commands import AMI_ID, Arg, Subcommand
-from bot.errors import PolicyViolation
+from bot.core.errors import PolicyViolation
+from bot.render import blocks
 from bot.render.drift import drift_line
 from bot.render.findings import promotion_refused_text
 from bot.render.lifecycle import promoted, rolled_back
@@ -12,6 +11,7 @@ from bot.services.drift import drift, retired_names
 from bot.services.findings import promotion_check
 from bot.services.images import account_named, find_image
 from bot.services.versions import promote, rollback, rollback_place
+from bot.slack.subcommands import AMI_ID, Arg, Subcommand
 
 PROMOTE = Subcommand(
     name="promote", summary="make an AMI its family's current version (tag + SSM parameter /amibot/<family>/current)",

@@ -4,12 +4,12 @@ pair of rules so deregistered images and their snapshots can be restored."""
 
 from __future__ import annotations
 
-from bot import approvals
-from bot.blocks import per_account
-from bot.commands import Arg, Subcommand
-from bot.errors import UsageError
+from bot.core.errors import UsageError
 from bot.render import recycle_bin as render
+from bot.render.blocks import per_account
+from bot.services import approvals
 from bot.services import recycle_bin as service
+from bot.slack.subcommands import Arg, Subcommand
 
 SPEC = Subcommand(
     name="recycle-bin", summary="the Recycle Bin: retention rules, images in the bin and when they leave; `enable`",

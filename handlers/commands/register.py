@@ -2,8 +2,7 @@
 [--version V] [--account A]`: register an AMI whose root volume is an EBS snapshot, in the bot's own account or
 the one `--account` names."""
 
-from bot.commands import SNAPSHOT_ID, Arg, Subcommand
-from bot.errors import UsageError
+from bot.core.errors import UsageError
 from bot.render.lifecycle import NewImage
 from bot.services.create import (
     ARCHITECTURES,
@@ -14,6 +13,7 @@ from bot.services.create import (
     register_from_snapshot,
 )
 from bot.services.images import acting_account
+from bot.slack.subcommands import SNAPSHOT_ID, Arg, Subcommand
 from handlers.actions.image_buttons import announce
 
 SPEC = Subcommand(

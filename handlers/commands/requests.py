@@ -3,9 +3,9 @@
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-from bot import approvals
-from bot.commands import Subcommand
 from bot.render.approvals import requests_list
+from bot.services import approvals
+from bot.slack.subcommands import Subcommand
 
 SPEC = Subcommand(name="requests", summary="open approval requests, with links", usage="/ami requests",
                   example="/ami requests", aliases=("pending",), aws=False)

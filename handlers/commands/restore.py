@@ -4,11 +4,11 @@ piece is looked up first, so after a crash it finishes what is left."""
 
 from __future__ import annotations
 
-from bot.commands import AMI_ID, Arg, Subcommand
-from bot.errors import AmibotError, AwsError, NotFound
+from bot.core.errors import AmibotError, AwsError, NotFound
 from bot.render.recycle_bin import restored
 from bot.services import recycle_bin as service
 from bot.services.images import find_image
+from bot.slack.subcommands import AMI_ID, Arg, Subcommand
 
 SPEC = Subcommand(
     name="restore", summary="restore a deregistered AMI (and its snapshots) from the Recycle Bin",

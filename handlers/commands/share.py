@@ -7,11 +7,11 @@ account's name, and both act in the account that owns the image, by its operator
 
 from __future__ import annotations
 
-from bot import approvals
-from bot.commands import AMI_ID, Arg, Subcommand
 from bot.render import share as render
+from bot.services import approvals
 from bot.services import share as service
 from bot.services.images import shares_of
+from bot.slack.subcommands import AMI_ID, Arg, Subcommand
 
 TARGET = Arg("target", hint="a 12-digit account id, a managed account's name, org:<ARN>, ou:<ARN> or public")
 

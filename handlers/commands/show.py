@@ -1,12 +1,12 @@
 """`/ami show <ami-id|name>`: one AMI in full, with what uses it and who may launch it."""
 
-from bot.commands import Arg, Subcommand
 from bot.render.findings import findings_blocks
 from bot.render.images import image_choices, image_detail
 from bot.services.blast_radius import use_in_every_account
 from bot.services.findings import findings_of
 from bot.services.images import account_labels, accounts_named, find_images, shares_of
 from bot.services.references import scan
+from bot.slack.subcommands import Arg, Subcommand
 
 SPEC = Subcommand(
     name="show", summary="one AMI in full: devices, tags, shares, what uses it",

@@ -2,16 +2,16 @@
 `/ami protect` / `unprotect`. Disabling or unprotecting a family's current version needs approval. Each acts in
 the account that owns the image (`ctx.aws.of(image.account)`)."""
 
-from bot import approvals, blocks
-from bot.blocks import code, escape, when
-from bot.commands import AMI_ID, Arg, Subcommand, usage_of
-from bot.errors import AmibotError, UsageError
+from bot.core.errors import AmibotError, UsageError
+from bot.render import blocks
+from bot.render.blocks import code, escape, when
 from bot.render.deregister import unknown_lines, usage_lines
 from bot.render.lifecycle import approval_details, stage_done
-from bot.services import stages
+from bot.services import approvals, stages
 from bot.services.images import Image, find_image
 from bot.services.references import scan
 from bot.services.versions import is_promoted, parameter_name
+from bot.slack.subcommands import AMI_ID, Arg, Subcommand, usage_of
 
 IMAGE = Arg("image", pattern=AMI_ID, hint="an AMI id like ami-0abc1234def567890")
 

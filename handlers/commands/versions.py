@@ -1,11 +1,11 @@
 """`/ami versions <family> [--region R] [--account A]`: a family's versions across the managed accounts, newest
 first, with state and use."""
 
-from bot.commands import Arg, Subcommand
 from bot.render.lifecycle import versions
 from bot.services.findings import findings_of_many
 from bot.services.images import account_labels, accounts_named
 from bot.services.versions import family_versions
+from bot.slack.subcommands import Arg, Subcommand
 
 SHOWN = 25  # versions listed (and looked up in Amazon Inspector); older ones are counted
 

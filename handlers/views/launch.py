@@ -21,15 +21,18 @@ from typing import Any
 
 from slack_sdk.errors import SlackApiError
 
-from bot import audit, authority, blocks, delivery
-from bot.dispatch import answer_failure
-from bot.errors import AmibotError, UsageError
+from bot.core import authority
+from bot.core.errors import AmibotError, UsageError
+from bot.durable import audit
+from bot.render import blocks
 from bot.render import launch as render
 from bot.services import launch as service
 from bot.services.images import account_labels, list_images
 from bot.services.launch import LaunchOrder
 from bot.services.versions import is_current
-from bot.slack import Reply
+from bot.slack import delivery_keys
+from bot.slack.dispatch import answer_failure
+from bot.slack.reply import Reply
 from handlers.launch_flow import start_launch
 
 log = logging.getLogger(__name__)
@@ -64,8 +67,8 @@ def button_job(body: dict, key: str | None) -> dict[str, Any]:
     """What a Launch click's job needs, with the external id its views go by (derived from the delivery key, so
     a replayed click names the same view)."""
     seed = key or uuid.uuid4().hex
-    return {"user": body["user"]["id"], "channel": delivery.channel_of(body),
-            "image_id": delivery.text_at(body["actions"][0], "value"), "trigger_id": body.get("trigger_id"),
+    return {"user": body["user"]["id"], "channel": delivery_keys.channel_of(body),
+            "image_id": delivery_keys.text_at(body["actions"][0], "value"), "trigger_id": body.get("trigger_id"),
             "response_url": body.get("response_url"),
             "view": "amibot-launch-" + hashlib.sha256(seed.encode()).hexdigest()[:32]}
 
@@ -134,14 +137,14 @@ def _form(ctx, image_id: str | None, channel: str | None) -> dict:
 def read_form(values: dict[str, Any], default_type: str) -> tuple[LaunchOrder | None, dict[str, str]]:
     """The order in the submitted form, or the errors to show on its fields (no AWS calls)."""
     errors: dict[str, str] = {}
-    selected = delivery.text_at(values, render.FIELD_IMAGE, render.VALUE, "selected_option", "value") or ""
+    selected = delivery_keys.text_at(values, render.FIELD_IMAGE, render.VALUE, "selected_option", "value") or ""
     if not selected:
         errors[render.FIELD_IMAGE] = "Pick an image or a family."
     image_ref, _, region = selected.partition("@")
     parsed: dict[str, Any] = {}
     for block, parse in ((render.FIELD_TYPE, lambda text: service.parse_instance_type(text, default_type)),
                          (render.FIELD_COUNT, service.parse_count), (render.FIELD_NAME, service.parse_name)):
-        text = delivery.pick(values, block, render.VALUE, "value")
+        text = delivery_keys.pick(values, block, render.VALUE, "value")
         try:
             if text is not None and not isinstance(text, str):  # Slack sends text; anything else is not an answer
                 raise UsageError("This is not text.")
@@ -197,15 +200,16 @@ def register(app, ctx) -> None:
 
     @app.view(render.CALLBACK_ID)
     def submitted(ack, body, view, context):
-        order, errors = read_form(delivery.pick(view, "state", "values") or {}, ctx.policy.launch.default_instance_type)
+        values = delivery_keys.pick(view, "state", "values") or {}
+        order, errors = read_form(values, ctx.policy.launch.default_instance_type)
         if errors:
             ack(response_action="errors", errors=errors)
             return
-        channel = delivery.text_at(delivery.metadata(view), "channel")
+        channel = delivery_keys.text_at(delivery_keys.metadata(view), "channel")
         # Recorded before the ack (one SQLite insert, no AWS), so a crash right after cannot lose it. Only an
         # accepted submission claims its delivery key, so a replay launches nothing more; the key also names
         # the launch (its ClientToken), so even a re-run of this job cannot launch twice on AWS.
-        key = delivery.key_of(context, body)
+        key = delivery_keys.key_of(context, body)
         ctx.jobs.submit(JOB_KIND, {"order": asdict(order), "user": body["user"]["id"], "channel": channel,
                                    "delivery": key}, dedupe_key=key)
         ack()

@@ -7,20 +7,20 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from bot import delivery
-from bot.dispatch import JOB_KIND
-from bot.errors import UsageError
+from bot.core.errors import UsageError
 from bot.render.share import ANY_REGION, FIELD_REGION, FIELD_TARGET, SHARE_FORM, VALUE
 from bot.services.share import parse_target
+from bot.slack import delivery_keys
+from bot.slack.dispatch import JOB_KIND
 
 
 def read_form(view: dict[str, Any], accounts: Iterable = ()) -> tuple[str | None, dict[str, str]]:
     """The `/ami share` text the form stands for, or the errors to show on its fields (no AWS). `accounts`:
     the managed accounts, whose names the field accepts."""
-    values = delivery.pick(view, "state", "values") or {}
-    image_id = delivery.text_at(delivery.metadata(view), "image_id") or ""
-    target = delivery.text_at(values, FIELD_TARGET, VALUE, "value") or ""
-    region = delivery.text_at(values, FIELD_REGION, VALUE, "selected_option", "value") or ANY_REGION
+    values = delivery_keys.pick(view, "state", "values") or {}
+    image_id = delivery_keys.text_at(delivery_keys.metadata(view), "image_id") or ""
+    target = delivery_keys.text_at(values, FIELD_TARGET, VALUE, "value") or ""
+    region = delivery_keys.text_at(values, FIELD_REGION, VALUE, "selected_option", "value") or ANY_REGION
     try:
         parsed = parse_target(target, accounts)
     except UsageError as error:
@@ -40,9 +40,9 @@ def register(app, ctx) -> None:
         if errors:
             ack(response_action="errors", errors=errors)
             return
-        channel = delivery.text_at(delivery.metadata(view), "channel")
-        user = delivery.text_at(body, "user", "id")
+        channel = delivery_keys.text_at(delivery_keys.metadata(view), "channel")
+        user = delivery_keys.text_at(body, "user", "id")
         ctx.jobs.submit(JOB_KIND, {"text": text, "user_id": user, "channel_id": channel, "response_url": None,
                                    "trigger_id": body.get("trigger_id"), "via": "share form"},
-                        dedupe_key=delivery.key_of(context, body))
+                        dedupe_key=delivery_keys.key_of(context, body))
         ack()

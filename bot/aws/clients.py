@@ -32,16 +32,16 @@ from botocore.exceptions import (
 )
 from botocore.parsers import ResponseParserError
 
-from bot import authority
-from bot.accounts import HOME, Account
-from bot.errors import AwsDenied, AwsError, NotFound, Unsupported
-from bot.lean_botocore import (
+from bot.aws.lean_botocore import (
     dedupe_search_paths,
     lighten,
     share_event_aliases,
     share_service_models,
     share_session_parts,
 )
+from bot.core import authority
+from bot.core.accounts import HOME, Account
+from bot.core.errors import AwsDenied, AwsError, NotFound, Unsupported
 
 log = logging.getLogger(__name__)
 
@@ -276,7 +276,7 @@ class Aws:
                     on_result(target, results[target])
             return results
         with ThreadPoolExecutor(max_workers=min(self.home.max_concurrency, len(targets))) as pool:
-            # each in a copy of this thread's context: the acting user's authority goes along (bot/authority.py)
+            # each in a copy of this thread's context: the acting user's authority goes along (bot/core/authority.py)
             futures = {pool.submit(contextvars.copy_context().run, run, target): target for target in targets}
             for future in as_completed(futures):
                 target = futures[future]
@@ -288,7 +288,7 @@ class Aws:
     # --- one account ---------------------------------------------------------------------------------------
 
     def _authorized_only(self, model=None, **_: Any) -> None:
-        # A user's action may change only the accounts it has authorized (bot/authority.py): checked at the
+        # A user's action may change only the accounts it has authorized (bot/core/authority.py): checked at the
         # last moment before the request leaves, so no path can go around it.
         authority.guard(self.account.id, self.account.label if self.account.id else "", model.name)
 
@@ -556,7 +556,7 @@ class translate:
                                 "try again in a minute", code, self.action)
             return AwsError(f"AWS refused {self.action}{where}: {message.rstrip('.')}", code, self.action)
         if isinstance(error, ResponseParserError) and not _web_page(error):
-            # an empty or cut-short body (bot.lean_botocore notes which): AWS answered, but nothing can be read
+            # an empty or cut-short body (bot.aws.lean_botocore notes which): AWS answered, but nothing can be read
             return AwsError(f"AWS sent an unreadable answer to {self.action}{where} (empty or cut short); "
                             "try again in a minute", "UnreadableAnswer", self.action)
         if isinstance(error, NotImplementedError | ResponseParserError):
@@ -576,7 +576,7 @@ class translate:
 
 def _web_page(error: ResponseParserError) -> bool:
     """Whether the unreadable answer was an HTTP 5xx web page rather than an AWS answer: what an endpoint without
-    the API sends (moto's server). Noted on the error by bot.lean_botocore; else read from botocore's message."""
+    the API sends (moto's server). Noted on the error by bot.aws.lean_botocore; else read from botocore's message."""
     noted = getattr(error, "web_page", None)
     if noted is not None:
         return noted

@@ -15,8 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from bot import regions
-from bot.errors import UsageError
+from bot.core import regions
+from bot.core.errors import UsageError
 
 MAX_TEXT = 2000  # a slash command's text is capped by Slack at a few KB; real commands are short
 AMI_ID = re.compile(r"^ami-[0-9a-f]{8}([0-9a-f]{9})?$")
@@ -31,7 +31,7 @@ DASHED_FLAG = re.compile(r"(^|\s)[\u2014\u2013](?=[a-z])")
 
 
 # Flag values checked by the parser itself, by metavar: every `--region R` is validated in one place, against
-# botocore's region data (bot.regions), with a suggestion for a typo. Each check returns the problem or None.
+# botocore's region data (bot.core.regions), with a suggestion for a typo. Each check returns the problem or None.
 FLAG_VALUES: dict[str, Callable[[str], str | None]] = {
     "R": regions.problem,
 }

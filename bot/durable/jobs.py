@@ -23,7 +23,7 @@ in the lane it was recorded for.
 Deadlines: a job still unfinished ``deadline`` seconds after it was recorded (default
 ``[jobs].deadline_seconds``, per kind at register) has its kind's ``on_overdue`` called once — the user
 is told AWS is slow — and its answer is still delivered when it arrives. Threads cannot be killed; what
-bounds a job on a hung endpoint is the AWS connect/read timeouts and retry cap (bot/aws.py).
+bounds a job on a hung endpoint is the AWS connect/read timeouts and retry cap (bot/aws/clients.py).
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from bot.audit import now_iso
-from bot.store import Store
+from bot.durable.audit import now_iso
+from bot.durable.store import Store
 
 log = logging.getLogger(__name__)
 

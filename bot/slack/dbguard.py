@@ -1,7 +1,7 @@
 """No new work on a lost database: a global Bolt middleware in front of every listener (HTTP and Socket Mode).
 
 When the database file is gone, replaced, truncated, damaged, read-only or older than what this process already
-saw in it (bot/store.py ``Store.file_problem``: one cached look a second at most, well under a millisecond, so
+saw in it (bot/durable/store.py ``Store.file_problem``: one cached look a second at most, well under a millisecond, so
 the ack path stays fast), a slash command is answered in its ack, a click through its response_url, and nothing
 is recorded or run. The store logs the reason once, not per request.
 """
@@ -14,7 +14,7 @@ import threading
 
 from slack_bolt import BoltResponse
 
-from bot.store import Store
+from bot.durable.store import Store
 
 log = logging.getLogger(__name__)
 

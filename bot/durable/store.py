@@ -221,7 +221,7 @@ MIGRATIONS: list[tuple[int, str, str]] = [
     """),
     (15, "a write generation: an older copy of the file put in place of the live one is noticed", """
         -- Every write transaction (and every health check) adds one; a running process remembers the highest it
-        -- has seen, so a number lower than that means the file went back in time (bot/store.py file_problem).
+        -- has seen, so a number lower than that means the file went back in time (bot/durable/store.py file_problem).
         CREATE TABLE generation (
             one INTEGER PRIMARY KEY CHECK (one = 1),
             n INTEGER NOT NULL

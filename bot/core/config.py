@@ -16,17 +16,17 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from bot import regions
-from bot.accounts import Account, parse_accounts
-from bot.errors import ConfigError
-from bot.services.families import FamilyTag, pattern_problem
+from bot.core import regions
+from bot.core.accounts import Account, parse_accounts
+from bot.core.errors import ConfigError
+from bot.core.families import FamilyTag, pattern_problem
 
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
 
 USER_OR_GROUP = re.compile(r"^[UWS][A-Z0-9]{2,}$")
 CHANNEL = re.compile(r"^[CGD][A-Z0-9]{2,}$")
 ACCOUNT = re.compile(r"^\d{12}$")
-REGION = regions.WELL_FORMED  # what a region name looks like; whether it exists: bot.regions
+REGION = regions.WELL_FORMED  # what a region name looks like; whether it exists: bot.core.regions
 CLOCK = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 SUBNET = re.compile(r"^subnet-[0-9a-f]{8,17}$")
 SECURITY_GROUP = re.compile(r"^sg-[0-9a-f]{8,17}$")
@@ -243,7 +243,7 @@ def parse_policy(data: dict[str, Any], source: str = "defaults") -> Policy:
         sections[section_name] = values
     if problems:
         raise ConfigError(problems)
-    # The family tag carries the team's naming patterns to every caller that passes it (bot.services.families).
+    # The family tag carries the team's naming patterns to every caller that passes it (bot.core.families).
     sections["digest"]["family_tag"] = FamilyTag(sections["digest"]["family_tag"], sections["families"]["patterns"])
     return Policy(**sections, source=source, accounts=accounts)
 

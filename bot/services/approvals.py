@@ -10,11 +10,11 @@ Features plug in a ``Kind`` (what to execute once approved, how to reconcile aft
 executes exactly once, and reports progress and the outcome in the message and its thread.
 
 The engine never talks to Slack itself and never renders: each message it owes is an intent (data)
-written to the outbox in the same transaction as the state change that causes it; bot/outbox.py renders
+written to the outbox in the same transaction as the state change that causes it; bot/slack/outbox.py renders
 and delivers it (at once after the commit, and again until Slack has it).
 
 Accounts: a request's params carry "account", the id of the account it acts in ("" or missing: the bot's own).
-That account's `approvers` ([[accounts]]) replace [approvals].approvers for it (bot/access.py), and with accounts
+That account's `approvers` ([[accounts]]) replace [approvals].approvers for it (bot/core/access.py), and with accounts
 configured its messages and audit rows name it: "prod (111111111111)".
 """
 
@@ -29,10 +29,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from bot import anchors, audit, authority
-from bot.accounts import Account
-from bot.blocks import escape
-from bot.errors import AccessDenied, AmibotError, NotFound
+from bot.core import authority
+from bot.core.accounts import Account
+from bot.core.errors import AccessDenied, AmibotError, NotFound
+from bot.durable import anchors, audit
+from bot.render.blocks import escape
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +189,7 @@ def _transition(ctx, request_id: str, from_states: tuple[str, ...], to_state: st
 
 
 def _owe(ctx, request_id: str, intent: dict[str, Any]) -> None:
-    """A message this state change owes Slack, written in the caller's transaction (see bot/outbox.py)."""
+    """A message this state change owes Slack, written in the caller's transaction (see bot/slack/outbox.py)."""
     ctx.store.execute("INSERT INTO outbox (intent, subject, state, next_at, created_at) VALUES (?, ?, 'pending', ?, ?)",
                       (json.dumps({**intent, "request_id": request_id}), request_id, time.time(), _stamp(ctx)))
 

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from bot import csvfile
-from bot.store import Store
+from bot.core import csvfile
+from bot.durable.store import Store
 
 GENESIS = "0" * 64
 FIELDS = ("id", "ts", "actor", "channel", "action", "target", "detail", "outcome", "prev_hash")

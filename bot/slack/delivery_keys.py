@@ -33,8 +33,8 @@ import json
 import logging
 from typing import Any
 
-from bot.audit import now_iso
-from bot.store import Store
+from bot.durable.audit import now_iso
+from bot.durable.store import Store
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """The outbox: every message the approval engine owes Slack, delivered at least once, posted at most once.
 
-The engine (bot/approvals.py) writes an *intent* — data, never a rendered message — into the ``outbox``
+The engine (bot/services/approvals.py) writes an *intent* — data, never a rendered message — into the ``outbox``
 table in the same SQLite transaction as the state change that causes it, so no committed change can lose
 its message and no rolled-back one can send one. This module renders intents with bot/render/approvals.py
 at delivery time (from the request's current state) and sends them:
@@ -26,9 +26,12 @@ from datetime import timedelta
 
 from slack_sdk.errors import SlackApiError
 
-from bot import approvals, audit, blocks, scheduler, steps
-from bot.audit import now_iso
+from bot import scheduler
+from bot.durable import audit, steps
+from bot.durable.audit import now_iso
 from bot.render import approvals as render
+from bot.render import blocks
+from bot.services import approvals
 
 log = logging.getLogger(__name__)
 

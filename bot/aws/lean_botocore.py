@@ -12,12 +12,12 @@ touch keeps its own behaviour), none changing what a client sends or what caller
   strings emptied (EC2's model: 13.9 MiB as botocore loads it, 6.5 MiB so, and parsed in half the time);
   responses' timestamps are read with `datetime.fromisoformat` (botocore uses dateutil's general parser, a
   tenth of the digest's CPU), and a timestamp no parser can read is kept as the text AWS sent instead of
-  failing the whole page (bot.awsdata.parse_time then logs it and treats it as unknown).
-- `tolerate`: the same for numbers (a non-numeric VolumeSize stays text: bot.awsdata.integer makes that one field
+  failing the whole page (bot.aws.data.parse_time then logs it and treats it as unknown).
+- `tolerate`: the same for numbers (a non-numeric VolumeSize stays text: bot.aws.data.integer makes that one field
   unknown, where botocore's ValueError failed the whole listing), and an answer that cannot be read is told
   apart from an endpoint without the API: the ResponseParserError notes whether AWS sent an HTTP 5xx web page
   (``web_page``), and an empty or broken JSON success body is one too (botocore reads it as an empty answer,
-  which would be "none" where nothing is known). bot.aws says which it was.
+  which would be "none" where nothing is known). bot.aws.clients says which it was.
 - `share_session_parts`: an assumed account's session reuses the bot's own session's loader, endpoint data
   (6.7 MiB, otherwise parsed again per account) and parsers, and names boto3's data directory once.
 """
@@ -147,7 +147,7 @@ def _timestamp_parser() -> Callable[[Any], Any] | None:
     def parse(value: Any) -> Any:
         """AWS's ISO 8601 timestamps ('2024-05-01T10:00:00.000Z') at C speed; anything else (epoch numbers,
         RFC 822 dates) the way botocore reads it. One that nothing can read stays the text AWS sent, so one bad
-        item does not fail a page of hundreds (callers parse text themselves: bot.awsdata.parse_time)."""
+        item does not fail a page of hundreds (callers parse text themselves: bot.aws.data.parse_time)."""
         if type(value) is str and len(value) >= 19 and value[4] == "-" and value[10] == "T":
             try:
                 return datetime.fromisoformat(value)

@@ -6,7 +6,7 @@ Slack takes effect within `ttl` seconds without a call per click.
 Per account: an `[[accounts]]` entry's `operators` / `approvers` REPLACE `[access].operators` /
 `[approvals].approvers` for what acts in that account (the global lists do not also apply there), with the same
 rules: an empty list of operators lets anyone act, no approvers means that account's operators approve. An
-account without the key uses the global list. `account` below is a bot.accounts.Account, an account id or name,
+account without the key uses the global list. `account` below is a bot.core.accounts.Account, an account id or name,
 or None (the global lists: single-account behaviour).
 """
 
@@ -20,9 +20,9 @@ from collections.abc import Callable, Iterable
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from bot.accounts import Account
-from bot.accounts import find as find_account
-from bot.errors import AccessDenied
+from bot.core.accounts import Account
+from bot.core.accounts import find as find_account
+from bot.core.errors import AccessDenied
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ class Access:
         """The early refusal of a changing command or click, before any AWS call: the channel, and the user must
         be an operator of `account` when it is named (`--account`, a button naming its account), else of some
         account. It grants nothing: the account the action changes is authorized once it is known
-        (bot/authority.py)."""
+        (bot/core/authority.py)."""
         self.check_channel(channel, what)
         if self.account(account) is not None:
             self.check_account(user, account, what)
@@ -119,7 +119,7 @@ class Access:
                                "[access].operators.")
 
     def check_account(self, user: str, account: Account | str | None, what: str) -> None:
-        """The rule: the operators of the account an action changes decide (bot/authority.py calls this)."""
+        """The rule: the operators of the account an action changes decide (bot/core/authority.py calls this)."""
         entry = self.account(account)
         if entry is None or entry.operators is None:
             if not self.is_operator(user):

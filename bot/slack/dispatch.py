@@ -12,11 +12,13 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from bot import audit, authority, blocks, metrics
-from bot.commands import MAX_TEXT, Invocation, flag_doc, help_topic, parse
 from bot.context import Context
-from bot.errors import AccessDenied, AmibotError, UsageError
-from bot.slack import Reply
+from bot.core import authority, metrics
+from bot.core.errors import AccessDenied, AmibotError, UsageError
+from bot.durable import audit
+from bot.render import blocks
+from bot.slack.reply import Reply
+from bot.slack.subcommands import MAX_TEXT, Invocation, flag_doc, help_topic, parse
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +47,7 @@ class CommandCall:
 
     def acting_in(self, account: Any):
         """The AWS handle of the account this command changes (an Account, id or name; "" or None: the bot's
-        own), once its operators have allowed this user (bot/authority.py: the one rule, the one check). Every
+        own), once its operators have allowed this user (bot/core/authority.py: the one rule, the one check). Every
         changing command resolves that account from what it acts on and calls this before changing anything;
         AWS calls that change an account not authorized here are refused. Raises AccessDenied or NotFound."""
         return authority.authorize(self.ctx, account, self.invocation.subcommand.changing_label)
@@ -172,7 +174,7 @@ def report_interrupted(ctx: Context, payload: dict[str, Any]) -> None:
 
 
 def gate_command(ctx: Context, payload: dict[str, Any]) -> bool:
-    """Runs on the jobs' quick lane before a command waits for AWS (bot/jobs.py). A command that needs no
+    """Runs on the jobs' quick lane before a command waits for AWS (bot/durable/jobs.py). A command that needs no
     AWS after all, or a changing one its user may not run, is answered right here by run_command itself
     (so it is refused and audited exactly as it would be later); True: let it go on to the AWS lane."""
     try:

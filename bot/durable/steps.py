@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from bot.audit import now_iso
+from bot.durable.audit import now_iso
 
 PLANNED, DONE, FAILED, SKIPPED = "planned", "done", "failed", "skipped"
 

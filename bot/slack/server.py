@@ -15,8 +15,9 @@ import waitress
 from slack_bolt.adapter.wsgi import SlackRequestHandler
 from slack_sdk.signature import SignatureVerifier
 
-from bot import __version__, metrics
+from bot import __version__
 from bot.app import Amibot
+from bot.core import metrics
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,7 @@ HEALTH_PATH = "/healthz"
 
 def health(amibot: Amibot) -> tuple[int, dict[str, Any]]:
     """200 only when the database file is the one opened at start and a short write transaction succeeds
-    (bot/store.py Store.health: about a second at most, even when the file is locked or truncated)."""
+    (bot/durable/store.py Store.health: about a second at most, even when the file is locked or truncated)."""
     ctx = amibot.ctx
     try:
         checked = ctx.store.health()

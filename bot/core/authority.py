@@ -7,12 +7,12 @@ channel parameter moves; for something new (create, register, base --copy, launc
 `--account` only says where to look.
 
 How it is enforced, for every command, button, form and approved request:
-1. A user's action runs inside ``acting(user, what)`` (bot.dispatch for commands, the click and form jobs, the
+1. A user's action runs inside ``acting(user, what)`` (bot.slack.dispatch for commands, the click and form jobs, the
    approval engine for an approved request — there with the request's own account already authorized).
-2. Once it knows the account it changes, it calls ``authorize(ctx, account)``: the operators check (bot.access),
+2. Once it knows the account it changes, it calls ``authorize(ctx, account)``: the operators check (bot.core.access),
    and the account is remembered as authorized for this action.
-3. Every boto3 client amibot makes (bot.aws) refuses a changing API call — anything but Describe/List/Get… — in an
-   account the current action has not authorized, and the approval engine refuses to open a request for one
+3. Every boto3 client amibot makes (bot.aws.clients) refuses a changing API call — anything but Describe/List/Get…
+   — in an account the current action has not authorized, and the approval engine refuses to open a request for one
    (``require``). A runner that forgets step 2 therefore fails closed, before anything changes.
 Work nobody asked for in Slack (the scheduled digest, anchors, reconciling at start) runs outside any action, on
 amibot's own authority.
@@ -27,7 +27,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
-from bot.errors import AccessDenied
+from bot.core.errors import AccessDenied
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +94,7 @@ def require(account_id: str, change: str, label: str = "") -> None:
 
 
 def guard(account_id: str, label: str, operation: str) -> None:
-    """The check every AWS call passes (hooked on each client by bot.aws): reads pass, changes need authority."""
+    """The check every AWS call passes (hooked on each client by bot.aws.clients): reads pass, changes need
+    authority."""
     if not is_read(operation):
         require(account_id, operation, label)

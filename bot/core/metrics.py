@@ -252,7 +252,7 @@ def time_acks(app, metrics: Metrics) -> None:
 
 def ops_wsgi_app(amibot) -> Callable:
     """GET /metrics and /healthz only: in Socket Mode there is no signing secret, so no /slack/events here."""
-    from bot.server import HEALTH_PATH, health
+    from bot.slack.server import HEALTH_PATH, health
 
     def application(environ, start_response):
         path, method = environ.get("PATH_INFO", ""), environ.get("REQUEST_METHOD")

@@ -1,6 +1,6 @@
 """Audit anchors: the hash chain's state written outside the database, so it cannot be rewound quietly.
 
-The chain in bot/audit.py detects any edit, insert or deletion — except by someone who rewrites the file
+The chain in bot/durable/audit.py detects any edit, insert or deletion — except by someone who rewrites the file
 consistently: delete the last rows and point the head back, or empty the trail. An anchor is the chain's
 state at a moment — (row count, last id, head hash, time) — copied to places the database's owner cannot
 rewrite: a Slack channel (``[audit].channel``) and an S3 bucket with Object Lock (``[audit].anchor_bucket``,
@@ -24,17 +24,17 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from bot.aws import call, paginate, requires
+from bot.aws.clients import call, paginate, requires
 
 if TYPE_CHECKING:  # annotations only: the digest's command line imports this and need not load sqlite-utils
-    from bot.store import Store
+    from bot.durable.store import Store
 
 log = logging.getLogger(__name__)
 
 ANCHOR_JOB = "audit.anchor"
 KEY_PREFIX = "amibot/anchors/"
 FORMAT = "amibot-anchor/1"
-# Decisions and outcomes of approval requests: each is followed by an anchor (bot/approvals.py _record).
+# Decisions and outcomes of approval requests: each is followed by an anchor (bot/services/approvals.py _record).
 DECISIONS = {"approved", "rejected", "cancelled", "expired", "succeeded", "failed"}
 HASH = re.compile(r"^[0-9a-f]{64}$")
 LINE = re.compile(r"count=(?P<count>\d+) last_id=(?P<last_id>\d+) head=(?P<head>[0-9a-f]{64}) at=(?P<at>\S+)")
