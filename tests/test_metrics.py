@@ -137,7 +137,7 @@ def test_head_and_openmetrics_are_answered(harness):
 
 
 def test_socket_mode_listener_serves_metrics_and_health_only(harness):
-    """`amibot socket --metrics-port` runs exactly this (bot.cli._start_metrics → metrics.start_server)."""
+    """`amibot socket --metrics-port` runs exactly this (bot.cli._start_metrics → metrics_server.start_server)."""
     harness.command("list")
     server = metrics_server.start_server(harness.ctx, "127.0.0.1", 0)
     try:
