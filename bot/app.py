@@ -1,31 +1,27 @@
-"""The app factory: one Bolt App with its listeners, its context and its background parts.
+"""The app factory: one Bolt App with its context; bot/wiring.py gives it its listeners and background parts.
 
-bot/ never imports handlers/ except here, where the listeners are registered.
+bot/ never imports handlers/ except from the runtime (bot/wiring.py), where the listeners are registered.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from dataclasses import dataclass, field
 
 from slack_bolt import App, BoltResponse
 from slack_bolt.middleware import Middleware
 from slack_sdk import WebClient
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 
-from bot import scheduler
+from bot import wiring
 from bot.aws.clients import Aws
-from bot.context import Context, utc_now
-from bot.core import metrics
 from bot.core.access import Access
 from bot.core.config import Policy, Settings
-from bot.durable import anchors
-from bot.durable.jobs import InFlight, JobRunner, TrackedExecutor
+from bot.durable.jobs import JobRunner, TrackedExecutor
 from bot.durable.store import Store
-from bot.services import approvals, organization
-from bot.slack import delivery_keys, dispatch, outbox
-from bot.slack.dbguard import database_guard
+from bot.slack import delivery_keys
+from bot.slack.context import Context, utc_now
+from bot.wiring import Hook
 
 log = logging.getLogger(__name__)
 
@@ -37,17 +33,16 @@ STOP_WAIT_SECONDS = 5
 class Amibot:
     app: App
     ctx: Context
+    on_start: list[Hook] = field(default_factory=list)  # bot/wiring.py's start hooks, in order
+    on_stop: list[Hook] = field(default_factory=list)
 
     def start_background(self) -> None:
-        """Resume unfinished jobs; later: start the scheduler. Called by `serve` and `socket`."""
-        counts = self.ctx.jobs.recover()
-        if any(counts.values()):
-            log.info("recovered jobs: %s", counts)
-        for hook in self.ctx.extras.get("on_start", []):
+        """Resume unfinished work, then (serve, socket) start the scheduler: bot/wiring.py's start hooks."""
+        for hook in self.on_start:
             hook(self.ctx)
 
     def stop(self) -> None:
-        for hook in self.ctx.extras.get("on_stop", []):
+        for hook in self.on_stop:
             hook(self.ctx)
         # Give running jobs a moment to finish; any still running are reconciled at the next start. Bounded, so
         # SIGTERM stops the process within 10 s even when the database is broken and jobs hang on it.
@@ -58,7 +53,8 @@ class Amibot:
 
 def create_app(settings: Settings, policy: Policy, *, slack: WebClient | None = None, aws: Aws | None = None,
                store: Store | None = None, clock=utc_now, socket_mode: bool = False,
-               token_verification: bool = True) -> Amibot:
+               token_verification: bool = True, scheduled: bool = False) -> Amibot:
+    """The app, wired by bot/wiring.py. `scheduled`: its start hooks also start the scheduler (serve, socket)."""
     store = store or Store(settings.db_path)
     slack = slack or WebClient(token=settings.bot_token, base_url=settings.slack_api_url)
     if not any(isinstance(h, RateLimitErrorRetryHandler) for h in slack.retry_handlers):
@@ -66,12 +62,10 @@ def create_app(settings: Settings, policy: Policy, *, slack: WebClient | None = 
     aws = aws or Aws(policy.aws.regions)
     jobs = JobRunner(store, workers=policy.jobs.workers, per_user=policy.jobs.per_user,
                      deadline=policy.jobs.deadline_seconds)
-    ctx = Context(settings=settings, policy=policy, store=store, aws=aws, slack=slack, jobs=jobs,
-                  access=Access(policy, slack), clock=clock)
     listeners = TrackedExecutor(max_workers=16, thread_name_prefix="amibot-listener")
-    ctx.extras["listeners"] = listeners
-    ctx.extras["acking"] = InFlight()  # the HTTP server counts Slack requests in it
-    jobs.yield_to += [lambda: listeners.busy, lambda: ctx.extras["acking"].busy]
+    ctx = Context(settings=settings, policy=policy, store=store, aws=aws, slack=slack, jobs=jobs,
+                  access=Access(policy, slack), clock=clock, listeners=listeners)
+    jobs.yield_to += [lambda: listeners.busy, lambda: ctx.acking.busy]  # the HTTP server counts Slack requests
     app = App(
         client=slack,
         signing_secret=settings.signing_secret or ("" if socket_mode else None),
@@ -84,32 +78,8 @@ def create_app(settings: Settings, policy: Policy, *, slack: WebClient | None = 
         # _OnceOnly answers those first and runs nothing.
         before_authorize=_OnceOnly(),
     )
-    app.middleware(database_guard(store))  # no new work is accepted on a lost database
-    metrics.enable(app, ctx)  # the app's own registry; times every ack, observes jobs and AWS calls
-    organization.enable(ctx)  # the managed accounts, before anything lists or acts
-    approvals.enable(ctx)
-    outbox.enable(ctx)  # after approvals: its start hook (resend what a crash left) runs first
-    anchors.enable(ctx)  # audit anchors: daily and after every approval decision
-    scheduler.add_schedule(ctx, lambda sched, ctx: sched.add_job(
-        lambda: prune(ctx.store, ctx.clock()), "interval", hours=1, id="store.prune",
-        name="store.prune: forget old request keys and finished jobs"))
-    # The listener picks each command's lane; a changing command's access check runs first on the quick lane
-    # (refused: answered without waiting for AWS), and one not answered by the deadline says AWS is slow.
-    jobs.register(dispatch.JOB_KIND, lambda payload: dispatch.run_command(ctx, payload),
-                  lambda payload: dispatch.report_interrupted(ctx, payload),
-                  gate=lambda payload: dispatch.gate_command(ctx, payload),
-                  on_overdue=lambda payload, seconds: dispatch.report_overdue(ctx, payload, seconds))
-
-    import handlers  # the one place bot/ imports handlers/
-    from bot.services import load_all
-
-    load_all()  # every approval kind is known before recovery looks at stored requests
-
-    handlers.register(app, ctx)
-    from handlers.commands import launch as launch_command
-
-    launch_command.register_jobs(ctx)  # resumes a launch wait a crash interrupted
-    return Amibot(app, ctx)
+    wiring.attach(app, ctx)
+    return Amibot(app, ctx, on_start=wiring.start_hooks(scheduled), on_stop=wiring.stop_hooks(scheduled))
 
 
 class _OnceOnly(Middleware):
@@ -128,20 +98,3 @@ class _OnceOnly(Middleware):
             return BoltResponse(status=400, body="This is not a payload Slack sends; nothing was done.")
         req.context[delivery_keys.CONTEXT_KEY] = delivery_keys.delivery_key(req.body)
         return next()
-
-
-# Slack retries within minutes; a day of request keys and a week of finished jobs is plenty to drop repeats
-# and to look back at what ran, without the tables growing forever.
-SEEN_REQUESTS_KEPT = timedelta(days=1)
-FINISHED_JOBS_KEPT = timedelta(days=7)
-
-
-def prune(store: Store, now: datetime) -> dict[str, int]:
-    """Forget old de-duplication keys and finished jobs (queued, running and interrupted ones stay)."""
-    def before(age: timedelta) -> str:
-        return (now - age).strftime("%Y-%m-%dT%H:%M:%S")
-
-    requests = store.execute("DELETE FROM slack_requests WHERE received_at < ?", (before(SEEN_REQUESTS_KEPT),))
-    jobs = store.execute("DELETE FROM jobs WHERE state IN ('done', 'failed') AND updated_at < ?",
-                         (before(FINISHED_JOBS_KEPT),))
-    return {"slack_requests": requests.rowcount, "jobs": jobs.rowcount}

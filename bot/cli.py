@@ -53,15 +53,13 @@ def _load(mode: str):
 
 
 def cmd_serve(args) -> int:
-    from bot import scheduler
     from bot.app import create_app
     from bot.slack.server import create_server, serve_forever
 
     settings, policy = _load("http")
     _refuse_a_lost_database(settings, policy, args.new_database)
     _check_slack(settings)
-    amibot = create_app(settings, policy)
-    scheduler.enable(amibot.ctx)
+    amibot = create_app(settings, policy, scheduled=True)
     try:
         server = create_server(amibot, host=args.host, port=args.port, threads=args.threads)
     except OSError as error:  # the port is taken (or privileged): say so, not a traceback
@@ -87,14 +85,12 @@ def cmd_serve(args) -> int:
 def cmd_socket(args) -> int:
     from slack_bolt.adapter.socket_mode import SocketModeHandler
 
-    from bot import scheduler
     from bot.app import create_app
 
     settings, policy = _load("socket")
     _refuse_a_lost_database(settings, policy, args.new_database)
     _check_slack(settings)
-    amibot = create_app(settings, policy, socket_mode=True)
-    scheduler.enable(amibot.ctx)
+    amibot = create_app(settings, policy, socket_mode=True, scheduled=True)
     metrics_server = _start_metrics(amibot, getattr(args, "metrics_host", "127.0.0.1"),
                                     getattr(args, "metrics_port", None))
     amibot.start_background()
@@ -159,10 +155,10 @@ def _start_metrics(amibot, host: str, port: int | None):
     """Socket Mode has no HTTP server of its own: --metrics-port starts a small one for /metrics and /healthz."""
     if not port:
         return None
-    from bot.core import metrics
+    from bot.slack import metrics_server
 
     try:
-        return metrics.start_server(amibot, host, port)
+        return metrics_server.start_server(amibot.ctx, host, port)
     except OSError as error:
         amibot.stop()
         raise SystemExit(f"amibot: cannot serve metrics on {host}:{port}: {error.strerror or error}") from None
@@ -352,16 +348,16 @@ def _refuse_a_lost_database(settings, policy, new_database: bool) -> None:
 def cmd_iam_policy(args) -> int:
     """The bot's own policy (the committed iam-policy.json); --member: the policy of the role in each member
     account; --trust PRINCIPAL: that role's trust policy."""
-    from bot.aws import clients as aws
+    from bot import iam_policy as policies
 
     if args.trust:
-        print(json.dumps(aws.trust_policy(_trusted_principal(args.trust), _external_id(args)), indent=2))
+        print(json.dumps(policies.trust_policy(_trusted_principal(args.trust), _external_id(args)), indent=2))
     elif args.member:
-        print(json.dumps(aws.member_policy(), indent=2))
+        print(json.dumps(policies.member_policy(), indent=2))
     else:
         if args.external_id or args.account:
             raise SystemExit("amibot: --external-id and --account go with --trust")
-        print(json.dumps(aws.iam_policy(), indent=2))
+        print(json.dumps(policies.iam_policy(), indent=2))
     return 0
 
 

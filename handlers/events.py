@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import time
 
-from bot import scheduler
 from bot.durable.jobs import AWS, QUICK
 from bot.render.home import home_view
 from bot.services import dashboard
@@ -57,12 +56,6 @@ def keep_fresh(ctx) -> None:
 
 
 def register(app, ctx) -> None:
-    ctx.jobs.register(HOME_JOB, lambda payload: refresh(ctx, payload),
-                      lambda payload: ctx.jobs.submit(HOME_JOB, payload))  # reading and publishing: safe to redo
-    scheduler.add_schedule(ctx, lambda sched, ctx: sched.add_job(
-        keep_fresh, "interval", minutes=5, args=[ctx], id="home.keep_fresh", name="Home tab: keep the fleet fresh",
-        misfire_grace_time=300))
-
     @app.event("app_home_opened")
     def home_opened(event, client, body, context):
         if not isinstance(event, dict) or event.get("tab") != "home" or not isinstance(event.get("user"), str):

@@ -5,6 +5,8 @@ execution, and unknown (never "none") where amibot cannot look."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import boto3
 import botocore.awsrequest
 import botocore.handlers
@@ -216,7 +218,7 @@ def test_a_usage_report_still_covers_the_unmanaged_accounts(app, aws, monkeypatc
     """AWS's usage report (Stubber: moto has none) answers for the account amibot does not manage; the managed
     one is scanned directly. The report is the owning (bake) account's, and so is the job that follows it."""
     image_id = shared_bake_image(aws, "reported-bake", UNMANAGED, seed.PROD)
-    app.ctx.extras["usage_report.poll_seconds"] = 0.01
+    app.ctx.waits = dataclasses.replace(app.ctx.waits, usage_report_poll_seconds=0.01)
     ec2 = boto3.client("ec2", region_name="us-east-1")
     stub = Stubber(ec2)
     by_id = {"ReportIds": ["amiur-0123456789abcdef0"]}

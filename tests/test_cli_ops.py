@@ -21,7 +21,7 @@ import urllib.request
 import pytest
 from slack_sdk.signature import SignatureVerifier
 
-from bot import cli, scheduler
+from bot import cli, wiring
 from bot.core import logs
 from tests.fakeslack import FakeSlack, free_port
 
@@ -231,7 +231,7 @@ def test_botocore_info_lines_are_quiet_unless_debug(aws, tmp_path, monkeypatch, 
 
 def test_scheduled_jobs_have_readable_names(make_harness):
     harness = make_harness({"aws": {"regions": ["us-east-1"]}, "digest": {"channel": "C0DIGEST"}})
-    jobs = scheduler.build_scheduler(harness.ctx).get_jobs()
+    jobs = wiring.build_scheduler(harness.ctx).get_jobs()
     names = {job.id: job.name for job in jobs}
     assert {"store.prune", "approvals.sweep", "digest.daily"} <= set(names)
     for job_id, name in names.items():

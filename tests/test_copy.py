@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 
@@ -68,7 +69,7 @@ def test_copy_into_another_region_carries_the_tags_and_updates_the_message(harne
 
 
 def test_a_failed_copy_says_why_and_the_wait_is_bounded(harness, aws):
-    harness.ctx.extras.update({"create.wait_seconds": 0.2, "create.poll_seconds": 0.05})
+    harness.ctx.waits = dataclasses.replace(harness.ctx.waits, create_wait_seconds=0.2, create_poll_seconds=0.05)
     image_id = seed.image(aws, "db-v2")
     state = {}
 

@@ -14,7 +14,7 @@ import boto3
 import pytest
 from botocore.stub import ANY, Stubber
 
-from bot import cli, scheduler
+from bot import cli, wiring
 from bot.aws.clients import Aws
 from bot.core.config import parse_policy
 from bot.render.approvals import APPROVE
@@ -243,7 +243,7 @@ def daily_policy(at: str = "09:00", timezone: str = "Europe/Berlin") -> dict:
 
 
 def daily_job(running):
-    job = scheduler.build_scheduler(running.ctx).get_job(digest.SCHEDULE_ID)
+    job = wiring.build_scheduler(running.ctx).get_job(digest.SCHEDULE_ID)
     assert job is not None
     return job
 
@@ -313,7 +313,7 @@ def test_posted_once_by_two_schedulers_on_one_database(make_harness, aws):
 
 
 def test_no_channel_means_no_daily_job(harness):
-    assert scheduler.build_scheduler(harness.ctx).get_job(digest.SCHEDULE_ID) is None
+    assert wiring.build_scheduler(harness.ctx).get_job(digest.SCHEDULE_ID) is None
 
 
 # --- LastLaunchedTime and pagination, which moto does not do ------------------------------------------------

@@ -9,7 +9,8 @@ from pathlib import Path
 import boto3
 from botocore import xform_name
 
-from bot.aws.clients import PERMISSIONS, iam_policy
+from bot.aws.clients import PERMISSIONS
+from bot.iam_policy import iam_policy
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVICES = {"ec2": "ec2", "autoscaling": "autoscaling", "ssm": "ssm", "sts": "sts", "rbin": "rbin", "s3": "s3",
@@ -67,10 +68,6 @@ def calls_in_code() -> dict[str, list[str]]:
 
 
 def test_every_aws_call_in_the_code_is_declared():
-    from bot.services import load_all
-
-    load_all()  # every @requires
-
     known = operations()
     missing = {name: where for name, where in calls_in_code().items() if not (known[name] & set(PERMISSIONS))}
     assert not missing, f"AWS calls without a @requires declaration: {missing}"
@@ -87,7 +84,7 @@ def test_committed_policy_matches_the_code():
 
 
 def test_the_member_policy_is_the_bots_without_what_only_its_own_account_needs():
-    from bot.aws.clients import member_policy
+    from bot.iam_policy import member_policy
 
     own = set(iam_policy()["Statement"][0]["Action"])
     member = set(member_policy()["Statement"][0]["Action"])
@@ -109,7 +106,7 @@ def _cli(*args: str, env: dict | None = None):
 
 
 def test_iam_policy_prints_the_trust_and_member_policies(tmp_path):
-    from bot.aws.clients import member_policy
+    from bot.iam_policy import member_policy
 
     assert json.loads(_cli().stdout) == json.loads((ROOT / "iam-policy.json").read_text())
     assert json.loads(_cli("--member").stdout) == member_policy()
@@ -136,3 +133,36 @@ def test_iam_policy_refuses_a_bad_principal_in_one_line(tmp_path):
     empty.write_text("")
     unknown = _cli("--trust", "123456789012", "--account", "nosuch", env={"AMIBOT_CONFIG": str(empty)})
     assert unknown.returncode != 0 and "--account nosuch: not in [[accounts]]" in unknown.stderr
+
+
+def modules_declaring_permissions() -> set[str]:
+    """Every module under bot/ and handlers/ with a function decorated ``@requires(…)``."""
+    found = set()
+    for path in sorted([*(ROOT / "bot").rglob("*.py"), *(ROOT / "handlers").rglob("*.py")]):
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for node in ast.walk(tree):
+            decorators = getattr(node, "decorator_list", [])
+            if any(isinstance(d, ast.Call) and getattr(d.func, "id", getattr(d.func, "attr", "")) == "requires"
+                   for d in decorators):
+                found.add(".".join(path.relative_to(ROOT).with_suffix("").parts))
+                break
+    return found
+
+
+def test_the_policy_module_lists_every_module_that_declares_permissions():
+    from bot.iam_policy import DECLARING
+
+    assert modules_declaring_permissions() == {module.__name__ for module in DECLARING}
+
+
+def test_the_policy_is_complete_in_a_fresh_interpreter_without_importing_the_app():
+    import subprocess
+    import sys
+
+    code = ("import json, sys; from bot.iam_policy import iam_policy; print(json.dumps(iam_policy()));"
+            "print(json.dumps(sorted(m for m in sys.modules if m.startswith(('bot.', 'handlers')))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60,
+                         check=True).stdout.splitlines()
+    assert json.loads(out[0]) == json.loads((ROOT / "iam-policy.json").read_text())
+    loaded = json.loads(out[1])
+    assert not [name for name in loaded if name.startswith(("handlers", "bot.wiring", "bot.app"))]

@@ -20,13 +20,14 @@ from botocore.stub import Stubber
 from moto.server import ThreadedMotoServer
 from prometheus_client.parser import text_string_to_metric_families
 
-from bot import __version__, cli, scheduler
+from bot import __version__, cli, wiring
 from bot.aws.clients import Aws, call
 from bot.core import metrics
 from bot.core.errors import AwsDenied, AwsError
 from bot.devtools.fakesocket import FakeSocket
 from bot.devtools.slackclient import SlackClientSim
 from bot.services import digest
+from bot.slack import metrics_server
 from tests import seed
 from tests.fakeslack import FakeSlack
 from tests.test_deregister import approval_message
@@ -136,9 +137,9 @@ def test_head_and_openmetrics_are_answered(harness):
 
 
 def test_socket_mode_listener_serves_metrics_and_health_only(harness):
-    """`amibot socket --metrics-port` runs exactly this (bot.cli._start_metrics → metrics.start_server)."""
+    """`amibot socket --metrics-port` runs exactly this (bot.cli._start_metrics → metrics_server.start_server)."""
     harness.command("list")
-    server = metrics.start_server(harness.amibot, "127.0.0.1", 0)
+    server = metrics_server.start_server(harness.ctx, "127.0.0.1", 0)
     try:
         samples = scrape(server.url)
         assert value(samples, "amibot_commands_total", subcommand="list", outcome="ok") == 1
@@ -153,7 +154,7 @@ def test_socket_flags_and_a_busy_metrics_port(harness):
     args = cli.build_parser().parse_args(["socket", "--metrics-port", "9102"])
     assert (args.metrics_port, args.metrics_host) == (9102, "127.0.0.1")
     assert cli.build_parser().parse_args(["socket"]).metrics_port is None  # off unless asked for
-    busy = metrics.start_server(harness.amibot, "127.0.0.1", 0)
+    busy = metrics_server.start_server(harness.ctx, "127.0.0.1", 0)
     try:
         with pytest.raises(SystemExit) as refused:
             cli._start_metrics(harness.amibot, "127.0.0.1", busy.port)
@@ -194,7 +195,7 @@ def test_scheduler_runs_are_counted_by_job_and_outcome(harness):
     def boom():
         raise RuntimeError("scheduled job failed")
 
-    sched = scheduler.build_scheduler(harness.ctx)
+    sched = wiring.build_scheduler(harness.ctx)
     sched.add_job(lambda: None, id="test.ok")
     sched.add_job(boom, id="test.boom")
     sched.add_job(lambda: None, "date", run_date=datetime.now(UTC) - timedelta(hours=2), id="test.late",

@@ -41,11 +41,11 @@ def test_a_request_whose_message_was_never_posted_is_posted_once_at_restart(make
     first = make_harness(POLICY)
     image_id = seed.image(aws, "never-posted")
     # The process "dies" right after committing the request: nothing gets to Slack.
-    outbox = first.ctx.extras["outbox"]
+    outbox = first.ctx.outbox
     outbox.stop()
-    first.ctx.extras["outbox.kick"] = lambda: 0
+    first.ctx.deliver_now = lambda: 0
     first.command(f"deregister {image_id}", user="U0OPS", wait=False)
-    assert first.ctx.extras["listeners"].wait_idle(30) and first.ctx.jobs.wait_idle(30)
+    assert first.ctx.listeners.wait_idle(30) and first.ctx.jobs.wait_idle(30)
     [request] = approvals.pending(first.ctx)
     assert request.message_ts is None and not approval_posts(first.fake)
     assert [json.loads(row["intent"])["kind"] for row in outbox_rows(first)] == ["request_message"]
@@ -80,7 +80,7 @@ def test_a_crash_after_slack_answered_a_post_updates_instead_of_posting_again(ma
 
 
 def test_a_failing_post_is_retried_and_delivered_once(harness, aws):
-    harness.ctx.extras["outbox"].backoff = 0.2
+    harness.ctx.outbox.backoff = 0.2
     harness.fake.fail_next["chat.postMessage"] = {"ok": False, "error": "internal_error"}
     harness.command(f"deregister {seed.image(aws, 'flaky-slack')}", user="U0OPS")
     [failed] = [c for c in harness.fake.calls_to("chat.postMessage") if c.response is None]

@@ -8,6 +8,7 @@ Image Builder)."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from datetime import UTC, datetime, timedelta
 
@@ -258,7 +259,7 @@ REPORT_OPERATIONS = ["describe_image_usage_reports", "create_image_usage_report"
 
 def test_a_pending_usage_report_is_a_danger_line_then_the_message_updates(harness, aws, monkeypatch):
     image_id = shared_image(aws, "shared-pending")
-    harness.ctx.extras["usage_report.poll_seconds"] = 0.01
+    harness.ctx.waits = dataclasses.replace(harness.ctx.waits, usage_report_poll_seconds=0.01)
     ec2 = boto3.client("ec2", region_name="us-east-1")
     stub = Stubber(ec2)
     stub.add_response("describe_image_usage_reports", {"ImageUsageReports": []}, {"ImageIds": [image_id]})

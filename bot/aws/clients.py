@@ -45,7 +45,8 @@ from bot.core.errors import AwsDenied, AwsError, NotFound, Unsupported
 
 log = logging.getLogger(__name__)
 
-# action -> the functions that need it; filled by @requires at import time
+# action -> the functions that need it; filled by @requires when a module is imported (bot/iam_policy.py
+# imports every module that declares any, and generates the policies)
 PERMISSIONS: dict[str, set[str]] = {}
 
 DENIED_CODES = {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "UnauthorizedAccess",
@@ -83,41 +84,6 @@ def requires(*actions: str) -> Callable:
         return function
 
     return mark
-
-
-def iam_policy() -> dict[str, Any]:
-    """The least-privilege policy document for everything the bot's code declares."""
-    from bot.services import load_all
-
-    load_all()  # every module that declares permissions
-
-    return {
-        "Version": "2012-10-17",
-        "Statement": [{"Sid": "Amibot", "Effect": "Allow", "Action": sorted(PERMISSIONS), "Resource": "*"}],
-    }
-
-
-# What only the bot's own account needs: assuming the member roles, listing the organisation, the audit anchors.
-HOME_ONLY_ACTIONS = ("sts:AssumeRole", "organizations:", "s3:")
-
-
-def member_policy() -> dict[str, Any]:
-    """The policy for the role amibot assumes in each member account: every action the code declares except
-    those only its own account needs (sts:AssumeRole, organizations:*, the S3 audit anchors)."""
-    actions = [action for action in iam_policy()["Statement"][0]["Action"] if not action.startswith(HOME_ONLY_ACTIONS)]
-    return {"Version": "2012-10-17",
-            "Statement": [{"Sid": "AmibotMember", "Effect": "Allow", "Action": actions, "Resource": "*"}]}
-
-
-def trust_policy(principal: str, external_id: str | None = None) -> dict[str, Any]:
-    """The trust policy of a member account's role: the bot's account (a 12-digit id: any role there that its
-    own IAM allows to assume it) or the bot's role ARN may assume it, with the external id when one is set."""
-    arn = f"arn:aws:iam::{principal}:root" if principal.isdigit() else principal
-    statement: dict[str, Any] = {"Sid": "AmibotAssume", "Effect": "Allow", "Principal": {"AWS": arn},
-                                 "Action": "sts:AssumeRole"}
-    if external_id:
-        statement["Condition"] = {"StringEquals": {"sts:ExternalId": external_id}}
-    return {"Version": "2012-10-17", "Statement": [statement]}
 
 
 # A hung endpoint must not hold a job's worker for long: one API call takes at most

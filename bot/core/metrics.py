@@ -1,4 +1,6 @@
-"""Prometheus metrics: what an operator watches (GET /metrics; in Socket Mode a small listener, --metrics-port).
+"""Prometheus metrics: what an operator watches (GET /metrics; in Socket Mode a small listener, --metrics-port,
+bot/slack/metrics_server.py). This module holds the counters and their registry only; the app's are created and
+attached by bot/wiring.py.
 
 One CollectorRegistry per app (not prometheus_client's global one), so several apps in one process — the tests,
 the demo — each count only their own traffic. Features report through small functions here
@@ -12,9 +14,7 @@ small set, AWS operations from what the code calls, AWS errors by class (throttl
 
 from __future__ import annotations
 
-import json
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -111,21 +111,9 @@ class StoreCollector(Collector):
 _NO_APP = Metrics()  # for code run without an app (a context built by hand): counted, never exposed
 
 
-def enable(app, ctx) -> Metrics:
-    """Give the app its metrics: the ack timer on the Bolt app, the job and AWS observers. Called by create_app."""
-    metrics = ctx.extras["metrics"] = Metrics(ctx)
-    time_acks(app, metrics)
-    ctx.jobs.observers.append(lambda kind, seconds, state: job_finished(ctx, kind, seconds, state))
-    if hasattr(ctx.aws, "observers"):  # a stand-in Aws given to create_app may not report its calls
-        ctx.aws.observers.append(lambda service, operation, error: aws_called(ctx, service, operation, error))
-    return metrics
-
-
 def of(ctx) -> Metrics:
-    extras = getattr(ctx, "extras", None)
-    if extras is None:
-        return _NO_APP
-    found = extras.get("metrics")
+    """The app's metrics (``ctx.metrics``, set by bot/wiring.py), else one that counts and is never exposed."""
+    found = getattr(ctx, "metrics", None)
     return found if isinstance(found, Metrics) else _NO_APP
 
 
@@ -246,63 +234,3 @@ def time_acks(app, metrics: Metrics) -> None:
             _safely(lambda: metrics.ack_seconds.labels(request_kind(req.body)).observe(elapsed))
 
     app.dispatch = timed_dispatch
-
-
-# --- Socket Mode: a small HTTP listener for /metrics and /healthz ---------------------------------------
-
-def ops_wsgi_app(amibot) -> Callable:
-    """GET /metrics and /healthz only: in Socket Mode there is no signing secret, so no /slack/events here."""
-    from bot.slack.server import HEALTH_PATH, health
-
-    def application(environ, start_response):
-        path, method = environ.get("PATH_INFO", ""), environ.get("REQUEST_METHOD")
-        if method in ("GET", "HEAD") and path == METRICS_PATH:
-            return scrape(amibot.ctx, environ, start_response)
-        if method in ("GET", "HEAD") and path == HEALTH_PATH:
-            code, body = health(amibot)
-            payload, content_type = json.dumps(body).encode(), "application/json"
-            status = "200 OK" if code == 200 else "503 Service Unavailable"
-        else:
-            payload, content_type, status = b"Not Found", "text/plain", "404 Not Found"
-        start_response(status, [("Content-Type", content_type), ("Content-Length", str(len(payload)))])
-        return [payload] if method != "HEAD" else [b""]
-
-    return application
-
-
-class MetricsServer:
-    """The Socket Mode listener (waitress, as `serve` uses) in a daemon thread; `close()` stops it."""
-
-    def __init__(self, amibot, host: str = "127.0.0.1", port: int = 0) -> None:
-        import waitress
-
-        # Creating the server binds the port, so "port in use" surfaces here, before Slack is connected.
-        self._server = waitress.create_server(ops_wsgi_app(amibot), host=host, port=port, threads=2,
-                                              ident="amibot-metrics", asyncore_loop_timeout=0.5)
-        self.host, self.port = host, self._server.effective_port
-        self._thread = threading.Thread(target=self._run, name="amibot-metrics", daemon=True)
-
-    def start(self) -> MetricsServer:
-        self._thread.start()
-        log.info("metrics on http://%s:%s%s", self.host, self.port, METRICS_PATH)
-        return self
-
-    def _run(self) -> None:
-        try:
-            self._server.run()
-        except OSError:
-            if self._server.accepting:  # a real socket error, not our own close()
-                log.exception("the metrics listener stopped")
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    def close(self) -> None:
-        self._server.close()
-        self._thread.join(timeout=5)
-
-
-def start_server(amibot, host: str = "127.0.0.1", port: int = 0) -> MetricsServer:
-    """What `amibot socket --metrics-port` runs (port 0: a free one, for tests)."""
-    return MetricsServer(amibot, host, port).start()

@@ -175,12 +175,9 @@ def emulated_aws(regions: list[str], session=None):
 def _start_background(amibot) -> None:
     """The app's start hooks, minus the digest's catch-up: in the demo the digest comes when someone
     types :digest, not because the demo happened to start after [digest].at."""
-    try:
-        from bot.services.digest import catch_up
-    except ImportError:
-        catch_up = None
-    hooks = amibot.ctx.extras.get("on_start", [])
-    amibot.ctx.extras["on_start"] = [hook for hook in hooks if hook is not catch_up]
+    from bot.services.digest import catch_up
+
+    amibot.on_start = [hook for hook in amibot.on_start if hook is not catch_up]
     amibot.start_background()
 
 

@@ -28,14 +28,14 @@ def wait_idle(ctx, timeout: float = 30.0) -> str | None:
     job may start a listener-free job and a listener may submit a job: both must be quiet at once.
     """
     deadline = time.monotonic() + timeout
-    listeners = ctx.extras["listeners"]
+    listeners = ctx.listeners
     while True:
         left = max(0.1, deadline - time.monotonic())
         if not listeners.wait_idle(left):
             return "Slack listeners did not finish"
         if not ctx.jobs.wait_idle(left):
             return "background jobs did not finish"
-        outbox = ctx.extras.get("outbox")
+        outbox = ctx.outbox
         if outbox is not None and not outbox.wait_idle(max(0.1, deadline - time.monotonic())):
             return "messages owed to Slack were not delivered"
         if listeners.wait_idle(0) and ctx.jobs.wait_idle(0):

@@ -260,18 +260,8 @@ def daily(ctx, now: datetime | None = None) -> bool:
     return bool(claimed)
 
 
-def enable(ctx) -> None:
-    """The anchor job, the daily schedule and a run at start for a day not yet anchored."""
-    from bot import scheduler
-
-    ctx.jobs.register(ANCHOR_JOB, lambda payload: publish(ctx, payload.get("reason") or "anchor"),
-                      lambda payload: ctx.jobs.submit(ANCHOR_JOB, payload))  # writing one more anchor is harmless
-    scheduler.add_schedule(ctx, lambda sched, ctx: sched.add_job(
-        daily, "cron", hour=0, minute=10, args=[ctx], id="audit.daily_anchor", name="audit.daily_anchor"))
-    ctx.extras.setdefault("on_start", []).append(lambda ctx: _daily_at_start(ctx))
-
-
-def _daily_at_start(ctx) -> None:
+def daily_at_start(ctx) -> None:
+    """At start: the anchor of a day not yet anchored (a failure is logged; the next start tries again)."""
     try:
         daily(ctx)
     except Exception:

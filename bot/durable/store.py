@@ -23,6 +23,7 @@ import time
 import urllib.parse
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -678,3 +679,20 @@ def _statements(sql: str) -> list[str]:
     if buffer.strip() and not all(part.strip().startswith("--") for part in buffer.strip().splitlines()):
         statements.append(buffer.strip())
     return statements
+
+
+# Slack retries within minutes; a day of request keys and a week of finished jobs is plenty to drop repeats
+# and to look back at what ran, without the tables growing forever.
+SEEN_REQUESTS_KEPT = timedelta(days=1)
+FINISHED_JOBS_KEPT = timedelta(days=7)
+
+
+def prune(store: Store, now: datetime) -> dict[str, int]:
+    """Forget old de-duplication keys and finished jobs (queued, running and interrupted ones stay)."""
+    def before(age: timedelta) -> str:
+        return (now - age).strftime("%Y-%m-%dT%H:%M:%S")
+
+    requests = store.execute("DELETE FROM slack_requests WHERE received_at < ?", (before(SEEN_REQUESTS_KEPT),))
+    jobs = store.execute("DELETE FROM jobs WHERE state IN ('done', 'failed') AND updated_at < ?",
+                         (before(FINISHED_JOBS_KEPT),))
+    return {"slack_requests": requests.rowcount, "jobs": jobs.rowcount}

@@ -61,7 +61,7 @@ class Reconciled:
     outcome: str
 
 
-KINDS: dict[str, Kind] = {}
+KINDS: dict[str, Kind] = {}  # filled by the composition root (bot/wiring.py), never on import
 
 
 def register_kind(kind: Kind) -> None:
@@ -205,7 +205,7 @@ def _thread(ctx, request: Request, text: str) -> None:
 
 def _deliver(ctx) -> None:
     """After a commit: deliver what it owes now, on this thread; the outbox worker retries whatever fails."""
-    kick = ctx.extras.get("outbox.kick")
+    kick = ctx.deliver_now
     if kick is None:
         return
     try:
@@ -502,20 +502,9 @@ def pending(ctx) -> list[Request]:
                             " ORDER BY created_at")]
 
 
-def enable(ctx) -> None:
-    """Wire the engine into a running app: the execute job, recovery at start, the sweep schedule."""
-    from bot import scheduler
-
-    ctx.jobs.register(EXECUTE_JOB, lambda payload: execute(ctx, payload["request_id"]),
-                      lambda payload: None)  # an interrupted execution is reconciled by recover()
-
-    def on_start(ctx) -> None:
-        counts = recover(ctx)
-        sweep(ctx)  # reminders and expiries missed while the bot was down, once
-        if any(counts.values()):
-            log.info("approval requests recovered: %s", counts)
-
-    ctx.extras.setdefault("on_start", []).insert(0, on_start)
-    scheduler.add_schedule(ctx, lambda sched, ctx: sched.add_job(
-        sweep, "interval", minutes=5, args=[ctx], id="approvals.sweep", misfire_grace_time=300,
-        name="approvals.sweep: reminders and expiry"))
+def at_start(ctx) -> None:
+    """Recover what a stopped process left, then send the reminders and expiries missed while it was down."""
+    counts = recover(ctx)
+    sweep(ctx)
+    if any(counts.values()):
+        log.info("approval requests recovered: %s", counts)

@@ -225,7 +225,7 @@ def _follow_usage_report(ctx, request: approvals.Request, other: OtherAccounts |
     """A pending report of other accounts' use is watched by a durable job that updates the request's message."""
     if other is None or other.state != usage_reports.PENDING or not other.report_id:
         return
-    wait = float(ctx.extras.get("usage_report.wait_seconds", usage_reports.DEFAULT_WAIT_SECONDS))
+    wait = ctx.waits.usage_report_wait_seconds
     ctx.jobs.submit(usage_reports.WATCH_JOB, {"request_id": request.id, "other": other.to_payload(),
                                               "deadline": time.time() + wait})
 
@@ -375,5 +375,3 @@ def confirm_text(params: dict) -> str:
         text += ". It is IN USE (--force)"
     return text + "."
 
-
-approvals.register_kind(approvals.Kind(KIND, execute=execute, reconcile=reconcile, confirm_text=confirm_text))

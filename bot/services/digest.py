@@ -29,6 +29,7 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 from zoneinfo import ZoneInfo
 
 from bot.aws import data as awsdata
@@ -38,6 +39,7 @@ from bot.durable import audit
 from bot.durable.steps import DONE, FAILED, SKIPPED, Resumed, Step, Steps
 from bot.render.blocks import code, context, money, plural, section
 from bot.services import approvals, drift, fleet_health
+from bot.services.dashboard import record_posted_digest, trend  # the Home tab's history, charted in the digest too
 from bot.services.fleet_health import RegionHealth
 from bot.services.images import describe_own_images
 from bot.services.inventory import Progress, ami_of, scan_region
@@ -189,8 +191,6 @@ def compute_for(ctx) -> Findings:
     now, started, findings = ctx.clock(), time.monotonic(), None
     try:
         findings = compute(ctx.aws, ctx.policy, now, snoozed_ids(ctx.store, now), names=drift.retired_names(ctx.store))
-        from bot.services.dashboard import trend  # the Home tab's history, also charted in the digest
-
         findings.trend = trend(ctx.store)
         return findings
     finally:
@@ -206,12 +206,17 @@ def local_day(ctx_or_policy, now: datetime) -> str:
 
 # --- posting: through the publisher the digest's handlers register (bot.slack.post_digest), never render here ----
 
-PUBLISHER = "digest.publisher"
+class Publisher(Protocol):
+    """How the daily run posts (bot.slack.post_digest.SlackPublisher, given to the app by bot/wiring.py)."""
+
+    def digest(self, ctx, channel: str, findings: Findings, day: str) -> str | None: ...
+
+    def failure(self, ctx, channel: str, day: str, reason: str) -> str | None: ...
 
 
-def publisher(ctx):
-    found = ctx.extras.get(PUBLISHER)
-    if found is None:  # a programming error: handlers/actions/digest.py registers it with the app
+def publisher(ctx) -> Publisher:
+    found = ctx.digest_publisher
+    if found is None:  # a programming error: bot/wiring.py gives the app its publisher
         raise AmibotError("the digest cannot be posted: no publisher is registered")
     return found
 
@@ -286,8 +291,6 @@ def run_daily(ctx) -> str:
     # It is out: whatever happens next, no retry may post it again.
     ctx.store.execute("UPDATE digest_runs SET state = 'posted', message_ts = ?, error = NULL WHERE date = ?"
                       " AND channel = ?", (ts, day, channel))
-    from bot.services.dashboard import record_posted_digest  # the Home tab's trend (imported late: no cycle)
-
     record_posted_digest(ctx, day, findings, channel, ts)
     outcome = (f"posted: {len(findings.stale)} stale, {len(findings.orphans)} orphaned, "
                f"${findings.monthly_cost:,.2f}/month")
@@ -374,23 +377,6 @@ def due(policy, now: datetime) -> bool:
     local = now.astimezone(ZoneInfo(policy.digest.timezone))
     hour, minute = daily_time(policy)
     return (local.hour, local.minute) >= (hour, minute)
-
-
-def schedule(scheduler, ctx) -> None:
-    """Add the daily job (for bot.scheduler.add_schedule); nothing without [digest].channel."""
-    from apscheduler.triggers.cron import CronTrigger
-    from apscheduler.triggers.interval import IntervalTrigger
-
-    if not ctx.policy.digest.channel:
-        return
-    hour, minute = daily_time(ctx.policy)
-    scheduler.add_job(run_daily, CronTrigger(hour=hour, minute=minute, timezone=ZoneInfo(ctx.policy.digest.timezone)),
-                      args=[ctx], id=SCHEDULE_ID, name="digest.daily: the daily digest", replace_existing=True,
-                      coalesce=True, max_instances=1,
-                      misfire_grace_time=MISFIRE_GRACE_SECONDS)
-    scheduler.add_job(retry_due, IntervalTrigger(seconds=RETRY_CHECK_SECONDS), args=[ctx], id=RETRY_SCHEDULE_ID,
-                      name="digest.retry: a failed daily digest, again", replace_existing=True, coalesce=True,
-                      max_instances=1, misfire_grace_time=RETRY_CHECK_SECONDS)
 
 
 def catch_up(ctx) -> bool:
@@ -580,6 +566,3 @@ def cleanup_confirm(params: dict) -> str:
     return (f"Delete {plural(len(params['snapshot_ids']), 'snapshot')} in {params['region']}{account}. "
             "This cannot be undone.")
 
-
-approvals.register_kind(approvals.Kind(CLEANUP_KIND, execute=execute_cleanup, reconcile=reconcile_cleanup,
-                                       confirm_text=cleanup_confirm))

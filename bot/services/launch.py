@@ -401,5 +401,3 @@ def confirm_text(params: dict[str, Any]) -> str:
     return (f"Launch {params['count']} × {params['instance_type']} from {params['image_id']} "
             f"in {params['region']}?")
 
-
-approvals.register_kind(approvals.Kind(KIND, execute=execute, reconcile=reconcile, confirm_text=confirm_text))

@@ -81,21 +81,15 @@ def refresh(aws: Aws, policy) -> list[Account] | AwsError:
     return accounts
 
 
-def enable(ctx) -> None:
-    """Set the accounts at start (configured ones at once; an organisation's members as soon as listed) and,
-    for an organisation, refresh them hourly."""
-    from bot import scheduler
-
-    policy = ctx.policy
-    ctx.aws.max_concurrency = policy.aws.max_concurrency
+def manage_accounts(aws: Aws, policy) -> None:
+    """Set the accounts when the app is built: configured ones at once, an organisation's members as soon as
+    listed (an organisation is then refreshed every REFRESH_HOURS by the scheduler, bot/wiring.py)."""
+    aws.max_concurrency = policy.aws.max_concurrency
     if not policy.organization.enabled:
         if policy.accounts:
-            ctx.aws.manage(policy.accounts, policy.aws.max_concurrency)
+            aws.manage(policy.accounts, policy.aws.max_concurrency)
         return
-    scheduler.add_schedule(ctx, lambda sched, ctx: sched.add_job(
-        lambda: refresh(ctx.aws, ctx.policy), "interval", hours=REFRESH_HOURS, id="organization.refresh",
-        name="organization.refresh: list the organisation's member accounts"))
-    refresh(ctx.aws, policy)
+    refresh(aws, policy)
 
 
 @dataclass(frozen=True)

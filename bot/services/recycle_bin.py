@@ -19,7 +19,6 @@ from datetime import datetime, timedelta
 
 from bot.aws.clients import Aws, call, paginate, requires
 from bot.core.errors import AmibotError, AwsError, NotFound, UsageError
-from bot.services import approvals
 
 log = logging.getLogger(__name__)
 
@@ -276,8 +275,6 @@ def confirm_enable(params: dict) -> str:
             f"in {'account ' + params['account'] + ': ' if params.get('account') else ''}"
             f"{', '.join(params['regions'])}. Retention costs the snapshots' storage for that long.")
 
-
-approvals.register_kind(approvals.Kind(ENABLE_KIND, execute=execute_enable, confirm_text=confirm_enable))
 
 
 # --- restoring ---------------------------------------------------------------------------------------

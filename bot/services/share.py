@@ -351,5 +351,3 @@ def confirm_text(params: dict[str, Any]) -> str:
     target = Target(params["target_kind"], params["target"], params.get("target_name") or "")
     return f"Share {params['image_id']} ({params['region']}) with {target.label}?"
 
-
-approvals.register_kind(approvals.Kind(KIND, execute=execute, reconcile=reconcile, confirm_text=confirm_text))

@@ -3,7 +3,7 @@ disable (hidden from launches, kept), and deregistration protection (cannot be d
 
 Deprecation and protection are not implemented by every endpoint (moto has neither); bot.aws.clients turns
 that into "this AWS endpoint does not support …". Disabling or unprotecting the *current* version of
-a family goes through an approval (kinds "disable" and "unprotect" registered below).
+a family goes through an approval (kinds DISABLE_KIND and UNPROTECT_KIND, registered by bot/wiring.py).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from bot.core.errors import AmibotError, NotFound, UsageError
 from bot.services import approvals
 from bot.services.images import Image, describe_own_images
 
+DISABLE_KIND, UNPROTECT_KIND = "disable", "unprotect"  # the approval kinds for a current version
 MAX_AHEAD = timedelta(days=3650)  # AWS refuses deprecation times more than 10 years ahead
 DURATION = re.compile(r"^(\d{1,5})\s*(m|min|mins|minutes?|h|hours?|d|days?|w|weeks?)?$", re.IGNORECASE)
 UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -120,7 +121,7 @@ def _image_of(ctx, request) -> Image:
     return found[0]
 
 
-def _execute_disable(ctx, request, progress) -> str:
+def execute_disable(ctx, request, progress) -> str:
     image = _image_of(ctx, request)
     if image.state == "disabled":
         return f"{image.id} was already disabled"
@@ -128,11 +129,11 @@ def _execute_disable(ctx, request, progress) -> str:
     return f"disabled {image.id} in {image.region}; `/ami enable {image.id}` brings it back"
 
 
-def _reconcile_disable(ctx, request) -> str | None:
+def reconcile_disable(ctx, request) -> str | None:
     return approvals.SUCCEEDED if _image_of(ctx, request).state == "disabled" else None
 
 
-def _execute_unprotect(ctx, request, progress) -> str:
+def execute_unprotect(ctx, request, progress) -> str:
     image = _image_of(ctx, request)
     if protection(image) == "disabled":
         return f"{image.id} was not protected"
@@ -140,21 +141,20 @@ def _execute_unprotect(ctx, request, progress) -> str:
     return f"removed deregistration protection from {image.id} in {image.region}"
 
 
-def _reconcile_unprotect(ctx, request) -> str | None:
+def reconcile_unprotect(ctx, request) -> str | None:
     return approvals.SUCCEEDED if protection(_image_of(ctx, request)) == "disabled" else None
 
 
-def _confirm(verb: str):
-    def text(params: dict) -> str:
-        return f"{verb} {params.get('image_id')}, the current version of {params.get('family')}?"
-    return text
+def _confirm(verb: str, params: dict) -> str:
+    return f"{verb} {params.get('image_id')}, the current version of {params.get('family')}?"
 
 
-approvals.register_kind(approvals.Kind(name="disable", execute=_execute_disable, reconcile=_reconcile_disable,
-                                       confirm_text=_confirm("Disable")))
-approvals.register_kind(approvals.Kind(name="unprotect", execute=_execute_unprotect,
-                                       reconcile=_reconcile_unprotect,
-                                       confirm_text=_confirm("Remove deregistration protection from")))
+def confirm_disable(params: dict) -> str:
+    return _confirm("Disable", params)
+
+
+def confirm_unprotect(params: dict) -> str:
+    return _confirm("Remove deregistration protection from", params)
 
 
 def check_state(image: Image, allowed: tuple[str, ...], doing: str) -> None:

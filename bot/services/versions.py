@@ -23,7 +23,7 @@ import threading
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import Any
 
 from bot.aws.clients import Aws, Target, call, requires
 from bot.core.accounts import Account
@@ -33,8 +33,9 @@ from bot.services.blast_radius import AccountUsage, split_shares
 from bot.services.images import Image, Shares, describe_own_images, shares_of_many
 from bot.services.references import Usage, scan
 
-if TYPE_CHECKING:  # only for annotations: importing the context pulls in Slack's SDK (memory in the digest)
-    from bot.context import Context
+# The app's context (bot/slack/context.py), for annotations only: services sit below the Slack layer and
+# do not import it.
+Context = Any
 
 CURRENT_TAG = "amibot:current"
 PARAMETER_ILLEGAL = re.compile(r"[^A-Za-z0-9_.\-]+")

@@ -12,11 +12,11 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from bot.context import Context
 from bot.core import authority, metrics
 from bot.core.errors import AccessDenied, AmibotError, UsageError
 from bot.durable import audit
 from bot.render import blocks
+from bot.slack.context import Context
 from bot.slack.reply import Reply
 from bot.slack.subcommands import MAX_TEXT, Invocation, flag_doc, help_topic, parse
 

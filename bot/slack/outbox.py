@@ -26,7 +26,6 @@ from datetime import timedelta
 
 from slack_sdk.errors import SlackApiError
 
-from bot import scheduler
 from bot.durable import audit, steps
 from bot.durable.audit import now_iso
 from bot.render import approvals as render
@@ -51,7 +50,7 @@ class Outbox:
         self._lock = threading.Lock()  # one delivery pass at a time in this process: in order, no double sends
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.backoff = float(ctx.extras.get("outbox.backoff_seconds", BACKOFF_SECONDS))
+        self.backoff = ctx.waits.outbox_backoff_seconds
 
     # --- delivering ------------------------------------------------------------------------------------
 
@@ -213,20 +212,14 @@ def prune(ctx) -> dict[str, int]:
     return {"outbox": messages, "steps": steps.prune(ctx.store, before)}
 
 
-def enable(ctx) -> Outbox:
-    """Wire the outbox into the app: prompt delivery after each commit, the retry worker, start and stop."""
-    outbox = Outbox(ctx)
-    ctx.extras["outbox"] = outbox
-    ctx.extras["outbox.kick"] = outbox.deliver_due
+def at_start(ctx) -> None:
+    """Send what a crashed process left (rows caught "sending" go back to "pending"), then keep retrying."""
+    outbox = ctx.outbox
+    if outbox.recover():
+        log.info("resending Slack messages a previous process had not finished sending")
+    outbox.deliver_due()
+    outbox.start()
 
-    def on_start(ctx) -> None:
-        if outbox.recover():
-            log.info("resending Slack messages a previous process had not finished sending")
-        outbox.deliver_due()
-        outbox.start()
 
-    ctx.extras.setdefault("on_start", []).insert(0, on_start)
-    ctx.extras.setdefault("on_stop", []).append(lambda ctx: outbox.stop())
-    scheduler.add_schedule(ctx, lambda sched, ctx: sched.add_job(
-        prune, "interval", hours=1, args=[ctx], id="outbox.prune", name="outbox.prune"))
-    return outbox
+def at_stop(ctx) -> None:
+    ctx.outbox.stop()

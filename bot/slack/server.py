@@ -1,7 +1,8 @@
 """HTTP mode: Bolt's WSGI adapter behind waitress (a production multi-threaded WSGI server).
 
 POST /slack/events takes slash commands, interactivity and events; GET /healthz answers a small
-JSON status without touching AWS or Slack, for load balancers and orchestrators.
+JSON status without touching AWS or Slack, for load balancers and orchestrators (bot/slack/health.py);
+GET /metrics the Prometheus exposition (bot/core/metrics.py).
 """
 
 from __future__ import annotations
@@ -9,62 +10,27 @@ from __future__ import annotations
 import io
 import json
 import logging
-from typing import Any
+from typing import Protocol
 
 import waitress
+from slack_bolt import App
 from slack_bolt.adapter.wsgi import SlackRequestHandler
 from slack_sdk.signature import SignatureVerifier
 
-from bot import __version__
-from bot.app import Amibot
 from bot.core import metrics
+from bot.slack.context import Context
+from bot.slack.health import HEALTH_PATH, health
 
 log = logging.getLogger(__name__)
 
 EVENTS_PATH = "/slack/events"
-HEALTH_PATH = "/healthz"
 
 
-def health(amibot: Amibot) -> tuple[int, dict[str, Any]]:
-    """200 only when the database file is the one opened at start and a short write transaction succeeds
-    (bot/durable/store.py Store.health: about a second at most, even when the file is locked or truncated)."""
-    ctx = amibot.ctx
-    try:
-        checked = ctx.store.health()
-    except Exception as error:  # a broken database is exactly what a health check must report
-        checked = {"ok": False, "problem": f"{type(error).__name__}: {error}", "schema_version": None,
-                   "jobs_pending": None}
-    if not checked["ok"]:
-        _log_health_problem_once(ctx, checked["problem"])
-    else:
-        ctx.extras.pop("health_problem", None)
-    status = 200 if checked["ok"] else 503
-    uptime = (ctx.clock() - ctx.started_at).total_seconds()
-    body = {"status": "ok" if status == 200 else "degraded", "version": __version__,
-            "db": "ok" if status == 200 else "unavailable", "schema_version": checked["schema_version"],
-            "jobs_pending": checked["jobs_pending"], "uptime_s": round(uptime, 1)}
-    if checked["problem"]:
-        body["reason"] = checked["problem"]
-    if checked["ok"]:
-        body["digest"] = _digest_health(ctx)
-    return status, body
+class Served(Protocol):
+    """What the runtime (bot/app.py's Amibot) passes in: the Bolt app and its context."""
 
-
-def _digest_health(ctx) -> dict | None:
-    """The latest daily digest run: {"date", "channel", "state", "attempts", "error"?, "next_attempt_at"?}."""
-    from bot.services.digest import health_status
-
-    try:
-        return health_status(ctx)
-    except Exception as error:  # a health check never fails on its way to report something else
-        return {"state": "unknown", "error": f"{type(error).__name__}: {error}"}
-
-
-def _log_health_problem_once(ctx, problem: str) -> None:
-    if ctx.extras.get("health_problem") != problem:  # once per distinct problem, not once per probe
-        ctx.extras["health_problem"] = problem
-        if problem != ctx.store.file_problem():  # a problem with the file itself: the store has said it once
-            log.error("health check: database unavailable: %s", problem)
+    app: App
+    ctx: Context
 
 
 # --- POST /slack/events: nothing unauthenticated is parsed, logged or stored -----------------------------
@@ -115,7 +81,7 @@ def _signed(verifier: SignatureVerifier | None, environ, body: bytes) -> bool:
     return verifier.is_valid(body=body, timestamp=timestamp.strip(), signature=signature)
 
 
-def guarded_events(amibot: Amibot):
+def guarded_events(amibot: Served):
     """POST /slack/events with the body size and Slack's signature checked before anything parses the body:
     over MAX_BODY_BYTES → 413, unsigned, stale or non-integer timestamp → 401 (both tiny answers; the body of
     an unsigned request is never logged), then Bolt gets the already-read body. A signed body Bolt cannot
@@ -136,7 +102,7 @@ def guarded_events(amibot: Amibot):
             return _answer(start_response, "401 Unauthorized", "invalid signature or timestamp")
         environ["wsgi.input"] = io.BytesIO(body)
         environ["CONTENT_LENGTH"] = str(len(body))
-        with amibot.ctx.extras["acking"]:  # jobs wait while Slack waits for an ack
+        with amibot.ctx.acking:  # jobs wait while Slack waits for an ack
             try:
                 return slack(environ, start_response)
             except Exception as error:  # signed, yet not a body Bolt can parse: Slack never sends these
@@ -147,13 +113,13 @@ def guarded_events(amibot: Amibot):
     return events
 
 
-def wsgi_app(amibot: Amibot):
+def wsgi_app(amibot: Served):
     slack = guarded_events(amibot)
 
     def application(environ, start_response):
         path = environ.get("PATH_INFO", "")
         if path == HEALTH_PATH and environ.get("REQUEST_METHOD") in ("GET", "HEAD"):
-            status, body = health(amibot)
+            status, body = health(amibot.ctx)
             payload = json.dumps(body).encode()
             start_response(f"{status} {'OK' if status == 200 else 'Service Unavailable'}",
                            [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))])
@@ -169,7 +135,7 @@ def wsgi_app(amibot: Amibot):
     return application
 
 
-def create_server(amibot: Amibot, host: str = "0.0.0.0", port: int = 3000, threads: int = 16,
+def create_server(amibot: Served, host: str = "0.0.0.0", port: int = 3000, threads: int = 16,
                   loop_timeout: float = 1.0):
     """A waitress server ready to `run()`; `close()` stops it. Tests use it exactly as `serve` does, with a
     shorter loop timeout (how soon the loop notices `close()`) so that each stop takes milliseconds."""

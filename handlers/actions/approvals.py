@@ -10,7 +10,6 @@ from slack_sdk.errors import SlackApiError
 
 from bot.core import metrics
 from bot.core.errors import AccessDenied, AmibotError
-from bot.durable.jobs import QUICK
 from bot.render import blocks
 from bot.render.approvals import APPROVE, CANCEL, REJECT, reject_modal
 from bot.services import approvals
@@ -58,11 +57,6 @@ def _click_payload(body: dict, action: str) -> dict:
 
 
 def register(app, ctx) -> None:
-    # A decision needs no AWS (approving queues the execution as its own AWS job), so clicks, refused or not,
-    # run on the quick lane and are answered at once.
-    ctx.jobs.register(CLICK_JOB, lambda payload: decide(ctx, payload),
-                      lambda payload: ctx.jobs.submit(CLICK_JOB, payload), lane=QUICK)  # idempotent: redo
-
     @app.action(APPROVE)
     def approve_clicked(ack, body, context):
         ctx.jobs.submit(CLICK_JOB, _click_payload(body, "approve"), dedupe_key=delivery_keys.key_of(context, body))

@@ -1,9 +1,9 @@
 """The deregistration request's follow-up: the durable job that waits for AWS's image usage report (use by
 other accounts) and then re-renders the request's message with what it says.
 
-The job polls, bounded (ctx.extras["usage_report.wait_seconds"], default 1,200 s; every
-["usage_report.poll_seconds"], default 30 s), and survives a restart (polling again is harmless). It
-renders here, not in bot/services (services never import bot/render).
+The job (``follow``, registered by bot/wiring.py) polls, bounded (ctx.waits.usage_report_wait_seconds,
+default 1,200 s; every usage_report_poll_seconds, default 30 s), and survives a restart (polling again is
+harmless). It renders here, not in bot/services (services never import bot/render).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 def follow(ctx, payload: dict) -> None:
     other = OtherAccounts.from_payload(payload["other"])
-    interval = float(ctx.extras.get("usage_report.poll_seconds", usage_reports.DEFAULT_POLL_SECONDS))
+    interval = ctx.waits.usage_report_poll_seconds
     remaining = max(0.0, payload["deadline"] - time.time())
     try:
         owner = ctx.aws.of(other.account)  # the report is the owning account's
@@ -41,8 +41,3 @@ def follow(ctx, payload: dict) -> None:
     audit.record(ctx.store, actor="amibot", action="request.usage-report", channel=request.channel,
                  target=request.id, outcome=outcome,
                  detail={"image_id": result.image_id, "report_id": result.report_id, "accounts": result.accounts})
-
-
-def register(app, ctx) -> None:
-    ctx.jobs.register(usage_reports.WATCH_JOB, lambda payload: follow(ctx, payload),
-                      lambda payload: ctx.jobs.submit(usage_reports.WATCH_JOB, payload))  # polling again is harmless

@@ -1,4 +1,4 @@
-"""The digest's buttons — "Request deregistration", "Snooze 30 days", "Request cleanup" — and its schedule.
+"""The digest's buttons — "Request deregistration", "Snooze 30 days", "Request cleanup".
 
 Each click is acked at once and handled as a durable job: it checks the clicker may make changes,
 opens the approval request (or stores the snooze), answers the clicker ephemerally, and replaces the
@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import uuid
 
-from bot import scheduler
 from bot.core import authority, metrics
 from bot.core.errors import AmibotError, UsageError
 from bot.durable import audit
@@ -20,7 +19,6 @@ from bot.render.digest import CLEANUP, DEREGISTER, SNOOZE, cleanup_block_id
 from bot.services import digest
 from bot.services.images import find_image
 from bot.slack import delivery_keys
-from bot.slack.post_digest import SlackPublisher
 from bot.slack.reply import Reply
 from bot.slack.subcommands import ACCOUNT_ID, AMI_ID, REGION_NAME, SNAPSHOT_ID
 from handlers.commands.deregister import open_request
@@ -142,15 +140,6 @@ def _click(body: dict, action: str) -> dict:
 
 
 def register(app, ctx) -> None:
-    ctx.jobs.register(CLICK_JOB, lambda payload: handle_click(ctx, payload),
-                      lambda payload: report_interrupted(ctx, payload),
-                      gate=lambda payload: refused_early(ctx, payload))
-    ctx.extras[digest.PUBLISHER] = SlackPublisher()  # the daily run posts through it (services never render)
-    ctx.jobs.register(digest.DAILY_JOB, lambda payload: digest.run_daily(ctx), lambda payload: None,
-                      deadline=None)  # a long scan of every region, with no user waiting on it
-    scheduler.add_schedule(ctx, digest.schedule)
-    ctx.extras.setdefault("on_start", []).append(digest.catch_up)
-
     def listener(kind: str):
         def clicked(ack, body, context):  # Bolt passes arguments by name: only ask for what is used
             # Recorded before the ack with the click's delivery key: a replayed click opens no second request.

@@ -7,8 +7,8 @@ Launch / Share buttons.
 the message's ts the moment Slack answers, so a restart resumes the watch (polling is harmless to repeat) from
 wherever a crash stopped it, instead of leaving the message "pending" forever. A crash between Slack taking the
 post and the bot hearing its ts leaves a message the bot cannot find again: the resumed watch posts it anew,
-saying so, and finishes that one. The wait is bounded: ctx.extras["create.wait_seconds"] (default 600) and
-["create.poll_seconds"] (default 15).
+saying so, and finishes that one. The wait is bounded: ctx.waits.create_wait_seconds (default 600) and
+create_poll_seconds (default 15). The job and the resumption at start are registered by bot/wiring.py.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from bot.durable.steps import DONE, FAILED, PLANNED, Step, Steps, owners_with_op
 from bot.render import blocks
 from bot.render.lifecycle import LAUNCH_ACTION, SHARE_ACTION, NewImage, button_hint, new_image
 from bot.render.share import share_modal
-from bot.services.create import DEFAULT_POLL_SECONDS, DEFAULT_WAIT_SECONDS, wait_for_image
+from bot.services.create import wait_for_image
 from bot.slack import delivery_keys
 from bot.slack.reply import Reply
 from handlers.views import launch as launch_form
@@ -40,7 +40,7 @@ REPOSTED = (":arrows_counterclockwise: amibot restarted while posting this messa
 def announce(call, new: NewImage) -> None:
     """Post the pending message where the command was run, then watch the image in the background."""
     ctx = call.ctx
-    wait = float(ctx.extras.get("create.wait_seconds", DEFAULT_WAIT_SECONDS))
+    wait = ctx.waits.create_wait_seconds
     steps = Steps(ctx.store, f"watch:{new.image_id}")
     # Recorded before the post: whatever a crash interrupts from here on, the restart finishes (resume_watches).
     posting, _ = steps.plan([
@@ -108,7 +108,7 @@ def resume_watches(ctx) -> None:
 def _watch(ctx, payload: dict) -> str:
     """Wait for the image, finish its message and audit it; returns the state it ended in."""
     new = NewImage(**payload["image"])
-    interval = float(ctx.extras.get("create.poll_seconds", DEFAULT_POLL_SECONDS))
+    interval = ctx.waits.create_poll_seconds
     remaining = max(0.0, payload["deadline"] - time.time())  # after a restart: what is left of the wait
     try:
         image = wait_for_image(ctx.aws.of(new.account), new.region, new.image_id, ctx.policy.digest.family_tag,
@@ -146,15 +146,10 @@ def _finish_message(ctx, payload: dict, new: NewImage, msg: dict, attempts: int 
             if attempt == attempts:
                 raise
             log.warning("could not finish the message of %s (attempt %s); retrying", new.image_id, attempt)
-            time.sleep(float(ctx.extras.get("create.retry_seconds", 1.0)) * attempt)
+            time.sleep(ctx.waits.create_retry_seconds * attempt)
 
 
 def register(app, ctx) -> None:
-    ctx.jobs.register(WATCH_JOB, lambda payload: watch(ctx, payload),
-                      lambda payload: ctx.jobs.submit(WATCH_JOB, payload),  # watching again is harmless
-                      deadline=None)  # bounded by its own wait (create.wait_seconds), and says so itself
-    ctx.extras.setdefault("on_start", []).append(resume_watches)
-
     @app.action(LAUNCH_ACTION)
     def launch_clicked(ack, body, context):
         """Open the launch form with this image chosen. Recorded before the ack, with the click's delivery key: a

@@ -63,20 +63,14 @@ def order_from(call) -> LaunchOrder:
 WAIT_JOB = "launch.wait"
 
 
-def register_jobs(ctx) -> None:
-    """At start, every launch whose wait a crash interrupted is resumed as a job (polling again is harmless)
-    and its "Waiting…" message is finished; interrupted again, it is resumed again."""
-    ctx.jobs.register(WAIT_JOB, lambda payload: resume_wait(ctx, payload["owner"]),
-                      lambda payload: ctx.jobs.submit(WAIT_JOB, payload), deadline=None)  # bounded by its wait
-
-    def on_start(ctx) -> None:
-        for owner in owners_with_open(ctx.store, "wait_running", "launch:"):
-            payload = {"owner": owner}
-            if not ctx.store.one("SELECT 1 FROM jobs WHERE kind = ? AND state IN ('queued', 'running')"
-                                 " AND payload = ?", (WAIT_JOB, json.dumps(payload))):
-                ctx.jobs.submit(WAIT_JOB, payload)
-
-    ctx.extras.setdefault("on_start", []).append(on_start)
+def resume_waits(ctx) -> None:
+    """At start, every launch whose wait a crash interrupted is resumed as a WAIT_JOB (polling again is
+    harmless) and its "Waiting…" message is finished; interrupted again, it is resumed again."""
+    for owner in owners_with_open(ctx.store, "wait_running", "launch:"):
+        payload = {"owner": owner}
+        if not ctx.store.one("SELECT 1 FROM jobs WHERE kind = ? AND state IN ('queued', 'running')"
+                             " AND payload = ?", (WAIT_JOB, json.dumps(payload))):
+            ctx.jobs.submit(WAIT_JOB, payload)
 
 
 def resume_wait(ctx, owner: str) -> None:

@@ -17,7 +17,7 @@ def run(call):
     requests = approvals.pending(call.ctx)
     # A message's permalink never changes: each is asked of Slack once per process, and the ones not yet known
     # side by side, so forty open requests cost one round trip the first time and none after.
-    known = call.ctx.extras.setdefault("requests.permalinks", {})
+    known = call.ctx.permalinks
 
     def link(request):
         try:

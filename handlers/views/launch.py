@@ -192,12 +192,6 @@ def report_interrupted(ctx, payload: dict[str, Any]) -> None:
 
 
 def register(app, ctx) -> None:
-    ctx.jobs.register(JOB_KIND, lambda payload: run_form(ctx, payload),
-                      lambda payload: report_interrupted(ctx, payload))
-    ctx.jobs.register(OPEN_JOB, lambda payload: fill_form(ctx, payload),
-                      lambda payload: ctx.jobs.submit(OPEN_JOB, payload),  # listing and filling again is harmless
-                      gate=lambda payload: open_loading(ctx, payload))
-
     @app.view(render.CALLBACK_ID)
     def submitted(ack, body, view, context):
         values = delivery_keys.pick(view, "state", "values") or {}
