@@ -21,7 +21,7 @@ from bot.core import metrics
 from bot.core.access import Access
 from bot.core.config import Policy, Settings
 from bot.durable import anchors
-from bot.durable.jobs import InFlight, JobRunner, TrackedExecutor
+from bot.durable.jobs import InFlight, JobRunner, TrackedExecutor, active_counts, forget_finished
 from bot.durable.store import Store
 from bot.services import approvals, organization
 from bot.slack import delivery_keys, dispatch, outbox
@@ -85,7 +85,8 @@ def create_app(settings: Settings, policy: Policy, *, slack: WebClient | None = 
         before_authorize=_OnceOnly(),
     )
     app.middleware(database_guard(store))  # no new work is accepted on a lost database
-    metrics.enable(app, ctx)  # the app's own registry; times every ack, observes jobs and AWS calls
+    # The app's own registry: times every ack, observes jobs and AWS calls, counts jobs and requests when scraped.
+    metrics.enable(app, ctx, lambda: (active_counts(store), approvals.count_by_state(store)))
     organization.enable(ctx)  # the managed accounts, before anything lists or acts
     approvals.enable(ctx)
     outbox.enable(ctx)  # after approvals: its start hook (resend what a crash left) runs first
@@ -141,7 +142,5 @@ def prune(store: Store, now: datetime) -> dict[str, int]:
     def before(age: timedelta) -> str:
         return (now - age).strftime("%Y-%m-%dT%H:%M:%S")
 
-    requests = store.execute("DELETE FROM slack_requests WHERE received_at < ?", (before(SEEN_REQUESTS_KEPT),))
-    jobs = store.execute("DELETE FROM jobs WHERE state IN ('done', 'failed') AND updated_at < ?",
-                         (before(FINISHED_JOBS_KEPT),))
-    return {"slack_requests": requests.rowcount, "jobs": jobs.rowcount}
+    return {"slack_requests": delivery_keys.forget(store, before(SEEN_REQUESTS_KEPT)),
+            "jobs": forget_finished(store, before(FINISHED_JOBS_KEPT))}

@@ -391,7 +391,8 @@ class Store:
         database = getattr(self._local, "database", None)
         if database is None or database.conn is not self.conn():
             # recursive_triggers=False: SQLite's default, as every other connection of ours has it (no triggers).
-            database = sqlite_utils.Database(self.conn(), recursive_triggers=False)
+            # execute_plugins=False: no installed sqlite-utils plugin gets to change our connections.
+            database = sqlite_utils.Database(self.conn(), recursive_triggers=False, execute_plugins=False)
             self._local.database = database
         return database
 

@@ -244,9 +244,7 @@ def waiting_for(ctx, user: str) -> list:
 
 
 def made_by(ctx, user: str, limit: int = 10) -> list:
-    rows = ctx.store.query("SELECT * FROM requests WHERE requester = ? ORDER BY created_at DESC LIMIT ?",
-                           (user, limit))
-    return [approvals.Request.from_row(row) for row in rows]
+    return approvals.made_by(ctx.store, user, limit)
 
 
 def dashboard(ctx, user: str) -> Dashboard:
