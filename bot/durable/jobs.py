@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 import sys
 import threading
 import time
@@ -479,6 +480,11 @@ ACTIVE = "state IN ('queued', 'running')"
 def is_active(store: Store, kind: str, payload: dict[str, Any]) -> bool:
     """Whether a job of ``kind`` with exactly this payload is queued or running (so a start hook adds none)."""
     return store.db["jobs"].count_where(f"kind = ? AND {ACTIVE} AND payload = ?", [kind, json.dumps(payload)]) > 0
+
+
+def count_active(connection: sqlite3.Connection) -> int:
+    """Queued and running jobs, counted on ``connection`` (the health check's own, with its short busy timeout)."""
+    return connection.execute(f"SELECT count(*) FROM jobs WHERE {ACTIVE}").fetchone()[0]
 
 
 def active_counts(store: Store) -> dict[tuple[str, str], int]:

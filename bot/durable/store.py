@@ -22,6 +22,7 @@ Every table has one owning module; no other module holds SQL for it (tests/test_
     digest_history, dashboard_cache      bot/services/dashboard.py
     promotions                           bot/services/versions.py
     health, generation, _sqlite_migrations   bot/durable/store.py
+      (and store.py reads audit_head's last row id: its file check's watermark, below bot/durable/audit.py)
 
 Owners use sqlite-utils (``Store.db``) for plain table work (inserts, upserts, ``rows_where``) and keep raw SQL
 for the single conditional statements that make something happen exactly once, each commented.
@@ -621,11 +622,12 @@ class Store:
         """A new connection (mode=ro or rw: never creates the file) with a short busy timeout."""
         return sqlite3.connect(_uri(self.path, mode), uri=True, timeout=self.HEALTH_TIMEOUT, isolation_level=None)
 
-    def health(self) -> dict:
+    def health(self, jobs_pending: Callable[[sqlite3.Connection], int] | None = None) -> dict:
         """Prove the database works: the file is the one we opened, whole, current and writable (file_problem),
         and a short write transaction on a fresh connection (short busy timeout; the URI's mode=rw never creates
         a file) succeeds; it also advances the write generation. Returns {"ok", "problem", "schema_version",
-        "jobs_pending"} within about HEALTH_TIMEOUT (INTEGRITY_TIMEOUT more when the file looks damaged)."""
+        "jobs_pending"} (counted by ``jobs_pending``, the jobs table's owner, on the same short-timeout connection;
+        None without it) within about HEALTH_TIMEOUT (INTEGRITY_TIMEOUT more when the file looks damaged)."""
         problem = self.file_problem(max_age=0)
         if problem:
             return {"ok": False, "problem": problem, "schema_version": None, "jobs_pending": None}
@@ -648,8 +650,7 @@ class Store:
             if updated != 1:
                 raise sqlite3.DatabaseError("the health row is missing")
             schema = connection.execute("PRAGMA user_version").fetchone()[0]
-            pending = connection.execute(
-                "SELECT count(*) FROM jobs WHERE state IN ('queued', 'running')").fetchone()[0]
+            pending = jobs_pending(connection) if jobs_pending is not None else None
         except sqlite3.Error as error:
             self._noticed(error)
             return {"ok": False, "problem": f"cannot write the database: {error}", "schema_version": None,

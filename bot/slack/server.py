@@ -18,6 +18,7 @@ from slack_sdk.signature import SignatureVerifier
 from bot import __version__
 from bot.app import Amibot
 from bot.core import metrics
+from bot.durable import jobs
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ def health(amibot: Amibot) -> tuple[int, dict[str, Any]]:
     (bot/durable/store.py Store.health: about a second at most, even when the file is locked or truncated)."""
     ctx = amibot.ctx
     try:
-        checked = ctx.store.health()
+        checked = ctx.store.health(jobs_pending=jobs.count_active)
     except Exception as error:  # a broken database is exactly what a health check must report
         checked = {"ok": False, "problem": f"{type(error).__name__}: {error}", "schema_version": None,
                    "jobs_pending": None}
