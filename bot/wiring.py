@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from apscheduler.schedulers.base import BaseScheduler
@@ -26,8 +27,8 @@ import handlers
 from bot import scheduler
 from bot.core import metrics
 from bot.durable import anchors
-from bot.durable import store as durable_store
-from bot.durable.jobs import QUICK
+from bot.durable.jobs import QUICK, active_counts, forget_finished
+from bot.durable.store import Store
 from bot.services import (
     approvals,
     deregister,
@@ -39,7 +40,7 @@ from bot.services import (
     stages,
     usage_reports,
 )
-from bot.slack import dispatch, outbox
+from bot.slack import delivery_keys, dispatch, outbox
 from bot.slack.context import Context
 from bot.slack.dbguard import database_guard
 from bot.slack.post_digest import SlackPublisher
@@ -70,7 +71,8 @@ def attach(app: App, ctx: Context) -> None:
 
 
 def _attach_metrics(app: App, ctx: Context) -> None:
-    ctx.metrics = metrics.Metrics(ctx)
+    # the gauges read at scrape time come from the tables' owners (metrics sits below them)
+    ctx.metrics = metrics.Metrics(ctx, lambda: (active_counts(ctx.store), approvals.count_by_state(ctx.store)))
     metrics.time_acks(app, ctx.metrics)
     ctx.jobs.observers.append(lambda kind, seconds, state: metrics.job_finished(ctx, kind, seconds, state))
     if hasattr(ctx.aws, "observers"):  # a stand-in Aws given to create_app may not report its calls
@@ -168,7 +170,7 @@ def add_schedules(sched: BaseScheduler, ctx: Context) -> None:
     sched.add_job(outbox.prune, IntervalTrigger(hours=1), args=[ctx], id="outbox.prune", name="outbox.prune")
     sched.add_job(anchors.daily, CronTrigger(hour=0, minute=10), args=[ctx], id="audit.daily_anchor",
                   name="audit.daily_anchor")
-    sched.add_job(lambda: durable_store.prune(ctx.store, ctx.clock()), IntervalTrigger(hours=1), id="store.prune",
+    sched.add_job(lambda: prune(ctx.store, ctx.clock()), IntervalTrigger(hours=1), id="store.prune",
                   name="store.prune: forget old request keys and finished jobs")
     if policy.digest.channel:  # no channel, no daily digest
         hour, minute = digest.daily_time(policy)  # in the digest's time zone, so daylight saving keeps the hour
@@ -226,3 +228,19 @@ def stop_hooks(scheduled: bool) -> list[Hook]:
     if scheduled:
         hooks.append(scheduler.stop)
     return hooks
+
+
+# Slack retries within minutes; a day of request keys and a week of finished jobs is plenty to drop repeats
+# and to look back at what ran, without the tables growing forever.
+SEEN_REQUESTS_KEPT = timedelta(days=1)
+FINISHED_JOBS_KEPT = timedelta(days=7)
+
+
+def prune(store: Store, now: datetime) -> dict[str, int]:
+    """Forget old de-duplication keys and finished jobs (queued, running and interrupted ones stay), through the
+    tables' owners."""
+    def before(age: timedelta) -> str:
+        return (now - age).strftime("%Y-%m-%dT%H:%M:%S")
+
+    return {"slack_requests": delivery_keys.forget(store, before(SEEN_REQUESTS_KEPT)),
+            "jobs": forget_finished(store, before(FINISHED_JOBS_KEPT))}

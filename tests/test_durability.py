@@ -51,7 +51,7 @@ def test_interrupted_changing_command_is_reported_not_repeated(make_harness, aws
 def test_prune_forgets_old_keys_and_finished_jobs_only(make_harness, aws):
     from datetime import UTC, datetime, timedelta
 
-    from bot.durable.store import prune
+    from bot.wiring import prune
 
     harness = make_harness()
     store = harness.ctx.store

@@ -38,12 +38,14 @@ DIGEST_BUCKETS = (1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.
 JOB_STATES = ("queued", "running")  # the queue; done/failed rows are history (pruned after a week)
 APPROVAL_STATES = ("pending", "approved", "rejected", "expired", "cancelled", "executing", "succeeded", "failed")
 HELP_WORDS = ("", "help", "-h", "--help", "?")
+# ({(job kind, state): count} of the queued and running jobs, {request state: count}), read at scrape time
+DatabaseCounts = Callable[[], tuple[dict[tuple[str, str], int], dict[str, int]]]
 
 
 class Metrics:
     """The metric objects of one app, in their own registry."""
 
-    def __init__(self, ctx: Any = None) -> None:
+    def __init__(self, ctx: Any = None, database_counts: DatabaseCounts | None = None) -> None:
         self.registry = registry = CollectorRegistry()
         Info("amibot_build", "The running amibot's version.", registry=registry).info({"version": __version__})
         self.commands = Counter("amibot_commands", "Slash commands run, by subcommand and outcome.",
@@ -68,24 +70,24 @@ class Metrics:
                                  "When a digest was last computed (Unix time).", registry=registry)
         self.scheduler_runs = Counter("amibot_scheduler_runs", "Scheduled job runs, by job id and outcome "
                                       "(ok, error, missed).", ["job", "outcome"], registry=registry)
-        if ctx is not None:
-            registry.register(StoreCollector(ctx))
+        if ctx is not None and database_counts is not None:
+            registry.register(StoreCollector(ctx, database_counts))
 
 
 class StoreCollector(Collector):
-    """Gauges read from SQLite when scraped (one cheap GROUP BY each), so they are right across restarts."""
+    """Gauges read from SQLite when scraped (one cheap GROUP BY each), so they are right across restarts. The
+    tables' owners count (``database_counts``: given by the app factory, as this module sits below them)."""
 
-    def __init__(self, ctx: Any) -> None:
+    def __init__(self, ctx: Any, database_counts: DatabaseCounts) -> None:
         self.ctx = ctx
+        self.database_counts = database_counts
 
     def describe(self) -> list:
         return []  # read at scrape time only: registering must not touch the database
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         try:
-            jobs = self.ctx.store.query("SELECT kind, state, count(*) AS n FROM jobs"
-                                        " WHERE state IN ('queued', 'running') GROUP BY kind, state")
-            requests = self.ctx.store.query("SELECT state, count(*) AS n FROM requests GROUP BY state")
+            jobs, requests = self.database_counts()
         except Exception as error:  # a broken database must not break the scrape; /healthz says why
             log.warning("metrics: cannot read the database: %r", error)
             yield GaugeMetricFamily("amibot_database_up", "Whether the last scrape could read SQLite.", value=0)
@@ -94,13 +96,13 @@ class StoreCollector(Collector):
         depth = GaugeMetricFamily("amibot_job_queue_depth", "Durable jobs waiting or running, by kind and state.",
                                   labels=["kind", "state"])
         counts = {(kind, state): 0 for kind in self.ctx.jobs.kinds for state in JOB_STATES}
-        counts.update({(row["kind"], row["state"]): row["n"] for row in jobs})
+        counts.update(jobs)
         for (kind, state), count in sorted(counts.items()):
             depth.add_metric([kind, state], count)
         yield depth
         states = GaugeMetricFamily("amibot_approval_requests", "Approval requests in the database, by state.",
                                    labels=["state"])
-        by_state = dict.fromkeys(APPROVAL_STATES, 0) | {row["state"]: row["n"] for row in requests}
+        by_state = dict.fromkeys(APPROVAL_STATES, 0) | requests
         for state, count in sorted(by_state.items()):
             states.add_metric([state], count)
         yield states

@@ -25,8 +25,9 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from bot.aws.clients import call, paginate, requires
+from bot.durable import audit
 
-if TYPE_CHECKING:  # annotations only: the digest's command line imports this and need not load sqlite-utils
+if TYPE_CHECKING:
     from bot.durable.store import Store
 
 log = logging.getLogger(__name__)
@@ -86,14 +87,7 @@ class Anchor:
 
 def current(store: Store, at: str | None = None) -> Anchor:
     """The chain's state now, read in one transaction."""
-    connection = store.conn()
-    connection.execute("BEGIN")
-    try:
-        head = connection.execute("SELECT last_id, last_hash FROM audit_head WHERE one = 1").fetchone()
-        count = connection.execute("SELECT count(*) FROM audit").fetchone()[0]
-    finally:
-        connection.execute("COMMIT")
-    last_id, last_hash = (head[0], head[1]) if head else (0, "0" * 64)
+    count, last_id, last_hash = audit.state(store)
     return Anchor(count, last_id, last_hash, at or datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
 
 
@@ -102,9 +96,9 @@ def check(store: Store, anchor: Anchor, count: int | None = None) -> str | None:
     trail's rows, when the caller has counted them already. (Run after audit.verify: the chain itself must be
     intact for this to mean anything.)"""
     if count is None:
-        count = store.one("SELECT count(*) AS n FROM audit")["n"]
+        count = audit.count(store)
     if anchor.count is None:
-        if store.one("SELECT id FROM audit WHERE hash = ?", (anchor.head,)) is None and anchor.head != "0" * 64:
+        if not audit.has_hash(store, anchor.head) and anchor.head != "0" * 64:
             return (f"no row has the {anchor.describe()}'s hash: the trail was rewound or rewritten "
                     f"({count} rows now)")
         return None
@@ -113,8 +107,7 @@ def check(store: Store, anchor: Anchor, count: int | None = None) -> str | None:
                 "rows were removed (the trail was rewound or emptied)")
     if not anchor.count:
         return None
-    row = store.one("SELECT hash FROM audit WHERE id = ?", (anchor.last_id or anchor.count,))
-    if row is None or row["hash"] != anchor.head:
+    if audit.hash_of(store, anchor.last_id or anchor.count) != anchor.head:
         return (f"row {anchor.last_id or anchor.count} does not have the {anchor.describe()}'s hash: "
                 "the trail diverges from the anchor (rewritten)")
     return None
@@ -192,7 +185,7 @@ def check_all(store: Store, stored: list[Stored]) -> list[str]:
     """One line per object the trail does not match — an anchor it does not contain, or an object that is not an
     anchor — naming it; [] when the trail contains every anchor. No anchor outvotes another: a rewritten trail
     with a newer anchor to match still fails against every older one."""
-    count = store.one("SELECT count(*) AS n FROM audit")["n"]
+    count = audit.count(store)
     lines = []
     for item in stored:
         if item.anchor is None:
@@ -232,8 +225,8 @@ def publish(ctx, reason: str) -> dict[str, str]:
     for place, outcome in places.items():
         if outcome != "ok":
             log.warning("could not write the audit anchor to %s: %s", place, outcome)
-    ctx.store.execute("INSERT INTO anchors (at, count, last_id, head, reason, places) VALUES (?, ?, ?, ?, ?, ?)",
-                      (anchor.at, anchor.count, anchor.last_id, anchor.head, reason, json.dumps(places)))
+    ctx.store.db["anchors"].insert({"at": anchor.at, "count": anchor.count, "last_id": anchor.last_id,
+                                    "head": anchor.head, "reason": reason, "places": json.dumps(places)})
     return places
 
 
@@ -253,6 +246,7 @@ def daily(ctx, now: datetime | None = None) -> bool:
     if not configured(ctx.policy):
         return False
     now = now or ctx.clock()
+    # Raw SQL on purpose: the date's primary key makes this one INSERT the once-a-day claim, across processes.
     claimed = ctx.store.execute("INSERT OR IGNORE INTO anchor_days (date, claimed_at) VALUES (?, ?)",
                                 (now.strftime("%Y-%m-%d"), now.strftime("%Y-%m-%dT%H:%M:%SZ"))).rowcount
     if claimed:

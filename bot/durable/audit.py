@@ -53,6 +53,8 @@ def record(store: Store, *, actor: str, action: str, outcome: str, channel: str 
     MAX_DETAIL_TEXT is cut (and says so), in the detail and in the outcome."""
     detail_json = json.dumps(_cut(detail or {}), sort_keys=True, default=str, ensure_ascii=False)
     outcome = _cut(outcome)
+    # Raw SQL on purpose: read the head, append, move the head, all under the write lock BEGIN IMMEDIATE takes, so
+    # two writers (threads or processes) can never link two rows to one predecessor.
     with store.transaction() as connection:
         head = connection.execute("SELECT last_id, last_hash FROM audit_head WHERE one = 1").fetchone()
         last_id, prev_hash = (head[0], head[1]) if head else (0, GENESIS)
@@ -86,9 +88,7 @@ class Verdict:
 def verify(store: Store) -> Verdict:
     """Recompute the chain from the first row; stop at the first row that does not fit."""
     expected_prev, expected_id, count = GENESIS, 1, 0
-    cursor = store.conn().execute(f"SELECT {', '.join(FIELDS)}, hash FROM audit ORDER BY id")
-    for row in cursor:
-        row = dict(row)
+    for row in store.db["audit"].rows_where(order_by="id", select=", ".join([*FIELDS, "hash"])):
         count += 1
         if row["id"] != expected_id:
             return Verdict(False, count, expected_prev, expected_id,
@@ -99,7 +99,7 @@ def verify(store: Store) -> Verdict:
         if row_hash(row) != row["hash"]:
             return Verdict(False, count, expected_prev, row["id"], "its content does not match its hash (edited)")
         expected_prev, expected_id = row["hash"], expected_id + 1
-    head = store.one("SELECT last_id, last_hash FROM audit_head WHERE one = 1")
+    head = _head(store)
     last_id = expected_id - 1
     if head is None and last_id:
         return Verdict(False, count, expected_prev, last_id, "the chain head is missing")
@@ -108,6 +108,37 @@ def verify(store: Store) -> Verdict:
                        f"the chain head says row {head['last_id']} is last but the table ends at row {last_id}"
                        " (rows were removed from the end)")
     return Verdict(True, count, expected_prev)
+
+
+def _head(store: Store) -> dict | None:
+    return next(store.db["audit_head"].rows_where("one = 1", select="last_id, last_hash"), None)
+
+
+def state(store: Store) -> tuple[int, int, str]:
+    """(rows, last row id, last hash) of the chain, read in one read transaction so they agree."""
+    connection = store.conn()
+    connection.execute("BEGIN")
+    try:
+        head = _head(store)
+        count = store.db["audit"].count
+    finally:
+        connection.execute("COMMIT")
+    return (count, head["last_id"], head["last_hash"]) if head else (count, 0, GENESIS)
+
+
+def count(store: Store) -> int:
+    return store.db["audit"].count
+
+
+def hash_of(store: Store, row_id: int) -> str | None:
+    """The hash of row ``row_id``, or None when there is no such row."""
+    row = next(store.db["audit"].rows_where("id = ?", [row_id], select="hash"), None)
+    return row["hash"] if row else None
+
+
+def has_hash(store: Store, digest: str) -> bool:
+    """Whether some row has this hash."""
+    return store.db["audit"].count_where("hash = ?", [digest]) > 0
 
 
 def rows(store: Store, since: str | None = None, target: str | None = None, limit: int | None = None,
@@ -119,10 +150,8 @@ def rows(store: Store, since: str | None = None, target: str | None = None, limi
     if target:
         clauses.append("(target = ? OR detail LIKE ?)")
         params += [target, f"%{target}%"]
-    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-    order = "DESC" if newest_first else "ASC"
-    tail = f" LIMIT {int(limit)}" if limit else ""
-    found = store.query(f"SELECT * FROM audit {where} ORDER BY id {order}{tail}", tuple(params))
+    found = list(store.db["audit"].rows_where(" AND ".join(clauses) or None, params,
+                                              order_by="id DESC" if newest_first else "id", limit=limit or None))
     for row in found:
         row["detail"] = json.loads(row["detail"])
     return found

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 import sys
 import threading
 import time
@@ -332,6 +333,7 @@ class JobRunner:
             log.exception("gate of job %s (%s) failed; running the job", ticket.job_id, ticket.kind)
             through = True
         if not through:
+            # Conditional: a job another process claimed meanwhile keeps the state that process gives it.
             self.store.execute("UPDATE jobs SET state = 'done', updated_at = ? WHERE id = ? AND state = 'queued'",
                                (now_iso(), ticket.job_id))
             self._observe(ticket.kind, time.monotonic() - started, "done")  # the gate did the whole job
@@ -346,11 +348,10 @@ class JobRunner:
             "UPDATE jobs SET state = 'running', updated_at = ? WHERE id = ? AND state = 'queued'", (now_iso(), job_id))
         if cursor.rowcount != 1:
             return None
-        return self.store.one("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        return self.store.db["jobs"].get(job_id)
 
     def _finish(self, job_id: int, state: str, error: str | None = None) -> None:
-        self.store.execute("UPDATE jobs SET state = ?, error = ?, updated_at = ? WHERE id = ?",
-                           (state, error, now_iso(), job_id))
+        self.store.db["jobs"].update(job_id, {"state": state, "error": error, "updated_at": now_iso()})
 
     def _defer_to_acks(self, longest: float) -> None:
         deadline = time.monotonic() + longest
@@ -431,7 +432,7 @@ class JobRunner:
     def recover(self) -> dict[str, int]:
         """Resume what a previous process left behind. Returns counts, for the log."""
         counts = {"resumed": 0, "interrupted": 0}
-        for job in self.store.query("SELECT * FROM jobs WHERE state = 'running' ORDER BY id"):
+        for job in list(self.store.db["jobs"].rows_where("state = 'running'", order_by="id")):
             self._finish(job["id"], "interrupted", "the bot stopped while this job was running")
             kind = self.kinds.get(job["kind"])
             counts["interrupted"] += 1
@@ -440,7 +441,8 @@ class JobRunner:
                     kind.on_interrupted(json.loads(job["payload"]))
                 except Exception:
                     log.exception("could not report interrupted job %s", job["id"])
-        for job in self.store.query("SELECT id, kind, payload FROM jobs WHERE state = 'queued' ORDER BY id"):
+        queued = self.store.db["jobs"].rows_where("state = 'queued'", order_by="id", select="id, kind, payload")
+        for job in list(queued):
             if job["id"] in self._tickets:
                 continue  # submitted by this process already (e.g. by a hook above)
             if job["kind"] not in self.kinds:
@@ -455,8 +457,7 @@ class JobRunner:
         return counts
 
     def pending(self) -> int:
-        row = self.store.one("SELECT count(*) AS n FROM jobs WHERE state IN ('queued', 'running')")
-        return row["n"] if row else 0
+        return self.store.db["jobs"].count_where(ACTIVE)
 
     def wait_idle(self, timeout: float = 30.0) -> bool:
         with self._idle:
@@ -470,3 +471,29 @@ class JobRunner:
         if wait:
             for thread in threads:
                 thread.join()
+
+
+# --- the jobs table, for the rest of the bot (this module owns it: bot/durable/store.py) -------------------
+ACTIVE = "state IN ('queued', 'running')"
+
+
+def is_active(store: Store, kind: str, payload: dict[str, Any]) -> bool:
+    """Whether a job of ``kind`` with exactly this payload is queued or running (so a start hook adds none)."""
+    return store.db["jobs"].count_where(f"kind = ? AND {ACTIVE} AND payload = ?", [kind, json.dumps(payload)]) > 0
+
+
+def count_active(connection: sqlite3.Connection) -> int:
+    """Queued and running jobs, counted on ``connection`` (the health check's own, with its short busy timeout)."""
+    return connection.execute(f"SELECT count(*) FROM jobs WHERE {ACTIVE}").fetchone()[0]
+
+
+def active_counts(store: Store) -> dict[tuple[str, str], int]:
+    """{(kind, state): count} of the queued and running jobs (the metrics' queue depth)."""
+    rows = store.db.query(f"SELECT kind, state, count(*) AS n FROM jobs WHERE {ACTIVE} GROUP BY kind, state")
+    return {(row["kind"], row["state"]): row["n"] for row in rows}
+
+
+def forget_finished(store: Store, before: str) -> int:
+    """Forget done and failed jobs last updated before ``before`` (queued, running and interrupted ones stay).
+    One DELETE: its row count is what the hourly prune reports (sqlite-utils' delete_where does not give it)."""
+    return store.execute("DELETE FROM jobs WHERE state IN ('done', 'failed') AND updated_at < ?", (before,)).rowcount

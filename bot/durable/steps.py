@@ -41,25 +41,25 @@ class Steps:
 
     def plan(self, steps: list[Step]) -> list[Step]:
         """Replace any earlier plan of this owner with these steps (one transaction); returns them numbered."""
-        with self.store.transaction() as connection:
-            connection.execute("DELETE FROM steps WHERE owner = ?", (self.owner,))
+        with self.store.transaction():
+            table = self.store.db["steps"]
+            table.delete_where("owner = ?", [self.owner])
+            stamp = now_iso()
             for seq, step in enumerate(steps, start=1):
                 step.seq = seq
-                connection.execute(
-                    "INSERT INTO steps (owner, seq, action, target, data, state, result, updated_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (self.owner, seq, step.action, step.target, json.dumps(step.data), step.state, step.result,
-                     now_iso()))
+            table.insert_all({"owner": self.owner, "seq": step.seq, "action": step.action, "target": step.target,
+                              "data": json.dumps(step.data), "state": step.state, "result": step.result,
+                              "updated_at": stamp} for step in steps)
         return steps
 
     def mark(self, step: Step, state: str, result: str | None = None, **data: Any) -> Step:
         """Record a step's outcome (and any data learnt, e.g. instance ids) the moment AWS answers."""
         step.state, step.result = state, result
-        stored = self.store.one("SELECT data FROM steps WHERE owner = ? AND seq = ?", (self.owner, step.seq))
+        stored = self._stored(step)
         step.data = {**(json.loads(stored["data"]) if stored else {}), **step.data, **data}  # keep annotations
-        self.store.execute(
-            "UPDATE steps SET state = ?, result = ?, data = ?, updated_at = ? WHERE owner = ? AND seq = ?",
-            (state, result, json.dumps(step.data), now_iso(), self.owner, step.seq))
+        if stored:
+            self.store.db["steps"].update((self.owner, step.seq), {
+                "state": state, "result": result, "data": json.dumps(step.data), "updated_at": now_iso()})
         return step
 
     def annotate(self, action: str, **data: Any) -> None:
@@ -67,26 +67,42 @@ class Steps:
         for step in self.all():
             if step.action == action:
                 step.data.update(data)
-                self.store.execute("UPDATE steps SET data = ? WHERE owner = ? AND seq = ?",
-                                   (json.dumps(step.data), self.owner, step.seq))
+                self.store.db["steps"].update((self.owner, step.seq), {"data": json.dumps(step.data)})
 
     def all(self) -> list[Step]:
+        rows = self.store.db["steps"].rows_where("owner = ?", [self.owner], order_by="seq")
         return [Step(row["action"], row["target"], json.loads(row["data"]), row["state"], row["result"], row["seq"])
-                for row in self.store.query("SELECT * FROM steps WHERE owner = ? ORDER BY seq", (self.owner,))]
+                for row in rows]
 
     def forget(self) -> None:
-        self.store.execute("DELETE FROM steps WHERE owner = ?", (self.owner,))
+        self.store.db["steps"].delete_where("owner = ?", [self.owner])
+
+    def _stored(self, step: Step) -> dict | None:
+        return next(self.store.db["steps"].rows_where("owner = ? AND seq = ?", [self.owner, step.seq],
+                                                      select="data"), None)
 
 
 def owners_with_open(store, action: str, prefix: str) -> list[str]:
     """Owners (starting with prefix) that still have a planned step of this action: work a crash left."""
-    return [row["owner"] for row in store.query(
-        "SELECT DISTINCT owner FROM steps WHERE state = 'planned' AND action = ? AND owner LIKE ? ORDER BY owner",
-        (action, prefix.replace("%", "") + "%"))]
+    rows = store.db["steps"].rows_where("state = 'planned' AND action = ? AND owner LIKE ?",
+                                        [action, prefix.replace("%", "") + "%"], order_by="owner", select="owner")
+    return list(dict.fromkeys(row["owner"] for row in rows))
+
+
+def done_targets(store, owners: list[str], action: str) -> list[str]:
+    """The targets of these owners' steps of ``action`` that are done (e.g. the snapshots a deregister deleted)."""
+    if not owners or not store.db["steps"].exists():  # a read-only file from before steps existed
+        return []
+    marks = ", ".join("?" * len(owners))
+    rows = store.db["steps"].rows_where(f"owner IN ({marks}) AND action = ? AND state = 'done'", [*owners, action],
+                                        order_by="owner, seq", select="target")
+    return [row["target"] for row in rows]
 
 
 def prune(store, before: str) -> int:
-    """Forget the steps of owners with nothing left to do, last touched before ``before`` (ISO, UTC)."""
+    """Forget the steps of owners with nothing left to do, last touched before ``before`` (ISO, UTC). One DELETE
+    with the owners chosen inside it (no owner gets a new step between choosing and deleting); its count is
+    reported."""
     return store.execute(
         "DELETE FROM steps WHERE owner IN (SELECT owner FROM steps GROUP BY owner"
         " HAVING sum(state = 'planned') = 0 AND max(updated_at) < ?)", (before,)).rowcount

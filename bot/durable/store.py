@@ -9,8 +9,31 @@ While running, ``file_problem`` looks at the file at most once a second (health 
 opened, writable, whole, and not older than what this process already saw in it — a write generation in the file
 (one more per write transaction) is one of the things that only grow.
 
-Migrations are numbered and applied in order at start; ``PRAGMA user_version`` records the last one.
-Add a migration by appending to MIGRATIONS — never edit one that has shipped.
+Every table has one owning module; no other module holds SQL for it (tests/test_store_owners.py reads this list):
+
+    audit, audit_head                    bot/durable/audit.py
+    anchors, anchor_days                 bot/durable/anchors.py
+    jobs                                 bot/durable/jobs.py
+    steps                                bot/durable/steps.py
+    outbox                               bot/durable/outbox.py  (bot/slack/outbox.py delivers it)
+    slack_requests                       bot/slack/delivery_keys.py
+    requests, approvals                  bot/services/approvals.py
+    digest_runs, snoozes                 bot/services/digest.py
+    digest_history, dashboard_cache      bot/services/dashboard.py
+    promotions                           bot/services/versions.py
+    health, generation, _sqlite_migrations   bot/durable/store.py
+      (and store.py reads audit_head's last row id: its file check's watermark, below bot/durable/audit.py)
+
+Owners use sqlite-utils (``Store.db``) for plain table work (inserts, upserts, ``rows_where``) and keep raw SQL
+for the single conditional statements that make something happen exactly once, each commented.
+
+Migrations are applied in list order at start and recorded BY NAME in ``_sqlite_migrations`` (sqlite-utils'
+``Migrations``), so one added later before another is still applied to a file that has the other. Add one by
+appending to MIGRATIONS — never edit or rename one that has shipped. The first ten were numbered: a file made
+before names (``PRAGMA user_version`` = N, no names recorded) counts every numbered migration up to N as applied,
+once, and records their names; ``user_version`` keeps the highest number so that older builds leave the file alone.
+A new migration is a function given sqlite-utils' Database (``db[...].create(...)``, ``create_index``,
+``add_column``); the numbered ones stay the SQL they shipped as, so every file ends up with the same schema.
 """
 
 from __future__ import annotations
@@ -21,9 +44,8 @@ import sqlite3
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
-from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -32,8 +54,19 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MIGRATIONS: list[tuple[int, str, str]] = [
-    (1, "audit trail, Slack request de-duplication, durable jobs", """
+MIGRATION_SET = "amibot"  # the set our migrations are recorded under in sqlite-utils' _sqlite_migrations
+
+
+class Migration(NamedTuple):
+    name: str  # recorded in _sqlite_migrations once applied: never renamed
+    version: int | None  # its PRAGMA user_version number from before names (None for every later one)
+    title: str
+    change: str | Callable[[sqlite_utils.Database], None]  # a SQL script (the numbered ones) or a function
+
+
+MIGRATIONS: list[Migration] = [
+    Migration("0001_audit_slack_requests_jobs", 1,
+              "audit trail, Slack request de-duplication, durable jobs", """
         CREATE TABLE audit (
             id INTEGER PRIMARY KEY,
             ts TEXT NOT NULL,
@@ -70,7 +103,8 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         );
         CREATE INDEX jobs_state ON jobs(state);
     """),
-    (2, "approval requests and the approvals given", """
+    Migration("0002_approval_requests", 2,
+              "approval requests and the approvals given", """
         CREATE TABLE requests (
             id TEXT PRIMARY KEY,            -- req-<hex>
             kind TEXT NOT NULL,             -- deregister, share, launch, snapshot-cleanup, …
@@ -100,7 +134,8 @@ MIGRATIONS: list[tuple[int, str, str]] = [
             PRIMARY KEY (request_id, approver)
         );
     """),
-    (3, "daily digest runs (claimed once per day and channel) and snoozed images", """
+    Migration("0003_digest_runs_snoozes", 3,
+              "daily digest runs (claimed once per day and channel) and snoozed images", """
         -- The primary key is the claim: INSERT OR IGNORE before posting, so a restart or a second
         -- process sharing this file never posts the same day's digest twice.
         CREATE TABLE digest_runs (
@@ -118,7 +153,8 @@ MIGRATIONS: list[tuple[int, str, str]] = [
             at TEXT NOT NULL
         );
     """),
-    (4, "promotion history per image family and region (for rollback)", """
+    Migration("0004_promotions", 4,
+              "promotion history per image family and region (for rollback)", """
         CREATE TABLE promotions (
             id INTEGER PRIMARY KEY,
             family TEXT NOT NULL,
@@ -132,7 +168,8 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         );
         CREATE INDEX promotions_family ON promotions(family, region, id);
     """),
-    (5, "a health row the health check writes, and audit anchors (the chain's head kept outside the file)", """
+    Migration("0005_health_anchors", 5,
+              "a health row the health check writes, and audit anchors (the chain's head kept outside the file)", """
         -- /healthz proves it can write by updating this one row in a short transaction.
         CREATE TABLE health (
             one INTEGER PRIMARY KEY CHECK (one = 1),
@@ -155,7 +192,8 @@ MIGRATIONS: list[tuple[int, str, str]] = [
             claimed_at TEXT NOT NULL
         );
     """),
-    (6, "durable steps of multi-step actions, and the outbox of messages owed to Slack", """
+    Migration("0006_steps_outbox", 6,
+              "durable steps of multi-step actions, and the outbox of messages owed to Slack", """
         -- One row per step of a multi-step action (deregister + delete each snapshot, share + snapshot
         -- permissions, launch + wait): written before the step runs, updated with what AWS said, so a
         -- restart knows what was done and finishes what was not.
@@ -186,7 +224,8 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         );
         CREATE INDEX outbox_state ON outbox(state, next_at);
     """),
-    (8, "daily digest runs that fail after their claim are retried the same day", """
+    Migration("0008_digest_run_retries", 8,
+              "daily digest runs that fail after their claim are retried the same day", """
         -- state: running (claimed, being made) | posted | retry (failed; next attempt at next_attempt_at)
         --        | failed (out of attempts, or the day is over). The claim stays the row's primary key.
         ALTER TABLE digest_runs ADD COLUMN state TEXT NOT NULL DEFAULT 'posted';
@@ -195,7 +234,8 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         ALTER TABLE digest_runs ADD COLUMN error TEXT;
         UPDATE digest_runs SET state = 'running' WHERE outcome IS NULL;
     """),
-    (10, "the digest's totals per day (the Home tab's trend) and the Home tab's fleet cache", """
+    Migration("0010_digest_history_dashboard_cache", 10,
+              "the digest's totals per day (the Home tab's trend) and the Home tab's fleet cache", """
         CREATE TABLE digest_history (
             date TEXT PRIMARY KEY,          -- the day in [digest].timezone, YYYY-MM-DD; the day's last digest wins
             stale_images INTEGER NOT NULL,
@@ -215,12 +255,14 @@ MIGRATIONS: list[tuple[int, str, str]] = [
             wanted_at TEXT                  -- last time someone opened the Home tab (refresh only while wanted)
         );
     """),
-    (14, "promotions per account: the managed account whose image and SSM parameter a promotion set", """
+    Migration("0014_promotions_per_account", 14,
+              "promotions per account: the managed account whose image and SSM parameter a promotion set", """
         -- '': the bot's own account (single-account mode, and every row written before accounts existed)
         ALTER TABLE promotions ADD COLUMN account TEXT NOT NULL DEFAULT '';
         CREATE INDEX promotions_account ON promotions(account, family, region, id);
     """),
-    (15, "a write generation: an older copy of the file put in place of the live one is noticed", """
+    Migration("0015_write_generation", 15,
+              "a write generation: an older copy of the file put in place of the live one is noticed", """
         -- Every write transaction (and every health check) adds one; a running process remembers the highest it
         -- has seen, so a number lower than that means the file went back in time (bot/durable/store.py file_problem).
         CREATE TABLE generation (
@@ -342,13 +384,16 @@ class Store:
 
     @property
     def db(self) -> sqlite_utils.Database:
-        """A sqlite-utils view over this thread's connection, for queries and simple inserts (imported here:
-        `amibot digest` and the other short commands need the store but not sqlite-utils' few megabytes)."""
+        """A sqlite-utils view over this thread's connection, for the owners' table work: inserts, upserts and
+        ``rows_where``. Its writes join an open ``transaction()`` (as a savepoint) and otherwise commit on their
+        own, like ``execute``. (Imported here: the read-only commands need the store but not sqlite-utils.)"""
         import sqlite_utils
 
         database = getattr(self._local, "database", None)
         if database is None or database.conn is not self.conn():
-            database = sqlite_utils.Database(self.conn())
+            # recursive_triggers=False: SQLite's default, as every other connection of ours has it (no triggers).
+            # execute_plugins=False: no installed sqlite-utils plugin gets to change our connections.
+            database = sqlite_utils.Database(self.conn(), recursive_triggers=False, execute_plugins=False)
             self._local.database = database
         return database
 
@@ -385,19 +430,35 @@ class Store:
     def schema_version(self) -> int:
         return self.conn().execute("PRAGMA user_version").fetchone()[0]
 
-    def migrate(self) -> list[int]:
-        """Apply the migrations this file has not seen yet; return their numbers."""
-        applied = []
-        with self.transaction() as connection:
-            current = self.schema_version
-            for number, _title, sql in sorted(MIGRATIONS):
-                if number <= current:
-                    continue
-                for statement in _statements(sql):
-                    connection.execute(statement)
-                connection.execute(f"PRAGMA user_version = {int(number)}")
-                applied.append(number)
-        return applied
+    def migrate(self) -> list[str]:
+        """Apply, in one write transaction, the migrations this file has not recorded; return their names."""
+        from sqlite_utils import Migrations
+
+        migrations = Migrations(MIGRATION_SET)
+        for migration in MIGRATIONS:
+            migrations(name=migration.name)(_runner(migration))
+        with self.transaction():
+            database = self.db
+            self._adopt_numbered(database, migrations)
+            pending = [migration.name for migration in migrations.pending(database)]
+            migrations.apply(database)
+            numbered = max(migration.version or 0 for migration in MIGRATIONS)
+            if numbered > self.schema_version:  # never lowered: older builds read it as "all of mine applied"
+                self.conn().execute(f"PRAGMA user_version = {int(numbered)}")
+        return pending
+
+    def _adopt_numbered(self, database: sqlite_utils.Database, migrations) -> None:
+        """A file made before migrations had names: record every numbered migration up to its user_version as
+        applied (once: afterwards the file has names and its user_version is no longer read)."""
+        version = self.schema_version
+        if not version or migrations.applied(database):
+            return
+        migrations.ensure_migrations_table(database)
+        adopted = [migration.name for migration in MIGRATIONS if migration.version and migration.version <= version]
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S+00:00", time.gmtime())
+        database[migrations.migrations_table].insert_all(
+            {"migration_set": MIGRATION_SET, "name": name, "applied_at": stamp} for name in adopted)
+        log.info("database %s at schema version %d: recorded %d migrations by name", self.path, version, len(adopted))
 
     def close(self) -> None:
         """Close every thread's connection (at shutdown: worker threads never close their own)."""
@@ -561,11 +622,12 @@ class Store:
         """A new connection (mode=ro or rw: never creates the file) with a short busy timeout."""
         return sqlite3.connect(_uri(self.path, mode), uri=True, timeout=self.HEALTH_TIMEOUT, isolation_level=None)
 
-    def health(self) -> dict:
+    def health(self, jobs_pending: Callable[[sqlite3.Connection], int] | None = None) -> dict:
         """Prove the database works: the file is the one we opened, whole, current and writable (file_problem),
         and a short write transaction on a fresh connection (short busy timeout; the URI's mode=rw never creates
         a file) succeeds; it also advances the write generation. Returns {"ok", "problem", "schema_version",
-        "jobs_pending"} within about HEALTH_TIMEOUT (INTEGRITY_TIMEOUT more when the file looks damaged)."""
+        "jobs_pending"} (counted by ``jobs_pending``, the jobs table's owner, on the same short-timeout connection;
+        None without it) within about HEALTH_TIMEOUT (INTEGRITY_TIMEOUT more when the file looks damaged)."""
         problem = self.file_problem(max_age=0)
         if problem:
             return {"ok": False, "problem": problem, "schema_version": None, "jobs_pending": None}
@@ -588,8 +650,7 @@ class Store:
             if updated != 1:
                 raise sqlite3.DatabaseError("the health row is missing")
             schema = connection.execute("PRAGMA user_version").fetchone()[0]
-            pending = connection.execute(
-                "SELECT count(*) FROM jobs WHERE state IN ('queued', 'running')").fetchone()[0]
+            pending = jobs_pending(connection) if jobs_pending is not None else None
         except sqlite3.Error as error:
             self._noticed(error)
             return {"ok": False, "problem": f"cannot write the database: {error}", "schema_version": None,
@@ -668,6 +729,19 @@ def _require_database(path: str) -> None:
         raise StoreMissing(f"{path} is empty, not an amibot database")
 
 
+def _runner(migration: Migration) -> Callable[[sqlite_utils.Database], None]:
+    """What sqlite-utils' Migrations calls: the function itself, or one that runs a numbered migration's SQL."""
+    if callable(migration.change):
+        return migration.change
+    script = migration.change
+
+    def run(database: sqlite_utils.Database) -> None:
+        for statement in _statements(script):
+            database.conn.execute(statement)
+
+    return run
+
+
 def _statements(sql: str) -> list[str]:
     """Split a migration script into statements (executescript would commit our transaction)."""
     statements, buffer = [], ""
@@ -679,20 +753,3 @@ def _statements(sql: str) -> list[str]:
     if buffer.strip() and not all(part.strip().startswith("--") for part in buffer.strip().splitlines()):
         statements.append(buffer.strip())
     return statements
-
-
-# Slack retries within minutes; a day of request keys and a week of finished jobs is plenty to drop repeats
-# and to look back at what ran, without the tables growing forever.
-SEEN_REQUESTS_KEPT = timedelta(days=1)
-FINISHED_JOBS_KEPT = timedelta(days=7)
-
-
-def prune(store: Store, now: datetime) -> dict[str, int]:
-    """Forget old de-duplication keys and finished jobs (queued, running and interrupted ones stay)."""
-    def before(age: timedelta) -> str:
-        return (now - age).strftime("%Y-%m-%dT%H:%M:%S")
-
-    requests = store.execute("DELETE FROM slack_requests WHERE received_at < ?", (before(SEEN_REQUESTS_KEPT),))
-    jobs = store.execute("DELETE FROM jobs WHERE state IN ('done', 'failed') AND updated_at < ?",
-                         (before(FINISHED_JOBS_KEPT),))
-    return {"slack_requests": requests.rowcount, "jobs": jobs.rowcount}

@@ -150,13 +150,16 @@ def _families(handle, found: Drift, now: datetime, many: bool) -> list[FamilyHea
 
 
 def save_fleet(store, fleet: Fleet) -> None:
-    store.execute("INSERT INTO dashboard_cache (key, data, computed_at) VALUES (?, ?, ?) ON CONFLICT(key) DO "
-                  "UPDATE SET data = excluded.data, computed_at = excluded.computed_at",
-                  (FLEET, json.dumps(asdict(fleet)), fleet.computed_at))
+    store.db["dashboard_cache"].upsert({"key": FLEET, "data": json.dumps(asdict(fleet)),
+                                        "computed_at": fleet.computed_at}, pk="key")
+
+
+def _cached(store, column: str) -> dict | None:
+    return next(store.db["dashboard_cache"].rows_where("key = ?", [FLEET], select=column), None)
 
 
 def load_fleet(store) -> Fleet | None:
-    row = store.one("SELECT data FROM dashboard_cache WHERE key = ?", (FLEET,))
+    row = _cached(store, "data")
     if row is None:
         return None
     try:
@@ -171,18 +174,19 @@ def load_fleet(store) -> Fleet | None:
 
 
 def want(store, now: datetime) -> None:
-    """Someone opened the Home tab: the scheduled refresh keeps the fleet fresh while this is recent."""
+    """Someone opened the Home tab: the scheduled refresh keeps the fleet fresh while this is recent. (One statement
+    that sets only wanted_at on a cached fleet and gives a new row the placeholders its NOT NULL columns need.)"""
     store.execute("INSERT INTO dashboard_cache (key, data, computed_at, wanted_at) VALUES (?, 'null', '', ?) "
                   "ON CONFLICT(key) DO UPDATE SET wanted_at = excluded.wanted_at", (FLEET, _stamp(now)))
 
 
 def stale(store, now: datetime) -> bool:
-    row = store.one("SELECT computed_at FROM dashboard_cache WHERE key = ?", (FLEET,))
+    row = _cached(store, "computed_at")
     return not row or not row["computed_at"] or now - _parse(row["computed_at"]) >= FRESH
 
 
 def wanted(store, now: datetime) -> bool:
-    row = store.one("SELECT wanted_at FROM dashboard_cache WHERE key = ?", (FLEET,))
+    row = _cached(store, "wanted_at")
     return bool(row and row["wanted_at"] and now - _parse(row["wanted_at"]) < WANTED_FOR)
 
 
@@ -193,15 +197,11 @@ def record_digest(store, day: str, stale_images: int, orphaned_snapshots: int, m
                   permalink: str | None = None, now: datetime | None = None) -> None:
     """The day's digest totals (the day's last run wins): the Home tab's trend and its last-digest line."""
     stamp = _stamp(now) if now else datetime.now().strftime("%Y-%m-%dT%H:%M:%S")
-    store.execute(
-        "INSERT INTO digest_history (date, stale_images, orphaned_snapshots, monthly_waste, drifted_instances,"
-        " channel, message_ts, permalink, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(date) DO UPDATE"
-        " SET stale_images = excluded.stale_images, orphaned_snapshots = excluded.orphaned_snapshots,"
-        " monthly_waste = excluded.monthly_waste, drifted_instances = excluded.drifted_instances,"
-        " channel = COALESCE(excluded.channel, channel), message_ts = COALESCE(excluded.message_ts, message_ts),"
-        " permalink = COALESCE(excluded.permalink, permalink), recorded_at = excluded.recorded_at",
-        (day, stale_images, orphaned_snapshots, round(monthly_waste, 2), drifted_instances, channel, message_ts,
-         permalink, stamp))
+    where = {"channel": channel, "message_ts": message_ts, "permalink": permalink}
+    store.db["digest_history"].upsert({  # an upsert sets only the columns given: an unknown link keeps the known one
+        "date": day, "stale_images": stale_images, "orphaned_snapshots": orphaned_snapshots,
+        "monthly_waste": round(monthly_waste, 2), "drifted_instances": drifted_instances, "recorded_at": stamp,
+        **{name: value for name, value in where.items() if value is not None}}, pk="date")
 
 
 def record_posted_digest(ctx, day: str, findings, channel: str | None, ts: str | None) -> None:
@@ -221,13 +221,13 @@ def record_posted_digest(ctx, day: str, findings, channel: str | None, ts: str |
 
 
 def trend(store, days: int = TREND_DAYS) -> list[DayTotals]:
-    rows = store.query("SELECT * FROM digest_history ORDER BY date DESC LIMIT ?", (days,))
+    rows = list(store.db["digest_history"].rows_where(order_by="date DESC", limit=days))
     return [DayTotals(row["date"], row["stale_images"], row["orphaned_snapshots"], row["monthly_waste"],
                       row["drifted_instances"]) for row in reversed(rows)]
 
 
 def last_digest(store) -> LastDigest | None:
-    row = store.one("SELECT * FROM digest_history ORDER BY date DESC LIMIT 1")
+    row = next(store.db["digest_history"].rows_where(order_by="date DESC", limit=1), None)
     if row is None:
         return None
     return LastDigest(row["date"], row["monthly_waste"], row["stale_images"], row["orphaned_snapshots"],
@@ -244,9 +244,7 @@ def waiting_for(ctx, user: str) -> list:
 
 
 def made_by(ctx, user: str, limit: int = 10) -> list:
-    rows = ctx.store.query("SELECT * FROM requests WHERE requester = ? ORDER BY created_at DESC LIMIT ?",
-                           (user, limit))
-    return [approvals.Request.from_row(row) for row in rows]
+    return approvals.made_by(ctx.store, user, limit)
 
 
 def dashboard(ctx, user: str) -> Dashboard:

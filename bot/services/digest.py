@@ -72,6 +72,7 @@ def _stamp(moment: datetime) -> str:
 # --- computing ------------------------------------------------------------------------------------------
 
 def snoozed_ids(store, now: datetime) -> set[str]:
+    # Plain SQL, not sqlite-utils: `amibot digest` reads this and stays without sqlite-utils' 12 MB.
     return {row["image_id"] for row in store.query("SELECT image_id FROM snoozes WHERE until > ?", (_stamp(now),))}
 
 
@@ -222,7 +223,8 @@ def publisher(ctx) -> Publisher:
 
 
 def claim(store, day: str, channel: str, now: datetime) -> bool:
-    """True for exactly one caller per (day, channel), across threads and processes: the first attempt."""
+    """True for exactly one caller per (day, channel), across threads and processes: the first attempt. (Raw SQL
+    on purpose: the primary key makes this one INSERT the claim.)"""
     return store.execute("INSERT OR IGNORE INTO digest_runs (date, channel, claimed_at, state, attempts)"
                          " VALUES (?, ?, ?, 'running', 1)", (day, channel, _utc(now))).rowcount == 1
 
@@ -243,7 +245,11 @@ def _utc(moment: datetime) -> str:
 
 
 def _run(store, day: str, channel: str) -> dict | None:
-    return store.one("SELECT * FROM digest_runs WHERE date = ? AND channel = ?", (day, channel))
+    return next(store.db["digest_runs"].rows_where("date = ? AND channel = ?", [day, channel]), None)
+
+
+def _set_run(store, day: str, channel: str, **columns) -> None:
+    store.db["digest_runs"].update((day, channel), columns)
 
 
 def retry_is_due(row: dict | None, now: datetime) -> bool:
@@ -266,7 +272,7 @@ def claim_retry(store, day: str, channel: str, now: datetime) -> int | None:
 
 
 def claimed(store, day: str, channel: str) -> bool:
-    return store.one("SELECT 1 AS yes FROM digest_runs WHERE date = ? AND channel = ?", (day, channel)) is not None
+    return _run(store, day, channel) is not None
 
 
 def run_daily(ctx) -> str:
@@ -289,8 +295,7 @@ def run_daily(ctx) -> str:
     except Exception as error:  # whatever it was, the day is not lost: retried, and visible in /healthz
         return _failed_attempt(ctx, day, channel, attempt, error)
     # It is out: whatever happens next, no retry may post it again.
-    ctx.store.execute("UPDATE digest_runs SET state = 'posted', message_ts = ?, error = NULL WHERE date = ?"
-                      " AND channel = ?", (ts, day, channel))
+    _set_run(ctx.store, day, channel, state="posted", message_ts=ts, error=None)
     record_posted_digest(ctx, day, findings, channel, ts)
     outcome = (f"posted: {len(findings.stale)} stale, {len(findings.orphans)} orphaned, "
                f"${findings.monthly_cost:,.2f}/month")
@@ -302,8 +307,7 @@ def run_daily(ctx) -> str:
 
 
 def _finish_run(ctx, day: str, channel: str, ts: str | None, outcome: str) -> str:
-    ctx.store.execute("UPDATE digest_runs SET message_ts = ?, outcome = ?, state = 'posted', error = NULL"
-                      " WHERE date = ? AND channel = ?", (ts, outcome, day, channel))
+    _set_run(ctx.store, day, channel, message_ts=ts, outcome=outcome, state="posted", error=None)
     _audit_run(ctx, day, channel, outcome)
     return outcome
 
@@ -318,8 +322,7 @@ def _failed_attempt(ctx, day: str, channel: str, attempt: int, error: Exception)
                   MAX_ATTEMPTS, _utc(next_at), reason, exc_info=error)
         when = next_at.astimezone(UTC)
         outcome = f"failed (attempt {attempt} of {MAX_ATTEMPTS}): {reason}; retrying at {when:%H:%M} UTC"
-        ctx.store.execute("UPDATE digest_runs SET state = 'retry', next_attempt_at = ?, error = ?, outcome = ?"
-                          " WHERE date = ? AND channel = ?", (_utc(next_at), reason, outcome, day, channel))
+        _set_run(ctx.store, day, channel, state="retry", next_attempt_at=_utc(next_at), error=reason, outcome=outcome)
         _audit_run(ctx, day, channel, outcome)
         return outcome
     log.error("digest for %s in %s failed (attempt %d of %d); giving up for today: %s", day, channel, attempt,
@@ -330,8 +333,7 @@ def _failed_attempt(ctx, day: str, channel: str, attempt: int, error: Exception)
     except Exception:  # Slack may be what failed; the log, /healthz and the audit trail still say it
         log.exception("could not tell %s that the digest for %s failed", channel, day)
     outcome = f"failed after {attempt} attempt(s): {reason}"
-    ctx.store.execute("UPDATE digest_runs SET state = 'failed', message_ts = ?, error = ?, outcome = ?"
-                      " WHERE date = ? AND channel = ?", (ts, reason, outcome, day, channel))
+    _set_run(ctx.store, day, channel, state="failed", message_ts=ts, error=reason, outcome=outcome)
     _audit_run(ctx, day, channel, outcome)
     return outcome
 
@@ -349,8 +351,7 @@ def retry_due(ctx) -> str | None:
 
 def health_status(ctx) -> dict | None:
     """The latest daily run, for /healthz: its day, state, attempts and last error."""
-    row = ctx.store.one("SELECT date, channel, state, attempts, error, next_attempt_at FROM digest_runs"
-                        " ORDER BY date DESC, claimed_at DESC LIMIT 1")
+    row = next(ctx.store.db["digest_runs"].rows_where(order_by="date DESC, claimed_at DESC", limit=1), None)
     if row is None:
         return None
     status = {"date": row["date"], "channel": row["channel"], "state": row["state"], "attempts": row["attempts"]}
@@ -400,9 +401,8 @@ def snooze(ctx, image_id: str, region: str, user: str, channel: str | None, days
     """Keep the image out of digests for `days`; stored and audited (with its account). Returns when it ends."""
     now = ctx.clock()
     until = now + timedelta(days=days)
-    ctx.store.execute("INSERT INTO snoozes (image_id, until, by, at) VALUES (?, ?, ?, ?) ON CONFLICT(image_id)"
-                      " DO UPDATE SET until = excluded.until, by = excluded.by, at = excluded.at",
-                      (image_id, _stamp(until), user, _stamp(now)))
+    ctx.store.db["snoozes"].upsert({"image_id": image_id, "until": _stamp(until), "by": user, "at": _stamp(now)},
+                                   pk="image_id")
     detail = {"region": region, "days": days, **({"account": account} if account else {})}
     audit.record(ctx.store, actor=user, action="digest.snooze", channel=channel, target=image_id,
                  outcome=f"snoozed until {until.date().isoformat()}", detail=detail)

@@ -23,6 +23,7 @@ from bot.aws import data as awsdata
 from bot.aws.clients import Aws, paginate, requires
 from bot.core.errors import AwsError, Unsupported
 from bot.core.families import family_of
+from bot.services import approvals
 from bot.services.images import Image, describe_own_images
 from bot.services.references import LIVE_STATES
 from bot.services.versions import is_current, ordered_versions
@@ -139,9 +140,8 @@ def running_in(aws: Aws, region: str) -> tuple[list[Running], str]:
 def retired_names(store) -> dict[str, str]:
     """Names of images amibot itself deregistered (image id -> name), so instances still on a gone image keep
     their family even where the endpoint cannot say what the image was called."""
-    rows = store.query("SELECT json_extract(params, '$.image_id') AS id, json_extract(params, '$.name') AS name"
-                       " FROM requests WHERE kind = 'deregister' AND state = 'succeeded'")
-    return {row["id"]: row["name"] for row in rows if row["id"] and row["name"]}
+    retired = [params for _id, params in approvals.params_of(store, "deregister", state=approvals.SUCCEEDED)]
+    return {params["image_id"]: params["name"] for params in retired if params.get("image_id") and params.get("name")}
 
 
 def region_drift(aws: Aws, region: str, family_tag: str, now: datetime, only: str | None = None,

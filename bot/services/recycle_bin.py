@@ -19,6 +19,8 @@ from datetime import datetime, timedelta
 
 from bot.aws.clients import Aws, call, paginate, requires
 from bot.core.errors import AmibotError, AwsError, NotFound, UsageError
+from bot.durable import steps
+from bot.services import approvals
 
 log = logging.getLogger(__name__)
 
@@ -307,17 +309,11 @@ def snapshots_deleted_with(ctx, image_id: str, in_bin: list[BinItem]) -> list[st
     """The image's own snapshots now in the bin: those AWS described as made for it, and those amibot
     itself deleted when it deregistered the image (recorded in its steps)."""
     ids = [item.id for item in in_bin if image_id in item.description]
-    rows = ctx.store.query(
-        "SELECT s.target FROM steps s JOIN requests r ON s.owner = 'request:' || r.id"
-        " WHERE r.kind = 'deregister' AND s.action = 'delete_snapshot' AND s.state = 'done'"
-        " AND json_extract(r.params, '$.image_id') = ?", (image_id,)) if _has_steps(ctx.store) else []
+    deregisters = [f"request:{request_id}" for request_id, _params
+                   in approvals.params_of(ctx.store, "deregister", image_id=image_id)]
     in_bin_ids = {item.id for item in in_bin}
-    ids += [row["target"] for row in rows if row["target"] in in_bin_ids]
+    ids += [target for target in steps.done_targets(ctx.store, deregisters, "delete_snapshot") if target in in_bin_ids]
     return list(dict.fromkeys(ids))
-
-
-def _has_steps(store) -> bool:
-    return bool(store.one("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'steps'"))
 
 
 @requires("ec2:RestoreSnapshotFromRecycleBin", "ec2:RestoreImageFromRecycleBin")

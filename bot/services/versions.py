@@ -252,8 +252,9 @@ def active_promotion(store, family: str, region: str, accounts: tuple[str, ...] 
     """The latest promotion not undone by a rollback: the family's current version per amibot, in the region of
     the account (`accounts`: the values its rows carry, see _stored_as)."""
     marks = ", ".join("?" for _ in accounts)
-    return store.one(f"SELECT * FROM promotions WHERE family = ? AND region = ? AND account IN ({marks}) "
-                     "AND rolled_back_at IS NULL ORDER BY id DESC LIMIT 1", (family, region, *accounts))
+    return next(store.db["promotions"].rows_where(
+        f"family = ? AND region = ? AND account IN ({marks}) AND rolled_back_at IS NULL", [family, region, *accounts],
+        order_by="id DESC", limit=1), None)
 
 
 def is_promoted(ctx: Context, image: Image) -> bool:
@@ -267,8 +268,8 @@ def is_promoted(ctx: Context, image: Image) -> bool:
 def promoted_places(ctx: Context, family: str) -> list[tuple[str, str]]:
     """(account id, region) where the family has an active promotion; a row from before accounts ('') is the
     bot's own account."""
-    rows = ctx.store.query("SELECT DISTINCT account, region FROM promotions WHERE family = ? "
-                           "AND rolled_back_at IS NULL", (family,))
+    rows = ctx.store.db["promotions"].rows_where("family = ? AND rolled_back_at IS NULL", [family],
+                                                 select="account, region")
     home = ctx.aws.home.account.id
     return sorted({(row["account"] or home, row["region"]) for row in rows})
 
@@ -313,10 +314,9 @@ def promote(ctx: Context, image: Image, user: str) -> Promotion:
         previous = tagged[0] if tagged else (active["image_id"] if active and active["image_id"] != image.id
                                              else None)
         _point_current_at(owner, image, tagged)
-        ctx.store.execute(
-            "INSERT INTO promotions (family, region, image_id, promoted_by, promoted_at, previous_image_id, account) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (image.family, image.region, image.id, user, now.isoformat(), previous, image.account))
+        ctx.store.db["promotions"].insert({"family": image.family, "region": image.region, "image_id": image.id,
+                                           "promoted_by": user, "promoted_at": now.isoformat(),
+                                           "previous_image_id": previous, "account": image.account})
     return Promotion(image, previous, parameter_name(image.family), owner.account.label if ctx.aws.many else "")
 
 
@@ -352,6 +352,7 @@ def rollback(ctx: Context, family: str, region: str | None, user: str, account: 
             raise AmibotError(f"{latest['image_id']} is the first promoted version of {family} in {where}; "
                               "there is nothing to roll back to.")
         target = _rollback_target(ctx, owner, family, region, latest["previous_image_id"])
+        # Raw SQL on purpose: one conditional UPDATE decides which of two processes rolls this promotion back.
         claimed = ctx.store.execute(
             "UPDATE promotions SET rolled_back_at = ?, rolled_back_by = ? WHERE id = ? AND rolled_back_at IS NULL",
             (ctx.clock().isoformat(), user, latest["id"]))
@@ -360,8 +361,7 @@ def rollback(ctx: Context, family: str, region: str | None, user: str, account: 
         try:
             _point_current_at(owner, target, [latest["image_id"]])
         except AmibotError:
-            ctx.store.execute("UPDATE promotions SET rolled_back_at = NULL, rolled_back_by = NULL WHERE id = ?",
-                              (latest["id"],))
+            ctx.store.db["promotions"].update(latest["id"], {"rolled_back_at": None, "rolled_back_by": None})
             raise
     usage = scan(owner, region, [latest["image_id"]]).of(latest["image_id"])
     return Rollback(family, region, target, latest["image_id"], usage, parameter_name(family),

@@ -165,11 +165,18 @@ def claim(store: Store, key: str | None) -> bool:
     True the first time; False for a repeat, which the listener then acks and drops."""
     if key is None:
         return True
+    # Raw SQL on purpose: the UNIQUE key makes this one statement the exactly-once claim, on the ack path.
     cursor = store.execute("INSERT OR IGNORE INTO slack_requests (key, received_at) VALUES (?, ?)", (key, now_iso()))
     if cursor.rowcount == 0:
         log.info("dropping a repeated Slack request (%s)", key[:80])
         return False
     return True
+
+
+def forget(store: Store, before: str) -> int:
+    """Forget the keys received before ``before`` (Slack retries within minutes); returns how many. One DELETE:
+    its count is what the hourly prune reports."""
+    return store.execute("DELETE FROM slack_requests WHERE received_at < ?", (before,)).rowcount
 
 
 def key_of(context: Any, body: Any) -> str | None:

@@ -10,6 +10,7 @@ import logging
 from typing import Any
 
 from bot import __version__
+from bot.durable import jobs
 from bot.services.digest import health_status
 from bot.slack.context import Context
 
@@ -22,7 +23,7 @@ def health(ctx: Context) -> tuple[int, dict[str, Any]]:
     """200 only when the database file is the one opened at start and a short write transaction succeeds
     (bot/durable/store.py Store.health: about a second at most, even when the file is locked or truncated)."""
     try:
-        checked = ctx.store.health()
+        checked = ctx.store.health(jobs_pending=jobs.count_active)
     except Exception as error:  # a broken database is exactly what a health check must report
         checked = {"ok": False, "problem": f"{type(error).__name__}: {error}", "schema_version": None,
                    "jobs_pending": None}

@@ -1,9 +1,9 @@
 """The outbox: every message the approval engine owes Slack, delivered at least once, posted at most once.
 
 The engine (bot/services/approvals.py) writes an *intent* — data, never a rendered message — into the ``outbox``
-table in the same SQLite transaction as the state change that causes it, so no committed change can lose
-its message and no rolled-back one can send one. This module renders intents with bot/render/approvals.py
-at delivery time (from the request's current state) and sends them:
+table (bot/durable/outbox.py) in the same SQLite transaction as the state change that causes it, so no committed
+change can lose its message and no rolled-back one can send one. This module renders intents with
+bot/render/approvals.py at delivery time (from the request's current state) and sends them:
 
 - right after the commit, on the committing thread (``kick``), so people see it at once;
 - by a worker thread that retries what failed, with exponential backoff, and at start delivers what a
@@ -27,6 +27,7 @@ from datetime import timedelta
 from slack_sdk.errors import SlackApiError
 
 from bot.durable import audit, steps
+from bot.durable import outbox as owed
 from bot.durable.audit import now_iso
 from bot.render import approvals as render
 from bot.render import blocks
@@ -59,13 +60,12 @@ class Outbox:
         delivered = 0
         with self._lock:
             blocked: set[str] = set()  # subjects with an earlier undelivered message: keep their order
-            rows = self.ctx.store.query(
-                "SELECT * FROM outbox WHERE state IN ('pending', 'sending') ORDER BY id")
-            for row in rows:
+            for row in owed.undelivered(self.ctx.store):
                 subject = row["subject"] or ""
                 if subject in blocked:
                     continue
-                if row["state"] == "sending" or row["next_at"] > time.time() or not self._claim(row["id"]):
+                due = row["state"] == "pending" and row["next_at"] <= time.time()
+                if not due or not owed.claim(self.ctx.store, row["id"]):
                     blocked.add(subject)
                     continue
                 if self._deliver(row):
@@ -73,10 +73,6 @@ class Outbox:
                 else:
                     blocked.add(subject)
         return delivered
-
-    def _claim(self, outbox_id: int) -> bool:
-        return self.ctx.store.execute("UPDATE outbox SET state = 'sending', attempts = attempts + 1 WHERE id = ?"
-                                      " AND state = 'pending'", (outbox_id,)).rowcount == 1
 
     def _deliver(self, row: dict) -> bool:
         intent = json.loads(row["intent"])
@@ -87,22 +83,20 @@ class Outbox:
             return self._failed(row, intent, code, permanent=code in PERMANENT)
         except Exception as error:  # network trouble, Slack down: worth retrying
             return self._failed(row, intent, f"{type(error).__name__}: {error}"[:300], permanent=False)
-        self.ctx.store.execute("UPDATE outbox SET state = 'delivered', ts = ?, delivered_at = ?, last_error = NULL"
-                               " WHERE id = ?", (ts, now_iso(), row["id"]))
+        owed.delivered(self.ctx.store, row["id"], ts, now_iso())
         return True
 
     def _failed(self, row: dict, intent: dict, error: str, permanent: bool) -> bool:
         attempts = row["attempts"] + 1
         if permanent or attempts >= MAX_ATTEMPTS:
             log.error("giving up on a Slack message after %s attempt(s): %s (%s)", attempts, error, intent["kind"])
-            self.ctx.store.execute("UPDATE outbox SET state = 'dead', last_error = ? WHERE id = ?", (error, row["id"]))
+            owed.dead(self.ctx.store, row["id"], error)
             if intent["kind"] == "request_message":
                 self._undeliverable(intent, error)
             return True  # dead rows no longer hold back the messages after them
         delay = min(MAX_BACKOFF_SECONDS, self.backoff * 2 ** (attempts - 1))
         log.warning("a Slack message failed (%s); retrying in %.1f s", error, delay)
-        self.ctx.store.execute("UPDATE outbox SET state = 'pending', last_error = ?, next_at = ? WHERE id = ?",
-                               (error, time.time() + delay, row["id"]))
+        owed.retry_at(self.ctx.store, row["id"], error, time.time() + delay)
         return False
 
     def _send(self, intent: dict) -> str | None:
@@ -128,8 +122,7 @@ class Outbox:
 
     def _posted(self, request, response) -> None:
         """Store the ts at once: from now on this request's message is updated, never posted again."""
-        self.ctx.store.execute("UPDATE requests SET message_ts = ? WHERE id = ? AND message_ts IS NULL",
-                               (response["ts"], request.id))
+        approvals.set_message_ts(self.ctx.store, request.id, response["ts"])
 
     def _undeliverable(self, intent: dict, error: str) -> None:
         """The request's message cannot go to its channel: send it to the requester; failing that, cancel the
@@ -147,8 +140,8 @@ class Outbox:
             log.error("could not send %s to its requester either: %s", request.id, second)
             approvals.cancel_undeliverable(self.ctx, request.id, note)
             return
-        self.ctx.store.execute("UPDATE requests SET message_ts = ?, channel = ? WHERE id = ? AND message_ts IS NULL",
-                               (response["ts"], response.get("channel") or request.requester, request.id))
+        approvals.set_message_ts(self.ctx.store, request.id, response["ts"],
+                                 channel=response.get("channel") or request.requester)
         audit.record(self.ctx.store, actor="amibot", action="request.message-redirected", target=request.id,
                      channel=request.channel, outcome=f"sent to the requester: {note}")
 
@@ -157,7 +150,7 @@ class Outbox:
     def recover(self) -> int:
         """At start: what a crashed process was sending goes out again (the ts guard prevents a second post
         of a request message already stored; see the module docstring for the window that remains)."""
-        return self.ctx.store.execute("UPDATE outbox SET state = 'pending' WHERE state = 'sending'").rowcount
+        return owed.resend_interrupted(self.ctx.store)
 
     def start(self) -> None:
         if self._thread is None:
@@ -187,8 +180,7 @@ class Outbox:
                 failing = True
 
     def undelivered(self) -> int:
-        row = self.ctx.store.one("SELECT count(*) AS n FROM outbox WHERE state IN ('pending', 'sending')")
-        return row["n"] if row else 0
+        return owed.count_undelivered(self.ctx.store)
 
     def wait_idle(self, timeout: float = 30.0) -> bool:
         """Until nothing is left to deliver (a message waiting out a backoff counts as left)."""
@@ -207,9 +199,7 @@ KEPT = timedelta(days=7)  # delivered and dead messages (and finished steps) are
 
 def prune(ctx) -> dict[str, int]:
     before = (ctx.clock() - KEPT).strftime("%Y-%m-%dT%H:%M:%S")
-    messages = ctx.store.execute("DELETE FROM outbox WHERE state IN ('delivered', 'dead') AND created_at < ?",
-                                 (before,)).rowcount
-    return {"outbox": messages, "steps": steps.prune(ctx.store, before)}
+    return {"outbox": owed.prune(ctx.store, before), "steps": steps.prune(ctx.store, before)}
 
 
 def at_start(ctx) -> None:

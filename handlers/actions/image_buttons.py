@@ -14,12 +14,11 @@ create_poll_seconds (default 15). The job and the resumption at start are regist
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import time
 
 from bot.core.errors import AmibotError
-from bot.durable import audit
+from bot.durable import audit, jobs
 from bot.durable.steps import DONE, FAILED, PLANNED, Step, Steps, owners_with_open
 from bot.render import blocks
 from bot.render.lifecycle import LAUNCH_ACTION, SHARE_ACTION, NewImage, button_hint, new_image
@@ -100,8 +99,7 @@ def resume_watches(ctx) -> None:
     """At start: a watch recorded but with no job (a crash between recording it and starting it) gets one."""
     for owner in owners_with_open(ctx.store, WATCH, "watch:"):
         payload = {"watch": owner}
-        if not ctx.store.one("SELECT 1 FROM jobs WHERE kind = ? AND state IN ('queued', 'running') AND payload = ?",
-                             (WATCH_JOB, json.dumps(payload))):
+        if not jobs.is_active(ctx.store, WATCH_JOB, payload):
             ctx.jobs.submit(WATCH_JOB, payload)
 
 

@@ -6,11 +6,10 @@ Without arguments it opens the launch form (handlers/views/launch.py), which end
 
 from __future__ import annotations
 
-import json
 import logging
 
 from bot.core.errors import AmibotError
-from bot.durable import audit
+from bot.durable import audit, jobs
 from bot.durable.steps import DONE, FAILED, SKIPPED, Steps, owners_with_open
 from bot.render import blocks
 from bot.render import launch as render
@@ -68,8 +67,7 @@ def resume_waits(ctx) -> None:
     harmless) and its "Waiting…" message is finished; interrupted again, it is resumed again."""
     for owner in owners_with_open(ctx.store, "wait_running", "launch:"):
         payload = {"owner": owner}
-        if not ctx.store.one("SELECT 1 FROM jobs WHERE kind = ? AND state IN ('queued', 'running')"
-                             " AND payload = ?", (WAIT_JOB, json.dumps(payload))):
+        if not jobs.is_active(ctx.store, WAIT_JOB, payload):
             ctx.jobs.submit(WAIT_JOB, payload)
 
 
