@@ -13,10 +13,11 @@ from botocore.stub import ANY, Stubber
 from moto.ec2.models import ec2_backends
 
 from bot.services import approvals
-from tests import seed
-from tests.test_accounts_org import listing_refused, organisation
-from tests.test_deregister import approval_message, image_exists, last_update, snapshot_exists, snapshots_of
-from tests.test_references import REPORT_OPERATIONS, report, route
+from tests.support import seed
+from tests.support.approvals import approval_message, last_update
+from tests.support.ec2 import image_exists, snapshot_exists, snapshots_of
+from tests.support.org import listing_refused, organisation
+from tests.support.stubs import REPORT_OPERATIONS, report, route
 
 REGIONS = ["us-east-1"]
 POLICY = seed.three_accounts(REGIONS, approvals={"approvers": ["U0LEAD"]})

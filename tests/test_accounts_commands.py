@@ -9,8 +9,8 @@ import json
 import pytest
 from moto import settings as moto_settings
 
-from tests import seed
-from tests.seed import BAKE, PROD, STAGING
+from tests.support import seed
+from tests.support.seed import BAKE, PROD, STAGING
 
 REGIONS = ["us-east-1", "eu-west-1"]
 

@@ -9,9 +9,9 @@ import boto3
 import pytest
 from botocore.stub import ANY, Stubber
 
-from tests import seed
-from tests.probes import route_probes
-from tests.test_deregister import approval_message
+from tests.support import seed
+from tests.support.approvals import approval_message
+from tests.support.probes import route_probes
 
 REGIONS = ["us-east-1"]
 PEOPLE = {"access": {"operators": ["U0OPS"]}, "approvals": {"approvers": ["U0LEAD"]}}
@@ -101,7 +101,7 @@ def test_restore_finds_the_image_in_the_account_whose_bin_holds_it(org, monkeypa
 def test_drift_judges_instances_in_every_account_by_the_bake_accounts_families(org, aws):
     from moto.ec2.models import ec2_backends
 
-    from tests.test_drift import family
+    from tests.support.seed import family
 
     v1, v2 = family(aws, ["1.0.0", "2.0.0"])
     prod, staging = seed.account_session(aws, seed.PROD), seed.account_session(aws, seed.STAGING)

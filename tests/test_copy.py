@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 
-from tests import seed
+from tests.support import seed
 
 
 def posts(harness, containing=""):

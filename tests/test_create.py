@@ -11,7 +11,7 @@ from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 
 from bot.services.create import wait_for_image
-from tests import seed
+from tests.support import seed
 
 OPERATORS = {"aws": {"regions": ["us-east-1", "eu-west-1"]}, "access": {"operators": ["U0OPS"]}}
 

@@ -17,7 +17,7 @@ from bot.render.digest import DEREGISTER, SNOOZE
 from bot.render.lifecycle import LAUNCH_ACTION
 from bot.services import launch as launch_service
 from bot.slack import delivery_keys
-from tests import seed
+from tests.support import seed
 
 POLICY = {"aws": {"regions": ["us-east-1", "eu-west-1"]}, "approvals": {"approvers": ["U0LEAD"]}}
 RETRY = {"X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "http_timeout"}

@@ -9,7 +9,7 @@ from botocore.stub import Stubber
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.ec2.models import ec2_backends
 
-from tests import seed
+from tests.support import seed
 
 FRIEND, STRANGER = "111122223333", "444455556666"
 ORG = "arn:aws:organizations::123456789012:organization/o-a1b2c3d4e5"

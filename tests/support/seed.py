@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.ec2.models import ec2_backends
@@ -94,3 +94,14 @@ def three_accounts(regions: list[str], **extra) -> dict:
                          {"id": PROD, "name": "prod", "role_arn": role_arn(PROD)},
                          {"id": STAGING, "name": "staging", "role_arn": role_arn(STAGING)}],
             **extra}
+
+
+NOW = datetime.now(UTC)  # what `family` dates its versions from
+
+
+def family(aws, versions, name="web", days_apart=30):
+    """One image per version, from one instance, `days_apart` days apart, the last the newest."""
+    source = instance(aws)
+    return [image(aws, f"{name}-{version}", tags={"Family": name, "Version": version}, from_instance=source,
+                  created=NOW - timedelta(days=days_apart * (len(versions) - number)))
+            for number, version in enumerate(versions)]
