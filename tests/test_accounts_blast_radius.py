@@ -10,7 +10,6 @@ import botocore.awsrequest
 import botocore.handlers
 import pytest
 from botocore.stub import ANY, Stubber
-from moto.ec2.models import ec2_backends
 
 from bot.services import approvals
 from tests.support import seed
@@ -37,11 +36,8 @@ def shared_bake_image(aws, name, *accounts):
 
 
 def instance_in(session, account, image_id, name):
-    """An instance in `account` running the bake account's shared image. moto's RunInstances only accepts an
-    image of the account itself, so it is launched from a local one and pointed at the shared image after."""
-    instance_id = seed.instance(session, name=name)
-    ec2_backends[account]["us-east-1"].get_instance(instance_id).image_id = image_id
-    return instance_id
+    """An instance in `account` (the session's) running the bake account's shared image."""
+    return seed.instance_on_shared_image(session, image_id, name=name)
 
 
 def subnet(session):

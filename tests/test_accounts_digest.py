@@ -114,8 +114,7 @@ def test_a_bake_image_that_prod_runs_is_not_stale_in_the_organisations_digest(ma
                                                                               capsys):
     shared = registered(aws, seed.BAKE, "base-v3", 300)  # as old as bake-old, and run in prod
     aws.client("ec2").modify_image_attribute(ImageId=shared, LaunchPermission={"Add": [{"UserId": seed.PROD}]})
-    instance_id = seed.instance(org["prod"], name="prod-web-1")  # moto: launched from a local image, then pointed
-    seed.ec2_backends[seed.PROD]["us-east-1"].get_instance(instance_id).image_id = shared
+    seed.instance_on_shared_image(org["prod"], shared, name="prod-web-1")
     harness = make_harness(seed.three_accounts(REGIONS, digest=DIGEST))
     harness.command("digest", channel="C0OPS")
     text = digest_post(harness).text
