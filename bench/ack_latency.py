@@ -50,7 +50,7 @@ from slack_sdk.signature import SignatureVerifier  # noqa: E402
 try:
     from bot.devtools.fakeslack import FakeSlack, free_port
 except ImportError:  # before the demo tools moved it
-    from tests.fakeslack import FakeSlack, free_port
+    from bot.devtools.fakeslack import FakeSlack, free_port
 
 SECRET = "bench-signing-secret-0123456789"
 NO_AWS = ("/ami requests", "usage error", "refused click", "approval click")

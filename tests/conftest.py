@@ -20,10 +20,9 @@ import boto3  # noqa: E402
 import pytest  # noqa: E402
 from moto import mock_aws  # noqa: E402
 
-from tests.fakeslack import FakeSlack  # noqa: E402
-from tests.harness import Harness  # noqa: E402
-
-REGIONS = ["us-east-1", "eu-west-1"]
+from bot.devtools.fakeslack import FakeSlack  # noqa: E402
+from tests.support.harness import REGIONS, Harness  # noqa: E402
+from tests.support.processes import served  # noqa: E402, F401 (a fixture: `amibot serve` as a process)
 
 
 @pytest.fixture

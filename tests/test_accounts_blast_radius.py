@@ -12,13 +12,13 @@ import botocore.awsrequest
 import botocore.handlers
 import pytest
 from botocore.stub import ANY, Stubber
-from moto.ec2.models import ec2_backends
 
 from bot.services import approvals
-from tests import seed
-from tests.test_accounts_org import listing_refused, organisation
-from tests.test_deregister import approval_message, image_exists, last_update, snapshot_exists, snapshots_of
-from tests.test_references import REPORT_OPERATIONS, report, route
+from tests.support import seed
+from tests.support.approvals import approval_message, last_update
+from tests.support.ec2 import image_exists, snapshot_exists, snapshots_of
+from tests.support.org import listing_refused, organisation
+from tests.support.stubs import REPORT_OPERATIONS, report, route
 
 REGIONS = ["us-east-1"]
 POLICY = seed.three_accounts(REGIONS, approvals={"approvers": ["U0LEAD"]})
@@ -38,11 +38,8 @@ def shared_bake_image(aws, name, *accounts):
 
 
 def instance_in(session, account, image_id, name):
-    """An instance in `account` running the bake account's shared image. moto's RunInstances only accepts an
-    image of the account itself, so it is launched from a local one and pointed at the shared image after."""
-    instance_id = seed.instance(session, name=name)
-    ec2_backends[account]["us-east-1"].get_instance(instance_id).image_id = image_id
-    return instance_id
+    """An instance in `account` (the session's) running the bake account's shared image."""
+    return seed.instance_on_shared_image(session, image_id, name=name)
 
 
 def subnet(session):

@@ -9,8 +9,8 @@ import json
 import pytest
 from moto import settings as moto_settings
 
-from tests import seed
-from tests.seed import BAKE, PROD, STAGING
+from tests.support import seed
+from tests.support.seed import BAKE, PROD, STAGING
 
 REGIONS = ["us-east-1", "eu-west-1"]
 
@@ -102,8 +102,7 @@ def test_versions_show_each_versions_use_in_the_managed_accounts_it_is_shared_wi
     old = seed.image(aws, "base-1", tags={"Family": "base", "Version": "1"})
     new = seed.image(aws, "base-2", tags={"Family": "base", "Version": "2"})
     aws.client("ec2").modify_image_attribute(ImageId=new, LaunchPermission={"Add": [{"UserId": PROD}]})
-    instance_id = seed.instance(prod, name="prod-base-1")  # moto: launched from a local image, then pointed at it
-    seed.ec2_backends[PROD]["us-east-1"].get_instance(instance_id).image_id = new
+    seed.instance_on_shared_image(prod, new, name="prod-base-1")
     app.command("versions base")
     rows = {line.split("`")[1]: line for line in app.last_reply().text.splitlines() if line.startswith("*")
             and "`ami-" in line}
@@ -125,8 +124,7 @@ def test_show_of_a_shared_image_lists_its_use_in_the_managed_accounts_it_is_shar
     image_id = seed.image(aws, "base-bake-3")
     aws.client("ec2").modify_image_attribute(ImageId=image_id, LaunchPermission={
         "Add": [{"UserId": PROD}, {"UserId": STAGING}]})
-    instance_id = seed.instance(prod, name="prod-api-1")  # moto: launched from a local image, then pointed at it
-    seed.ec2_backends[PROD]["us-east-1"].get_instance(instance_id).image_id = image_id
+    instance_id = seed.instance_on_shared_image(prod, image_id, name="prod-api-1")
     app.command(f"show {image_id}")
     text = app.last_reply().text
     assert "*In use by* (in bake (123456789012))\nnothing found" in text

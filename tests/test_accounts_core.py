@@ -12,7 +12,7 @@ from botocore.credentials import DeferredRefreshableCredentials
 from bot.aws.clients import Aws, Target
 from bot.core.accounts import Account
 from bot.core.errors import AwsDenied, AwsError, NotFound
-from tests import seed
+from tests.support import seed
 
 REGIONS = ["us-east-1", "eu-west-1"]
 BAKE = Account(seed.BAKE, "bake")

@@ -9,25 +9,17 @@ from __future__ import annotations
 import csv
 import io
 import json
-from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from bot import cli
 from bot.render.approvals import APPROVE
 from bot.services import approvals
-from tests import seed
-from tests.conftest import REGIONS
+from tests.support import seed
+from tests.support.harness import REGIONS
+from tests.support.org import BAKE_LABEL, PROD_LABEL, STAGING_LABEL, digest_post, registered
 
 DIGEST = {"stale_after_days": 90, "keep_latest": 0, "snapshot_price_per_gb_month": 0.05}
-PROD_LABEL, STAGING_LABEL, BAKE_LABEL = "prod (111111111111)", "staging (222222222222)", "bake (123456789012)"
-
-
-def registered(session, account: str, name: str, days_old: float, region: str = "us-east-1") -> str:
-    """An own image in `account` (moto gives it a 15 GiB snapshot 'Auto-created snapshot for AMI …'), backdated."""
-    image_id = session.client("ec2", region).register_image(Name=name, RootDeviceName="/dev/sda1")["ImageId"]
-    seed.backdate(image_id, datetime.now(UTC) - timedelta(days=days_old), region, account=account)
-    return image_id
 
 
 def orphaned(session, account: str, region: str = "us-east-1") -> str:
@@ -59,11 +51,6 @@ def org(aws):
            "prod-orphan": orphaned(prod, seed.PROD),
            "staging-young": registered(staging, seed.STAGING, "api-v9", 5)}
     return {"ids": ids, "prod": prod, "staging": staging}
-
-
-def digest_post(harness, channel: str = "C0OPS"):
-    return [c for c in harness.fake.calls_to("chat.postMessage")
-            if c.params.get("channel") == channel and "AMI digest" in c.text][-1]
 
 
 def buttons(post, action_id: str) -> list[str]:
@@ -127,8 +114,7 @@ def test_a_bake_image_that_prod_runs_is_not_stale_in_the_organisations_digest(ma
                                                                               capsys):
     shared = registered(aws, seed.BAKE, "base-v3", 300)  # as old as bake-old, and run in prod
     aws.client("ec2").modify_image_attribute(ImageId=shared, LaunchPermission={"Add": [{"UserId": seed.PROD}]})
-    instance_id = seed.instance(org["prod"], name="prod-web-1")  # moto: launched from a local image, then pointed
-    seed.ec2_backends[seed.PROD]["us-east-1"].get_instance(instance_id).image_id = shared
+    seed.instance_on_shared_image(org["prod"], shared, name="prod-web-1")
     harness = make_harness(seed.three_accounts(REGIONS, digest=DIGEST))
     harness.command("digest", channel="C0OPS")
     text = digest_post(harness).text
@@ -214,7 +200,7 @@ def test_a_failing_account_is_named_in_the_daily_run_outcome(make_harness, org):
 
 
 def test_the_home_tab_fleet_spans_the_accounts(make_harness, org):
-    from tests.test_home import open_home, view_text
+    from tests.support.home import open_home, view_text
 
     prod = org["prod"]
     old, new = registered(prod, seed.PROD, "svc-1", 40), registered(prod, seed.PROD, "svc-2", 3)
@@ -306,9 +292,9 @@ def test_cli_dry_run_reports_a_role_that_cannot_be_assumed(aws, org, cli_env, ca
 def test_sixty_accounts_with_findings_everywhere_still_fit_one_message():
     from bot.core.accounts import Account
     from bot.render import digest as render
+    from bot.services.inventory import Snapshot as Snap
     from bot.services.staleness import Findings, Rules, failed_region, judge
-    from tests.test_staleness import DESCRIPTIONS, GONE, NOW, image, inventory, snap_id
-    from tests.test_staleness import Snapshot as Snap
+    from tests.support.inventory import DESCRIPTIONS, GONE, NOW, image, inventory, snap_id
 
     rules = Rules(90, 0, 0.05)
     accounts = [Account(id=f"{100000000000 + n}", name=f"team-{n:02d}", role_arn=seed.role_arn(f"{100000000000 + n}"))

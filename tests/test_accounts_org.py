@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import boto3
 import pytest
-from botocore.awsrequest import AWSResponse
 from botocore.stub import Stubber
 
 from bot import cli
@@ -15,7 +14,8 @@ from bot.core.accounts import Account, merge_discovered
 from bot.core.config import parse_policy
 from bot.core.errors import AwsError, ConfigError
 from bot.services import organization
-from tests import seed
+from tests.support import seed
+from tests.support.org import listing_refused, organisation
 
 REGIONS = ["us-east-1"]
 
@@ -109,13 +109,6 @@ def test_merge_discovered_members():
 
 # --- [organization] through moto's Organizations -------------------------------------------------------------
 
-def organisation(session, *names: str) -> list[str]:
-    """An organisation managed from the bot's own account with one new member account per name: their ids."""
-    client = session.client("organizations")
-    client.create_organization(FeatureSet="ALL")
-    return [client.create_account(Email=f"{name.replace(' ', '')}@example.com", AccountName=name)
-            ["CreateAccountStatus"]["AccountId"] for name in names]
-
 
 def org_policy(**organization) -> dict:
     return {"aws": {"regions": REGIONS}, "organization": {"enabled": True, "role_name": "amibot", **organization}}
@@ -162,15 +155,6 @@ def test_list_accounts_is_read_page_by_page():
         members = organization.list_members(handle)
         stub.assert_no_pending_responses()
     assert [item["Id"] for item in members] == [seed.BAKE, seed.PROD, seed.STAGING, "333333333333"]
-
-
-def listing_refused(code: str = "AccessDeniedException"):
-    """A before-call handler with which Organizations refuses ListAccounts."""
-    def deny(**_):
-        return (AWSResponse("https://organizations.us-east-1.amazonaws.com/", 400, {}, None),
-                {"Error": {"Code": code, "Message": "You don't have permissions to access this resource."}})
-
-    return deny
 
 
 def refuse_listing(events, code: str = "AccessDeniedException") -> None:

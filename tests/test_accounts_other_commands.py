@@ -9,9 +9,9 @@ import boto3
 import pytest
 from botocore.stub import ANY, Stubber
 
-from tests import seed
-from tests.probes import route_probes
-from tests.test_deregister import approval_message
+from tests.support import seed
+from tests.support.approvals import approval_message
+from tests.support.probes import route_probes
 
 REGIONS = ["us-east-1"]
 PEOPLE = {"access": {"operators": ["U0OPS"]}, "approvals": {"approvers": ["U0LEAD"]}}
@@ -99,16 +99,13 @@ def test_restore_finds_the_image_in_the_account_whose_bin_holds_it(org, monkeypa
 
 
 def test_drift_judges_instances_in_every_account_by_the_bake_accounts_families(org, aws):
-    from moto.ec2.models import ec2_backends
-
-    from tests.test_drift import family
+    from tests.support.seed import family
 
     v1, v2 = family(aws, ["1.0.0", "2.0.0"])
     prod, staging = seed.account_session(aws, seed.PROD), seed.account_session(aws, seed.STAGING)
-    for session, account, count in ((prod, seed.PROD, 2), (staging, seed.STAGING, 1)):
-        for _ in range(count):  # moto runs only an account's own image: launch, then point it at bake's v1
-            instance_id = seed.instance(session)
-            ec2_backends[account]["us-east-1"].get_instance(instance_id).image_id = v1
+    for session, count in ((prod, 2), (staging, 1)):
+        for _ in range(count):  # each runs bake's v1
+            seed.instance_on_shared_image(session, v1)
     seed.instance(aws, image_id=v2)  # bake itself runs the current version
 
     org.command("drift web")

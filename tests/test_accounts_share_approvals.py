@@ -8,7 +8,7 @@ import json
 
 from bot.durable.steps import DONE, Step, Steps
 from bot.services import approvals
-from tests import seed
+from tests.support import seed
 
 REGIONS = ["us-east-1", "eu-west-1"]
 PROD_LABEL = f"prod ({seed.PROD})"
@@ -144,7 +144,7 @@ def test_an_approver_listed_only_for_prod_approves_prod_requests_and_not_the_bak
     assert f"*Account:* {BAKE_LABEL}" in bake_message.text and "<@U0LEAD>" in bake_message.text
 
     # The Home tab of each lists what they may approve: the prod approver's has the prod request only
-    from tests.test_home import open_home, view_text
+    from tests.support.home import open_home, view_text
 
     prod_home, lead_home = view_text(open_home(harness, "U0PRODLEAD")[-1]), view_text(open_home(harness, "U0LEAD")[-1])
     assert prod_request["id"] in prod_home and bake_request["id"] not in prod_home

@@ -13,8 +13,8 @@ from moto.core import DEFAULT_ACCOUNT_ID
 
 from bot.services.allowed import ALLOWED, BLOCKED, UNKNOWN, AllowedSettings, verdict
 from bot.services.images import Image
-from tests import seed
-from tests.probes import route_probes
+from tests.support import seed
+from tests.support.probes import route_probes
 
 POLICY = {"aws": {"regions": ["us-east-1"]}}
 NOW = datetime.now(UTC)

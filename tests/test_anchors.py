@@ -21,11 +21,11 @@ import pytest
 from botocore.exceptions import ClientError
 
 from bot.aws.clients import Aws
+from bot.devtools.fakeslack import FakeSlack, free_port
 from bot.durable import anchors, audit
 from bot.durable.store import Store
-from tests import seed
-from tests.fakeslack import FakeSlack, free_port
-from tests.test_cli_serve import base_env, wait_for
+from tests.support import seed
+from tests.support.processes import base_env, wait_for
 
 BUCKET = "amibot-anchors-test"
 

@@ -20,8 +20,8 @@ import pytest
 from bot.core import authority
 from bot.core.errors import AccessDenied
 from bot.render.digest import CLEANUP, DEREGISTER, SNOOZE
-from tests import seed
-from tests.seed import PROD
+from tests.support import seed
+from tests.support.seed import PROD
 
 REGIONS = ["us-east-1", "eu-west-1"]
 GLOBAL, PRODOP = "U0GLOBAL", "U0PRODOP"

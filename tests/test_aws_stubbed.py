@@ -12,8 +12,8 @@ from botocore.stub import Stubber
 from bot.aws.clients import Aws, paginate
 from bot.core.errors import AwsDenied, NotFound
 from bot.services.images import find_images
-from tests import seed
-from tests.test_deregister import POLICY, approval_message
+from tests.support import seed
+from tests.support.approvals import POLICY, approval_message
 
 
 @pytest.fixture

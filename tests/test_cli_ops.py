@@ -23,7 +23,7 @@ from slack_sdk.signature import SignatureVerifier
 
 from bot import cli, wiring
 from bot.core import logs
-from tests.fakeslack import FakeSlack, free_port
+from bot.devtools.fakeslack import FakeSlack, free_port
 
 SECRET = "ops-test-signing-secret-0123456789"
 BOT_TOKEN = "xoxb-ops-test-bot-token-98765"

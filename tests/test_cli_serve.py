@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -13,27 +12,8 @@ import urllib.request
 
 from slack_sdk.signature import SignatureVerifier
 
-from tests.fakeslack import FakeSlack, free_port
-
-SECRET = "cli-test-signing-secret"
-
-
-def base_env(tmp_path, fake):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "AMIBOT_"))}
-    env.update({"SLACK_BOT_TOKEN": "xoxb-cli-test-token", "SLACK_SIGNING_SECRET": SECRET,
-                "SLACK_API_URL": fake.url, "AMIBOT_DB": str(tmp_path / "cli.db")})
-    return env
-
-
-def wait_for(url, timeout=30):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                return response.status, json.loads(response.read())
-        except OSError:
-            time.sleep(0.2)
-    raise AssertionError(f"{url} never answered")
+from bot.devtools.fakeslack import FakeSlack, free_port
+from tests.support.processes import SECRET, base_env, wait_for
 
 
 def test_serve_answers_health_and_commands_and_stops_on_sigterm(tmp_path):

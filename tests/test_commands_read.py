@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from tests import seed
+from tests.support import seed
 
 
 def test_help_is_in_the_ack_and_lists_every_subcommand(harness):

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
 from bot.core.config import Settings, load_policy, mask, parse_policy
 from bot.core.errors import ConfigError
+from tests.support.processes import run_cli
 
 
 def test_empty_policy_is_all_defaults():
@@ -104,11 +102,6 @@ def test_settings_problems_per_mode():
     assert any("SLACK_APP_TOKEN" in p for p in Settings(bot_token="xoxb-1").problems("socket"))
     assert any("start with 'xoxb-'" in p for p in Settings(bot_token="xoxp-1", signing_secret="s").problems("http"))
     assert any("SLACK_SIGNING_SECRET" in p for p in Settings(bot_token="xoxb-1").problems("http"))
-
-
-def run_cli(*args, env=None, cwd=None):
-    return subprocess.run([sys.executable, "-m", "bot.cli", *args], capture_output=True, text=True,
-                          env=env, cwd=cwd, timeout=60)
 
 
 def test_check_config_prints_masked_settings_and_ok(tmp_path):

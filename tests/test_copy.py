@@ -6,7 +6,7 @@ import dataclasses
 import json
 import time
 
-from tests import seed
+from tests.support import seed
 
 
 def posts(harness, containing=""):

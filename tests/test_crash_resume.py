@@ -26,12 +26,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import boto3
 import pytest
 
-from bot.devtools.fakeslack import _message_response
+from bot.devtools.fakeslack import FakeSlack, _message_response, free_port
 from bot.devtools.slackclient import SlackClientSim
 from bot.durable.steps import DONE, PLANNED, Step, Steps
 from bot.services import approvals
-from tests import seed
-from tests.fakeslack import FakeSlack, free_port
+from tests.support import seed
 
 SECRET = "crash-test-signing-secret-0123"
 POLICY = {"aws": {"regions": ["us-east-1", "eu-west-1"]}, "approvals": {"approvers": ["U0LEAD"]}}

@@ -11,7 +11,7 @@ from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 
 from bot.services.create import wait_for_image
-from tests import seed
+from tests.support import seed
 
 OPERATORS = {"aws": {"regions": ["us-east-1", "eu-west-1"]}, "access": {"operators": ["U0OPS"]}}
 
@@ -216,6 +216,7 @@ def test_register_refuses_unknown_unfinished_foreign_snapshots_and_bad_options(h
     assert "`--arch` is one of x86_64, arm64" in harness.last_reply().text
     harness.command(f"register {snapshot} db-x --arch arm64 --boot-mode legacy-bios")
     assert "arm64 images boot with UEFI only" in harness.last_reply().text
+    # moto's private backend: its snapshots are completed and the caller's at once; no public call changes that
     stored = ec2_backends[DEFAULT_ACCOUNT_ID]["us-east-1"].snapshots[snapshot]
     monkeypatch.setattr(stored, "status", "pending")
     harness.command(f"register {snapshot} db-x")

@@ -22,7 +22,7 @@ from contextlib import closing, contextmanager
 import pytest
 
 from bot.durable.store import Store, StoreMissing
-from tests.test_http_surface import command_body, served  # noqa: F401 (a fixture)
+from tests.support.processes import command_body
 
 UNAVAILABLE = "amibot's database is unavailable; the operator has been told."
 
@@ -61,7 +61,7 @@ def read_only(path):
             os.chmod(path, 0o644)
 
 
-def test_a_deleted_database_fails_health_and_refuses_new_work(served):  # noqa: F811
+def test_a_deleted_database_fails_health_and_refuses_new_work(served):
     assert health(served.port)[0] == 200
     remove_database(served.db)
     status, body, elapsed = health(served.port)
@@ -90,7 +90,7 @@ def test_a_click_on_a_lost_database_is_answered_and_nothing_runs(harness):
     assert not os.path.exists(harness.ctx.store.path)
 
 
-def test_a_replaced_database_fails_health(served, tmp_path):  # noqa: F811
+def test_a_replaced_database_fails_health(served, tmp_path):
     other = tmp_path / "other.db"
     Store(other).close()
     shutil.copy(served.db, other)
@@ -99,14 +99,14 @@ def test_a_replaced_database_fails_health(served, tmp_path):  # noqa: F811
     assert status == 503 and "replaced" in body["reason"]
 
 
-def test_a_read_only_database_fails_health(served):  # noqa: F811
+def test_a_read_only_database_fails_health(served):
     with read_only(served.db):
         status, body, elapsed = health(served.port)
     assert status == 503 and "cannot write" in body["reason"] and elapsed < 2
     assert health(served.port)[0] == 200  # writable again: healthy again
 
 
-def test_a_truncated_database_answers_503_fast_and_sigterm_still_stops(served):  # noqa: F811
+def test_a_truncated_database_answers_503_fast_and_sigterm_still_stops(served):
     request = command_body("list", served.fake, "t.before")
     assert served.post(request, served.signed_headers(request))[0] == 200
     with open(served.db, "r+b") as file:
@@ -220,7 +220,7 @@ def test_a_damaged_database_refuses_commands_and_clicks_and_fails_health(harness
             assert audit_rows(path) == 8  # nothing was recorded, so nothing ran
 
 
-def test_a_database_truncated_to_half_is_noticed_by_serve_and_nothing_logs_a_traceback(served):  # noqa: F811
+def test_a_database_truncated_to_half_is_noticed_by_serve_and_nothing_logs_a_traceback(served):
     for number in range(5):
         request = command_body("help", served.fake, f"t.half{number}")
         assert served.post(request, served.signed_headers(request))[0] == 200

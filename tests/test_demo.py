@@ -33,7 +33,7 @@ from bot.devtools.console import (
     pick_option,
 )
 from bot.devtools.slackclient import form_state
-from tests import seed
+from tests.support import seed
 
 ROOT = Path(__file__).resolve().parents[1]
 LIFECYCLE = ROOT / "bot" / "devtools" / "scripts" / "lifecycle.txt"  # shipped in the wheel

@@ -6,45 +6,18 @@ state of AWS afterwards is read back through the same session (and moto's backen
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-import boto3
 import pytest
 from botocore.exceptions import ClientError
-from slack_sdk import WebClient
 
-from bot.app import create_app
-from bot.core.config import Settings, parse_policy
 from bot.devtools.console import Console, Person, ScriptSource
-from bot.devtools.demo import emulated_aws
-from bot.devtools.local import LocalApp
-from tests import seed
-from tests.harness import BOT_TOKEN, SIGNING_SECRET, Harness
+from tests.support import seed
+from tests.support.emulation import CURL, REGION, EmulatedHarness, retention_rules
 
-REGION = "us-east-1"
 POLICY = {"aws": {"regions": [REGION]}, "access": {"operators": ["U0OPS"]},
           "approvals": {"approvers": ["U0LEAD"]}}
-CURL = {"Title": "CVE-2023-38545 - curl, libcurl", "SeverityLabel": "CRITICAL", "Score": 9.8, "FixAvailable": True}
 SSH = {"Title": "CVE-2024-6387 - openssh", "SeverityLabel": "HIGH", "Score": 8.1, "FixAvailable": True}
-
-
-@dataclass
-class EmulatedHarness(Harness):
-    """The tests' Harness, with the app on the demo's emulated AWS."""
-
-    session: object = None
-    emulation: object = None
-
-    def start(self) -> EmulatedHarness:
-        self.session = boto3.session.Session(region_name=REGION)
-        self.emulation, aws = emulated_aws([REGION], self.session)
-        settings = Settings(bot_token=BOT_TOKEN, signing_secret=SIGNING_SECRET, slack_api_url=self.fake.url,
-                            db_path=self.db_path)
-        self.amibot = create_app(settings, parse_policy(self.policy_data),
-                                 slack=WebClient(token=BOT_TOKEN, base_url=self.fake.url), aws=aws)
-        self._local = LocalApp(self.amibot, SIGNING_SECRET, self.fake).start()
-        return self
 
 
 @pytest.fixture
@@ -56,13 +29,6 @@ def app(aws, fake_slack, tmp_path):
 
 def ec2(app):
     return app.session.client("ec2", REGION)
-
-
-def retention_rules(app, days: int = 14) -> None:
-    rbin = app.session.client("rbin", REGION)
-    for resource_type in ("EC2_IMAGE", "EBS_SNAPSHOT"):
-        rbin.create_rule(ResourceType=resource_type,
-                         RetentionPeriod={"RetentionPeriodValue": days, "RetentionPeriodUnit": "DAYS"})
 
 
 def web_image(app, name: str = "web-1.0.0", age_days: int = 200) -> str:

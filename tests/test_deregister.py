@@ -11,46 +11,14 @@ import pytest
 
 from bot.durable import audit
 from bot.services import approvals
-from tests import seed
-
-POLICY = {"aws": {"regions": ["us-east-1", "eu-west-1"]},
-          "approvals": {"approvers": ["U0LEAD", "S0LEADS"]}}
+from tests.support import seed
+from tests.support.approvals import POLICY, approval_message, last_update
+from tests.support.ec2 import image_exists, snapshot_exists, snapshots_of
 
 
 @pytest.fixture
 def policy_data():
     return POLICY
-
-
-def approval_message(fake):
-    """The approval message the bot posted, and its request id."""
-    for call in fake.calls_to("chat.postMessage"):
-        for block in call.params.get("blocks", []):
-            if block.get("type") == "actions":
-                for element in block["elements"]:
-                    if element["action_id"] == "approval.approve":
-                        return call, element["value"]
-    raise AssertionError(f"no approval message; posts: {[c.text[:80] for c in fake.calls_to('chat.postMessage')]}")
-
-
-def last_update(fake, ts):
-    updates = [c for c in fake.calls_to("chat.update") if c.params.get("ts") == ts]
-    assert updates, "the approval message was never updated"
-    return updates[-1]
-
-
-def snapshot_exists(aws, snapshot_id, region="us-east-1"):
-    return bool(aws.client("ec2", region).describe_snapshots(
-        Filters=[{"Name": "snapshot-id", "Values": [snapshot_id]}])["Snapshots"])
-
-
-def image_exists(aws, image_id, region="us-east-1"):
-    return bool(aws.client("ec2", region).describe_images(ImageIds=[image_id])["Images"])
-
-
-def snapshots_of(aws, image_id, region="us-east-1"):
-    image = aws.client("ec2", region).describe_images(ImageIds=[image_id])["Images"][0]
-    return [m["Ebs"]["SnapshotId"] for m in image["BlockDeviceMappings"] if "Ebs" in m]
 
 
 def test_request_then_approve_deregisters_and_deletes_snapshots(harness, aws):

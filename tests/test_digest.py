@@ -19,27 +19,16 @@ from bot.aws.clients import Aws
 from bot.core.config import parse_policy
 from bot.render.approvals import APPROVE
 from bot.services import approvals, digest
-from tests import seed
-from tests.conftest import REGIONS
+from tests.support import seed
+from tests.support.digest import DIGEST, daily_policy, digest_posts, registered
+from tests.support.harness import REGIONS
 
 ACCOUNT = "123456789012"
-DIGEST = {"stale_after_days": 90, "keep_latest": 1, "snapshot_price_per_gb_month": 0.05}
 
 
 @pytest.fixture
 def policy_data():
     return {"aws": {"regions": REGIONS}, "digest": dict(DIGEST)}
-
-
-def registered(aws, name: str, days_old: float, region: str = "us-east-1", family: str | None = None,
-               now: datetime | None = None) -> str:
-    """An own image (moto gives it a 15 GiB snapshot 'Auto-created snapshot for AMI …'), backdated."""
-    ec2 = aws.client("ec2", region)
-    image_id = ec2.register_image(Name=name, RootDeviceName="/dev/sda1")["ImageId"]
-    if family:
-        ec2.create_tags(Resources=[image_id], Tags=[{"Key": "Family", "Value": family}])
-    seed.backdate(image_id, (now or datetime.now(UTC)) - timedelta(days=days_old), region)
-    return image_id
 
 
 def snapshot(aws, description: str, size: int = 100, region: str = "us-east-1") -> str:
@@ -55,11 +44,6 @@ def snapshots_of(aws, image_id: str, region: str = "us-east-1") -> list[str]:
 
 def existing_snapshots(aws, region: str = "us-east-1") -> set[str]:
     return {s["SnapshotId"] for s in aws.client("ec2", region).describe_snapshots(OwnerIds=["self"])["Snapshots"]}
-
-
-def digest_posts(harness, channel: str = "C0OPS") -> list:
-    return [c for c in harness.fake.calls_to("chat.postMessage")
-            if c.params.get("channel") == channel and "AMI digest" in c.text]
 
 
 @pytest.fixture
@@ -236,10 +220,6 @@ def test_malformed_button_values_get_a_clear_answer(harness):
 
 
 # --- the daily run --------------------------------------------------------------------------------------
-
-def daily_policy(at: str = "09:00", timezone: str = "Europe/Berlin") -> dict:
-    return {"aws": {"regions": REGIONS},
-            "digest": {**DIGEST, "keep_latest": 0, "channel": "C0DIGEST", "at": at, "timezone": timezone}}
 
 
 def daily_job(running):

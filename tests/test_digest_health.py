@@ -10,8 +10,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tests import seed
-from tests.test_demo_emulation import CURL, EmulatedHarness, retention_rules
+from tests.support import seed
+from tests.support.emulation import CURL, EmulatedHarness, retention_rules
 
 REGION = "us-east-1"
 POLICY = {"aws": {"regions": [REGION]}, "access": {"operators": ["U0OPS"]},

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from bot.services import digest
-from tests.test_digest import daily_policy, digest_posts, registered
+from tests.support.digest import daily_policy, digest_posts, registered
 
 NINE = datetime(2026, 5, 4, 9, 0, 1, tzinfo=UTC)
 

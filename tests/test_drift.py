@@ -7,29 +7,20 @@ gone — is covered with botocore's Stubber and a response shaped as AWS's API r
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-
 import boto3
 import pytest
 from botocore.stub import Stubber
 
-from tests import seed
-from tests.probes import route_probes
+from tests.support import seed
+from tests.support.probes import route_probes
+from tests.support.seed import family
 
 POLICY = {"aws": {"regions": ["us-east-1"]}}
-NOW = datetime.now(UTC)
 
 
 @pytest.fixture
 def policy_data():
     return POLICY
-
-
-def family(aws, versions, name="web", days_apart=30):
-    source = seed.instance(aws)
-    return [seed.image(aws, f"{name}-{version}", tags={"Family": name, "Version": version}, from_instance=source,
-                       created=NOW - timedelta(days=days_apart * (len(versions) - number)))
-            for number, version in enumerate(versions)]
 
 
 def test_drift_groups_instances_by_family_and_image_with_how_far_behind(harness, aws):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from tests import seed
+from tests.support import seed
 
 
 def leave_job(harness, state, text, key):

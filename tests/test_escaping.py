@@ -31,7 +31,7 @@ from bot.render.digest import Rendered
 from bot.services import approvals
 from bot.services.findings import ImageFindings
 from bot.slack.subcommands import Subcommand
-from tests import seed
+from tests.support import seed
 
 MENTIONS = ["<@U123>", "<!subteam^S1>", "<!here>"]
 COMMANDS = [  # the four first, then every other place a user's word comes back in an answer

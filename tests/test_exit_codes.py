@@ -22,9 +22,9 @@ from pathlib import Path
 import boto3
 import pytest
 
+from bot.devtools.fakeslack import FakeSlack, free_port
 from bot.durable import anchors, audit
 from bot.durable.store import Store
-from tests.fakeslack import FakeSlack, free_port
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 BUCKET = "amibot-exit-codes"

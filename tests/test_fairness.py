@@ -14,7 +14,7 @@ import pytest
 
 from bot.render.approvals import APPROVE
 from bot.render.digest import DEREGISTER
-from tests.conftest import REGIONS
+from tests.support.harness import REGIONS
 
 HANG_LIMIT = 20  # seconds a stuck call waits at most, so a broken test fails instead of hanging
 

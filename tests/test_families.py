@@ -14,7 +14,7 @@ from bot.services.images import Image, family_of
 from bot.services.inventory import Inventory
 from bot.services.references import References
 from bot.services.staleness import Rules, judge
-from tests import seed
+from tests.support import seed
 
 FAMILIES = [
     # Amazon Linux 2023: the version and its date go, the kernel and the architecture stay

@@ -11,8 +11,8 @@ import pytest
 from botocore.awsrequest import AWSResponse
 from botocore.stub import Stubber
 
-from tests import seed
-from tests.probes import route_probes
+from tests.support import seed
+from tests.support.probes import route_probes
 
 POLICY = {"aws": {"regions": ["us-east-1"]}}
 

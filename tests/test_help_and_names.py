@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tests import seed
+from tests.support import seed
 
 
 def _ack_text(response) -> str:

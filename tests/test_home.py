@@ -8,7 +8,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from bot.services.dashboard import record_digest
-from tests import seed
+from tests.support import seed
+from tests.support.home import open_home, view_text
 
 POLICY = {"aws": {"regions": ["us-east-1"]}, "access": {"operators": ["U0OPS"]},
           "approvals": {"approvers": ["U0LEAD"]}}
@@ -17,22 +18,6 @@ POLICY = {"aws": {"regions": ["us-east-1"]}, "access": {"operators": ["U0OPS"]},
 @pytest.fixture
 def policy_data():
     return POLICY
-
-
-def open_home(harness, user):
-    before = len(harness.fake.calls_to("views.publish"))
-    harness.event({"type": "app_home_opened", "user": user, "tab": "home", "channel": "D0HOME"})
-    return [call for call in harness.fake.calls_to("views.publish")[before:] if call.params["user_id"] == user]
-
-
-def view_text(call) -> str:
-    view = call.params["view"]
-    parts = []
-    for block in view["blocks"]:
-        parts.append((block.get("text") or {}).get("text", ""))
-        parts += [element.get("text", "") for element in block.get("elements", []) if isinstance(element, dict)
-                  and isinstance(element.get("text"), str)]
-    return "\n".join(parts)
 
 
 def buttons(call) -> list[tuple[str, str]]:

@@ -8,7 +8,7 @@ import urllib.request
 
 import pytest
 
-from tests import seed
+from tests.support import seed
 
 
 def test_bad_signature_is_401_and_nothing_runs(harness):

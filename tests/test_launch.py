@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from bot.services import launch as launch_service
-from tests import seed
+from tests.support import seed
 
 POLICY = {"aws": {"regions": ["us-east-1", "eu-west-1"]}, "approvals": {"approvers": ["U0LEAD"]},
           "launch": {"max_count": 3, "allowed_instance_types": ["t3.*", "t3a.*"]}}

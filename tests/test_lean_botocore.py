@@ -22,7 +22,7 @@ from bot.aws.clients import Aws, assumed_session
 from bot.aws.lean_botocore import _SHARED_MODELS, lighten
 from bot.core.accounts import Account
 from bot.services.inventory import describe_ami_snapshots
-from tests.seed import PROD, STAGING, role_arn
+from tests.support.seed import PROD, STAGING, role_arn
 
 REGION = "us-east-1"
 OWNER = "123456789012"

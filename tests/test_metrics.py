@@ -24,13 +24,13 @@ from bot import __version__, cli, wiring
 from bot.aws.clients import Aws, call
 from bot.core import metrics
 from bot.core.errors import AwsDenied, AwsError
+from bot.devtools.fakeslack import FakeSlack
 from bot.devtools.fakesocket import FakeSocket
 from bot.devtools.slackclient import SlackClientSim
 from bot.services import digest
 from bot.slack import metrics_server
-from tests import seed
-from tests.fakeslack import FakeSlack
-from tests.test_deregister import approval_message
+from tests.support import seed
+from tests.support.approvals import approval_message
 
 POLICY = {"aws": {"regions": ["us-east-1"]}, "access": {"operators": ["U0OPS", "U0LEAD"]},
           "approvals": {"approvers": ["U0LEAD"]}}

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bot.services import approvals
-from tests import seed
+from tests.support import seed
 
 POLICY = {"aws": {"regions": ["us-east-1", "eu-west-1"]}, "approvals": {"approvers": ["U0LEAD"]}}
 ROOT = Path(__file__).resolve().parents[1]

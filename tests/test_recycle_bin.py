@@ -12,9 +12,9 @@ import boto3
 import pytest
 from botocore.stub import ANY, Stubber
 
-from tests import seed
-from tests.probes import route_probes
-from tests.test_deregister import approval_message
+from tests.support import seed
+from tests.support.approvals import approval_message
+from tests.support.probes import route_probes
 
 POLICY = {"aws": {"regions": ["us-east-1"]}, "access": {"operators": ["U0OPS"]},
           "approvals": {"approvers": ["U0LEAD"]}}

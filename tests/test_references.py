@@ -17,8 +17,9 @@ import pytest
 from botocore.stub import ANY, Stubber
 
 from bot.services import approvals
-from tests import seed
-from tests.test_deregister import POLICY, approval_message
+from tests.support import seed
+from tests.support.approvals import POLICY, approval_message
+from tests.support.stubs import REPORT_OPERATIONS, report, route
 
 ACCOUNT = "123456789012"
 PARTNER = "210987654321"
@@ -51,40 +52,6 @@ def group(aws, name, **spec):
 def refused(harness, image_id):
     harness.command(f"deregister {image_id}")
     return harness.last_reply().text
-
-
-class Partly:
-    """The real (moto) client, except the named operations (and their paginators), which go to a stubbed one."""
-
-    def __init__(self, real, stubbed, operations):
-        self.real, self.stubbed, self.operations = real, stubbed, set(operations)
-
-    def __getattr__(self, name):
-        return getattr(self.stubbed if name in self.operations else self.real, name)
-
-    def get_paginator(self, name):
-        return (self.stubbed if name in self.operations else self.real).get_paginator(name)
-
-
-def route(monkeypatch, harness, ec2_operations=(), ec2_stubbed=None, imagebuilder=None, ssm=None):
-    """Send some of the app's us-east-1 AWS calls to stubbed clients."""
-    aws_layer = harness.ctx.aws
-    real_client = aws_layer.client
-
-    def client(service, region=None, max_attempts=6):
-        real = real_client(service, region, max_attempts)
-        if (region or "us-east-1") != "us-east-1":
-            return real
-        if service == "imagebuilder" and imagebuilder is not None:
-            return imagebuilder
-        if service == "ssm" and ssm is not None:
-            return ssm
-        if service == "ec2" and ec2_stubbed is not None:
-            return Partly(real, ec2_stubbed, ec2_operations)
-        return real
-
-    monkeypatch.setattr(aws_layer, "client", client)
-    monkeypatch.setattr(aws_layer, "ec2", lambda region=None: client("ec2", region))
 
 
 # --- Auto Scaling groups on launch templates (moto) --------------------------------------------------
@@ -245,16 +212,10 @@ def shared_image(aws, name):
     return image_id
 
 
-def report(image_id, state, created=None):
-    return {"ImageId": image_id, "ReportId": "amiur-0123456789abcdef0", "State": state,
-            "ResourceTypes": [{"ResourceType": "ec2:Instance"}], "CreationTime": created or datetime.now(UTC)}
-
-
 ENTRIES = {"ImageUsageReportEntries": [
     {"ResourceType": "ec2:Instance", "ReportId": "amiur-0123456789abcdef0", "UsageCount": 3, "AccountId": PARTNER},
     {"ResourceType": "ec2:LaunchTemplate", "ReportId": "amiur-0123456789abcdef0", "UsageCount": 1,
      "AccountId": PARTNER}]}
-REPORT_OPERATIONS = ["describe_image_usage_reports", "create_image_usage_report", "describe_image_usage_report_entries"]
 
 
 def test_a_pending_usage_report_is_a_danger_line_then_the_message_updates(harness, aws, monkeypatch):

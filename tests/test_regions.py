@@ -8,8 +8,8 @@ import pytest
 from bot.core import regions
 from bot.core.config import parse_policy, policy_warnings
 from bot.core.errors import ConfigError
-from tests import seed
-from tests.test_config import run_cli
+from tests.support import seed
+from tests.support.processes import run_cli
 
 TYPO = "eu-wset-1 is not an AWS region — did you mean eu-west-1?"
 

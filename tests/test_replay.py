@@ -11,13 +11,16 @@ import logging
 import urllib.parse
 
 import pytest
+from slack_bolt import App
 
-from bot.render.approvals import APPROVE, REJECT
-from bot.render.digest import DEREGISTER, SNOOZE
-from bot.render.lifecycle import LAUNCH_ACTION
+from bot.render import launch as launch_render
+from bot.render.approvals import APPROVE, CANCEL, REJECT
+from bot.render.digest import CLEANUP, DEREGISTER, SNOOZE
+from bot.render.lifecycle import LAUNCH_ACTION, SHARE_ACTION
+from bot.render.share import ANY_REGION, FIELD_REGION, FIELD_TARGET, SHARE_FORM, VALUE
 from bot.services import launch as launch_service
 from bot.slack import delivery_keys
-from tests import seed
+from tests.support import seed
 
 POLICY = {"aws": {"regions": ["us-east-1", "eu-west-1"]}, "approvals": {"approvers": ["U0LEAD"]}}
 RETRY = {"X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "http_timeout"}
@@ -283,16 +286,158 @@ def test_malformed_signed_payloads_are_answered_cleanly_and_run_nothing(harness,
     assert all("\n" not in w and "U0OPS" not in w and "ami-0123456789abcdef0" not in w for w in warnings)
 
 
-def test_every_listener_claims_its_delivery_key(harness):
-    """A guard for listeners added later: each one the app registers claims the delivery key (as a job's
-    dedupe key or with delivery_keys.claim), so none can act twice on a redelivery."""
-    import inspect
+# --- every listener the app registers, replayed ------------------------------------------------------------
 
-    listeners = harness.amibot.app._listeners  # Bolt keeps them here; each wraps the function we registered
-    assert len(listeners) >= 8
-    for listener in listeners:
-        source = inspect.getsource(listener.ack_function)
-        assert "delivery_keys.key_of(context, body)" in source, listener.ack_function.__qualname__
+# Bolt's public decorators that register a listener; the first argument names what it listens to.
+LISTENER_DECORATORS = ("action", "block_action", "attachment_action", "command", "event", "message", "function",
+                       "shortcut", "global_shortcut", "message_shortcut", "view", "view_submission", "view_closed",
+                       "options", "block_suggestion", "dialog_submission", "dialog_cancellation",
+                       "dialog_suggestion", "step", "assistant")
+
+
+@pytest.fixture
+def registered_listeners(monkeypatch) -> list[tuple[str, object]]:
+    """(decorator, what it listens to) for every listener an app built after this registers, in order: Bolt's
+    public decorators, recorded and then run as usual."""
+    seen: list[tuple[str, object]] = []
+
+    def recording(name, original):
+        def decorator(self, *args, **kwargs):
+            seen.append((name, args[0] if args else next(iter(kwargs.values()), None)))
+            return original(self, *args, **kwargs)
+        return decorator
+
+    for name in LISTENER_DECORATORS:
+        if hasattr(App, name):
+            monkeypatch.setattr(App, name, recording(name, getattr(App, name)))
+    return seen
+
+
+FORM = "application/x-www-form-urlencoded"
+
+
+def pending_request(harness, aws, name: str) -> tuple[str, str]:
+    """A deregistration waiting for approval: its message's ts and its request id."""
+    harness.command(f"deregister {seed.image(aws, name)}")
+    return approval(harness)
+
+
+def clicked(action_id: str, user: str = "U0LEAD", value=None):
+    """A delivery builder: a click on `action_id` in a message. Its value is `value(harness, aws)`, or by default
+    the id of a pending request, in the request's approval message."""
+    def build(harness, aws) -> tuple[str, str]:
+        if value is None:
+            message_ts, request_id = pending_request(harness, aws, f"every-{action_id.replace('.', '-')}")
+            return interactive(click_payload(harness, action_id, request_id, user, message_ts=message_ts)), FORM
+        return interactive(click_payload(harness, action_id, value(harness, aws), user)), FORM
+    return build
+
+
+def submission(harness, callback_id: str, metadata: str, values: dict, user: str = "U0OPS") -> tuple[str, str]:
+    """The modal `callback_id` submitted with `values`, as Slack sends it."""
+    view = {"id": f"V0{callback_id.upper()}", "hash": "1700000000.x", "type": "modal", "callback_id": callback_id,
+            "private_metadata": metadata}
+    return interactive(harness.local.sim.view_submission_payload(view, user, values)), FORM
+
+
+def an_image(harness, aws) -> str:
+    return seed.image(aws, "every-image")
+
+
+def an_image_in_a_region(harness, aws) -> str:
+    return f"us-east-1:{seed.image(aws, 'every-digest')}"
+
+
+def an_orphan_in_a_region(harness, aws) -> str:
+    ec2 = aws.client("ec2")
+    volume = ec2.create_volume(Size=8, AvailabilityZone="us-east-1a")["VolumeId"]
+    return f"us-east-1:{ec2.create_snapshot(VolumeId=volume, Description='every-orphan')['SnapshotId']}"
+
+
+def reject_reason(harness, aws) -> tuple[str, str]:
+    _, request_id = pending_request(harness, aws, "every-reject-reason")
+    return submission(harness, "approval.reject_reason", f"{request_id}|C0OPS",
+                      {"reason": {"value": {"type": "plain_text_input", "value": "not yet"}}}, user="U0LEAD")
+
+
+def launch_form(harness, aws) -> tuple[str, str]:
+    image_id = seed.image(aws, "every-launch-form")
+    option = {"text": {"type": "plain_text", "text": "every-launch-form"}, "value": f"{image_id}@us-east-1"}
+    return submission(harness, launch_render.CALLBACK_ID, json.dumps({"channel": "C0OPS"}), {
+        "image": {"value": {"type": "static_select", "selected_option": option}},
+        "instance_type": {"value": {"type": "plain_text_input", "value": "t3.nano"}},
+        "count": {"value": {"type": "number_input", "value": "1"}},
+        "name": {"value": {"type": "plain_text_input", "value": "every-form"}}})
+
+
+def share_form(harness, aws) -> tuple[str, str]:
+    metadata = json.dumps({"image_id": seed.image(aws, "every-share-form"), "channel": "C0OPS"})
+    return submission(harness, SHARE_FORM, metadata, {
+        FIELD_TARGET: {VALUE: {"type": "plain_text_input", "value": "210987654321"}},
+        FIELD_REGION: {VALUE: {"type": "static_select", "selected_option": {"value": ANY_REGION}}}})
+
+
+def home_opened(harness, aws) -> tuple[str, str]:
+    return harness.local.sim.event_body({"type": "app_home_opened", "user": "U0OPS", "tab": "home",
+                                         "channel": "D0HOME"}), "application/json"
+
+
+# For each listener the app registers, a delivery as Slack sends it that the listener accepts (and acts on).
+DELIVERIES = {
+    ("command", "/ami"): lambda harness, aws: (harness.command_body("list"), FORM),
+    ("action", APPROVE): clicked(APPROVE),
+    ("action", REJECT): clicked(REJECT),
+    ("action", CANCEL): clicked(CANCEL, user="U0OPS"),
+    ("action", DEREGISTER): clicked(DEREGISTER, "U0OPS", an_image_in_a_region),
+    ("action", SNOOZE): clicked(SNOOZE, "U0OPS", an_image_in_a_region),
+    ("action", CLEANUP): clicked(CLEANUP, "U0OPS", an_orphan_in_a_region),
+    ("action", LAUNCH_ACTION): clicked(LAUNCH_ACTION, "U0OPS", an_image),
+    ("action", SHARE_ACTION): clicked(SHARE_ACTION, "U0OPS", an_image),
+    ("view", launch_render.CALLBACK_ID): launch_form,
+    ("view", "approval.reject_reason"): reject_reason,
+    ("view", SHARE_FORM): share_form,
+    ("event", "app_home_opened"): home_opened,
+}
+
+
+def effects(harness) -> dict[str, int]:
+    """What a delivery can leave behind: calls to Slack (the Web API and response_urls) and rows in each table."""
+    tables = [row["name"] for row in harness.ctx.store.query(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]
+    return {"slack calls": len(harness.fake.calls), **{table: count(harness, f"SELECT * FROM {table}")
+                                                          for table in tables}}
+
+
+def payload_of(form: str) -> dict:
+    """The payload a form-encoded delivery carries: an interaction's JSON, or a slash command's fields."""
+    fields = dict(urllib.parse.parse_qsl(form))
+    return json.loads(fields["payload"]) if "payload" in fields else fields
+
+
+def test_every_listener_acts_once_on_a_replayed_delivery(registered_listeners, make_harness, aws):
+    """A guard for listeners added later: every listener the app registers is sent a delivery it accepts, then
+    the same delivery again and as Slack's retry. The first claims its delivery key (a job's dedupe key, or
+    delivery_keys.claim) and acts; the replays leave nothing behind — no Slack call, no row anywhere."""
+    harness = make_harness(json.loads(json.dumps(POLICY)))
+    registered = [(kind, on if isinstance(on, str) else repr(on)) for kind, on in registered_listeners]
+    assert len(registered) >= 8
+    assert not set(registered) - set(DELIVERIES), (
+        "a listener without a delivery in DELIVERIES: add one, so its exactly-once is checked",
+        sorted(set(registered) - set(DELIVERIES)))
+    assert not set(DELIVERIES) - set(registered), sorted(set(DELIVERIES) - set(registered))
+    for listener in registered:
+        body, content_type = DELIVERIES[listener](harness, aws)
+        harness.wait_idle()
+        key = delivery_keys.delivery_key(json.loads(body) if content_type == "application/json" else payload_of(body))
+        assert harness.post(body, content_type=content_type).status == 200, listener
+        harness.wait_idle()
+        assert count(harness, "SELECT key FROM slack_requests WHERE key = ? UNION ALL "
+                              "SELECT id FROM jobs WHERE dedupe_key = ?", (key, key)) == 1, (listener, key)
+        acted = effects(harness)
+        for headers in ({}, RETRY):
+            assert harness.post(body, content_type=content_type, headers=headers).status == 200, listener
+        harness.wait_idle()
+        assert effects(harness) == acted, listener
 
 
 def test_payloads_as_slack_sends_them_pass_the_shape_check(harness):

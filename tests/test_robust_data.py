@@ -9,40 +9,22 @@ cannot return malformed items); everything else the app calls is moto."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from botocore.stub import Stubber
-from slack_sdk import WebClient
 
-from bot.app import create_app
-from bot.aws.clients import Aws
-from bot.core.config import Settings, parse_policy
-from bot.devtools.local import LocalApp
 from bot.services.images import Image, images_from
 from bot.services.inventory import Inventory, snapshot_from_messy
 from bot.services.references import References
 from bot.services.staleness import Rules, judge
-from tests.harness import BOT_TOKEN, SIGNING_SECRET, Harness
-from tests.test_digest import digest_posts
+from tests.support.digest import digest_posts
+from tests.support.harness import AppWithAws
+from tests.support.stubs import ACCOUNT, GOOD, StubbedImages, good_item
 
-ACCOUNT = "123456789012"  # moto's account: the digest's snapshot listing is filtered by it
-OLD = "2024-01-15T10:00:00.000Z"
-GOOD = "ami-0000000000000a001"
 BAD_DATE = "ami-0000000000000bad1"
 INSTANCE_STORE = "ami-0000000000000cafe"
 NO_VALUE = "ami-0000000000000d001"
 BARE = "ami-0000000000000e001"
-
-
-def good_item(image_id: str = GOOD, name: str = "good-1.0.0", **extra) -> dict:
-    return {"ImageId": image_id, "Name": name, "State": "available", "OwnerId": ACCOUNT, "CreationDate": OLD,
-            "Architecture": "x86_64", "RootDeviceName": "/dev/xvda", "RootDeviceType": "ebs", "Public": False,
-            "Tags": [{"Key": "Team", "Value": "web"}],
-            "BlockDeviceMappings": [{"DeviceName": "/dev/xvda", "Ebs": {"SnapshotId": "snap-0000000000000a001",
-                                                                       "VolumeSize": 8, "VolumeType": "gp3"}}],
-            **extra}
 
 
 def page() -> list[dict]:
@@ -126,53 +108,6 @@ def test_snapshots_with_odd_fields_are_kept_and_without_an_id_skipped(caplog):
 
 
 # --- through the real app, DescribeImages from botocore's Stubber -----------------------------------------
-
-STUBBED = {"describe_images", "describe_image_attribute"}
-
-
-class Routed:
-    """The real (moto) ec2 client, except the stubbed operations (and their paginators)."""
-
-    def __init__(self, real, stubbed):
-        self.real, self.stubbed = real, stubbed
-
-    def get_paginator(self, operation):
-        return (self.stubbed if operation in STUBBED else self.real).get_paginator(operation)
-
-    def __getattr__(self, name):
-        return getattr(self.stubbed if name in STUBBED else self.real, name)
-
-
-class StubbedImages(Aws):
-    """bot/aws/clients.py's Aws with moto behind it, but DescribeImages answered by a Stubber on a real ec2 client."""
-
-    def __init__(self, regions):
-        super().__init__(regions)
-        self.stubbed = Aws(regions).ec2(regions[0])  # a real client, made by bot/aws/clients.py
-        self.stub = Stubber(self.stubbed)
-        self.stub.activate()
-
-    def client(self, service, region=None, max_attempts=6):
-        real = super().client(service, region, max_attempts)
-        return Routed(real, self.stubbed) if service == "ec2" else real
-
-    def images(self, items: list[dict], shares: int = 0) -> None:
-        self.stub.add_response("describe_images", {"Images": items})
-        for _ in range(shares):
-            self.stub.add_response("describe_image_attribute", {"LaunchPermissions": []})
-
-
-@dataclass
-class AppWithAws(Harness):
-    aws_layer: Aws | None = None
-
-    def start(self) -> AppWithAws:  # as Harness.start, with the app's Aws injected (create_app(aws=…))
-        settings = Settings(bot_token=BOT_TOKEN, signing_secret=SIGNING_SECRET, slack_api_url=self.fake.url,
-                            db_path=self.db_path)
-        self.amibot = create_app(settings, parse_policy(self.policy_data), aws=self.aws_layer,
-                                 slack=WebClient(token=BOT_TOKEN, base_url=self.fake.url))
-        self._local = LocalApp(self.amibot, SIGNING_SECRET, self.fake).start()
-        return self
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from botocore.stub import Stubber
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.ec2.models import ec2_backends
 
-from tests import seed
+from tests.support import seed
 
 FRIEND, STRANGER = "111122223333", "444455556666"
 ORG = "arn:aws:organizations::123456789012:organization/o-a1b2c3d4e5"
@@ -67,7 +67,8 @@ def test_an_allowed_account_is_shared_at_once_and_unshare_takes_both_permissions
     snapshot_id = snapshot_of(aws, image_id)
     key = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
     snapshot = ec2_backends[DEFAULT_ACCOUNT_ID]["us-east-1"].snapshots[snapshot_id]
-    snapshot.encrypted, snapshot.kms_key_id = True, key  # moto never encrypts an image's snapshots itself
+    # moto's private backend: moto never encrypts an image's snapshot, and no public call can (moto.md)
+    snapshot.encrypted, snapshot.kms_key_id = True, key
 
     harness.command(f"share {image_id} {FRIEND}")
     assert launch_permissions(aws, image_id) == [{"UserId": FRIEND}]

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests import seed
+from tests.support import seed
 
 FRIEND, STRANGER = "111122223333", "444455556666"
 POLICY = {"aws": {"regions": ["us-east-1", "eu-west-1"]}, "approvals": {"approvers": ["U0LEAD"]},

@@ -17,10 +17,10 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
+from bot.devtools.fakeslack import FakeSlack
 from bot.devtools.fakesocket import FakeSocket
 from bot.devtools.slackclient import SlackClientSim, form_state
-from tests import seed
-from tests.fakeslack import FakeSlack
+from tests.support import seed
 
 BOT_TOKEN = "xoxb-socket-test-token"
 APP_TOKEN = "xapp-1-socket-test-token"
@@ -35,7 +35,7 @@ approvers = ["U0LEAD"]
 
 
 class MotoSession:
-    """What tests/seed.py needs of a boto3 session, pointed at the moto server."""
+    """What tests/support/seed.py needs of a boto3 session, pointed at the moto server."""
 
     def __init__(self, endpoint: str):
         self.endpoint = endpoint

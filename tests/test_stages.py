@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import pytest
 from botocore.stub import Stubber
 
-from tests import seed
+from tests.support import seed
 
 NOW = datetime(2026, 1, 1, 12, 0, 30, tzinfo=UTC)
 POLICY = {"aws": {"regions": ["us-east-1", "eu-west-1"]}, "access": {"operators": ["U0OPS", "U0LEAD"]},

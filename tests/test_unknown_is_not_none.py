@@ -1,6 +1,6 @@
 """“Unknown” is never “none” (issue 19 §2), through the real app over HTTP with moto behind: an answer AWS sends
 is altered on its way into botocore (a `before-parse` hook on the app's own client rewrites the body, as a real
-endpoint could have sent it) or refused before it is sent (a `before-call` hook, as tests/seed.py refuses
+endpoint could have sent it) or refused before it is sent (a `before-call` hook, as tests/support/seed.py refuses
 AssumeRole). Each case reproduces what an adversarial run against `amibot serve` found:
 
 - an item a reference source cannot read makes that source unknown, which refuses without `--force`;
@@ -17,12 +17,12 @@ import pytest
 from botocore.awsrequest import AWSResponse
 
 from bot.services import approvals
-from tests import seed
-from tests.conftest import REGIONS
-from tests.test_accounts_digest import STAGING_LABEL, digest_post, registered
-from tests.test_deregister import POLICY
-from tests.test_home import open_home, view_text
-from tests.test_robust_data import AppWithAws, StubbedImages, good_item
+from tests.support import seed
+from tests.support.approvals import POLICY
+from tests.support.harness import REGIONS, AppWithAws
+from tests.support.home import open_home, view_text
+from tests.support.org import STAGING_LABEL, digest_post, registered
+from tests.support.stubs import StubbedImages, good_item
 
 ONE_REGION = {"aws": {"regions": ["us-east-1"]}, "access": {"operators": ["U0OPS"]},
               "approvals": {"approvers": ["U0LEAD"]}, "digest": {"stale_after_days": 90, "keep_latest": 0}}

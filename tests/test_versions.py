@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from bot.services.versions import current_image
-from tests import seed
+from tests.support import seed
 
 NOW = datetime.now(UTC)
 PARAMETER = "/amibot/web/current"

@@ -14,15 +14,17 @@ from typing import Any
 from slack_sdk import WebClient
 
 from bot.app import Amibot, create_app
+from bot.aws.clients import Aws
 from bot.core.config import Settings, parse_policy
+from bot.devtools.fakeslack import FakeSlack
 from bot.devtools.local import LocalApp
 from bot.devtools.slackclient import Response
-from tests.fakeslack import FakeSlack
 
-__all__ = ["BOT_TOKEN", "SIGNING_SECRET", "Harness", "Response"]
+__all__ = ["BOT_TOKEN", "REGIONS", "SIGNING_SECRET", "AppWithAws", "Harness", "Response"]
 
 SIGNING_SECRET = "test-signing-secret-0123456789abcdef"
 BOT_TOKEN = "xoxb-test-token-1234"
+REGIONS = ["us-east-1", "eu-west-1"]  # what the default test policy covers (tests/conftest.py)
 
 
 @dataclass
@@ -112,3 +114,18 @@ class Harness:
         replies = self.replies()
         assert replies, f"the bot answered nothing; calls: {[c.method for c in self.fake.calls]}"
         return replies[-1]
+
+
+@dataclass
+class AppWithAws(Harness):
+    """The Harness with the app's Aws given (create_app(aws=…)), e.g. one that routes some calls to a Stubber."""
+
+    aws_layer: Aws | None = None
+
+    def start(self) -> AppWithAws:  # as Harness.start, with the app's Aws injected (create_app(aws=…))
+        settings = Settings(bot_token=BOT_TOKEN, signing_secret=SIGNING_SECRET, slack_api_url=self.fake.url,
+                            db_path=self.db_path)
+        self.amibot = create_app(settings, parse_policy(self.policy_data), aws=self.aws_layer,
+                                 slack=WebClient(token=BOT_TOKEN, base_url=self.fake.url))
+        self._local = LocalApp(self.amibot, SIGNING_SECRET, self.fake).start()
+        return self

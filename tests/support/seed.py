@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.ec2.models import ec2_backends
@@ -38,7 +38,22 @@ def image(session, name: str, region: str = "us-east-1", tags: dict | None = Non
     return image_id
 
 
+def instance_on_shared_image(session, image_id: str, name: str | None = None, region: str = "us-east-1") -> str:
+    """An instance in the session's account running an image another account shares with it, as AWS allows.
+    moto looks a RunInstances image up in the launching account's own images only, so the check the suite turns
+    on (MOTO_ENABLE_AMI_VALIDATION, read from moto.settings at each call) is off for this one call."""
+    from moto import settings as moto_settings
+
+    checking = moto_settings.ENABLE_AMI_VALIDATION
+    moto_settings.ENABLE_AMI_VALIDATION = False
+    try:
+        return instance(session, region, image_id=image_id, name=name)
+    finally:
+        moto_settings.ENABLE_AMI_VALIDATION = checking
+
+
 def backdate(image_id: str, created: datetime, region: str = "us-east-1", account: str = DEFAULT_ACCOUNT_ID) -> None:
+    # moto's private backend: no public call sets an image's CreationDate (moto.md; the code reads the real clock)
     ami = ec2_backends[account][region].amis[image_id]
     # moto 5.2.5 keeps a datetime here (its note's string form is from older versions)
     ami.creation_date = created if isinstance(ami.creation_date, datetime) else created.strftime(
@@ -94,3 +109,14 @@ def three_accounts(regions: list[str], **extra) -> dict:
                          {"id": PROD, "name": "prod", "role_arn": role_arn(PROD)},
                          {"id": STAGING, "name": "staging", "role_arn": role_arn(STAGING)}],
             **extra}
+
+
+NOW = datetime.now(UTC)  # what `family` dates its versions from
+
+
+def family(aws, versions, name="web", days_apart=30):
+    """One image per version, from one instance, `days_apart` days apart, the last the newest."""
+    source = instance(aws)
+    return [image(aws, f"{name}-{version}", tags={"Family": name, "Version": version}, from_instance=source,
+                  created=NOW - timedelta(days=days_apart * (len(versions) - number)))
+            for number, version in enumerate(versions)]

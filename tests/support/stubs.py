@@ -1,0 +1,106 @@
+"""Stand-ins for the AWS answers moto lacks or cannot get wrong: botocore Stubbers routed into the running app,
+and items shaped as AWS documents them."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from botocore.stub import Stubber
+
+from bot.aws.clients import Aws
+
+# --- some of the running app's calls to stubbed clients -------------------------------------------------
+
+class Partly:
+    """The real (moto) client, except the named operations (and their paginators), which go to a stubbed one."""
+
+    def __init__(self, real, stubbed, operations):
+        self.real, self.stubbed, self.operations = real, stubbed, set(operations)
+
+    def __getattr__(self, name):
+        return getattr(self.stubbed if name in self.operations else self.real, name)
+
+    def get_paginator(self, name):
+        return (self.stubbed if name in self.operations else self.real).get_paginator(name)
+
+
+def route(monkeypatch, harness, ec2_operations=(), ec2_stubbed=None, imagebuilder=None, ssm=None):
+    """Send some of the app's us-east-1 AWS calls to stubbed clients."""
+    aws_layer = harness.ctx.aws
+    real_client = aws_layer.client
+
+    def client(service, region=None, max_attempts=6):
+        real = real_client(service, region, max_attempts)
+        if (region or "us-east-1") != "us-east-1":
+            return real
+        if service == "imagebuilder" and imagebuilder is not None:
+            return imagebuilder
+        if service == "ssm" and ssm is not None:
+            return ssm
+        if service == "ec2" and ec2_stubbed is not None:
+            return Partly(real, ec2_stubbed, ec2_operations)
+        return real
+
+    monkeypatch.setattr(aws_layer, "client", client)
+    monkeypatch.setattr(aws_layer, "ec2", lambda region=None: client("ec2", region))
+
+
+# --- image usage reports (moto lacks them) ---------------------------------------------------------------
+
+def report(image_id, state, created=None):
+    return {"ImageId": image_id, "ReportId": "amiur-0123456789abcdef0", "State": state,
+            "ResourceTypes": [{"ResourceType": "ec2:Instance"}], "CreationTime": created or datetime.now(UTC)}
+
+
+REPORT_OPERATIONS = ["describe_image_usage_reports", "create_image_usage_report", "describe_image_usage_report_entries"]
+
+
+# --- DescribeImages items as AWS sends them, and the app's Aws with DescribeImages from a Stubber ----------
+
+ACCOUNT = "123456789012"  # moto's account: the digest's snapshot listing is filtered by it
+OLD = "2024-01-15T10:00:00.000Z"
+GOOD = "ami-0000000000000a001"
+
+
+def good_item(image_id: str = GOOD, name: str = "good-1.0.0", **extra) -> dict:
+    return {"ImageId": image_id, "Name": name, "State": "available", "OwnerId": ACCOUNT, "CreationDate": OLD,
+            "Architecture": "x86_64", "RootDeviceName": "/dev/xvda", "RootDeviceType": "ebs", "Public": False,
+            "Tags": [{"Key": "Team", "Value": "web"}],
+            "BlockDeviceMappings": [{"DeviceName": "/dev/xvda", "Ebs": {"SnapshotId": "snap-0000000000000a001",
+                                                                       "VolumeSize": 8, "VolumeType": "gp3"}}],
+            **extra}
+
+
+STUBBED = {"describe_images", "describe_image_attribute"}
+
+
+class Routed:
+    """The real (moto) ec2 client, except the stubbed operations (and their paginators)."""
+
+    def __init__(self, real, stubbed):
+        self.real, self.stubbed = real, stubbed
+
+    def get_paginator(self, operation):
+        return (self.stubbed if operation in STUBBED else self.real).get_paginator(operation)
+
+    def __getattr__(self, name):
+        return getattr(self.stubbed if name in STUBBED else self.real, name)
+
+
+class StubbedImages(Aws):
+    """bot/aws/clients.py's Aws with moto behind it, but DescribeImages answered by a Stubber on a real ec2 client."""
+
+    def __init__(self, regions):
+        super().__init__(regions)
+        self.stubbed = Aws(regions).ec2(regions[0])  # a real client, made by bot/aws/clients.py
+        self.stub = Stubber(self.stubbed)
+        self.stub.activate()
+
+    def client(self, service, region=None, max_attempts=6):
+        real = super().client(service, region, max_attempts)
+        return Routed(real, self.stubbed) if service == "ec2" else real
+
+    def images(self, items: list[dict], shares: int = 0) -> None:
+        self.stub.add_response("describe_images", {"Images": items})
+        for _ in range(shares):
+            self.stub.add_response("describe_image_attribute", {"LaunchPermissions": []})
