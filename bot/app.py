@@ -26,6 +26,7 @@ from bot.durable.store import Store
 from bot.services import approvals, organization
 from bot.slack import delivery_keys, dispatch, outbox
 from bot.slack.dbguard import database_guard
+from bot.slack.subcommands import Registry
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +111,16 @@ def create_app(settings: Settings, policy: Policy, *, slack: WebClient | None = 
 
     launch_command.register_jobs(ctx)  # resumes a launch wait a crash interrupted
     return Amibot(app, ctx)
+
+
+def subcommand_registry() -> Registry:
+    """Every `/ami` subcommand as the app registers it, without building the app: the source of `/ami help` and of
+    the generated docs/commands.md (`amibot docs`)."""
+    from handlers.commands import add_subcommands  # the one place bot/ imports handlers/
+
+    registry = Registry()
+    add_subcommands(registry)
+    return registry
 
 
 class _OnceOnly(Middleware):
