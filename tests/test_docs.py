@@ -74,8 +74,8 @@ def test_the_help_the_bot_shows_and_the_commands_page_come_from_the_same_declara
         assert escape(spec.usage) in answer and escape(spec.example) in answer
         assert f"Example: `{spec.example}`" in page
         for flag in spec.flags:
-            meaning, _ = docs._meaning_and_default(flag_doc(spec, flag), takes_value=True)
-            assert escape(meaning) in answer and docs._cell(meaning) in page, (spec.name, flag)
+            meaning, _ = docs.meaning_and_default(flag_doc(spec, flag), takes_value=True)
+            assert escape(meaning) in answer and docs.table_cell(meaning) in page, (spec.name, flag)
 
 
 def _texts(message) -> str:
@@ -114,7 +114,7 @@ def _anchors(path: Path) -> set[str]:
     """GitHub's anchors for a Markdown file's headings (a repeated heading gets -1, -2, …)."""
     anchors: set[str] = set()
     for heading in re.findall(r"^#{1,6}\s+(.*?)\s*#*$", FENCE.sub("", path.read_text()), re.M):
-        slug = docs._slug(re.sub(r"[`*_]", "", heading))
+        slug = docs.slug(re.sub(r"[`*_]", "", heading))
         anchor, n = slug, 0
         while anchor in anchors:
             n += 1

@@ -41,8 +41,8 @@ def commands_page(registry: Registry) -> str:
              "same declarations as this page. Who may change what, and what needs a second person's approval: "
              "[safety and approvals](safety-and-approvals.md).", "",
              "| subcommand | what it does | who may run it |", "|---|---|---|"]
-    lines += [f"| [`/ami {spec.name}`](#{_slug('/ami ' + spec.name)}) | {_cell(spec.summary)} | {_cell(_who(spec))} |"
-              for spec in registry.specs]
+    lines += [f"| [`/ami {spec.name}`](#{slug('/ami ' + spec.name)}) | {table_cell(spec.summary)} "
+              f"| {table_cell(_who(spec))} |" for spec in registry.specs]
     for spec in registry.specs:
         lines += ["", *_subcommand_section(spec)]
     return "\n".join(lines) + "\n"
@@ -52,15 +52,15 @@ def _subcommand_section(spec: Subcommand) -> list[str]:
     lines = [f"## /ami {spec.name}", "", _sentence(spec.summary), "", "```", spec.usage, "```", ""]
     if spec.args:
         lines += ["| argument | required | what it is |", "|---|---|---|"]
-        lines += [f"| `{_cell(arg.name)}` | {'yes' if arg.required else 'no'} | {_cell(_argument(arg))} |"
+        lines += [f"| `{table_cell(arg.name)}` | {'yes' if arg.required else 'no'} | {table_cell(_argument(arg))} |"
                   for arg in spec.args]
         lines.append("")
     if spec.flags:
         lines += ["| flag | value | default | meaning |", "|---|---|---|---|"]
         for flag, metavar in spec.flags.items():
-            meaning, default = _meaning_and_default(flag_doc(spec, flag), takes_value=metavar is not None)
-            value = f"`{_cell(metavar)}`" if metavar else ""
-            lines.append(f"| `{flag}` | {value} | {_cell(default)} | {_cell(meaning)} |")
+            meaning, default = meaning_and_default(flag_doc(spec, flag), takes_value=metavar is not None)
+            value = f"`{table_cell(metavar)}`" if metavar else ""
+            lines.append(f"| `{flag}` | {value} | {table_cell(default)} | {table_cell(meaning)} |")
         lines.append("")
     lines.append(f"- Example: `{spec.example}`")
     if spec.aliases:
@@ -100,7 +100,7 @@ def _argument(arg) -> str:
     return text or "—"
 
 
-def _meaning_and_default(doc: str, *, takes_value: bool) -> tuple[str, str]:
+def meaning_and_default(doc: str, *, takes_value: bool) -> tuple[str, str]:
     found = DEFAULT.search(doc)
     if found:
         return doc[: found.start()], found.group(1)
@@ -168,7 +168,7 @@ def config_reference() -> str:
 def slash_summary(registry: Registry) -> str:
     """One line per subcommand, linking to its section of docs/commands.md."""
     lines = ["| subcommand | what it does |", "|---|---|"]
-    lines += [f"| [`/ami {spec.name}`](docs/commands.md#{_slug('/ami ' + spec.name)}) | {_cell(spec.summary)} |"
+    lines += [f"| [`/ami {spec.name}`](docs/commands.md#{slug('/ami ' + spec.name)}) | {table_cell(spec.summary)} |"
               for spec in registry.specs]
     return "\n".join(lines)
 
@@ -176,7 +176,7 @@ def slash_summary(registry: Registry) -> str:
 def cli_summary(parser: argparse.ArgumentParser) -> str:
     """One line per `amibot` command, from the CLI's own parser (`amibot COMMAND --help` has every flag)."""
     return "\n".join(["| command | what it does |", "|---|---|",
-                      *(f"| `{name}` | {_cell(text)} |" for name, text in _commands_of(parser, "amibot"))])
+                      *(f"| `{name}` | {table_cell(text)} |" for name, text in _commands_of(parser, "amibot"))])
 
 
 def _commands_of(parser: argparse.ArgumentParser, prefix: str) -> Iterable[tuple[str, str]]:
@@ -229,7 +229,7 @@ def write(files: dict[Path, str]) -> Iterable[Path]:
 
 # --- Markdown helpers ------------------------------------------------------------------------------------------
 
-def _slug(heading: str) -> str:
+def slug(heading: str) -> str:
     """GitHub's anchor for a heading: lower case, punctuation dropped, spaces to hyphens."""
     return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
 
@@ -241,7 +241,7 @@ def _text(text: str) -> str:
     return "`".join(parts)
 
 
-def _cell(text: str) -> str:
+def table_cell(text: str) -> str:
     """Text inside a table cell: a `|`, even inside backticks, would end the cell."""
     return _text(text).replace("|", "\\|")
 
