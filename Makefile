@@ -1,9 +1,9 @@
-# Two commands from a fresh clone (Python 3.11+):  `make run`  and  `make test`.
+# Two commands from a fresh clone (Python 3.11+):  `make demo`  and  `make test`  (README.md's quickstart).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup test lint run socket check-config demo bench clean
+.PHONY: setup test lint run socket check-config demo docs bench clean
 
 $(VENV)/.installed: requirements-dev.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,11 @@ check-config: setup
 # A local playground: the real app, a fake Slack, AWS in moto; no credentials, nothing leaves the machine.
 demo: setup
 	$(VENV)/bin/amibot demo
+
+# docs/commands.md, docs/configuration.md and the README's summary tables, generated from the code
+# (tests/test_docs.py fails when the committed ones differ).
+docs: setup
+	$(VENV)/bin/amibot docs
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info build dist

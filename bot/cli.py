@@ -10,7 +10,7 @@ import sys
 import threading
 from datetime import datetime
 
-from bot.core.config import SCHEMA, Settings, load_policy, policy_warnings
+from bot.core.config import Settings, load_policy, policy_warnings
 from bot.core.errors import ConfigError
 
 # Everything else is imported inside the command that needs it: `amibot digest` and `check-config` stay small.
@@ -399,17 +399,32 @@ def _external_id(args) -> str | None:
 
 
 def cmd_config_reference(args) -> int:
-    """Print the policy schema as Markdown (the README's configuration reference comes from this)."""
-    from bot.core.accounts import REFERENCE
+    """Print the policy schema as Markdown (docs/configuration.md holds the same tables)."""
+    from bot.devtools.docs import config_reference
 
-    for section, keys in SCHEMA.items():
-        print(f"\n**[{section}]**\n\n| key | type | default | meaning |\n|---|---|---|---|")
-        for name, key in keys.items():
-            print(f"| `{name}` | {key.type} | `{json.dumps(key.default)}` | {key.doc} |")
-    print("\n**[[accounts]]** (one table per managed account; none: the account of the bot's credentials)\n\n"
-          "| key | type | default | meaning |\n|---|---|---|---|")
-    for name, kind, default, doc in REFERENCE:
-        print(f"| `{name}` | {kind} | `{default}` | {doc} |")
+    sys.stdout.write(config_reference())
+    return 0
+
+
+def cmd_docs(args) -> int:
+    """Regenerate docs/commands.md, docs/configuration.md and the README's summaries from the code (`make docs`)."""
+    from pathlib import Path
+
+    from bot.devtools import docs
+    from bot.wiring import subcommand_registry
+
+    root = Path(args.root)
+    if not (root / "README.md").is_file():
+        raise SystemExit(f"amibot: {root / 'README.md'} not found: run `amibot docs` in a checkout of amibot")
+    try:
+        files = docs.expected(root, subcommand_registry(), build_parser())
+    except ValueError as problem:
+        raise SystemExit(f"amibot: {problem}") from None
+    written = list(docs.write(files))
+    for path in written:
+        print(f"wrote {path}")
+    if not written:
+        print("the generated docs are up to date")
     return 0
 
 
@@ -637,6 +652,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     reference = commands.add_parser("config-reference", help="print the policy file reference (Markdown)")
     reference.set_defaults(run=cmd_config_reference)
+
+    docs = commands.add_parser("docs", help="regenerate docs/commands.md, docs/configuration.md and the README's "
+                                            "command summaries from the code (a checkout's `make docs`)")
+    docs.add_argument("--root", default=".", metavar="DIR", help="the checkout to write into (default: .)")
+    docs.set_defaults(run=cmd_docs)
     return _explain(parser)
 
 

@@ -44,11 +44,13 @@ from bot.slack import delivery_keys, dispatch, outbox
 from bot.slack.context import Context
 from bot.slack.dbguard import database_guard
 from bot.slack.post_digest import SlackPublisher
+from bot.slack.subcommands import Registry
 from handlers import events
 from handlers.actions import approvals as approval_clicks
 from handlers.actions import deregister as deregister_follow_up
 from handlers.actions import digest as digest_clicks
 from handlers.actions import image_buttons
+from handlers.commands import add_subcommands
 from handlers.commands import launch as launch_command
 from handlers.views import launch as launch_form
 
@@ -244,3 +246,11 @@ def prune(store: Store, now: datetime) -> dict[str, int]:
 
     return {"slack_requests": delivery_keys.forget(store, before(SEEN_REQUESTS_KEPT)),
             "jobs": forget_finished(store, before(FINISHED_JOBS_KEPT))}
+
+
+def subcommand_registry() -> Registry:
+    """Every `/ami` subcommand as the app registers it, without building the app: the source of `/ami help` and of
+    the generated docs/commands.md (`amibot docs`)."""
+    registry = Registry()
+    add_subcommands(registry)
+    return registry

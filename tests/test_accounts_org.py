@@ -283,7 +283,7 @@ def test_check_config_without_accounts_is_unchanged(aws, monkeypatch, tmp_path, 
     assert "AWS accounts" not in out and "  ok " not in out
 
 
-# --- the example file and the README's reference know every key ---------------------------------------------
+# --- the example file and the configuration page know every key ---------------------------------------------
 
 def test_the_example_file_shows_every_key_and_an_accounts_table():
     import re
@@ -306,11 +306,11 @@ def test_the_example_file_shows_every_key_and_an_accounts_table():
     assert load_policy(path).accounts == []  # commented out: copying the example manages no other account
 
 
-def test_the_readme_reference_is_what_config_reference_prints(capsys):
+def test_the_configuration_page_is_what_config_reference_prints(capsys):
     from pathlib import Path
 
     cli.main(["config-reference"])
     reference = capsys.readouterr().out.strip()
     assert "**[[accounts]]**" in reference and "`max_concurrency`" in reference
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    assert reference in readme, "regenerate the README's tables: amibot config-reference"
+    page = (Path(__file__).resolve().parents[1] / "docs" / "configuration.md").read_text()
+    assert reference in page, "regenerate docs/configuration.md: make docs"

@@ -1,7 +1,7 @@
 """Configuration: secrets and paths from the environment, policy from a TOML file.
 
 The policy schema is declared once, as data (``SCHEMA``), so that validation, defaults, the
-``check-config`` printout and the README reference all come from the same place.  Every problem is
+``check-config`` printout and docs/configuration.md all come from the same place.  Every problem is
 reported on its own line naming the key and what was expected; nothing is silently ignored.
 """
 

@@ -14,7 +14,7 @@ from bot.core.errors import UsageError
 from bot.durable.jobs import AWS, QUICK
 from bot.slack import delivery_keys
 from bot.slack.dispatch import JOB_KIND, help_message, payload_of
-from bot.slack.subcommands import parse
+from bot.slack.subcommands import Registry, parse
 
 # Help lists subcommands in this order; modules not named here follow alphabetically.
 ORDER = ["list", "show", "launch", "share", "copy", "create", "register", "base", "versions", "promote", "stages",
@@ -27,12 +27,17 @@ def _subcommand_modules():
     return [importlib.import_module(f"{__name__}.{name}") for name in names]
 
 
-def register_commands(app, ctx) -> None:
+def add_subcommands(registry: Registry) -> None:
+    """Every subcommand with its runner, in help order: what the app registers, and what `amibot docs` documents."""
     for module in _subcommand_modules():
         if hasattr(module, "SPEC"):
-            ctx.registry.add(module.SPEC, module.run)
+            registry.add(module.SPEC, module.run)
         for spec, runner in getattr(module, "RUNNERS", []):
-            ctx.registry.add(spec, runner)
+            registry.add(spec, runner)
+
+
+def register_commands(app, ctx) -> None:
+    add_subcommands(ctx.registry)
 
     @app.command("/ami")
     def ami(ack, body, context):

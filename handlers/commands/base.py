@@ -1,6 +1,6 @@
-"""`/ami base [alias] [--region R] [--copy <name> --family F] [--account A]`: AWS's current base images through SSM
-public parameters; --copy starts a family from one (a changing action: operators only), in the bot's own account
-or the one `--account` names."""
+"""`/ami base [alias] [--region R] [--copy <name> --family F [--version V]] [--account A]`: AWS's current base
+images through SSM public parameters; --copy starts a family from one (a changing action: operators only), in the
+bot's own account or the one `--account` names."""
 
 from bot.core.errors import UsageError
 from bot.render.lifecycle import NewImage, alias_table, base_image
@@ -12,7 +12,7 @@ from handlers.actions.image_buttons import announce
 
 SPEC = Subcommand(
     name="base", summary="AWS's current base images (al2023, ubuntu-24.04, windows-2022…); --copy starts a family",
-    usage="/ami base [alias] [--region R] [--copy <name> --family F] [--account A]",
+    usage="/ami base [alias] [--region R] [--copy <name> --family F [--version V]] [--account A]",
     example="/ami base al2023 --copy web-base-2025-06 --family web",
     args=(Arg("alias", required=False),),
     flags={"--region": "R", "--copy": "NAME", "--family": "F", "--version": "V", "--account": "A"},
