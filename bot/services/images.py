@@ -15,8 +15,8 @@ from bot.core.accounts import Account
 from bot.core.accounts import find as find_account
 from bot.core.errors import Ambiguous, AwsError, NotFound, UsageError
 from bot.core.families import family_of
-from bot.render.blocks import escape
-from bot.slack.subcommands import AMI_ID
+from bot.core.ids import AMI_ID
+from bot.core.text import escape
 
 # family_of and parse_time are imported from here by existing callers; they now live in families / awsdata.
 

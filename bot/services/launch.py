@@ -30,12 +30,12 @@ from typing import Any
 from bot.aws.clients import Aws, call, paginate, requires
 from bot.core.config import SUBNET
 from bot.core.errors import Ambiguous, AmibotError, AwsError, NotFound, PolicyViolation, UsageError
+from bot.core.ids import AMI_ID
+from bot.core.text import escape
 from bot.durable.steps import DONE, PLANNED, Resumed, Step, Steps
-from bot.render.blocks import escape
 from bot.services import approvals
 from bot.services.images import Image, ambiguity_message, find_images, shares_of
 from bot.services.versions import current_image
-from bot.slack.subcommands import AMI_ID
 
 KIND = "launch"
 WAIT_SECONDS = 300.0  # how long a launch waits for its instances to run before saying "still pending"
