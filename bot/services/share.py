@@ -22,8 +22,8 @@ from bot.aws.clients import Aws, call, paginate, requires
 from bot.core.accounts import Account
 from bot.core.accounts import find as find_account
 from bot.core.errors import AwsError, PolicyViolation, Unsupported, UsageError
+from bot.core.text import escape
 from bot.durable.steps import DONE, FAILED, Resumed, Step, Steps
-from bot.render.blocks import escape
 from bot.services import approvals
 from bot.services.images import Image, Shares, find_images, shares_of
 
