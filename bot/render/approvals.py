@@ -24,13 +24,16 @@ from bot.render.blocks import (
     section,
 )
 from bot.render.digest import cleanup_details
+from bot.render.launch import launch_details
+from bot.services import launch
 from bot.services.digest import CLEANUP_DETAILS
 
 Request = Any  # a bot.services.approvals.Request, duck-typed
 
 # A request's details stored as data ({"view": name, …}) are rendered here, by their view, every time the message
 # is; a list is blocks rendered when the request was made (requests stored before details were data).
-DETAIL_VIEWS: dict[str, Callable[[dict], list[dict]]] = {CLEANUP_DETAILS: cleanup_details}
+DETAIL_VIEWS: dict[str, Callable[[dict], list[dict]]] = {CLEANUP_DETAILS: cleanup_details,
+                                                          launch.DETAILS_VIEW: launch_details}
 
 
 def detail_blocks(details: list[dict] | dict) -> list[dict]:

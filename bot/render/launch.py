@@ -18,7 +18,7 @@ from bot.render.blocks import (
     section,
 )
 from bot.services.images import Image
-from bot.services.launch import FAMILY_PREFIX, HARD_MAX_COUNT, LaunchOrder, LaunchResult
+from bot.services.launch import FAMILY_PREFIX, HARD_MAX_COUNT, LaunchOrder, LaunchResult, stand_in_image
 
 CALLBACK_ID = "launch_modal"
 FIELD_IMAGE, FIELD_TYPE, FIELD_COUNT, FIELD_NAME = "image", "instance_type", "count", "name"
@@ -90,6 +90,14 @@ def approval_details(image: Image, order: LaunchOrder, subnet: str | None, where
     if order.force:
         fields.append("*Deprecated image*\nlaunched anyway (`--force`)")
     return [fields_section(fields)]
+
+
+def launch_details(details: dict) -> list[dict]:
+    """A launch request's details from its data (bot.services.launch.approval_details)."""
+    shown = details.get("image") or {}
+    image = stand_in_image(shown.get("id", ""), shown.get("name") or "", shown.get("region", ""))
+    return approval_details(image, LaunchOrder(**details.get("order") or {}), details.get("subnet"),
+                            details.get("where") or "")
 
 
 def needs_approval(request_id: str, channel: str, reasons: list[str]) -> Message:
