@@ -25,15 +25,21 @@ from bot.render.blocks import (
 )
 from bot.render.digest import cleanup_details
 from bot.render.launch import launch_details
-from bot.services import launch
+from bot.render.recycle_bin import enable_view
+from bot.render.share import share_details
+from bot.services import launch, recycle_bin, share
 from bot.services.digest import CLEANUP_DETAILS
 
 Request = Any  # a bot.services.approvals.Request, duck-typed
 
 # A request's details stored as data ({"view": name, …}) are rendered here, by their view, every time the message
 # is; a list is blocks rendered when the request was made (requests stored before details were data).
-DETAIL_VIEWS: dict[str, Callable[[dict], list[dict]]] = {CLEANUP_DETAILS: cleanup_details,
-                                                          launch.DETAILS_VIEW: launch_details}
+DETAIL_VIEWS: dict[str, Callable[[dict], list[dict]]] = {
+    CLEANUP_DETAILS: cleanup_details,
+    launch.DETAILS_VIEW: launch_details,
+    share.DETAILS_VIEW: share_details,
+    recycle_bin.ENABLE_DETAILS_VIEW: enable_view,
+}
 
 
 def detail_blocks(details: list[dict] | dict) -> list[dict]:

@@ -18,7 +18,7 @@ from bot.render.blocks import (
     section,
 )
 from bot.services.images import Image
-from bot.services.launch import FAMILY_PREFIX, HARD_MAX_COUNT, LaunchOrder, LaunchResult, stand_in_image
+from bot.services.launch import FAMILY_PREFIX, HARD_MAX_COUNT, LaunchOrder, LaunchResult
 
 CALLBACK_ID = "launch_modal"
 FIELD_IMAGE, FIELD_TYPE, FIELD_COUNT, FIELD_NAME = "image", "instance_type", "count", "name"
@@ -92,10 +92,15 @@ def approval_details(image: Image, order: LaunchOrder, subnet: str | None, where
     return [fields_section(fields)]
 
 
+def stored_image(details: dict) -> Image:
+    """The image stored details show (Image.shown), as an Image to render."""
+    shown = details.get("image") or {}
+    return Image.stand_in(shown.get("id", ""), shown.get("name") or "", shown.get("region", ""))
+
+
 def launch_details(details: dict) -> list[dict]:
     """A launch request's details from its data (bot.services.launch.approval_details)."""
-    shown = details.get("image") or {}
-    image = stand_in_image(shown.get("id", ""), shown.get("name") or "", shown.get("region", ""))
+    image = stored_image(details)
     return approval_details(image, LaunchOrder(**details.get("order") or {}), details.get("subnet"),
                             details.get("where") or "")
 

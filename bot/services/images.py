@@ -74,6 +74,15 @@ class Image:
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
     account: str = ""  # the managed account it was found in ("" : the bot's own, single-account); see Aws.of
 
+    @classmethod
+    def stand_in(cls, image_id: str, name: str, region: str) -> Image:
+        """Enough of an Image to report on from stored data (the image itself may be gone by now)."""
+        return cls(id=image_id, name=name, region=region, state="unknown", owner_id="", created=None, public=False)
+
+    def shown(self) -> dict[str, str]:
+        """What stored details keep of the image to show it again: its id, name and region."""
+        return {"id": self.id, "name": self.name, "region": self.region}
+
     @property
     def version(self) -> str | None:
         return self.tags.get("Version") or self.tags.get("version")

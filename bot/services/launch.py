@@ -393,8 +393,8 @@ def start_launch(ctx, order: LaunchOrder, user: str, channel: str | None, detail
 
 def approval_details(image: Image, order: LaunchOrder, subnet: str | None, where: str) -> dict[str, Any]:
     """A launch request's details as data: rendered with the request's message (bot/render/launch.py)."""
-    return {"view": DETAILS_VIEW, "image": {"id": image.id, "name": image.name, "region": image.region},
-            "order": dataclasses.asdict(order), "subnet": subnet, "where": where}
+    return {"view": DETAILS_VIEW, "image": image.shown(), "order": dataclasses.asdict(order), "subnet": subnet,
+            "where": where}
 
 
 # --- after approval ----------------------------------------------------------------------------------
@@ -469,7 +469,7 @@ def reconcile(ctx, request):
 
 def stand_in_image(image_id: str, name: str, region: str) -> Image:
     """Enough of an Image to report on instances after a restart (the image itself may be gone by now)."""
-    return Image(id=image_id, name=name, region=region, state="unknown", owner_id="", created=None, public=False)
+    return Image.stand_in(image_id, name, region)
 
 
 def confirm_text(params: dict[str, Any]) -> str:
