@@ -150,3 +150,18 @@ def test_the_launch_use_case_is_the_services_and_tells_the_edge(harness, aws):
             harness.ctx, LaunchOrder(image_id, "m5.large"), "U0OPS", "C0OPS", {}, warn=warned.append,
             started=lambda *_: pytest.fail("an approval launches nothing"))
     assert asked.request is not None and asked.reasons and asked.result is None
+
+
+def test_a_stage_change_request_stores_the_image_and_its_use_as_data(make_harness, aws):
+    app = make_harness({**POLICY, "access": {"operators": ["U0OPS", "U0LEAD"]}})
+    image = seed.image(aws, "web-1", tags={"Family": "web", "Version": "1.0"})
+    seed.instance(aws, image_id=image, name="prod-1")
+    app.command(f"promote {image}")
+    app.command(f"disable {image}")
+    row = app.ctx.store.one("SELECT * FROM requests WHERE kind = 'disable'")
+    details = json.loads(row["details"])
+    assert details["view"] == "stage-change" and details["image"]["family"] == "web"
+    assert [item["name"] for item in details["usage"]["instances"]] == ["prod-1"]
+    shown = "\n".join(mrkdwn_texts(next(call for call in posts(app, row["id"]) if "Approve" in block_texts(call))))
+    assert "*Family*\nweb — *current version*" in shown and "*Version*\n1.0" in shown
+    assert "*What happens*\nThe image is disabled" in shown and "prod-1" in shown and "/amibot/web/current" in shown

@@ -25,9 +25,10 @@ from bot.render.blocks import (
 )
 from bot.render.digest import cleanup_details
 from bot.render.launch import launch_details
+from bot.render.lifecycle import stage_details
 from bot.render.recycle_bin import enable_view
 from bot.render.share import share_details
-from bot.services import launch, recycle_bin, share
+from bot.services import launch, recycle_bin, share, stages
 from bot.services.digest import CLEANUP_DETAILS
 
 Request = Any  # a bot.services.approvals.Request, duck-typed
@@ -39,6 +40,7 @@ DETAIL_VIEWS: dict[str, Callable[[dict], list[dict]]] = {
     launch.DETAILS_VIEW: launch_details,
     share.DETAILS_VIEW: share_details,
     recycle_bin.ENABLE_DETAILS_VIEW: enable_view,
+    stages.DETAILS_VIEW: stage_details,
 }
 
 
