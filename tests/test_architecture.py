@@ -210,6 +210,22 @@ def test_services_never_import_slack_or_the_renderers():
     assert offenders == [], "services importing Slack or bot/render:\n" + "\n".join(offenders)
 
 
+SLACK_METHODS = ("chat_", "views_", "files_", "conversations_", "reactions_", "users_")
+
+
+def test_services_never_call_slack():
+    """Not through an import, nor through the context's client: no `….slack` and no Web API method in a service
+    (the edge, handlers/ and bot/slack/, asks Slack and hands the service what it said)."""
+    offenders = []
+    for module in MODULES:
+        if layer_of(module) != 3:
+            continue
+        for node in ast.walk(ast.parse(MODULES[module].read_text())):
+            if isinstance(node, ast.Attribute) and (node.attr == "slack" or node.attr.startswith(SLACK_METHODS)):
+                offenders.append(f"{path_of(module)}:{node.lineno} → .{node.attr}")
+    assert offenders == [], "services calling Slack:\n" + "\n".join(offenders)
+
+
 def test_bot_imports_handlers_only_in_the_runtime():
     offenders = [str(item) for item in internal_edges()
                  if item.target.split(".")[0] == "handlers" and item.source.split(".")[0] == "bot"
