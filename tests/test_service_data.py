@@ -10,9 +10,13 @@ from types import SimpleNamespace
 import pytest
 
 from bot.core import authority
+from bot.render.approvals import detail_blocks
+from bot.render.deregister import ACCOUNTS_BLOCK
 from bot.services import approvals, dashboard
 from bot.services import launch as launch_service
 from bot.services.launch import LaunchOrder
+from bot.services.usage_reports import AVAILABLE, PENDING, OtherAccounts
+from handlers.actions.deregister import _with_report
 from tests import seed
 
 POLICY = {"aws": {"regions": ["us-east-1", "eu-west-1"]}, "approvals": {"approvers": ["U0LEAD"]},
@@ -165,3 +169,36 @@ def test_a_stage_change_request_stores_the_image_and_its_use_as_data(make_harnes
     shown = "\n".join(mrkdwn_texts(next(call for call in posts(app, row["id"]) if "Approve" in block_texts(call))))
     assert "*Family*\nweb — *current version*" in shown and "*Version*\n1.0" in shown
     assert "*What happens*\nThe image is disabled" in shown and "prod-1" in shown and "/amibot/web/current" in shown
+
+
+def test_a_deregistration_request_stores_its_preflight_as_data_without_account_secrets(make_harness, aws):
+    app = make_harness({**POLICY, "access": {"operators": ["U0OPS"]}})
+    image = seed.image(aws, "old <!here> build")
+    app.command(f"deregister {image}", user="U0OPS")
+    row = app.ctx.store.one("SELECT * FROM requests WHERE kind = 'deregister'")
+    details = json.loads(row["details"])
+    assert details["view"] == "deregister" and details["preflight"]["image"]["id"] == image
+    assert set(details["preflight"]["owner"]) == {"id", "name"}  # never a role ARN or an external id
+    shown = "\n".join(mrkdwn_texts(next(call for call in posts(app, row["id"]) if "Approve" in block_texts(call))))
+    assert f"*Image*\n`{image}` old &lt;!here&gt; build" in shown and "*Snapshots to delete*" in shown
+    assert "<!here>" not in shown
+
+
+def test_a_usage_report_lands_in_data_details_and_in_stored_blocks_alike():
+    pending = OtherAccounts("the 1 account it is shared with", PENDING, report_id="r-1")
+    ready = OtherAccounts("the 1 account it is shared with", AVAILABLE, report_id="r-1",
+                          accounts={"222222222222": {"ec2:Instance": 3}})
+    stored = [{"type": "section", "block_id": ACCOUNTS_BLOCK, "text": {"type": "mrkdwn", "text": "unknown yet"}}]
+    [block] = _with_report(stored, ready)  # a request an older build stored rendered: its block is replaced
+    assert "Used by 1 other account" in block["text"]["text"]
+    data = {"view": "deregister", "force": False, "keep_snapshots": False, "at": "2026-06-01T00:00:00+00:00",
+            "preflight": {"image": {"id": "ami-1", "name": "n", "region": "us-east-1", "state": "available",
+                                    "created": None}, "usage": {}, "shares": None, "snapshots": [],
+                          "protection": None, "recycle_days": None, "recycle_known": False, "notes": [],
+                          "other_accounts": pending.to_payload(), "owner": {"id": "", "name": ""},
+                          "many": False, "elsewhere": []}}
+    updated = _with_report(data, ready)
+    assert updated["preflight"]["other_accounts"]["state"] == AVAILABLE and data["preflight"]["other_accounts"][
+        "state"] == PENDING  # a new value, the stored one untouched
+    assert "Used by 1 other account" in json.dumps(detail_blocks(updated))
+    assert "Used by 1 other account" not in json.dumps(detail_blocks(data))

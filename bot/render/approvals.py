@@ -23,12 +23,13 @@ from bot.render.blocks import (
     message,
     section,
 )
+from bot.render.deregister import deregister_details
 from bot.render.digest import cleanup_details
 from bot.render.launch import launch_details
 from bot.render.lifecycle import stage_details
 from bot.render.recycle_bin import enable_view
 from bot.render.share import share_details
-from bot.services import launch, recycle_bin, share, stages
+from bot.services import deregister, launch, recycle_bin, share, stages
 from bot.services.digest import CLEANUP_DETAILS
 
 Request = Any  # a bot.services.approvals.Request, duck-typed
@@ -41,6 +42,7 @@ DETAIL_VIEWS: dict[str, Callable[[dict], list[dict]]] = {
     share.DETAILS_VIEW: share_details,
     recycle_bin.ENABLE_DETAILS_VIEW: enable_view,
     stages.DETAILS_VIEW: stage_details,
+    deregister.DETAILS_VIEW: deregister_details,
 }
 
 
