@@ -13,6 +13,7 @@ import botocore.handlers
 import pytest
 from botocore.stub import ANY, Stubber
 
+from bot.render.approvals import detail_blocks
 from bot.services import approvals
 from tests.support import seed
 from tests.support.approvals import approval_message, last_update
@@ -234,7 +235,7 @@ def test_a_usage_report_still_covers_the_unmanaged_accounts(app, aws, monkeypatc
     assert "*prod (111111111111)*: nothing found" in message.text
     app.wait_idle()
     stub.assert_no_pending_responses()
-    details = str(approvals.get(app.ctx, request_id).details)
+    details = str(detail_blocks(approvals.get(app.ctx, request_id).details))  # as its message shows them
     assert "Used by 1 other account" in details and f"account `{UNMANAGED}`: 2 instances" in details
 
 

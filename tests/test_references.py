@@ -16,6 +16,7 @@ import boto3
 import pytest
 from botocore.stub import ANY, Stubber
 
+from bot.render.approvals import detail_blocks
 from bot.services import approvals
 from tests.support import seed
 from tests.support.approvals import POLICY, approval_message
@@ -238,7 +239,7 @@ def test_a_pending_usage_report_is_a_danger_line_then_the_message_updates(harnes
     assert "this message updates when it is ready" in message.text
     harness.wait_idle()
     stub.assert_no_pending_responses()
-    details = str(approvals.get(harness.ctx, request_id).details)
+    details = str(detail_blocks(approvals.get(harness.ctx, request_id).details))  # as its message shows them
     assert "Used by 1 other account" in details and f"account `{PARTNER}`: 3 instances, 1 launch template" in details
     updated = [c for c in harness.fake.calls_to("chat.update") if c.params.get("ts") == message.ts]
     assert updated and "Used by 1 other account" in updated[-1].text and "shared with: unknown" not in updated[-1].text

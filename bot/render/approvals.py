@@ -1,12 +1,13 @@
 """The approval message, in each of its states, and the request lists.
 
 Pure: a request (anything with bot.services.approvals.Request's fields) and the data the caller looked up — who
-approved, who may approve, the confirmation text — in, Block Kit out. This module imports nothing of the
-engine, so bot/services/approvals.py ↔ bot/render/approvals.py is no import circle, not even for type checkers.
+approved, who may approve, the confirmation text — in, Block Kit out. The engine imports nothing of bot/render/
+(the outbox renders what it owes), so there is no import circle between them, not even for type checkers.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -22,8 +23,34 @@ from bot.render.blocks import (
     message,
     section,
 )
+from bot.render.deregister import deregister_details
+from bot.render.digest import cleanup_details
+from bot.render.launch import launch_details
+from bot.render.lifecycle import stage_details
+from bot.render.recycle_bin import enable_view
+from bot.render.share import share_details
+from bot.services import deregister, launch, recycle_bin, share, stages
+from bot.services.digest import CLEANUP_DETAILS
 
 Request = Any  # a bot.services.approvals.Request, duck-typed
+
+# A request's details stored as data ({"view": name, …}) are rendered here, by their view, every time the message
+# is; a list is blocks rendered when the request was made (requests stored before details were data).
+DETAIL_VIEWS: dict[str, Callable[[dict], list[dict]]] = {
+    CLEANUP_DETAILS: cleanup_details,
+    launch.DETAILS_VIEW: launch_details,
+    share.DETAILS_VIEW: share_details,
+    recycle_bin.ENABLE_DETAILS_VIEW: enable_view,
+    stages.DETAILS_VIEW: stage_details,
+    deregister.DETAILS_VIEW: deregister_details,
+}
+
+
+def detail_blocks(details: list[dict] | dict) -> list[dict]:
+    if isinstance(details, list):
+        return details
+    view = DETAIL_VIEWS.get(details.get("view", ""))
+    return view(details) if view else []
 
 APPROVE, REJECT, CANCEL = "approval.approve", "approval.reject", "approval.cancel"
 
@@ -66,7 +93,7 @@ def request_message(request: Request, approvers: list[str], approver_label: str,
         blocks.append(section(f"*Account:* {escape(account)}"))
     if request.reason:
         blocks.append(section(f"*Why approval is needed:* {escape(request.reason)}"))
-    blocks += request.details[:38]
+    blocks += detail_blocks(request.details)[:38]
     blocks.append(divider())
     got = f" · approvals {len(approvers)} of {request.required}" + (
         f": {', '.join(f'<@{a}>' for a in approvers)}" if approvers else "")
@@ -93,6 +120,18 @@ def request_message(request: Request, approvers: list[str], approver_label: str,
         if request.outcome:
             blocks.append(section(f"*Outcome:* {escape(request.outcome)}"))
     return message(f"{request.title} — {request.state}", blocks)
+
+
+def outcome_line(state: str, outcome: str) -> str:
+    """The thread line that ends an execution: the outcome as the request message shows it (escaped)."""
+    icon = ":white_check_mark:" if state == "succeeded" else ":x:"
+    return f"{icon} {state.capitalize()}: {escape(outcome)}"
+
+
+def unchecked_line(request_id: str, said: str) -> str:
+    """The thread line for an executing request AWS could not be checked for at start."""
+    return (f":warning: {request_id} was executing when the bot restarted and AWS could not be checked "
+            f"({escape(said)}); it stays executing and is checked again at the next start.")
 
 
 def requests_list(requests: list[Request], links: dict[str, str]) -> Message:

@@ -13,6 +13,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from bot.core.text import escape, money, plural  # noqa: F401 (builders import them from here)
+
 MAX_BLOCKS = 50
 MAX_SECTION = 3000
 MAX_FIELDS = 10
@@ -22,19 +24,6 @@ MAX_CONTEXT_ELEMENTS = 10
 MAX_TEXT = 3000  # the top-level fallback text; Slack truncates at 40k but notifications want it short
 
 Message = dict[str, Any]
-
-
-def money(amount: float) -> str:
-    return f"${amount:,.2f}"
-
-
-def plural(count: int, word: str) -> str:
-    return f"{count:,} {word}{'' if count == 1 else 's'}"
-
-
-def escape(text: Any) -> str:
-    """Neutralise Slack's control sequences: <!channel>, <@U…>, links; keep everything readable."""
-    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def code(text: Any) -> str:

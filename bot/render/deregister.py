@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING
 
 from bot.render.blocks import age, code, context, escape, fields_section, section
+from bot.services.blast_radius import AccountUsage
+from bot.services.deregister import Preflight
 from bot.services.references import (
     AMIBOT,
     FleetRef,
@@ -22,10 +23,6 @@ from bot.services.references import (
     version_phrase,
 )
 from bot.services.usage_reports import AVAILABLE, PENDING, RESOURCE_NAMES, UNSUPPORTED, OtherAccounts
-
-if TYPE_CHECKING:
-    from bot.services.blast_radius import AccountUsage
-    from bot.services.deregister import Preflight
 
 ACCOUNTS_BLOCK = "deregister.accounts"  # the block the usage-report job replaces when the report is ready
 
@@ -198,6 +195,12 @@ def with_other_accounts(details: list[dict], other: OtherAccounts) -> list[dict]
 def _account_name(check: Preflight, account_id: str) -> str:
     managed = next((other.account for other in check.elsewhere if other.account.id == account_id), None)
     return f"{escape(managed.label)}" if managed else f"account {code(account_id)}"
+
+
+def deregister_details(details: dict) -> list[dict]:
+    """A deregistration request's details from its data (bot.services.deregister.approval_details)."""
+    return preflight_blocks(Preflight.from_data(details["preflight"]), bool(details.get("force")),
+                            bool(details.get("keep_snapshots")), datetime.fromisoformat(details["at"]))
 
 
 def preflight_blocks(check: Preflight, force: bool, keep_snapshots: bool, now: datetime) -> list[dict]:

@@ -325,6 +325,20 @@ def digest_message(findings: Findings, day: str) -> Rendered:
     return Rendered(message(text, blocks), more, shown_images, shown_orphans)
 
 
+def cleanup_details(details: dict) -> list[dict]:
+    """A snapshot-cleanup request's details (bot.services.digest.request_cleanup's data): what it will delete."""
+    sizes = details.get("sizes") or {}
+    listed = "\n".join(f"{code(snapshot_id)} · {size:,} GiB" for snapshot_id, size in list(sizes.items())[:40])
+    more = f"\n…and {len(sizes) - 40} more" if len(sizes) > 40 else ""
+    total = sum(sizes.values())
+    blocks = [section(f"*Will delete {plural(len(sizes), 'orphaned snapshot')} in {escape(details.get('place', ''))}* "
+                      f"({total:,} GiB, {money(details.get('monthly') or 0)}/month). Each was made for an image that "
+                      f"no longer exists and no image uses it:\n{listed}{more}")]
+    if details.get("notes"):
+        blocks.append(context("Left out: " + escape("; ".join(details["notes"]))[:2900]))
+    return blocks
+
+
 def csv_comment(findings: Findings, day: str) -> str:
     across = f" across {plural(len(findings.accounts), 'account')}" if findings.many else ""
     return (f"The full digest for {day}: {plural(len(findings.stale), 'stale image')} and "

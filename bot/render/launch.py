@@ -92,6 +92,19 @@ def approval_details(image: Image, order: LaunchOrder, subnet: str | None, where
     return [fields_section(fields)]
 
 
+def stored_image(details: dict) -> Image:
+    """The image stored details show (Image.shown), as an Image to render."""
+    shown = details.get("image") or {}
+    return Image.stand_in(shown.get("id", ""), shown.get("name") or "", shown.get("region", ""))
+
+
+def launch_details(details: dict) -> list[dict]:
+    """A launch request's details from its data (bot.services.launch.approval_details)."""
+    image = stored_image(details)
+    return approval_details(image, LaunchOrder(**details.get("order") or {}), details.get("subnet"),
+                            details.get("where") or "")
+
+
 def needs_approval(request_id: str, channel: str, reasons: list[str]) -> Message:
     why = "; ".join(escape(reason) for reason in reasons)
     text = (f":raised_hand: This launch is outside the launch policy ({why}), so it needs an approval. "

@@ -259,6 +259,17 @@ def stage_done(user: str, image: Image, what: str, undo: str | None = None, note
     return message(f"{what} {image.id}", blocks)
 
 
+def stage_details(details: dict) -> list[dict]:
+    """A disable/unprotect request's details from its data (bot.services.stages.approval_details)."""
+    shown = details.get("image") or {}
+    image = Image.stand_in(shown.get("id", ""), shown.get("name") or "", shown.get("region", ""))
+    image.family = shown.get("family") or ""
+    if shown.get("version"):
+        image.tags = {"Version": shown["version"]}
+    return approval_details(image, Usage.from_data(details.get("usage") or {}), details.get("consequence", ""),
+                            details.get("parameter", ""))
+
+
 def approval_details(image: Image, usage: Usage, consequence: str, parameter: str) -> list[dict]:
     """What the approvers see before clicking: the image, that it is the current version, what uses it."""
     blocks = [

@@ -88,6 +88,11 @@ def enable_details(params: dict) -> list[dict]:
             context("Kept snapshots are billed as usual for the retention period.")]
 
 
+def enable_view(details: dict) -> list[dict]:
+    """An enable request's details from its data (bot.services.recycle_bin.enable_details)."""
+    return enable_details(details["params"])
+
+
 def restored(result: Restored, user: str) -> Message:
     icon = ":recycle:" if result.ok else ":warning:"
     lines = [f"{icon} <@{user}> restored {code(result.image_id)} in {result.region}: image {escape(result.image)}."]

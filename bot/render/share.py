@@ -64,6 +64,14 @@ def approval_details(image: Image, target: Target, snapshots: list[SnapshotInfo]
     return [fields_section(fields)]
 
 
+def share_details(details: dict) -> list:
+    """A share request's details from its data (bot.services.share.approval_details)."""
+    shown = details.get("image") or {}
+    image = Image.stand_in(shown.get("id", ""), shown.get("name") or "", shown.get("region", ""))
+    snapshots = [SnapshotInfo(**snapshot) for snapshot in details.get("snapshots") or []]
+    return approval_details(image, Target(**details["target"]), snapshots, details.get("public_block"))
+
+
 def needs_approval(request_id: str, channel: str, reason: str) -> Message:
     text = (f":raised_hand: Sharing needs an approval ({escape(reason)}). Asked for it: `{request_id}` "
             f"in <#{channel}>.")

@@ -32,7 +32,6 @@ from bot.core import authority
 from bot.core.accounts import Account
 from bot.core.errors import AccessDenied, AmibotError, NotFound
 from bot.durable import anchors, audit, jobs, outbox
-from bot.render.blocks import escape
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +72,7 @@ class Request:
     kind: str
     params: dict[str, Any]
     title: str
-    details: list[dict]
+    details: list[dict] | dict  # data for bot/render/approvals.py ({"view": …}); a list: blocks stored pre-rendered
     reason: str | None
     danger: bool
     requester: str
@@ -235,7 +234,19 @@ def _refresh(ctx, request: Request) -> None:
 
 
 def _thread(ctx, request: Request, text: str) -> None:
+    """A line in the request's thread; `text` is mrkdwn with no data in it (data goes in an intent of its own, below,
+    so the outbox's renderer escapes it)."""
     _owe(ctx, request.id, {"kind": "thread", "text": text})
+
+
+def _thread_outcome(ctx, request: Request, state: str, outcome: str) -> None:
+    """The outcome line: `outcome` is words as the action said them, rendered (escaped) at delivery."""
+    _owe(ctx, request.id, {"kind": "outcome", "state": state, "outcome": outcome})
+
+
+def _thread_unchecked(ctx, request: Request, said: str) -> None:
+    """An executing request AWS could not be checked for at start: `said` is why, rendered at delivery."""
+    _owe(ctx, request.id, {"kind": "unchecked", "said": said})
 
 
 def _deliver(ctx) -> None:
@@ -252,7 +263,8 @@ def _deliver(ctx) -> None:
 # --- creating ---------------------------------------------------------------------------------------
 
 def create_request(ctx, *, kind: str, params: dict[str, Any], requester: str, channel: str, title: str,
-                   details: list[dict] | None = None, reason: str | None = None, danger: bool = False) -> Request:
+                   details: list[dict] | dict | None = None, reason: str | None = None, danger: bool = False
+                   ) -> Request:
     """Store a request, post its approval message, audit it. Returns the stored request."""
     if kind not in KINDS:
         raise ValueError(f"unknown approval kind {kind}")
@@ -276,7 +288,7 @@ def create_request(ctx, *, kind: str, params: dict[str, Any], requester: str, ch
     return get(ctx, request.id)
 
 
-def update_details(ctx, request_id: str, details: list[dict]) -> Request:
+def update_details(ctx, request_id: str, details: list[dict] | dict) -> Request:
     """Replace what a request's message shows about it (e.g. a report that arrived after it was posted) and owe
     the message a re-render, whatever the request's state. Raises NotFound."""
     request = get(ctx, request_id)
@@ -435,8 +447,7 @@ def _finish(ctx, request: Request, state: str, outcome: str) -> None:
         _transition(ctx, request.id, (EXECUTING,), state, outcome=outcome)
         request = get(ctx, request.id)
         _record(ctx, request, "amibot", state, f"{state}: {outcome}")
-        icon = ":white_check_mark:" if state == SUCCEEDED else ":x:"
-        _thread(ctx, request, f"{icon} {state.capitalize()}: {escape(outcome)}")  # as the request message shows it
+        _thread_outcome(ctx, request, state, outcome)
         _refresh(ctx, request)
     _deliver(ctx)
 
@@ -465,9 +476,7 @@ def recover(ctx) -> dict[str, int]:
             except Exception as error:  # AWS unreachable at start, say: keep what is known for the next start
                 said = error.message if isinstance(error, AmibotError) else type(error).__name__
                 log.warning("cannot reconcile %s: %s", request.id, said)
-                _thread(ctx, request, f":warning: {request.id} was executing when the bot restarted and AWS could "
-                                      f"not be checked ({escape(said)}); it stays executing and is checked again at "
-                                      "the next start.")
+                _thread_unchecked(ctx, request, said)
                 _deliver(ctx)
                 continue
         if isinstance(verdict, Reconciled):

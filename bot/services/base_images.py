@@ -15,7 +15,7 @@ from importlib import resources
 
 from bot.aws.clients import Aws, call, requires
 from bot.core.errors import AwsError, ConfigError, NotFound
-from bot.render.blocks import escape
+from bot.core.text import escape
 from bot.services.create import Labels, check_name_free, explain_name_error
 from bot.services.images import parse_time
 

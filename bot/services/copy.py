@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from bot.aws.clients import Aws, call, requires
 from bot.core import regions
 from bot.core.errors import PolicyViolation, UsageError
-from bot.render.blocks import escape
+from bot.core.text import escape
 from bot.services.images import Image, describe_own_images
 
 MAX_TAGS = 50  # per EC2 resource

@@ -12,7 +12,7 @@ from typing import Any
 
 from bot.aws.clients import Aws, call, first_found, paginate, requires
 from bot.core.errors import AmibotError, AwsError, PolicyViolation, UsageError
-from bot.render.blocks import escape
+from bot.core.text import escape
 from bot.services.images import Image, describe_own_images, family_of
 
 CREATED_BY_TAG = "amibot:created-by"

@@ -204,14 +204,10 @@ def record_digest(store, day: str, stale_images: int, orphaned_snapshots: int, m
         **{name: value for name, value in where.items() if value is not None}}, pk="date")
 
 
-def record_posted_digest(ctx, day: str, findings, channel: str | None, ts: str | None) -> None:
-    """After a digest was posted: its totals for the trend, and a permalink to it for the Home tab."""
-    permalink = None
-    if channel and ts:
-        try:
-            permalink = ctx.slack.chat_getPermalink(channel=channel, message_ts=ts).get("permalink")
-        except Exception as error:  # the link is a convenience; the totals matter
-            log.info("no permalink for the digest message: %s", error)
+def record_posted_digest(ctx, day: str, findings, channel: str | None, ts: str | None,
+                         permalink: str | None = None) -> None:
+    """After a digest was posted: its totals for the trend, and the link to it for the Home tab (asked of Slack by
+    the poster, bot/slack/post_digest.py: a service never calls Slack)."""
     try:
         drifted = getattr(findings, "drifted_instances", None)
         record_digest(ctx.store, day, len(findings.stale), len(findings.orphans), findings.monthly_cost,

@@ -16,16 +16,18 @@ the owning account; a managed account that cannot be read (its role cannot be as
 account and refuses too, unless --force. Shares no managed account covers (other accounts, OUs, everyone) are
 left to AWS's image usage report (bot.services.usage_reports): unknown until it says.
 
-This module renders nothing (services never import bot/render): the caller passes ``details``, the
-function that turns the Preflight into the request's blocks, and renders ``InUse`` refusals itself.
+This module renders nothing (services never import bot/render): the request stores the preflight as data
+(``approval_details``), which bot/render/deregister.py renders with the request's message, and the caller renders
+``InUse`` refusals itself.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from bot.aws.clients import Aws, call, requires
 from bot.core.accounts import HOME, Account
@@ -93,6 +95,40 @@ class Preflight:
                 parts.append(f"{other.account.label}: {kinds_phrase(other.usage) or 'nothing found'}\n"
                              f"{other.usage.summary(limit)}")
         return "\n".join(parts) or "• nothing"
+
+    def to_data(self) -> dict[str, Any]:
+        """What the request's message shows of the preflight, JSON-able (accounts by id and name only: never a
+        role or an external id); from_data reads it back."""
+        def account(which: Account) -> dict[str, str]:
+            return {"id": which.id, "name": which.name}
+        image = {**self.image.shown(), "state": self.image.state,
+                 "created": self.image.created.isoformat() if self.image.created else None}
+        return {"image": image, "usage": self.usage.to_data(), "shares": asdict(self.shares) if self.shares else None,
+                "snapshots": [asdict(snapshot) for snapshot in self.snapshots], "protection": self.protection,
+                "recycle_days": self.recycle_days, "recycle_known": self.recycle_known, "notes": list(self.notes),
+                "other_accounts": self.other_accounts.to_payload() if self.other_accounts else None,
+                "owner": account(self.owner), "many": self.many,
+                "elsewhere": [{"account": account(other.account), "reason": other.reason,
+                               "usage": other.usage.to_data() if other.usage is not None else None}
+                              for other in self.elsewhere]}
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any]) -> Preflight:
+        shown = data["image"]
+        image = Image.stand_in(shown["id"], shown.get("name") or "", shown["region"])
+        image.state = shown.get("state") or "unknown"
+        image.created = datetime.fromisoformat(shown["created"]) if shown.get("created") else None
+        other = data.get("other_accounts")
+        return cls(image=image, usage=Usage.from_data(data.get("usage") or {}),
+                   shares=Shares(**data["shares"]) if data.get("shares") is not None else None,
+                   snapshots=[SnapshotPlan(**snapshot) for snapshot in data.get("snapshots") or []],
+                   protection=data.get("protection"), recycle_days=data.get("recycle_days"),
+                   recycle_known=bool(data.get("recycle_known")), notes=list(data.get("notes") or []),
+                   other_accounts=OtherAccounts.from_payload(other) if other else None,
+                   owner=Account(**data["owner"]) if data.get("owner") else HOME, many=bool(data.get("many")),
+                   elsewhere=[AccountUsage(Account(**item["account"]),
+                                           Usage.from_data(item["usage"]) if item.get("usage") is not None else None,
+                                           item.get("reason") or "") for item in data.get("elsewhere") or []])
 
     @property
     def deletable(self) -> list[SnapshotPlan]:
@@ -188,11 +224,24 @@ class InUse(PolicyViolation):
         self.check = check
 
 
+DETAILS_VIEW = "deregister"  # renders a deregistration request's details (bot/render/deregister.py)
+
+
+def approval_details(check: Preflight, force: bool, keep_snapshots: bool, at: datetime) -> dict[str, Any]:
+    """A deregistration request's details as data: the preflight as of `at` (ages are said as of then)."""
+    return {"view": DETAILS_VIEW, "preflight": check.to_data(), "force": force, "keep_snapshots": keep_snapshots,
+            "at": at.isoformat()}
+
+
+def with_other_accounts(details: dict[str, Any], other: OtherAccounts) -> dict[str, Any]:
+    """The request's details with what AWS's usage report said of the other accounts (the report's job)."""
+    return {**details, "preflight": {**details["preflight"], "other_accounts": other.to_payload()}}
+
+
 def request_deregistration(ctx, image_id: str, region: str | None, requester: str, channel: str,
-                           force: bool = False, keep_snapshots: bool = False, *,
-                           details: Callable[[Preflight], list[dict]], account: str | None = None,
+                           force: bool = False, keep_snapshots: bool = False, *, account: str | None = None,
                            authorize: Callable[[Image], object] | None = None) -> approvals.Request:
-    """Preflight and open an approval request whose message shows `details(preflight)`. Raises PolicyViolation
+    """Preflight and open an approval request whose message shows the preflight. Raises PolicyViolation
     when protection is on, InUse when something uses the image (without --force), here or in a managed account
     it is shared with. `account` (an id or name) narrows where the image is looked for; `authorize(image)` may
     refuse (AccessDenied) once the owning account is known."""
@@ -213,7 +262,7 @@ def request_deregistration(ctx, image_id: str, region: str | None, requester: st
     request = approvals.create_request(
         ctx, kind=KIND, params=params, requester=requester, channel=channel,
         title=f"Deregister {image.name or image.id} ({image.id}, {image.region})",
-        details=details(check),
+        details=approval_details(check, force, keep_snapshots, ctx.clock()),
         reason="deregistering an image cannot be undone" + (
             "" if check.recycle_days is None else f" (recoverable from the Recycle Bin for {check.recycle_days} days)"),
         danger=force)

@@ -35,9 +35,9 @@ from zoneinfo import ZoneInfo
 from bot.aws import data as awsdata
 from bot.aws.clients import Aws, Target, paginate, requires
 from bot.core.errors import AmibotError, AwsError, NotFound, PolicyViolation
+from bot.core.text import money, plural
 from bot.durable import audit
 from bot.durable.steps import DONE, FAILED, SKIPPED, Resumed, Step, Steps
-from bot.render.blocks import code, context, money, plural, section
 from bot.services import approvals, drift, fleet_health
 from bot.services.dashboard import record_posted_digest, trend  # the Home tab's history, charted in the digest too
 from bot.services.fleet_health import RegionHealth
@@ -63,6 +63,7 @@ SCHEDULE_ID = "digest.daily"
 MISFIRE_GRACE_SECONDS = 3600
 CLEANUP_KIND = "snapshot-cleanup"
 MAX_CLEANUP = 100
+CLEANUP_DETAILS = "snapshot_cleanup"  # the view that renders a cleanup request's details (bot/render/digest.py)
 
 
 def _stamp(moment: datetime) -> str:
@@ -222,6 +223,12 @@ def publisher(ctx) -> Publisher:
     return found
 
 
+def _permalink(ctx, channel: str, ts: str | None) -> str | None:
+    """The link to the posted digest for the Home tab, asked of Slack by the publisher (None if it cannot say)."""
+    ask = getattr(publisher(ctx), "permalink", None)  # a publisher without links (a test's, say): none
+    return ask(ctx, channel, ts) if ask else None
+
+
 def claim(store, day: str, channel: str, now: datetime) -> bool:
     """True for exactly one caller per (day, channel), across threads and processes: the first attempt. (Raw SQL
     on purpose: the primary key makes this one INSERT the claim.)"""
@@ -296,7 +303,7 @@ def run_daily(ctx) -> str:
         return _failed_attempt(ctx, day, channel, attempt, error)
     # It is out: whatever happens next, no retry may post it again.
     _set_run(ctx.store, day, channel, state="posted", message_ts=ts, error=None)
-    record_posted_digest(ctx, day, findings, channel, ts)
+    record_posted_digest(ctx, day, findings, channel, ts, _permalink(ctx, channel, ts))
     outcome = (f"posted: {len(findings.stale)} stale, {len(findings.orphans)} orphaned, "
                f"${findings.monthly_cost:,.2f}/month")
     if findings.failures:
@@ -450,13 +457,8 @@ def request_cleanup(ctx, region: str, snapshot_ids: list[str], requester: str, c
         raise PolicyViolation("Nothing to clean up: " + "; ".join(notes) + ".")
     price = ctx.policy.digest.snapshot_price_per_gb_month
     total = sum(sizes.values())
-    listed = "\n".join(f"{code(snapshot_id)} · {size:,} GiB" for snapshot_id, size in list(sizes.items())[:40])
-    more = f"\n…and {len(sizes) - 40} more" if len(sizes) > 40 else ""
-    details = [section(f"*Will delete {plural(len(sizes), 'orphaned snapshot')} in {place}* "
-                       f"({total:,} GiB, {money(total * price)}/month). Each was made for an image that "
-                       f"no longer exists and no image uses it:\n{listed}{more}")]
-    if notes:
-        details.append(context("Left out: " + "; ".join(notes)[:2900]))
+    # Data, rendered where the request's message is (bot/render/digest.py cleanup_details)
+    details = {"view": CLEANUP_DETAILS, "place": place, "sizes": sizes, "monthly": total * price, "notes": notes}
     return approvals.create_request(
         ctx, kind=CLEANUP_KIND,
         params={"account": account, "region": region, "snapshot_ids": list(sizes), "sizes": sizes},

@@ -15,8 +15,8 @@ from bot.core.accounts import Account
 from bot.core.accounts import find as find_account
 from bot.core.errors import Ambiguous, AwsError, NotFound, UsageError
 from bot.core.families import family_of
-from bot.render.blocks import escape
-from bot.slack.subcommands import AMI_ID
+from bot.core.ids import AMI_ID
+from bot.core.text import escape
 
 # family_of and parse_time are imported from here by existing callers; they now live in families / awsdata.
 
@@ -73,6 +73,15 @@ class Image:
     family: str = ""
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
     account: str = ""  # the managed account it was found in ("" : the bot's own, single-account); see Aws.of
+
+    @classmethod
+    def stand_in(cls, image_id: str, name: str, region: str) -> Image:
+        """Enough of an Image to report on from stored data (the image itself may be gone by now)."""
+        return cls(id=image_id, name=name, region=region, state="unknown", owner_id="", created=None, public=False)
+
+    def shown(self) -> dict[str, str]:
+        """What stored details keep of the image to show it again: its id, name and region."""
+        return {"id": self.id, "name": self.name, "region": self.region}
 
     @property
     def version(self) -> str | None:

@@ -17,6 +17,7 @@ requests carry both: "account" is where the instances run (its approvers apply),
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import hashlib
 import re
@@ -28,14 +29,16 @@ from datetime import datetime
 from typing import Any
 
 from bot.aws.clients import Aws, call, paginate, requires
+from bot.core import authority
 from bot.core.config import SUBNET
 from bot.core.errors import Ambiguous, AmibotError, AwsError, NotFound, PolicyViolation, UsageError
+from bot.core.ids import AMI_ID
+from bot.core.text import escape
 from bot.durable.steps import DONE, PLANNED, Resumed, Step, Steps
-from bot.render.blocks import escape
+from bot.services import allowed as allowed_amis
 from bot.services import approvals
 from bot.services.images import Image, ambiguity_message, find_images, shares_of
 from bot.services.versions import current_image
-from bot.slack.subcommands import AMI_ID
 
 KIND = "launch"
 WAIT_SECONDS = 300.0  # how long a launch waits for its instances to run before saying "still pending"
@@ -322,6 +325,78 @@ def _parts(result: LaunchResult) -> list[str]:
     return parts
 
 
+# --- the use-case: what `/ami launch` and the launch form both do ---------------------------------------
+
+DETAILS_VIEW = "launch"  # the view that renders a launch request's details (bot/render/launch.py launch_details)
+
+
+@dataclass
+class Started:
+    """What starting a launch did, for the edge to say: asked for an approval (`request`, `reasons`) or launched
+    (`result`, under `reference`). `where` names the account the instances run in when there are many."""
+
+    image: Image
+    where: str
+    reasons: list[str] = field(default_factory=list)
+    request: Any = None  # an approvals.Request
+    result: LaunchResult | None = None
+    reference: str = ""
+
+
+def start_launch(ctx, order: LaunchOrder, user: str, channel: str | None, detail: dict[str, Any],
+                 reference: str | None = None, *, warn: Callable[[str], None],
+                 started: Callable[[Image, list[str], str, str], tuple[str | None, str | None]]) -> Started:
+    """Resolve and check the image, authorize the user in the account the instances run in, then ask for an
+    approval (outside [launch] policy) or launch now, durably. The edge is told twice: `warn(text)` when Allowed
+    AMIs would block the image (mrkdwn, before anything else), and `started(image, ids, reference, where)` the
+    moment the instances exist, answering where it said so ((ts, channel), kept for a resumed wait). `detail`
+    (the audit row's) gets what was decided. ``reference`` (launch_reference of the request) tags the instances
+    and is EC2's ClientToken."""
+    image = resolve_image(ctx, order.image_ref, order.region)
+    check_launchable(image, order.force, ctx.clock())
+    # the account the instances run in: its operators decide ([[accounts]] operators replace the global ones)
+    into = authority.authorize(ctx, launching_account(ctx, image, order).account, "/ami launch")
+    check_shared_with(ctx, image, into)
+    where = into.account.label if ctx.aws.many else ""  # messages name the account the instances run in
+    detail.update(image=image.id, region=image.region, instance_type=order.instance_type, count=order.count)
+    if ctx.aws.many:
+        detail.update(account=into.account.id, image_account=image.account)
+    blocked = allowed_amis.warning_for(into, image, ctx.clock())  # the criteria of the account that launches
+    if blocked:  # EC2 decides; amibot says so first, so a refusal (or an audit-mode flag) is no surprise
+        detail["allowed_amis"] = blocked
+        warn(blocked)
+    reasons = approval_reasons(ctx.policy, order)
+    if reasons:
+        request = approvals.create_request(
+            ctx, kind=KIND, params=request_params(image, order, into.account.id), requester=user,
+            channel=channel, title=f"Launch {order.count} × {order.instance_type} from {image.name or image.id}"
+                                   + (f" in {where}" if where else ""),
+            details=approval_details(image, order, order.subnet_id or ctx.policy.launch.subnet_id, where),
+            reason="; ".join(reasons))
+        detail["approval_request"] = request.id
+        return Started(image, where, reasons, request=request)
+    request_ref = reference or launch_reference(None)
+    detail["request"] = request_ref
+    steps = Steps(ctx.store, f"launch:{request_ref}")  # a crash while waiting is resumed by resume_wait
+
+    def tell(ids: list[str]) -> None:
+        detail["instances"] = ids
+        ts, said_in = started(image, ids, request_ref, where)
+        steps.annotate("wait_running", ts=ts, channel=said_in or channel)
+
+    result = launch(ctx, image, order, user, request_ref, started=tell, steps=steps, wait_data={
+        "user": user, "channel": channel, "order": dataclasses.asdict(order), "image_name": image.name,
+        "reference": request_ref})
+    detail["states"] = {status.id: status.state for status in result.statuses}
+    return Started(image, where, result=result, reference=request_ref)
+
+
+def approval_details(image: Image, order: LaunchOrder, subnet: str | None, where: str) -> dict[str, Any]:
+    """A launch request's details as data: rendered with the request's message (bot/render/launch.py)."""
+    return {"view": DETAILS_VIEW, "image": image.shown(), "order": dataclasses.asdict(order), "subnet": subnet,
+            "where": where}
+
+
 # --- after approval ----------------------------------------------------------------------------------
 
 def request_params(image: Image, order: LaunchOrder, into: str = "") -> dict[str, Any]:
@@ -394,7 +469,7 @@ def reconcile(ctx, request):
 
 def stand_in_image(image_id: str, name: str, region: str) -> Image:
     """Enough of an Image to report on instances after a restart (the image itself may be gone by now)."""
-    return Image(id=image_id, name=name, region=region, state="unknown", owner_id="", created=None, public=False)
+    return Image.stand_in(image_id, name, region)
 
 
 def confirm_text(params: dict[str, Any]) -> str:

@@ -229,6 +229,14 @@ def enable_params(order: EnableOrder, account: str = "") -> dict:
             "account": account}
 
 
+ENABLE_DETAILS_VIEW = "recycle-bin-enable"  # renders an enable request's details (bot/render/recycle_bin.py)
+
+
+def enable_details(params: dict) -> dict:
+    """An enable request's details as data (its params say it all): rendered with the request's message."""
+    return {"view": ENABLE_DETAILS_VIEW, "params": params}
+
+
 @requires("rbin:CreateRule", "rbin:TagResource")
 def create_rule(aws: Aws, region: str, resource_type: str, days: int, tag: tuple[str, str] | None,
                 reference: str) -> str:

@@ -179,6 +179,17 @@ class Usage:
     def refs(self) -> list:
         return [ref for kind in KINDS for ref in getattr(self, kind)]
 
+    def to_data(self) -> dict[str, Any]:
+        """JSON-able, for what is stored (an approval request's details); from_data reads it back."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any]) -> Usage:
+        def ref(kind: type, item: dict) -> Any:  # JSON has lists where the references keep tuples
+            return kind(**{key: tuple(value) if isinstance(value, list) else value for key, value in item.items()})
+        return cls(**{kind: [ref(REF_TYPES[kind], item) for item in data.get(kind) or []] for kind in KINDS},
+                   unknown=dict(data.get("unknown") or {}))
+
     def summary(self, limit: int = 10) -> str:
         """Plain text, one reference a line (for errors and logs; bot/render shows it in Slack)."""
         lines = [f"• {describe(ref)}" for ref in self.refs()[:limit]]
@@ -186,6 +197,11 @@ class Usage:
             lines.append(f"• …and {len(self.refs()) - limit} more")
         lines += [f"• {source}: unknown ({why})" for source, why in self.unknown.items()]
         return "\n".join(lines) or "• nothing"
+
+
+REF_TYPES = {"instances": InstanceRef, "templates": TemplateRef, "launch_configs": LaunchConfigRef,
+             "groups": GroupRef, "fleets": FleetRef, "parameters": ParameterRef, "recipes": RecipeRef,
+             "others": OtherRef}
 
 
 def describe(ref) -> str:

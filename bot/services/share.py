@@ -15,15 +15,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from bot.aws.clients import Aws, call, paginate, requires
 from bot.core.accounts import Account
 from bot.core.accounts import find as find_account
 from bot.core.errors import AwsError, PolicyViolation, Unsupported, UsageError
+from bot.core.text import escape
 from bot.durable.steps import DONE, FAILED, Resumed, Step, Steps
-from bot.render.blocks import escape
 from bot.services import approvals
 from bot.services.images import Image, Shares, find_images, shares_of
 
@@ -110,6 +110,15 @@ class SnapshotInfo:
     id: str
     encrypted: bool
     kms_key_id: str | None
+
+
+DETAILS_VIEW = "share"  # the view that renders a share request's details (bot/render/share.py share_details)
+
+
+def approval_details(image: Image, target: Target, snapshots: list[SnapshotInfo], public_block: str | None) -> dict:
+    """A share request's details as data: rendered with the request's message."""
+    return {"view": DETAILS_VIEW, "image": image.shown(), "target": asdict(target),
+            "snapshots": [asdict(snapshot) for snapshot in snapshots], "public_block": public_block}
 
 
 @requires("ec2:DescribeSnapshots")

@@ -15,8 +15,10 @@ from bot.aws.clients import Aws, call, requires
 from bot.core.errors import AmibotError, NotFound, UsageError
 from bot.services import approvals
 from bot.services.images import Image, describe_own_images
+from bot.services.references import Usage
 
 DISABLE_KIND, UNPROTECT_KIND = "disable", "unprotect"  # the approval kinds for a current version
+DETAILS_VIEW = "stage-change"  # renders a disable/unprotect request's details (bot/render/lifecycle.py)
 MAX_AHEAD = timedelta(days=3650)  # AWS refuses deprecation times more than 10 years ahead
 DURATION = re.compile(r"^(\d{1,5})\s*(m|min|mins|minutes?|h|hours?|d|days?|w|weeks?)?$", re.IGNORECASE)
 UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -160,3 +162,10 @@ def confirm_unprotect(params: dict) -> str:
 def check_state(image: Image, allowed: tuple[str, ...], doing: str) -> None:
     if image.state not in allowed:
         raise AmibotError(f"{image.id} is {image.state}; cannot {doing} it.")
+
+
+def approval_details(image: Image, usage: Usage, consequence: str, parameter: str) -> dict:
+    """A disable/unprotect request's details as data (`consequence` is mrkdwn written without data in it):
+    rendered with the request's message."""
+    return {"view": DETAILS_VIEW, "image": {**image.shown(), "family": image.family, "version": image.version},
+            "usage": usage.to_data(), "consequence": consequence, "parameter": parameter}

@@ -23,19 +23,18 @@ import threading
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING
 
 from bot.aws.clients import Aws, Target, call, requires
 from bot.core.accounts import Account
 from bot.core.errors import AmibotError, AwsError, NotFound, PolicyViolation
-from bot.render.blocks import escape
+from bot.core.text import escape
 from bot.services.blast_radius import AccountUsage, split_shares
 from bot.services.images import Image, Shares, describe_own_images, shares_of_many
 from bot.services.references import Usage, scan
 
-# The app's context (bot/slack/context.py), for annotations only: services sit below the Slack layer and
-# do not import it.
-Context = Any
+if TYPE_CHECKING:  # only for annotations
+    from bot.services.service_context import ServiceContext
 
 CURRENT_TAG = "amibot:current"
 PARAMETER_ILLEGAL = re.compile(r"[^A-Za-z0-9_.\-]+")
@@ -126,7 +125,7 @@ def _launchable(image: Image, now: datetime) -> bool:
     return image.state == "available" and not (image.deprecation_time and image.deprecation_time <= now)
 
 
-def current_image(ctx: Context, family: str, region: str | None = None, accounts: list | None = None
+def current_image(ctx: ServiceContext, family: str, region: str | None = None, accounts: list | None = None
                   ) -> Image | None:
     """The family's promoted image, else its newest available one; None if it has none.
 
@@ -168,7 +167,7 @@ class FamilyVersions:
     parameter: str = ""
 
 
-def family_versions(ctx: Context, family: str, region: str | None = None, accounts: list | None = None,
+def family_versions(ctx: ServiceContext, family: str, region: str | None = None, accounts: list | None = None,
                     elsewhere_for: int = 0) -> FamilyVersions:
     """Every version of a family across the managed accounts (or those given), newest first, with its state
     and what uses it (looked up in the account and region of each image; with many accounts, for the newest
@@ -207,7 +206,7 @@ def family_versions(ctx: Context, family: str, region: str | None = None, accoun
     return FamilyVersions(family, versions, failures, parameter_name(family))
 
 
-def use_in_other_accounts(ctx: Context, versions: list[Version]) -> None:
+def use_in_other_accounts(ctx: ServiceContext, versions: list[Version]) -> None:
     """Each version's use in the managed accounts its launch permissions reach (bot.services.blast_radius):
     one launch-permission lookup per image, then one scan per account and region for all the images shared
     there, in one bounded pool. Permissions that cannot be read reach every managed account."""
@@ -232,7 +231,7 @@ def use_in_other_accounts(ctx: Context, versions: list[Version]) -> None:
                 version.elsewhere.append(AccountUsage(account, refs.of(version.image.id)))
 
 
-def _scan_places(ctx: Context, wanted: dict[tuple[str, str], list[str]]) -> dict[tuple[str, str], tuple]:
+def _scan_places(ctx: ServiceContext, wanted: dict[tuple[str, str], list[str]]) -> dict[tuple[str, str], tuple]:
     """One reference scan per (account id, region) for the image ids wanted there, in one bounded pool:
     place -> (its Target, its References or AwsError; None if it did not run)."""
     targets = {place: Target(ctx.aws.of(place[0]).account, place[1]) for place in wanted}
@@ -241,7 +240,7 @@ def _scan_places(ctx: Context, wanted: dict[tuple[str, str], list[str]]) -> dict
     return {place: (target, scans.get(target)) for place, target in targets.items()}
 
 
-def _stored_as(ctx: Context, account: str) -> tuple[str, ...]:
+def _stored_as(ctx: ServiceContext, account: str) -> tuple[str, ...]:
     """The `account` values of an account's promotion rows: its id; for the bot's own account also '' (rows
     written before accounts were configured, or in single-account mode where every id is '')."""
     home = ctx.aws.home.account.id
@@ -257,7 +256,7 @@ def active_promotion(store, family: str, region: str, accounts: tuple[str, ...] 
         order_by="id DESC", limit=1), None)
 
 
-def is_promoted(ctx: Context, image: Image) -> bool:
+def is_promoted(ctx: ServiceContext, image: Image) -> bool:
     """Tagged current, or current per amibot's promotion history (in case someone removed the tag)."""
     if is_current(image):
         return True
@@ -265,7 +264,7 @@ def is_promoted(ctx: Context, image: Image) -> bool:
     return bool(active and active["image_id"] == image.id)
 
 
-def promoted_places(ctx: Context, family: str) -> list[tuple[str, str]]:
+def promoted_places(ctx: ServiceContext, family: str) -> list[tuple[str, str]]:
     """(account id, region) where the family has an active promotion; a row from before accounts ('') is the
     bot's own account."""
     rows = ctx.store.db["promotions"].rows_where("family = ? AND rolled_back_at IS NULL", [family],
@@ -295,7 +294,7 @@ class Promotion:
     account: str = ""  # the account's label ("prod (111111111111)") with many accounts, else ""
 
 
-def promote(ctx: Context, image: Image, user: str) -> Promotion:
+def promote(ctx: ServiceContext, image: Image, user: str) -> Promotion:
     """Make the image its family's current version in its account and region."""
     now = ctx.clock()
     if image.state != "available":
@@ -320,7 +319,7 @@ def promote(ctx: Context, image: Image, user: str) -> Promotion:
     return Promotion(image, previous, parameter_name(image.family), owner.account.label if ctx.aws.many else "")
 
 
-def _where(ctx: Context, handle: Aws, region: str) -> str:
+def _where(ctx: ServiceContext, handle: Aws, region: str) -> str:
     """"us-east-1", or "prod (111111111111), us-east-1" with many accounts."""
     return f"{handle.account.label}, {region}" if ctx.aws.many else region
 
@@ -336,7 +335,7 @@ class Rollback:
     account: str = ""  # the account's label with many accounts, else ""
 
 
-def rollback(ctx: Context, family: str, region: str | None, user: str, account: str | None = None) -> Rollback:
+def rollback(ctx: ServiceContext, family: str, region: str | None, user: str, account: str | None = None) -> Rollback:
     """Point the family's current version back at the version promoted before the latest promotion, in the
     account and region where it was promoted (`account`: an id or name, to choose among several). The caller
     authorizes that account first (rollback_place says which it is)."""
@@ -368,7 +367,7 @@ def rollback(ctx: Context, family: str, region: str | None, user: str, account: 
                     owner.account.label if ctx.aws.many else "")
 
 
-def rollback_place(ctx: Context, family: str, region: str | None, account: str | None) -> tuple[str, str]:
+def rollback_place(ctx: ServiceContext, family: str, region: str | None, account: str | None) -> tuple[str, str]:
     """The (account id, region) to roll back in: as given, else the only one where the family is promoted."""
     wanted = ctx.aws.of(account).account.id if account else None
     places = [(owner, name) for owner, name in promoted_places(ctx, family)
@@ -388,7 +387,7 @@ def rollback_place(ctx: Context, family: str, region: str | None, account: str |
                       "say which with `--region`.")
 
 
-def _rollback_target(ctx: Context, owner: Aws, family: str, region: str, image_id: str) -> Image:
+def _rollback_target(ctx: ServiceContext, owner: Aws, family: str, region: str, image_id: str) -> Image:
     found = describe_own_images(owner, region, ctx.policy.digest.family_tag, image_id=[image_id])
     if not found:
         raise NotFound(f"The previous version {image_id} of {family} no longer exists in {_where(ctx, owner, region)}"

@@ -11,9 +11,10 @@ bot/render/approvals.py at delivery time (from the request's current state) and 
 
 Intents: ``{"kind": "request_message", "request_id": …}`` posts the request's message, or updates it when
 it has a ts (an update is idempotent); ``{"kind": "thread", "request_id": …, "text": …}`` posts in its
-thread. A post stores the ts Slack gave it in the same statement that marks it delivered, so a retry
-never posts twice; the one window left is between Slack answering and that statement (a crash there posts
-once more on restart): delivery is at least once, with that guard. One request's messages go out in order.
+thread, and so do ``"outcome"`` (state, outcome) and ``"unchecked"`` (said), whose data is escaped here.
+A post stores the ts Slack gave it in the same statement that marks it delivered, so a retry never posts twice;
+the one window left is between Slack answering and that statement (a crash there posts once more on restart):
+delivery is at least once, with that guard. One request's messages go out in order.
 """
 
 from __future__ import annotations
@@ -43,6 +44,14 @@ POLL_SECONDS = 0.5
 PERMANENT = {"channel_not_found", "not_in_channel", "is_archived", "invalid_blocks", "msg_too_long", "no_text",
              "message_not_found", "cant_update_message", "invalid_auth", "not_authed", "account_inactive",
              "token_revoked", "restricted_action", "invalid_arguments"}
+
+
+# A thread intent's line, rendered at delivery: the engine's data (outcome, said) is escaped here, not by the engine.
+THREAD_LINES = {
+    "thread": lambda request_id, intent: intent["text"],  # mrkdwn the engine wrote without data in it
+    "outcome": lambda request_id, intent: render.outcome_line(intent["state"], intent["outcome"]),
+    "unchecked": lambda request_id, intent: render.unchecked_line(request_id, intent["said"]),
+}
 
 
 class Outbox:
@@ -112,11 +121,11 @@ class Outbox:
             response = slack.chat_postMessage(channel=request.channel, **msg)
             self._posted(request, response)
             return response["ts"]
-        if intent["kind"] == "thread":
+        if intent["kind"] in THREAD_LINES:
             if not request.message_ts:
                 raise RuntimeError(f"the message of {request.id} is not posted yet")
             response = slack.chat_postMessage(channel=request.channel, thread_ts=request.message_ts,
-                                              **blocks.info(intent["text"]))
+                                              **blocks.info(THREAD_LINES[intent["kind"]](request.id, intent)))
             return response["ts"]
         raise ValueError(f"unknown outbox intent {intent['kind']}")
 

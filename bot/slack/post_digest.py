@@ -35,11 +35,25 @@ def attach_csv(slack, channel: str, ts: str | None, findings: Findings, day: str
         log.exception("could not attach the digest CSV in %s", channel)
 
 
+def permalink(slack, channel: str | None, ts: str | None) -> str | None:
+    """A link to a posted digest for the Home tab, or None: the link is a convenience, the totals matter."""
+    if not (channel and ts):
+        return None
+    try:
+        return slack.chat_getPermalink(channel=channel, message_ts=ts).get("permalink")
+    except Exception as error:
+        log.info("no permalink for the digest message: %s", error)
+        return None
+
+
 class SlackPublisher:
     """What the daily run (bot.services.digest.run_daily) posts with."""
 
     def digest(self, ctx, channel: str, findings: Findings, day: str) -> str | None:
         return post(ctx.slack, channel, findings, day)
+
+    def permalink(self, ctx, channel: str, ts: str | None) -> str | None:
+        return permalink(ctx.slack, channel, ts)
 
     def failure(self, ctx, channel: str, day: str, reason: str) -> str | None:
         return ctx.slack.chat_postMessage(channel=channel, **render.digest_failed(day, reason))["ts"]

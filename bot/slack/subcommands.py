@@ -17,13 +17,9 @@ from typing import Any
 
 from bot.core import regions
 from bot.core.errors import UsageError
+from bot.core.ids import ACCOUNT_ID, AMI_ID, INSTANCE_ID, REGION_NAME, SNAPSHOT_ID  # noqa: F401 (the parser's, too)
 
 MAX_TEXT = 2000  # a slash command's text is capped by Slack at a few KB; real commands are short
-AMI_ID = re.compile(r"^ami-[0-9a-f]{8}([0-9a-f]{9})?$")
-INSTANCE_ID = re.compile(r"^i-[0-9a-f]{8}([0-9a-f]{9})?$")
-SNAPSHOT_ID = re.compile(r"^snap-[0-9a-f]{8}([0-9a-f]{9})?$")
-ACCOUNT_ID = re.compile(r"^\d{12}$")
-REGION_NAME = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-\d$")
 
 # Slack clients "smarten" what people type: quotes become curly, "--" becomes an em or en dash.
 SMART = str.maketrans({"\u201c": '"', "\u201d": '"', "\u2018": "'", "\u2019": "'"})

@@ -1,9 +1,10 @@
 """The deregistration request's follow-up: the durable job that waits for AWS's image usage report (use by
-other accounts) and then re-renders the request's message with what it says.
+other accounts) and then has the request's message re-rendered with what it says.
 
 The job (``follow``, registered by bot/wiring.py) polls, bounded (ctx.waits.usage_report_wait_seconds,
 default 1,200 s; every usage_report_poll_seconds, default 30 s), and survives a restart (polling again is
-harmless). It renders here, not in bot/services (services never import bot/render).
+harmless). The report goes into the request's details (data); a request stored with rendered blocks (before
+details were data) gets its block replaced here, not in bot/services (services never import bot/render).
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ import time
 
 from bot.core.errors import NotFound
 from bot.durable import audit
-from bot.render.deregister import with_other_accounts
+from bot.render import deregister as render
 from bot.services import approvals, usage_reports
+from bot.services import deregister as service
 from bot.services.usage_reports import OtherAccounts
 
 log = logging.getLogger(__name__)
@@ -35,9 +37,15 @@ def follow(ctx, payload: dict) -> None:
         request = approvals.get(ctx, payload["request_id"])
     except NotFound:
         return
-    approvals.update_details(ctx, request.id, with_other_accounts(request.details, result))
+    approvals.update_details(ctx, request.id, _with_report(request.details, result))
     outcome = (f"{len(result.accounts)} other account(s) use it" if result.known
                else f"unknown: {result.state}{' (timed out)' if result.timed_out else ''}")
     audit.record(ctx.store, actor="amibot", action="request.usage-report", channel=request.channel,
                  target=request.id, outcome=outcome,
                  detail={"image_id": result.image_id, "report_id": result.report_id, "accounts": result.accounts})
+
+
+def _with_report(details: list[dict] | dict, result: OtherAccounts) -> list[dict] | dict:
+    if isinstance(details, list):  # stored pre-rendered by an older build
+        return render.with_other_accounts(details, result)
+    return service.with_other_accounts(details, result)

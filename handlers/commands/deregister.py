@@ -23,9 +23,7 @@ def open_request(ctx, image_id: str, region: str | None, user: str, channel: str
     may refuse once the image (and so its account) is known, before any preflight."""
     try:
         return request_deregistration(ctx, image_id, region, user, channel, force=force, keep_snapshots=keep_snapshots,
-                                      details=lambda check: render.preflight_blocks(check, force, keep_snapshots,
-                                                                                    ctx.clock()), account=account,
-                                      authorize=authorize)
+                                      account=account, authorize=authorize)
     except InUse as refused:
         raise PolicyViolation(render.refusal(refused.check)) from None
 

@@ -15,7 +15,7 @@ def run(call):
     findings = digest.compute_for(ctx)
     day = digest.local_day(ctx, findings.generated_at)
     ts = post_digest.post(ctx.slack, call.channel, findings, day, send=call.reply.post)
-    record_posted_digest(ctx, day, findings, call.channel, ts)
+    record_posted_digest(ctx, day, findings, call.channel, ts, post_digest.permalink(ctx.slack, call.channel, ts))
     call.audit_detail = {"stale_images": len(findings.stale), "orphaned_snapshots": len(findings.orphans),
                          "monthly_cost": round(findings.monthly_cost, 2)}
     return None

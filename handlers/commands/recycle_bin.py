@@ -51,7 +51,7 @@ def _enable(call, handle, regions: list[str]):
     request = approvals.create_request(
         ctx, kind=service.ENABLE_KIND, params=params, requester=call.user, channel=call.channel,
         title=f"Keep deregistered images {order.days} days in the Recycle Bin ({where})",
-        details=render.enable_details(params),
+        details=service.enable_details(params),
         reason="retention rules change what every deregistration in these regions keeps (and costs)")
     call.audit_detail = {"approval_request": request.id, **params}
     return render.enable_requested(request.id, request.channel, order.days, regions)

@@ -63,7 +63,7 @@ def run_share(call):
         request = approvals.create_request(
             ctx, kind=service.KIND, params=service.request_params(image, target), requester=call.user,
             channel=call.channel, title=f"Share {image.name or image.id} with {target.label}",
-            details=render.approval_details(image, target, snapshots, verdict.public_block),
+            details=service.approval_details(image, target, snapshots, verdict.public_block),
             reason=verdict.reason, danger=target.kind == service.PUBLIC)
         call.audit_detail["approval_request"] = request.id
         return render.needs_approval(request.id, request.channel, verdict.reason)

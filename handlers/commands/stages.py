@@ -6,7 +6,7 @@ from bot.core.errors import AmibotError, UsageError
 from bot.render import blocks
 from bot.render.blocks import code, escape, when
 from bot.render.deregister import unknown_lines, usage_lines
-from bot.render.lifecycle import approval_details, stage_done
+from bot.render.lifecycle import stage_done
 from bot.services import approvals, stages
 from bot.services.images import Image, find_image
 from bot.services.references import scan
@@ -142,7 +142,7 @@ def _ask_approval(call, image: Image, kind: str, consequence: str):
                                 "account": image.account},
         requester=call.user, channel=call.channel,
         title=f"{verb} {image.id} ({image.name}), current version of {image.family}",
-        details=approval_details(image, usage, consequence, parameter_name(image.family)),
+        details=stages.approval_details(image, usage, consequence, parameter_name(image.family)),
         reason=f"{image.id} is the promoted (current) version of {image.family} in {image.region}",
         danger=kind == "unprotect")
     call.audit_detail = {"request": request.id, "region": image.region, "family": image.family,
