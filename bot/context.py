@@ -9,7 +9,7 @@ from typing import Any
 
 from slack_sdk import WebClient
 
-from bot.aws.clients import Aws
+from bot.aws.clients import AwsAccounts
 from bot.core.access import Access
 from bot.core.config import Policy, Settings
 from bot.durable.jobs import JobRunner
@@ -26,7 +26,7 @@ class Context:
     settings: Settings
     policy: Policy
     store: Store
-    aws: Aws
+    aws: AwsAccounts
     slack: WebClient
     jobs: JobRunner
     access: Access

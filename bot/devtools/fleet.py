@@ -142,7 +142,8 @@ def promote(ctx, fleet: Fleet) -> list[str]:
     except ImportError:
         return []
     for name in PROMOTED:
-        image = describe_own_images(ctx.aws, HOME, ctx.policy.digest.family_tag, image_id=[fleet.image_id(name)])[0]
+        image = describe_own_images(ctx.aws.home, HOME, ctx.policy.digest.family_tag,
+                                    image_id=[fleet.image_id(name)])[0]
         versions.promote(ctx, image, PROMOTED_BY)
         fleet.promoted.append(name)
     return fleet.promoted
