@@ -155,7 +155,7 @@ def _start(stack: contextlib.ExitStack, port: int, out: TextIO) -> Console:
     out.write("\n".join(banner(local.url, built, amibot.ctx.policy, workdir)) + "\n")
     out.flush()
     return Console(local, PEOPLE, CHANNEL, CHANNEL_NAME, out, digest=_daily_digest(amibot.ctx),
-                   resolve=lambda ref: fleet.resolve(amibot.ctx.aws.home, amibot.ctx.policy.digest.family_tag, ref,
+                   resolve=lambda ref: fleet.resolve(amibot.ctx.aws, amibot.ctx.policy.digest.family_tag, ref,
                                                          built))
 
 

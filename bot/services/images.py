@@ -72,7 +72,7 @@ class Image:
     last_launched: datetime | None = None
     family: str = ""
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
-    account: str = ""  # the managed account it was found in ("" : the bot's own, single-account); see Aws.of
+    account: str = ""  # the managed account it was found in ("" : the bot's own, single-account); see AwsAccounts.of
 
     @property
     def version(self) -> str | None:
