@@ -14,7 +14,7 @@ from slack_sdk import WebClient
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 
 from bot import wiring
-from bot.aws.clients import Aws
+from bot.aws.clients import Aws, AwsAccounts
 from bot.core.access import Access
 from bot.core.config import Policy, Settings
 from bot.durable.jobs import JobRunner, TrackedExecutor
@@ -59,7 +59,9 @@ def create_app(settings: Settings, policy: Policy, *, slack: WebClient | None = 
     slack = slack or WebClient(token=settings.bot_token, base_url=settings.slack_api_url)
     if not any(isinstance(h, RateLimitErrorRetryHandler) for h in slack.retry_handlers):
         slack.retry_handlers.append(RateLimitErrorRetryHandler(max_retry_count=3))
-    aws = aws or Aws(policy.aws.regions)
+    # `aws`: the bot's own account (default: boto3's credential chain); the accounts it manages are added at start
+    aws = AwsAccounts(aws or Aws(policy.aws.regions), max_concurrency=policy.aws.max_concurrency,
+                      max_cached_account_regions=policy.aws.max_cached_account_regions)
     jobs = JobRunner(store, workers=policy.jobs.workers, per_user=policy.jobs.per_user,
                      deadline=policy.jobs.deadline_seconds)
     listeners = TrackedExecutor(max_workers=16, thread_name_prefix="amibot-listener")

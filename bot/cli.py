@@ -197,12 +197,12 @@ def cmd_check_config(args) -> int:
 
 
 def _check_aws(policy) -> list[str]:
-    from bot.aws.clients import Aws
+    from bot.aws.clients import Aws, AwsAccounts
     from bot.core.errors import AwsError
 
     try:
-        aws = Aws(policy.aws.regions)
-        print(f"AWS: account {aws.account_id()}, regions {', '.join(aws.regions)}")
+        aws = AwsAccounts(Aws(policy.aws.regions))
+        print(f"AWS: account {aws.home.account_id()}, regions {', '.join(aws.regions)}")
     except AwsError as error:
         return [f"AWS: {error.message}"]
     if not (policy.accounts or policy.organization.enabled):
@@ -449,13 +449,15 @@ def fewer_malloc_arenas(environ: dict[str, str] | None = None) -> bool:
 
 def cmd_digest(args) -> int:
     """Compute the digest from the terminal; --dry-run prints it, otherwise it is posted to [digest].channel."""
+    import contextlib
     import gc
 
     fewer_malloc_arenas()
     from datetime import UTC
     from pathlib import Path
 
-    from bot.aws.clients import Aws
+    from bot.aws.clients import Aws, AwsAccounts
+    from bot.aws.lean_botocore import client_classes_shared
     from bot.core.errors import AwsError
     from bot.render import digest as render
     from bot.services import digest, organization
@@ -475,8 +477,8 @@ def cmd_digest(args) -> int:
               file=sys.stderr)
         return 2
     counter = CallCounter()
-    aws = Aws(policy.aws.regions, session=counting_session(counter))
-    aws.max_concurrency = policy.aws.max_concurrency
+    aws = AwsAccounts(Aws(policy.aws.regions, session=counting_session(counter)),
+                      max_concurrency=policy.aws.max_concurrency)
     listed = organization.refresh(aws, policy)  # the configured accounts, or the organisation's members
     if isinstance(listed, AwsError):
         print(f"amibot: cannot list the organisation's accounts: {listed.message}", file=sys.stderr)
@@ -501,16 +503,19 @@ def cmd_digest(args) -> int:
 
     # A short batch run that allocates millions of short-lived, acyclic objects parsing AWS's answers: the
     # cyclic garbage collector would only re-scan them (about a fifth of the CPU time). Off while scanning.
-    aws.prepare(digest.SERVICES)  # their models are parsed before the freeze: no collection below re-scans them
-    gc.freeze()
-    gc.disable()
-    try:
-        findings = digest.compute(aws, policy, now, snoozed, progress=progress, names=names, done=done)
-    except AwsError as error:
-        print(f"amibot: {error.message}", file=sys.stderr)
-        return 1
-    finally:
-        gc.enable()
+    # Many accounts: one client class per service for all of them, or the peak memory doubles (bench/README.md)
+    shared = client_classes_shared() if aws.many else contextlib.nullcontext()
+    with shared:
+        aws.home.prepare(digest.SERVICES)  # their models are parsed before the freeze: no collection re-scans them
+        gc.freeze()
+        gc.disable()
+        try:
+            findings = digest.compute(aws, policy, now, snoozed, progress=progress, names=names, done=done)
+        except AwsError as error:
+            print(f"amibot: {error.message}", file=sys.stderr)
+            return 1
+        finally:
+            gc.enable()
     calls = counter.by_region()
     for region in sorted(calls):
         print(f"amibot: {region}: {calls[region]} AWS calls {json.dumps(counter.operations(region))}", file=sys.stderr)

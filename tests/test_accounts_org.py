@@ -9,7 +9,7 @@ import pytest
 from botocore.stub import Stubber
 
 from bot import cli
-from bot.aws.clients import Aws
+from bot.aws.clients import Aws, AwsAccounts
 from bot.core.accounts import Account, merge_discovered
 from bot.core.config import parse_policy
 from bot.core.errors import AwsError, ConfigError
@@ -136,7 +136,7 @@ def test_the_organisations_members_are_managed(make_harness, aws):
 
 def test_members_can_be_excluded_by_id_and_are_reached_through_the_role_name(aws):
     alpha, beta = organisation(aws, "Team Alpha", "Team Beta")
-    handle = Aws(REGIONS, session=aws)
+    handle = AwsAccounts(Aws(REGIONS, session=aws))
     accounts = organization.refresh(handle, parse_policy(org_policy(role_name="amibot-ro", exclude=[alpha])))
     assert [(account.id, account.name, account.role_arn) for account in accounts] == [
         (seed.BAKE, "master", None), (beta, "Team-Beta", f"arn:aws:iam::{beta}:role/amibot-ro")]
@@ -144,8 +144,8 @@ def test_members_can_be_excluded_by_id_and_are_reached_through_the_role_name(aws
 
 
 def test_list_accounts_is_read_page_by_page():
-    handle = Aws(REGIONS, session=boto3.session.Session(region_name="us-east-1"))
-    client = handle.client("organizations")
+    handle = AwsAccounts(Aws(REGIONS, session=boto3.session.Session(region_name="us-east-1")))
+    client = handle.home.client("organizations")
     with Stubber(client) as stub:
         stub.add_response("list_accounts", {"Accounts": [member(seed.BAKE, "Management")], "NextToken": "page-2"},
                           {})
@@ -164,11 +164,11 @@ def refuse_listing(events, code: str = "AccessDeniedException") -> None:
 
 def test_a_failed_listing_keeps_the_known_accounts(aws):
     alpha, beta = organisation(aws, "Team Alpha", "Team Beta")
-    handle = Aws(REGIONS, session=aws)
+    handle = AwsAccounts(Aws(REGIONS, session=aws))
     policy = parse_policy(org_policy())
     assert len(organization.refresh(handle, policy)) == 3
     known = handle.accounts
-    refuse_listing(handle.client("organizations").meta.events)  # the client made by the first listing
+    refuse_listing(handle.home.client("organizations").meta.events)  # the client made by the first listing
     result = organization.refresh(handle, policy)
     assert isinstance(result, AwsError) and "organizations:ListAccounts" in result.message
     assert handle.accounts == known and handle.of(beta).account.id == beta  # not an organisation without accounts
@@ -177,7 +177,7 @@ def test_a_failed_listing_keeps_the_known_accounts(aws):
 def test_a_failed_first_listing_manages_the_configured_accounts(aws):
     alpha, = organisation(aws, "Team Alpha")
     refuse_listing(aws.events)
-    handle = Aws(REGIONS, session=aws)
+    handle = AwsAccounts(Aws(REGIONS, session=aws))
     policy = parse_policy({**org_policy(), "accounts": [{"id": alpha, "name": "alpha"}]})
     assert isinstance(organization.refresh(handle, policy), AwsError)
     assert handle.accounts == [Account(alpha, "alpha", seed.role_arn(alpha))]

@@ -161,7 +161,7 @@ def test_an_approval_decision_is_anchored_in_the_channel_and_the_bucket(aws, fak
     assert any("after request approved" in c.text for c in fake_slack.calls_to("chat.postMessage"))
     keys = [item["Key"] for item in s3.list_objects_v2(Bucket=BUCKET, Prefix="amibot/anchors/")["Contents"]]
     assert len(keys) >= 3  # daily, approved, succeeded
-    newest = anchors.newest_in_bucket(harness.ctx.aws, BUCKET)
+    newest = anchors.newest_in_bucket(harness.ctx.aws.home, BUCKET)
     assert anchors.check(harness.ctx.store, newest) is None
     written = harness.ctx.store.query("SELECT reason, places FROM anchors ORDER BY id")
     assert all(set(json.loads(r["places"]).values()) == {"ok"} for r in written)

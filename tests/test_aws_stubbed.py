@@ -9,7 +9,7 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
-from bot.aws.clients import Aws, paginate
+from bot.aws.clients import Aws, AwsAccounts, paginate
 from bot.core.errors import AwsDenied, NotFound
 from bot.services.images import find_images
 from tests.support import seed
@@ -54,7 +54,7 @@ def test_access_denied_becomes_one_sentence():
     with Stubber(client) as stub:
         stub.add_client_error("describe_images", "UnauthorizedOperation", "You are not authorized", 403)
         with pytest.raises(AwsDenied) as raised:
-            find_images(FixedClients({"ec2": client}), "ami-0123456789abcdef0", "Family")
+            find_images(AwsAccounts(FixedClients({"ec2": client})), "ami-0123456789abcdef0", "Family")
     assert str(raised.value) == "AWS denied ec2:DescribeImages in us-east-1 — check the bot's IAM role"
 
 
@@ -63,7 +63,7 @@ def test_missing_image_is_not_found():
     with Stubber(client) as stub:
         stub.add_response("describe_images", {"Images": []})
         with pytest.raises(NotFound, match="AMI ami-0123456789abcdef0 not found in us-east-1"):
-            find_images(FixedClients({"ec2": client}), "ami-0123456789abcdef0", "Family")
+            find_images(AwsAccounts(FixedClients({"ec2": client})), "ami-0123456789abcdef0", "Family")
 
 
 class Partly:
@@ -100,7 +100,7 @@ def test_deregistration_protection_refuses_with_the_command_to_lift_it(harness, 
                       {"ImageId": image_id, "DeregistrationProtection": {"Value": "enabled-with-cooldown"}},
                       {"ImageId": image_id, "Attribute": "deregistrationProtection"})
     stub.activate()
-    stub_aws(monkeypatch, harness.ctx.aws, ec2_stub_client=ec2)
+    stub_aws(monkeypatch, harness.ctx.aws.home, ec2_stub_client=ec2)
     harness.command(f"deregister {image_id}")
     reply = harness.last_reply().text
     assert "Deregistration protection is on" in reply and f"/ami unprotect {image_id}" in reply
@@ -124,7 +124,7 @@ def test_recycle_bin_rule_makes_it_recoverable(harness, aws, monkeypatch):
                                    "ResourceTags": [{"ResourceTagKey": "Team", "ResourceTagValue": "web"}]},
                       {"Identifier": "r2"})
     stub.activate()
-    stub_aws(monkeypatch, harness.ctx.aws, rbin_client=rbin)
+    stub_aws(monkeypatch, harness.ctx.aws.home, rbin_client=rbin)
     harness.command(f"deregister {image_id}")
     message, request_id = approval_message(harness.fake)
     assert "recoverable from the Recycle Bin for 14 days" in message.text

@@ -29,7 +29,7 @@ def tags_of(resource):
 def record_params(harness, region, operation):
     """What amibot sent to AWS (moto accepts Encrypted/KmsKeyId and ignores them)."""
     sent = []
-    harness.ctx.aws.ec2(region).meta.events.register(
+    harness.ctx.aws.home.ec2(region).meta.events.register(
         f"provide-client-params.ec2.{operation}", lambda params, **_: sent.append(dict(params)))
     return sent
 
@@ -78,7 +78,7 @@ def test_a_failed_copy_says_why_and_the_wait_is_bounded(harness, aws):
             image["State"] = state["now"]
             image["StateReason"] = {"Code": "Client.InvalidKMSKey.InvalidState", "Message": "The KMS key is disabled"}
 
-    harness.ctx.aws.ec2("eu-west-1").meta.events.register("after-call.ec2.DescribeImages", pretend)
+    harness.ctx.aws.home.ec2("eu-west-1").meta.events.register("after-call.ec2.DescribeImages", pretend)
     state["now"] = "failed"
     harness.command(f"copy {image_id} eu-west-1 --name db-v2-a")
     final = updates(harness, posts(harness, "is making AMI *db-v2-a*")[-1].ts)[-1]

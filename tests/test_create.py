@@ -100,7 +100,7 @@ def test_aws_duplicate_name_error_reads_as_a_name_clash(harness, aws, monkeypatc
     instance = seed.instance(aws)
     clash = ClientError({"Error": {"Code": "InvalidAMIName.Duplicate", "Message": "AMI name web-2 is in use"}},
                         "CreateImage")
-    monkeypatch.setattr(harness.ctx.aws.ec2("us-east-1"), "create_image", Mock(side_effect=clash))
+    monkeypatch.setattr(harness.ctx.aws.home.ec2("us-east-1"), "create_image", Mock(side_effect=clash))
     harness.command(f"create {instance} web-2")
     assert "An AMI named “web-2” already exists in us-east-1. Pick another name." in harness.last_reply().text
 
@@ -259,7 +259,7 @@ def test_base_alias_without_a_parameter_in_this_endpoint_says_so(harness, aws):
 
 def _stub_parameter(harness, monkeypatch, region, image_id):
     """moto has no Canonical parameters: answer GetParameter with a Stubber, EC2 stays moto."""
-    client = harness.ctx.aws.client("ssm", region)
+    client = harness.ctx.aws.home.client("ssm", region)
     stub = Stubber(client)
     stub.add_response("get_parameter", {"Parameter": {"Name": "p", "Type": "String", "Value": image_id}},
                       {"Name": "/aws/service/canonical/ubuntu/server/24.04/stable/current/amd64/hvm/ebs-gp3/ami-id"})

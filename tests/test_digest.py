@@ -15,7 +15,7 @@ import pytest
 from botocore.stub import ANY, Stubber
 
 from bot import cli, wiring
-from bot.aws.clients import Aws
+from bot.aws.clients import Aws, AwsAccounts
 from bot.core.config import parse_policy
 from bot.render.approvals import APPROVE
 from bot.services import approvals, digest
@@ -341,7 +341,7 @@ def test_inventory_pages_through_everything_and_honours_last_launched_time():
                               {"ImageIds": [f"ami-{2:017x}", f"ami-{3:017x}"], "ResourceTypes": ANY})
         asg_stub.add_response("describe_auto_scaling_groups", {"AutoScalingGroups": []}, {})
         asg_stub.add_response("describe_launch_configurations", {"LaunchConfigurations": []}, {})
-        findings = digest.compute(aws, parse_policy({"digest": {"keep_latest": 0}}), now)
+        findings = digest.compute(AwsAccounts(aws), parse_policy({"digest": {"keep_latest": 0}}), now)
         for stub in (ec2_stub, asg_stub, ssm_stub, recipes_stub, checks_stub):
             stub.assert_no_pending_responses()
     [region] = findings.regions

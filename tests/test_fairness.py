@@ -29,7 +29,7 @@ class StuckAws:
 
     def attach(self, harness) -> None:
         for region in REGIONS:
-            harness.ctx.aws.ec2(region).meta.events.register("before-call", self._hang)
+            harness.ctx.aws.home.ec2(region).meta.events.register("before-call", self._hang)
 
     def _hang(self, **_):
         with self._lock:

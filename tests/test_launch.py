@@ -47,7 +47,7 @@ def on_describe(harness, operation, change, region="us-east-1"):
     def hook(parsed, **_):
         change(parsed)
 
-    harness.ctx.aws.ec2(region).meta.events.register(f"after-call.ec2.{operation}", hook)
+    harness.ctx.aws.home.ec2(region).meta.events.register(f"after-call.ec2.{operation}", hook)
 
 
 def test_launch_by_id_posts_the_ids_then_updates_when_running(harness, aws):

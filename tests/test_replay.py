@@ -152,7 +152,7 @@ def test_a_launch_job_run_twice_asks_aws_with_one_client_token(harness, aws):
 
     image_id = seed.image(aws, "replay-token")
     tokens = []
-    harness.ctx.aws.ec2("us-east-1").meta.events.register(
+    harness.ctx.aws.home.ec2("us-east-1").meta.events.register(
         "before-parameter-build.ec2.RunInstances", lambda params, **_: tokens.append(params["ClientToken"]))
     payload = {"order": {"image_ref": image_id, "instance_type": "t3.nano", "count": 1, "name": "twice",
                          "subnet_id": None, "region": "us-east-1", "force": False},

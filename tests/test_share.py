@@ -141,7 +141,7 @@ def test_organisations_and_ous_need_approval_and_get_no_snapshot_permission(harn
 
 def test_public_needs_approval_and_is_refused_while_block_public_access_is_on(harness, aws):
     image_id = seed.image(aws, "web-v1")
-    probe = harness.ctx.aws.client("ec2", "us-east-1", max_attempts=1)  # the client amibot probes with
+    probe = harness.ctx.aws.home.client("ec2", "us-east-1", max_attempts=1)  # the client amibot probes with
     stubber = Stubber(probe)
     stubber.add_response("get_image_block_public_access_state",
                          {"ImageBlockPublicAccessState": "block-new-sharing", "ManagedBy": "account"})

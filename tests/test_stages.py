@@ -34,7 +34,7 @@ class StubbedEc2:
     of the image (plus what moto cannot show, e.g. DeprecationTime or DeregistrationProtection)."""
 
     def __init__(self, app, aws, image_id, **extra):
-        self.client = app.ctx.aws.ec2("us-east-1")
+        self.client = app.ctx.aws.home.ec2("us-east-1")
         described = aws.client("ec2").describe_images(ImageIds=[image_id], IncludeDisabled=True)["Images"][0]
         self.image = {**described, **extra}
         self.stub = Stubber(self.client)

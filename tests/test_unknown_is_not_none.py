@@ -70,7 +70,7 @@ def refused(harness, image_id) -> str:
 def test_an_instance_described_without_its_image_makes_instances_unknown_and_refuses(harness, aws):
     image_id = seed.image(aws, "web-1")
     seed.instance(aws, image_id=image_id, name="web-a")
-    rewrite(harness.ctx.aws.ec2("us-east-1"), "DescribeInstances", without("imageId"))
+    rewrite(harness.ctx.aws.home.ec2("us-east-1"), "DescribeInstances", without("imageId"))
     text = refused(harness, image_id)
     assert "Could not be checked, so it may be in use" in text and "--force" in text
     assert "instances:" in text
@@ -82,7 +82,7 @@ def test_a_template_version_without_its_number_makes_its_images_templates_unknow
     image_id = seed.image(aws, "api-1")
     other = seed.image(aws, "batch-1")
     seed.launch_template(aws, "api-lt", image_id)
-    rewrite(harness.ctx.aws.ec2("us-east-1"), "DescribeLaunchTemplateVersions", without("versionNumber"))
+    rewrite(harness.ctx.aws.home.ec2("us-east-1"), "DescribeLaunchTemplateVersions", without("versionNumber"))
     text = refused(harness, image_id)
     assert "Could not be checked, so it may be in use" in text
     assert "launch templates:" in text and "--force" in text
@@ -111,7 +111,8 @@ def test_an_all_clean_digest_says_first_which_account_was_not_checked(make_harne
 def test_with_the_only_region_throttled_list_drift_and_home_say_it_was_not_checked(make_harness, aws):
     seed.image(aws, "web-1", tags={"Family": "web", "Version": "1"})
     harness = make_harness(ONE_REGION)
-    answer(harness.ctx.aws.ec2("us-east-1"), "DescribeImages", 400, "RequestLimitExceeded", "Request limit exceeded.")
+    answer(harness.ctx.aws.home.ec2("us-east-1"), "DescribeImages", 400, "RequestLimitExceeded",
+           "Request limit exceeded.")
     harness.command("list", user="U0OPS")
     text = harness.last_reply().text
     assert "No AMIs" not in text
@@ -141,8 +142,8 @@ def test_a_non_numeric_volume_size_is_that_snapshots_size_unknown_not_the_region
     stale = registered(aws, seed.BAKE, "old-v1", 300)
     harness = make_harness(ONE_REGION)
     nonsense = lambda body: re.sub(rb"<volumeSize>\d+</volumeSize>", b"<volumeSize>15 GiB</volumeSize>", body)  # noqa: E731
-    rewrite(harness.ctx.aws.ec2("us-east-1"), "DescribeSnapshots", nonsense)
-    rewrite(harness.ctx.aws.ec2("us-east-1"), "DescribeImages", nonsense)
+    rewrite(harness.ctx.aws.home.ec2("us-east-1"), "DescribeSnapshots", nonsense)
+    rewrite(harness.ctx.aws.home.ec2("us-east-1"), "DescribeImages", nonsense)
     harness.command("digest", channel="C0OPS")
     post = digest_post(harness)
     assert "not checked" not in post.text and "could not be checked" not in post.text
@@ -171,7 +172,7 @@ def test_a_listing_whose_pages_repeat_the_same_images_counts_each_once(stubbed):
 def test_an_aws_500_is_an_internal_error_and_counts_as_unknown(make_harness, aws):
     seed.image(aws, "web-1")
     harness = make_harness(ONE_REGION)
-    answer(harness.ctx.aws.ec2("us-east-1"), "DescribeImages", 500, "InternalError",
+    answer(harness.ctx.aws.home.ec2("us-east-1"), "DescribeImages", 500, "InternalError",
            "An internal error has occurred")
     harness.command("list", user="U0OPS")
     text = harness.last_reply().text
@@ -181,13 +182,13 @@ def test_an_aws_500_is_an_internal_error_and_counts_as_unknown(make_harness, aws
 
 def test_an_empty_or_truncated_answer_is_unreadable_and_counts_as_unknown(harness, aws):
     image_id = seed.image(aws, "web-1")
-    ec2 = harness.ctx.aws.ec2("us-east-1")
+    ec2 = harness.ctx.aws.home.ec2("us-east-1")
     rewrite(ec2, "DescribeInstances", lambda body: b"")
     text = refused(harness, image_id)
     assert "instances: AWS sent an unreadable answer" in text and "does not support" not in text
     assert approvals.pending(harness.ctx) == []
-    harness.ctx.aws.release("us-east-1")  # a new client, without the hook
-    rewrite(harness.ctx.aws.ec2("us-east-1"), "DescribeInstances", lambda body: body[:len(body) // 2])
+    harness.ctx.aws.home.release("us-east-1")  # a new client, without the hook
+    rewrite(harness.ctx.aws.home.ec2("us-east-1"), "DescribeInstances", lambda body: body[:len(body) // 2])
     text = refused(harness, image_id)
     assert "instances: AWS sent an unreadable answer" in text and "does not support" not in text
     assert approvals.pending(harness.ctx) == []

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -32,13 +33,7 @@ from botocore.exceptions import (
 )
 from botocore.parsers import ResponseParserError
 
-from bot.aws.lean_botocore import (
-    dedupe_search_paths,
-    lighten,
-    share_event_aliases,
-    share_service_models,
-    share_session_parts,
-)
+from bot.aws.lean_botocore import lighten, share_session_parts
 from bot.core import authority
 from bot.core.accounts import HOME, Account
 from bot.core.errors import AwsDenied, AwsError, NotFound, Unsupported
@@ -118,16 +113,12 @@ class Target:
 class Aws:
     """boto3 clients for one account, created lazily and reused (clients are thread-safe, sessions are not).
 
-    The handle the app builds is the bot's own account (its credentials from boto3's chain). With
-    `[[accounts]]` or `[organization]`, `manage()` gives it one handle per managed account: `of(account)`
-    returns it, `handles()` lists them, `each_target()` fans out over accounts × regions in one bounded pool.
-    An assumed account's session gets botocore's own refreshable assume-role credentials; its clients are keyed
-    (service, region) like the home account's, so there is one client per (account, region, service)."""
+    Without `account`, the bot's own account (its credentials from boto3's chain); an AwsAccounts makes one for each
+    managed account, with botocore's own refreshable assume-role credentials (`assumed_session`). Clients are keyed
+    (service, region, attempts), so there is one client per (account, region, service)."""
 
     def __init__(self, regions: list[str] | None = None, session: boto3.session.Session | None = None,
-                 *, account: Account = HOME, home: Aws | None = None):
-        share_service_models()
-        share_event_aliases()
+                 *, account: Account = HOME, observers: list[Callable[[str, str, str | None], None]] | None = None):
         self._session = session or boto3.session.Session()
         lighten(self._session._session)
         self._lock = threading.Lock()
@@ -135,123 +126,14 @@ class Aws:
         self._account_id: str | None = account.id or None
         self._configured_regions = list(regions or [])
         self.account = account
-        self._home = home
-        self._handles: dict[str, Aws] = {}  # account id -> handle; empty: single-account
-        # With [organization]: the active members it leaves out (`exclude`), known once the organisation has
-        # been listed; None until then (or without an organisation): who else an organisation share reaches
-        # is then not known
-        self.unmanaged_members: list[str] | None = None
-        self.max_concurrency = 16
+        # Errors and log lines about this account's calls name it (its AwsAccounts sets this when there are accounts)
+        self.named = False
+        # used(handle, region) after each client this handle hands out: its AwsAccounts keeps account-regions' clients
+        # least recently used first (AwsAccounts.max_cached_account_regions)
+        self.used: Callable[[Aws, str], None] | None = None
         # observer(service, operation, error class or None) after every API call, e.g. the app's metrics.
         # Hooked on each client this object makes (not on the session, which callers may share between apps).
-        self.observers: list[Callable[[str, str, str | None], None]] = home.observers if home else []
-
-    # --- many accounts -------------------------------------------------------------------------------------
-
-    @property
-    def home(self) -> Aws:
-        return self._home or self
-
-    @property
-    def accounts(self) -> list[Account]:
-        """The managed accounts; empty when none are configured (the bot's own account only)."""
-        return [handle.account for handle in self.home.handles()] if self.home._handles else []
-
-    @property
-    def many(self) -> bool:
-        """More than one account: listings and messages show which account each item is in."""
-        return len(self.home._handles) > 1
-
-    def manage(self, accounts: list[Account], max_concurrency: int | None = None) -> None:
-        """Set (or, after an organisation refresh, replace) the managed accounts. Handles of accounts that stay
-        (same role) keep their clients and credentials."""
-        home = self.home
-        if max_concurrency:
-            home.max_concurrency = max_concurrency
-        with home._lock:
-            old = home._handles
-            handles: dict[str, Aws] = {}
-            for account in accounts:
-                kept = old.get(account.id)
-                if kept is not None and kept.account == account:
-                    handles[account.id] = kept
-                elif account.role_arn is None:  # the bot's own account: its credentials, this handle
-                    home.account, home._account_id = account, account.id
-                    handles[account.id] = home
-                else:
-                    regions = list(account.regions) or home._configured_regions
-                    handles[account.id] = Aws(regions, assumed_session(home._session, account), account=account,
-                                              home=home)
-            home._handles = handles
-
-    def handles(self) -> list[Aws]:
-        """One handle per managed account, or [the home handle] when none are configured."""
-        home = self.home
-        with home._lock:
-            return list(home._handles.values()) or [home]
-
-    def of(self, account: Account | str | None) -> Aws:
-        """The handle for an account (an Account, an id or a name; None or "": the bot's own account).
-        Raises NotFound for an account amibot does not manage."""
-        home = self.home
-        if account is None or account == "" or (isinstance(account, Account) and not account.id):
-            return home
-        ref = account.id if isinstance(account, Account) else str(account)
-        for handle in self.handles():
-            if handle.account.matches(ref) or handle._account_id == ref:
-                return handle
-        if not home._handles:
-            return home  # single-account: every image the bot sees is its own
-        known = ", ".join(handle.account.label for handle in self.handles() if handle.account.id)
-        raise NotFound(f"account {ref} is not one amibot manages" + (f" (it manages {known})" if known else ""))
-
-    def select(self, ref: str | None) -> list[Aws]:
-        """The handles a command's `--account NAME|ID` names: that one, or every managed account without it.
-        Raises NotFound (listing the managed accounts) for one amibot does not manage."""
-        if ref and self.home._handles:
-            return [self.of(ref)]
-        if ref:
-            raise NotFound(f"no accounts are configured, so `--account {ref[:40]}` names nothing: amibot works in "
-                           "the account its own credentials belong to ([[accounts]] in the policy file adds more)")
-        return self.handles()
-
-    def targets(self, accounts: list[Account] | None = None, regions: list[str] | None = None) -> list[Target]:
-        """Every (account, region) to work in: each managed account's regions, or `regions` when given."""
-        handles = [self.of(account) for account in accounts] if accounts else self.handles()
-        return [Target(handle.account, region) for handle in handles for region in (regions or handle.regions)]
-
-    def each_target(self, function: Callable[[Aws, str], Any], targets: list[Target] | None = None,
-                    on_result: Callable[[Target, Any], None] | None = None) -> dict[Target, Any]:
-        """Run function(handle, region) for every target in one pool of at most [aws].max_concurrency;
-        return {target: result or AwsError}. An account's error names the account. `on_result(target, result)`
-        is called as each one finishes (in the calling thread), so callers can reduce as results arrive."""
-        targets = self.targets() if targets is None else targets
-
-        def run(target: Target) -> Any:
-            handle = self.of(target.account)
-            try:
-                return function(handle, target.region)
-            except AwsError as error:
-                return in_account(error, target.account) if self.many else error
-
-        results: dict[Target, Any] = {}
-        if len(targets) <= 1:
-            for target in targets:
-                results[target] = run(target)
-                if on_result:
-                    on_result(target, results[target])
-            return results
-        with ThreadPoolExecutor(max_workers=min(self.home.max_concurrency, len(targets))) as pool:
-            # each in a copy of this thread's context: the acting user's authority goes along (bot/core/authority.py)
-            futures = {pool.submit(contextvars.copy_context().run, run, target): target for target in targets}
-            for future in as_completed(futures):
-                target = futures[future]
-                results[target] = future.result()
-                if on_result:
-                    on_result(target, results[target])
-        return {target: results[target] for target in targets}  # in the order asked
-
-    # --- one account ---------------------------------------------------------------------------------------
+        self.observers: list[Callable[[str, str, str | None], None]] = observers if observers is not None else []
 
     def _authorized_only(self, model=None, **_: Any) -> None:
         # A user's action may change only the accounts it has authorized (bot/core/authority.py): checked at the
@@ -277,7 +159,7 @@ class Aws:
 
     @property
     def default_region(self) -> str:
-        region = self._session.region_name or (self._home._session.region_name if self._home else None)
+        region = self._session.region_name
         if not region:
             raise AwsError("no AWS region configured: set AWS_DEFAULT_REGION or [aws].regions in the policy file")
         return region
@@ -290,15 +172,18 @@ class Aws:
         region = region or self.default_region
         key = (service, region, max_attempts)
         with self._lock:
-            if key not in self._clients:
+            client = self._clients.get(key)
+            if client is None:
                 client = self._session.client(service, region_name=region, config=_retry_config(max_attempts))
                 # errors and log lines about this client's calls name the account too (when there are many)
-                client._amibot_account = self.account.label if self.account.id and self.home._handles else ""
+                client._amibot_account = self.account.label if self.account.id and self.named else ""
                 client.meta.events.register("before-call", self._authorized_only)
                 client.meta.events.register("after-call", self._after_call)
                 client.meta.events.register("after-call-error", self._after_call_error)
                 self._clients[key] = client
-            return self._clients[key]
+        if self.used is not None:  # outside the lock: the fleet may release this handle's least recent region
+            self.used(self, region)
+        return client
 
     def ec2(self, region: str | None = None):
         return self.client("ec2", region)
@@ -352,6 +237,175 @@ class Aws:
             return {region: future.result() for region, future in futures.items()}
 
 
+
+class AwsAccounts:
+    """The accounts amibot works in: the bot's own (`home`, an Aws) and, with `[[accounts]]` or `[organization]`,
+    one Aws handle per managed account (`manage()`). `of(account)` returns one, `handles()` lists them,
+    `targets()` and `each_target()` fan out over accounts × regions in one bounded pool.
+
+    `max_cached_account_regions` bounds how many account-regions keep their clients between uses (the app, so
+    `amibot serve` and `socket`: [aws].max_cached_account_regions; never fewer than `max_concurrency`): when one
+    more is used, the least recently used one's clients are released, and made again when it is next needed. A
+    50-account bot in two regions would otherwise keep ~600 clients for good. None keeps them until released
+    (`amibot digest` releases each account-region itself when it is done with it)."""
+
+    def __init__(self, home: Aws, *, max_concurrency: int = 16, max_cached_account_regions: int | None = None):
+        self.home = home
+        self.max_concurrency = max_concurrency
+        self.max_cached_account_regions = max_cached_account_regions
+        self._lock = threading.Lock()
+        self._handles: dict[str, Aws] = {}  # account id -> handle; empty: single-account
+        self._recent: OrderedDict[tuple[Aws, str], None] = OrderedDict()  # account-regions, least recently used first
+        # With [organization]: the active members it leaves out (`exclude`), known once the organisation has
+        # been listed; None until then (or without an organisation): who else an organisation share reaches
+        # is then not known
+        self.unmanaged_members: list[str] | None = None
+        home.used = self._used
+
+    @property
+    def observers(self) -> list[Callable[[str, str, str | None], None]]:
+        """Called after every API call of every account (one list, shared by the handles)."""
+        return self.home.observers
+
+    @property
+    def regions(self) -> list[str]:
+        """The bot's own regions: [aws].regions, else its session's region."""
+        return self.home.regions
+
+    @property
+    def accounts(self) -> list[Account]:
+        """The managed accounts; empty when none are configured (the bot's own account only)."""
+        return [handle.account for handle in self.handles()] if self._handles else []
+
+    @property
+    def many(self) -> bool:
+        """More than one account: listings and messages show which account each item is in."""
+        return len(self._handles) > 1
+
+    def manage(self, accounts: list[Account], max_concurrency: int | None = None) -> None:
+        """Set (or, after an organisation refresh, replace) the managed accounts. Handles of accounts that stay
+        (same role) keep their clients and credentials."""
+        home = self.home
+        if max_concurrency:
+            self.max_concurrency = max_concurrency
+        with self._lock:
+            old = self._handles
+            handles: dict[str, Aws] = {}
+            for account in accounts:
+                kept = old.get(account.id)
+                if kept is not None and kept.account == account:
+                    handles[account.id] = kept
+                elif account.role_arn is None:  # the bot's own account: its credentials, this handle
+                    home.account, home._account_id = account, account.id
+                    handles[account.id] = home
+                else:
+                    regions = list(account.regions) or home._configured_regions
+                    handle = Aws(regions, assumed_session(home._session, account), account=account,
+                                 observers=home.observers)
+                    handle.used = self._used
+                    handles[account.id] = handle
+            for handle in handles.values():
+                handle.named = True
+            home.named = bool(handles) and bool(home.account.id)
+            self._handles = handles
+        self._forget_unmanaged(set(map(id, handles.values())) | {id(home)})
+
+    def handles(self) -> list[Aws]:
+        """One handle per managed account, or [the home handle] when none are configured."""
+        with self._lock:
+            return list(self._handles.values()) or [self.home]
+
+    def of(self, account: Account | str | None) -> Aws:
+        """The handle for an account (an Account, an id or a name; None or "": the bot's own account).
+        Raises NotFound for an account amibot does not manage."""
+        if account is None or account == "" or (isinstance(account, Account) and not account.id):
+            return self.home
+        ref = account.id if isinstance(account, Account) else str(account)
+        for handle in self.handles():
+            if handle.account.matches(ref) or handle._account_id == ref:
+                return handle
+        if not self._handles:
+            return self.home  # single-account: every image the bot sees is its own
+        known = ", ".join(handle.account.label for handle in self.handles() if handle.account.id)
+        raise NotFound(f"account {ref} is not one amibot manages" + (f" (it manages {known})" if known else ""))
+
+    def select(self, ref: str | None) -> list[Aws]:
+        """The handles a command's `--account NAME|ID` names: that one, or every managed account without it.
+        Raises NotFound (listing the managed accounts) for one amibot does not manage."""
+        if ref and self._handles:
+            return [self.of(ref)]
+        if ref:
+            raise NotFound(f"no accounts are configured, so `--account {ref[:40]}` names nothing: amibot works in "
+                           "the account its own credentials belong to ([[accounts]] in the policy file adds more)")
+        return self.handles()
+
+    def targets(self, accounts: list[Account] | None = None, regions: list[str] | None = None) -> list[Target]:
+        """Every (account, region) to work in: each managed account's regions, or `regions` when given."""
+        handles = [self.of(account) for account in accounts] if accounts else self.handles()
+        return [Target(handle.account, region) for handle in handles for region in (regions or handle.regions)]
+
+    def each_target(self, function: Callable[[Aws, str], Any], targets: list[Target] | None = None,
+                    on_result: Callable[[Target, Any], None] | None = None) -> dict[Target, Any]:
+        """Run function(handle, region) for every target in one pool of at most [aws].max_concurrency;
+        return {target: result or AwsError}. An account's error names the account. `on_result(target, result)`
+        is called as each one finishes (in the calling thread), so callers can reduce as results arrive."""
+        targets = self.targets() if targets is None else targets
+
+        def run(target: Target) -> Any:
+            handle = self.of(target.account)
+            try:
+                return function(handle, target.region)
+            except AwsError as error:
+                return in_account(error, target.account) if self.many else error
+
+        results: dict[Target, Any] = {}
+        if len(targets) <= 1:
+            for target in targets:
+                results[target] = run(target)
+                if on_result:
+                    on_result(target, results[target])
+            return results
+        with ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(targets))) as pool:
+            # each in a copy of this thread's context: the acting user's authority goes along (bot/core/authority.py)
+            futures = {pool.submit(contextvars.copy_context().run, run, target): target for target in targets}
+            for future in as_completed(futures):
+                target = futures[future]
+                results[target] = future.result()
+                if on_result:
+                    on_result(target, results[target])
+        return {target: results[target] for target in targets}  # in the order asked
+
+    # --- how long clients live ------------------------------------------------------------------------------
+
+    def _used(self, handle: Aws, region: str) -> None:
+        """A handle handed out a client in `region`: that account-region is now the most recently used; beyond
+        the cap, the least recently used ones' clients are released (a caller still holding one keeps it)."""
+        cap = self.max_cached_account_regions
+        if cap is None:
+            return
+        cap = max(cap, self.max_concurrency)  # never fewer than the account-regions a fan-out works in at once
+        key = (handle, region)
+        with self._lock:
+            self._recent[key] = None
+            self._recent.move_to_end(key)
+            evicted = [self._recent.popitem(last=False)[0] for _ in range(len(self._recent) - cap)]
+        for old, old_region in evicted:
+            old.release(old_region)
+
+    def _forget_unmanaged(self, managed: set[int]) -> None:
+        with self._lock:
+            gone = [key for key in self._recent if id(key[0]) not in managed]
+            for key in gone:
+                del self._recent[key]
+
+    @property
+    def cached_account_regions(self) -> list[tuple[str, str]]:
+        """(account id, region) of the account-regions whose clients are kept, least recently used first (only
+        counted with a cap)."""
+        with self._lock:
+            return [(handle.account.id, region) for handle, region in self._recent]
+
+
 def in_account(error: AwsError, account: Account) -> AwsError:
     """The same error, its message naming the account (once)."""
     if not account.id or account.label in error.message:
@@ -391,11 +445,11 @@ def assumed_session(source: boto3.session.Session, account: Account) -> boto3.se
                             "sts:AssumeRole") from error
 
     core = botocore.session.Session()
-    # One parsed copy of each service model and of the endpoint data for every account, not one per account
-    share_session_parts(source_core, core)
     core._credentials = DeferredRefreshableCredentials(refresh_using=refresh, method="assume-role")
     session = boto3.session.Session(botocore_session=core, region_name=region)
-    dedupe_search_paths(core)
+    # One parsed copy of each service model and of the endpoint data for every account, not one per account.
+    # After boto3's Session: it adds its data directory to the loader it finds, and the shared one has it already.
+    share_session_parts(source_core, core)
     return session
 
 

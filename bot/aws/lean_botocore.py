@@ -1,139 +1,76 @@
-"""botocore, made lighter for a bot that keeps clients for many accounts and parses large listings.
+"""botocore, shared between accounts and tolerant of one bad field, through what botocore supports publicly.
 
-botocore's defaults suit a script with one session and a few clients. amibot keeps a session per managed
-account and a client per (account, region, service), and its digest parses every image, snapshot and instance
-of an organisation. Process-wide adjustments, each feature-detected (a botocore without the internals they
-touch keeps its own behaviour), none changing what a client sends or what callers receive:
+amibot keeps a boto3 session per managed account. botocore's defaults give each session its own loader, so each
+account would parse EC2's model (13.9 MiB) and the endpoint data (6.7 MiB) again: 437 MB for 20 sessions in a
+probe. What this module does, in every process:
 
-- `share_service_models`: every client shares one service model and one client class per service (botocore
-  builds both anew for each client, about 1 MB for EC2), built once even when threads ask at the same moment.
-- `share_event_aliases`: botocore's renaming of event names is cached once per process, not once per client.
-- `lighten`: the session's loader reads botocore's model files as plain dicts with their documentation
-  strings emptied (EC2's model: 13.9 MiB as botocore loads it, 6.5 MiB so, and parsed in half the time);
-  responses' timestamps are read with `datetime.fromisoformat` (botocore uses dateutil's general parser, a
-  tenth of the digest's CPU), and a timestamp no parser can read is kept as the text AWS sent instead of
-  failing the whole page (bot.aws.data.parse_time then logs it and treats it as unknown).
-- `tolerate`: the same for numbers (a non-numeric VolumeSize stays text: bot.aws.data.integer makes that one field
-  unknown, where botocore's ValueError failed the whole listing), and an answer that cannot be read is told
-  apart from an endpoint without the API: the ResponseParserError notes whether AWS sent an HTTP 5xx web page
-  (``web_page``), and an empty or broken JSON success body is one too (botocore reads it as an empty answer,
-  which would be "none" where nothing is known). bot.aws.clients says which it was.
-- `share_session_parts`: an assumed account's session reuses the bot's own session's loader, endpoint data
-  (6.7 MiB, otherwise parsed again per account) and parsers, and names boto3's data directory once.
+- `share_session_parts`: an assumed account's session is given the bot's own session's loader and response
+  parser factory with `Session.register_component`. The loader caches what it parses (models, paginators, the
+  endpoint data every session's endpoint resolver is built from), so every account shares one copy: 50 MB for
+  the same 20 sessions. Each session still makes its own client classes, so handlers a session registers
+  (`creating-client-class`, `before-call`, …) are its own.
+- `lighten`: responses' timestamps are read with `datetime.fromisoformat` (botocore uses dateutil's general
+  parser, a tenth of the digest's CPU), given to botocore with `set_parser_defaults(timestamp_parser=…)`; a
+  timestamp no parser can read is kept as the text AWS sent instead of failing the whole page
+  (bot.aws.data.parse_time then logs it and treats it as unknown).
+
+And, only for a botocore this module was tested with (`TESTED_BOTOCORE`, pinned by tests/test_lean_botocore.py
+against requirements.lock, which also checks the signatures relied on), one thing botocore has no public hook
+for:
+
+- `tolerate`: the same tolerance for numbers (a non-numeric VolumeSize stays text: bot.aws.data.integer makes
+  that one field unknown, where botocore's ValueError failed the whole listing), and an answer that cannot be
+  read is told apart from an endpoint without the API: the ResponseParserError notes whether AWS sent an HTTP
+  5xx web page (``web_page``), and an empty or broken JSON success body is one too (botocore reads it as an
+  empty answer, which would be "none" where nothing is known). bot.aws.clients says which it was.
+
+One process only, `amibot digest` over many accounts (bot.cli), on a tested botocore:
+
+- `client_classes_shared`: every client shares one service model and one client class per service. botocore builds
+  both anew for each client (about 1 MB for EC2); the organisation digest has 16 account-regions × ~8 clients
+  alive at once, and measured 222 MiB peak without this against a 150 MiB target (bench/README.md). It replaces
+  two private methods of botocore's ClientCreator, and a class made for one session is then used by every
+  session: safe there, where every session is amibot's own (`assumed_session`) and registers no
+  `creating-client-class` handler; not in `serve` or `socket`, which bound their clients' lifetime instead
+  (bot.aws.clients.AwsAccounts).
+
+Another botocore logs one WARNING and runs stock: its own parsers (a malformed number then fails its listing, and
+bot.aws.clients reads "web page" from the error's text), and a client class per client.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
 log = logging.getLogger(__name__)
 
-_SHARED_MODELS: dict[tuple, Any] = {}
-_SHARED_LOCK = threading.RLock()  # re-entrant: building a client class may build another service's model
+# The botocore release series `tolerate` and `client_classes_shared` were written against: they override private
+# methods (the parsers' `_handle_integer(self, shape, text)`, …; ClientCreator's `_load_service_model` and
+# `_create_client_class`). tests/test_lean_botocore.py checks that requirements.lock's botocore is in one of them
+# and that those signatures are still what this module relies on.
+TESTED_BOTOCORE = ("1.44.",)
+
+_untested_warned = threading.Event()
 
 
-def share_service_models() -> bool:
-    """Make every botocore client of this process share one service model and one client class per service.
+def tested_botocore() -> bool:
+    """Whether the installed botocore is one this module was tested with; else one WARNING per process."""
+    import botocore
 
-    botocore builds both anew for each client: a class with a method, a docstring and an operation model for each
-    of the service's operations (EC2 has ~700), about 1 MB per EC2 client. One bot managing 50 accounts × 2
-    regions keeps ~600 clients (one per account, region and service, reused), which would be ~300 MB of copies of
-    the same read-only model. Both are read-only once built, so sharing them is safe across threads; each is
-    built under a lock, so threads creating their first clients together parse a model once, not once each.
-    Feature-detected: a botocore without these internals keeps its own behaviour (and the memory). Idempotent."""
-    from botocore import client as botocore_client
-
-    creator = botocore_client.ClientCreator
-    if getattr(creator, "_amibot_shared", False):
+    if botocore.__version__.startswith(TESTED_BOTOCORE):
         return True
-    load, make_class = getattr(creator, "_load_service_model", None), getattr(creator, "_create_client_class", None)
-    if load is None or make_class is None:
-        return False
-
-    def shared(key: tuple, build: Callable[[], Any]) -> Any:
-        found = _SHARED_MODELS.get(key)
-        if found is None:
-            with _SHARED_LOCK:
-                found = _SHARED_MODELS.get(key)
-                if found is None:
-                    found = _SHARED_MODELS[key] = build()
-        return found
-
-    def shared_model(self, service_name, api_version=None):
-        return shared(("model", service_name, api_version), lambda: load(self, service_name, api_version))
-
-    def shared_class(self, service_name, service_model):
-        return shared(("class", service_name, id(service_model)),
-                      lambda: make_class(self, service_name, service_model))
-
-    creator._load_service_model, creator._create_client_class = shared_model, shared_class
-    creator._amibot_shared = True
-    return True
-
-
-def share_event_aliases() -> bool:
-    """Alias event names once per process, not once per client. botocore maps every event name it emits
-    ("before-call.ec2.DescribeImages", about ten per API call) through a table of renamed services, caching the
-    answer in each client's own emitter; a batch that makes a few clients per account-region for a hundred of
-    them (`amibot digest` over an organisation) spent a tenth of its CPU refilling those caches. The answer
-    depends only on the name and the (module-level) table, so one cache serves every emitter that uses it."""
-    from botocore import hooks
-
-    aliaser, table = getattr(hooks, "EventAliaser", None), getattr(hooks, "EVENT_ALIASES", None)
-    original = getattr(aliaser, "_alias_event_name", None)
-    if original is None or not isinstance(table, dict):
-        return False
-    if getattr(aliaser, "_amibot_shared", False):
-        return True
-    cache: dict[str, str] = {}
-
-    def alias(self, event_name):
-        if self._event_aliases is not table:  # an emitter with its own table keeps its own cache
-            return original(self, event_name)
-        found = cache.get(event_name)
-        if found is None:
-            found = cache[event_name] = original(self, event_name)
-        return found
-
-    aliaser._alias_event_name = alias
-    aliaser._amibot_shared = True
-    return True
-
-
-# --- model files ------------------------------------------------------------------------------------------
-
-def _without_documentation(item: dict) -> dict:
-    # Shapes, members, operations and rule sets carry their reference documentation as a "documentation"
-    # string; only help() and the docs generator read it. Emptied, not removed: botocore requires the key in
-    # places (a service's clientContextParams). A member *named* documentation is a dict: left alone.
-    if type(item.get("documentation")) is str:
-        item["documentation"] = ""
-    return item
-
-
-def _lean_file_loader():
-    """A botocore JSONFileLoader that parses to plain dicts (botocore asks for OrderedDicts, a relic of Python
-    versions whose dicts had no order) and drops documentation strings. None if botocore's loader changed."""
-    from botocore.loaders import JSONFileLoader
-
-    if not callable(getattr(JSONFileLoader, "_load_file", None)):
-        return None
-
-    class LeanJSONFileLoader(JSONFileLoader):
-        def _load_file(self, full_path, open_method):
-            if not os.path.isfile(full_path):
-                return None
-            with open_method(full_path, "rb") as fp:
-                payload = fp.read().decode("utf-8")
-            return json.loads(payload, object_hook=_without_documentation)
-
-    return LeanJSONFileLoader()
+    if not _untested_warned.is_set():
+        _untested_warned.set()
+        log.warning("botocore %s is not a version amibot was tested with (%s): botocore runs as it is (one "
+                    "malformed number fails its listing; `amibot digest` over many accounts needs more memory)",
+                    botocore.__version__, ", ".join(f"{series}x" for series in TESTED_BOTOCORE))
+    return False
 
 
 # --- timestamps -------------------------------------------------------------------------------------------
@@ -166,23 +103,16 @@ _PARSE_TIMESTAMP = _timestamp_parser()
 
 
 def lighten(core) -> None:
-    """Apply the lean model loading and the fast timestamp parser to a botocore session (idempotent)."""
-    if getattr(core, "_amibot_lightened", False):
+    """Give a botocore session's response parsers the tolerant timestamp reader (public: set_parser_defaults)
+    and, on a tested botocore, tolerance of malformed numbers and unreadable answers. Idempotent."""
+    factory = core.get_component("response_parser_factory")
+    if getattr(factory, "_amibot_lightened", False):
         return
-    try:
-        loader = core.get_component("data_loader")
-        from botocore.loaders import JSONFileLoader
-
-        lean = _lean_file_loader()
-        if lean is not None and type(getattr(loader, "file_loader", None)) is JSONFileLoader:
-            loader.file_loader = lean  # only over botocore's own JSONFileLoader, not a caller's custom one
-        factory = core.get_component("response_parser_factory")
-        if _PARSE_TIMESTAMP is not None and callable(getattr(factory, "set_parser_defaults", None)):
-            factory.set_parser_defaults(timestamp_parser=_PARSE_TIMESTAMP)
+    if _PARSE_TIMESTAMP is not None:
+        factory.set_parser_defaults(timestamp_parser=_PARSE_TIMESTAMP)
+    if tested_botocore():
         tolerate(factory)
-    except Exception:  # botocore's internals changed: its defaults still work
-        log.debug("botocore session left as it is", exc_info=True)
-    core._amibot_lightened = True
+    factory._amibot_lightened = True
 
 
 # --- answers that cannot be read (wholly or in one field) ---------------------------------------------------
@@ -272,34 +202,59 @@ def _unreadable_json(body: bytes, shape, rest: bool) -> bool:
 # --- sessions per account ---------------------------------------------------------------------------------
 
 _SHARED_COMPONENTS = ("data_loader", "response_parser_factory")
-_SHARED_INTERNAL_COMPONENTS = ("endpoint_resolver", "exceptions_factory")
 
 
 def share_session_parts(source_core, core) -> None:
-    """Let a new botocore session (an assumed account's) reuse the read-only parts of `source_core`: the loader
-    and its parsed models, the endpoint data, the response parsers and the per-service exception classes. Call
-    before the session makes a client, from one thread (the source's lazy parts are built here)."""
+    """Let a new botocore session (an assumed account's) use the read-only parts of `source_core`: its loader,
+    with the models and endpoint data it has parsed and will parse, and its response parser factory. Public
+    botocore API only (get_component, register_component). Call before the session makes a client."""
     lighten(source_core)
     for name in _SHARED_COMPONENTS:
-        try:
-            core.register_component(name, source_core.get_component(name))
-        except Exception:  # a botocore without this component: the session builds its own
-            log.debug("botocore component %s not shared", name, exc_info=True)
-    get_internal = getattr(source_core, "_get_internal_component", None)
-    register_internal = getattr(core, "_register_internal_component", None)
-    if get_internal is not None and register_internal is not None:
-        for name in _SHARED_INTERNAL_COMPONENTS:
-            try:
-                register_internal(name, get_internal(name))
-            except Exception:
-                log.debug("botocore internal component %s not shared", name, exc_info=True)
-    core._amibot_lightened = True
+        core.register_component(name, source_core.get_component(name))
 
 
-def dedupe_search_paths(core) -> None:
-    """boto3 adds its data directory to the session's loader each time a boto3 Session wraps it; with the loader
-    shared by every account that is one more directory to search per account, for every file botocore loads."""
-    loader = core.get_component("data_loader")
-    paths = getattr(loader, "search_paths", None)
-    if isinstance(paths, list):
-        paths[:] = list(dict.fromkeys(paths))
+# --- `amibot digest` over many accounts only ------------------------------------------------------------------
+
+_SHARED_MODELS: dict[tuple, Any] = {}
+_SHARED_LOCK = threading.RLock()  # re-entrant: building a client class may build another service's model
+
+
+@contextmanager
+def client_classes_shared() -> Iterator[bool]:
+    """While inside, every botocore client of this process shares one service model and one client class per
+    service (see the module's docstring: for `amibot digest` over many accounts only); botocore's own methods are
+    put back on the way out, so nothing else in the process (a test run) is changed. Each model and class is built
+    once under a lock, so threads creating their first clients together build it once, not once each. Yields
+    False (botocore unchanged) on an untested botocore."""
+    from botocore import client as botocore_client
+
+    creator = botocore_client.ClientCreator
+    if "_amibot_shared" in vars(creator) or not tested_botocore():
+        yield "_amibot_shared" in vars(creator)  # already shared by an enclosing block, or untested: as it is
+        return
+    load, make_class = creator.__dict__["_load_service_model"], creator.__dict__["_create_client_class"]
+
+    def shared(key: tuple, build: Callable[[], Any]) -> Any:
+        found = _SHARED_MODELS.get(key)
+        if found is None:
+            with _SHARED_LOCK:
+                found = _SHARED_MODELS.get(key)
+                if found is None:
+                    found = _SHARED_MODELS[key] = build()
+        return found
+
+    def shared_model(self, service_name, api_version=None):
+        return shared(("model", service_name, api_version), lambda: load(self, service_name, api_version))
+
+    def shared_class(self, service_name, service_model):
+        return shared(("class", service_name, id(service_model)),
+                      lambda: make_class(self, service_name, service_model))
+
+    creator._load_service_model, creator._create_client_class = shared_model, shared_class
+    creator._amibot_shared = True
+    try:
+        yield True
+    finally:
+        creator._load_service_model, creator._create_client_class = load, make_class
+        del creator._amibot_shared
+        _SHARED_MODELS.clear()

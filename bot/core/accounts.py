@@ -2,7 +2,7 @@
 
 No account configured means exactly the single-account behaviour: the bot works in the account its own
 credentials belong to. With accounts, every listing spans them and every action runs in the account that owns
-its image (bot.aws.clients.Aws.of). This module holds no clients; bot/aws/clients.py assumes the roles.
+its image (bot.aws.clients.AwsAccounts.of). This module holds no clients; bot/aws/clients.py assumes the roles.
 """
 
 from __future__ import annotations

@@ -80,6 +80,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
                        _pattern(REGION, "an AWS region such as 'eu-west-1'")),
         "max_concurrency": Key("int", 16, "AWS listings run at once when fanning out over accounts × regions (one "
                                "bounded pool; botocore's adaptive retries slow it down on throttling)", _at_least(1)),
+        "max_cached_account_regions": Key("int", 32, "account-regions whose AWS clients `serve` and `socket` keep for "
+                                          "reuse; the least recently used beyond this are dropped and made again "
+                                          "when next needed", _at_least(1)),
     },
     "access": {
         "operators": Key("list[str]", [], "user (U…) or user-group (S…) ids allowed to run changing "

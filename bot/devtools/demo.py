@@ -146,7 +146,7 @@ def _start(stack: contextlib.ExitStack, port: int, out: TextIO) -> Console:
     amibot = create_app(settings, policy, slack=WebClient(token=token, base_url=fake.url), aws=aws)
     out.write("· building a fleet in moto…\n")
     out.flush()
-    built = fleet.build(amibot.ctx.aws, _backdate, findings=emulation.add_findings, binned=emulation.entered_bin)
+    built = fleet.build(amibot.ctx.aws.home, _backdate, findings=emulation.add_findings, binned=emulation.entered_bin)
     fleet.promote(amibot.ctx, built)
 
     local = LocalApp(amibot, secret, fake, port=port).start(background=False)

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from bot.aws.clients import Aws, call, paginate
+from bot.aws.clients import Aws, AwsAccounts, call, paginate
 from bot.core.errors import NotFound, UsageError
 from bot.services.images import describe_own_images, find_images
 
@@ -142,13 +142,14 @@ def promote(ctx, fleet: Fleet) -> list[str]:
     except ImportError:
         return []
     for name in PROMOTED:
-        image = describe_own_images(ctx.aws, HOME, ctx.policy.digest.family_tag, image_id=[fleet.image_id(name)])[0]
+        image = describe_own_images(ctx.aws.home, HOME, ctx.policy.digest.family_tag,
+                                    image_id=[fleet.image_id(name)])[0]
         versions.promote(ctx, image, PROMOTED_BY)
         fleet.promoted.append(name)
     return fleet.promoted
 
 
-def resolve(aws: Aws, family_tag: str, ref: str, built: Fleet | None = None) -> str:
+def resolve(aws: AwsAccounts, family_tag: str, ref: str, built: Fleet | None = None) -> str:
     """The id of the image or instance named ``ref`` ("name" or "name@region"); the first configured
     region that has it wins. An image of the seeded fleet that is gone (deregistered, perhaps in the Recycle
     Bin) keeps the id it was built with, so `/ami restore {web-1.0.0}` works. Raises LookupError saying what
@@ -159,7 +160,7 @@ def resolve(aws: Aws, family_tag: str, ref: str, built: Fleet | None = None) -> 
         images = [image for image in _images_named(aws, family_tag, name, where) if image.state != "deregistered"]
         if images:
             return images[0].id
-        instances = _instances_named(aws, where, name)
+        instances = _instances_named(aws.home, where, name)
         if instances:
             return instances[0]
     for where in regions:
@@ -260,7 +261,7 @@ def _age_of(name: str) -> int:
     return dict(FAMILIES[family][1])[version]
 
 
-def _images_named(aws: Aws, family_tag: str, name: str, region: str):
+def _images_named(aws: AwsAccounts, family_tag: str, name: str, region: str):
     try:
         return find_images(aws, name, family_tag, [region])
     except (NotFound, UsageError):  # not an image name (an instance's, perhaps)

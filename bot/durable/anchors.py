@@ -218,7 +218,7 @@ def publish(ctx, reason: str) -> dict[str, str]:
             places[f"slack:{audit_policy.channel}"] = f"{type(error).__name__}: {str(error)[:200]}"
     if audit_policy.anchor_bucket:
         try:
-            key = put_to_bucket(ctx.aws, audit_policy.anchor_bucket, anchor, audit_policy.anchor_retention_days)
+            key = put_to_bucket(ctx.aws.home, audit_policy.anchor_bucket, anchor, audit_policy.anchor_retention_days)
             places[f"s3://{audit_policy.anchor_bucket}/{key}"] = "ok"
         except Exception as error:
             places[f"s3://{audit_policy.anchor_bucket}"] = getattr(error, "message", None) or repr(error)[:200]

@@ -44,7 +44,7 @@ def split_shares(ctx, owner: Account, shares: Shares | None) -> tuple[list[Accou
     managed = {account.id: account for account in ctx.aws.accounts if account.id and account.id != owner.id}
     if shares is None:
         return list(managed.values()), None
-    left_out = ctx.aws.home.unmanaged_members  # None: the organisation's members are not known (yet)
+    left_out = ctx.aws.unmanaged_members  # None: the organisation's members are not known (yet)
     whole_organization = bool(ctx.policy.organization.enabled and ctx.aws.accounts and left_out is not None and
                               (shares.organizations or shares.organizational_units))
     # Any managed account may be in an organisation or OU the image is shared with: scan them all

@@ -103,7 +103,7 @@ def compute_fleet(ctx) -> Fleet:
     if ctx.aws.accounts:
         parts = _drift_per_account(ctx.aws, family_tag, now, names)
     else:
-        parts = [(ctx.aws, drift(ctx.aws, ctx.aws.regions, family_tag, now, names=names))]
+        parts = [(ctx.aws.home, drift(ctx.aws.home, ctx.aws.regions, family_tag, now, names=names))]
     families, failures, unknown, checked = [], {}, 0, 0
     for handle, found in parts:
         families += _families(handle, found, now, ctx.aws.many)

@@ -11,7 +11,7 @@ request waited.
 
 The blast radius spans accounts: when the image is shared with accounts amibot manages (by id, or through the
 organisation when [organization] is enabled), each of those accounts is scanned too, in the image's region and
-with the same reference kinds, through one bounded pool (Aws.each_target). A use there refuses exactly as one in
+with the same reference kinds, through one bounded pool (AwsAccounts.each_target). A use there refuses exactly as one in
 the owning account; a managed account that cannot be read (its role cannot be assumed) is unknown for that
 account and refuses too, unless --force. Shares no managed account covers (other accounts, OUs, everyone) are
 left to AWS's image usage report (bot.services.usage_reports): unknown until it says.

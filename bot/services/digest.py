@@ -103,7 +103,7 @@ def compute(aws: Aws, policy, now: datetime, snoozed: set[str] | frozenset[str] 
 
         timed(region, "scanning")
         try:
-            findings = _judged(handle, region, policy, rules, now, snoozed, names, timed)
+            findings = _judged(handle, region, policy, rules, now, snoozed, names, timed, aws.many)
         except AwsError:
             raise  # the fan-out makes it the region's failure, with AWS's one-sentence message
         except Exception as error:  # any other surprise in one region is that region's warning line, never a crash
@@ -141,12 +141,13 @@ def compute(aws: Aws, policy, now: datetime, snoozed: set[str] | frozenset[str] 
     return findings
 
 
-def _judged(handle: Aws, region: str, policy, rules: Rules, now: datetime, snoozed, names, progress) -> RegionFindings:
+def _judged(handle: Aws, region: str, policy, rules: Rules, now: datetime, snoozed, names, progress,
+            many: bool) -> RegionFindings:
     """One account-region's findings; its inventory is not kept (it goes out of scope on return)."""
     inventory = scan_region(handle, region, policy.digest.family_tag, progress)
     findings = judge(inventory, rules, now, snoozed)
     findings.account = handle.account
-    if handle.many:  # what this account runs of the others' images (keep_what_other_accounts_use)
+    if many:  # what this account runs of the others' images (keep_what_other_accounts_use)
         findings.foreign_uses = foreign_uses(inventory)
     findings.drift = _drift_of(inventory, policy.digest.family_tag, now, names)
     return findings

@@ -72,7 +72,7 @@ class Image:
     last_launched: datetime | None = None
     family: str = ""
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
-    account: str = ""  # the managed account it was found in ("" : the bot's own, single-account); see Aws.of
+    account: str = ""  # the managed account it was found in ("" : the bot's own, single-account); see AwsAccounts.of
 
     @classmethod
     def stand_in(cls, image_id: str, name: str, region: str) -> Image:
@@ -334,9 +334,10 @@ def account_labels(aws: Aws) -> dict[str, str]:
 
 
 @requires("ec2:DescribeImageAttribute")
-def shares_of(aws: Aws, image: Image) -> Shares:
-    """Who may launch the image: accounts, organisations, OUs, everyone."""
-    result = call(aws.of(image.account).ec2(image.region), "describe_image_attribute", resource=f"AMI {image.id}",
+def shares_of(owner: Aws, image: Image) -> Shares:
+    """Who may launch the image: accounts, organisations, OUs, everyone. `owner`: the handle of the account that
+    owns it (AwsAccounts.of(image.account))."""
+    result = call(owner.ec2(image.region), "describe_image_attribute", resource=f"AMI {image.id}",
                   ImageId=image.id, Attribute="launchPermission")
     shares = Shares()
     for permission in result.get("LaunchPermissions", []):
@@ -356,7 +357,7 @@ def shares_of_many(aws: Aws, images: list[Image]) -> dict[str, Shares | AwsError
     """Launch permissions for a page of images (one call each; only for what is shown)."""
     def one(image: Image) -> Shares | AwsError:
         try:
-            return shares_of(aws, image)
+            return shares_of(aws.of(image.account), image)
         except AwsError as error:
             return error
 

@@ -7,7 +7,7 @@ templates, launch configurations, Auto Scaling groups and the template versions 
 parameters, Image Builder recipes). A source that could hide something launching instances and could
 not be read fails the region (a warning line in the digest, never "all clean"). AWS's own reference check
 is asked only about the digest's stale candidates, 10 a call (``Inventory.check_with_aws``). Accounts ×
-regions are scanned in parallel by the caller, in one bounded pool (``Aws.each_target``).
+regions are scanned in parallel by the caller, in one bounded pool (``AwsAccounts.each_target``).
 
 Snapshots are narrowed server-side: only descriptions AWS gives snapshots it makes for images
 (``AMI_SNAPSHOT_DESCRIPTIONS``), so the plain backup snapshots of a busy account are neither sent

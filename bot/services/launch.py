@@ -172,7 +172,7 @@ def check_shared_with(ctx, image: Image, into) -> None:
     if into.account.id == image.account or not ctx.aws.many:
         return
     try:
-        shares = shares_of(ctx.aws, image)
+        shares = shares_of(ctx.aws.of(image.account), image)
     except AwsError:
         return
     if shares.public or shares.organizations or shares.organizational_units or into.account.id in shares.accounts:

@@ -77,7 +77,7 @@ def refresh(aws: Aws, policy) -> list[Account] | AwsError:
         return error
     if accounts:
         aws.manage(accounts, policy.aws.max_concurrency)
-        aws.home.unmanaged_members = unmanaged
+        aws.unmanaged_members = unmanaged
     return accounts
 
 
@@ -103,9 +103,9 @@ class AccountCheck:
 
 def check(aws: Aws, policy) -> tuple[list[AccountCheck], str | None]:
     """Reach every managed account once (the organisation's members listed first): one AccountCheck each, and
-    why the organisation could not be listed (its configured accounts are still checked). `aws` is a fresh
-    home handle; it manages the accounts afterwards."""
-    home_id = aws.account_id()  # the bot's own, from STS, before an [[accounts]] entry without role names it
+    why the organisation could not be listed (its configured accounts are still checked). `aws` is fresh (the
+    bot's own account only); it manages the accounts afterwards."""
+    home_id = aws.home.account_id()  # the bot's own, from STS, before an [[accounts]] entry without role names it
     listing = None
     try:
         accounts = discover(aws, policy)

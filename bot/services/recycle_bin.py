@@ -328,7 +328,7 @@ def snapshots_deleted_with(ctx, image_id: str, in_bin: list[BinItem]) -> list[st
 def restore(ctx, image_id: str, region: str, snapshot_ids: list[str], aws: Aws | None = None) -> Restored:
     """Snapshots first (so the image can launch once back), then the image, in `aws`'s account (default: the
     bot's own). Each piece already back counts."""
-    client = _ec2_bin(aws or ctx.aws, region)
+    client = _ec2_bin(aws or ctx.aws.home, region)
     result = Restored(image_id, region)
     for snapshot_id in snapshot_ids:
         try:

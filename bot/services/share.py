@@ -123,10 +123,10 @@ def approval_details(image: Image, target: Target, snapshots: list[SnapshotInfo]
 
 @requires("ec2:DescribeSnapshots")
 def own_snapshots(aws: Aws, image: Image) -> list[SnapshotInfo]:
-    """The image's snapshots this account owns (only those can be shared), with their encryption."""
+    """The image's snapshots this account owns (only those can be shared), with their encryption. `aws`: the
+    owning account's handle (`owner`), as for every step below."""
     if not image.snapshot_ids:
         return []
-    aws = owner(aws, image)
     account = aws.account_id()
     found = paginate(aws.ec2(image.region), "describe_snapshots", "Snapshots", SnapshotIds=image.snapshot_ids)
     return [SnapshotInfo(item["SnapshotId"], bool(item.get("Encrypted")), item.get("KmsKeyId"))
@@ -187,7 +187,7 @@ def check(ctx, image: Image, target: Target) -> ShareCheck:
 
 
 def check_public_allowed(aws: Aws, image: Image) -> str:
-    state = block_public_access(owner(aws, image), image.region)
+    state = block_public_access(aws, image.region)
     if state == BLOCKED:
         raise PolicyViolation(f"Image block public access is on for this account in {image.region}, so AWS will "
                               f"not let {image.id} be made public. Turn it off in the EC2 console (Data protection "
@@ -230,7 +230,6 @@ def _mark(steps: Steps | None, plan: list[Step], index: int, state: str, result:
 def _apply(aws: Aws, image: Image, target: Target, operation: str, steps: Steps | None = None) -> ShareResult:
     """operation "add" or "remove": launch permission first, then the snapshots' volume permission. With
     ``steps``, each is recorded as it goes, so a crash between them is finished by reconcile()."""
-    aws = owner(aws, image)
     ec2 = aws.ec2(image.region)
     change = {"Add" if operation == "add" else "Remove": [target.permission()]}
     result = ShareResult(image, target)
@@ -313,7 +312,7 @@ def request_params(image: Image, target: Target) -> dict[str, Any]:
 def execute(ctx, request, progress) -> str:
     params = request.params
     image = find_image(ctx, params["image_id"], params["region"], params.get("account"))
-    result = share(ctx.aws, image, target_of(ctx, params), Steps(ctx.store, f"request:{request.id}"))
+    result = share(owner(ctx.aws, image), image, target_of(ctx, params), Steps(ctx.store, f"request:{request.id}"))
     for note in result.notes:
         progress(f":information_source: {note}")
     return summary(result, shared=True)
@@ -328,7 +327,7 @@ def reconcile(ctx, request):
     plan = steps.all()
     try:
         image = find_image(ctx, params["image_id"], params["region"], params.get("account"))
-        granted = target.granted_in(shares_of(ctx.aws, image))
+        granted = target.granted_in(shares_of(ctx.aws.of(image.account), image))
     except AwsError:
         return None
     if not plan:  # a request executed before steps were recorded

@@ -133,7 +133,7 @@ def current_image(ctx: ServiceContext, family: str, region: str | None = None, a
     wins a tie, then the account listed first. Raises the AWS error when a region could not be read and nothing
     was found elsewhere.
     """
-    regions = [region] if region else _preferred_order(ctx.aws)
+    regions = [region] if region else _preferred_order(ctx.aws.home)
     images, failures = family_images(ctx.aws, family, ctx.policy.digest.family_tag, [region] if region else None,
                                      accounts)
     if failures and (region or not images):

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from slack_sdk import WebClient
 
-from bot.aws.clients import Aws
+from bot.aws.clients import AwsAccounts
 from bot.core.access import Access
 from bot.core.config import Policy, Settings
 from bot.core.metrics import Metrics
@@ -55,7 +55,7 @@ class Context:
     settings: Settings
     policy: Policy
     store: Store
-    aws: Aws
+    aws: AwsAccounts
     slack: WebClient
     jobs: JobRunner
     access: Access

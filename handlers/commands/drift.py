@@ -20,7 +20,7 @@ def run(call):
         found = org_drift(ctx.aws, [region] if region else None, ctx.policy.digest.family_tag, ctx.clock(), family,
                           names, [handle.account for handle in handles])
     else:
-        found = drift(ctx.aws, [region] if region else ctx.aws.regions, ctx.policy.digest.family_tag, ctx.clock(),
+        found = drift(ctx.aws.home, [region] if region else ctx.aws.regions, ctx.policy.digest.family_tag, ctx.clock(),
                       family, names)
     call.audit_detail = {"drifted": found.drifted, "unknown_family": found.unknown_family}
     return drift_report(found, family)

@@ -26,7 +26,7 @@ class Partly:
 
 def route(monkeypatch, harness, ec2_operations=(), ec2_stubbed=None, imagebuilder=None, ssm=None):
     """Send some of the app's us-east-1 AWS calls to stubbed clients."""
-    aws_layer = harness.ctx.aws
+    aws_layer = harness.ctx.aws.home
     real_client = aws_layer.client
 
     def client(service, region=None, max_attempts=6):
