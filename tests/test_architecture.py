@@ -250,7 +250,8 @@ def test_the_checker_sees_lazy_type_checking_and_relative_imports():
     source = ("from typing import TYPE_CHECKING\n"
               "if TYPE_CHECKING:\n    from bot.slack.context import Context\n"
               "def later():\n    from ..render import blocks\n    from . import launch\n    import bot.slack.outbox\n")
-    assert {"bot.slack.context", "bot.render.blocks", "bot.services.launch", "bot.slack.outbox"} <= set(_imports_in(source))
+    expected = {"bot.slack.context", "bot.render.blocks", "bot.services.launch", "bot.slack.outbox"}
+    assert expected <= set(_imports_in(source))
     assert [layer_of(name) for name in ("bot", "bot.core.errors", "bot.slack.outbox", "handlers.events", "bot.app",
                                         "bot.devtools.demo")] == [0, 0, 5, 6, 7, 7]
 

@@ -11,7 +11,8 @@ from bot.durable import store
 
 ROOT = Path(__file__).resolve().parents[1]
 SQL = re.compile(r"\b(SELECT\b.*\bFROM|INSERT\s+(OR\s+\w+\s+)?INTO|UPDATE\s+\w+\s+SET|DELETE\s+FROM|"
-                 r"CREATE\s+(TABLE|INDEX)|ALTER\s+TABLE|DROP\s+TABLE|PRAGMA|BEGIN\b(?!\s+generated)|COMMIT\b|ROLLBACK\b)", re.S)
+                 r"CREATE\s+(TABLE|INDEX)|ALTER\s+TABLE|DROP\s+TABLE|PRAGMA|"
+                 r"BEGIN\b(?!\s+generated)|COMMIT\b|ROLLBACK\b)", re.S)  # not the docs' "BEGIN generated" markers
 TABLE_AFTER = re.compile(r"\b(?:FROM|INTO|UPDATE|JOIN|TABLE)\s+(\w+)")
 NOT_TABLES = {"SET", "IF", "sqlite_master"}
 SQLITE_UTILS_CALLS = {"execute", "executemany", "executescript"}
