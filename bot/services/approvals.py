@@ -162,7 +162,7 @@ def account_label(ctx, request: Request | None) -> str:
 
 def approvers_of(ctx, request_id: str) -> list[str]:
     return [row["approver"] for row in
-            ctx.store.query("SELECT approver FROM approvals WHERE request_id = ? ORDER BY at", (request_id,))]
+            ctx.store.db["approvals"].rows_where("request_id = ?", [request_id], order_by="at", select="approver")]
 
 
 # --- the requests table, for the rest of the bot (this module owns it: bot/durable/store.py) ---------------
@@ -293,7 +293,7 @@ def update_details(ctx, request_id: str, details: list[dict] | dict) -> Request:
     the message a re-render, whatever the request's state. Raises NotFound."""
     request = get(ctx, request_id)
     with ctx.store.transaction():
-        ctx.store.execute("UPDATE requests SET details = ? WHERE id = ?", (json.dumps(details), request.id))
+        ctx.store.db["requests"].update(request.id, {"details": json.dumps(details)})
         _refresh(ctx, request)
     _deliver(ctx)
     return get(ctx, request.id)
@@ -456,17 +456,17 @@ def recover(ctx) -> dict[str, int]:
     """At start: approved → execute; executing → reconcile against AWS step by step (finishing the steps a
     crash left undone), never blindly re-run; a request whose message was never posted gets it posted."""
     counts = {"executed": 0, "reconciled": 0, "reopened": 0, "reposted": 0}
-    for row in ctx.store.query(
-            "SELECT id FROM requests WHERE message_ts IS NULL AND state IN ('pending', 'approved', 'executing')"):
+    for row in ctx.store.db["requests"].rows_where(
+            "message_ts IS NULL AND state IN ('pending', 'approved', 'executing')", select="id"):
         if outbox.owes(ctx.store, row["id"]):
             continue
         _owe(ctx, row["id"], {"kind": "request_message"})  # from before the outbox, or its row was lost
         counts["reposted"] += 1
-    for row in ctx.store.query("SELECT id FROM requests WHERE state = 'approved'"):
+    for row in ctx.store.db["requests"].rows_where("state = 'approved'", select="id"):
         if not jobs.is_active(ctx.store, EXECUTE_JOB, {"request_id": row["id"]}):
             ctx.jobs.submit(EXECUTE_JOB, {"request_id": row["id"]})
             counts["executed"] += 1
-    for row in ctx.store.query("SELECT * FROM requests WHERE state = 'executing'"):
+    for row in ctx.store.db["requests"].rows_where("state = 'executing'"):
         request = Request.from_row(row)
         kind = KINDS.get(request.kind)
         verdict = None
@@ -496,7 +496,7 @@ def recover(ctx) -> dict[str, int]:
 def _reopen(ctx, request_id: str) -> None:
     """A failed, interrupted request goes back to pending with fresh approvals needed."""
     with ctx.store.transaction():
-        ctx.store.execute("DELETE FROM approvals WHERE request_id = ?", (request_id,))
+        ctx.store.db["approvals"].delete_where("request_id = ?", [request_id])
         if _transition(ctx, request_id, (FAILED,), PENDING, decided_by=None, decided_at=None,
                        note="interrupted by a restart; approve again to retry"):
             request = get(ctx, request_id)
@@ -512,7 +512,7 @@ def sweep(ctx) -> dict[str, int]:
     now = ctx.clock()
     policy = ctx.policy.approvals
     counts = {"reminded": 0, "expired": 0}
-    for row in ctx.store.query("SELECT * FROM requests WHERE state = 'pending' ORDER BY created_at"):
+    for row in ctx.store.db["requests"].rows_where("state = 'pending'", order_by="created_at"):
         request = Request.from_row(row)
         waited = now - request.created
         if waited >= timedelta(hours=policy.expire_after_hours):
@@ -541,8 +541,7 @@ def sweep(ctx) -> dict[str, int]:
 
 def pending(ctx) -> list[Request]:
     return [_loaded(ctx, Request.from_row(row)) for row in
-            ctx.store.query("SELECT * FROM requests WHERE state IN ('pending', 'approved', 'executing')"
-                            " ORDER BY created_at")]
+            ctx.store.db["requests"].rows_where("state IN ('pending', 'approved', 'executing')", order_by="created_at")]
 
 
 def at_start(ctx) -> None:
