@@ -183,12 +183,18 @@ def answers_since(org, count: int) -> str:
     return "\n".join(call.text for call in org.fake.calls_since(count))
 
 
-@pytest.mark.parametrize("kind", list(KINDS))
-def test_a_global_operator_is_refused_on_prods_resources(org, prod, kind):
+def prepared(org, prod, kind: str):
+    """The world of prod's resources, and the row for `kind` with its preparation done."""
     world = build(org, prod)
     row = KINDS[kind]
     if row.prepare:
         row.prepare(org, world)
+    return world, row
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_a_global_operator_is_refused_on_prods_resources(org, prod, kind):
+    world, row = prepared(org, prod, kind)
     before, requests, audited, said = prod_state(prod), org.ctx.store.query("SELECT id FROM requests"), \
         last_audit_id(org), answer_count(org)
 
@@ -203,10 +209,7 @@ def test_a_global_operator_is_refused_on_prods_resources(org, prod, kind):
 
 @pytest.mark.parametrize("kind", list(KINDS))
 def test_prods_own_operator_is_let_through_without_naming_the_account(org, prod, kind):
-    world = build(org, prod)
-    row = KINDS[kind]
-    if row.prepare:
-        row.prepare(org, world)
+    world, row = prepared(org, prod, kind)
     audited, said = last_audit_id(org), answer_count(org)
 
     row.act(org, world, PRODOP)
