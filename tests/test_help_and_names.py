@@ -123,3 +123,24 @@ def test_launch_form_says_current_version_only_for_promoted_families(harness, aw
     labels = [option["text"]["text"] for group in view["blocks"][0]["element"]["option_groups"]
               for option in group["options"]]
     assert "api (current version)" in labels and "web (newest version)" in labels
+
+
+def test_a_mistyped_flag_gets_the_closest_flag_of_that_subcommand(harness):
+    harness.command("deregister ami-0abc1234def567890 --keep-snapshot")
+    reply = harness.last_reply().text
+    assert "`deregister` has no option `--keep-snapshot`. Did you mean `--keep-snapshots`?" in reply
+    assert "Usage: `/ami deregister" in reply
+
+
+def test_a_mistyped_flag_is_matched_against_that_subcommands_flags_only(harness):
+    harness.command("list --regoin us-east-1")
+    assert "Did you mean `--region`?" in harness.last_reply().text
+    harness.command("list --keep-snapshots")  # a flag of deregister, not of list
+    reply = harness.last_reply().text
+    assert "`list` has no option `--keep-snapshots`." in reply and "Did you mean" not in reply
+
+
+def test_a_flag_like_nothing_declared_gets_no_suggestion(harness):
+    harness.command("deregister ami-0abc1234def567890 --xyzzy")
+    reply = harness.last_reply().text
+    assert "`deregister` has no option `--xyzzy`." in reply and "Did you mean" not in reply

@@ -235,7 +235,8 @@ def parse_words(spec: Subcommand, words: list[str], text: str = "") -> Invocatio
         if word.startswith("--"):
             name, _, inline = word.partition("=")
             if name not in spec.flags:
-                raise UsageError(f"`{spec.name}` has no option `{_shorten(name)}`.", usage=usage_of(spec))
+                raise UsageError(f"`{spec.name}` has no option `{_shorten(name)}`.{_did_you_mean(spec, name)}",
+                                 usage=usage_of(spec))
             key = name.lstrip("-").replace("-", "_")
             if spec.flags[name] is None:
                 flags[key] = True
@@ -254,6 +255,14 @@ def parse_words(spec: Subcommand, words: list[str], text: str = "") -> Invocatio
             positionals.append(word)
         index += 1
     return Invocation(spec, _bind(spec, positionals), flags, text)
+
+
+def _did_you_mean(spec: Subcommand, name: str) -> str:
+    """" Did you mean `--keep-snapshots`?" for the closest flag *this* subcommand declares; "" when none is close.
+    Compared without the dashes, which every flag shares and which would make anything look close."""
+    declared = {flag.lstrip("-"): flag for flag in spec.flags}
+    close = difflib.get_close_matches(name.lstrip("-").lower(), list(declared), n=1, cutoff=0.6)
+    return f" Did you mean `{declared[close[0]]}`?" if close else ""
 
 
 def _bind(spec: Subcommand, words: list[str]) -> dict[str, Any]:
