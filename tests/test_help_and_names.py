@@ -144,3 +144,33 @@ def test_a_flag_like_nothing_declared_gets_no_suggestion(harness):
     harness.command("deregister ami-0abc1234def567890 --xyzzy")
     reply = harness.last_reply().text
     assert "`deregister` has no option `--xyzzy`." in reply and "Did you mean" not in reply
+
+
+def test_versions_without_a_family_lists_the_families_with_their_versions(harness, aws):
+    seed.image(aws, "web-1", tags={"Family": "web", "Version": "1"})
+    seed.image(aws, "web-2", tags={"Family": "web", "Version": "2", "amibot:current": "true"})
+    seed.image(aws, "api-1", tags={"Family": "api", "Version": "1"})
+    harness.command("versions")
+    reply = harness.last_reply().text
+    assert "needs a family" not in reply
+    assert "image families owned by this account in us-east-1, eu-west-1" in reply  # (seed's base image: one more)
+    assert "*api* · 1 version" in reply and "*web* · 2 versions · current 2" in reply
+    assert "`/ami versions web`" in reply
+
+
+def test_versions_without_a_family_when_there_are_no_images_says_where_it_looked(harness):
+    harness.command("versions")
+    reply = harness.last_reply().text
+    assert "No image families" in reply and "us-east-1" in reply
+
+
+def test_show_of_a_family_name_points_at_versions(harness, aws):
+    seed.image(aws, "web-1", tags={"Family": "web", "Version": "1"})
+    harness.command("show web")
+    reply = harness.last_reply().text
+    assert "not found" in reply and "`web` is an image family: `/ami versions web` lists its versions." in reply
+
+
+def test_no_amis_names_the_regions_looked_in(harness):
+    harness.command("list")
+    assert "No AMIs owned by this account in us-east-1, eu-west-1." in harness.last_reply().text
