@@ -53,7 +53,7 @@ def test_help_for_an_unknown_subcommand_suggests_the_close_one(harness):
 def test_a_word_like_no_subcommand_gets_the_names_on_one_line_not_the_whole_help(harness):
     harness.command("xyzzy")
     reply = harness.last_reply()
-    assert "Unknown subcommand `xyzzy`. Subcommands: list, show, launch" in reply.text
+    assert "Unknown subcommand `xyzzy`. Subcommands: list, show, versions" in reply.text
     assert "amibot — AMIs from Slack" not in reply.text
     assert len(reply.params["blocks"]) <= 2
 
@@ -174,3 +174,29 @@ def test_show_of_a_family_name_points_at_versions(harness, aws):
 def test_no_amis_names_the_regions_looked_in(harness):
     harness.command("list")
     assert "No AMIs owned by this account in us-east-1, eu-west-1." in harness.last_reply().text
+
+
+def test_help_groups_the_subcommands_by_stage_in_a_short_message_with_an_example_each(harness):
+    from bot.slack.subcommands import STAGES
+
+    response = harness.command("help")
+    blocks = response.json()["blocks"]
+    text = "\n".join([block.get("text", {}).get("text", "") for block in blocks]
+                     + [element["text"] for block in blocks for element in block.get("elements", [])])
+    text = text.replace("&amp;", "&")  # "Create &amp; bake" in mrkdwn
+    lines = text.splitlines()
+    stage_lines = [next(line for line in lines if line.startswith(f"*{stage.capitalize()}*")) for stage in STAGES]
+    assert [lines.index(line) for line in stage_lines] == sorted(lines.index(line) for line in stage_lines)
+    assert "*Find* `list` · `show` · `versions`" in text
+    assert "*Retire* `deprecate` · " in text and "`deregister`" in stage_lines[4]
+    for line in stage_lines:  # each stage with one example, right under it
+        assert lines[lines.index(line) + 1].strip().startswith("e.g. `/ami ")
+    assert "e.g. `/ami list web --region eu-west-1`" in text
+    assert "`/ami help &lt;subcommand&gt;`" in text
+    assert len(text) < 1800 and len(response.json()["blocks"]) <= 4  # fits a screen, not a page of usages
+
+
+def test_every_subcommand_declares_its_stage(harness):
+    from bot.slack.subcommands import STAGES
+
+    assert [spec.name for spec in harness.ctx.registry.specs if spec.stage not in STAGES] == []

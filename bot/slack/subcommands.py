@@ -18,6 +18,7 @@ from typing import Any
 from bot.core import regions
 from bot.core.errors import UsageError
 from bot.core.ids import ACCOUNT_ID, AMI_ID, INSTANCE_ID, REGION_NAME, SNAPSHOT_ID  # noqa: F401 (the parser's, too)
+from bot.core.stages import STAGES, by_stage  # noqa: F401 (declared here, grouped there)
 
 MAX_TEXT = 2000  # a slash command's text is capped by Slack at a few KB; real commands are short
 
@@ -97,6 +98,7 @@ class Subcommand:
     example: str
     args: tuple[Arg, ...] = ()
     flags: dict[str, str | None] = field(default_factory=dict)  # "--region": "R" takes a value, None: boolean
+    stage: str = ""  # one of STAGES: where `/ami help` lists it (the first of a stage gives the stage's example)
     changing: bool = False  # changes AWS state: operators only, allowed channels only
     aws: bool = True  # False: needs no AWS at all, so it runs on the jobs' quick lane and answers at once
     aliases: tuple[str, ...] = ()
@@ -149,6 +151,9 @@ class Registry:
     @property
     def specs(self) -> list[Subcommand]:
         return list(self._specs.values())
+
+    def by_stage(self) -> list[tuple[str, list[Subcommand]]]:
+        return by_stage(self.specs)
 
     def runner(self, name: str) -> Runner:
         return self._runners[name]
@@ -203,7 +208,7 @@ def unknown_subcommand(registry: Registry, word: str) -> UsageError:
                           usage=usage_of(spec) if spec else None)
     names = ", ".join(spec.name for spec in registry.specs)
     return UsageError(f"Unknown subcommand `{_shorten(word)}`. Subcommands: {names}.",
-                      usage="`/ami help <subcommand>` explains one, with its options and an example.")
+                      usage="`/ami help &lt;subcommand&gt;` explains one, with its options and an example.")
 
 
 def help_topic(registry: Registry, text: str) -> Subcommand | None:

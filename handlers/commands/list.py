@@ -7,7 +7,7 @@ from bot.slack.subcommands import Arg, Subcommand
 SHOWN = 20
 
 SPEC = Subcommand(
-    name="list", summary="your AMIs across the configured regions (and accounts), newest first",
+    name="list", stage="find", summary="your AMIs across the configured regions (and accounts), newest first",
     usage="/ami list [text] [--region R] [--account A]", example="/ami list web --region eu-west-1",
     args=(Arg("text", required=False, rest=True),), flags={"--region": "R", "--account": "A"}, aliases=("ls",))
 

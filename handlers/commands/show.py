@@ -13,7 +13,7 @@ from bot.services.versions import family_images
 from bot.slack.subcommands import Arg, Subcommand
 
 SPEC = Subcommand(
-    name="show", summary="one AMI in full: devices, tags, shares, what uses it",
+    name="show", stage="find", summary="one AMI in full: devices, tags, shares, what uses it",
     usage="/ami show <ami-id|name> [--account A]", example="/ami show ami-0abc1234def567890",
     args=(Arg("image", rest=True),), flags={"--account": "A"}, aliases=("describe", "info"))
 

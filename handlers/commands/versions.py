@@ -11,7 +11,7 @@ from bot.slack.subcommands import Arg, Subcommand
 SHOWN = 25  # versions listed (and looked up in Amazon Inspector); older ones are counted
 
 SPEC = Subcommand(
-    name="versions",
+    name="versions", stage="find",
     summary="a family's versions, newest first: current, previous, deprecated, disabled, use (without one: the "
             "families)",
     usage="/ami versions [family] [--region R] [--account A]", example="/ami versions web",
