@@ -200,3 +200,12 @@ def test_every_subcommand_declares_its_stage(harness):
     from bot.slack.subcommands import STAGES
 
     assert [spec.name for spec in harness.ctx.registry.specs if spec.stage not in STAGES] == []
+
+
+def test_a_refusal_names_the_operators_as_mentions_posted_ephemerally(make_harness):
+    harness = make_harness({"aws": {"regions": ["us-east-1"]}, "access": {"operators": ["U0OPS", "S0LEADS"]}})
+    harness.command("deregister ami-0abc1234def567890", user="U0NOBODY")
+    reply = harness.last_reply()
+    assert "Only amibot operators may run `/ami deregister`." in reply.text
+    assert "Operators: <@U0OPS>, <!subteam^S0LEADS>; ask one of them" in reply.text
+    assert reply.params.get("response_type") == "ephemeral"  # mentions shown as names, nobody notified
