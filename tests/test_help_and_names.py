@@ -209,3 +209,9 @@ def test_a_refusal_names_the_operators_as_mentions_posted_ephemerally(make_harne
     assert "Only amibot operators may run `/ami deregister`." in reply.text
     assert "Operators: <@U0OPS>, <!subteam^S0LEADS>; ask one of them" in reply.text
     assert reply.params.get("response_type") == "ephemeral"  # mentions shown as names, nobody notified
+
+
+def test_a_flag_typed_with_one_dash_gets_the_two_dash_flag(harness):
+    harness.command("deregister ami-0abc1234def567890 -keep-snapshots")
+    reply = harness.last_reply().text
+    assert "`deregister` has no option `-keep-snapshots`. Did you mean `--keep-snapshots`?" in reply

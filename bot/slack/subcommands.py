@@ -25,6 +25,7 @@ MAX_TEXT = 2000  # a slash command's text is capped by Slack at a few KB; real c
 # Slack clients "smarten" what people type: quotes become curly, "--" becomes an em or en dash.
 SMART = str.maketrans({"\u201c": '"', "\u201d": '"', "\u2018": "'", "\u2019": "'"})
 DASHED_FLAG = re.compile(r"(^|\s)[\u2014\u2013](?=[a-z])")
+SINGLE_DASH = re.compile(r"-[a-z][a-z-]*$")
 
 
 # Flag values checked by the parser itself, by metavar: every `--region R` is validated in one place, against
@@ -256,6 +257,9 @@ def parse_words(spec: Subcommand, words: list[str], text: str = "") -> Invocatio
                 if problem:
                     raise UsageError(problem if problem.endswith(("?", ".")) else f"{problem}.", usage=usage_of(spec))
                 flags[key] = inline
+        elif SINGLE_DASH.match(word) and _did_you_mean(spec, word):  # `-region`: a flag with one dash, not a value
+            raise UsageError(f"`{spec.name}` has no option `{_shorten(word)}`.{_did_you_mean(spec, word)}",
+                             usage=usage_of(spec))
         else:
             positionals.append(word)
         index += 1
