@@ -77,7 +77,11 @@ def test_list_spans_every_account_with_an_account_column_and_account_narrows(app
     text = app.last_reply().text
     assert west in text and running not in text and baked not in text
     app.command("list nothing-like-this --account prod")
-    assert "No AMIs matching “nothing-like-this” owned by prod (111111111111)." in app.last_reply().text
+    assert ("No AMIs matching “nothing-like-this” owned by prod (111111111111) in us-east-1, eu-west-1."
+            in app.last_reply().text)
+    app.command("list nothing-like-this --region eu-west-1")  # every account: each one named, with the region
+    assert ("No AMIs matching “nothing-like-this” owned by bake (123456789012), prod (111111111111), "
+            "staging (222222222222) in eu-west-1." in app.last_reply().text)
 
     app.command("list --account sandbox")
     reply = app.last_reply().text

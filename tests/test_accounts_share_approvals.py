@@ -184,6 +184,7 @@ def test_per_account_operators_replace_the_global_ones_for_that_account(make_har
     harness.command(f"share {prod_id} staging", user="U0OPS")  # a global operator, not prod's
     reply = harness.last_reply().text
     assert f"Only the operators of {PROD_LABEL} may run `/ami share` there" in reply
+    assert "Its operators: <@U0PRODOPS>; ask one of them" in reply
     assert launch_permissions(prod, prod_id) == []
     [refused] = audit_rows(harness, "command.share")
     assert refused["outcome"].startswith("refused:") and refused["detail"]["account_label"] == PROD_LABEL
@@ -193,6 +194,7 @@ def test_per_account_operators_replace_the_global_ones_for_that_account(make_har
 
     harness.command(f"share {bake_id} staging", user="U0PRODOPS")  # bake keeps [access].operators
     assert f"Only amibot operators may run `/ami share` in {BAKE_LABEL}" in harness.last_reply().text
+    assert "Operators: <@U0OPS>, <@U0LEAD>; ask one of them" in harness.last_reply().text
     assert launch_permissions(aws, bake_id) == []
 
     harness.command(f"share {bake_id} staging", user="U0NOBODY")  # an operator nowhere: refused before any AWS

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from bot import cli
+from bot.core.stages import by_stage
 from bot.devtools import docs
 from bot.render.blocks import escape
 from bot.slack.dispatch import help_message
@@ -69,13 +70,16 @@ def test_the_help_the_bot_shows_and_the_commands_page_come_from_the_same_declara
     page = (ROOT / "docs" / "commands.md").read_text()
     overview = _texts(help_message(registry, "help"))
     for spec in registry.specs:
-        assert escape(spec.usage) in overview and f"```\n{spec.usage}\n```" in page, spec.name
+        assert f"`{spec.name}`" in overview and f"```\n{spec.usage}\n```" in page, spec.name
         answer = _texts(help_message(registry, f"help {spec.name}"))
         assert escape(spec.usage) in answer and escape(spec.example) in answer
         assert f"Example: `{spec.example}`" in page
         for flag in spec.flags:
             meaning, _ = docs.meaning_and_default(flag_doc(spec, flag), takes_value=True)
             assert escape(meaning) in answer and docs.table_cell(meaning) in page, (spec.name, flag)
+    for stage, members in by_stage(registry.specs):  # grouped by stage in both, each stage with its example
+        assert f"*{escape(stage.capitalize())}*" in overview and escape(members[0].example) in overview
+        assert f"| {docs.table_cell(stage)} | [`/ami {members[0].name}`]" in page, stage
 
 
 def _texts(message) -> str:

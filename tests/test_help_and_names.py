@@ -53,7 +53,7 @@ def test_help_for_an_unknown_subcommand_suggests_the_close_one(harness):
 def test_a_word_like_no_subcommand_gets_the_names_on_one_line_not_the_whole_help(harness):
     harness.command("xyzzy")
     reply = harness.last_reply()
-    assert "Unknown subcommand `xyzzy`. Subcommands: list, show, launch" in reply.text
+    assert "Unknown subcommand `xyzzy`. Subcommands: list, show, versions" in reply.text
     assert "amibot — AMIs from Slack" not in reply.text
     assert len(reply.params["blocks"]) <= 2
 
@@ -123,3 +123,95 @@ def test_launch_form_says_current_version_only_for_promoted_families(harness, aw
     labels = [option["text"]["text"] for group in view["blocks"][0]["element"]["option_groups"]
               for option in group["options"]]
     assert "api (current version)" in labels and "web (newest version)" in labels
+
+
+def test_a_mistyped_flag_gets_the_closest_flag_of_that_subcommand(harness):
+    harness.command("deregister ami-0abc1234def567890 --keep-snapshot")
+    reply = harness.last_reply().text
+    assert "`deregister` has no option `--keep-snapshot`. Did you mean `--keep-snapshots`?" in reply
+    assert "Usage: `/ami deregister" in reply
+
+
+def test_a_mistyped_flag_is_matched_against_that_subcommands_flags_only(harness):
+    harness.command("list --regoin us-east-1")
+    assert "Did you mean `--region`?" in harness.last_reply().text
+    harness.command("list --keep-snapshots")  # a flag of deregister, not of list
+    reply = harness.last_reply().text
+    assert "`list` has no option `--keep-snapshots`." in reply and "Did you mean" not in reply
+
+
+def test_a_flag_like_nothing_declared_gets_no_suggestion(harness):
+    harness.command("deregister ami-0abc1234def567890 --xyzzy")
+    reply = harness.last_reply().text
+    assert "`deregister` has no option `--xyzzy`." in reply and "Did you mean" not in reply
+
+
+def test_versions_without_a_family_lists_the_families_with_their_versions(harness, aws):
+    seed.image(aws, "web-1", tags={"Family": "web", "Version": "1"})
+    seed.image(aws, "web-2", tags={"Family": "web", "Version": "2", "amibot:current": "true"})
+    seed.image(aws, "api-1", tags={"Family": "api", "Version": "1"})
+    harness.command("versions")
+    reply = harness.last_reply().text
+    assert "needs a family" not in reply
+    assert "image families owned by this account in us-east-1, eu-west-1" in reply  # (seed's base image: one more)
+    assert "*api* · 1 version" in reply and "*web* · 2 versions · current 2" in reply
+    assert "`/ami versions web`" in reply
+
+
+def test_versions_without_a_family_when_there_are_no_images_says_where_it_looked(harness):
+    harness.command("versions")
+    reply = harness.last_reply().text
+    assert "No image families" in reply and "us-east-1" in reply
+
+
+def test_show_of_a_family_name_points_at_versions(harness, aws):
+    seed.image(aws, "web-1", tags={"Family": "web", "Version": "1"})
+    harness.command("show web")
+    reply = harness.last_reply().text
+    assert "not found" in reply and "`web` is an image family: `/ami versions web` lists its versions." in reply
+
+
+def test_no_amis_names_the_regions_looked_in(harness):
+    harness.command("list")
+    assert "No AMIs owned by this account in us-east-1, eu-west-1." in harness.last_reply().text
+
+
+def test_help_groups_the_subcommands_by_stage_in_a_short_message_with_an_example_each(harness):
+    from bot.slack.subcommands import STAGES
+
+    response = harness.command("help")
+    blocks = response.json()["blocks"]
+    text = "\n".join([block.get("text", {}).get("text", "") for block in blocks]
+                     + [element["text"] for block in blocks for element in block.get("elements", [])])
+    text = text.replace("&amp;", "&")  # "Create &amp; bake" in mrkdwn
+    lines = text.splitlines()
+    stage_lines = [next(line for line in lines if line.startswith(f"*{stage.capitalize()}*")) for stage in STAGES]
+    assert [lines.index(line) for line in stage_lines] == sorted(lines.index(line) for line in stage_lines)
+    assert "*Find* `list` · `show` · `versions`" in text
+    assert "*Retire* `deprecate` · " in text and "`deregister`" in stage_lines[4]
+    for line in stage_lines:  # each stage with one example, right under it
+        assert lines[lines.index(line) + 1].strip().startswith("e.g. `/ami ")
+    assert "e.g. `/ami list web --region eu-west-1`" in text
+    assert "`/ami help &lt;subcommand&gt;`" in text
+    assert len(text) < 1800 and len(response.json()["blocks"]) <= 4  # fits a screen, not a page of usages
+
+
+def test_every_subcommand_declares_its_stage(harness):
+    from bot.slack.subcommands import STAGES
+
+    assert [spec.name for spec in harness.ctx.registry.specs if spec.stage not in STAGES] == []
+
+
+def test_a_refusal_names_the_operators_as_mentions_posted_ephemerally(make_harness):
+    harness = make_harness({"aws": {"regions": ["us-east-1"]}, "access": {"operators": ["U0OPS", "S0LEADS"]}})
+    harness.command("deregister ami-0abc1234def567890", user="U0NOBODY")
+    reply = harness.last_reply()
+    assert "Only amibot operators may run `/ami deregister`." in reply.text
+    assert "Operators: <@U0OPS>, <!subteam^S0LEADS>; ask one of them" in reply.text
+    assert reply.params.get("response_type") == "ephemeral"  # mentions shown as names, nobody notified
+
+
+def test_a_flag_typed_with_one_dash_gets_the_two_dash_flag(harness):
+    harness.command("deregister ami-0abc1234def567890 -keep-snapshots")
+    reply = harness.last_reply().text
+    assert "`deregister` has no option `-keep-snapshots`. Did you mean `--keep-snapshots`?" in reply

@@ -80,7 +80,7 @@ def test_usage_message_sections_stay_under_the_limit():
              for n in range(40)]
     message = blocks.usage_message(specs, problem="Unknown subcommand `x`.")
     assert all(len(b["text"]["text"]) <= 3000 for b in message["blocks"] if b["type"] == "section")
-    assert all(f"/ami cmd{n} " in str(message["blocks"]) for n in range(40))
+    assert all(f"`cmd{n}`" in str(message["blocks"]) for n in range(40))
 
 
 def test_confirm_dialog_respects_limits():

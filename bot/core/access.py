@@ -26,6 +26,14 @@ from bot.core.errors import AccessDenied
 
 log = logging.getLogger(__name__)
 
+
+def mentions(ids: Iterable[str], shown: int = 6) -> str:
+    """Who, as Slack shows them: users as <@U…>, user groups as <!subteam^S…>. Slack renders their names; in the
+    ephemeral answers refusals go out as, nobody is notified."""
+    named = [f"<!subteam^{entry}>" if entry.startswith("S") else f"<@{entry}>" for entry in ids]
+    more = f" and {len(named) - shown} more" if len(named) > shown else ""
+    return ", ".join(named[:shown]) + more
+
 class Access:
     def __init__(self, policy, slack: WebClient, ttl: float = 300.0, monotonic: Callable[[], float] = time.monotonic):
         self.policy = policy
@@ -115,8 +123,7 @@ class Access:
             self.check_account(user, account, what)
             return
         if not self.is_operator_anywhere(user):
-            raise AccessDenied(f"Only amibot operators may run `{what}`. Ask an operator, or ask to be added to "
-                               "[access].operators.")
+            raise AccessDenied(f"Only amibot operators may run `{what}`. {self._ask(self.operators())}")
 
     def check_account(self, user: str, account: Account | str | None, what: str) -> None:
         """The rule: the operators of the account an action changes decide (bot/core/authority.py calls this)."""
@@ -124,12 +131,17 @@ class Access:
         if entry is None or entry.operators is None:
             if not self.is_operator(user):
                 where = f" in {entry.label}" if entry is not None else ""
-                raise AccessDenied(f"Only amibot operators may run `{what}`{where}. Ask an operator, or ask to be "
-                                   "added to [access].operators.")
+                raise AccessDenied(f"Only amibot operators may run `{what}`{where}. {self._ask(self.operators())}")
             return
         if not self.is_operator(user, entry):
-            raise AccessDenied(f"Only the operators of {entry.label} may run `{what}` there. Ask one of them, or "
-                               f"ask to be added to the `operators` of its [[accounts]] entry.")
+            raise AccessDenied(f"Only the operators of {entry.label} may run `{what}` there. Its operators: "
+                               f"{mentions(entry.operators)}; ask one of them, or ask to be added to the `operators` "
+                               "of its [[accounts]] entry.")
+
+    @staticmethod
+    def _ask(operators: tuple[str, ...]) -> str:
+        """Who to ask, by name (refusals are only raised when there are operators)."""
+        return f"Operators: {mentions(operators)}; ask one of them, or ask to be added to [access].operators."
 
     def approvers(self, account: Account | str | None = None) -> set[str]:
         return self.expand(self.approver_ids(account))

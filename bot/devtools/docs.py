@@ -16,6 +16,7 @@ from pathlib import Path
 
 from bot.core.accounts import REFERENCE as ACCOUNT_KEYS
 from bot.core.config import SCHEMA
+from bot.core.stages import by_stage
 from bot.slack.subcommands import Registry, Subcommand, flag_doc
 
 REGENERATE = "make docs"  # what every generated page and every failing check tells the reader to run
@@ -40,9 +41,12 @@ def commands_page(registry: Registry) -> str:
              "`/ami <subcommand> --help`) for one subcommand's usage, options and example: the bot answers from the "
              "same declarations as this page. Who may change what, and what needs a second person's approval: "
              "[safety and approvals](safety-and-approvals.md).", "",
-             "| subcommand | what it does | who may run it |", "|---|---|---|"]
-    lines += [f"| [`/ami {spec.name}`](#{slug('/ami ' + spec.name)}) | {table_cell(spec.summary)} "
-              f"| {table_cell(_who(spec))} |" for spec in registry.specs]
+             "The table groups them by the stage of an image's life, as `/ami help` does; the stage's first "
+             "subcommand gives its example there.", "",
+             "| stage | subcommand | what it does | who may run it |", "|---|---|---|---|"]
+    lines += [f"| {table_cell(stage) if index == 0 else ''} | [`/ami {spec.name}`](#{slug('/ami ' + spec.name)}) "
+              f"| {table_cell(spec.summary)} | {table_cell(_who(spec))} |"
+              for stage, members in by_stage(registry.specs) for index, spec in enumerate(members)]
     for spec in registry.specs:
         lines += ["", *_subcommand_section(spec)]
     return "\n".join(lines) + "\n"

@@ -13,6 +13,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from bot.core.stages import by_stage
 from bot.core.text import escape, money, plural  # noqa: F401 (builders import them from here)
 
 MAX_BLOCKS = 50
@@ -205,10 +206,12 @@ def subcommand_help(spec, flags: list[tuple[str, str | None, str]], problem: str
 
 
 def usage_message(specs: list, problem: str | None = None) -> Message:
-    """The help text: every subcommand with one example; `problem` first when there was one."""
+    """The help: the subcommands grouped by the stage of an image's life (find · create & bake · use · share ·
+    retire · watch · audit), each stage with one example (its first subcommand's); `problem` first when there
+    was one. `/ami help <subcommand>` has the rest."""
     # Escaped: Slack would read `<ami-id|name>` as a link even inside backticks.
-    lines = [f"• `{escape(spec.usage)}` — {escape(spec.summary)}\n      e.g. `{escape(spec.example)}`"
-             for spec in specs]
+    lines = [f"*{escape(stage.capitalize())}* {' · '.join(f'`{escape(spec.name)}`' for spec in members)}\n"
+             f"      e.g. `{escape(members[0].example)}`" for stage, members in by_stage(specs)]
     blocks: list[dict] = []
     if problem:
         blocks.append(section(f":warning: {problem}"))
@@ -221,6 +224,7 @@ def usage_message(specs: list, problem: str | None = None) -> Message:
         chunk.append(line)
     if chunk:
         blocks.append(section("\n".join(chunk)))
-    blocks.append(context("Changing commands need an operator; irreversible ones need a second person's approval."))
+    blocks.append(context("`/ami help &lt;subcommand&gt;` explains one, with its options. Changing commands need an "
+                          "operator; irreversible ones need a second person's approval."))
     text = (problem + " " if problem else "") + escape("amibot subcommands: " + ", ".join(s.name for s in specs))
     return mrkdwn_message(text, blocks)

@@ -59,7 +59,8 @@ def image_list(images: list[Image], shown: int, text: str | None, failures: dict
                shares: dict[str, Shares | AwsError], now: datetime, accounts: dict[str, str] | None = None,
                scope: str = "this account", searched: int | None = None) -> Message:
     """`accounts` ({id: short name}): the account column, with more than one account; `scope`: whose images
-    ("this account", "prod (111111111111)", "the 3 accounts"); `searched`: how many account-regions were asked
+    and where, only where checked ("this account in us-east-1", "prod (111111111111) in us-east-1, eu-west-1";
+    bot.services.images.owners_in); `searched`: how many account-regions were asked
     (what could not be read is said first, and "No AMIs" only where something was read). Texts are plain words,
     escaped in the blocks here and in the fallback by `message`."""
     what = f" matching “{text}”" if text else ""
@@ -67,7 +68,7 @@ def image_list(images: list[Image], shown: int, text: str | None, failures: dict
     blocks = [section("\n".join(unchecked_lines(reasons, shown=10)))] if failures else []
     where_checked = " where checked" if failures else ""
     if not images:
-        none = f"No AMIs{what} owned by {scope}{where_checked}."
+        none = f"No AMIs{what} owned by {scope}."  # `scope` names where was checked
         checked_any = searched is None or searched > len(failures)
         body = headline("AMIs", reasons, checked_any, none) if failures else none
         if checked_any:

@@ -23,10 +23,11 @@ from bot.render.blocks import (
 )
 from bot.render.deregister import reference_line, unknown_lines, usage_lines
 from bot.render.findings import counts_text
+from bot.render.unchecked import headline, unchecked_lines
 from bot.services.base_images import Alias, BaseImage
 from bot.services.images import Image
 from bot.services.references import Usage
-from bot.services.versions import FamilyVersions, Promotion, Rollback, Version
+from bot.services.versions import Families, FamilyVersions, Promotion, Rollback, Version
 
 LAUNCH_ACTION, SHARE_ACTION = "image.launch", "image.share"
 NO_REBOOT_NOTE = ("Taken *without a reboot*: the instance kept running, so file systems were not quiesced and "
@@ -204,6 +205,34 @@ def versions(family: FamilyVersions, now: datetime, shown: int = 25, findings: d
         reason = next(iter(findings.values())).error or "not read"
         blocks.append(context(f":grey_question: Vulnerabilities: unknown — {escape(reason)}"))
     return message(f"{family.family}: {count} version{'s' if count != 1 else ''}", blocks)
+
+
+def families(found: Families, now: datetime, shown: int = 40) -> Message:
+    """`/ami versions` without a family: the families, each with its versions, what is promoted, and the
+    command that lists it (what could not be read is said first)."""
+    reasons = {where: error.message for where, error in found.failures.items()}
+    blocks = [section("\n".join(unchecked_lines(reasons, shown=10)))] if reasons else []
+    count = len(found.families)
+    if not count:
+        body = f"No image families: no AMIs owned by {found.looked}."
+        blocks.append(section(escape(body)))
+        blocks.append(context("`/ami create` or `/ami base --copy` starts one; `/ami help create` says how."))
+        return message(headline("Families", reasons, True, body) if reasons else body, blocks)
+    body = f"{count} image famil{'ies' if count != 1 else 'y'} owned by {found.looked}"
+    blocks.append(section(f"*{escape(body)}*"))
+    rows = []
+    for family in found.families[:shown]:
+        versions = f"{family.versions} version{'s' if family.versions != 1 else ''}"
+        current = f" · current {', '.join(escape(label) for label in family.current)}" if family.current else ""
+        rows.append(f"*{escape(family.family)}* · {versions}{current} · newest {age(family.newest, now)} · "
+                    f"{code('/ami versions ' + family.family)}")
+    for start in range(0, len(rows), 10):
+        blocks.append(section("\n".join(rows[start:start + 10])))
+    if count > shown:
+        blocks.append(context(f"…and {count - shown} more. `/ami list <text>` narrows the images down."))
+    blocks.append(context("`/ami versions &lt;family&gt;` lists a family's versions, newest first; "
+                          "`/ami promote &lt;ami-id&gt;` makes one current."))
+    return message(headline("Families", reasons, True, body) if reasons else body, blocks)
 
 
 def promoted(result: Promotion, user: str) -> Message:

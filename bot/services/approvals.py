@@ -29,6 +29,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from bot.core import authority
+from bot.core.access import mentions
 from bot.core.accounts import Account
 from bot.core.errors import AccessDenied, AmibotError, NotFound
 from bot.durable import anchors, audit, jobs, outbox
@@ -313,7 +314,7 @@ def _approver_label(ctx, request: Request | None = None) -> str:
         if not ctx.access.operators(account):
             return "anyone but the requester"
         return f"an operator{where} other than the requester"
-    return ", ".join(f"<!subteam^{entry}>" if entry.startswith("S") else f"<@{entry}>" for entry in configured)
+    return mentions(configured, shown=len(configured))
 
 
 def may_approve(ctx, user: str, request: Request | None = None) -> bool:

@@ -232,6 +232,24 @@ def list_images(aws: Aws, family_tag: str, text: str | None = None, regions: lis
     return images, failures
 
 
+def owners_in(targets: list, shown: int = 5) -> str:
+    """Whose images were looked for, and where, for "No AMIs owned by …" lines: "this account in us-east-1,
+    eu-west-1"; with accounts, each one named: "prod (111111111111), staging (222222222222) in us-east-1" (the
+    regions per account when they differ; past `shown` accounts, how many more)."""
+    regions: dict[str, list[str]] = {}
+    for target in targets:
+        regions.setdefault(target.account.label if target.account.id else "", []).append(target.region)
+    if not regions:
+        return "no account or region"
+    if list(regions) == [""]:
+        return f"this account in {', '.join(dict.fromkeys(regions['']))}"
+    labels = list(regions)
+    more = f" and {len(labels) - shown} more accounts" if len(labels) > shown else ""
+    if len({tuple(found) for found in regions.values()}) == 1:
+        return f"{', '.join(labels[:shown])}{more} in {', '.join(regions[labels[0]])}"
+    return "; ".join(f"{label} in {', '.join(regions[label])}" for label in labels[:shown]) + more
+
+
 def find_images(aws: Aws, ref: str, family_tag: str, regions: list[str] | None = None,
                 accounts: list | None = None) -> list[Image]:
     """Images by id or exact name across every managed account and region (a name may match several; an id is

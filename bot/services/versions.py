@@ -30,7 +30,7 @@ from bot.core.accounts import Account
 from bot.core.errors import AmibotError, AwsError, NotFound, PolicyViolation
 from bot.core.text import escape
 from bot.services.blast_radius import AccountUsage, split_shares
-from bot.services.images import Image, Shares, describe_own_images, shares_of_many
+from bot.services.images import Image, Shares, describe_own_images, list_images, owners_in, shares_of_many
 from bot.services.references import Usage, scan
 
 if TYPE_CHECKING:  # only for annotations
@@ -119,6 +119,46 @@ def family_images(aws: Aws, family: str, family_tag: str, regions: list[str] | N
         else:
             images += [image for image in result if image.family == family]
     return images, failures
+
+
+@dataclass
+class FamilySummary:
+    family: str
+    versions: int  # distinct versions: a copy in another region is the same version
+    images: int
+    current: list[str]  # the promoted versions' labels (a family is promoted per account and region)
+    newest: datetime | None
+
+
+@dataclass
+class Families:
+    families: list[FamilySummary]
+    failures: dict[str, AwsError]
+    looked: str  # whose images, where (only where checked): "this account in us-east-1, eu-west-1"
+    searched: int  # account-regions asked
+
+
+def families(ctx: ServiceContext, region: str | None = None, accounts: list | None = None) -> Families:
+    """`/ami versions` without a family: every family (the [digest].family_tag tag, else the name without its
+    version) of the managed accounts' own images, by name, with its versions and the promoted ones."""
+    regions = [region] if region else None
+    images, failures = list_images(ctx.aws, ctx.policy.digest.family_tag, regions=regions, accounts=accounts)
+    targets = ctx.aws.targets(accounts, regions)
+    if failures and len(failures) >= len(targets):
+        raise next(iter(failures.values()))
+    grouped: dict[str, list[Image]] = defaultdict(list)
+    for image in images:
+        if image.family:
+            grouped[image.family].append(image)
+    summaries = []
+    for name in sorted(grouped, key=str.lower):
+        versions = ordered_versions(grouped[name])
+        summaries.append(FamilySummary(
+            name, len({version.label for version in versions}), len(versions),
+            list(dict.fromkeys(version.label for version in versions if version.current)),
+            max((image.created for image in grouped[name] if image.created), default=None)))
+    checked = [target for target in targets if target.label not in failures]
+    return Families(summaries, failures, owners_in(checked), len(targets))
 
 
 def _launchable(image: Image, now: datetime) -> bool:

@@ -18,12 +18,14 @@ from typing import Any
 from bot.core import regions
 from bot.core.errors import UsageError
 from bot.core.ids import ACCOUNT_ID, AMI_ID, INSTANCE_ID, REGION_NAME, SNAPSHOT_ID  # noqa: F401 (the parser's, too)
+from bot.core.stages import STAGES, by_stage  # noqa: F401 (declared here, grouped there)
 
 MAX_TEXT = 2000  # a slash command's text is capped by Slack at a few KB; real commands are short
 
 # Slack clients "smarten" what people type: quotes become curly, "--" becomes an em or en dash.
 SMART = str.maketrans({"\u201c": '"', "\u201d": '"', "\u2018": "'", "\u2019": "'"})
 DASHED_FLAG = re.compile(r"(^|\s)[\u2014\u2013](?=[a-z])")
+SINGLE_DASH = re.compile(r"-[a-z][a-z-]*$")
 
 
 # Flag values checked by the parser itself, by metavar: every `--region R` is validated in one place, against
@@ -97,6 +99,7 @@ class Subcommand:
     example: str
     args: tuple[Arg, ...] = ()
     flags: dict[str, str | None] = field(default_factory=dict)  # "--region": "R" takes a value, None: boolean
+    stage: str = ""  # one of STAGES: where `/ami help` lists it (the first of a stage gives the stage's example)
     changing: bool = False  # changes AWS state: operators only, allowed channels only
     aws: bool = True  # False: needs no AWS at all, so it runs on the jobs' quick lane and answers at once
     aliases: tuple[str, ...] = ()
@@ -149,6 +152,9 @@ class Registry:
     @property
     def specs(self) -> list[Subcommand]:
         return list(self._specs.values())
+
+    def by_stage(self) -> list[tuple[str, list[Subcommand]]]:
+        return by_stage(self.specs)
 
     def runner(self, name: str) -> Runner:
         return self._runners[name]
@@ -203,7 +209,7 @@ def unknown_subcommand(registry: Registry, word: str) -> UsageError:
                           usage=usage_of(spec) if spec else None)
     names = ", ".join(spec.name for spec in registry.specs)
     return UsageError(f"Unknown subcommand `{_shorten(word)}`. Subcommands: {names}.",
-                      usage="`/ami help <subcommand>` explains one, with its options and an example.")
+                      usage="`/ami help &lt;subcommand&gt;` explains one, with its options and an example.")
 
 
 def help_topic(registry: Registry, text: str) -> Subcommand | None:
@@ -235,7 +241,8 @@ def parse_words(spec: Subcommand, words: list[str], text: str = "") -> Invocatio
         if word.startswith("--"):
             name, _, inline = word.partition("=")
             if name not in spec.flags:
-                raise UsageError(f"`{spec.name}` has no option `{_shorten(name)}`.", usage=usage_of(spec))
+                raise UsageError(f"`{spec.name}` has no option `{_shorten(name)}`.{_did_you_mean(spec, name)}",
+                                 usage=usage_of(spec))
             key = name.lstrip("-").replace("-", "_")
             if spec.flags[name] is None:
                 flags[key] = True
@@ -250,10 +257,21 @@ def parse_words(spec: Subcommand, words: list[str], text: str = "") -> Invocatio
                 if problem:
                     raise UsageError(problem if problem.endswith(("?", ".")) else f"{problem}.", usage=usage_of(spec))
                 flags[key] = inline
+        elif SINGLE_DASH.match(word) and _did_you_mean(spec, word):  # `-region`: a flag with one dash, not a value
+            raise UsageError(f"`{spec.name}` has no option `{_shorten(word)}`.{_did_you_mean(spec, word)}",
+                             usage=usage_of(spec))
         else:
             positionals.append(word)
         index += 1
     return Invocation(spec, _bind(spec, positionals), flags, text)
+
+
+def _did_you_mean(spec: Subcommand, name: str) -> str:
+    """" Did you mean `--keep-snapshots`?" for the closest flag *this* subcommand declares; "" when none is close.
+    Compared without the dashes, which every flag shares and which would make anything look close."""
+    declared = {flag.lstrip("-"): flag for flag in spec.flags}
+    close = difflib.get_close_matches(name.lstrip("-").lower(), list(declared), n=1, cutoff=0.6)
+    return f" Did you mean `{declared[close[0]]}`?" if close else ""
 
 
 def _bind(spec: Subcommand, words: list[str]) -> dict[str, Any]:

@@ -16,9 +16,11 @@ from bot.slack import delivery_keys
 from bot.slack.dispatch import JOB_KIND, help_message, payload_of
 from bot.slack.subcommands import Registry, parse
 
-# Help lists subcommands in this order; modules not named here follow alphabetically.
-ORDER = ["list", "show", "launch", "share", "copy", "create", "register", "base", "versions", "promote", "stages",
-         "deregister", "requests", "audit", "digest"]
+# The registry (and docs/commands.md) lists subcommands in this order, the stages' order (bot/core/stages.py): the
+# first subcommand of each stage gives the stage's example in `/ami help`. Modules not named here follow
+# alphabetically.
+ORDER = ["list", "show", "versions", "create", "register", "base", "copy", "launch", "promote", "share", "stages",
+         "deregister", "restore", "recycle_bin", "drift", "digest", "allowed", "audit", "requests"]
 
 
 def _subcommand_modules():

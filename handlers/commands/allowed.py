@@ -7,7 +7,7 @@ from bot.services.allowed import settings
 from bot.slack.subcommands import Subcommand
 
 SPEC = Subcommand(
-    name="allowed", summary="the account's Allowed AMIs state and criteria per region",
+    name="allowed", stage="watch", summary="the account's Allowed AMIs state and criteria per region",
     usage="/ami allowed [--region R] [--account NAME]", example="/ami allowed --region eu-west-1",
     flags={"--region": "R", "--account": "NAME"})
 

@@ -11,7 +11,8 @@ from bot.slack.subcommands import Arg, Subcommand
 from handlers.actions.image_buttons import announce
 
 SPEC = Subcommand(
-    name="base", summary="AWS's current base images (al2023, ubuntu-24.04, windows-2022…); --copy starts a family",
+    name="base", stage="create & bake",
+    summary="AWS's current base images (al2023, ubuntu-24.04, windows-2022…); --copy starts a family",
     usage="/ami base [alias] [--region R] [--copy <name> --family F [--version V]] [--account A]",
     example="/ami base al2023 --copy web-base-2025-06 --family web",
     args=(Arg("alias", required=False),),

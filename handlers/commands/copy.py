@@ -16,7 +16,7 @@ from bot.slack.subcommands import AMI_ID, Arg, Subcommand
 from handlers.actions.image_buttons import announce
 
 SPEC = Subcommand(
-    name="copy", summary="copy an AMI into another region, tags carried, optionally encrypted",
+    name="copy", stage="create & bake", summary="copy an AMI into another region, tags carried, optionally encrypted",
     usage="/ami copy <ami-id> <region> [--name N] [--encrypt [--kms-key K]] [--source-region R] [--force]",
     example="/ami copy ami-0abc1234def567890 eu-west-2 --encrypt",
     args=(Arg("ami-id", pattern=AMI_ID, hint="e.g. ami-0abc1234def567890"),

@@ -8,7 +8,7 @@ from bot.slack.subcommands import INSTANCE_ID, Arg, Subcommand
 from handlers.actions.image_buttons import announce
 
 SPEC = Subcommand(
-    name="create", summary="bake an AMI from an instance (no reboot unless --reboot)",
+    name="create", stage="create & bake", summary="bake an AMI from an instance (no reboot unless --reboot)",
     usage="/ami create <instance-id> <name> [--family F] [--version V] [--reboot] [--account A]",
     example="/ami create i-0abc1234def567890 web-2025-06-01 --family web --version 42",
     args=(Arg("instance", pattern=INSTANCE_ID, hint="an instance id like i-0abc1234def567890"),

@@ -9,7 +9,8 @@ from bot.services.deregister import InUse, request_deregistration
 from bot.slack.subcommands import AMI_ID, Arg, Subcommand
 
 SPEC = Subcommand(
-    name="deregister", summary="retire an image for good, after a second person approves (snapshots cleaned up)",
+    name="deregister", stage="retire",
+    summary="retire an image for good, after a second person approves (snapshots cleaned up)",
     usage="/ami deregister <ami-id> [--keep-snapshots] [--force] [--region R] [--account NAME]",
     example="/ami deregister ami-0abc1234def567890",
     args=(Arg("ami-id", pattern=AMI_ID, hint="e.g. ami-0abc1234def567890"),),

@@ -6,7 +6,8 @@ from bot.slack import post_digest
 from bot.slack.subcommands import Subcommand
 
 SPEC = Subcommand(
-    name="digest", summary="post the digest of stale images and orphaned snapshots, with their cost, here now",
+    name="digest", stage="watch",
+    summary="post the digest of stale images and orphaned snapshots, with their cost, here now",
     usage="/ami digest", example="/ami digest")
 
 

@@ -7,7 +7,7 @@ from bot.services.drift import drift, org_drift, retired_names
 from bot.slack.subcommands import Arg, Subcommand
 
 SPEC = Subcommand(
-    name="drift", summary="instances behind their family's current version (or on retired images)",
+    name="drift", stage="watch", summary="instances behind their family's current version (or on retired images)",
     usage="/ami drift [family] [--region R] [--account NAME]", example="/ami drift web",
     args=(Arg("family", required=False, rest=True),), flags={"--region": "R", "--account": "NAME"})
 

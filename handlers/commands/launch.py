@@ -24,7 +24,8 @@ from handlers.views.launch import open_launch_modal
 log = logging.getLogger(__name__)
 
 SPEC = Subcommand(
-    name="launch", summary="launch instances from an AMI, an image name or a family (no arguments: a form)",
+    name="launch", stage="use",
+    summary="launch instances from an AMI, an image name or a family (no arguments: a form)",
     usage="/ami launch [<ami-id|name|family> [instance-type] [count]] [--name N] [--subnet S] [--region R] "
           "[--account A] [--force]",
     example="/ami launch web t3.small 2 --name web-canary",

@@ -1,13 +1,13 @@
 """`/ami list [text] [--region R] [--account A]`: the managed accounts' own AMIs, newest first."""
 
 from bot.render.images import image_list
-from bot.services.images import account_labels, accounts_named, list_images, shares_of_many
+from bot.services.images import account_labels, accounts_named, list_images, owners_in, shares_of_many
 from bot.slack.subcommands import Arg, Subcommand
 
 SHOWN = 20
 
 SPEC = Subcommand(
-    name="list", summary="your AMIs across the configured regions (and accounts), newest first",
+    name="list", stage="find", summary="your AMIs across the configured regions (and accounts), newest first",
     usage="/ami list [text] [--region R] [--account A]", example="/ami list web --region eu-west-1",
     args=(Arg("text", required=False, rest=True),), flags={"--region": "R", "--account": "A"}, aliases=("ls",))
 
@@ -18,12 +18,7 @@ def run(call):
     regions = [region] if region else None
     images, failures = list_images(ctx.aws, ctx.policy.digest.family_tag, call.args["text"], regions, accounts)
     shares = shares_of_many(ctx.aws, images[:SHOWN])
+    targets = ctx.aws.targets(accounts, regions)
+    checked = [target for target in targets if target.label not in failures]  # the "No AMIs" line names these
     return image_list(images, SHOWN, call.args["text"], failures, shares, ctx.clock(), account_labels(ctx.aws),
-                      scope_of(ctx.aws, accounts), searched=len(ctx.aws.targets(accounts, regions)))
-
-
-def scope_of(aws, accounts) -> str:
-    """Whose images a listing covers, for its "No AMIs owned by …" line."""
-    if accounts:
-        return accounts[0].label
-    return f"the {len(aws.accounts)} accounts" if aws.many else "this account"
+                      owners_in(checked), searched=len(targets))

@@ -14,13 +14,14 @@ from bot.services.versions import promote, rollback, rollback_place
 from bot.slack.subcommands import AMI_ID, Arg, Subcommand
 
 PROMOTE = Subcommand(
-    name="promote", summary="make an AMI its family's current version (tag + SSM parameter /amibot/<family>/current)",
+    name="promote", stage="use",
+    summary="make an AMI its family's current version (tag + SSM parameter /amibot/<family>/current)",
     usage="/ami promote <ami-id> [--force]", example="/ami promote ami-0abc1234def567890",
     args=(Arg("image", pattern=AMI_ID, hint="an AMI id like ami-0abc1234def567890"),), flags={"--force": None},
     changing=True)
 
 ROLLBACK = Subcommand(
-    name="rollback", summary="point a family's current version back at the one promoted before",
+    name="rollback", stage="use", summary="point a family's current version back at the one promoted before",
     usage="/ami rollback <family> [--region R] [--account A]", example="/ami rollback web",
     args=(Arg("family", rest=True),), flags={"--region": "R", "--account": "A"}, changing=True)
 

@@ -12,7 +12,8 @@ from bot.services import recycle_bin as service
 from bot.slack.subcommands import Arg, Subcommand
 
 SPEC = Subcommand(
-    name="recycle-bin", summary="the Recycle Bin: retention rules, images in the bin and when they leave; `enable`",
+    name="recycle-bin", stage="retire",
+    summary="the Recycle Bin: retention rules, images in the bin and when they leave; `enable`",
     usage="/ami recycle-bin [enable [--days N] [--tag K=V]] [--region R] [--account NAME]",
     example="/ami recycle-bin enable --days 14",
     args=(Arg("action", required=False, hint="nothing, or enable"),),

@@ -17,7 +17,7 @@ from bot.slack.subcommands import SNAPSHOT_ID, Arg, Subcommand
 from handlers.actions.image_buttons import announce
 
 SPEC = Subcommand(
-    name="register", summary="register an AMI from one of your EBS snapshots",
+    name="register", stage="create & bake", summary="register an AMI from one of your EBS snapshots",
     usage="/ami register <snapshot-id> <name> [--arch x86_64|arm64] [--boot-mode uefi|legacy-bios] [--family F] "
           "[--version V] [--account A]",
     example="/ami register snap-0abc1234def567890 web-from-snap --arch arm64 --family web",

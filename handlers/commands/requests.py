@@ -7,7 +7,7 @@ from bot.render.approvals import requests_list
 from bot.services import approvals
 from bot.slack.subcommands import Subcommand
 
-SPEC = Subcommand(name="requests", summary="open approval requests, with links", usage="/ami requests",
+SPEC = Subcommand(name="requests", stage="audit", summary="open approval requests, with links", usage="/ami requests",
                   example="/ami requests", aliases=("pending",), aws=False)
 
 _FETCHING = threading.Lock()

@@ -11,7 +11,7 @@ from bot.services.images import find_image
 from bot.slack.subcommands import AMI_ID, Arg, Subcommand
 
 SPEC = Subcommand(
-    name="restore", summary="restore a deregistered AMI (and its snapshots) from the Recycle Bin",
+    name="restore", stage="retire", summary="restore a deregistered AMI (and its snapshots) from the Recycle Bin",
     usage="/ami restore <ami-id> [--region R] [--account NAME]", example="/ami restore ami-0abc1234def567890",
     args=(Arg("ami-id", pattern=AMI_ID, hint="e.g. ami-0abc1234def567890"),),
     flags={"--region": "R", "--account": "NAME"}, changing=True, resumable=True)

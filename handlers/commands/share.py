@@ -16,14 +16,14 @@ from bot.slack.subcommands import AMI_ID, Arg, Subcommand
 TARGET = Arg("target", hint="a 12-digit account id, a managed account's name, org:<ARN>, ou:<ARN> or public")
 
 SHARE = Subcommand(
-    name="share", summary="let another account, organisation or OU launch (and copy) an AMI",
+    name="share", stage="share", summary="let another account, organisation or OU launch (and copy) an AMI",
     usage="/ami share <ami-id> <account-id|account name|org:ARN|ou:ARN|public> [--region R]",
     example="/ami share ami-0abc1234def567890 123456789012",
     args=(Arg("ami-id", pattern=AMI_ID, hint="e.g. ami-0abc1234def567890"), TARGET),
     flags={"--region": "R"}, changing=True)
 
 UNSHARE = Subcommand(
-    name="unshare", summary="take back a share: launch and snapshot permissions at once",
+    name="unshare", stage="share", summary="take back a share: launch and snapshot permissions at once",
     usage="/ami unshare <ami-id> <account-id|account name|org:ARN|ou:ARN|public> [--region R]",
     example="/ami unshare ami-0abc1234def567890 123456789012",
     args=(Arg("ami-id", pattern=AMI_ID, hint="e.g. ami-0abc1234def567890"), TARGET),

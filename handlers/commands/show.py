@@ -1,15 +1,19 @@
 """`/ami show <ami-id|name>`: one AMI in full, with what uses it and who may launch it."""
 
+from bot.core.errors import NotFound
+from bot.core.ids import AMI_ID
+from bot.core.text import escape
 from bot.render.findings import findings_blocks
 from bot.render.images import image_choices, image_detail
 from bot.services.blast_radius import use_in_every_account
 from bot.services.findings import findings_of
 from bot.services.images import account_labels, accounts_named, find_images, shares_of
 from bot.services.references import scan
+from bot.services.versions import family_images
 from bot.slack.subcommands import Arg, Subcommand
 
 SPEC = Subcommand(
-    name="show", summary="one AMI in full: devices, tags, shares, what uses it",
+    name="show", stage="find", summary="one AMI in full: devices, tags, shares, what uses it",
     usage="/ami show <ami-id|name> [--account A]", example="/ami show ami-0abc1234def567890",
     args=(Arg("image", rest=True),), flags={"--account": "A"}, aliases=("describe", "info"))
 
@@ -17,7 +21,10 @@ SPEC = Subcommand(
 def run(call):
     ctx = call.ctx
     accounts = accounts_named(ctx.aws, call.flags["account"])
-    images = find_images(ctx.aws, call.args["image"], ctx.policy.digest.family_tag, accounts=accounts)
+    try:
+        images = find_images(ctx.aws, call.args["image"], ctx.policy.digest.family_tag, accounts=accounts)
+    except NotFound as missing:
+        raise _pointed_at_family(ctx, call.args["image"], accounts, missing) from None
     if len(images) > 1:
         return image_choices(call.args["image"], images, ctx.clock(), account_labels(ctx.aws))
     image = images[0]
@@ -32,3 +39,14 @@ def run(call):
                            elsewhere)
     message["blocks"] += findings_blocks(findings_of(owner, image))
     return message
+
+
+def _pointed_at_family(ctx, ref: str, accounts, missing: NotFound) -> NotFound:
+    """No image has that name, but it may be a family's (`/ami show web`): say where its versions are."""
+    if AMI_ID.match(ref):
+        return missing
+    found, _ = family_images(ctx.aws, ref, ctx.policy.digest.family_tag, accounts=accounts)
+    if not found:
+        return missing
+    return NotFound(f"{missing.message}. `{escape(ref)}` is an image family: `/ami versions {escape(ref)}` lists its "
+                    "versions.")

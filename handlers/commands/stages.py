@@ -17,7 +17,7 @@ IMAGE = Arg("image", pattern=AMI_ID, hint="an AMI id like ami-0abc1234def567890"
 
 
 def _spec(name: str, summary: str, example_tail: str = "", usage_tail: str = "", **kwargs) -> Subcommand:
-    return Subcommand(name=name, summary=summary, usage=f"/ami {name} <ami-id>{usage_tail}",
+    return Subcommand(name=name, stage="retire", summary=summary, usage=f"/ami {name} <ami-id>{usage_tail}",
                       example=f"/ami {name} ami-0abc1234def567890{example_tail}", changing=True, **kwargs)
 
 
