@@ -34,6 +34,7 @@ def mentions(ids: Iterable[str], shown: int = 6) -> str:
     more = f" and {len(named) - shown} more" if len(named) > shown else ""
     return ", ".join(named[:shown]) + more
 
+
 class Access:
     def __init__(self, policy, slack: WebClient, ttl: float = 300.0, monotonic: Callable[[], float] = time.monotonic):
         self.policy = policy
