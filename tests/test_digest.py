@@ -11,6 +11,8 @@ import threading
 from datetime import UTC, datetime, timedelta
 
 import boto3
+import botocore.client
+import botocore.exceptions
 import pytest
 from botocore.stub import ANY, Stubber
 
@@ -402,3 +404,23 @@ def test_cli_posts_to_the_digest_channel(aws, world, cli_env, fake_slack, monkey
     assert cli.main(["digest"]) == 0
     [post] = fake_slack.calls_to("chat.postMessage")
     assert post.params["channel"] == "C0DIGEST" and world["stale"] in post.text
+
+
+def test_cli_dry_run_with_a_region_not_checked_is_never_all_clean(aws, cli_env, monkeypatch, capsys):
+    """Nothing stale where it could look, and eu-west-1 refused: the terminal says first what was not checked,
+    and "all clean" only where checked — as the Slack digest does."""
+    real_call = botocore.client.BaseClient._make_api_call
+
+    def refuse_eu(client, operation, params):
+        if client.meta.region_name == "eu-west-1":
+            raise botocore.exceptions.ClientError(
+                {"Error": {"Code": "UnauthorizedOperation", "Message": "not for you"}}, operation)
+        return real_call(client, operation, params)
+
+    monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", refuse_eu)
+    assert cli.main(["digest", "--dry-run"]) == 1  # documented: a region that could not be checked
+    table = capsys.readouterr().out
+    assert "eu-west-1" in table and "not checked" in table
+    assert "All clean: nothing stale" not in table
+    summary = table.strip().splitlines()[-1]
+    assert summary.startswith("Not checked: eu-west-1") and "all clean where checked" in summary.lower()

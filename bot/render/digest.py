@@ -443,6 +443,16 @@ def as_json(findings: Findings, day: str, calls: dict[str, int] | None = None) -
     return out.getvalue()
 
 
+def _clean_line(findings: Findings) -> str:
+    """Nothing found: "all clean" only where checked, what was not checked named first (as in Slack)."""
+    unchecked = not_checked(findings)
+    if not unchecked:
+        return "All clean: nothing stale, nothing orphaned."
+    if all(region.error for region in findings.regions):
+        return f"Not checked: {unchecked_names(unchecked)}. No region could be checked: nothing is known to be clean."
+    return f"Not checked: {unchecked_names(unchecked)}. All clean where checked: nothing stale, nothing orphaned."
+
+
 def write_table(findings: Findings, day: str, stream: TextIO) -> None:
     many = findings.many
 
@@ -466,7 +476,7 @@ def write_table(findings: Findings, day: str, stream: TextIO) -> None:
                  f"{sum(r.stale_gb for r in findings.regions):>10,}{sum(len(r.orphans) for r in findings.regions):>9,}"
                  f"{sum(r.orphan_gb for r in findings.regions):>10,}{findings.monthly_cost:>12,.2f}\n")
     if findings.clean:
-        stream.write("\nAll clean: nothing stale, nothing orphaned.\n")
+        stream.write("\n" + _clean_line(findings) + "\n")
         return
     stream.write(f"\n{account('ACCOUNT')}{'KIND':<9}{'REGION':<16}{'ID':<24}{'GiB':>6}{'$/MONTH':>10}{'AGE':>7}"
                  "  NAME / NOTE\n")
