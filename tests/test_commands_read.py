@@ -96,6 +96,20 @@ def test_show_by_name_lists_when_several_match(harness, aws):
     assert "2 AMIs are named" in text
 
 
+def test_the_choices_say_what_list_says_about_sharing(harness, aws):
+    """One truth per number: an image shared with one account is "shared (1)" in the ambiguity list as in
+    `/ami list` — never "private" because the choices did not look."""
+    shared = seed.image(aws, "twin")
+    seed.image(aws, "twin", region="eu-west-1")
+    aws.client("ec2", "us-east-1").modify_image_attribute(ImageId=shared,
+                                                          LaunchPermission={"Add": [{"UserId": "210987654321"}]})
+    harness.command("list twin")
+    listed = next(line for line in harness.last_reply().text.splitlines() if shared in line)
+    harness.command("show twin")
+    chosen = next(line for line in harness.last_reply().text.splitlines() if shared in line)
+    assert "shared (1)" in listed and "shared (1)" in chosen and "private" not in chosen
+
+
 def test_show_unknown_image_says_so(harness, aws):
     harness.command("show ami-0123456789abcdef0")
     assert "AMI ami-0123456789abcdef0 not found in us-east-1, eu-west-1" in harness.last_reply().text

@@ -25,6 +25,7 @@ from bot.services.blast_radius import AccountUsage
 from bot.services.images import Image, Shares
 from bot.services.references import AMIBOT, Usage, nothing_found
 
+CHOICES_SHOWN = 20  # the images an ambiguous name lists (their shares are looked up: one call each)
 STATE_ICONS = {"available": ":large_green_circle:", "pending": ":hourglass_flowing_sand:",
                "disabled": ":no_entry_sign:", "failed": ":red_circle:", "deregistered": ":wastebasket:"}
 
@@ -35,9 +36,9 @@ def sharing_label(image: Image, shares: Shares | AwsError | None) -> str:
     if isinstance(shares, Shares) and shares.any:
         count = len(shares.accounts) + len(shares.organizations) + len(shares.organizational_units)
         return f":handshake: shared ({count})"
-    if isinstance(shares, AwsError):
-        return "sharing unknown"
-    return "private"
+    if isinstance(shares, Shares):
+        return "private"
+    return "sharing unknown"  # an error, or not looked up: never "private" for what was not checked
 
 
 def image_row(image: Image, shares: Shares | AwsError | None, now: datetime, accounts: dict[str, str] | None = None
@@ -87,13 +88,15 @@ def image_list(images: list[Image], shown: int, text: str | None, failures: dict
     return message(body, blocks)
 
 
-def image_choices(ref: str, images: list[Image], now: datetime, accounts: dict[str, str] | None = None) -> Message:
-    """A name several images have: each one (with its account when there are many), to pick by id."""
+def image_choices(ref: str, images: list[Image], now: datetime, accounts: dict[str, str] | None = None,
+                  shares: dict[str, Shares | AwsError] | None = None) -> Message:
+    """A name several images have: each one (with its account when there are many), to pick by id, and who may
+    launch it as `/ami list` says (`shares`, looked up for the images shown)."""
     body = f"{len(images)} AMIs are named “{ref}”; pick one by id:"  # plain words, escaped in the block too
     if accounts and len({image.account for image in images}) > 1:
         named = ", ".join(dict.fromkeys(accounts.get(image.account, image.account) for image in images))
         body = f"{len(images)} AMIs in accounts {named} are named “{ref}”; pick one by id:"
-    rows = [image_row(image, None, now, accounts) for image in images[:20]]
+    rows = [image_row(image, (shares or {}).get(image.id), now, accounts) for image in images[:CHOICES_SHOWN]]
     return message(body, [section(escape(body)), section("\n".join(rows))])
 
 

@@ -4,10 +4,10 @@ from bot.core.errors import NotFound
 from bot.core.ids import AMI_ID
 from bot.core.text import escape
 from bot.render.findings import findings_blocks
-from bot.render.images import image_choices, image_detail
+from bot.render.images import CHOICES_SHOWN, image_choices, image_detail
 from bot.services.blast_radius import use_in_every_account
 from bot.services.findings import findings_of
-from bot.services.images import account_labels, accounts_named, find_images, shares_of
+from bot.services.images import account_labels, accounts_named, find_images, shares_of, shares_of_many
 from bot.services.references import scan
 from bot.services.versions import family_images
 from bot.slack.subcommands import Arg, Subcommand
@@ -26,7 +26,9 @@ def run(call):
     except NotFound as missing:
         raise _pointed_at_family(ctx, call.args["image"], accounts, missing) from None
     if len(images) > 1:
-        return image_choices(call.args["image"], images, ctx.clock(), account_labels(ctx.aws))
+        shown = images[:CHOICES_SHOWN]
+        return image_choices(call.args["image"], images, ctx.clock(), account_labels(ctx.aws),
+                             shares_of_many(ctx.aws, shown))
     image = images[0]
     owner = ctx.aws.of(image.account)  # an id is found in whichever account owns it; all else is looked up there
     call.audit_detail = {"image": image.id, "region": image.region, "account": image.account}
