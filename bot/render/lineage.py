@@ -20,7 +20,7 @@ def by(bake: Bake | None) -> str:
     if bake.mechanism == "bake":
         return f" by bake {escape(bake.name)}"
     name = code(bake.name) if bake.mechanism == "instance" else escape(bake.name)
-    return f" by {bake.mechanism} {name}"
+    return f" by {escape(bake.mechanism)} {name}"
 
 
 def _day(moment: datetime | None) -> str:
@@ -42,10 +42,10 @@ def origin_line(image: Image, origin: Origin) -> str | None:
         lines.append(f"{verb} {_named(origin.source, origin.source_id)}{by(origin.bake)} on {_day(image.created)}")
     if origin.children:
         plural = "s" if origin.children != 1 else ""
-        lines.append(f"{origin.children} known descendant{plural} baked from it in {image.region} "
-                     f"(`/ami lineage {image.id}` lists them)")
+        lines.append(f"{origin.children} known descendant{plural} baked from it in {escape(image.region)} "
+                     f"(`/ami lineage {escape(image.id)}` lists them)")
     elif origin.children is None and origin.source_id:
-        lines.append(f"descendants: unknown (images in {image.region} could not be read)")
+        lines.append(f"descendants: unknown (images in {escape(image.region)} could not be read)")
     return "\n".join(lines) if lines else None
 
 
@@ -53,13 +53,13 @@ def _ancestor_line(number: int, ancestor: Ancestor) -> str:
     parts = [f"{number}. {_named(ancestor.image, ancestor.image_id)}"]
     if ancestor.version:
         parts.append(f"v{escape(ancestor.version)}")
-    parts.append(ancestor.region)
+    parts.append(escape(ancestor.region))
     if ancestor.created:
         parts.append(f"created {_day(ancestor.created)}")
     if ancestor.owner_alias:
         parts.append(f"owner {escape(ancestor.owner_alias)}")
     line = " · ".join(parts)
-    return line + f"{by(ancestor.bake)} · known from {HOW.get(ancestor.how, ancestor.how)}"
+    return line + f"{by(ancestor.bake)} · known from {escape(HOW.get(ancestor.how, ancestor.how))}"
 
 
 def _end(lineage: Lineage) -> str:
@@ -82,7 +82,7 @@ def lineage_message(lineage: Lineage) -> Message:
     image = lineage.image
     title = image.name or image.id
     blocks = [header(f"Lineage of {title}")]
-    made = f"{_named(image, image.id)} · {image.region}"
+    made = f"{_named(image, image.id)} · {escape(image.region)}"
     if image.version:
         made += f" · v{escape(image.version)}"
     made += f" · created {_day(image.created)}{by(lineage.bake)}"
@@ -109,7 +109,7 @@ def _descendants(lineage: Lineage) -> str:
     lines = []
     for depth, image in lineage.descendants[:DESCENDANTS_SHOWN]:
         version = f" · v{escape(image.version)}" if image.version else ""
-        lines.append(f"{'    ' * (depth - 1)}• {_named(image, image.id)} · {image.region}{version} · "
+        lines.append(f"{'    ' * (depth - 1)}• {_named(image, image.id)} · {escape(image.region)}{version} · "
                      f"created {_day(image.created)}")
     more = len(lineage.descendants) - DESCENDANTS_SHOWN
     if more > 0:
