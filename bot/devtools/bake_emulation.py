@@ -134,7 +134,7 @@ class BakeEmulation:
     def install(self, session) -> BakeEmulation:
         """Register the handlers on a boto3 (or botocore) session, before any client is made from it."""
         events = getattr(session, "events", None) or session.get_component("event_emitter")
-        for service in ("imagebuilder", "ssm", "ec2"):
+        for service in ("imagebuilder", "ssm"):
             events.register(f"before-parameter-build.{service}", self._remember_params,
                             unique_id=f"amibot-bake-emulation-p-{service}")
         events.register("before-call.imagebuilder", self._before_imagebuilder, unique_id="amibot-bake-imagebuilder")
