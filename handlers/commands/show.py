@@ -5,9 +5,11 @@ from bot.core.ids import AMI_ID
 from bot.core.text import escape
 from bot.render.findings import findings_blocks
 from bot.render.images import CHOICES_SHOWN, image_choices, image_detail
+from bot.render.lineage import origin_section
 from bot.services.blast_radius import use_in_every_account
 from bot.services.findings import findings_of
 from bot.services.images import account_labels, accounts_named, find_images, shares_of, shares_of_many
+from bot.services.lineage import origin_of
 from bot.services.references import scan
 from bot.services.versions import family_images
 from bot.slack.subcommands import Arg, Subcommand
@@ -39,6 +41,7 @@ def run(call):
         usage, elsewhere = scan(owner, image.region, [image.id]).of(image.id), []
     message = image_detail(image, shares, usage, ctx.clock(), owner.account.label if ctx.aws.many else "",
                            elsewhere)
+    message["blocks"] += origin_section(image, origin_of(owner, image, ctx.policy.digest.family_tag))
     message["blocks"] += findings_blocks(findings_of(owner, image))
     return message
 
