@@ -219,6 +219,8 @@ def _check_accounts(aws, policy) -> list[str]:
         checks, listing = organization.check(aws, policy)
     except AwsError as error:
         return [f"AWS: {error.message}"]
+    if policy.organization.enabled:
+        print(f"AWS organisation: {organization.listed_from(policy)}")
     problems = [f"AWS: {listing}"] if listing else []
     source = "the organisation's members" + (" and [[accounts]]" if policy.accounts else "") \
         if policy.organization.enabled and not listing else "[[accounts]]"
