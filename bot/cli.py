@@ -179,6 +179,8 @@ def cmd_check_config(args) -> int:
         print(f"Policy ({policy.source}):")
         for section, values in policy.as_dict().items():
             for key, value in values.items():
+                if key == "external_id" and value:  # shown no more than an [[accounts]] entry's
+                    value = "****"
                 print(f"  [{section}].{key} = {json.dumps(value)}")
     if args.aws and not problems:
         problems += _check_aws(policy)

@@ -244,7 +244,7 @@ def member_template(policy=None) -> dict[str, Any]:
             "BotRoleArn": _parameter("the bot's role (the BotRoleArn output of deploy/amibot-role.yaml), the "
                                      "only principal that may assume this role",
                                      AllowedPattern=r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+$"),
-            "ExternalId": _parameter("sts:ExternalId the bot must give ([[accounts]].external_id); empty: none",
+            "ExternalId": _parameter("sts:ExternalId the bot must give ([organization].external_id); empty: none",
                                      ""),
             "RoleName": _parameter("[organization].role_name: the same in every account", role_name),
         },

@@ -361,3 +361,20 @@ def test_a_failed_global_call_is_logged_without_a_region_of_none(aws, caplog):
     with pytest.raises(AwsError):
         Aws(REGIONS, session=aws).account_id()
     assert "sts:GetCallerIdentity" in caplog.text and "None" not in caplog.text
+
+
+def test_members_are_assumed_with_the_organisations_external_id(aws):
+    alpha, beta = organisation(aws, "Team Alpha", "Team Beta")
+    handle = AwsAccounts(Aws(REGIONS, session=aws))
+    policy = parse_policy({**org_policy(external_id="org-wide-ext"),
+                           "accounts": [{"id": beta, "name": "beta", "external_id": "beta-own"}]})
+    accounts = {account.id: account for account in organization.refresh(handle, policy)}
+    assert accounts[alpha].external_id == "org-wide-ext"  # what the StackSet's ExternalId parameter asks for
+    assert accounts[beta].external_id == "beta-own" and accounts[seed.BAKE].external_id is None
+    assert handle.of(alpha).verify() == alpha
+
+
+def test_check_config_does_not_print_the_organisations_external_id(aws, monkeypatch, tmp_path, capsys):
+    code, out, err = check_config(monkeypatch, tmp_path, capsys, '[organization]\nenabled = true\n'
+                                  'external_id = "org-wide-ext"\n')
+    assert '[organization].external_id = "****"' in out and "org-wide-ext" not in out + err

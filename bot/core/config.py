@@ -148,6 +148,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "role_name": Key("str", "amibot", "role assumed in each member account: arn:aws:iam::<member>:role/<name>",
                          _pattern(re.compile(r"^[\w+=,.@/-]{1,512}$"), "an IAM role name such as 'amibot'")),
         "exclude": Key("list[str]", [], "member account ids or names left out"),
+        "external_id": Key("str?", None, "sts:ExternalId given when assuming each member's role (the member "
+                           "roles' StackSet's ExternalId, docs/iam.md); an `[[accounts]]` entry's own wins"),
         "role_arn": Key("str?", None, "role assumed to list the organisation when the bot runs in neither the "
                         "management account nor a delegated administrator (only they may call ListAccounts); "
                         "unset: listed with the bot's own credentials",

@@ -52,7 +52,7 @@ def _discover(aws: Aws, policy) -> tuple[list[Account], list[str] | None]:
     members = list_members(aws, policy.organization.role_arn)
     home_id = aws.home.account_id()
     accounts = accounts_model.merge_discovered(members, list(policy.accounts), policy.organization.role_name,
-                                               policy.organization.exclude, home_id)
+                                               policy.organization.exclude, home_id, policy.organization.external_id)
     return accounts, left_out(members, accounts)
 
 
@@ -71,7 +71,8 @@ def configured(aws: Aws, policy) -> list[Account]:
     if not policy.organization.enabled:
         return list(policy.accounts)
     return accounts_model.merge_discovered([], list(policy.accounts), policy.organization.role_name,
-                                           policy.organization.exclude, aws.home.account_id())
+                                           policy.organization.exclude, aws.home.account_id(),
+                                           policy.organization.external_id)
 
 
 def refresh(aws: Aws, policy) -> list[Account] | AwsError:
