@@ -650,7 +650,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.set_defaults(run=cmd_audit_export)
 
     iam = commands.add_parser("iam-policy", help="print the IAM policy the bot needs (or, for many accounts, the "
-                                                 "member roles' policy and trust policy)")
+                                                 "member roles' policy and trust policy; or the roles as "
+                                                 "CloudFormation)")
     which = iam.add_mutually_exclusive_group()
     which.add_argument("--member", action="store_true",
                        help="the policy of the role amibot assumes in each member account (the same EC2/SSM/Auto "
