@@ -140,7 +140,8 @@ def _statements(fillings, cfn: bool, keep=lambda action: True) -> list[dict[str,
 
 
 def _sub(text: str) -> Value:
-    return {"Fn::Sub": text} if "${" in text else text
+    whole = re.fullmatch(r"\$\{(\w+)\}", text)  # a parameter alone: a Ref
+    return {"Ref": whole[1]} if whole else {"Fn::Sub": text} if "${" in text else text
 
 
 def _home_only(action: str) -> bool:
