@@ -61,7 +61,7 @@ STAR_WHY = ('Resource "*": EC2, Auto Scaling, SSM and Image Builder Describe*/Li
 
 # The statement of each resource pattern (bot/aws/clients.py requires(resource=…)); another one gets "AmibotScopedN".
 SIDS = {"{assumed_role}": "AmibotAssumeRoles", anchors.ANCHOR_BUCKET: "AmibotAnchorBucket",
-        anchors.ANCHOR_OBJECTS: "AmibotAnchorObjects"}
+        anchors.ANCHOR_OBJECTS: "AmibotAnchorObjects", versions.PARAMETERS: "AmibotParameters"}
 # What stands for [audit].anchor_bucket without a policy file: not a bucket name (no capitals), so it grants nothing.
 BUCKET_PLACEHOLDER = "ANCHOR-BUCKET"
 DEFAULT_ROLE_NAME = "amibot"
@@ -70,8 +70,6 @@ Value = str | dict  # a string, or a CloudFormation intrinsic ({"Fn::Sub": …},
 
 
 def _sid(template: str, number: int) -> str:
-    if template.startswith("arn:{partition}:ssm:"):
-        return "AmibotParameters"
     return SIDS.get(template, f"AmibotScoped{number}")
 
 
@@ -87,7 +85,7 @@ def _fillings(policy, cfn: bool) -> dict[str, list[tuple[str, str | None]]]:
         roles.append((f"arn:{partition}:iam::*:role/{role_name}", None))
     if policy is not None:
         roles += [(account.role_arn, None) for account in policy.accounts if account.role_arn]
-        if policy.organization.role_arn and not cfn:
+        if policy.organization.enabled and policy.organization.role_arn and not cfn:
             roles.append((policy.organization.role_arn, None))
     if cfn:
         roles.append(("${OrganizationRoleArn}", "HasOrganizationRole"))
