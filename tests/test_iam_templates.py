@@ -63,6 +63,14 @@ def test_a_policy_file_fills_in_the_bucket_and_every_role_amibot_assumes():
     alone = iam_policy(parse_policy({}))
     assert not resources_of(alone, "sts:AssumeRole") and not resources_of(alone, "s3:PutObject")
     assert resources_of(alone, "ec2:DescribeImages") == {"*"}
+    unused = iam_policy(parse_policy({"organization": {"role_arn": "arn:aws:iam::444444444444:role/org-reader"}}))
+    assert not resources_of(unused, "sts:AssumeRole")  # no organisation enabled: its role is never assumed
+
+
+def test_cloudformation_is_not_a_trust_policy():
+    result = _cli("--trust", "123456789012", "--cloudformation")
+    assert result.returncode != 0 and result.stdout == ""
+    assert result.stderr.strip() == "amibot: --cloudformation goes with no option or --member, not --trust"
 
 
 def test_iam_policy_reads_the_policy_file(tmp_path):
