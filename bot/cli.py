@@ -179,6 +179,8 @@ def cmd_check_config(args) -> int:
         print(f"Policy ({policy.source}):")
         for section, values in policy.as_dict().items():
             for key, value in values.items():
+                if key == "external_id" and value:  # shown no more than an [[accounts]] entry's
+                    value = "****"
                 print(f"  [{section}].{key} = {json.dumps(value)}")
     if args.aws and not problems:
         problems += _check_aws(policy)
@@ -219,6 +221,8 @@ def _check_accounts(aws, policy) -> list[str]:
         checks, listing = organization.check(aws, policy)
     except AwsError as error:
         return [f"AWS: {error.message}"]
+    if policy.organization.enabled:
+        print(f"AWS organisation: {organization.listed_from(policy)}")
     problems = [f"AWS: {listing}"] if listing else []
     source = "the organisation's members" + (" and [[accounts]]" if policy.accounts else "") \
         if policy.organization.enabled and not listing else "[[accounts]]"
@@ -347,18 +351,35 @@ def _refuse_a_lost_database(settings, policy, new_database: bool) -> None:
 
 def cmd_iam_policy(args) -> int:
     """The bot's own policy (the committed iam-policy.json); --member: the policy of the role in each member
-    account; --trust PRINCIPAL: that role's trust policy."""
+    account; --trust PRINCIPAL: that role's trust policy; --cloudformation: the role(s) as a template. With a
+    policy file, its anchor bucket and the roles it assumes narrow the resources; without, placeholders."""
     from bot import iam_policy as policies
 
     if args.trust:
+        if args.cloudformation:
+            raise SystemExit("amibot: --cloudformation goes with no option or --member, not --trust")
         print(json.dumps(policies.trust_policy(_trusted_principal(args.trust), _external_id(args)), indent=2))
+        return 0
+    if args.external_id or args.account:
+        raise SystemExit("amibot: --external-id and --account go with --trust")
+    policy = _policy_if_any()
+    if args.cloudformation:
+        sys.stdout.write(policies.cloudformation(member=args.member, policy=policy))
     elif args.member:
-        print(json.dumps(policies.member_policy(), indent=2))
+        print(json.dumps(policies.member_policy(policy), indent=2))
     else:
-        if args.external_id or args.account:
-            raise SystemExit("amibot: --external-id and --account go with --trust")
-        print(json.dumps(policies.iam_policy(), indent=2))
+        print(json.dumps(policies.iam_policy(policy), indent=2))
     return 0
+
+
+def _policy_if_any():
+    """The policy file when there is one (its problems, one a line, and exit 2 when it is wrong); None without."""
+    from pathlib import Path
+
+    path = Settings.from_env().config_path
+    if path is None or not Path(path).exists():
+        return None
+    return _policy_or_exit()
 
 
 TRUSTED_ARN = r"^arn:aws[a-z-]*:iam::\d{12}:(root|(role|user)/[\w+=,.@/-]{1,512})$"
@@ -629,7 +650,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.set_defaults(run=cmd_audit_export)
 
     iam = commands.add_parser("iam-policy", help="print the IAM policy the bot needs (or, for many accounts, the "
-                                                 "member roles' policy and trust policy)")
+                                                 "member roles' policy and trust policy; or the roles as "
+                                                 "CloudFormation)")
     which = iam.add_mutually_exclusive_group()
     which.add_argument("--member", action="store_true",
                        help="the policy of the role amibot assumes in each member account (the same EC2/SSM/Auto "
@@ -637,6 +659,9 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--trust", metavar="PRINCIPAL",
                        help="the trust policy of each member account's role, trusting PRINCIPAL: the bot's "
                             "12-digit account id or its role ARN")
+    iam.add_argument("--cloudformation", action="store_true",
+                     help="the bot's role (with --member: the member accounts' role, for a service-managed "
+                          "StackSet) as a CloudFormation template; docs/iam.md")
     iam.add_argument("--external-id", metavar="ID", help="with --trust: require this sts:ExternalId")
     iam.add_argument("--account", metavar="NAME|ID",
                      help="with --trust: require the external_id configured for this [[accounts]] entry")

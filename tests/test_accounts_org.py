@@ -314,3 +314,67 @@ def test_the_configuration_page_is_what_config_reference_prints(capsys):
     assert "**[[accounts]]**" in reference and "`max_concurrency`" in reference
     page = (Path(__file__).resolve().parents[1] / "docs" / "configuration.md").read_text()
     assert reference in page, "regenerate docs/configuration.md: make docs"
+
+
+# --- [organization].role_arn: listing the organisation from another account -----------------------------------
+
+MANAGEMENT = "444444444444"
+ORG_READER = f"arn:aws:iam::{MANAGEMENT}:role/org-reader"
+
+
+def test_the_organisation_is_listed_through_role_arn_when_the_bot_runs_elsewhere(aws):
+    alpha, = organisation(seed.account_session(aws, MANAGEMENT), "Team Alpha")  # the bot runs in a member
+    handle = AwsAccounts(Aws(REGIONS, session=aws))
+    accounts = organization.refresh(handle, parse_policy(org_policy(role_arn=ORG_READER)))
+    assert {account.id for account in accounts} == {MANAGEMENT, alpha}
+    assert handle.of(alpha).verify() == alpha
+    # without it, the bot's own account has no organisation to list: none of the members
+    alone = AwsAccounts(Aws(REGIONS, session=aws))
+    assert alpha not in {account.id for account in organization.refresh(alone, parse_policy(org_policy()))}
+
+
+def test_organization_role_arn_must_be_a_role_arn():
+    assert problems_of({"organization": {"role_arn": "org-reader"}}) == [
+        "[organization].role_arn: expected a role ARN such as 'arn:aws:iam::123456789012:role/amibot-org', "
+        "got 'org-reader'"]
+
+
+def test_check_config_says_it_assumes_the_organizations_role(aws, monkeypatch, tmp_path, capsys):
+    alpha, = organisation(seed.account_session(aws, MANAGEMENT), "Team Alpha")
+    code, out, err = check_config(monkeypatch, tmp_path, capsys, '[aws]\nregions = ["us-east-1"]\n[organization]\n'
+                                  f'enabled = true\nrole_arn = "{ORG_READER}"\n')
+    assert code == 0, err
+    assert f"AWS organisation: listed by assuming {ORG_READER}" in out
+    assert f"  ok      Team-Alpha ({alpha})" in out
+
+
+def test_check_config_says_where_list_accounts_works(aws, monkeypatch, tmp_path, capsys):
+    code, out, err = check_config(monkeypatch, tmp_path, capsys, '[organization]\nenabled = true\n')
+    assert ("AWS organisation: listed from the bot's own account (ListAccounts works only from the management "
+            "account or a delegated administrator; elsewhere set [organization].role_arn)") in out
+
+
+def test_a_failed_global_call_is_logged_without_a_region_of_none(aws, caplog):
+    from tests.support.org import listing_refused
+
+    aws.events.register("before-call.sts.GetCallerIdentity", listing_refused("AccessDenied"))
+    with pytest.raises(AwsError):
+        Aws(REGIONS, session=aws).account_id()
+    assert "sts:GetCallerIdentity" in caplog.text and "None" not in caplog.text
+
+
+def test_members_are_assumed_with_the_organisations_external_id(aws):
+    alpha, beta = organisation(aws, "Team Alpha", "Team Beta")
+    handle = AwsAccounts(Aws(REGIONS, session=aws))
+    policy = parse_policy({**org_policy(external_id="org-wide-ext"),
+                           "accounts": [{"id": beta, "name": "beta", "external_id": "beta-own"}]})
+    accounts = {account.id: account for account in organization.refresh(handle, policy)}
+    assert accounts[alpha].external_id == "org-wide-ext"  # what the StackSet's ExternalId parameter asks for
+    assert accounts[beta].external_id == "beta-own" and accounts[seed.BAKE].external_id is None
+    assert handle.of(alpha).verify() == alpha
+
+
+def test_check_config_does_not_print_the_organisations_external_id(aws, monkeypatch, tmp_path, capsys):
+    code, out, err = check_config(monkeypatch, tmp_path, capsys, '[organization]\nenabled = true\n'
+                                  'external_id = "org-wide-ext"\n')
+    assert '[organization].external_id = "****"' in out and "org-wide-ext" not in out + err

@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 # action -> the functions that need it; filled by @requires when a module is imported (bot/iam_policy.py
 # imports every module that declares any, and generates the policies)
 PERMISSIONS: dict[str, set[str]] = {}
+# action -> the resource patterns declared for it (None: every resource)
+RESOURCES: dict[str, set[str | None]] = {}
 
 DENIED_CODES = {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "UnauthorizedAccess",
                 "AuthFailure", "InvalidClientTokenId", "ExpiredToken", "ExpiredTokenException"}
@@ -69,12 +71,17 @@ def error_class(code: str | None, status: int = 400) -> str:
     return "server" if status >= 500 else "invalid"
 
 
-def requires(*actions: str) -> Callable:
-    """Declare the IAM actions a function needs (e.g. "ec2:DescribeImages")."""
+def requires(*actions: str, resource: str | None = None) -> Callable:
+    """Declare the IAM actions a function needs (e.g. "ec2:DescribeImages"), and, where amibot knows what it acts
+    on, the resource: an ARN pattern with placeholders bot/iam_policy.py fills in from the policy file
+    ("arn:{partition}:ssm:*:*:parameter/amibot/*", "arn:{partition}:s3:::{anchor_bucket}", "{assumed_role}").
+    Without one the action is granted on every resource; one function that declares an action without a resource
+    keeps it so, whatever others declare (an action is only ever narrowed to what every caller needs)."""
 
     def mark(function: Callable) -> Callable:
         for action in actions:
             PERMISSIONS.setdefault(action, set()).add(f"{function.__module__}.{function.__qualname__}")
+            RESOURCES.setdefault(action, set()).add(resource)
         function.iam_actions = actions
         return function
 
@@ -255,6 +262,7 @@ class AwsAccounts:
         self.max_cached_account_regions = max_cached_account_regions
         self._lock = threading.Lock()
         self._handles: dict[str, Aws] = {}  # account id -> handle; empty: single-account
+        self._through: dict[str, Aws] = {}  # role ARN -> handle, for work outside the managed accounts (through())
         self._recent: OrderedDict[tuple[Aws, str], None] = OrderedDict()  # account-regions, least recently used first
         # With [organization]: the active members it leaves out (`exclude`), known once the organisation has
         # been listed; None until then (or without an organisation): who else an organisation share reaches
@@ -309,6 +317,20 @@ class AwsAccounts:
             home.named = bool(handles) and bool(home.account.id)
             self._handles = handles
         self._forget_unmanaged(set(map(id, handles.values())) | {id(home)})
+
+    def through(self, role_arn: str, name: str) -> Aws:
+        """A handle in the account of `role_arn`, through that role, for work that is not a managed account's
+        (listing the organisation from its management account): made once and kept, so its credentials are
+        renewed, not assumed again, at each use."""
+        with self._lock:
+            handle = self._through.get(role_arn)
+            if handle is None:
+                account = Account(role_arn.split(":")[4], name, role_arn)
+                handle = Aws(self.home._configured_regions, assumed_session(self.home._session, account),
+                             account=account, observers=self.home.observers)
+                handle.named = True
+                self._through[role_arn] = handle
+        return handle
 
     def handles(self) -> list[Aws]:
         """One handle per managed account, or [the home handle] when none are configured."""
@@ -415,7 +437,7 @@ def in_account(error: AwsError, account: Account) -> AwsError:
     return named
 
 
-@requires("sts:AssumeRole")
+@requires("sts:AssumeRole", resource="{assumed_role}")
 def assumed_session(source: boto3.session.Session, account: Account) -> boto3.session.Session:
     """A session in `account` through its role, with botocore's refreshable assume-role credentials (renewed
     before they expire, thread-safe). Nothing is called until the first request; a role that cannot be assumed
@@ -553,7 +575,8 @@ class translate:
         translated = self.translate(error)
         if translated is None:
             return False
-        log.warning("AWS %s failed in %s: %r", self.action, self.region, error)
+        # a global service's call (STS, Organizations) may have no region: then the line names none
+        log.warning("AWS %s failed%s: %r", self.action, f" in {self.region}" if self.region else "", error)
         raise translated from error
 
     def translate(self, error: Exception) -> Exception | None:

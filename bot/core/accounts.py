@@ -165,9 +165,10 @@ def is_active(member: dict) -> bool:
 
 
 def merge_discovered(members: Iterable[dict], configured: list[Account], role_name: str, exclude: Iterable[str],
-                     home_id: str | None) -> list[Account]:
+                     home_id: str | None, external_id: str | None = None) -> list[Account]:
     """Organisation members (ListAccounts items) as accounts: active ones only, `exclude` (ids or names)
-    left out, a `[[accounts]]` entry overriding its member, the bot's own account without a role."""
+    left out, a `[[accounts]]` entry overriding its member, the bot's own account without a role. A member
+    reached through the member role gives `external_id` ([organization].external_id) unless its entry has one."""
     excluded = {ref.lower() for ref in exclude}
     by_id = {account.id: account for account in configured}
     result: dict[str, Account] = {}
@@ -182,13 +183,16 @@ def merge_discovered(members: Iterable[dict], configured: list[Account], role_na
         if account_id in by_id:  # an override; without its own role_arn it is reached through the member role
             configured_account = by_id[account_id]
             result[account_id] = (configured_account if configured_account.role_arn or role is None
-                                  else replace(configured_account, role_arn=role))
+                                  else replace(configured_account, role_arn=role,
+                                               external_id=configured_account.external_id or external_id))
             continue
-        result[account_id] = Account(id=account_id, name=slug if slug and not slug.isdigit() else "", role_arn=role)
+        result[account_id] = Account(id=account_id, name=slug if slug and not slug.isdigit() else "", role_arn=role,
+                                     external_id=external_id if role else None)
     for account in configured:  # configured but not (or no longer) listed by the organisation: still managed
         if account.id not in result and account.id not in excluded and account.name.lower() not in excluded:
             result[account.id] = (account if account.role_arn or account.id == home_id
-                                  else replace(account, role_arn=member_role_arn(account.id, role_name)))
+                                  else replace(account, role_arn=member_role_arn(account.id, role_name),
+                                               external_id=account.external_id or external_id))
     names: set[str] = set()
     unique = []
     for account in result.values():  # two members with the same display name: the second is known by its id

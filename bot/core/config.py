@@ -30,6 +30,7 @@ REGION = regions.WELL_FORMED  # what a region name looks like; whether it exists
 CLOCK = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 SUBNET = re.compile(r"^subnet-[0-9a-f]{8,17}$")
 SECURITY_GROUP = re.compile(r"^sg-[0-9a-f]{8,17}$")
+ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
 BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
 
@@ -147,6 +148,12 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "role_name": Key("str", "amibot", "role assumed in each member account: arn:aws:iam::<member>:role/<name>",
                          _pattern(re.compile(r"^[\w+=,.@/-]{1,512}$"), "an IAM role name such as 'amibot'")),
         "exclude": Key("list[str]", [], "member account ids or names left out"),
+        "external_id": Key("str?", None, "sts:ExternalId given when assuming each member's role (the member "
+                           "roles' StackSet's ExternalId, docs/iam.md); an `[[accounts]]` entry's own wins"),
+        "role_arn": Key("str?", None, "role assumed to list the organisation when the bot runs in neither the "
+                        "management account nor a delegated administrator (only they may call ListAccounts); "
+                        "unset: listed with the bot's own credentials",
+                        _pattern(ROLE_ARN, "a role ARN such as 'arn:aws:iam::123456789012:role/amibot-org'")),
     },
     "jobs": {
         "workers": Key("int", 32, "worker threads for background jobs that call AWS (work that needs no AWS has "

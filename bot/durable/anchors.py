@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 
 ANCHOR_JOB = "audit.anchor"
 KEY_PREFIX = "amibot/anchors/"
+# What the bot's IAM role may touch in [audit].anchor_bucket (bot/iam_policy.py fills in the bucket)
+ANCHOR_BUCKET = "arn:{partition}:s3:::{anchor_bucket}"
+ANCHOR_OBJECTS = f"{ANCHOR_BUCKET}/{KEY_PREFIX}*"
 FORMAT = "amibot-anchor/1"
 # Decisions and outcomes of approval requests: each is followed by an anchor (bot/services/approvals.py _record).
 DECISIONS = {"approved", "rejected", "cancelled", "expired", "succeeded", "failed"}
@@ -120,7 +123,7 @@ def object_key(anchor: Anchor) -> str:
     return f"{KEY_PREFIX}{stamp}-{anchor.count}.json"
 
 
-@requires("s3:PutObject", "s3:PutObjectRetention")
+@requires("s3:PutObject", "s3:PutObjectRetention", resource=ANCHOR_OBJECTS)
 def put_to_bucket(aws, bucket: str, anchor: Anchor, retention_days: int, now: datetime | None = None) -> str:
     """Write the anchor as a new object under COMPLIANCE retention; return its key."""
     until = (now or datetime.now(UTC)) + timedelta(days=retention_days)
@@ -149,7 +152,8 @@ class Stored:
 READ_WORKERS = 8  # the objects are small: reading them a few at a time bounds `audit verify` on a long history
 
 
-@requires("s3:ListBucketVersions", "s3:GetObjectVersion")
+@requires("s3:ListBucketVersions", resource=ANCHOR_BUCKET)
+@requires("s3:GetObjectVersion", resource=ANCHOR_OBJECTS)
 def read_bucket(aws, bucket: str) -> list[Stored]:
     """Every version of every object under the anchors' prefix (a role that may put objects can put a new version
     under an existing key: it must not hide the one before), oldest anchor first (Stored.order); objects that

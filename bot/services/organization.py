@@ -1,6 +1,7 @@
 """The managed accounts: `[[accounts]]` as configured, or every active member of the AWS Organization.
 
-`[organization] enabled = true` lists the members (organizations:ListAccounts, paginated) at start and hourly;
+`[organization] enabled = true` lists the members (organizations:ListAccounts, paginated) at start and hourly,
+through `[organization].role_arn` when the bot runs outside the management account and its delegated administrator;
 each is reached through `arn:aws:iam::<member>:role/<role_name>`, `exclude` leaves some out and an
 `[[accounts]]` entry overrides its member. A failed listing keeps the accounts already known (and says so in
 the log): an organisation that cannot be read is not an organisation without accounts.
@@ -22,9 +23,20 @@ REFRESH_HOURS = 1
 
 
 @requires("organizations:ListAccounts")
-def list_members(aws: Aws) -> list[dict]:
-    """Every account of the organisation (all pages), as ListAccounts items."""
-    return list(paginate(aws.home.client("organizations"), "list_accounts", "Accounts"))
+def list_members(aws: Aws, role_arn: str | None = None) -> list[dict]:
+    """Every account of the organisation (all pages), as ListAccounts items. Only the management account or a
+    delegated administrator may list them: with `role_arn` ([organization].role_arn) they are listed through
+    that role, else with the bot's own credentials."""
+    handle = aws.through(role_arn, "organization") if role_arn else aws.home
+    return list(paginate(handle.client("organizations"), "list_accounts", "Accounts"))
+
+
+def listed_from(policy) -> str:
+    """Where the organisation's accounts are listed from, for `check-config --aws`."""
+    if policy.organization.role_arn:
+        return f"listed by assuming {policy.organization.role_arn}"
+    return ("listed from the bot's own account (ListAccounts works only from the management account or a "
+            "delegated administrator; elsewhere set [organization].role_arn)")
 
 
 def discover(aws: Aws, policy) -> list[Account]:
@@ -37,10 +49,10 @@ def _discover(aws: Aws, policy) -> tuple[list[Account], list[str] | None]:
     organisation)."""
     if not policy.organization.enabled:
         return list(policy.accounts), None
-    members = list_members(aws)
+    members = list_members(aws, policy.organization.role_arn)
     home_id = aws.home.account_id()
     accounts = accounts_model.merge_discovered(members, list(policy.accounts), policy.organization.role_name,
-                                               policy.organization.exclude, home_id)
+                                               policy.organization.exclude, home_id, policy.organization.external_id)
     return accounts, left_out(members, accounts)
 
 
@@ -59,7 +71,8 @@ def configured(aws: Aws, policy) -> list[Account]:
     if not policy.organization.enabled:
         return list(policy.accounts)
     return accounts_model.merge_discovered([], list(policy.accounts), policy.organization.role_name,
-                                           policy.organization.exclude, aws.home.account_id())
+                                           policy.organization.exclude, aws.home.account_id(),
+                                           policy.organization.external_id)
 
 
 def refresh(aws: Aws, policy) -> list[Account] | AwsError:

@@ -38,6 +38,8 @@ if TYPE_CHECKING:  # only for annotations
 
 CURRENT_TAG = "amibot:current"
 PARAMETER_ILLEGAL = re.compile(r"[^A-Za-z0-9_.\-]+")
+PARAMETER_PREFIX = "/amibot/"  # every parameter amibot writes is under it (its IAM role may write only there)
+PARAMETERS = f"arn:{{partition}}:ssm:*:*:parameter{PARAMETER_PREFIX}*"  # for @requires (bot/iam_policy.py)
 VERSION_PART = re.compile(r"\d+|[A-Za-z]+")
 
 # One promotion or rollback at a time per account, family and region in this process; the conditional
@@ -53,7 +55,7 @@ def _lock(family: str, region: str, account: str = "") -> threading.Lock:
 
 def parameter_name(family: str) -> str:
     """The SSM parameter holding the family's current image id (SSM allows a-z, 0-9, _ . - /)."""
-    return f"/amibot/{PARAMETER_ILLEGAL.sub('-', family).strip('-') or 'unnamed'}/current"
+    return f"{PARAMETER_PREFIX}{PARAMETER_ILLEGAL.sub('-', family).strip('-') or 'unnamed'}/current"
 
 
 def is_current(image: Image) -> bool:
@@ -313,7 +315,8 @@ def promoted_places(ctx: ServiceContext, family: str) -> list[tuple[str, str]]:
     return sorted({(row["account"] or home, row["region"]) for row in rows})
 
 
-@requires("ssm:PutParameter", "ec2:CreateTags", "ec2:DeleteTags")
+@requires("ssm:PutParameter", resource=PARAMETERS)
+@requires("ec2:CreateTags", "ec2:DeleteTags")
 def _point_current_at(aws: Aws, image: Image, others: list[str]) -> None:
     """The SSM parameter first (it is what launches resolve), then the tags. `aws`: the image's own account."""
     call(aws.client("ssm", image.region), "put_parameter", Name=parameter_name(image.family), Value=image.id,
