@@ -428,7 +428,8 @@ def cmd_config_reference(args) -> int:
 
 
 def cmd_docs(args) -> int:
-    """Regenerate docs/commands.md, docs/configuration.md and the README's summaries from the code (`make docs`)."""
+    """Regenerate docs/commands.md, docs/configuration.md, the README's summaries and the IAM documents
+    (iam-policy.json, deploy/*.yaml) from the code (`make docs`)."""
     from pathlib import Path
 
     from bot.devtools import docs
@@ -683,8 +684,9 @@ def build_parser() -> argparse.ArgumentParser:
     reference = commands.add_parser("config-reference", help="print the policy file reference (Markdown)")
     reference.set_defaults(run=cmd_config_reference)
 
-    docs = commands.add_parser("docs", help="regenerate docs/commands.md, docs/configuration.md and the README's "
-                                            "command summaries from the code (a checkout's `make docs`)")
+    docs = commands.add_parser("docs", help="regenerate docs/commands.md, docs/configuration.md, the README's "
+                                            "command summaries and the IAM documents from the code (a checkout's "
+                                            "`make docs`)")
     docs.add_argument("--root", default=".", metavar="DIR", help="the checkout to write into (default: .)")
     docs.set_defaults(run=cmd_docs)
     return _explain(parser)

@@ -219,7 +219,21 @@ def expected(root: Path, registry: Registry, parser: argparse.ArgumentParser) ->
     files = {root / "docs" / name: text for name, text in pages(registry).items()}
     readme_path = root / "README.md"
     files[readme_path] = readme(readme_path.read_text(), readme_blocks(registry, parser))
+    files.update(iam_files(root))
     return files
+
+
+def iam_files(root: Path) -> dict[Path, str]:
+    """The committed IAM documents, generic (no policy file): what `amibot iam-policy [--cloudformation]` prints."""
+    import json
+
+    from bot import iam_policy
+
+    return {
+        root / "iam-policy.json": json.dumps(iam_policy.iam_policy(), indent=2) + "\n",
+        root / "deploy" / "amibot-role.yaml": iam_policy.cloudformation(),
+        root / "deploy" / "amibot-member-role.yaml": iam_policy.cloudformation(member=True),
+    }
 
 
 def write(files: dict[Path, str]) -> Iterable[Path]:
