@@ -12,7 +12,7 @@ from typing import Any
 
 from bot.aws import clients
 from bot.aws.clients import PERMISSIONS
-from bot.durable import anchors
+from bot.durable import anchors, backup
 from bot.services import (
     allowed,
     base_images,
@@ -37,11 +37,12 @@ from bot.services import (
 
 # Imported above, so their @requires have run: listed here so that no import looks unused and the list is visible.
 DECLARING: tuple[ModuleType, ...] = (
-    clients, anchors, allowed, base_images, copy, create, deregister, digest, drift, findings, images, inventory,
-    launch, organization, recycle_bin, references, share, snapshots, stages, usage_reports, versions,
+    clients, anchors, backup, allowed, base_images, copy, create, deregister, digest, drift, findings, images,
+    inventory, launch, organization, recycle_bin, references, share, snapshots, stages, usage_reports, versions,
 )
 
-# What only the bot's own account needs: assuming the member roles, listing the organisation, the audit anchors.
+# What only the bot's own account needs: assuming the member roles, listing the organisation, the audit anchors
+# and the backups.
 HOME_ONLY_ACTIONS = ("sts:AssumeRole", "organizations:", "s3:")
 
 
