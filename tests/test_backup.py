@@ -270,3 +270,35 @@ def test_the_demo_without_moto_tells_a_pip_user_what_to_install(tmp_path):
     assert named, result.stderr
     assert any(requirement.startswith("moto") for requirement in extras[named.group(1)])
     assert "make demo" not in result.stderr.split("(")[0]  # a pip user has no Makefile: that is for a clone
+
+
+# --- the daily backup's schedule and a failed one ----------------------------------------------------------------
+
+def test_the_daily_backup_runs_at_its_time_and_a_failed_one_gives_its_claim_back(make_harness, tmp_path, caplog):
+    from bot import wiring
+    from bot.durable import backup
+
+    folder = tmp_path / "later"
+    early = datetime(2026, 12, 7, 1, 0, tzinfo=UTC)  # before [backup].at: the start does not back up
+    running = make_harness({"aws": {"regions": ["us-east-1"]},
+                            "backup": {"destination": f"{folder}/amibot-{{date}}.db", "at": "04:30"}},
+                           clock=lambda: early)
+    job = wiring.build_scheduler(running.ctx).get_job("backup.daily")
+    assert job.trigger.get_next_fire_time(None, early) == early.replace(hour=4, minute=30)
+    assert running.ctx.store.query("SELECT * FROM backup_days") == []
+
+    outcome = backup.daily(running.ctx)  # the folder does not exist yet
+    assert outcome == f"failed: {folder} does not exist"
+    assert f"the daily backup to {folder}/amibot-2026-12-07.db failed" in caplog.text
+    assert running.ctx.store.query("SELECT * FROM backup_days") == []  # tried again later, not lost for the day
+
+    folder.mkdir()
+    assert backup.daily(running.ctx).startswith(f"backed up to {folder}/amibot-2026-12-07.db")
+    assert backup.daily(running.ctx) is None  # once a day
+    assert integrity(folder / "amibot-2026-12-07.db") == "ok"
+
+
+def test_no_destination_means_no_daily_backup(harness):
+    from bot import wiring
+
+    assert wiring.build_scheduler(harness.ctx).get_job("backup.daily") is None
