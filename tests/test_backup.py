@@ -138,6 +138,16 @@ def test_a_backup_to_a_folder_that_does_not_exist_is_one_line(tmp_path, fake):
     assert result.stderr.strip() == f"amibot: backup: {tmp_path / 'nowhere'} does not exist"
 
 
+def test_a_backup_onto_the_database_itself_is_refused(tmp_path, fake):
+    db = tmp_path / "cli.db"
+    Store(db).close()
+    before = sha256(db)
+    result = amibot("backup", "./cli.db", env=base_env(tmp_path, fake), cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.strip() == "amibot: backup: ./cli.db is the database itself: give another file"
+    assert sha256(db) == before
+
+
 # --- to S3, and a restore guarded by the anchors ---------------------------------------------------------------
 
 @pytest.fixture(scope="module")

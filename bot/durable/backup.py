@@ -71,6 +71,8 @@ def run(store: Store, destination: str, aws_factory=None) -> Done:
             upload(aws_factory(), bucket, key, copy)
             return done
     target = Path(destination)
+    if target.resolve() in {Path(f"{store.path}{suffix}").resolve() for suffix in ("", "-wal", "-shm")}:
+        raise BackupError(f"{destination} is the database itself: give another file")
     if target.is_dir():
         raise BackupError(f"{destination} is a directory: give the backup's file name")
     if not target.parent.is_dir():
