@@ -267,6 +267,23 @@ def test_migrate_check_lists_what_an_upgrade_would_apply_and_changes_nothing(tmp
     assert again.stdout.strip() == f"{old} is up to date: all {len(MIGRATIONS)} migrations applied, nothing to do"
 
 
+def test_a_start_on_an_older_database_logs_the_migrations_it_applies(tmp_path, caplog):
+    old = tmp_path / "old.db"
+    with closing(sqlite3.connect(old, isolation_level=None)) as connection:
+        for migration in MIGRATIONS:
+            if migration.version and migration.version <= 14:
+                for statement in _statements(migration.change):
+                    connection.execute(statement)
+        connection.execute("PRAGMA user_version = 14")
+    caplog.set_level("INFO", logger="bot.durable.store")
+    Store(old).close()
+    lacking = [migration.name for migration in MIGRATIONS if (migration.version or 99) > 14]
+    assert f"database {old}: applied {len(lacking)} migration(s): {', '.join(lacking)}" in caplog.text
+    caplog.clear()
+    Store(old).close()
+    assert "applied" not in caplog.text  # nothing to do: nothing said
+
+
 # --- a pip user's demo -----------------------------------------------------------------------------------------
 
 def test_the_demo_without_moto_tells_a_pip_user_what_to_install(tmp_path):

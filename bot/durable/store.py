@@ -354,7 +354,10 @@ class Store:
         elif self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         if not self.read_only:
-            self.migrate()
+            upgrading = self.path != ":memory:" and os.path.exists(self.path) and os.path.getsize(self.path) > 0
+            applied = self.migrate()
+            if applied and upgrading:  # an upgrade says what it did to the database, once (a new file: nothing)
+                log.info("database %s: applied %d migration(s): %s", self.path, len(applied), ", ".join(applied))
             self._counting = True
             file_version = _file_version(_file_header(self.path)) if self.path != ":memory:" else 0
             self._remember(Seen(file_version, *self._newest_state(self.conn())))
