@@ -1,4 +1,5 @@
 # Two commands from a fresh clone (Python 3.11+):  `make demo`  and  `make test`  (README.md's quickstart).
+# `python3` must be 3.11+, or name one: `make PYTHON=python3.12 test`; Debian needs python3-venv; `make test` ~2 GB RAM.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python

@@ -336,6 +336,63 @@ def cmd_audit_export(args) -> int:
     return 0
 
 
+def cmd_backup(args) -> int:
+    """An online copy of AMIBOT_DB to a file or s3://bucket/key, while amibot runs; the database is only read."""
+    import sqlite3
+
+    from bot.durable import backup
+
+    destination = args.destination
+    store = _store()
+
+    def aws():
+        from bot.aws.clients import Aws
+
+        return Aws(_policy_or_exit().aws.regions)
+
+    try:
+        done = backup.run(store, destination, aws)
+    except backup.BackupError as error:
+        raise SystemExit(f"amibot: backup: {error}") from None
+    except sqlite3.DatabaseError as error:
+        raise _not_a_database(error) from None
+    except Exception as error:  # S3 refused or unreachable: AwsError says which, in one sentence
+        raise SystemExit(f"amibot: backup to {destination} failed: {getattr(error, 'message', None) or error}") \
+            from None
+    finally:
+        store.close()
+    print(done.line())
+    print(f"after restoring it: amibot audit verify --anchor {done.anchor.count}:{done.anchor.head}")
+    return 0
+
+
+def cmd_migrate(args) -> int:
+    """Apply the migrations the database lacks (a start does this itself); --check only says which."""
+    from bot.durable.store import MIGRATIONS, Store, StoreMissing, pending_migrations
+
+    path = Settings.from_env().db_path
+    try:
+        pending = pending_migrations(path)
+    except StoreMissing as error:
+        if args.check:
+            raise SystemExit(f"amibot: {error} (a first start creates it with all {len(MIGRATIONS)} migrations)") \
+                from None
+        pending = list(MIGRATIONS)
+    if args.check:
+        if not pending:
+            print(f"{path} is up to date: all {len(MIGRATIONS)} migrations applied, nothing to do")
+            return 0
+        print(f"{path} lacks {len(pending)} migration(s); the next start (or `amibot migrate`) applies them:")
+        for migration in pending:
+            print(f"  {migration.name}: {migration.title}")
+        return 1
+    Store(path).close()  # opening it for writing applies what it lacks, in one transaction, as a start does
+    for migration in pending:
+        print(f"applied {migration.name}")
+    print(f"{path} is up to date: all {len(MIGRATIONS)} migrations applied")
+    return 0
+
+
 def _refuse_a_lost_database(settings, policy, new_database: bool) -> None:
     """`serve`/`socket`: a missing database while the anchor bucket shows a history is a lost database, not a
     first start; refuse (one line, exit 2) unless --new-database says to begin a new one."""
@@ -649,6 +706,18 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--format", choices=["csv", "json"], default="csv", help="output format")
     export.add_argument("--since", help="only rows from this date (YYYY-MM-DD or ISO time; default: every row)")
     export.set_defaults(run=cmd_audit_export)
+
+    backup_parser = commands.add_parser("backup", help="copy the database (online, consistent) to a file or "
+                                                       "s3://bucket/key while amibot runs")
+    backup_parser.add_argument("destination", metavar="DEST",
+                               help="a file path (replaced if it exists) or s3://bucket/key")
+    backup_parser.set_defaults(run=cmd_backup)
+
+    migrate = commands.add_parser("migrate", help="apply the database migrations an upgrade brings (a start also "
+                                                  "does); --check only lists them")
+    migrate.add_argument("--check", action="store_true",
+                         help="list the migrations that would be applied and change nothing; non-zero if any")
+    migrate.set_defaults(run=cmd_migrate)
 
     iam = commands.add_parser("iam-policy", help="print the IAM policy the bot needs (or, for many accounts, the "
                                                  "member roles' policy and trust policy; or the roles as "

@@ -21,7 +21,7 @@ from typing import Any
 
 from bot.aws import clients
 from bot.aws.clients import PERMISSIONS, RESOURCES
-from bot.durable import anchors
+from bot.durable import anchors, backup
 from bot.services import (
     allowed,
     base_images,
@@ -47,11 +47,13 @@ from bot.services import (
 
 # Imported above, so their @requires have run: listed here so that no import looks unused and the list is visible.
 DECLARING: tuple[ModuleType, ...] = (
-    clients, anchors, allowed, base_images, copy, create, deregister, digest, drift, findings, images, inventory,
-    launch, lineage, organization, recycle_bin, references, share, snapshots, stages, usage_reports, versions,
+    clients, anchors, backup, allowed, base_images, copy, create, deregister, digest, drift, findings, images,
+    inventory, launch, lineage, organization, recycle_bin, references, share, snapshots, stages, usage_reports,
+    versions,
 )
 
-# What only the bot's own account needs: assuming the member roles, listing the organisation, the audit anchors.
+# What only the bot's own account needs: assuming the member roles, listing the organisation, the audit anchors
+# and the backups.
 HOME_ONLY_ACTIONS = ("sts:AssumeRole", "organizations:", "s3:")
 
 # Why the rest is granted on every resource (a comment in the templates).
@@ -62,9 +64,11 @@ STAR_WHY = ('Resource "*": EC2, Auto Scaling, SSM and Image Builder Describe*/Li
 
 # The statement of each resource pattern (bot/aws/clients.py requires(resource=…)); another one gets "AmibotScopedN".
 SIDS = {"{assumed_role}": "AmibotAssumeRoles", anchors.ANCHOR_BUCKET: "AmibotAnchorBucket",
-        anchors.ANCHOR_OBJECTS: "AmibotAnchorObjects", versions.PARAMETERS: "AmibotParameters"}
+        anchors.ANCHOR_OBJECTS: "AmibotAnchorObjects", versions.PARAMETERS: "AmibotParameters",
+        backup.BACKUP_OBJECTS: "AmibotBackups"}
 # What stands for [audit].anchor_bucket without a policy file: not a bucket name (no capitals), so it grants nothing.
 BUCKET_PLACEHOLDER = "ANCHOR-BUCKET"
+BACKUP_PLACEHOLDER = "BACKUP-BUCKET"  # the same for an s3:// [backup].destination
 DEFAULT_ROLE_NAME = "amibot"
 
 Value = str | dict  # a string, or a CloudFormation intrinsic ({"Fn::Sub": …}, {"Fn::If": …})
@@ -91,11 +95,20 @@ def _fillings(policy, cfn: bool) -> dict[str, list[tuple[str, str | None]]]:
     if cfn:
         roles.append(("${OrganizationRoleArn}", "HasOrganizationRole"))
         bucket = [("${AnchorBucket}", "HasAnchorBucket")]
+        backups = [("${BackupBucket}", "HasBackupBucket")]
     elif policy is None:
-        bucket = [(BUCKET_PLACEHOLDER, None)]
+        bucket, backups = [(BUCKET_PLACEHOLDER, None)], [(BACKUP_PLACEHOLDER, None)]
     else:
         bucket = [(policy.audit.anchor_bucket, None)] if policy.audit.anchor_bucket else []
-    return {"partition": [(partition, None)], "anchor_bucket": bucket, "assumed_role": list(dict.fromkeys(roles))}
+        backups = [(_backup_bucket(policy), None)] if _backup_bucket(policy) else []
+    return {"partition": [(partition, None)], "anchor_bucket": bucket, "backup_bucket": backups,
+            "assumed_role": list(dict.fromkeys(roles))}
+
+
+def _backup_bucket(policy) -> str | None:
+    """The bucket of an s3:// [backup].destination; None for a file (or no backup): no S3 for it."""
+    destination = policy.backup.destination or ""
+    return backup.split_s3(destination)[0] if destination.startswith(backup.S3) else None
 
 
 def _expand(template: str, fillings: dict[str, list[tuple[str, str | None]]]) -> list[tuple[str, str | None]]:
@@ -189,6 +202,7 @@ def bot_template(policy=None) -> dict[str, Any]:
     """The bot's own role (and, on EC2, its instance profile) as a CloudFormation template."""
     role_name = policy.organization.role_name if policy is not None else DEFAULT_ROLE_NAME
     bucket = (policy.audit.anchor_bucket or "") if policy is not None else ""
+    backup_bucket = (_backup_bucket(policy) or "") if policy is not None else ""
     organization_role = (policy.organization.role_arn or "") if policy is not None else ""
     fillings = _fillings(policy, cfn=True)
     return {
@@ -205,11 +219,13 @@ def bot_template(policy=None) -> dict[str, Any]:
                                          "account (deploy/amibot-member-role.yaml)", role_name),
             "AnchorBucket": _parameter("[audit].anchor_bucket, where audit anchors are written; empty: none",
                                        bucket),
+            "BackupBucket": _parameter("the bucket of an s3:// [backup].destination, where the daily backup "
+                                       "goes; empty: none (backups to a file)", backup_bucket),
             "OrganizationRoleArn": _parameter("[organization].role_arn, assumed to list the organisation when "
                                               "the bot runs outside its management account and delegated "
                                               "administrator; empty: none", organization_role),
         },
-        "Conditions": {"HasAnchorBucket": _not_empty("AnchorBucket"),
+        "Conditions": {"HasAnchorBucket": _not_empty("AnchorBucket"), "HasBackupBucket": _not_empty("BackupBucket"),
                        "HasOrganizationRole": _not_empty("OrganizationRoleArn"),
                        "OnEc2": {"Fn::Equals": [{"Ref": "PrincipalService"}, "ec2.amazonaws.com"]}},
         "Resources": {

@@ -26,7 +26,7 @@ from slack_bolt import App
 import handlers
 from bot import scheduler
 from bot.core import metrics
-from bot.durable import anchors
+from bot.durable import anchors, backup
 from bot.durable.jobs import QUICK, active_counts, forget_finished
 from bot.durable.store import Store
 from bot.services import (
@@ -172,6 +172,11 @@ def add_schedules(sched: BaseScheduler, ctx: Context) -> None:
     sched.add_job(outbox.prune, IntervalTrigger(hours=1), args=[ctx], id="outbox.prune", name="outbox.prune")
     sched.add_job(anchors.daily, CronTrigger(hour=0, minute=10), args=[ctx], id="audit.daily_anchor",
                   name="audit.daily_anchor")
+    if backup.configured(policy):  # claimed per UTC day in SQLite: two processes on one file back up once
+        hour, minute = backup.daily_time(policy)
+        sched.add_job(backup.daily, CronTrigger(hour=hour, minute=minute, timezone=ZoneInfo("UTC")), args=[ctx],
+                      id="backup.daily", name="backup.daily: copy the database to [backup].destination",
+                      coalesce=True, max_instances=1, misfire_grace_time=3600)
     sched.add_job(lambda: prune(ctx.store, ctx.clock()), IntervalTrigger(hours=1), id="store.prune",
                   name="store.prune: forget old request keys and finished jobs")
     if policy.digest.channel:  # no channel, no daily digest
@@ -215,6 +220,7 @@ def start_hooks(scheduled: bool) -> list[Hook]:
         outbox.at_start,  # first: resend what a crash left, so the messages below come after it
         approvals.at_start,  # approved → execute, executing → reconcile; then reminders and expiries missed
         anchors.daily_at_start,  # the audit anchor of a day not yet anchored
+        backup.daily_at_start,  # today's backup, when past due and no process made it
         digest.catch_up,  # today's digest, when past due and nobody made it
         image_buttons.resume_watches,  # new images whose watch a crash left without a job
         launch_command.resume_waits,  # launches whose wait for their instances a crash interrupted

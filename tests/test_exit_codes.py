@@ -146,6 +146,27 @@ def port_taken(world: World) -> dict:
     return {"args": (str(taken.getsockname()[1]),), "hold": taken}
 
 
+def backup_nowhere(world: World) -> dict:
+    world.trail().close()
+    return {"args": (str(world.tmp / "nowhere" / "copy.db"),)}
+
+
+def before_an_upgrade(world: World) -> dict:
+    """A file as a build from before the last migrations left it: the numbered ones up to 10."""
+    import sqlite3
+    from contextlib import closing
+
+    from bot.durable.store import MIGRATIONS, _statements
+
+    with closing(sqlite3.connect(world.db, isolation_level=None)) as connection:
+        for migration in MIGRATIONS:
+            if migration.version and migration.version <= 10:
+                for statement in _statements(migration.change):
+                    connection.execute(statement)
+        connection.execute("PRAGMA user_version = 10")
+    return {}
+
+
 @dataclass(frozen=True)
 class Case:
     readme: str  # the docs' words about the code (whitespace as in one line)
@@ -181,6 +202,12 @@ CASES = {
     "check-config --aws: an account fails": Case("and exits 1 if any account (or the organisation's listing) fails",
                                                  ("check-config", "--aws"), account_without_its_role, 1,
                                                  "prod (111111111111): no role_arn"),
+    "backup: a destination it cannot write to": Case("A destination it cannot write to is one line and exit 1",
+                                                     ("backup",), backup_nowhere, 1, "does not exist"),
+    "migrate --check: up to date": Case("`amibot migrate --check` exits 0 when the database has every migration",
+                                        ("migrate", "--check"), intact_trail, 0, "is up to date"),
+    "migrate --check: an upgrade pending": Case("and 1 listing the ones it lacks", ("migrate", "--check"),
+                                                before_an_upgrade, 1, "0015_write_generation: "),
     "demo --script: a step fails": Case("exits 1 at the first step that fails", ("demo", "--script"),
                                         failing_script_step, 1, "expected the last output to contain"),
     "serve: Slack refuses the token": Case("a token Slack refuses, Slack unreachable, the port taken — is one line "

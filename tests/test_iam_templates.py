@@ -37,7 +37,8 @@ def test_the_generic_policy_narrows_what_amibot_knows_and_keeps_the_describes_on
     policy = iam_policy()
     assert resources_of(policy, "sts:AssumeRole") == {"arn:aws:iam::*:role/amibot"}
     assert resources_of(policy, "ssm:PutParameter") == {"arn:aws:ssm:*:*:parameter/amibot/*"}
-    assert resources_of(policy, "s3:PutObject") == {"arn:aws:s3:::ANCHOR-BUCKET/amibot/anchors/*"}
+    assert resources_of(policy, "s3:PutObject") == {"arn:aws:s3:::ANCHOR-BUCKET/amibot/anchors/*",
+                                                    "arn:aws:s3:::BACKUP-BUCKET/*"}
     assert resources_of(policy, "s3:ListBucketVersions") == {"arn:aws:s3:::ANCHOR-BUCKET"}
     for action in ("ec2:DescribeImages", "ec2:DeregisterImage", "organizations:ListAccounts"):
         assert resources_of(policy, action) == {"*"}
@@ -59,6 +60,11 @@ def test_a_policy_file_fills_in_the_bucket_and_every_role_amibot_assumes():
         "arn:aws:iam::444444444444:role/org-reader"}
     assert resources_of(document, "s3:PutObject") == {"arn:aws:s3:::acme-amibot-anchors/amibot/anchors/*"}
     assert resources_of(document, "s3:GetObjectVersion") == {"arn:aws:s3:::acme-amibot-anchors/amibot/anchors/*"}
+    # an s3:// daily backup: PutObject on its bucket too; a backup to a file needs no S3
+    backed_up = iam_policy(parse_policy({"backup": {"destination": "s3://acme-backups/amibot/{date}.db"}}))
+    assert resources_of(backed_up, "s3:PutObject") == {"arn:aws:s3:::acme-backups/*"}
+    assert not resources_of(iam_policy(parse_policy({"backup": {"destination": "/var/backups/amibot.db"}})),
+                            "s3:PutObject")
     # one account, no anchors: no role to assume and no bucket, so neither is granted
     alone = iam_policy(parse_policy({}))
     assert not resources_of(alone, "sts:AssumeRole") and not resources_of(alone, "s3:PutObject")

@@ -128,14 +128,14 @@ def test_every_scheduled_job_is_in_the_wiring(make_harness):
 
 def test_start_and_stop_hooks_are_listed_in_order():
     from bot import scheduler
-    from bot.durable import anchors
+    from bot.durable import anchors, backup
     from bot.services import approvals, digest
     from bot.slack import outbox
     from handlers.actions import image_buttons
     from handlers.commands import launch
 
-    ordered = [wiring.recover_jobs, outbox.at_start, approvals.at_start, anchors.daily_at_start, digest.catch_up,
-               image_buttons.resume_watches, launch.resume_waits]
+    ordered = [wiring.recover_jobs, outbox.at_start, approvals.at_start, anchors.daily_at_start, backup.daily_at_start,
+               digest.catch_up, image_buttons.resume_watches, launch.resume_waits]
     assert wiring.start_hooks(scheduled=False) == ordered
     assert wiring.start_hooks(scheduled=True) == [*ordered, wiring.start_scheduler]
     assert wiring.stop_hooks(scheduled=False) == [outbox.at_stop]

@@ -64,6 +64,15 @@ def _at_least(minimum: float):
     return check
 
 
+def _backup_destination(value: str) -> str | None:
+    if value.startswith("s3://"):
+        bucket, _, key = value[5:].partition("/")
+        if not BUCKET.match(bucket) or not key or key.endswith("/"):
+            return f"s3://BUCKET/KEY (a key, not a prefix), got {value!r}"
+        return None
+    return None if value.strip() and not value.endswith("/") else f"a file path or s3://BUCKET/KEY, got {value!r}"
+
+
 @dataclass(frozen=True)
 class Key:
     """One policy key: its type, default, an optional per-item check and a line for the docs."""
@@ -142,6 +151,12 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "anchor_retention_days": Key("int", 365, "Object Lock COMPLIANCE retention of each anchor object, days",
                                      _at_least(1)),
     },
+    "backup": {
+        "destination": Key("str?", None, "where the daily backup goes: a file path or s3://bucket/key; `{date}` "
+                           "becomes the UTC day (YYYY-MM-DD), so each day keeps its own copy; unset: no daily "
+                           "backup", _backup_destination),
+        "at": Key("str", "03:00", "time of day (UTC) of the daily backup, HH:MM", _pattern(CLOCK, "a time 'HH:MM'")),
+    },
     "organization": {
         "enabled": Key("bool", False, "manage every active member account of the AWS Organization "
                        "(organizations:ListAccounts, refreshed hourly); [[accounts]] entries override members"),
@@ -186,6 +201,7 @@ class Policy:
     digest: Section
     families: Section
     audit: Section
+    backup: Section
     organization: Section
     jobs: Section
     source: str = "defaults"

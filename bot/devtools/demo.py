@@ -46,6 +46,8 @@ ISOLATED_ENV = {
 }
 DROPPED_PREFIXES = ("SLACK_", "AWS_", "AMIBOT_", "MOTO_")
 SCRIPTS_DIR = Path(__file__).resolve().parent / "scripts"  # package data, shipped in the wheel
+DEMO_NEEDS = ("amibot: the demo needs moto, which a plain install leaves out: pip install 'amibot[demo]' "
+              "(from a clone: pip install '.[demo]', or make demo)")
 PROXIES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
 
 
@@ -94,7 +96,7 @@ def run(script: str | None = None, port: int = 0, out: TextIO | None = None) -> 
     try:
         import moto  # noqa: F401  (a dev dependency)
     except ImportError:
-        print("amibot: the demo needs the dev dependencies: make demo", file=sys.stderr)
+        print(DEMO_NEEDS, file=sys.stderr)
         return 2
     if logging.getLogger().level == logging.INFO:  # the default: the console is the show, the log only errors
         for name in QUIET_LOGGERS:  # (moto's gaps make the bot warn a lot; --log-level WARNING shows them)

@@ -21,6 +21,7 @@ Every table has one owning module; no other module holds SQL for it (tests/test_
     digest_runs, snoozes                 bot/services/digest.py
     digest_history, dashboard_cache      bot/services/dashboard.py
     promotions                           bot/services/versions.py
+    backup_days                          bot/durable/backup.py
     health, generation, _sqlite_migrations   bot/durable/store.py
       (and store.py reads audit_head's last row id: its file check's watermark, below bot/durable/audit.py)
 
@@ -271,6 +272,11 @@ MIGRATIONS: list[Migration] = [
         );
         INSERT INTO generation (one, n) VALUES (1, 1);
     """),
+    Migration("0016_backup_days", None,
+              "the daily backup, claimed once per UTC day (two processes on one file back up once)",
+              lambda database: database["backup_days"].create(
+                  {"date": str, "claimed_at": str, "destination": str, "finished_at": str, "outcome": str},
+                  pk="date", not_null={"claimed_at"})),
 ]
 
 
@@ -348,7 +354,10 @@ class Store:
         elif self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         if not self.read_only:
-            self.migrate()
+            upgrading = self.path != ":memory:" and os.path.exists(self.path) and os.path.getsize(self.path) > 0
+            applied = self.migrate()
+            if applied and upgrading:  # an upgrade says what it did to the database, once (a new file: nothing)
+                log.info("database %s: applied %d migration(s): %s", self.path, len(applied), ", ".join(applied))
             self._counting = True
             file_version = _file_version(_file_header(self.path)) if self.path != ":memory:" else 0
             self._remember(Seen(file_version, *self._newest_state(self.conn())))
@@ -446,6 +455,25 @@ class Store:
             if numbered > self.schema_version:  # never lowered: older builds read it as "all of mine applied"
                 self.conn().execute(f"PRAGMA user_version = {int(numbered)}")
         return pending
+
+    def backup(self, destination: str | Path) -> None:
+        """An online, consistent copy of the whole database into the file ``destination`` (replaced if there):
+        SQLite's backup API copies every page under one read transaction, so writers in this and other processes
+        carry on and the copy is the database as of one commit. It is written next to ``destination`` and renamed
+        into place, so a crash never leaves half a copy under that name, and it is one self-contained file
+        (journal mode DELETE: no write-ahead log beside it)."""
+        destination = Path(destination)
+        partial = destination.with_name(f".{destination.name}.partial")
+        try:
+            with closing(sqlite3.connect(partial, isolation_level=None)) as copy:
+                self.conn().backup(copy)  # pages=-1: all at once, one consistent snapshot
+                copy.execute("PRAGMA journal_mode=DELETE")
+                found = copy.execute("PRAGMA integrity_check(1)").fetchone()[0]
+                if found != "ok":
+                    raise sqlite3.DatabaseError(f"the copy fails SQLite's integrity check: {found}")
+            os.replace(partial, destination)
+        finally:
+            partial.unlink(missing_ok=True)
 
     def _adopt_numbered(self, database: sqlite_utils.Database, migrations) -> None:
         """A file made before migrations had names: record every numbered migration up to its user_version as
@@ -658,6 +686,24 @@ class Store:
         finally:
             connection.close()
         return {"ok": True, "problem": None, "schema_version": schema, "jobs_pending": pending}
+
+
+def pending_migrations(path: str | Path) -> list[Migration]:
+    """The migrations a start would apply to the database at ``path``, in order, without applying any: the file
+    is opened read-only (``amibot migrate --check``). A missing or empty file raises StoreMissing."""
+    _require_database(str(path))
+    with closing(sqlite3.connect(_uri(str(path), "ro"), uri=True, timeout=5, isolation_level=None)) as connection:
+        version = connection.execute("PRAGMA user_version").fetchone()[0]
+        try:
+            applied = {row[0] for row in connection.execute(
+                "SELECT name FROM _sqlite_migrations WHERE migration_set = ?", (MIGRATION_SET,))}
+        except sqlite3.OperationalError as error:
+            if "no such table" not in str(error):
+                raise
+            applied = set()
+    if not applied and version:  # a file from before names: its user_version counts the numbered ones (_adopt_numbered)
+        applied = {migration.name for migration in MIGRATIONS if migration.version and migration.version <= version}
+    return [migration for migration in MIGRATIONS if migration.name not in applied]
 
 
 def _code(error: sqlite3.Error) -> int | None:
