@@ -93,6 +93,7 @@ def test_the_lifecycle_script_walks_the_whole_life_of_an_image():
                  "prod (222233334444): 2 instances, launch template storefront-web, ASG storefront",
                  "Auto Scaling group storefront", "prod 2",
                  "Only the operators of prod (222233334444) may run `/ami launch` there. Its operators: @dave",
+                 "1 instance(s) running into prod (222233334444)",
                  "across 2 accounts", "prod (222233334444): all clean"):
         assert seen in out, seen
     assert "? Approve? [y/n] y" in out  # the confirm dialog was asked and answered

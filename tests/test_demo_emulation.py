@@ -254,3 +254,21 @@ def test_a_snapshot_still_used_by_an_image_is_refused_and_stays_out_of_the_bin(a
     ec2(app).deregister_image(ImageId=image_id)
     ec2(app).delete_snapshot(SnapshotId=snapshot_id)  # now it goes, into the bin
     assert [s["SnapshotId"] for s in ec2(app).list_snapshots_in_recycle_bin()["Snapshots"]] == [snapshot_id]
+
+
+def test_a_prod_operator_launches_an_image_shared_with_prod_into_prod(accounts_app):
+    app = accounts_app
+    image_id = web_image(app)
+    ec2(app).modify_image_attribute(ImageId=image_id, LaunchPermission={"Add": [{"UserId": seed.PROD}]})
+    unshared = web_image(app, "web-2.0.0", age_days=10)
+
+    app.command(f"launch {image_id} t3.small 1 --account prod", user="U0OPS")
+    said = [call.text for call in app.fake.calls_to("chat.update")]
+    assert said and "1 instance(s) running" in said[-1] and "prod (111111111111)" in said[-1]
+    prod = seed.account_session(app.session, seed.PROD).client("ec2", REGION)
+    running = prod.describe_instances(Filters=[{"Name": "image-id", "Values": [image_id]}])["Reservations"]
+    assert len(running) == 1  # in prod, from bake's image, as AWS launches an image shared with the account
+    with pytest.raises(ClientError, match="InvalidAMIID"):  # not shared with prod: refused, as AWS refuses it
+        prod.run_instances(ImageId=unshared, MinCount=1, MaxCount=1)
+    with pytest.raises(ClientError, match="InvalidAMIID"):  # and nothing of the shared one stays behind in prod
+        prod.describe_images(ImageIds=[image_id])

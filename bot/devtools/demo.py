@@ -309,7 +309,7 @@ def banner(url: str, built, policy, workdir: str) -> list[str]:
               "Try: /ami list · /ami show web-1.3.0 · /ami versions web · /ami launch · /ami deregister {web-1.0.0}"
               " · /ami recycle-bin · /ami drift · :digest · :home · :help",
               "With prod: /ami deregister {web-1.2.0} (its blast radius reaches prod) · /ami drift --account prod"
-              " · /ami launch {web-1.3.0} t3.small 1 --account prod (alice may not: prod's operator is dave)",
+              " · /ami launch {web-1.3.0} t3.small 1 --account prod (alice may not; :as dave may)",
               "{name} stands for the id of the image or instance called name. You are @alice.", ""]
     return lines
 

@@ -18,8 +18,8 @@ deregistration protection refuses DeregisterImage (and keeps refusing for 24 hou
 when it was enabled with a cooldown); items leave the bin for good when their retention ends.
 Per account, as moto keeps a backend per account: a session is installed for one account (the demo's own
 session for moto's default account, an assumed role's for its account), and each account's regions have their
-own state. An instance may run an image another account owns (shared with it): its metadata, and the image's
-LastLaunchedTime, come from the owner's.
+own state. An account launches an image another one shares with it (moto alone launches its own images only);
+such an instance's image metadata, and the image's LastLaunchedTime, are the owner's.
 """
 
 from __future__ import annotations
@@ -143,6 +143,7 @@ class Emulation:
             "EnableAllowedImagesSettings": self._enable_allowed,
             "DisableAllowedImagesSettings": self._disable_allowed,
             "ReplaceImageCriteriaInAllowedImagesSettings": self._replace_criteria,
+            "RunInstances": self._launch_shared,
         }
         self._rbin: dict[str, Callable[[str, dict], dict | None]] = {
             "CreateRule": self._create_rule, "GetRule": self._get_rule, "ListRules": self._list_rules,
@@ -200,6 +201,8 @@ class Emulation:
         at = Place(account, context.get("client_region") or "us-east-1")
         params = context.get("amibot_emulation_params") or {}
         with self._lock:
+            if model.name == "RunInstances":
+                self._launched_shared(at, params.get("ImageId"))
             if getattr(http_response, "status_code", 500) >= 300:  # moto refused: nothing moved
                 if model.name == "DeregisterImage":
                     self._pending.pop(("image", at, params.get("ImageId")), None)
@@ -216,6 +219,27 @@ class Emulation:
                     if instance.get("ImageId"):
                         owner = self._owner(at, instance["ImageId"])  # a shared image's launch is its owner's
                         self.region(owner).last_launched[instance["ImageId"]] = self.clock()
+
+    def _launch_shared(self, at: Place, params: dict) -> None:
+        """Let moto launch an image another account shares with this one, as AWS does: moto's AMI check looks in
+        the launching account's own images only, and takes an id it lists as deregistered there as known — so
+        the id is listed so for the length of the call (``_launched_shared`` takes it back)."""
+        image_id = params.get("ImageId")
+        if not image_id or self._ec2_backend(at).amis.get(image_id) is not None:
+            return None
+        ami = self._find_ami(at, image_id)
+        if ami is not None and ({"UserId": at.account} in ami.launch_permissions or ami.is_public):
+            deleted = self._ec2_backend(at).deleted_amis
+            if image_id not in deleted:
+                deleted.append(image_id)
+                self._pending[("launch", at, image_id)] = (ami, {})
+        return None
+
+    def _launched_shared(self, at: Place, image_id: str | None) -> None:
+        if self._pending.pop(("launch", at, image_id), None) is not None:
+            deleted = self._ec2_backend(at).deleted_amis
+            if image_id in deleted:
+                deleted.remove(image_id)
 
     # --- the model ---------------------------------------------------------------------------------------
     def region(self, name: str | Place, account: str | None = None) -> Region:
