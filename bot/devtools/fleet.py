@@ -98,7 +98,6 @@ class Fleet:
     builders: dict[str, str] = field(default_factory=dict)  # name -> instance id
     promoted: list[str] = field(default_factory=list)
     orphaned_snapshots: list[str] = field(default_factory=list)
-    prod: dict[str, str] = field(default_factory=dict)  # what runs in prod: instance name -> instance id
 
     def image_id(self, name: str, region: str = HOME) -> str:
         return self.images[region][name]
@@ -166,10 +165,8 @@ def build_prod(home: Aws, prod: Aws, fleet: Fleet, shared_launches: Callable[[],
                  MinSize=count, MaxSize=count * 2, DesiredCapacity=count, VPCZoneIdentifier=subnet,
                  LaunchTemplate={"LaunchTemplateId": template_id, "Version": "$Default"},
                  Tags=[{"Key": "Name", "Value": group, "PropagateAtLaunch": True}])
-            for number, instance_id in enumerate(_instances_named(prod, HOME, group), start=1):
-                fleet.prod[f"{group}-{number}"] = instance_id
         for name, image in PROD_RUNNING.items():
-            fleet.prod[name] = _instance(prod, HOME, fleet.image_id(image), name)
+            _instance(prod, HOME, fleet.image_id(image), name)
 
 
 def promote(ctx, fleet: Fleet) -> list[str]:
