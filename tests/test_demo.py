@@ -75,18 +75,26 @@ def test_the_lifecycle_script_walks_the_whole_life_of_an_image():
     assert "✓ the script ran" in out and "✗" not in out
     # the banner names who is who and the fleet
     assert "alice  U0ALICE  operator" in out and "bob    U0BOB    approver" in out and "carol  U0CAROL  member" in out
+    assert "dave   U0DAVE   prod's operator" in out and "Account prod (222233334444)" in out
     assert "(current: web-1.3.0)" in out and "2 orphaned snapshots" in out
     # every stage of the lifecycle happened, as the channel saw it
     for seen in ("16 AMIs, newest first", "is making AMI web-1.5.0", "promoted", "[ Launch instances ]",
                  "2 instance(s) running", "shared web-1.5.0", "Share web-1.5.0 with account 444455556666",
-                 "in eu-west-1 from a copy of web-1.5.0", "Deregister web-1.0.0", "You are not an approver",
+                 "eu-west-1 from a copy of web-1.5.0", "Deregister web-1.0.0", "You are not an approver",
                  "Deregistered", "Only amibot operators", "AMI digest for", "snoozed this", "Deleted snap-",
                  # what moto lacks, from the demo's emulation: findings, the Recycle Bin, drift, Allowed AMIs
                  "Vulnerabilities (Amazon Inspector): 1 critical", "so it was not promoted",
                  "recoverable from the Recycle Bin for 14 days", "web-0.8.0", "image restored",
                  "on a deregistered image web-0.9.0", "audit mode",
                  # and the Home tab, as the approver and as the requester see it
-                 "amibot's App Home, as @bob sees it", "Waiting for you (1)", "amibot's App Home, as @alice sees it"):
+                 "amibot's App Home, as @bob sees it", "Waiting for you (1)", "amibot's App Home, as @alice sees it",
+                 # a second account, prod: the blast radius reaches its group and instances, its own operators
+                 # decide there, and the digest covers both accounts
+                 "prod (222233334444): 2 instances, launch template storefront-web, ASG storefront",
+                 "Auto Scaling group storefront", "prod 2",
+                 "Only the operators of prod (222233334444) may run `/ami launch` there. Its operators: @dave",
+                 "1 instance(s) running into prod (222233334444)",
+                 "across 2 accounts", "prod (222233334444): all clean"):
         assert seen in out, seen
     assert "? Approve? [y/n] y" in out  # the confirm dialog was asked and answered
     assert_nothing_left_behind(out)

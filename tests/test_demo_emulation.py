@@ -199,6 +199,39 @@ def test_the_console_shows_the_home_tab_each_person_sees(app):
     assert "[" in printed.split("as @lead sees it")[1].split("Your requests")[0]  # its buttons are numbered
 
 
+ACCOUNTS = {**POLICY, "accounts": [{"id": seed.BAKE, "name": "bake"},
+                                   {"id": seed.PROD, "name": "prod", "role_arn": seed.role_arn(seed.PROD)}]}
+
+
+@pytest.fixture
+def accounts_app(aws, fake_slack, tmp_path):
+    running = EmulatedHarness(fake_slack, str(tmp_path / "amibot.db"), ACCOUNTS).start()
+    yield running
+    running.stop()
+
+
+def test_an_assumed_account_has_its_own_emulated_state_and_runs_images_shared_with_it(accounts_app):
+    app = accounts_app
+    retention_rules(app)  # in bake only
+    image_id = web_image(app)
+    ec2(app).modify_image_attribute(ImageId=image_id, LaunchPermission={"Add": [{"UserId": seed.PROD}]})
+    prod = seed.account_session(app.session, seed.PROD)
+    app.emulation.install(prod, seed.PROD)
+    instance_id = seed.instance_on_shared_image(prod, image_id, name="storefront-1")
+
+    [item] = prod.client("ec2", REGION).describe_instance_image_metadata(
+        InstanceIds=[instance_id])["InstanceImageMetadata"]
+    assert item["OwnerId"] == seed.PROD  # the instance is prod's, the image bake's
+    assert {key: item["ImageMetadata"][key] for key in ("ImageId", "Name", "OwnerId", "State")} == {
+        "ImageId": image_id, "Name": "web-1.0.0", "OwnerId": seed.BAKE, "State": "available"}
+    assert "LastLaunchedTime" in ec2(app).describe_images(ImageIds=[image_id])["Images"][0]  # launched, in prod
+
+    app.command("recycle-bin", user="U0OPS")  # through the app: its prod handle answers from prod's state
+    shown = str(app.last_reply().params.get("blocks"))
+    bake, _, prod_part = shown.partition("prod (111111111111)")
+    assert "14 days" in bake and "no retention rules" in prod_part and "14 days" not in prod_part
+
+
 def test_rule_coverage_follows_aws_tag_level_and_region_level_rules():
     from bot.devtools.emulation import covers
 
@@ -221,3 +254,21 @@ def test_a_snapshot_still_used_by_an_image_is_refused_and_stays_out_of_the_bin(a
     ec2(app).deregister_image(ImageId=image_id)
     ec2(app).delete_snapshot(SnapshotId=snapshot_id)  # now it goes, into the bin
     assert [s["SnapshotId"] for s in ec2(app).list_snapshots_in_recycle_bin()["Snapshots"]] == [snapshot_id]
+
+
+def test_a_prod_operator_launches_an_image_shared_with_prod_into_prod(accounts_app):
+    app = accounts_app
+    image_id = web_image(app)
+    ec2(app).modify_image_attribute(ImageId=image_id, LaunchPermission={"Add": [{"UserId": seed.PROD}]})
+    unshared = web_image(app, "web-2.0.0", age_days=10)
+
+    app.command(f"launch {image_id} t3.small 1 --account prod", user="U0OPS")
+    said = [call.text for call in app.fake.calls_to("chat.update")]
+    assert said and "1 instance(s) running" in said[-1] and "prod (111111111111)" in said[-1]
+    prod = seed.account_session(app.session, seed.PROD).client("ec2", REGION)
+    running = prod.describe_instances(Filters=[{"Name": "image-id", "Values": [image_id]}])["Reservations"]
+    assert len(running) == 1  # in prod, from bake's image, as AWS launches an image shared with the account
+    with pytest.raises(ClientError, match="InvalidAMIID"):  # not shared with prod: refused, as AWS refuses it
+        prod.run_instances(ImageId=unshared, MinCount=1, MaxCount=1)
+    with pytest.raises(ClientError, match="InvalidAMIID"):  # and nothing of the shared one stays behind in prod
+        prod.describe_images(ImageIds=[image_id])

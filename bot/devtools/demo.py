@@ -29,9 +29,10 @@ from bot.devtools.console import Console, Person, ScriptSource, TerminalSource
 
 log = logging.getLogger(__name__)
 
-PEOPLE = [Person("U0ALICE", "alice", "operator: may run changing commands"),
+PEOPLE = [Person("U0ALICE", "alice", "operator: may run changing commands (not in prod: prod has its own)"),
           Person("U0BOB", "bob", "approver: approves what needs a second person"),
-          Person("U0CAROL", "carol", "member: may look, not change")]
+          Person("U0CAROL", "carol", "member: may look, not change"),
+          Person("U0DAVE", "dave", "prod's operator: runs changing commands in the prod account only")]
 CHANNEL, CHANNEL_NAME = "C0PLATFORM", "platform"
 STOP_WAIT_SECONDS = 30
 INTERRUPTED = 130
@@ -51,11 +52,23 @@ DEMO_NEEDS = ("amibot: the demo needs moto, which a plain install leaves out: pi
 PROXIES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
 
 
-def policy_data(operator: str, approver: str, partner_account: str, regions: list[str]) -> dict:
-    """The demo's policy: one operator, one approver, the partner account pre-approved for sharing."""
+def policy_data(operator: str, approver: str, partner_account: str, regions: list[str],
+                home: tuple[str, str], prod: dict) -> dict:
+    """The demo's policy: one operator, one approver, the partner account pre-approved for sharing; two managed
+    accounts: ``home`` (id, name), the one the bot runs in, and ``prod`` (an [[accounts]] entry: id, name, role,
+    regions, its own operators), where the bot assumes a role."""
+    home_id, home_name = home
     return {"aws": {"regions": regions}, "access": {"operators": [operator]},
             "approvals": {"approvers": [approver]}, "sharing": {"allowed_accounts": [partner_account]},
-            "digest": {"channel": CHANNEL}}
+            "digest": {"channel": CHANNEL}, "accounts": [{"id": home_id, "name": home_name}, prod]}
+
+
+def prod_account(operators: list[str]) -> dict:
+    """prod's [[accounts]] entry: its role, its one region, its own operators (the global ones are not theirs)."""
+    from bot.devtools import fleet
+
+    return {"id": fleet.PROD_ACCOUNT, "name": fleet.PROD_NAME, "regions": fleet.PROD_REGIONS, "operators": operators,
+            "role_arn": f"arn:aws:iam::{fleet.PROD_ACCOUNT}:role/amibot"}
 
 
 def isolate_environment(environ=os.environ) -> None:
@@ -142,13 +155,19 @@ def _start(stack: contextlib.ExitStack, port: int, out: TextIO) -> Console:
     token, secret = f"xoxb-demo-{secrets.token_hex(8)}", secrets.token_hex(32)
     settings = Settings(bot_token=token, signing_secret=secret, slack_api_url=fake.url,
                         db_path=str(Path(workdir) / "amibot.db"))
-    policy = parse_policy(policy_data(PEOPLE[0].id, PEOPLE[1].id, fleet.PARTNER_ACCOUNT, [fleet.HOME, fleet.AWAY]),
+    from moto.core import DEFAULT_ACCOUNT_ID
+
+    policy = parse_policy(policy_data(PEOPLE[0].id, PEOPLE[1].id, fleet.PARTNER_ACCOUNT, [fleet.HOME, fleet.AWAY],
+                                      home=(DEFAULT_ACCOUNT_ID, fleet.HOME_NAME), prod=prod_account([PEOPLE[3].id])),
                           source="the demo's policy")
     emulation, aws = emulated_aws(policy.aws.regions)
     amibot = create_app(settings, policy, slack=WebClient(token=token, base_url=fake.url), aws=aws)
+    emulate_accounts(emulation, amibot.ctx.aws)
     out.write("· building a fleet in moto…\n")
     out.flush()
-    built = fleet.build(amibot.ctx.aws.home, _backdate, findings=emulation.add_findings, binned=emulation.entered_bin)
+    home = amibot.ctx.aws.home
+    built = fleet.build(home, _backdate, findings=emulation.add_findings, binned=emulation.entered_bin)
+    fleet.build_prod(home, amibot.ctx.aws.of(fleet.PROD_NAME), built, launching_shared_images)
     fleet.promote(amibot.ctx, built)
 
     local = LocalApp(amibot, secret, fake, port=port).start(background=False)
@@ -172,6 +191,29 @@ def emulated_aws(regions: list[str], session=None):
     session = session or boto3.session.Session()
     emulation = Emulation().install(session)
     return emulation, Aws(regions, session=session)
+
+
+def emulate_accounts(emulation, accounts) -> None:
+    """Install the emulation on every managed account's session but the bot's own (which has it): an assumed
+    role's calls are in its account, with that account's emulated state. Before any of their clients exists."""
+    for handle in accounts.handles():
+        if handle is not accounts.home:
+            emulation.install(handle._session, handle.account.id)
+
+
+@contextlib.contextmanager
+def launching_shared_images():
+    """moto launches an image another account shares with the launching one (as AWS does): its AMI check looks
+    in the launching account's own images only, so it is off inside (for the fleet's seeding, before the app
+    serves anyone)."""
+    from moto import settings as moto_settings
+
+    checking = moto_settings.ENABLE_AMI_VALIDATION
+    moto_settings.ENABLE_AMI_VALIDATION = False
+    try:
+        yield
+    finally:
+        moto_settings.ENABLE_AMI_VALIDATION = checking
 
 
 def _start_background(amibot) -> None:
@@ -242,7 +284,7 @@ def banner(url: str, built, policy, workdir: str) -> list[str]:
              f"  state: {workdir} (the bot's SQLite; removed when the demo stops)", "",
              "People (:as NAME switches):"]
     lines += [f"  {person.name:<6} {person.id:<8} {person.role}" for person in PEOPLE]
-    lines += ["", f"Fleet in account {built.account_id}, regions {', '.join(policy.aws.regions)}:"]
+    lines += ["", f"Fleet in account {fleet.HOME_NAME} ({built.account_id}), regions {', '.join(policy.aws.regions)}:"]
     for family, (team, versions) in fleet.FAMILIES.items():
         current = next((name for name in built.promoted if name.startswith(f"{family}-")), None)
         labels = ", ".join(version for version, _ in versions)
@@ -252,6 +294,7 @@ def banner(url: str, built, policy, workdir: str) -> list[str]:
               f"  launch templates: {', '.join(f'{name} ({image})' for name, image in fleet.TEMPLATES.items())}",
               f"  shared: {', '.join(f'{name} with {account}' for name, account in fleet.SHARED.items())}"
               f" (sharing with {fleet.PARTNER_ACCOUNT} needs no approval; other accounts do)",
+              f"  shared with prod: {', '.join(fleet.PROD_SHARED)}",
               f"  in {fleet.AWAY} too: {', '.join(fleet.COPIED_AWAY)}; disabled: {', '.join(fleet.DISABLED)}; "
               f"{len(built.orphaned_snapshots)} orphaned snapshots",
               f"  emulated (moto lacks them): a {fleet.RECYCLE_BIN_DAYS}-day Recycle Bin rule in {fleet.HOME} "
@@ -259,8 +302,16 @@ def banner(url: str, built, policy, workdir: str) -> list[str]:
               f" instance image metadata (drifting: {', '.join(sorted(fleet.ON_GONE))} on {fleet.DEREGISTERED[0][1]},"
               " deregistered)",
               "",
+              f"Account {fleet.PROD_NAME} ({fleet.PROD_ACCOUNT}), the bot assumes a role there; region "
+              f"{', '.join(fleet.PROD_REGIONS)}; its operator is dave, not alice:",
+              *[f"  Auto Scaling group {group} (launch template {template}) on {image}: {count} instances"
+                for group, (template, image, count) in fleet.PROD_GROUPS.items()],
+              f"  running: {', '.join(f'{name} ({image})' for name, image in fleet.PROD_RUNNING.items())}",
+              "",
               "Try: /ami list · /ami show web-1.3.0 · /ami versions web · /ami launch · /ami deregister {web-1.0.0}"
               " · /ami recycle-bin · /ami drift · :digest · :home · :help",
+              "With prod: /ami deregister {web-1.2.0} (its blast radius reaches prod) · /ami drift --account prod"
+              " · /ami launch {web-1.3.0} t3.small 1 --account prod (alice may not; :as dave may)",
               "{name} stands for the id of the image or instance called name. You are @alice.", ""]
     return lines
 

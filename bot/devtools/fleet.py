@@ -7,6 +7,8 @@ region; and orphaned snapshots left by images that were deregistered without the
 they run older versions, one an image deregistered since. The parts moto lacks come from the demo's
 emulation (bot.devtools.emulation): a Recycle Bin rule for images and one for snapshots at home (so a
 deregistration there can be undone), Inspector findings on the older versions, Allowed AMIs in audit mode.
+A second account, prod (the bot assumes a role there), runs web images shared with it from home: an Auto Scaling
+group on a launch template still on an older version, and a canary on the current one (``build_prod``).
 
 The fleet is data (FAMILIES, RUNNING, …) so the story can change without touching the code.
 Everything goes through the app's own ``Aws`` (the one client factory), pointed at moto by the demo;
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -54,6 +57,17 @@ RECYCLE_BIN_DAYS = 14  # rules (images, snapshots) at HOME, made after the seedi
 IN_BIN = ("web-0.8.0", 700, 11)  # deregistered 11 days ago with its snapshot, under the rule: leaves the bin soon
 # Allowed AMIs at home, in audit mode (flags, never blocks): Amazon's images, and our own up to a year old
 ALLOWED_STATE, ALLOWED_MAX_DAYS = "audit-mode", 365
+
+# A second managed account: the bot runs in HOME_NAME (moto's default account, where the images are baked) and
+# assumes a role in prod, a workload account that runs web images shared with it from home.
+HOME_NAME = "platform"
+PROD_ACCOUNT, PROD_NAME = "222233334444", "prod"
+PROD_REGIONS = [HOME]  # prod works in one region only
+PROD_SHARED = ["web-1.2.0", "web-1.3.0"]  # shared with prod (launch permission)
+# Auto Scaling group -> (its launch template, the image, instances): still on an older version, so it drifts and
+# deregistering that image from home would break it
+PROD_GROUPS = {"storefront": ("storefront-web", "web-1.2.0", 2)}
+PROD_RUNNING = {"storefront-canary": "web-1.3.0"}  # on the current version
 
 
 def _finding(cve: str, package: str, severity: str, score: float, fix: bool = True) -> dict:
@@ -134,6 +148,27 @@ def build(aws: Aws, backdate: Callable[[str, str, datetime], None], now: datetim
     return fleet
 
 
+def build_prod(home: Aws, prod: Aws, fleet: Fleet, shared_launches: Callable[[], AbstractContextManager]) -> None:
+    """prod's side: PROD_SHARED shared with it from ``home``, its Auto Scaling groups (on launch templates) and
+    instances running them. ``shared_launches()`` is a context in which moto launches another account's image
+    (AWS launches a shared image; moto looks in the launching account's own images only)."""
+    for name in PROD_SHARED:
+        call(home.ec2(HOME), "modify_image_attribute", resource=f"AMI {name}", ImageId=fleet.image_id(name),
+             LaunchPermission={"Add": [{"UserId": PROD_ACCOUNT}]})
+    subnet = call(prod.ec2(HOME), "describe_subnets")["Subnets"][0]["SubnetId"]
+    with shared_launches():
+        for group, (template, image, count) in PROD_GROUPS.items():
+            template_id = call(prod.ec2(HOME), "create_launch_template", LaunchTemplateName=template,
+                               LaunchTemplateData={"ImageId": fleet.image_id(image), "InstanceType": "t3.small"}
+                               )["LaunchTemplate"]["LaunchTemplateId"]
+            call(prod.client("autoscaling", HOME), "create_auto_scaling_group", AutoScalingGroupName=group,
+                 MinSize=count, MaxSize=count * 2, DesiredCapacity=count, VPCZoneIdentifier=subnet,
+                 LaunchTemplate={"LaunchTemplateId": template_id, "Version": "$Default"},
+                 Tags=[{"Key": "Name", "Value": group, "PropagateAtLaunch": True}])
+        for name, image in PROD_RUNNING.items():
+            _instance(prod, HOME, fleet.image_id(image), name)
+
+
 def promote(ctx, fleet: Fleet) -> list[str]:
     """Make PROMOTED their families' current versions through the bot's own service (tag, SSM parameter,
     promotions table), when that service exists in this build."""
@@ -160,9 +195,10 @@ def resolve(aws: AwsAccounts, family_tag: str, ref: str, built: Fleet | None = N
         images = [image for image in _images_named(aws, family_tag, name, where) if image.state != "deregistered"]
         if images:
             return images[0].id
-        instances = _instances_named(aws.home, where, name)
-        if instances:
-            return instances[0]
+        for handle in aws.handles():  # an instance in any managed account that works in that region
+            instances = _instances_named(handle, where, name) if where in handle.regions else []
+            if instances:
+                return instances[0]
     for where in regions:
         if built is not None and name in built.images.get(where, {}):
             return built.images[where][name]

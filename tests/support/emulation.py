@@ -9,7 +9,7 @@ from slack_sdk import WebClient
 
 from bot.app import create_app
 from bot.core.config import Settings, parse_policy
-from bot.devtools.demo import emulated_aws
+from bot.devtools.demo import emulate_accounts, emulated_aws
 from bot.devtools.local import LocalApp
 from tests.support.harness import BOT_TOKEN, SIGNING_SECRET, Harness
 
@@ -31,6 +31,7 @@ class EmulatedHarness(Harness):
                             db_path=self.db_path)
         self.amibot = create_app(settings, parse_policy(self.policy_data),
                                  slack=WebClient(token=BOT_TOKEN, base_url=self.fake.url), aws=aws)
+        emulate_accounts(self.emulation, self.amibot.ctx.aws)  # [[accounts]]: each assumed one has it too
         self._local = LocalApp(self.amibot, SIGNING_SECRET, self.fake).start()
         return self
 
