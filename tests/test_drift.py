@@ -129,3 +129,29 @@ def test_the_digest_drift_and_the_home_tab_count_the_same_drift(aws, fake_slack,
         assert "1 instance(s) on images of unknown family" in home
     finally:
         app.stop()
+
+
+def _table_rows(reply) -> list[list[str]]:
+    tables = [block for block in reply.params["blocks"] if block["type"] == "table"]
+    assert len(tables) == 1, "a message holds one table at most"
+    return [[cell["text"] for cell in row] for row in tables[0]["rows"]]
+
+
+def test_drift_names_the_instances_behind_the_worst_first_then_and_n_more(harness, aws):
+    v1, v2, v3 = family(aws, ["1", "2", "3"])
+    harness.command(f"promote {v3}")
+    ec2 = aws.client("ec2")
+    worst = seed.instance(aws, image_id=v1, name="<!channel> web-a")
+    ec2.create_tags(Resources=[worst], Tags=[{"Key": "aws:autoscaling:groupName", "Value": "web-asg"}])
+    one_behind = [seed.instance(aws, image_id=v2, name=f"web-{n}") for n in range(11)]
+    seed.instance(aws, image_id=v3)
+    harness.command("drift")
+    reply = harness.last_reply()
+    rows = _table_rows(reply)
+    assert rows[0] == ["Instance", "Name", "Auto Scaling group", "Region", "Image", "Behind"]
+    assert rows[1] == [worst, "&lt;!channel&gt; web-a", "web-asg", "us-east-1", "web-1", "2 versions behind"]
+    assert len(rows) == 1 + 10 and {row[0] for row in rows[2:]} <= set(one_behind)
+    assert all(row[5] == "1 version behind" for row in rows[2:])
+    assert "…and 2 more instances behind." in reply.text
+    assert "the worst first (most versions behind" in reply.text
+    assert "<!channel>" not in reply.text

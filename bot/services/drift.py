@@ -98,8 +98,8 @@ class Drift:
         return sorted(found, key=lambda pair: _worse(*pair))
 
 
-WORST_FIRST = ("the worst first: the most versions behind, then those on a deregistered image, then disabled or "
-               "deprecated ones, then the oldest launch")
+WORST_FIRST = ("the worst first (most versions behind, then on a deregistered, disabled or deprecated image, "
+               "then the oldest launch)")
 _STATUS_RANK = {GONE: 0, DISABLED: 1, DEPRECATED: 2, BEHIND: 3}
 _LATEST = datetime.max.replace(tzinfo=UTC)
 

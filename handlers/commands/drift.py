@@ -8,7 +8,7 @@ from bot.slack.subcommands import Arg, Subcommand
 
 SPEC = Subcommand(
     name="drift", stage="watch",
-    summary=f"instances behind their family's current version (or on retired images), {WORST_FIRST}",
+    summary=f"instances behind their family's current version or on retired images, {WORST_FIRST}",
     usage="/ami drift [family] [--region R] [--account NAME]", example="/ami drift web",
     args=(Arg("family", required=False, rest=True),), flags={"--region": "R", "--account": "NAME"})
 
