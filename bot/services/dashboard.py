@@ -19,6 +19,7 @@ from bot.core.errors import AmibotError, AwsError
 from bot.services import approvals
 from bot.services.drift import Drift, fleet_drift, retired_names
 from bot.services.findings import findings_of_many
+from bot.services.staleness import where
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +106,8 @@ def compute_fleet(ctx) -> Fleet:
 
 
 def _families(aws, found: Drift, now: datetime) -> list[FamilyHealth]:
-    """Per family and region: its current version (its findings read in the account that owns it)."""
+    """Per family and region: its current version (its findings read in the account that owns it). Families are
+    the organisation's, as `/ami drift` judges them: an instance in prod on bake's image counts in bake's family."""
     owners: dict[str, list] = {}
     for family in found.families:
         if family.current is not None:
@@ -121,7 +123,10 @@ def _families(aws, found: Drift, now: datetime) -> list[FamilyHealth]:
         current = family.current
         known = findings.get(current.id) if current else None
         age = (now - current.created).total_seconds() / 86400 if current and current.created else None
-        families.append(FamilyHealth(family.family, family.region, current.id if current else None,
+        # with many accounts, "svc (prod (111111111111), us-east-1)": the account whose images make the family
+        region = where(_owner(aws, current.account).account, family.region) if aws.many and current \
+            else family.region
+        families.append(FamilyHealth(family.family, region, current.id if current else None,
                                      (current.name or current.id) if current else "", age, family.on_current,
                                      family.drifted, known.critical if known and known.known else None))
     return families
