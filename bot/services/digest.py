@@ -115,7 +115,7 @@ def compute(aws: Aws, policy, now: datetime, snoozed: set[str] | frozenset[str] 
         if not health:
             return findings, None
         region_health = _health(handle, region, policy, now, findings, names)
-        findings.images = []  # the reading keeps what drift needs: never accounts × images in memory
+        findings.images, findings.instances = [], []  # the reading keeps what drift needs
         _hold_for_the_bin(findings, region_health, rules)
         return findings, region_health
 
@@ -151,7 +151,8 @@ def _judged(handle: Aws, region: str, policy, rules: Rules, now: datetime, snooz
     findings.account = handle.account
     if many:  # what this account runs of the others' images (keep_what_other_accounts_use)
         findings.foreign_uses = foreign_uses(inventory)
-    findings.images = inventory.images  # for drift, read with the fleet health (then dropped)
+    # for drift, read with the fleet health (then dropped): its images and instances, not listed twice
+    findings.images, findings.instances = inventory.images, drift.listed_instances(region, inventory.references)
     return findings
 
 
@@ -174,7 +175,7 @@ def _health(handle: Aws, region: str, policy, now: datetime, findings: RegionFin
     stale = [item.image for item in findings.stale[:fleet_health.FINDINGS_PER_REGION]]
     try:
         return fleet_health.region_health(handle, region, policy.digest.family_tag, now, stale, names,
-                                          findings.images)
+                                          findings.images, findings.instances)
     except AwsError as error:
         return RegionHealth(region, notes=[f"fleet health not checked: {error.message}"], account=handle.account)
     except Exception as error:  # never lose the digest over its extra part

@@ -8,6 +8,9 @@ DescribeInstances, and images that DescribeImages no longer returns are "deregis
 visible)". Instances whose image has no family amibot knows (another account's image, a gone image without a
 name) are counted apart, never dropped.
 
+One truth: `/ami drift`, the digest and the Home tab all `read` each account-region, `name` the leftovers and
+`combine` the readings, so their numbers agree.
+
 Calls per region are constant in the number of instances and images: one paginated listing of own images,
 one of instances (or instance image metadata), and DescribeImages for leftover ids in batches of 200.
 """
@@ -25,6 +28,7 @@ from bot.core.errors import AwsError, Unsupported
 from bot.core.families import family_of
 from bot.services import approvals
 from bot.services.images import Image, describe_own_images
+from bot.services.references import INSTANCES as INSTANCE_SOURCE
 from bot.services.references import LIVE_STATES
 from bot.services.versions import is_current, ordered_versions
 
@@ -175,11 +179,23 @@ def _visible(aws: Aws, region: str, image_ids: list[str]) -> dict[str, dict]:
     return found
 
 
-def running_in(aws: Aws, region: str) -> tuple[list[Running], str]:
+def running_in(aws: Aws, region: str, listed: list[Running] | None = None) -> tuple[list[Running], str]:
+    """`listed`: the region's instances as the caller's own scan already read them (DescribeInstances), used
+    where the endpoint has no instance image metadata instead of listing them again."""
     try:
         return _from_metadata(aws, region), METADATA
     except Unsupported:
-        return _from_instances(aws, region), INSTANCES
+        return (listed if listed is not None else _from_instances(aws, region)), INSTANCES
+
+
+def listed_instances(region: str, references) -> list[Running] | None:
+    """The instances a digest scan found (bot.services.references.References), as drift reads them; None when
+    that scan could not list them all (drift then lists them itself)."""
+    if INSTANCE_SOURCE in references.unknown or any(INSTANCE_SOURCE in usage.unknown
+                                                    for usage in references.by_image.values()):
+        return None
+    return [Running(instance.id, image_id, name=instance.name, region=region)
+            for image_id, usage in references.by_image.items() for instance in usage.instances]
 
 
 def retired_names(store) -> dict[str, str]:
@@ -190,14 +206,14 @@ def retired_names(store) -> dict[str, str]:
 
 
 def read(aws: Aws, region: str, family_tag: str, images: list[Image] | None = None,
-         instances: bool = True) -> Reading:
+         instances: bool = True, listed: list[Running] | None = None) -> Reading:
     """The listings drift needs in one account-region: its own images (unless the caller's scan already listed
     them) and its instances with the image each was launched from. Only images with a family are kept (an
     instance on another own image is of unknown family either way)."""
     images = describe_own_images(aws, region, family_tag) if images is None else images
     if not instances:
         return Reading(region, [image for image in images if image.family], None, handle=aws)
-    running, source = running_in(aws, region)
+    running, source = running_in(aws, region, listed)
     for instance in running:
         instance.account = aws.account.short if aws.account.id else ""
     known = {image.id for image in images}

@@ -131,13 +131,15 @@ def _findings(aws: Aws, images: list[Image], health: RegionHealth) -> dict[str, 
 
 
 def region_health(aws: Aws, region: str, family_tag: str, now: datetime, stale: list,
-                  names: dict[str, str] | None = None, images: list[Image] | None = None) -> RegionHealth:
+                  names: dict[str, str] | None = None, images: list[Image] | None = None,
+                  listed: list | None = None) -> RegionHealth:
     """`stale`: images (anything with id, name, region, family) to check findings for, costliest first;
-    `images`: the region's own images when the caller's scan already listed them (the digest's)."""
+    `images`, `listed`: the region's own images and its instances (drift.Running) when the caller's scan
+    already read them (the digest's)."""
     health = RegionHealth(region, account=aws.account)
     _expiring(aws, region, now, health)
     try:
-        health.reading = read(aws, region, family_tag, images)
+        health.reading = read(aws, region, family_tag, images, listed=listed)
         health.drift = combine([health.reading], family_tag, now, names=names)
     except AwsError as error:
         health.notes.append(f"drift: {error.message}")
