@@ -73,7 +73,7 @@ def table(columns: list[str], rows: list[list[Any]]) -> dict:
     while len(cells) > 2 and sum(len(cell) for row in cells for cell in row) > MAX_TABLE_CHARS:
         cells.pop()
     return {"type": "table", "column_settings": [{"is_wrapped": True}] * len(columns[:MAX_TABLE_COLUMNS]),
-            "rows": [[{"type": "raw_text", "text": cell or " "} for cell in row] for row in cells]}
+            "rows": [[{"type": "raw_text", "text": cell or "—"} for cell in row] for row in cells]}
 
 
 def table_lines(block: dict) -> list[str]:
