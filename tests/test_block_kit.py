@@ -9,6 +9,8 @@ from slack_sdk.models.blocks import Block
 
 from bot.render.blocks import fit, message, section, table
 from tests.support import seed
+from tests.support.harness import REGIONS
+from tests.support.org import registered
 from tests.support.seed import family
 
 POLICY = {"aws": {"regions": ["us-east-1"]}, "digest": {"channel": "C0OPS"}}
@@ -64,3 +66,20 @@ def test_a_table_is_cut_to_slacks_limits():
     assert len(block["rows"]) <= 100
     assert all(len(cell["text"]) <= 500 for row in block["rows"] for cell in row)
     assert_slack_accepts({"blocks": [block]})
+
+
+def test_the_organisations_digest_and_drift_are_messages_slack_accepts(make_harness, aws):
+    prod = seed.account_session(aws, seed.PROD)
+    for session, account in ((aws, seed.BAKE), (prod, seed.PROD)):
+        old, new = (registered(session, account, f"svc-{n}", age) for n, age in ((1, 300), (2, 3)))
+        session.client("ec2").create_tags(Resources=[old, new], Tags=[{"Key": "Family", "Value": "svc"}])
+        seed.instance(session, image_id=old, name="<!here> svc-old")
+        registered(session, account, "unused-v1", 400)  # stale: the digest has totals to tabulate
+    harness = make_harness(seed.three_accounts(REGIONS, digest={"stale_after_days": 90, "keep_latest": 0}))
+    harness.command("digest", channel="C0OPS")
+    harness.command("drift")
+    sent = harness.replies() + harness.fake.calls_to("chat.postMessage")
+    tables = [block for call in sent for block in call.params.get("blocks") or [] if block["type"] == "table"]
+    assert len(tables) == 2 and "Account" in [cell["text"] for cell in tables[1]["rows"][0]]
+    for call in sent:
+        assert_slack_accepts(call.params)
