@@ -54,6 +54,13 @@ def org(aws):
     return {"ids": ids, "prod": prod, "staging": staging}
 
 
+def totals_table(post) -> list[list[str]]:
+    """The digest's totals per account: its one table block, as rows of cell texts."""
+    tables = [block for block in post.params["blocks"] if block["type"] == "table"]
+    assert len(tables) == 1
+    return [[cell["text"] for cell in row] for row in tables[0]["rows"]]
+
+
 def buttons(post, action_id: str) -> list[str]:
     return [element["value"] for block in post.params["blocks"] if block["type"] == "actions"
             for element in block["elements"] if element["action_id"] == action_id]
@@ -64,9 +71,10 @@ def test_one_message_with_totals_per_account_and_the_costliest_items_with_their_
     harness.command("digest", channel="C0OPS")
     post = digest_post(harness)
     text = post.text
-    assert f"• *{PROD_LABEL}*: 2 stale images (30 GiB), 1 orphaned snapshot (15 GiB) — *$2.25/month*" in text
-    assert f"• *{BAKE_LABEL}*: 1 stale image (15 GiB), 0 orphaned snapshots (0 GiB) — *$0.75/month*" in text
-    assert f":white_check_mark: *{STAGING_LABEL}*: all clean (1 image checked)" in text
+    assert totals_table(post) == [  # one table, the costliest account first
+        ["Account", "Stale images", "GiB", "Orphaned snapshots", "GiB", "To save a month"],
+        [PROD_LABEL, "2", "30", "1", "15", "$2.25"], [BAKE_LABEL, "1", "15", "0", "0", "$0.75"],
+        [STAGING_LABEL, "0", "0", "0", "0", "all clean (1 image checked)"]]
     assert "across 3 accounts" in text and "save about *$3.00 a month*" in text
     assert text.index(PROD_LABEL) < text.index(BAKE_LABEL)  # the costliest account first
     ids = org["ids"]
@@ -106,7 +114,7 @@ def test_the_full_list_is_a_csv_with_an_account_column(make_harness, org):
     orphan = by_id[org["ids"]["prod-orphan"]]
     assert orphan["account_name"] == "prod" and orphan["kind"] == "snapshot"
     assert by_id[org["ids"]["bake-old"]]["account_name"] == "bake"
-    assert f"• *{STAGING_LABEL}*: 22 stale images (330 GiB)" in post.text
+    assert totals_table(post)[1][:3] == [STAGING_LABEL, "22", "330"]
     [complete] = harness.fake.calls_to("files.completeUploadExternal")
     assert complete.params["thread_ts"] == post.ts and "across 3 accounts" in complete.params["initial_comment"]
 
@@ -118,9 +126,10 @@ def test_a_bake_image_that_prod_runs_is_not_stale_in_the_organisations_digest(ma
     seed.instance_on_shared_image(org["prod"], shared, name="prod-web-1")
     harness = make_harness(seed.three_accounts(REGIONS, digest=DIGEST))
     harness.command("digest", channel="C0OPS")
-    text = digest_post(harness).text
+    post = digest_post(harness)
+    text = post.text
     assert shared not in text and org["ids"]["bake-old"] in text  # only the image nothing runs is proposed
-    assert f"• *{BAKE_LABEL}*: 1 stale image (15 GiB), 0 orphaned snapshots (0 GiB) — *$0.75/month*" in text
+    assert [BAKE_LABEL, "1", "15", "0", "0", "$0.75"] in totals_table(post)
 
     assert cli.main(["digest", "--dry-run", "--format", "json"]) == 0
     document = json.loads(capsys.readouterr().out)
@@ -185,8 +194,9 @@ def test_a_role_that_cannot_be_assumed_is_a_warning_line_naming_the_account(make
     assert warnings and all("cannot assume arn:aws:iam::111111111111:role/amibot" in line for line in warnings)
     assert "not authorized" in warnings[0]
     ids = org["ids"]
-    assert ids["bake-old"] in text and f"• *{BAKE_LABEL}*: 1 stale image" in text  # the others still count
-    assert f":white_check_mark: *{STAGING_LABEL}*: all clean" in text
+    rows = totals_table(post)
+    assert ids["bake-old"] in text and rows[1][:2] == [BAKE_LABEL, "1"]  # the others still count
+    assert [STAGING_LABEL, "0", "0", "0", "0", "all clean (1 image checked)"] in rows
     assert ids["prod-old"] not in text and "All clean" not in text
 
 

@@ -373,8 +373,9 @@ def test_cli_dry_run_prints_json_csv_and_a_table_with_progress(aws, world, cli_e
     regions = {region["region"]: region for region in document["regions"]}
     # images, snapshots, and one listing per reference source (instances, templates, groups, launch configurations,
     # EC2 Fleets, Spot Fleets, SSM parameters, Image Builder recipes), then AWS's own check for the candidates,
-    # and the fleet-health part: the Recycle Bin, one Inspector probe (moto has none: no more), Allowed AMIs
-    assert regions["us-east-1"]["aws_calls"] >= 14 and regions["eu-west-1"]["aws_calls"] == 14
+    # and the fleet-health part: the Recycle Bin, instance image metadata for drift (moto has none: the scan's own
+    # instance listing stands in), one Inspector probe (moto has none: no more), Allowed AMIs
+    assert regions["us-east-1"]["aws_calls"] >= 15 and regions["eu-west-1"]["aws_calls"] == 15
     assert "us-east-1: scanning" in err and "eu-west-1: done: 1 stale image" in err
     assert cli.main(["digest", "--dry-run", "--format", "csv"]) == 0
     assert len(capsys.readouterr().out.strip().splitlines()) == 1 + 4 + 3

@@ -12,6 +12,8 @@ import pytest
 from botocore.stub import Stubber
 
 from tests.support import seed
+from tests.support.emulation import REGION, EmulatedHarness
+from tests.support.home import open_home, view_text
 from tests.support.probes import route_probes
 from tests.support.seed import family
 
@@ -95,3 +97,61 @@ def test_instance_image_metadata_names_a_deregistered_image_and_its_family(harne
     assert f"1 instance on *api-1.0* `{v1}` (1 version behind current api-2.0" in text
     assert "1 instance runs an image whose family amibot cannot tell" in text
     assert "From EC2 instance image metadata" in text
+
+
+def _posted_text(call) -> str:
+    return "\n".join((block.get("text") or {}).get("text", "") for block in call.params.get("blocks", []))
+
+
+def test_the_digest_drift_and_the_home_tab_count_the_same_drift(aws, fake_slack, tmp_path):
+    """One truth: on a fleet with an instance on a deregistered image (its family still known from the instance's
+    image metadata) and one on an image of no known family, the three say the same number."""
+    app = EmulatedHarness(fake_slack, str(tmp_path / "amibot.db"),
+                          {"aws": {"regions": [REGION]}, "digest": {"channel": "C0OPS"}}).start()
+    try:
+        ec2 = app.session.client("ec2", REGION)
+        old, current = family(app.session, ["1.0", "2.0"])
+        gone = seed.image(app.session, "web-0.9", tags={"Family": "web", "Version": "0.9"})
+        for image_id in (current, old, gone):
+            seed.instance(app.session, image_id=image_id)
+        seed.instance_on_shared_image(app.session, "ami-0123456789abcdef0")  # an image nobody can name
+        ec2.deregister_image(ImageId=gone)  # not through amibot: only the instance's image metadata names it
+        app.command(f"promote {current}")
+
+        app.command("drift")
+        assert "Drift: 2 instances behind" in app.last_reply().text
+        assert "1 instance runs an image whose family amibot cannot tell" in app.last_reply().text
+        app.command("digest")
+        digest = [call for call in app.fake.calls_to("chat.postMessage") if "Drift:" in _posted_text(call)]
+        assert digest and "*Drift:* 2 instance(s) not on their family's current version" in _posted_text(digest[-1])
+        home = view_text(open_home(app, "U0OPS")[-1])
+        assert "1 of 3 instances on current, :warning: 2 on older" in home
+        assert "1 instance(s) on images of unknown family" in home
+    finally:
+        app.stop()
+
+
+def _table_rows(reply) -> list[list[str]]:
+    tables = [block for block in reply.params["blocks"] if block["type"] == "table"]
+    assert len(tables) == 1, "a message holds one table at most"
+    return [[cell["text"] for cell in row] for row in tables[0]["rows"]]
+
+
+def test_drift_names_the_instances_behind_the_worst_first_then_and_n_more(harness, aws):
+    v1, v2, v3 = family(aws, ["1", "2", "3"])
+    harness.command(f"promote {v3}")
+    ec2 = aws.client("ec2")
+    worst = seed.instance(aws, image_id=v1, name="<!channel> web-a")
+    ec2.create_tags(Resources=[worst], Tags=[{"Key": "aws:autoscaling:groupName", "Value": "web-asg"}])
+    one_behind = [seed.instance(aws, image_id=v2, name=f"web-{n}") for n in range(11)]
+    seed.instance(aws, image_id=v3)
+    harness.command("drift")
+    reply = harness.last_reply()
+    rows = _table_rows(reply)
+    assert rows[0] == ["Instance", "Name", "Auto Scaling group", "Region", "Image", "Behind"]
+    assert rows[1] == [worst, "&lt;!channel&gt; web-a", "web-asg", "us-east-1", "web-1", "2 versions behind"]
+    assert len(rows) == 1 + 10 and {row[0] for row in rows[2:]} <= set(one_behind)
+    assert all(row[5] == "1 version behind" for row in rows[2:])
+    assert "…and 2 more instances behind." in reply.text
+    assert "the worst first (most versions behind" in reply.text
+    assert "<!channel>" not in reply.text

@@ -180,7 +180,29 @@ def render_block(block: dict, number: Number = _no_number, names: Mapping[str, s
         return _indent(_rich_text(block))
     if kind == "input":
         return [f"{INDENT}{plain(block.get('label'), names)}: {element_label(block.get('element') or {}, names)}"]
+    if kind == "table":
+        return _table(block)
     return [f"{INDENT}[{kind} block]"]
+
+
+def _cell(cell: Any) -> str:
+    """A table cell's text: raw_text as it is (entities decoded), rich_text as its text."""
+    if not isinstance(cell, dict):
+        return ""
+    if cell.get("type") == "rich_text":
+        return _rich_text(cell)
+    return str(cell.get("text", "")).replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+
+
+def _table(block: dict) -> list[str]:
+    """A table block as aligned columns, its first row (the header) underlined."""
+    rows = [[" ".join(_cell(cell).split()) for cell in row] for row in block.get("rows") or []]
+    if not rows:
+        return []
+    widths = [max(len(row[column]) if column < len(row) else 0 for row in rows)
+              for column in range(max(len(row) for row in rows))]
+    lines = ["  ".join(cell.ljust(widths[column]) for column, cell in enumerate(row)).rstrip() for row in rows]
+    return [INDENT + line for line in [lines[0], "  ".join("-" * width for width in widths), *lines[1:]]]
 
 
 def _section(block: dict, number: Number, names: Mapping[str, str] | None) -> list[str]:

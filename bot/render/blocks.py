@@ -23,6 +23,12 @@ MAX_FIELD = 2000
 MAX_HEADER = 150
 MAX_CONTEXT_ELEMENTS = 10
 MAX_TEXT = 3000  # the top-level fallback text; Slack truncates at 40k but notifications want it short
+# Slack's table block: at most ONE per message (Slack refuses a second), 100 rows, 20 cells a row, and about
+# 10,000 characters across all its cells; a cell is raw_text (plain, never parsed for mentions or links).
+MAX_TABLE_ROWS = 100
+MAX_TABLE_COLUMNS = 20
+MAX_TABLE_CHARS = 10000
+MAX_CELL = 500
 
 Message = dict[str, Any]
 
@@ -56,6 +62,24 @@ def fields_section(fields: list[str]) -> dict:
 def context(*texts: str) -> dict:
     return {"type": "context", "elements": [{"type": "mrkdwn", "text": clip(t, MAX_SECTION)}
                                             for t in texts[:MAX_CONTEXT_ELEMENTS]]}
+
+
+def table(columns: list[str], rows: list[list[Any]]) -> dict:
+    """A table block: a header row of `columns`, then `rows` (cut to Slack's limits: rows, cells, characters).
+    Cells are escaped like any block text (they arrive as plain data: tags, names). One per message: `fit`
+    turns any further table into aligned text."""
+    cells = [[clip(escape(value), MAX_CELL) for value in row[:MAX_TABLE_COLUMNS]]
+             for row in [columns, *rows][:MAX_TABLE_ROWS]]
+    while len(cells) > 2 and sum(len(cell) for row in cells for cell in row) > MAX_TABLE_CHARS:
+        cells.pop()
+    return {"type": "table", "column_settings": [{"is_wrapped": True}] * len(columns[:MAX_TABLE_COLUMNS]),
+            "rows": [[{"type": "raw_text", "text": cell or "—"} for cell in row] for row in cells]}
+
+
+def table_lines(block: dict) -> list[str]:
+    """A table block as lines of text (header first, cells joined by " · "): what a second table in one message
+    becomes, and what a reader without tables would see."""
+    return [" · ".join(cell.get("text", "") for cell in row) for row in block.get("rows") or []]
 
 
 def divider() -> dict:
@@ -117,6 +141,9 @@ def one_line(text: str) -> str:
 def fit(msg: Message) -> Message:
     """Enforce Slack's limits; a message that would be cut says so in its last block."""
     blocks = msg.get("blocks") or []
+    tables = [index for index, block in enumerate(blocks) if block.get("type") == "table"]
+    for index in tables[1:]:  # Slack takes one table a message: the others as text
+        blocks[index] = section(clip("\n".join(table_lines(blocks[index])), MAX_SECTION))
     if len(blocks) > MAX_BLOCKS:
         dropped = len(blocks) - (MAX_BLOCKS - 1)
         blocks = blocks[: MAX_BLOCKS - 1] + [context(f"…and {dropped} more blocks not shown (Slack's limit).")]

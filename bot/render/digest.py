@@ -38,6 +38,7 @@ from bot.render.blocks import (
     mrkdwn_message,
     plural,
     section,
+    table,
     when,
 )
 from bot.render.fleet_health import health_blocks
@@ -211,7 +212,7 @@ def failure_lines(total: AccountTotals) -> list[str]:
     return [region_line(region) for region in total.failures]
 
 
-def account_lines(findings: Findings) -> list[str]:
+def _account_parts(findings: Findings) -> tuple[list[str], list[AccountTotals], list[str]]:
     """Totals per account: what was not checked first (each line naming the account), then the accounts, the
     costliest first; at most MAX_ACCOUNT_LINES of them, the rest summed up in one line."""
     totals = findings.by_account()
@@ -223,13 +224,38 @@ def account_lines(findings: Findings) -> list[str]:
     ranked = sorted((total for total in totals if total.checked),
                     key=lambda total: (-total.monthly_cost, -(total.stale + total.orphans), total.account.short))
     shown = ranked[:max(MAX_ACCOUNT_LINES - len(lines), MAX_ACCOUNT_LINES // 2)]
-    lines += [account_line(total) for total in shown]
     rest = ranked[len(shown):]
+    after = []
     if rest:
         with_findings = sum(1 for total in rest if total.stale or total.orphans)
-        lines.append(f"…and {plural(len(rest), 'more account')}: {with_findings} with findings (all in the CSV), "
+        after.append(f"…and {plural(len(rest), 'more account')}: {with_findings} with findings (all in the CSV), "
                      f"{len(rest) - with_findings} all clean")
-    return lines
+    return lines, shown, after
+
+
+def account_lines(findings: Findings) -> list[str]:
+    lines, shown, after = _account_parts(findings)
+    return lines + [account_line(total) for total in shown] + after
+
+
+ACCOUNT_COLUMNS = ["Account", "Stale images", "GiB", "Orphaned snapshots", "GiB", "To save a month"]
+
+
+def account_row(total: AccountTotals) -> list[str]:
+    if not (total.stale or total.orphans):
+        return [total.account.label, "0", "0", "0", "0", f"all clean ({plural(total.images_seen, 'image')} checked)"]
+    return [total.account.label, f"{total.stale:,}", f"{total.stale_gb:,}", f"{total.orphans:,}",
+            f"{total.orphan_gb:,}", money(total.monthly_cost)]
+
+
+def account_blocks(findings: Findings) -> list[dict]:
+    """The totals per account as one table (what was not checked said first, as lines)."""
+    lines, shown, after = _account_parts(findings)
+    blocks = chunked_sections(lines)
+    if shown:
+        blocks.append(table(ACCOUNT_COLUMNS, [account_row(total) for total in shown]))
+    blocks += [context(line) for line in after]
+    return blocks
 
 
 def _total_lines(findings: Findings) -> list[str]:
@@ -304,7 +330,8 @@ def digest_message(findings: Findings, day: str) -> Rendered:
                f"{across}. Retiring all of it would save about *{money(findings.monthly_cost)} a month*.")
     if unchecked:
         summary = f"{_unchecked_lead(unchecked)}\n{summary}"
-    head = [header(title), section(summary), *chunked_sections(_total_lines(findings)), context(rules_line(findings))]
+    totals = account_blocks(findings) if many else chunked_sections(_total_lines(findings))
+    head = [header(title), section(summary), *totals, context(rules_line(findings))]
     orphan_regions = _orphan_groups(findings, len(head), len(health), len(stale))
     shown_orphans = {region.label: listed_orphans(region) for region in orphan_regions}
     tail_blocks = 2 * len(orphan_regions) + 2 + len(health)  # orphans (section + button), divider, "and N more"

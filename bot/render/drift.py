@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from bot.render.blocks import Message, code, context, escape, header, message, section
+from bot.render.blocks import Message, code, context, escape, header, message, section, table
 from bot.render.unchecked import headline, unchecked_lines
-from bot.services.drift import BEHIND, GONE, INSTANCES, METADATA, Drift, DriftGroup, FamilyDrift
+from bot.services.drift import BEHIND, GONE, INSTANCES, METADATA, WORST_FIRST, Drift, DriftGroup, FamilyDrift
 
 SHOWN_FAMILIES = 20
 SHOWN_GROUPS = 8
+SHOWN_INSTANCES = 10
 
 
 def _plural(count: int, word: str) -> str:
@@ -43,6 +44,33 @@ def _accounts(group: DriftGroup) -> str:
                              sorted(group.by_account.items(), key=lambda item: (-item[1], item[0])))
 
 
+def how_far(group: DriftGroup) -> str:
+    """One cell: how far behind the instance's image is."""
+    if group.status != BEHIND:
+        return f"{group.status} image"
+    if group.behind is not None and group.behind > 0:
+        return f"{_plural(group.behind, 'version')} behind"
+    if group.behind is not None and group.behind < 0:
+        return f"{_plural(-group.behind, 'version')} ahead"
+    return "not current"
+
+
+def instances_table(found: Drift, shown: int = SHOWN_INSTANCES) -> list[dict]:
+    """The instances behind, named, the worst first (one table: a message holds one), then "…and N more"."""
+    behind = found.instances_worst_first()
+    if not behind:
+        return []
+    many = any(instance.account for instance, _group in behind)
+    columns = ["Instance", "Name", "Auto Scaling group", *(["Account"] if many else []), "Region", "Image", "Behind"]
+    rows = [[instance.instance_id, instance.name or "—", instance.group or "—",
+             *([instance.account or "—"] if many else []), instance.region or "?",
+             group.image_name or group.image_id, how_far(group)] for instance, group in behind[:shown]]
+    blocks = [section(f"*The instances behind*, {escape(WORST_FIRST)}:"), table(columns, rows)]
+    if len(behind) > shown:
+        blocks.append(context(f"…and {len(behind) - shown} more instances behind."))
+    return blocks
+
+
 def family_text(family: FamilyDrift) -> str:
     current = family.current.name or family.current.id if family.current else None
     head = f"*{escape(family.family)}* ({family.region}): "
@@ -74,6 +102,7 @@ def drift_report(found: Drift, family: str | None = None) -> Message:
         blocks.append(section(family_text(item)))
     if len(drifted) > SHOWN_FAMILIES:
         blocks.append(context(f"…and {len(drifted) - SHOWN_FAMILIES} more families: `/ami drift <family>`."))
+    blocks += instances_table(found)
     if found.unknown_family:
         verb = "runs an image" if found.unknown_family == 1 else "run images"
         blocks.append(context(f"{_plural(found.unknown_family, 'instance')} {verb} whose family amibot cannot "

@@ -33,8 +33,8 @@ def _expiring_lines(health: FleetHealth, now: datetime) -> list[str]:
 
 
 def _drift_lines(health: FleetHealth) -> list[str]:
-    families = [(region.label, family) for region in health.regions if region.drift
-                for family in region.drift.families if family.drifted]
+    families = [(family.region, family) for family in (health.drift.families if health.drift else [])
+                if family.drifted]
     if not families:
         return [":white_check_mark: *Drift:* every instance runs its family's current version."] \
             if health.drifted == 0 else []

@@ -15,9 +15,9 @@ import logging
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 
-from bot.core.errors import AwsError
+from bot.core.errors import AmibotError, AwsError
 from bot.services import approvals
-from bot.services.drift import Drift, drift, region_drift, retired_names
+from bot.services.drift import Drift, fleet_drift, retired_names
 from bot.services.findings import findings_of_many
 from bot.services.staleness import where
 
@@ -99,54 +99,44 @@ def compute_fleet(ctx) -> Fleet:
     """Per family and region (and account, with many): the current version, its age, instances on it and on
     others, its critical findings. A region that cannot be read is named, never silently missing."""
     now = ctx.clock()
-    names, family_tag = retired_names(ctx.store), ctx.policy.digest.family_tag
-    if ctx.aws.accounts:
-        parts = _drift_per_account(ctx.aws, family_tag, now, names)
-    else:
-        parts = [(ctx.aws.home, drift(ctx.aws.home, ctx.aws.regions, family_tag, now, names=names))]
-    families, failures, unknown, checked = [], {}, 0, 0
-    for handle, found in parts:
-        families += _families(handle, found, now, ctx.aws.many)
-        failures.update(found.failures)
-        unknown += found.unknown_family
-        checked += len(found.sources)
+    found = fleet_drift(ctx.aws, ctx.policy.digest.family_tag, now, names=retired_names(ctx.store))
+    families = _families(ctx.aws, found, now)
     families.sort(key=lambda f: (-(f.critical or 0), -f.on_older, f.family, f.region))
-    return Fleet(families, _stamp(now), failures, unknown, checked)
+    return Fleet(families, _stamp(now), dict(found.failures), found.unknown_family, len(found.sources))
 
 
-def _drift_per_account(aws, family_tag: str, now: datetime, names: dict[str, str]) -> list[tuple[object, Drift]]:
-    """Drift in every managed account × region, in one bounded pool; failures keyed "account, region"."""
-    results = aws.each_target(lambda handle, region: region_drift(handle, region, family_tag, now, names=names))
-    per_account: dict[str, Drift] = {}
-    for target, result in results.items():
-        total = per_account.setdefault(target.account.id, Drift())
-        if isinstance(result, AwsError):
-            total.failures[target.label] = result.message
-            continue
-        total.families += result.families
-        total.unknown_family += result.unknown_family
-        total.sources.update(result.sources)
-    return [(aws.of(account_id), found) for account_id, found in per_account.items()]
-
-
-def _families(handle, found: Drift, now: datetime, many: bool) -> list[FamilyHealth]:
-    """One account's families; with many accounts the region reads "prod (111111111111), us-east-1"."""
-    currents = [family.current for family in found.families if family.current is not None]
-    try:
-        findings = findings_of_many(handle, currents)
-    except AwsError as error:  # findings are per image and already caught; this is the pool itself failing
-        log.warning("findings for the Home tab could not be read: %s", error.message)
-        findings = {}
+def _families(aws, found: Drift, now: datetime) -> list[FamilyHealth]:
+    """Per family and region: its current version (its findings read in the account that owns it). Families are
+    the organisation's, as `/ami drift` judges them: an instance in prod on bake's image counts in bake's family."""
+    owners: dict[str, list] = {}
+    for family in found.families:
+        if family.current is not None:
+            owners.setdefault(family.current.account, []).append(family.current)
+    findings: dict = {}
+    for account, currents in owners.items():
+        try:
+            findings.update(findings_of_many(_owner(aws, account), currents))
+        except AwsError as error:  # findings are per image and already caught; this is the pool itself failing
+            log.warning("findings for the Home tab could not be read: %s", error.message)
     families = []
     for family in found.families:
         current = family.current
         known = findings.get(current.id) if current else None
         age = (now - current.created).total_seconds() / 86400 if current and current.created else None
-        region = where(handle.account, family.region) if many else family.region
+        # with many accounts, "svc (prod (111111111111), us-east-1)": the account whose images make the family
+        region = where(_owner(aws, current.account).account, family.region) if aws.many and current \
+            else family.region
         families.append(FamilyHealth(family.family, region, current.id if current else None,
                                      (current.name or current.id) if current else "", age, family.on_current,
                                      family.drifted, known.critical if known and known.known else None))
     return families
+
+
+def _owner(aws, account: str):
+    try:
+        return aws.of(account)
+    except AmibotError:  # not (or no longer) managed: the bot's own credentials
+        return aws.home
 
 
 def save_fleet(store, fleet: Fleet) -> None:

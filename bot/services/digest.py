@@ -115,6 +115,7 @@ def compute(aws: Aws, policy, now: datetime, snoozed: set[str] | frozenset[str] 
         if not health:
             return findings, None
         region_health = _health(handle, region, policy, now, findings, names)
+        findings.images, findings.instances = [], []  # the reading keeps what drift needs
         _hold_for_the_bin(findings, region_health, rules)
         return findings, region_health
 
@@ -138,6 +139,7 @@ def compute(aws: Aws, policy, now: datetime, snoozed: set[str] | frozenset[str] 
         findings.health = fleet_health.FleetHealth([healths[target] for target in targets if target in healths])
         order = {account.id: number for number, account in enumerate(findings.accounts)}
         findings.health.regions.sort(key=lambda region: (order.get(region.account.id, 0), region.region))
+        findings.health.combine(policy.digest.family_tag, now, names)  # the one drift, as `/ami drift` has it
     return findings
 
 
@@ -149,7 +151,8 @@ def _judged(handle: Aws, region: str, policy, rules: Rules, now: datetime, snooz
     findings.account = handle.account
     if many:  # what this account runs of the others' images (keep_what_other_accounts_use)
         findings.foreign_uses = foreign_uses(inventory)
-    findings.drift = _drift_of(inventory, policy.digest.family_tag, now, names)
+    # for drift, read with the fleet health (then dropped): its images and instances, not listed twice
+    findings.images, findings.instances = inventory.images, drift.listed_instances(region, inventory.references)
     return findings
 
 
@@ -166,21 +169,13 @@ def _hold_for_the_bin(region: RegionFindings, health: RegionHealth, rules: Rules
         health.held_snapshots = len(held)
 
 
-def _drift_of(inventory, family_tag: str, now: datetime, names: dict[str, str] | None):
-    try:
-        return drift.from_references(inventory.region, inventory.images, inventory.references, family_tag, now, names)
-    except Exception:  # drift is extra: a surprise here must not cost the day's digest
-        log.warning("digest: drift in %s could not be computed", inventory.region, exc_info=True)
-        return None
-
-
 def _health(handle: Aws, region: str, policy, now: datetime, findings: RegionFindings,
             names: dict[str, str] | None) -> RegionHealth:
     """The fleet-health part (bot.services.fleet_health) of one account-region that could be scanned."""
     stale = [item.image for item in findings.stale[:fleet_health.FINDINGS_PER_REGION]]
     try:
         return fleet_health.region_health(handle, region, policy.digest.family_tag, now, stale, names,
-                                          findings.drift)
+                                          findings.images, findings.instances)
     except AwsError as error:
         return RegionHealth(region, notes=[f"fleet health not checked: {error.message}"], account=handle.account)
     except Exception as error:  # never lose the digest over its extra part

@@ -8,6 +8,9 @@ DescribeInstances, and images that DescribeImages no longer returns are "deregis
 visible)". Instances whose image has no family amibot knows (another account's image, a gone image without a
 name) are counted apart, never dropped.
 
+One truth: `/ami drift`, the digest and the Home tab all `read` each account-region, `name` the leftovers and
+`combine` the readings, so their numbers agree.
+
 Calls per region are constant in the number of instances and images: one paginated listing of own images,
 one of instances (or instance image metadata), and DescribeImages for leftover ids in batches of 200.
 """
@@ -17,7 +20,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 from bot.aws import data as awsdata
 from bot.aws.clients import Aws, paginate, requires
@@ -25,6 +28,7 @@ from bot.core.errors import AwsError, Unsupported
 from bot.core.families import family_of
 from bot.services import approvals
 from bot.services.images import Image, describe_own_images
+from bot.services.references import INSTANCES as INSTANCE_SOURCE
 from bot.services.references import LIVE_STATES
 from bot.services.versions import is_current, ordered_versions
 
@@ -45,6 +49,10 @@ class Running:
     image_owner: str | None = None
     gone: bool = False  # the image is deregistered (or no longer visible)
     account: str = ""  # the managed account it runs in (its short name), with many accounts
+    name: str = ""  # its Name tag
+    group: str = ""  # its Auto Scaling group (the aws:autoscaling:groupName tag)
+    launched: datetime | None = None
+    region: str = ""
 
 
 @dataclass
@@ -54,6 +62,7 @@ class DriftGroup:
     image_name: str
     status: str  # behind | deprecated | disabled | deregistered
     instances: list[str] = field(default_factory=list)
+    running: list[Running] = field(default_factory=list)  # the same instances, with what is known of each
     behind: int | None = None  # versions behind the current one, where both are known
     days_older: int | None = None
     by_account: dict[str, int] = field(default_factory=dict)  # account short name -> instances, many accounts
@@ -86,6 +95,35 @@ class Drift:
     def worst_first(self) -> list[FamilyDrift]:
         return sorted((f for f in self.families if f.drifted), key=lambda f: (-f.drifted, f.family, f.region))
 
+    def instances_worst_first(self) -> list[tuple[Running, DriftGroup]]:
+        """Every drifting instance, the worst first (WORST_FIRST says how)."""
+        found = [(instance, group) for family in self.families for group in family.groups
+                 for instance in group.running]
+        return sorted(found, key=lambda pair: _worse(*pair))
+
+
+WORST_FIRST = ("the worst first (most versions behind, then on a deregistered, disabled or deprecated image, "
+               "then the oldest launch)")
+_STATUS_RANK = {GONE: 0, DISABLED: 1, DEPRECATED: 2, BEHIND: 3}
+_LATEST = datetime.max.replace(tzinfo=UTC)
+
+
+def _worse(instance: Running, group: DriftGroup) -> tuple:
+    return (-(group.behind or 0), _STATUS_RANK.get(group.status, 4), instance.launched or _LATEST,
+            instance.instance_id)
+
+
+@dataclass
+class Reading:
+    """What one account-region holds: its own images and, where its instances were read, those instances."""
+
+    region: str
+    images: list[Image]
+    running: list[Running] | None  # None: its instances were not read (only its images count)
+    source: str | None = None
+    handle: Aws | None = field(default=None, repr=False)  # the account it was read in (to name leftovers)
+    named: bool = False  # leftovers named (see `name`)
+
 
 @requires("ec2:DescribeInstanceImageMetadata")
 def _from_metadata(aws: Aws, region: str) -> list[Running]:
@@ -98,12 +136,23 @@ def _from_metadata(aws: Aws, region: str) -> list[Running]:
         if not isinstance(metadata, dict) or not metadata.get("ImageId"):
             if instance_id:
                 log.warning("instance %s in %s: no image metadata; counted as of unknown family", instance_id, region)
-                running.append(Running(instance_id, ""))
+                running.append(_described(Running(instance_id, ""), item, region))
             continue
         state = str(metadata.get("State") or "")
-        running.append(Running(instance_id, str(metadata["ImageId"]), str(metadata.get("Name") or ""),
-                               str(metadata.get("OwnerId") or "") or None, gone=state == "deregistered"))
+        running.append(_described(Running(instance_id, str(metadata["ImageId"]), str(metadata.get("Name") or ""),
+                                          str(metadata.get("OwnerId") or "") or None, gone=state == "deregistered"),
+                                  item, region))
     return running
+
+
+def _described(instance: Running, item: dict, region: str) -> Running:
+    """Its Name tag, Auto Scaling group and launch time (both listings carry them), as far as they are readable."""
+    what = f"instance {instance.instance_id}"
+    instance.name = awsdata.tag_value(item, "Name", what)
+    instance.group = awsdata.tag_value(item, "aws:autoscaling:groupName", what)
+    instance.launched = awsdata.parse_time(item.get("LaunchTime"), what, "LaunchTime")
+    instance.region = region
+    return instance
 
 
 @requires("ec2:DescribeInstances")
@@ -114,7 +163,7 @@ def _from_instances(aws: Aws, region: str) -> list[Running]:
         for item in reservation.get("Instances") or [] if isinstance(reservation, dict) else []:
             instance_id = awsdata.item_id(item, "InstanceId", "instance", region)
             if instance_id:
-                running.append(Running(instance_id, str(item.get("ImageId") or "")))
+                running.append(_described(Running(instance_id, str(item.get("ImageId") or "")), item, region))
     return running
 
 
@@ -130,11 +179,23 @@ def _visible(aws: Aws, region: str, image_ids: list[str]) -> dict[str, dict]:
     return found
 
 
-def running_in(aws: Aws, region: str) -> tuple[list[Running], str]:
+def running_in(aws: Aws, region: str, listed: list[Running] | None = None) -> tuple[list[Running], str]:
+    """`listed`: the region's instances as the caller's own scan already read them (DescribeInstances), used
+    where the endpoint has no instance image metadata instead of listing them again."""
     try:
         return _from_metadata(aws, region), METADATA
     except Unsupported:
-        return _from_instances(aws, region), INSTANCES
+        return (listed if listed is not None else _from_instances(aws, region)), INSTANCES
+
+
+def listed_instances(region: str, references) -> list[Running] | None:
+    """The instances a digest scan found (bot.services.references.References), as drift reads them; None when
+    that scan could not list them all (drift then lists them itself)."""
+    if INSTANCE_SOURCE in references.unknown or any(INSTANCE_SOURCE in usage.unknown
+                                                    for usage in references.by_image.values()):
+        return None
+    return [Running(instance.id, image_id, name=instance.name, region=region)
+            for image_id, usage in references.by_image.items() for instance in usage.instances]
 
 
 def retired_names(store) -> dict[str, str]:
@@ -144,28 +205,98 @@ def retired_names(store) -> dict[str, str]:
     return {params["image_id"]: params["name"] for params in retired if params.get("image_id") and params.get("name")}
 
 
+def read(aws: Aws, region: str, family_tag: str, images: list[Image] | None = None,
+         instances: bool = True, listed: list[Running] | None = None) -> Reading:
+    """The listings drift needs in one account-region: its own images (unless the caller's scan already listed
+    them) and its instances with the image each was launched from. Only images with a family are kept (an
+    instance on another own image is of unknown family either way)."""
+    images = describe_own_images(aws, region, family_tag) if images is None else images
+    if not instances:
+        return Reading(region, [image for image in images if image.family], None, handle=aws)
+    running, source = running_in(aws, region, listed)
+    for instance in running:
+        instance.account = aws.account.short if aws.account.id else ""
+    known = {image.id for image in images}
+    return Reading(region, [image for image in images if image.family], running, source, aws,
+                   named=source == METADATA or all(not r.image_id or r.image_id in known for r in running))
+
+
+def name(readings: list[Reading]) -> dict[str, str]:
+    """Instances read without image metadata, on an image no reading of their region owns: named from
+    DescribeImages if it is still visible to their account (another account's, shared), else gone. Returns the
+    account-regions where that could not be asked (they are "unknown family", and named in failures)."""
+    failures: dict[str, str] = {}
+    known: dict[str, set[str]] = defaultdict(set)
+    for reading in readings:
+        known[reading.region].update(image.id for image in reading.images)
+    for reading in readings:
+        if reading.named or reading.running is None or reading.handle is None:
+            continue
+        try:
+            name_leftovers(reading.handle, reading.region, reading.running, known[reading.region])
+            reading.named = True
+        except AwsError as error:
+            label = f"{reading.handle.account.label}, {reading.region}" if reading.handle.account.id else reading.region
+            failures[f"{label} (images of its instances)"] = error.message
+    return failures
+
+
+def combine(readings: list[Reading], family_tag: str, now: datetime, family: str | None = None,
+            names: dict[str, str] | None = None) -> Drift:
+    """THE drift (no AWS call): per region, the instances of every reading against the families of every
+    reading's images — an instance in prod on the bake account's image is judged by bake's current version.
+    `/ami drift`, the digest and the Home tab all come here, so their numbers agree. Name the readings first
+    (`name`); an unnamed one counts instances on images it does not own as of unknown family."""
+    total = Drift()
+    per_region: dict[str, list[Reading]] = defaultdict(list)
+    for reading in readings:
+        per_region[reading.region].append(reading)
+    for region, found in per_region.items():
+        images = [image for reading in found for image in reading.images]
+        sources = {reading.source for reading in found if reading.running is not None}
+        if not sources:
+            continue
+        running = [instance for reading in found for instance in reading.running or []]
+        result = summarize(region, images, running, family_tag, now,
+                           METADATA if sources == {METADATA} else INSTANCES, family, names)
+        total.families += result.families
+        total.unknown_family += result.unknown_family
+        total.sources.update(result.sources)
+    total.families.sort(key=lambda d: (d.family, d.region))
+    return total
+
+
+def fleet_drift(aws, family_tag: str, now: datetime, family: str | None = None, names: dict[str, str] | None = None,
+                regions: list[str] | None = None, accounts: list | None = None) -> Drift:
+    """Drift of the whole fleet (every managed account × region, or the bot's own regions without accounts;
+    `accounts` narrows whose instances are read, never whose images count). A failed account-region is named in
+    ``failures``, never left out."""
+    every = aws.targets(regions=regions)
+    running_from = {(target.account.id, target.region) for target in aws.targets(accounts, regions)}
+    failures: dict[str, str] = {}
+    readings = []
+    results = aws.each_target(lambda handle, region: read(handle, region, family_tag,
+                                                          instances=(handle.account.id, region) in running_from),
+                              every)
+    for target, result in results.items():
+        if isinstance(result, AwsError):
+            failures[target.label] = result.message
+        else:
+            readings.append(result)
+    failures.update(name(readings))
+    total = combine(readings, family_tag, now, family, names)
+    total.failures.update(failures)
+    return total
+
+
 def region_drift(aws: Aws, region: str, family_tag: str, now: datetime, only: str | None = None,
                  names: dict[str, str] | None = None) -> Drift:
-    images = describe_own_images(aws, region, family_tag)
-    by_id = {image.id: image for image in images}
-    running, source = running_in(aws, region)
-    if source == INSTANCES:
-        name_leftovers(aws, region, running, set(by_id))
-    return summarize(region, images, running, family_tag, now, source, only, names)
-
-
-def from_references(region: str, images: list[Image], references, family_tag: str, now: datetime,
-                    names: dict[str, str] | None = None) -> Drift:
-    """Drift from a scan that already listed the region's own images and its instances (the digest's), with no
-    further AWS call. An image id that is not one of the own images is another account's or a gone one; without
-    DescribeImages it cannot be told apart, so it is "gone" only when amibot itself retired it."""
-    own = {image.id for image in images}
-    running = []
-    for image_id, usage in references.by_image.items():
-        for instance in usage.instances:
-            gone = image_id not in own and bool(names and image_id in names)
-            running.append(Running(instance.id, image_id, gone=gone))
-    return summarize(region, images, running, family_tag, now, INSTANCES, None, names)
+    """One account's drift in one region: the same `combine`."""
+    readings = [read(aws, region, family_tag)]
+    failures = name(readings)
+    total = combine(readings, family_tag, now, only, names)
+    total.failures.update(failures)
+    return total
 
 
 def summarize(region: str, images: list[Image], running: list[Running], family_tag: str, now: datetime,
@@ -203,6 +334,7 @@ def summarize(region: str, images: list[Image], running: list[Running], family_t
             groups[key].behind, groups[key].days_older = _distance(image, current, families.get(family, []))
             drift.groups.append(groups[key])
         groups[key].instances.append(instance.instance_id)
+        groups[key].running.append(instance)
         if instance.account:
             groups[key].by_account[instance.account] = groups[key].by_account.get(instance.account, 0) + 1
     for drift in drifts.values():
@@ -246,73 +378,14 @@ def _distance(image: Image | None, current: Image | None, members: list[Image]) 
 
 def drift(aws: Aws, regions: list[str], family_tag: str, now: datetime, family: str | None = None,
           names: dict[str, str] | None = None) -> Drift:
-    """Drift across regions; a region that cannot be checked is named in ``failures``, never left out.
-    ``names``: image id -> name for gone images (``retired_names``)."""
-    results = aws.each_region(lambda region: region_drift(aws, region, family_tag, now, family, names), regions)
-    total = Drift()
-    for region, result in results.items():
-        if isinstance(result, AwsError):
-            total.failures[region] = result.message
-            continue
-        total.families += result.families
-        total.unknown_family += result.unknown_family
-        total.sources.update(result.sources)
-    total.families.sort(key=lambda d: (d.family, d.region))
+    """One account's drift across `regions` (a region that cannot be checked is named in ``failures``)."""
+    results = aws.each_region(lambda region: read(aws, region, family_tag), regions)
+    failures = {region: result.message for region, result in results.items() if isinstance(result, AwsError)}
+    readings = [result for result in results.values() if not isinstance(result, AwsError)]
+    failures.update(name(readings))
+    total = combine(readings, family_tag, now, family, names)
+    total.failures.update(failures)
     return total
-
-
-def org_drift(aws: Aws, regions: list[str] | None, family_tag: str, now: datetime, family: str | None = None,
-              names: dict[str, str] | None = None, accounts: list | None = None) -> Drift:
-    """Drift across the managed accounts: per region, the instances of every account (or of `accounts`) against
-    the families of every managed account's own images — an instance in prod on the bake account's image is
-    judged by bake's current version. A failed account-region is named in ``failures``, never left out."""
-    every = aws.targets(regions=regions)
-    running_from = {(target.account.id, target.region) for target in aws.targets(accounts, regions)}
-
-    def read(handle: Aws, region: str):
-        images = describe_own_images(handle, region, family_tag)
-        if (handle.account.id, region) not in running_from:
-            return images, [], None
-        running, source = running_in(handle, region)
-        for instance in running:
-            instance.account = handle.account.short
-        return images, running, source
-
-    total = Drift()
-    per_region: dict[str, tuple[list[Image], list[tuple[Aws, list[Running], str]]]] = defaultdict(lambda: ([], []))
-    for target, result in aws.each_target(read, every).items():
-        if isinstance(result, AwsError):
-            total.failures[target.label] = result.message
-            continue
-        images, running, source = result
-        per_region[target.region][0].extend(images)
-        if source is not None:
-            per_region[target.region][1].append((aws.of(target.account), running, source))
-    for region, (images, readings) in per_region.items():
-        known = {image.id for image in images}
-        running: list[Running] = []
-        sources = set()
-        for handle, found, source in readings:
-            sources.add(source)
-            if source == INSTANCES:
-                _mark_gone(handle, region, found, known, total)
-            running += found
-        result = summarize(region, images, running, family_tag, now,
-                           METADATA if sources == {METADATA} else INSTANCES, family, names)
-        total.families += result.families
-        total.unknown_family += result.unknown_family
-        total.sources.update(result.sources)
-    total.families.sort(key=lambda d: (d.family, d.region))
-    return total
-
-
-def _mark_gone(handle: Aws, region: str, running: list[Running], known: set[str], total: Drift) -> None:
-    """Instances (read without image metadata) on an image no managed account owns: still visible to their
-    account (shared from elsewhere) or gone."""
-    try:
-        name_leftovers(handle, region, running, known)
-    except AwsError as error:
-        total.failures[f"{handle.account.label}, {region} (images of its instances)"] = error.message
 
 
 def name_leftovers(aws: Aws, region: str, running: list[Running], known: set[str]) -> None:

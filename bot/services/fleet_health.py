@@ -19,7 +19,7 @@ from bot.aws.clients import Aws
 from bot.core.accounts import HOME, Account
 from bot.core.errors import AwsError
 from bot.services import allowed as allowed_amis
-from bot.services.drift import Drift, region_drift
+from bot.services.drift import Drift, Reading, combine, name, read
 from bot.services.findings import ImageFindings, findings_of, findings_of_many
 from bot.services.images import Image
 from bot.services.recycle_bin import EXPIRING_SOON, BinItem, images_in_bin
@@ -53,7 +53,8 @@ class RegionHealth:
     expiring: list[BinItem] | None = None  # None: unknown (see notes)
     in_bin: set[str] = field(default_factory=set)  # every image id in the Recycle Bin now
     held_snapshots: int = 0  # snapshots of images in the bin kept off the orphan list (a restore needs them)
-    drift: Drift | None = None
+    drift: Drift | None = None  # this account-region's own drift (for what is in use here)
+    reading: Reading | None = None  # what the drift was computed from, for the fleet's one drift (FleetHealth.drift)
     vulnerable_in_use: list[VulnerableImage] | None = None
     critical_stale: dict[str, int] = field(default_factory=dict)  # stale image id -> critical findings
     blocked_currents: list[BlockedCurrent] | None = None
@@ -69,11 +70,21 @@ class RegionHealth:
 @dataclass
 class FleetHealth:
     regions: list[RegionHealth] = field(default_factory=list)
+    drift: Drift | None = None  # the fleet's drift: drift.combine of every region's reading (as `/ami drift`)
+
+    def combine(self, family_tag: str, now: datetime, names: dict[str, str] | None = None) -> None:
+        """The fleet's one drift from what each region read: the same function as `/ami drift` and the Home tab."""
+        readings = [region.reading for region in self.regions if region.reading is not None]
+        if not readings:
+            self.drift = None
+            return
+        failures = name(readings)
+        self.drift = combine(readings, family_tag, now, names=names)
+        self.drift.failures.update(failures)
 
     @property
     def drifted(self) -> int | None:
-        known = [region.drift.drifted for region in self.regions if region.drift is not None]
-        return sum(known) if known else None
+        return self.drift.drifted if self.drift is not None else None
 
     @property
     def critical_stale(self) -> dict[str, int]:
@@ -120,13 +131,16 @@ def _findings(aws: Aws, images: list[Image], health: RegionHealth) -> dict[str, 
 
 
 def region_health(aws: Aws, region: str, family_tag: str, now: datetime, stale: list,
-                  names: dict[str, str] | None = None, drift: Drift | None = None) -> RegionHealth:
+                  names: dict[str, str] | None = None, images: list[Image] | None = None,
+                  listed: list | None = None) -> RegionHealth:
     """`stale`: images (anything with id, name, region, family) to check findings for, costliest first;
-    `drift`: the region's drift when the caller's own scan already has it (the digest's), else it is read."""
+    `images`, `listed`: the region's own images and its instances (drift.Running) when the caller's scan
+    already read them (the digest's)."""
     health = RegionHealth(region, account=aws.account)
     _expiring(aws, region, now, health)
     try:
-        health.drift = drift if drift is not None else region_drift(aws, region, family_tag, now, names=names)
+        health.reading = read(aws, region, family_tag, images, listed=listed)
+        health.drift = combine([health.reading], family_tag, now, names=names)
     except AwsError as error:
         health.notes.append(f"drift: {error.message}")
     counts, currents = _in_use(health.drift) if health.drift else ({}, {})
@@ -175,13 +189,11 @@ def _blocked(aws: Aws, region: str, now: datetime, currents: dict[str, Image], h
 
 
 def fleet_health(aws: Aws, regions: list[str], family_tag: str, now: datetime, stale: dict[str, list],
-                 names: dict[str, str] | None = None, drifts: dict[str, Drift] | None = None) -> FleetHealth:
+                 names: dict[str, str] | None = None) -> FleetHealth:
     """Every region's health in parallel; `stale` is region -> the stale images to check findings for, costliest
-    first; `drifts` the regions' drift where already known. A region that fails as a whole is a note, never a
-    missing region."""
-    drifts = drifts or {}
+    first. A region that fails as a whole is a note, never a missing region."""
     results = aws.each_region(lambda region: region_health(aws, region, family_tag, now, stale.get(region, []),
-                                                           names, drifts.get(region)), regions)
+                                                           names), regions)
     health = FleetHealth()
     for region, result in results.items():
         if isinstance(result, RegionHealth):
@@ -190,4 +202,5 @@ def fleet_health(aws: Aws, regions: list[str], family_tag: str, now: datetime, s
             health.regions.append(RegionHealth(region, notes=[f"fleet health not checked: {result.message}"],
                                                account=aws.account))
     health.regions.sort(key=lambda region: region.region)
+    health.combine(family_tag, now, names)
     return health

@@ -112,7 +112,8 @@ class RegionFindings:
     snapshots_seen: int = 0
     kept: Counter = field(default_factory=Counter)  # why images were not stale: reason -> count
     error: str | None = None  # the region could not be scanned; nothing is reported for it
-    drift: Any = None  # bot.services.drift.Drift from the same scan, or None (not known)
+    images: list = field(default_factory=list)  # its own images, from the same scan (for drift, then dropped)
+    instances: list = field(default_factory=list)  # its instances (drift.Running), from the same scan, likewise
     account: Account = HOME  # which managed account this region is of (HOME: no accounts configured)
     foreign_uses: dict[str, str] = field(default_factory=dict)  # others' images used here (see foreign_uses)
 
