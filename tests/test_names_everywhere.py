@@ -51,8 +51,9 @@ CASES = {
     "unprotect": ("", None),
     "launch": (" t3.micro", None),
 }
-# Commands with their own tests below (restore: the Recycle Bin) or elsewhere (show: tests/test_commands_read.py).
-OTHER_IMAGE_COMMANDS = {"show", "restore"}
+# Commands with their own tests below (restore: the Recycle Bin) or elsewhere (show: tests/test_commands_read.py,
+# lineage: tests/test_lineage.py), which list the images a name matches to choose from.
+OTHER_IMAGE_COMMANDS = {"show", "lineage", "restore"}
 MOTO_LACKS = {"EnableImageDeprecation", "DisableImageDeprecation", "EnableImageDeregistrationProtection",
               "DisableImageDeregistrationProtection"}
 
