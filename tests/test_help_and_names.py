@@ -19,7 +19,7 @@ def test_help_for_one_subcommand_lists_its_flags_with_their_meaning_in_the_ack(h
     response = harness.command("help copy")
     text = _ack_text(response)
     assert response.json()["response_type"] == "ephemeral"
-    assert "*/ami copy*" in text and "Usage: `/ami copy &lt;ami-id&gt; &lt;region&gt;" in text
+    assert "*/ami copy*" in text and "Usage: `/ami copy &lt;ami-id|name&gt; &lt;region&gt;" in text
     assert "`--kms-key K` — the KMS key for --encrypt" in text
     assert "`--force` — copy even when the destination already has an image of that name" in text
     assert "Example: `/ami copy ami-0abc1234def567890 eu-west-2 --encrypt`" in text
@@ -47,7 +47,7 @@ def test_help_for_an_unknown_subcommand_suggests_the_close_one(harness):
     harness.command("help promot")
     reply = harness.last_reply().text
     assert "Unknown subcommand `promot`. Did you mean `promote`?" in reply
-    assert "/ami promote &lt;ami-id&gt;" in reply
+    assert "/ami promote &lt;ami-id|name&gt;" in reply
 
 
 def test_a_word_like_no_subcommand_gets_the_names_on_one_line_not_the_whole_help(harness):

@@ -8,10 +8,12 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from bot.aws.clients import Aws, call, first_found, paginate, requires
-from bot.core.errors import AmibotError, AwsError, PolicyViolation, UsageError
+from bot.core.errors import Ambiguous, AmibotError, AwsError, NotFound, PolicyViolation, UsageError
+from bot.core.ids import INSTANCE_ID
 from bot.core.text import escape
 from bot.services.images import Image, describe_own_images, family_of
 
@@ -87,12 +89,51 @@ class Instance:
     region: str
     state: str
     name: str
+    launched: datetime | None = None
+
+    @classmethod
+    def from_aws(cls, item: dict, region: str) -> Instance:
+        tags = item.get("Tags") or []
+        name = next((tag.get("Value") or "" for tag in tags if isinstance(tag, dict) and tag.get("Key") == "Name"), "")
+        launched = item.get("LaunchTime")
+        return cls(item["InstanceId"], region, (item.get("State") or {}).get("Name", "?"), name,
+                   launched if isinstance(launched, datetime) else None)
+
+
+GONE = ("shutting-down", "terminated")  # an instance Name tag names the live ones: these linger for an hour
 
 
 @requires("ec2:DescribeInstances")
-def find_instance(aws: Aws, instance_id: str, regions: list[str] | None = None) -> Instance:
-    """The instance in whichever configured region has it. Raises NotFound."""
+def find_instance(aws: Aws, ref: str, regions: list[str] | None = None) -> Instance:
+    """The instance by id, or by its Name tag (people should not copy ids), in whichever configured region has it.
+    A Name tag several live instances share raises Ambiguous listing them (ids, regions, launch dates): never a
+    guess. Raises NotFound naming where it looked."""
     regions = regions or aws.regions
+    if INSTANCE_ID.match(ref):
+        return _instance_by_id(aws, ref, regions)
+    results = aws.each_region(lambda region: [
+        Instance.from_aws(item, region)
+        for reservation in paginate(aws.ec2(region), "describe_instances", "Reservations",
+                                    Filters=[{"Name": "tag:Name", "Values": [ref]}])
+        for item in reservation.get("Instances", []) if (item.get("State") or {}).get("Name") not in GONE], regions)
+    found = [instance for result in results.values() if not isinstance(result, AwsError) for instance in result]
+    failures = [result for result in results.values() if isinstance(result, AwsError)]
+    if not found:
+        if failures:
+            raise failures[0]
+        raise NotFound(f"No instance named “{escape(ref)}” in {', '.join(regions)}.")
+    if len(found) > 1:
+        found.sort(key=lambda instance: (instance.launched is not None, instance.launched), reverse=True)
+        lines = [f"• `{instance.id}` · {instance.region} · {instance.state} · launched "
+                 f"{instance.launched.strftime('%Y-%m-%d %H:%M UTC') if instance.launched else 'unknown'}"
+                 for instance in found[:8]]
+        more = f"\n…and {len(found) - 8} more" if len(found) > 8 else ""
+        raise Ambiguous(f"{len(found)} instances are named “{escape(ref)}”; say which one by id:\n"
+                        + "\n".join(lines) + more, found)
+    return found[0]
+
+
+def _instance_by_id(aws: Aws, instance_id: str, regions: list[str]) -> Instance:
 
     def lookup(region: str) -> Instance | None:
         try:
@@ -104,8 +145,7 @@ def find_instance(aws: Aws, instance_id: str, regions: list[str] | None = None) 
             raise
         for reservation in reservations:
             for item in reservation.get("Instances", []):
-                name = next((t["Value"] for t in item.get("Tags", []) if t["Key"] == "Name"), "")
-                return Instance(item["InstanceId"], region, item.get("State", {}).get("Name", "?"), name)
+                return Instance.from_aws(item, region)
         return None
 
     return first_found(aws, lookup, regions, f"Instance {instance_id} not found in {', '.join(regions)}.")

@@ -35,7 +35,7 @@ from bot.core.errors import AmibotError, AwsError, NotFound, PolicyViolation, Un
 from bot.durable.steps import DONE, FAILED, PLANNED, SKIPPED, Resumed, Step, Steps
 from bot.services import approvals, recycle_bin, usage_reports
 from bot.services.blast_radius import AccountUsage, split_shares, usage_across
-from bot.services.images import Image, Shares, describe_own_images, find_images, shares_of
+from bot.services.images import Image, Shares, describe_own_images, find_image, shares_of
 from bot.services.references import Usage, kinds_phrase
 from bot.services.snapshots import delete_step, deleted_phrase
 from bot.services.usage_reports import OtherAccounts
@@ -200,10 +200,10 @@ def _snapshot_users(ctx, owner: Aws, image: Image) -> dict[str, list[str]]:
 
 
 def locate(ctx, image_id: str, region: str | None = None, account: str | None = None) -> Image:
-    """The image, in `account` when given (a request's "account"; "" or missing: wherever it is)."""
+    """The image by id or unique name (bot.services.images.find_image), in `account` when given (a request's
+    "account"; "" or missing: wherever it is). A name several images share raises Ambiguous: nothing is opened."""
     accounts = [account] if account else None
-    images = find_images(ctx.aws, image_id, ctx.policy.digest.family_tag, [region] if region else None, accounts)
-    return images[0]
+    return find_image(ctx.aws, image_id, ctx.policy.digest.family_tag, [region] if region else None, accounts)
 
 
 def owner_of(ctx, params: dict) -> Aws:

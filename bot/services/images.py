@@ -285,22 +285,32 @@ def find_images(aws: Aws, ref: str, family_tag: str, regions: list[str] | None =
 
 
 def find_image(aws: Aws, ref: str, family_tag: str, regions: list[str] | None = None,
-               accounts: list | None = None) -> Image:
-    """Exactly one image by id or exact name. A name matching several images (a copy in another region or
+               accounts: list | None = None, account_flag: bool = True) -> Image:
+    """Exactly one image by id or exact name: THE resolver of every command that acts on an image (promote,
+    deregister, share, copy, the stages, launch…), run before any approval or AWS change; the caller then authorizes
+    the image's owning account (`image.account`). A name matching several images (a copy in another region or
     account, a re-registered name) raises Ambiguous listing each candidate's id, account, region and creation
-    date: never a guess."""
+    date: never a guess. Raises NotFound naming where it looked."""
     images = find_images(aws, ref, family_tag, regions, accounts)
+    return only_one(ref, images, aws.accounts, account_flag)
+
+
+def only_one(ref: str, images: list[Image], accounts: Iterable[Account] = (), account_flag: bool = True,
+             dated: str = "created") -> Image:
+    """The one image a reference found, or Ambiguous listing them all (ids, accounts when many, regions and
+    `dated` dates: "created", or for images in the Recycle Bin, since when). `images` is never empty."""
     if len(images) > 1:
-        raise Ambiguous(ambiguity_message(ref, images, accounts=aws.accounts), images)
+        raise Ambiguous(ambiguity_message(ref, images, accounts=accounts, account_flag=account_flag, dated=dated),
+                        images)
     return images[0]
 
 
 def ambiguity_message(ref: str, images: list[Image], shown: int = 8, accounts: Iterable[Account] = (),
-                      account_flag: bool = True) -> str:
+                      account_flag: bool = True, dated: str = "created") -> str:
     """Which images a name matches; with many accounts each line names its account ("prod (111111111111)").
     `account_flag` False: the command's `--account` does not narrow the lookup (launch: it names where to run)."""
     labels = {account.id: account.label for account in accounts}
-    lines = [f"• `{image.id}` · {image.region}{_account_part(image, labels)} · created "
+    lines = [f"• `{image.id}` · {image.region}{_account_part(image, labels)} · {dated} "
              f"{image.created.strftime('%Y-%m-%d %H:%M UTC') if image.created else 'unknown'}"
              for image in images[:shown]]
     more = f"\n…and {len(images) - shown} more" if len(images) > shown else ""

@@ -31,13 +31,13 @@ from typing import Any
 from bot.aws.clients import Aws, call, paginate, requires
 from bot.core import authority
 from bot.core.config import SUBNET
-from bot.core.errors import Ambiguous, AmibotError, AwsError, NotFound, PolicyViolation, UsageError
+from bot.core.errors import AmibotError, AwsError, NotFound, PolicyViolation, UsageError
 from bot.core.ids import AMI_ID
 from bot.core.text import escape
 from bot.durable.steps import DONE, PLANNED, Resumed, Step, Steps
 from bot.services import allowed as allowed_amis
 from bot.services import approvals
-from bot.services.images import Image, ambiguity_message, find_images, shares_of
+from bot.services.images import Image, find_image, find_images, shares_of
 from bot.services.versions import current_image
 
 KIND = "launch"
@@ -138,16 +138,12 @@ def resolve_image(ctx, ref: str, region: str | None = None) -> Image:
     regions = [region] if region else None
     if ref.startswith(FAMILY_PREFIX):
         return family_image(ctx, ref[len(FAMILY_PREFIX):], region)
-    if AMI_ID.match(ref):
-        images = find_images(ctx.aws, ref, family_tag, regions)
-    else:
-        try:
-            images = find_images(ctx.aws, ref, family_tag, regions)
-        except NotFound:
-            return family_image(ctx, ref, region)
-    if len(images) > 1:
-        raise Ambiguous(ambiguity_message(ref, images, accounts=ctx.aws.accounts, account_flag=False), images)
-    return images[0]
+    try:  # `--account` says where to launch, not where the image is: it does not narrow the lookup
+        return find_image(ctx.aws, ref, family_tag, regions, account_flag=False)
+    except NotFound:
+        if AMI_ID.match(ref):
+            raise
+        return family_image(ctx, ref, region)
 
 
 def family_image(ctx, family: str, region: str | None) -> Image:

@@ -21,6 +21,7 @@ from bot.aws.clients import Aws, call, paginate, requires
 from bot.core.errors import AmibotError, AwsError, NotFound, UsageError
 from bot.durable import steps
 from bot.services import approvals
+from bot.services.images import Image
 
 log = logging.getLogger(__name__)
 
@@ -311,6 +312,28 @@ def locate_in_bin(aws: Aws, image_id: str, regions: list[str]) -> tuple[str, Bin
         raise errors[0]
     raise NotFound(f"{image_id} is not in the Recycle Bin of {', '.join(regions)}: it may have expired, been "
                    "restored already, or never been covered by a retention rule (`/ami recycle-bin` shows them).")
+
+
+def named_in_bin(aws: Aws, name: str, regions: list[str]) -> list[Image]:
+    """The images named exactly `name` in this account's Recycle Bin (ListImagesInRecycleBin has no name filter),
+    as stand-ins dated by when they entered the bin, for bin-aware name resolution (`/ami restore <name>`): the
+    caller picks the one with bot.services.images.only_one. A region that could not be read raises only when no
+    region found one."""
+    results = aws.each_region(lambda region: images_in_bin(aws, region), regions)
+    found, errors = [], []
+    for region, result in results.items():
+        if isinstance(result, AwsError):
+            errors.append(result)
+            continue
+        for item in result:
+            if item.name == name:
+                image = Image.stand_in(item.id, item.name, region)
+                image.created, image.account = item.entered, aws.account.id
+                found.append(image)
+    if errors and not found:
+        raise errors[0]
+    found.sort(key=lambda image: (image.created is not None, image.created), reverse=True)
+    return found
 
 
 def snapshots_deleted_with(ctx, image_id: str, in_bin: list[BinItem]) -> list[str]:

@@ -25,7 +25,8 @@ from bot.core.errors import AwsError, PolicyViolation, Unsupported, UsageError
 from bot.core.text import escape
 from bot.durable.steps import DONE, FAILED, Resumed, Step, Steps
 from bot.services import approvals
-from bot.services.images import Image, Shares, find_images, shares_of
+from bot.services.images import Image, Shares, shares_of
+from bot.services.images import find_image as find_one_image
 
 KIND = "share"
 ACCOUNT, ORGANIZATION, OU, PUBLIC = "account", "organization", "organizational unit", "public"
@@ -283,10 +284,11 @@ def summary(result: ShareResult, shared: bool) -> str:
 
 
 def find_image(ctx, image_id: str, region: str | None, account: str | None = None) -> Image:
-    """The image by id (in `account` when known: a stored request's owner; else wherever it is)."""
+    """The image by id or unique name (bot.services.images.find_image: several of that name raise Ambiguous), in
+    `account` when known (a stored request's owner; else wherever it is)."""
     accounts = [ctx.aws.of(account).account] if account and ctx.aws.accounts else None
-    return find_images(ctx.aws, image_id, ctx.policy.digest.family_tag, [region] if region else None,
-                       accounts=accounts)[0]
+    return find_one_image(ctx.aws, image_id, ctx.policy.digest.family_tag, [region] if region else None,
+                          accounts=accounts)
 
 
 def target_of(ctx, params: dict[str, Any]) -> Target:

@@ -89,6 +89,29 @@ class Arg:
     rest: bool = False  # takes all remaining words
     pattern: re.Pattern | None = None
     hint: str = ""  # what a valid value looks like, for the error message
+    # What the argument names, when it is an AWS thing ("image", "instance"): such an argument takes an id or a
+    # name (resolved later, by bot.services.images.find_image for images), so only a value that starts like an id
+    # (`id_prefix`) is checked against `pattern` here.
+    kind: str = ""
+    id_prefix: str = ""
+
+    def checks(self, value: str) -> bool:
+        """Whether the parser checks this value against `pattern` (an id), or leaves it to be resolved (a name)."""
+        return self.pattern is not None and (not self.id_prefix or value.lower().startswith(self.id_prefix))
+
+
+def image_arg(name: str = "image", **kwargs: Any) -> Arg:
+    """An image, by AMI id or by its unique name (as `/ami show` takes it): every image-taking subcommand declares
+    its image this way, so names work everywhere (tests/test_names_everywhere.py holds each one to it)."""
+    kwargs.setdefault("pattern", AMI_ID)
+    kwargs.setdefault("hint", "an AMI id like ami-0abc1234def567890, or the image's unique name")
+    return Arg(name, kind="image", id_prefix="ami-", **kwargs)
+
+
+def instance_arg(name: str = "instance", **kwargs: Any) -> Arg:
+    """An instance, by id or by its Name tag."""
+    return Arg(name, pattern=INSTANCE_ID, hint="an instance id like i-0abc1234def567890, or its Name tag",
+               kind="instance", id_prefix="i-", **kwargs)
 
 
 @dataclass(frozen=True)
@@ -287,7 +310,7 @@ def _bind(spec: Subcommand, words: list[str]) -> dict[str, Any]:
         value = bound[arg.name]
         if value is None and arg.required:
             raise UsageError(f"`{spec.name}` needs {_article(arg.name)}.", usage=usage_of(spec))
-        if value is not None and arg.pattern and not arg.pattern.match(value):
+        if value is not None and arg.checks(value) and not arg.pattern.match(value):
             hint = f" ({arg.hint})" if arg.hint else ""
             raise UsageError(f"`{_shorten(value)}` is not a valid {arg.name}{hint}.", usage=usage_of(spec))
     if words:

@@ -1,4 +1,4 @@
-"""`/ami copy <ami-id> <region> [--name N] [--encrypt [--kms-key K]]`: an image into another region.
+"""`/ami copy <ami-id|name> <region> [--name N] [--encrypt [--kms-key K]]`: an image into another region.
 
 The new id is announced at once; the image.watch job (handlers/actions/image_buttons.py) updates the
 message when the copy is available or has failed, within its bounded wait.
@@ -12,14 +12,14 @@ from bot.render import copy as render
 from bot.render.lifecycle import NewImage
 from bot.services import copy as service
 from bot.services.images import find_image
-from bot.slack.subcommands import AMI_ID, Arg, Subcommand
+from bot.slack.subcommands import Arg, Subcommand, image_arg
 from handlers.actions.image_buttons import announce
 
 SPEC = Subcommand(
     name="copy", stage="create & bake", summary="copy an AMI into another region, tags carried, optionally encrypted",
-    usage="/ami copy <ami-id> <region> [--name N] [--encrypt [--kms-key K]] [--source-region R] [--force]",
+    usage="/ami copy <ami-id|name> <region> [--name N] [--encrypt [--kms-key K]] [--source-region R] [--force]",
     example="/ami copy ami-0abc1234def567890 eu-west-2 --encrypt",
-    args=(Arg("ami-id", pattern=AMI_ID, hint="e.g. ami-0abc1234def567890"),
+    args=(image_arg("ami-id"),
           Arg("region", hint="a region name such as eu-west-2")),
     flags={"--name": "N", "--encrypt": None, "--kms-key": "K", "--source-region": "R", "--force": None},
     changing=True)

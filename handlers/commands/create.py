@@ -1,18 +1,17 @@
-"""`/ami create <instance-id> <name> [--family F] [--version V] [--reboot] [--account A]`: bake an AMI from an
-instance, in the bot's own account or the one `--account` names."""
+"""`/ami create <instance-id|Name tag> <name> [--family F] [--version V] [--reboot] [--account A]`: bake an AMI
+from an instance (by id, or by its Name tag), in the bot's own account or the one `--account` names."""
 
 from bot.render.lifecycle import NO_REBOOT_NOTE, REBOOT_NOTE, NewImage
 from bot.services.create import check_name, create_from_instance, find_instance, labels_for
 from bot.services.images import acting_account
-from bot.slack.subcommands import INSTANCE_ID, Arg, Subcommand
+from bot.slack.subcommands import Arg, Subcommand, instance_arg
 from handlers.actions.image_buttons import announce
 
 SPEC = Subcommand(
     name="create", stage="create & bake", summary="bake an AMI from an instance (no reboot unless --reboot)",
-    usage="/ami create <instance-id> <name> [--family F] [--version V] [--reboot] [--account A]",
+    usage="/ami create <instance-id|Name tag> <name> [--family F] [--version V] [--reboot] [--account A]",
     example="/ami create i-0abc1234def567890 web-2025-06-01 --family web --version 42",
-    args=(Arg("instance", pattern=INSTANCE_ID, hint="an instance id like i-0abc1234def567890"),
-          Arg("name", rest=True)),
+    args=(instance_arg(), Arg("name", rest=True)),
     flags={"--family": "F", "--version": "V", "--reboot": None, "--account": "A"}, changing=True)
 
 

@@ -1,4 +1,4 @@
-"""`/ami deregister <ami-id> [--keep-snapshots] [--force] [--region R] [--account NAME]`: ask for a second person's
+"""`/ami deregister <ami-id|name> [--keep-snapshots] [--force] [--region R] [--account NAME]`: ask for a second person's
 approval. The image is looked for in every managed account (or the one named); the operators of the account that
 owns it may ask."""
 
@@ -6,14 +6,14 @@ from bot.core.errors import PolicyViolation
 from bot.render import blocks
 from bot.render import deregister as render
 from bot.services.deregister import InUse, request_deregistration
-from bot.slack.subcommands import AMI_ID, Arg, Subcommand
+from bot.slack.subcommands import Subcommand, image_arg
 
 SPEC = Subcommand(
     name="deregister", stage="retire",
     summary="retire an image for good, after a second person approves (snapshots cleaned up)",
-    usage="/ami deregister <ami-id> [--keep-snapshots] [--force] [--region R] [--account NAME]",
+    usage="/ami deregister <ami-id|name> [--keep-snapshots] [--force] [--region R] [--account NAME]",
     example="/ami deregister ami-0abc1234def567890",
-    args=(Arg("ami-id", pattern=AMI_ID, hint="e.g. ami-0abc1234def567890"),),
+    args=(image_arg("ami-id"),),
     flags={"--keep-snapshots": None, "--force": None, "--region": "R", "--account": "NAME"}, changing=True)
 
 
@@ -33,5 +33,5 @@ def run(call):
     request = open_request(call.ctx, call.args["ami-id"], call.flags["region"], call.user, call.channel,
                            force=call.flags["force"], keep_snapshots=call.flags["keep_snapshots"],
                            account=call.flags["account"] or None, authorize=lambda image: call.acting_in(image.account))
-    call.audit_detail = {"request": request.id}
+    call.audit_detail = {"request": request.id, "image": request.params["image_id"]}  # a name resolved: its id
     return blocks.info(f"Asked for approval: `{request.id}` — the request is in <#{request.channel}>.")

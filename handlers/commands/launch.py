@@ -17,7 +17,7 @@ from bot.services import launch as service
 from bot.services.images import account_named
 from bot.services.launch import LaunchOrder
 from bot.slack.reply import Reply
-from bot.slack.subcommands import Arg, Subcommand
+from bot.slack.subcommands import Arg, Subcommand, image_arg
 from handlers.launch_flow import start_launch
 from handlers.views.launch import open_launch_modal
 
@@ -29,7 +29,9 @@ SPEC = Subcommand(
     usage="/ami launch [<ami-id|name|family> [instance-type] [count]] [--name N] [--subnet S] [--region R] "
           "[--account A] [--force]",
     example="/ami launch web t3.small 2 --name web-canary",
-    args=(Arg("image", required=False), Arg("instance-type", required=False), Arg("count", required=False)),
+    args=(image_arg(required=False, pattern=None,
+                    hint="an AMI id, an image's unique name, or a family (its current version)"),
+          Arg("instance-type", required=False), Arg("count", required=False)),
     flags={"--name": "N", "--subnet": "S", "--region": "R", "--account": "A", "--force": None}, changing=True)
 
 

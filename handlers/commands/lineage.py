@@ -5,13 +5,13 @@ from bot.render.images import CHOICES_SHOWN, image_choices
 from bot.render.lineage import lineage_message
 from bot.services.images import account_labels, accounts_named, find_images, shares_of_many
 from bot.services.lineage import lineage_of
-from bot.slack.subcommands import Arg, Subcommand
+from bot.slack.subcommands import Subcommand, image_arg
 
 SPEC = Subcommand(
     name="lineage", stage="create & bake",
     summary="what an image was baked from, back to the AWS base image, and the images baked from it",
     usage="/ami lineage <ami-id|name> [--account A]", example="/ami lineage web-1.4.3",
-    args=(Arg("image", rest=True),), flags={"--account": "A"}, aliases=("ancestry",))
+    args=(image_arg(rest=True, pattern=None),), flags={"--account": "A"}, aliases=("ancestry",))
 
 
 def run(call):

@@ -1,4 +1,4 @@
-"""`/ami promote <ami-id>` and `/ami rollback <family> [--region R] [--account A]`: set and undo a family's current
+"""`/ami promote <ami-id|name>` and `/ami rollback <family> [--region R] [--account A]`: set and undo a family's current
 version, in the account that owns the image."""
 
 from bot.core.errors import PolicyViolation
@@ -11,13 +11,13 @@ from bot.services.drift import drift, retired_names
 from bot.services.findings import promotion_check
 from bot.services.images import account_named, find_image
 from bot.services.versions import promote, rollback, rollback_place
-from bot.slack.subcommands import AMI_ID, Arg, Subcommand
+from bot.slack.subcommands import Arg, Subcommand, image_arg
 
 PROMOTE = Subcommand(
     name="promote", stage="use",
     summary="make an AMI its family's current version (tag + SSM parameter /amibot/<family>/current)",
-    usage="/ami promote <ami-id> [--force]", example="/ami promote ami-0abc1234def567890",
-    args=(Arg("image", pattern=AMI_ID, hint="an AMI id like ami-0abc1234def567890"),), flags={"--force": None},
+    usage="/ami promote <ami-id|name> [--force]", example="/ami promote ami-0abc1234def567890",
+    args=(image_arg(),), flags={"--force": None},
     changing=True)
 
 ROLLBACK = Subcommand(

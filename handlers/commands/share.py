@@ -1,4 +1,4 @@
-"""`/ami share <ami-id> <account|org:ARN|ou:ARN|public>` and `/ami unshare …`.
+"""`/ami share <ami-id|name> <account|org:ARN|ou:ARN|public>` and `/ami unshare …`.
 
 Allowed accounts are shared at once; anything else goes through the approval engine. Unsharing
 never needs approval: taking access away is always allowed. With many accounts the target may be a managed
@@ -11,22 +11,22 @@ from bot.render import share as render
 from bot.services import approvals
 from bot.services import share as service
 from bot.services.images import shares_of
-from bot.slack.subcommands import AMI_ID, Arg, Subcommand
+from bot.slack.subcommands import Arg, Subcommand, image_arg
 
 TARGET = Arg("target", hint="a 12-digit account id, a managed account's name, org:<ARN>, ou:<ARN> or public")
 
 SHARE = Subcommand(
     name="share", stage="share", summary="let another account, organisation or OU launch (and copy) an AMI",
-    usage="/ami share <ami-id> <account-id|account name|org:ARN|ou:ARN|public> [--region R]",
+    usage="/ami share <ami-id|name> <account-id|account name|org:ARN|ou:ARN|public> [--region R]",
     example="/ami share ami-0abc1234def567890 123456789012",
-    args=(Arg("ami-id", pattern=AMI_ID, hint="e.g. ami-0abc1234def567890"), TARGET),
+    args=(image_arg("ami-id"), TARGET),
     flags={"--region": "R"}, changing=True)
 
 UNSHARE = Subcommand(
     name="unshare", stage="share", summary="take back a share: launch and snapshot permissions at once",
-    usage="/ami unshare <ami-id> <account-id|account name|org:ARN|ou:ARN|public> [--region R]",
+    usage="/ami unshare <ami-id|name> <account-id|account name|org:ARN|ou:ARN|public> [--region R]",
     example="/ami unshare ami-0abc1234def567890 123456789012",
-    args=(Arg("ami-id", pattern=AMI_ID, hint="e.g. ami-0abc1234def567890"), TARGET),
+    args=(image_arg("ami-id"), TARGET),
     flags={"--region": "R"}, changing=True)
 
 

@@ -12,12 +12,12 @@ from bot.services.images import account_labels, accounts_named, find_images, sha
 from bot.services.lineage import origin_of
 from bot.services.references import scan
 from bot.services.versions import family_images
-from bot.slack.subcommands import Arg, Subcommand
+from bot.slack.subcommands import Subcommand, image_arg
 
 SPEC = Subcommand(
     name="show", stage="find", summary="one AMI in full: devices, tags, shares, what uses it",
     usage="/ami show <ami-id|name> [--account A]", example="/ami show ami-0abc1234def567890",
-    args=(Arg("image", rest=True),), flags={"--account": "A"}, aliases=("describe", "info"))
+    args=(image_arg(rest=True, pattern=None),), flags={"--account": "A"}, aliases=("describe", "info"))
 
 
 def run(call):

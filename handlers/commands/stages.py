@@ -11,13 +11,13 @@ from bot.services import approvals, stages
 from bot.services.images import Image, find_image
 from bot.services.references import scan
 from bot.services.versions import is_promoted, parameter_name
-from bot.slack.subcommands import AMI_ID, Arg, Subcommand, usage_of
+from bot.slack.subcommands import Arg, Subcommand, image_arg, usage_of
 
-IMAGE = Arg("image", pattern=AMI_ID, hint="an AMI id like ami-0abc1234def567890")
+IMAGE = image_arg()
 
 
 def _spec(name: str, summary: str, example_tail: str = "", usage_tail: str = "", **kwargs) -> Subcommand:
-    return Subcommand(name=name, stage="retire", summary=summary, usage=f"/ami {name} <ami-id>{usage_tail}",
+    return Subcommand(name=name, stage="retire", summary=summary, usage=f"/ami {name} <ami-id|name>{usage_tail}",
                       example=f"/ami {name} ami-0abc1234def567890{example_tail}", changing=True, **kwargs)
 
 
@@ -49,7 +49,7 @@ def _owner(call, image: Image):
 
 
 def _done(call, image: Image, what: str, undo: str | None = None, note: str | None = None) -> None:
-    call.audit_detail = {"region": image.region, "family": image.family}
+    call.audit_detail = {"image": image.id, "region": image.region, "family": image.family}
     if call.ctx.aws.many:
         call.audit_detail["account"] = image.account
     call.reply.post(stage_done(call.user, image, what, undo, note))
@@ -145,7 +145,7 @@ def _ask_approval(call, image: Image, kind: str, consequence: str):
         details=stages.approval_details(image, usage, consequence, parameter_name(image.family)),
         reason=f"{image.id} is the promoted (current) version of {image.family} in {image.region}",
         danger=kind == "unprotect")
-    call.audit_detail = {"request": request.id, "region": image.region, "family": image.family,
+    call.audit_detail = {"request": request.id, "image": image.id, "region": image.region, "family": image.family,
                          "account": image.account}
     return blocks.info(f"{code(image.id)} is the current version of *{escape(image.family)}*, so this needs "
                        f"approval: request `{request.id}` is posted for the approvers.")
