@@ -122,6 +122,7 @@ def rbin(harness, monkeypatch):
     route_probes(harness, monkeypatch, rbin=client)
     with Stubber(client) as stub:
         yield stub
+        stub.assert_no_pending_responses()  # the rules given were read: what is said came from them
 
 
 def image_rules(stub, rules):
@@ -170,3 +171,46 @@ def test_the_confirmation_says_unknown_when_the_bin_could_not_be_read(harness, a
     for text in confirms(harness, latest_request(harness)):
         assert "web-old" in text and image_id in text and "unknown" in text, text
         assert "recoverable until" not in text.lower(), text
+
+
+# --- snapshot cleanup: the same story about the snapshots a bin rule keeps -------------------------------
+
+def snapshot_rules(stub, rules):
+    stub.add_response("list_rules", {"Rules": [{"Identifier": rule["Identifier"], "RetentionPeriod": DAYS}
+                                               for rule in rules]}, {"ResourceType": "EBS_SNAPSHOT"})
+    for rule in rules:
+        stub.add_response("get_rule", {"ResourceType": "EBS_SNAPSHOT", "Status": "available", "RetentionPeriod": DAYS,
+                                       **rule}, {"Identifier": rule["Identifier"]})
+
+
+def cleanup_of_an_orphan(harness, aws) -> tuple[str, str]:
+    """(request id, snapshot id) of a cleanup asked for one orphaned snapshot."""
+    gone = seed.image(aws, "gone")
+    orphan = aws.client("ec2").describe_images(ImageIds=[gone])["Images"][0][
+        "BlockDeviceMappings"][0]["Ebs"]["SnapshotId"]
+    aws.client("ec2").deregister_image(ImageId=gone)
+    harness.click("digest.cleanup", f"us-east-1:{orphan}", user="U0OPS", channel="C0OPS")
+    harness.wait_idle()
+    return latest_request(harness), orphan
+
+
+def test_a_cleanup_confirmation_says_until_when_the_snapshots_a_bin_rule_keeps_are_recoverable(harness, aws, rbin):
+    snapshot_rules(rbin, [{"Identifier": "s1"}])  # no resource tags: every snapshot in the region
+    request_id, _ = cleanup_of_an_orphan(harness, aws)
+    for text in confirms(harness, request_id):
+        assert "recoverable until" in text.lower() and "cannot be undone" not in text, text
+    message = message_of(harness, request_id)
+    assert "recoverable until" in message.text.lower() and "(14 days)" in message.text  # the message says it too
+
+
+def test_a_cleanup_confirmation_says_it_cannot_be_undone_when_no_bin_rule_keeps_snapshots(harness, aws, rbin):
+    snapshot_rules(rbin, [])
+    request_id, _ = cleanup_of_an_orphan(harness, aws)
+    for text in confirms(harness, request_id):
+        assert "cannot be undone" in text and "recoverable" not in text.lower(), text
+
+
+def test_a_cleanup_confirmation_says_unknown_when_the_bin_could_not_be_read(harness, aws):
+    request_id, _ = cleanup_of_an_orphan(harness, aws)
+    for text in confirms(harness, request_id):
+        assert "unknown" in text and "recoverable until" not in text.lower(), text
