@@ -214,3 +214,11 @@ def test_a_cleanup_confirmation_says_unknown_when_the_bin_could_not_be_read(harn
     request_id, _ = cleanup_of_an_orphan(harness, aws)
     for text in confirms(harness, request_id):
         assert "unknown" in text and "recoverable until" not in text.lower(), text
+
+
+def test_a_share_confirmation_names_the_image_and_how_to_take_it_back(harness, aws):
+    image_id = seed.image(aws, "web-v1")
+    harness.command(f"share {image_id} {STRANGER}", user="U0OPS")
+    for text in confirms(harness, latest_request(harness)):
+        assert "web-v1" in text and image_id in text and STRANGER in text, text
+        assert f"/ami unshare {image_id} {STRANGER}" in text and len(text) <= 300, text
