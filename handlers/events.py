@@ -12,9 +12,10 @@ import logging
 import time
 
 from bot.durable.jobs import AWS, QUICK
-from bot.render.home import home_view
+from bot.render.home import SHOWN_WAITING, home_view
 from bot.services import dashboard
 from bot.slack import delivery_keys
+from bot.slack.permalinks import request_links
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +24,9 @@ BUCKET_SECONDS = 300  # one refresh per user per five minutes, however often the
 
 
 def publish(ctx, client, user: str, notice: str | None = None) -> None:
-    client.views_publish(user_id=user, view=home_view(dashboard.dashboard(ctx, user), notice))
+    board = dashboard.dashboard(ctx, user)
+    links = request_links(ctx, board.waiting[:SHOWN_WAITING], client)  # each message's link is asked of Slack once
+    client.views_publish(user_id=user, view=home_view(board, notice, links))
 
 
 def refresh(ctx, payload: dict) -> None:

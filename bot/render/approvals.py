@@ -52,6 +52,67 @@ def detail_blocks(details: list[dict] | dict) -> list[dict]:
     view = DETAIL_VIEWS.get(details.get("view", ""))
     return view(details) if view else []
 
+
+STAKES_CHARS = 2000  # a request's stakes where it is summed up (the Home tab): within a section's 3000
+STAKES_LINES_PER_BLOCK = 6
+STAKES_LINE_CHARS = 300
+
+
+def _mrkdwn(item: dict | None) -> str:
+    """A text object as mrkdwn: plain text is escaped, so it still shows as typed."""
+    if not isinstance(item, dict) or not isinstance(item.get("text"), str):
+        return ""
+    return item["text"] if item.get("type") == "mrkdwn" else escape(item["text"])
+
+
+def _block_lines(block: dict) -> list[str]:
+    kind = block.get("type")
+    if kind == "header":
+        return [f"*{_mrkdwn(block.get('text'))}*"]
+    if kind == "context":
+        line = " · ".join(text for text in (_mrkdwn(element) for element in block.get("elements") or []) if text)
+        return [line] if line else []
+    if kind != "section":
+        return []  # buttons, images, dividers: no facts
+    lines = _mrkdwn(block.get("text")).splitlines()
+    fields = [" ".join(_mrkdwn(field).split("\n")) for field in block.get("fields") or []]
+    if fields:
+        lines.append(" · ".join(field for field in fields if field))
+    return [line for line in lines if line.strip()]
+
+
+def _clipped(line: str) -> str:
+    if len(line) <= STAKES_LINE_CHARS:
+        return line
+    cut = line[:STAKES_LINE_CHARS].rsplit(" ", 1)[0]
+    return cut + " …"
+
+
+def stakes_text(details: list[dict] | dict, limit: int = STAKES_CHARS) -> str:
+    """What a request's message shows about it (its details, whatever its kind), summed up as mrkdwn for a place
+    with less room: every block keeps its first lines, and what is left out is said to be in the message. "" when
+    the request stored nothing to show."""
+    try:
+        blocks = detail_blocks(details)
+    except Exception:  # stored in a shape its view no longer reads: nothing to sum up (said by the caller)
+        return ""
+    lines, cut = [], False
+    for block in blocks:
+        found = _block_lines(block) if isinstance(block, dict) else []
+        if len(found) > STAKES_LINES_PER_BLOCK:
+            found, cut = found[:STAKES_LINES_PER_BLOCK] + ["    …"], True
+        lines += [_clipped(line) for line in found]
+    text, used = [], 0
+    for line in lines:
+        if used + len(line) + 1 > limit:
+            cut = True
+            break
+        text.append(line)
+        used += len(line) + 1
+    if cut:
+        text.append("_…more in the request's message._")
+    return "\n".join(text) if text else ""
+
 APPROVE, REJECT, CANCEL = "approval.approve", "approval.reject", "approval.cancel"
 
 STATE_LINES = {

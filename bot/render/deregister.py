@@ -6,7 +6,7 @@ from datetime import datetime
 
 from bot.render.blocks import age, code, context, escape, fields_section, section
 from bot.services.blast_radius import AccountUsage
-from bot.services.deregister import Preflight
+from bot.services.deregister import Preflight, undo_of
 from bot.services.references import (
     AMIBOT,
     FleetRef,
@@ -259,7 +259,9 @@ def preflight_blocks(check: Preflight, force: bool, keep_snapshots: bool, now: d
     if not check.recycle_known:
         recovery = "unknown (the Recycle Bin could not be read) — assume *irreversible*"
     elif check.recycle_days:
-        recovery = f"recoverable from the Recycle Bin for {check.recycle_days} days"
+        undo = undo_of(check, now)
+        recovery = (f"recoverable from the Recycle Bin for {check.recycle_days} days (until at least "
+                    f"{undo.until:%Y-%m-%d}, with {code(undo.command)})")
     else:
         recovery = "*irreversible* (no Recycle Bin rule covers it)"
     blocks.append(context(f"Deregistration protection: {protection} · {recovery}"))

@@ -43,6 +43,7 @@ from bot.render.blocks import (
 )
 from bot.render.fleet_health import health_blocks
 from bot.render.unchecked import unchecked_names
+from bot.services.digest import snapshots_undo_sentence
 from bot.services.staleness import (
     SNOOZE_DAYS,
     AccountTotals,
@@ -363,6 +364,8 @@ def cleanup_details(details: dict) -> list[dict]:
                       f"no longer exists and no image uses it:\n{listed}{more}")]
     if details.get("notes"):
         blocks.append(context("Left out: " + escape("; ".join(details["notes"]))[:2900]))
+    if "undo" in details:  # requests made before it was recorded say nothing rather than guess
+        blocks.append(context(escape(snapshots_undo_sentence(details))))
     return blocks
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from bot.render.approvals import APPROVE, REJECT
+from bot.render.approvals import APPROVE, REJECT, stakes_text
 from bot.render.blocks import actions, button, confirm_dialog, context, divider, escape, header, section
 from bot.render.trend import trend_lines
 from bot.render.unchecked import unchecked_lines
@@ -74,23 +74,37 @@ def _fleet_blocks(board: Dashboard) -> list[dict]:
     return blocks
 
 
-def _request_blocks(request) -> list[dict]:
+def _request_blocks(request, link: str | None) -> list[dict]:
+    """One request waiting for this user: what is at stake as its message shows it (whatever its kind), a link to
+    that message, and Approve (with the same confirmation as there) / Reject. A request that stored nothing to
+    show sends the approver to its message: no Approve here without the stakes beside it."""
     danger = ":warning: " if request.danger else ""
     text = (f"{danger}*{escape(request.title)}* · `{request.id}` · by <@{request.requester}> · "
             f"{request.created_at[:10]}")
+    if getattr(request, "account_label", ""):
+        text += f"\n*Account:* {escape(request.account_label)}"
     if request.reason:
         text += f"\n_{escape(request.reason)[:300]}_"
+    message = f"<{link}|the request's message>" if link else "its message (`/ami requests` links it)"
+    stakes = stakes_text(request.details)
+    reject = button("Reject", REJECT, request.id)
+    if not stakes:
+        return [section(text[:2900]), section(f":mag: This request stored no summary of what is at stake: open the "
+                                              f"request to see what is at stake — {message} — and approve it there."),
+                actions(reject)]
+    stakes += f"\n:link: Everything at stake is in {message}."
     approve = button("Approve", APPROVE, request.id, style="danger" if request.danger else "primary",
-                     confirm=confirm_dialog("Approve?", request.confirm_text()[:290], "Approve"))
-    return [section(text[:2900]), actions(approve, button("Reject", REJECT, request.id))]
+                     confirm=confirm_dialog("Approve?", request.confirm_text(), "Approve",
+                                            style="danger" if request.danger else "primary"))
+    return [section(text[:2900]), section(stakes[:2900]), actions(approve, reject)]
 
 
-def _waiting_blocks(board: Dashboard) -> list[dict]:
+def _waiting_blocks(board: Dashboard, links: dict[str, str]) -> list[dict]:
     blocks = [header(f"Waiting for you ({len(board.waiting)})")]
     if not board.waiting:
         return blocks + [section("Nothing waits for your approval.")]
     for request in board.waiting[:SHOWN_WAITING]:
-        blocks += _request_blocks(request)
+        blocks += _request_blocks(request, links.get(request.id))
     if len(board.waiting) > SHOWN_WAITING:
         blocks.append(context(f"…and {len(board.waiting) - SHOWN_WAITING} more: `/ami requests`."))
     return blocks
@@ -125,10 +139,11 @@ def _digest_blocks(board: Dashboard) -> list[dict]:
     return blocks
 
 
-def home_view(board: Dashboard, notice: str | None = None) -> dict:
-    """`notice`: what just happened on the tab (a decision's outcome), shown first."""
+def home_view(board: Dashboard, notice: str | None = None, links: dict[str, str] | None = None) -> dict:
+    """`notice`: what just happened on the tab (a decision's outcome), shown first; `links`: request id → the
+    permalink of its message (asked of Slack by the caller)."""
     blocks = [section(notice[:2900]), divider()] if notice else []  # amibot's own words (AmibotError: safe)
-    blocks += [*_fleet_blocks(board), divider(), *_waiting_blocks(board), divider(), *_mine_blocks(board),
+    blocks += [*_fleet_blocks(board), divider(), *_waiting_blocks(board, links or {}), divider(), *_mine_blocks(board),
               divider(), *_digest_blocks(board),
               context(f"Updated {board.now:%Y-%m-%d %H:%M} UTC · `/ami help` lists every command")]
     if len(blocks) > MAX_BLOCKS:  # the budget above keeps within it; never let Slack refuse the view

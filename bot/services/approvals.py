@@ -20,6 +20,7 @@ configured its messages and audit rows name it: "prod (111111111111)".
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import secrets
@@ -49,7 +50,10 @@ class Kind:
     execute: Callable[..., str]  # (ctx, request, progress) -> one-line outcome; raise AmibotError on failure
     # (ctx, request) -> SUCCEEDED | FAILED | Reconciled | None (None: nothing was done, approve again)
     reconcile: Callable[..., Any] | None = None
-    confirm_text: str | Callable[[dict], str] | None = None
+    # The Approve button's confirmation (plain text, ≤ 300 characters), wherever an Approve is offered (the request's
+    # message, the Home tab): a string, or (params) -> str, or (params, details) -> str for a kind whose
+    # confirmation reads what its request stored (a preflight's undo facts). ONE place per kind says it.
+    confirm_text: str | Callable[..., str] | None = None
 
 
 @dataclass
@@ -113,8 +117,21 @@ class Request:
         kind = KINDS.get(self.kind)
         text = kind.confirm_text if kind else None
         if callable(text):
-            text = text(self.params)
+            try:
+                text = text(self.params, self.details) if _takes_details(text) else text(self.params)
+            except Exception:  # a request stored in an older shape: never a bare "Approve?" that hides the stakes
+                log.exception("the confirmation of %s could not be made", self.id)
+                text = f"{self.title}? Open the request's message to see what is at stake first."
         return text or f"{self.title}?"
+
+
+def _takes_details(confirm: Callable[..., str]) -> bool:
+    try:
+        parameters = inspect.signature(confirm).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return len(positional) >= 2 or any(p.kind == p.VAR_POSITIONAL for p in parameters)
 
 
 def _stamp(ctx) -> str:

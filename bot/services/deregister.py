@@ -139,6 +139,73 @@ class Preflight:
         return round(sum(snapshot.monthly_cost for snapshot in self.deletable), 2)
 
 
+RECOVERABLE, IRREVERSIBLE, UNKNOWN = "recoverable", "irreversible", "unknown"
+
+
+@dataclass
+class Undo:
+    """Whether a deregistration can be undone, as its preflight found it — the one story every place tells (the
+    request's reason, its details, the Approve confirmation, the outcome)."""
+
+    state: str  # RECOVERABLE | IRREVERSIBLE | UNKNOWN
+    image_id: str
+    days: int | None = None  # the covering rule's retention
+    since: datetime | None = None  # the bin counts from the deregistration: at the earliest, then
+
+    @property
+    def until(self) -> datetime | None:
+        return self.since + timedelta(days=self.days) if self.state == RECOVERABLE and self.since else None
+
+    @property
+    def command(self) -> str:
+        return f"/ami restore {self.image_id}"
+
+    def before(self) -> str:
+        """Plain words for before it is done (the confirmation: Slack shows them as typed)."""
+        if self.state == RECOVERABLE:
+            until = f"until at least {self.until:%Y-%m-%d}" if self.until else f"for {self.days} days"
+            return f"Recoverable {until} with {self.command} (Recycle Bin, {self.days} days)."
+        if self.state == IRREVERSIBLE:
+            return "This cannot be undone: no Recycle Bin rule covers it."
+        return "Whether it can be undone is unknown: the Recycle Bin could not be read; assume it cannot."
+
+    def reason(self) -> str:
+        """Why the request needs approval, with the same undo facts."""
+        if self.state == RECOVERABLE:
+            return (f"deregistering removes the image for everyone who uses it; recoverable from the Recycle Bin for "
+                    f"{self.days} days" + (f" (until at least {self.until:%Y-%m-%d})" if self.until else ""))
+        if self.state == IRREVERSIBLE:
+            return "deregistering an image cannot be undone: no Recycle Bin rule covers it"
+        return ("deregistering removes the image for everyone who uses it; whether it can be undone is unknown "
+                "(the Recycle Bin could not be read)")
+
+
+def undo_of(check: Preflight, since: datetime | None) -> Undo:
+    if not check.recycle_known:
+        return Undo(UNKNOWN, check.image.id)
+    if check.recycle_days:
+        return Undo(RECOVERABLE, check.image.id, check.recycle_days, since)
+    return Undo(IRREVERSIBLE, check.image.id)
+
+
+def undo_in(params: dict, details: Any) -> Undo:
+    """The undo facts a deregistration request stored (its preflight); unknown when it stored none."""
+    image_id = str(params.get("image_id") or "")
+    if not isinstance(details, dict) or not isinstance(details.get("preflight"), dict):
+        return Undo(UNKNOWN, image_id)
+    preflight, since = details["preflight"], None
+    try:
+        since = datetime.fromisoformat(details["at"]) if details.get("at") else None
+    except (TypeError, ValueError):
+        pass
+    days = preflight.get("recycle_days")
+    if not preflight.get("recycle_known"):
+        return Undo(UNKNOWN, image_id)
+    if isinstance(days, int) and days > 0:
+        return Undo(RECOVERABLE, image_id, days, since)
+    return Undo(IRREVERSIBLE, image_id)
+
+
 @requires("ec2:DescribeImageAttribute")
 def protection_of(aws, image: Image) -> str | None:
     try:
@@ -263,8 +330,7 @@ def request_deregistration(ctx, image_id: str, region: str | None, requester: st
         ctx, kind=KIND, params=params, requester=requester, channel=channel,
         title=f"Deregister {image.name or image.id} ({image.id}, {image.region})",
         details=approval_details(check, force, keep_snapshots, ctx.clock()),
-        reason="deregistering an image cannot be undone" + (
-            "" if check.recycle_days is None else f" (recoverable from the Recycle Bin for {check.recycle_days} days)"),
+        reason=undo_of(check, ctx.clock()).reason(),
         danger=force)
     _follow_usage_report(ctx, request, check.other_accounts)
     return request
@@ -337,11 +403,11 @@ def execute(ctx, request: approvals.Request, progress) -> str:
 
 def recovery_note(check: Preflight, image_id: str, now: datetime) -> str:
     """What the outcome says about undoing it: until when the Recycle Bin keeps the image, or that it cannot."""
-    if not check.recycle_known:
+    undo = undo_of(check, now)
+    if undo.state == UNKNOWN:
         return " Whether it can be restored is unknown: the Recycle Bin could not be read."
-    if check.recycle_days:
-        until = now + timedelta(days=check.recycle_days)
-        return f" Recoverable until {until:%Y-%m-%d %H:%M} UTC with `/ami restore {image_id}`."
+    if undo.state == RECOVERABLE:
+        return f" Recoverable until {undo.until:%Y-%m-%d %H:%M} UTC with `{undo.command}`."
     return " This was irreversible: no Recycle Bin rule covered it."
 
 
@@ -415,12 +481,15 @@ def reconcile(ctx, request: approvals.Request):
     return approvals.Reconciled(approvals.SUCCEEDED, outcome)
 
 
-def confirm_text(params: dict) -> str:
+def confirm_text(params: dict, details: Any = None) -> str:
+    """The Approve confirmation (plain text, within Slack's 300 characters): the image by name and id, where, and
+    whether it can be undone as the preflight found it."""
     where = params["region"] + (f" of account {params['account']}" if params.get("account") else "")
-    text = f"Deregister {params['image_id']} in {where}. This cannot be undone"
+    name = str(params.get("name") or "")
+    name = (name[:47] + "…" if len(name) > 48 else name) + " " if name else ""
+    text = f"Deregister {name}({params['image_id']}) in {where}. {undo_in(params, details).before()}"
     if not params.get("keep_snapshots"):
-        text += "; its snapshots will be deleted too"
+        text += " Its snapshots are deleted too."
     if params.get("force"):
-        text += ". It is IN USE (--force)"
-    return text + "."
-
+        text += " It is IN USE (--force)."
+    return text

@@ -38,7 +38,7 @@ from bot.core.errors import AmibotError, AwsError, NotFound, PolicyViolation
 from bot.core.text import money, plural
 from bot.durable import audit
 from bot.durable.steps import DONE, FAILED, SKIPPED, Resumed, Step, Steps
-from bot.services import approvals, drift, fleet_health
+from bot.services import approvals, drift, fleet_health, recycle_bin
 from bot.services.dashboard import record_posted_digest, trend  # the Home tab's history, charted in the digest too
 from bot.services.fleet_health import RegionHealth
 from bot.services.images import describe_own_images
@@ -413,9 +413,11 @@ def snooze(ctx, image_id: str, region: str, user: str, channel: str | None, days
 
 
 @requires("ec2:DescribeSnapshots", "ec2:DescribeImages")
-def cleanup_preflight(ctx, region: str, snapshot_ids: list[str], account: str = "") -> tuple[dict[str, int], list[str]]:
+def cleanup_preflight(ctx, region: str, snapshot_ids: list[str], account: str = ""
+                      ) -> tuple[dict[str, int], list[str], dict[str, dict[str, str]]]:
     """The listed snapshots that still exist in `account` (an id; "": the bot's own), are still orphaned (no
-    image uses them, their image is gone), with their sizes; and notes on the ones dropped."""
+    image uses them, their image is gone), with their sizes; notes on the ones dropped; the tags of those kept
+    (what the Recycle Bin's rules match)."""
     handle = ctx.aws.of(account)
     account_id = handle.account_id()
     found = {item["SnapshotId"]: item for item in paginate(
@@ -425,7 +427,7 @@ def cleanup_preflight(ctx, region: str, snapshot_ids: list[str], account: str = 
     images = describe_own_images(handle, region, ctx.policy.digest.family_tag)
     existing = {image.id for image in images}
     used = {snapshot_id for image in images for snapshot_id in image.snapshot_ids}
-    sizes, notes = {}, []
+    sizes, notes, tags = {}, [], {}
     for snapshot_id in snapshot_ids:
         item = found.get(snapshot_id)
         if item is None:
@@ -435,7 +437,50 @@ def cleanup_preflight(ctx, region: str, snapshot_ids: list[str], account: str = 
         else:
             where = awsdata.label("snapshot", snapshot_id, region)
             sizes[snapshot_id] = awsdata.integer(item, "VolumeSize", where) or 0
-    return sizes, notes
+            tags[snapshot_id] = {str(tag.get("Key")): str(tag.get("Value") or "") for tag in item.get("Tags") or []
+                                 if isinstance(tag, dict) and tag.get("Key")}
+    return sizes, notes, tags
+
+
+SNAPSHOT_RESTORE = "aws ec2 restore-snapshot-from-recycle-bin"
+
+
+def snapshots_undo(handle: Aws, region: str, tags: dict[str, dict[str, str]], at: datetime) -> dict:
+    """Whether deleting these snapshots can be undone, as data for the request: {"known": the Recycle Bin's
+    snapshot rules could be read, "kept": {snapshot id: days a rule keeps it}, "at": when this was found}."""
+    try:
+        rules = recycle_bin.rules_in(handle, region, recycle_bin.SNAPSHOT)
+    except AwsError as error:
+        log.info("the Recycle Bin of %s could not be read for a cleanup: %s", region, error.message)
+        return {"known": False, "kept": {}, "at": at.isoformat()}
+    kept = {}
+    for snapshot_id, have in tags.items():
+        days = [rule.days for rule in rules if rule.status == "available" and rule.days and rule.covers(have)]
+        if days:
+            kept[snapshot_id] = max(days)
+    return {"known": True, "kept": kept, "at": at.isoformat()}
+
+
+def snapshots_undo_sentence(details: object) -> str:
+    """The one way a cleanup says whether it can be undone (plain words: the confirmation, the request's message,
+    its reason): recoverable until when and how, irreversible, or unknown."""
+    undo = details.get("undo") if isinstance(details, dict) else None
+    sizes = details.get("sizes") if isinstance(details, dict) else None
+    if not isinstance(undo, dict) or not undo.get("known"):
+        return "Whether it can be undone is unknown: the Recycle Bin could not be read; assume it cannot."
+    count = len(sizes) if isinstance(sizes, dict) else 0
+    kept = {key: days for key, days in (undo.get("kept") or {}).items() if isinstance(days, int) and days > 0}
+    if not kept:
+        return "This cannot be undone: no Recycle Bin rule keeps these snapshots."
+    days = min(kept.values())
+    try:
+        until = f"until at least {datetime.fromisoformat(undo['at']) + timedelta(days=days):%Y-%m-%d}"
+    except (KeyError, TypeError, ValueError):
+        until = f"for {days} days"
+    if len(kept) >= count:
+        return f"Recoverable {until} from the Recycle Bin ({days} days) with {SNAPSHOT_RESTORE}."
+    return (f"{len(kept)} of {count} recoverable {until} from the Recycle Bin with {SNAPSHOT_RESTORE}; "
+            f"the other {count - len(kept)} cannot be undone.")
 
 
 def request_cleanup(ctx, region: str, snapshot_ids: list[str], requester: str, channel: str,
@@ -447,20 +492,21 @@ def request_cleanup(ctx, region: str, snapshot_ids: list[str], requester: str, c
     snapshot_ids = snapshot_ids[:MAX_CLEANUP]
     handle = ctx.aws.of(account)
     account = handle.account.id if account else ""  # a name given: the id, as every request's params carry
-    sizes, notes = cleanup_preflight(ctx, region, snapshot_ids, account)
+    sizes, notes, tags = cleanup_preflight(ctx, region, snapshot_ids, account)
     place = _place(ctx, handle, region)
     if not sizes:
         raise PolicyViolation("Nothing to clean up: " + "; ".join(notes) + ".")
     price = ctx.policy.digest.snapshot_price_per_gb_month
     total = sum(sizes.values())
     # Data, rendered where the request's message is (bot/render/digest.py cleanup_details)
-    details = {"view": CLEANUP_DETAILS, "place": place, "sizes": sizes, "monthly": total * price, "notes": notes}
+    details = {"view": CLEANUP_DETAILS, "place": place, "sizes": sizes, "monthly": total * price, "notes": notes,
+               "undo": snapshots_undo(handle, region, tags, ctx.clock())}
     return approvals.create_request(
         ctx, kind=CLEANUP_KIND,
         params={"account": account, "region": region, "snapshot_ids": list(sizes), "sizes": sizes},
         requester=requester, channel=channel,
         title=f"Delete {plural(len(sizes), 'orphaned snapshot')} in {place} ({total:,} GiB)",
-        details=details, reason="deleting snapshots cannot be undone")
+        details=details, reason=f"it deletes snapshots. {snapshots_undo_sentence(details)}")
 
 
 def _place(ctx, handle: Aws, region: str) -> str:
@@ -559,8 +605,7 @@ def reconcile_cleanup(ctx, request: approvals.Request):
     return approvals.Reconciled(approvals.SUCCEEDED, outcome)
 
 
-def cleanup_confirm(params: dict) -> str:
+def cleanup_confirm(params: dict, details: object = None) -> str:
     account = f" of account {params['account']}" if params.get("account") else ""
     return (f"Delete {plural(len(params['snapshot_ids']), 'snapshot')} in {params['region']}{account}. "
-            "This cannot be undone.")
-
+            f"{snapshots_undo_sentence(details)}")

@@ -357,7 +357,16 @@ def reconcile(ctx, request):
     return approvals.Reconciled(approvals.FAILED if resumed.failed else approvals.SUCCEEDED, resumed.sentence())
 
 
-def confirm_text(params: dict[str, Any]) -> str:
+def confirm_text(params: dict[str, Any], details: Any = None) -> str:
+    """The Approve confirmation (plain text, within Slack's 300 characters): the image by name and id, who gets
+    it, and how it is taken back — launch access can be; copies already made cannot."""
     target = Target(params["target_kind"], params["target"], params.get("target_name") or "")
-    return f"Share {params['image_id']} ({params['region']}) with {target.label}?"
+    shown = details.get("image") if isinstance(details, dict) else None
+    name = str((shown or {}).get("name") or "") if isinstance(shown, dict) else ""
+    name = (name[:47] + "…" if len(name) > 48 else name) + " " if name else ""
+    argument = {ACCOUNT: target.value, PUBLIC: "public"}.get(target.kind, target.value)
+    head = f"Share {name}({params['image_id']}, {params['region']}) with {target.label}?"
+    tail = "; copies they already made stay theirs."
+    text = f"{head} To undo: /ami unshare {params['image_id']} {argument}{tail}"
+    return text if len(text) <= 300 else f"{head} To undo: /ami unshare {params['image_id']} and the same target{tail}"
 
