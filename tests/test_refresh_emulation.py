@@ -191,3 +191,42 @@ def test_a_configured_failure_fails_with_its_reason_or_rolls_back_with_auto_roll
     rolled = refresh(session)
     assert rolled["Status"] == "RollbackSuccessful" and rolled["RollbackDetails"]["RollbackReason"] == reason
     assert sorted(instances(session).values()) == sorted([old, old, new])  # as before this refresh
+
+
+def test_a_checkpoint_pauses_for_its_delay(world):
+    session, emulation, clock, old, new, template = world
+    client = session.client("autoscaling", REGION)
+    client.start_instance_refresh(AutoScalingGroupName="web-asg", Preferences={
+        "CheckpointPercentages": [30, 100], "CheckpointDelay": 60})
+    clock.tick(4)  # one instance of three replaced: 33 % is past the 30 % checkpoint
+    paused = refresh(session)
+    assert paused["Status"] == "InProgress" and paused["PercentageComplete"] == 33
+    assert "checkpoint at 30%" in paused["StatusReason"]
+    clock.tick(50)
+    assert refresh(session)["PercentageComplete"] == 33  # still waiting
+    clock.tick(20)
+    assert refresh(session)["Status"] == "Successful"
+
+
+def test_a_mixed_instances_group_gets_its_desired_policy(world):
+    session, emulation, clock, old, new, template = world
+    ec2 = session.client("ec2", REGION)
+    client = session.client("autoscaling", REGION)
+    client.create_auto_scaling_group(
+        AutoScalingGroupName="web-mixed", MinSize=0, MaxSize=4, DesiredCapacity=2,
+        VPCZoneIdentifier=ec2.describe_subnets()["Subnets"][0]["SubnetId"],
+        MixedInstancesPolicy={"LaunchTemplate": {
+            "LaunchTemplateSpecification": {"LaunchTemplateId": template, "Version": "1"},
+            "Overrides": [{"InstanceType": "t3.micro"}, {"InstanceType": "t3.small"}]}})
+    version = new_version(session, template, new)
+    desired = {"MixedInstancesPolicy": {"LaunchTemplate": {
+        "LaunchTemplateSpecification": {"LaunchTemplateId": template, "Version": version},
+        "Overrides": [{"InstanceType": "t3.micro"}, {"InstanceType": "t3.small"}]}}}
+    client.start_instance_refresh(AutoScalingGroupName="web-mixed", DesiredConfiguration=desired)
+    clock.tick(10)
+    assert refresh(session, "web-mixed")["Status"] == "Successful"
+    assert set(instances(session, "web-mixed").values()) == {new}
+    group = client.describe_auto_scaling_groups(AutoScalingGroupNames=["web-mixed"])["AutoScalingGroups"][0]
+    spec = group["MixedInstancesPolicy"]["LaunchTemplate"]
+    assert spec["LaunchTemplateSpecification"]["Version"] == version
+    assert [o["InstanceType"] for o in spec["Overrides"]] == ["t3.micro", "t3.small"]

@@ -19,7 +19,8 @@ instance refresh calls):
 A failure is configured with ``fail_next_refresh``: the next refresh (of a group, or of any) fails after replacing
 the given number of instances, with the status reason given. Response shapes follow botocore's service model
 (tests/test_refresh_emulation.py validates them with botocore's Stubber). Single-account (moto's default account),
-like the rest of the demo. Not emulated: checkpoints (CheckpointPercentages pause nothing here) and alarms.
+like the rest of the demo. ``CheckpointPercentages`` pause the refresh for ``CheckpointDelay`` seconds of the clock
+(InProgress, the checkpoint in ``StatusReason``); alarms are not emulated.
 """
 
 from __future__ import annotations
@@ -60,7 +61,8 @@ class Refresh:
     new: list[str] = field(default_factory=list)  # the instances launched by it
     steps_done: int = 0  # steps of the clock already applied
     ended: datetime | None = None
-    rollback_from: int = 0  # the step at which a rollback started
+    paused_until: datetime | None = None  # at a checkpoint until then
+    checkpoints_reached: list[int] = field(default_factory=list)
     rolled_back: list[str] = field(default_factory=list)
 
 
@@ -239,13 +241,32 @@ class RefreshEmulation:
             else:
                 refresh.status, refresh.ended = "Failed", moment
             return
+        if refresh.paused_until is not None:
+            if moment < refresh.paused_until:
+                return
+            refresh.paused_until, refresh.reason = None, ""
         waiting = [old for old in refresh.to_update if old not in refresh.replaced]
         if waiting:
             refresh.new.append(self._replace(refresh.region, group, waiting[0], refresh.image_id))
             refresh.replaced.append(waiting[0])
+            self._checkpoint(refresh, moment)
         if len(refresh.replaced) == len(refresh.to_update):
             self._apply(refresh.region, group, refresh.desired)
             refresh.status, refresh.ended = "Successful", moment
+
+    @staticmethod
+    def _checkpoint(refresh: Refresh, moment: datetime) -> None:
+        """Past a checkpoint percentage (not the last one, 100): wait CheckpointDelay seconds there (AWS's
+        default: an hour), InProgress with the checkpoint in the status reason."""
+        done = len(refresh.replaced) * 100 // len(refresh.to_update)
+        points = refresh.preferences.get("CheckpointPercentages") or []
+        passed = [point for point in points if point <= done and point < 100 and point not in
+                  refresh.checkpoints_reached]
+        if passed and len(refresh.replaced) < len(refresh.to_update):
+            refresh.checkpoints_reached += passed
+            delay = refresh.preferences.get("CheckpointDelay", 3600)
+            refresh.paused_until = moment + timedelta(seconds=delay)
+            refresh.reason = f"Waiting for checkpoint at {passed[-1]}% (CheckpointDelay {delay} seconds)."
 
     # --- the operations -------------------------------------------------------------------------------------
     def _active(self, region: str, name: str) -> Refresh | None:
