@@ -253,3 +253,25 @@ def test_a_new_template_version_changes_only_the_image(world):
     versions = prod.ec2("us-east-1").describe_launch_template_versions(LaunchTemplateId=source.template_id)
     data = {v["VersionNumber"]: v["LaunchTemplateData"] for v in versions["LaunchTemplateVersions"]}
     assert data[2]["ImageId"] == new and data[1]["ImageId"] == old
+
+
+def test_groups_that_cannot_be_told_apart_make_their_place_a_failure_not_a_silence(aws, make_harness, monkeypatch):
+    answered_refreshes(monkeypatch, {})
+    fleet(aws)
+
+    def refused(model, **_):  # prod's endpoint fails both the instances and the launch templates
+        return (AWSResponse("https://ec2.us-east-1.amazonaws.com/", 500, {}, None),
+                {"Error": {"Code": "InternalError", "Message": "We encountered an internal error."},
+                 "ResponseMetadata": {"HTTPStatusCode": 500}})
+
+    app = make_harness(POLICY)
+    prod = app.ctx.aws.of(seed.PROD)
+    for operation in ("DescribeInstances", "DescribeLaunchTemplateVersions"):
+        prod._session.events.register(f"before-call.ec2.{operation}", refused)
+    plan = rollout.plan(app.ctx, "web")
+    groups = by_name(plan)
+    assert groups["web-classic"].method == rollout.LAUNCH_CONFIGURATION  # its launch configuration was read
+    assert "web-pinned" not in groups  # nothing says it runs the family…
+    assert "could not be told" in plan.failures["prod (111111111111), us-east-1"]  # …so prod says what it missed
+    assert "web-pinned" in plan.failures["prod (111111111111), us-east-1"]
+    assert groups["web-done"].method == rollout.CURRENT

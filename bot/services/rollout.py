@@ -223,14 +223,17 @@ def _source(ref: GroupRef, image_id: str) -> Source:
 
 
 def plan_place(aws: Aws, region: str, family: str, family_ids: set[str], target: Image | None,
-               target_version: str, skip: list[str], only: set[str] | None = None) -> list[GroupPlan]:
-    """The plan of one account and region: every group there that runs the family."""
+               target_version: str, skip: list[str], only: set[str] | None = None
+               ) -> tuple[list[GroupPlan], str | None]:
+    """The plan of one account and region: every group there that runs the family; and, when some groups could not
+    be told to run it or not (neither their configuration nor their instances' images could be read), what to say
+    about them — for the plan's failures, never a silent omission."""
     refs = scan(aws, region)
     if GROUPS in refs.unknown and not refs.asgs:  # the groups themselves could not be listed
         raise AwsError(f"its Auto Scaling groups could not be read: {refs.unknown[GROUPS]}")
     sources, instance_images, configured = _group_sources(refs)
     label = aws.account.label if aws.account.id else ""
-    plans = []
+    plans, missed = [], []
     for group in refs.asgs:
         name = _text(group.get("AutoScalingGroupName"))
         if not name or (only and name not in only):
@@ -244,6 +247,10 @@ def plan_place(aws: Aws, region: str, family: str, family_ids: set[str], target:
                 or any(image in family_ids for image in images.values())
                 or any(source.via == parameter_name(family) for source in group_sources))
         if not runs:
+            known_config = bool(group_sources) or name in configured
+            known_instances = INSTANCES not in refs.unknown and all(images.values())
+            if not (known_config or known_instances):
+                missed.append(name)
             continue
         target_id = target.id if target else None
         plan = GroupPlan(aws.account.id, label, region, name, UNKNOWN, len(members),
@@ -256,7 +263,12 @@ def plan_place(aws: Aws, region: str, family: str, family_ids: set[str], target:
         if plan.method == UNKNOWN:
             log.warning("rollout plan of %s: group %s in %s: %s", family, name, region, plan.reason)
         plans.append(plan)
-    return plans
+    if not missed:
+        return plans, None
+    why = "; ".join(f"{source}: {refs.unknown[source]}" for source in (INSTANCES, TEMPLATES, GROUPS)
+                    if source in refs.unknown)
+    return plans, (f"{len(missed)} Auto Scaling group{'s' if len(missed) != 1 else ''} could not be told to run "
+                   f"{family} or not ({', '.join(sorted(missed)[:5])}{' …' if len(missed) > 5 else ''}): {why}")
 
 
 def _method(aws: Aws, region: str, family: str, group: dict, plan: GroupPlan, images: dict[str, str | None],
@@ -319,7 +331,7 @@ def plan(ctx: ServiceContext, family: str, accounts: list | None = None, regions
     skip = list(ctx.policy.rollout.skip_groups)
     only = set(groups) if groups else None
 
-    def read(handle: Aws, region: str) -> list[GroupPlan]:
+    def read(handle: Aws, region: str) -> tuple[list[GroupPlan], str | None]:
         target = targets.get(region)
         return plan_place(handle, region, family, family_ids, target, labels.get(target.id, "") if target else "",
                           skip, only)
@@ -328,7 +340,9 @@ def plan(ctx: ServiceContext, family: str, accounts: list | None = None, regions
         if isinstance(found, AwsError):
             result.failures[where.label] = found.message
         else:
-            result.groups += found
+            result.groups += found[0]
+            if found[1]:
+                result.failures[where.label] = found[1]
     result.groups.sort(key=lambda g: (g.account_label, g.region, g.group))
     return result
 
