@@ -275,3 +275,17 @@ def test_groups_that_cannot_be_told_apart_make_their_place_a_failure_not_a_silen
     assert "could not be told" in plan.failures["prod (111111111111), us-east-1"]  # …so prod says what it missed
     assert "web-pinned" in plan.failures["prod (111111111111), us-east-1"]
     assert groups["web-done"].method == rollout.CURRENT
+
+
+def test_single_account_the_bots_own_groups(aws, make_harness, monkeypatch):
+    answered_refreshes(monkeypatch, {})
+    old, new = seed.family(aws, ["1.4.0", "1.5.0"])
+    group(aws, "web-asg", [old, new], LaunchTemplate={"LaunchTemplateId": template(aws, "web-lt", new),
+                                                      "Version": "$Latest"})
+    plan = rollout.plan(make_harness().ctx, "web")
+    [only] = plan.groups
+    assert (only.group, only.method, only.account_label, only.instances, only.on_target) == (
+        "web-asg", rollout.PINNED, "", 2, 1)
+    assert only.sources[0].version == "$Latest" and only.sources[0].number == 1
+    assert set(plan.targets) == {"us-east-1"} and plan.failures == {}
+    assert plan.totals() == "1 group, 2 instances, 1 account"
