@@ -132,3 +132,40 @@ def test_the_shipped_example_policy_is_valid():
 
     policy = load_policy(Path(__file__).resolve().parents[1] / "amibot.example.toml")
     assert policy.access.operators == ["U012ABCDEF", "S0PLATFORM"] and policy.digest.timezone == "Europe/Berlin"
+
+
+def test_rollout_defaults_are_the_issues_contract():
+    rollout = parse_policy({}).rollout
+    assert rollout.min_healthy_percentage == 90 and rollout.instance_warmup_seconds == 300
+    assert rollout.checkpoints == [] and rollout.checkpoint_delay_seconds == 600
+    assert rollout.max_parallel_groups == 5 and rollout.alarms == [] and rollout.skip_groups == []
+
+
+def test_a_valid_rollout_section_parses():
+    rollout = parse_policy({"rollout": {"min_healthy_percentage": 100, "checkpoints": [20, 50, 100],
+                                        "max_parallel_groups": 1, "alarms": ["web-5xx"],
+                                        "skip_groups": ["legacy-*"]}}).rollout
+    assert rollout.checkpoints == [20, 50, 100] and rollout.skip_groups == ["legacy-*"]
+
+
+def test_rollout_problems_are_each_named():
+    with pytest.raises(ConfigError) as raised:
+        parse_policy({"rollout": {"min_healthy_percentage": 101, "instance_warmup_seconds": -1,
+                                  "checkpoints": [50, 20, 0], "checkpoint_delay_seconds": -5,
+                                  "max_parallel_groups": 0, "alarms": [""], "skip_groups": [" "]}})
+    problems = raised.value.problems
+    assert "[rollout].min_healthy_percentage: expected a percentage 0–100, got 101" in problems
+    assert "[rollout].instance_warmup_seconds: expected a number >= 0, got -1" in problems
+    assert "[rollout].checkpoints: expected a percentage 1–100, got 0" in problems
+    assert "[rollout].checkpoints: expected percentages in ascending order, got [50, 20, 0]" in problems
+    assert "[rollout].checkpoint_delay_seconds: expected a number >= 0, got -5" in problems
+    assert "[rollout].max_parallel_groups: expected a number >= 1, got 0" in problems
+    assert any(p.startswith("[rollout].alarms: expected a CloudWatch alarm name") for p in problems)
+    assert "[rollout].skip_groups: expected a non-empty glob such as 't3.*'" not in problems  # says what it globs
+    assert any(p.startswith("[rollout].skip_groups: expected a non-empty glob") for p in problems)
+
+
+def test_rollout_checkpoints_must_be_whole_numbers():
+    with pytest.raises(ConfigError) as raised:
+        parse_policy({"rollout": {"checkpoints": [20, "50"]}})
+    assert "[rollout].checkpoints: expected a list of whole numbers, got list [20, '50']" in raised.value.problems

@@ -166,3 +166,13 @@ def test_the_policy_is_complete_in_a_fresh_interpreter_without_importing_the_app
     assert json.loads(out[0]) == json.loads((ROOT / "iam-policy.json").read_text())
     loaded = json.loads(out[1])
     assert not [name for name in loaded if name.startswith(("handlers", "bot.wiring", "bot.app"))]
+
+
+def test_rollouts_actions_are_in_the_policy_and_the_member_policy():
+    from bot.iam_policy import iam_policy, member_policy
+
+    wanted = {"autoscaling:DescribeAutoScalingGroups", "autoscaling:DescribeInstanceRefreshes",
+              "autoscaling:StartInstanceRefresh", "autoscaling:CancelInstanceRefresh",
+              "autoscaling:RollbackInstanceRefresh", "ec2:CreateLaunchTemplateVersion"}
+    assert wanted <= set(iam_policy()["Statement"][0]["Action"])
+    assert wanted <= set(member_policy()["Statement"][0]["Action"])

@@ -49,12 +49,32 @@ def _timezone(value: str) -> str | None:
     return None
 
 
-def _glob(value: str) -> str | None:
-    try:
-        fnmatch.translate(value)
-    except re.error:  # pragma: no cover - fnmatch.translate accepts nearly anything
-        return f"a glob such as 't3.*', got {value!r}"
-    return None if value.strip() else "a non-empty glob such as 't3.*'"
+def _glob_like(example: str):
+    def check(value: str) -> str | None:
+        try:
+            fnmatch.translate(value)
+        except re.error:  # pragma: no cover - fnmatch.translate accepts nearly anything
+            return f"a glob such as {example!r}, got {value!r}"
+        return None if value.strip() else f"a non-empty glob such as {example!r}, got {value!r}"
+
+    return check
+
+
+_glob = _glob_like("t3.*")
+
+
+def _percentage(low: int):
+    def check(value: int) -> str | None:
+        return None if low <= value <= 100 else f"a percentage {low}–100, got {value!r}"
+
+    return check
+
+
+def _ascending(values: list[int]) -> str | None:
+    return None if values == sorted(set(values)) else f"percentages in ascending order, got {values!r}"
+
+
+ALARM = re.compile(r"^[^\x00-\x1f]{1,255}$")  # CloudWatch: 1-255 characters, no control characters
 
 
 def _at_least(minimum: float):
@@ -77,10 +97,11 @@ def _backup_destination(value: str) -> str | None:
 class Key:
     """One policy key: its type, default, an optional per-item check and a line for the docs."""
 
-    type: str  # "str", "int", "float", "bool", "list[str]", "str?" (optional string)
+    type: str  # "str", "int", "float", "bool", "list[str]", "list[int]", "str?" (optional string)
     default: Any
     doc: str
     check: Any = None  # callable(value) -> error text or None; applied to each list item
+    check_all: Any = None  # callable(the whole list) -> error text or None (e.g. ascending order)
 
 
 SCHEMA: dict[str, dict[str, Key]] = {
@@ -178,6 +199,22 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "deadline_seconds": Key("float", 120.0, "a command not answered after this many seconds tells its user "
                                 "AWS is slow (the answer still follows when it arrives)", _at_least(1)),
     },
+    "rollout": {
+        "min_healthy_percentage": Key("int", 90, "instance refresh's MinHealthyPercentage: the share of a group "
+                                      "kept in service while it is replaced (`/ami rollout --min-healthy`)",
+                                      _percentage(0)),
+        "instance_warmup_seconds": Key("int", 300, "instance refresh's InstanceWarmup: seconds before a new "
+                                       "instance counts as healthy (`--warmup`)", _at_least(0)),
+        "checkpoints": Key("list[int]", [], "pause points, percentages ascending in 1–100, e.g. [20, 50]: amibot "
+                           "reports each and goes on after checkpoint_delay_seconds (`--checkpoints`)",
+                           _percentage(1), _ascending),
+        "checkpoint_delay_seconds": Key("int", 600, "how long a refresh waits at each checkpoint", _at_least(0)),
+        "max_parallel_groups": Key("int", 5, "Auto Scaling groups refreshed at once in one rollout", _at_least(1)),
+        "alarms": Key("list[str]", [], "CloudWatch alarm names that stop and roll back a refresh (AutoRollback)",
+                      _pattern(ALARM, "a CloudWatch alarm name (1-255 characters)")),
+        "skip_groups": Key("list[str]", [], "globs of Auto Scaling group names amibot never rolls, e.g. "
+                           "[\"legacy-*\"]: listed in the plan as skipped", _glob_like("legacy-*")),
+    },
 }
 
 
@@ -204,6 +241,7 @@ class Policy:
     backup: Section
     organization: Section
     jobs: Section
+    rollout: Section
     source: str = "defaults"
     accounts: list[Account] = field(default_factory=list)  # [[accounts]]; empty: the bot's own account only
 
@@ -223,6 +261,9 @@ def _type_error(kind: str, value: Any) -> str | None:
     if kind == "list[str]":
         ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
         return None if ok else "a list of strings"
+    if kind == "list[int]":
+        ok = isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+        return None if ok else "a list of whole numbers"
     raise AssertionError(f"unknown schema type {kind}")
 
 
@@ -239,6 +280,10 @@ def _validate_key(section: str, name: str, key: Key, value: Any, problems: list[
             error = key.check(item)
             if error:
                 problems.append(f"{where}: expected {error}")
+    if key.check_all:
+        error = key.check_all(value)
+        if error:
+            problems.append(f"{where}: expected {error}")
     return value
 
 

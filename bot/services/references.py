@@ -287,6 +287,9 @@ class References:
     by_image: dict[str, Usage] = field(default_factory=lambda: defaultdict(Usage))
     calls: int = 0
     unknown: dict[str, str] = field(default_factory=dict)
+    # the Auto Scaling groups as DescribeAutoScalingGroups listed them (their instances, launch configuration,
+    # mixed instances policy), for whoever needs more of a group than the reference (bot.services.rollout)
+    asgs: list[dict] = field(default_factory=list)
 
     def of(self, image_id: str) -> Usage:
         """The image's usage, with what is unknown for it: the region's unknown sources and its own."""
@@ -854,6 +857,7 @@ def scan(aws: Aws, region: str, image_ids: list[str] | None = None) -> Reference
         scan_launch_configs(aws, region, refs, groups)
 
     _guarded(refs, GROUPS, read_groups)
+    refs.asgs = groups
     fleets: list[FleetSpec] = []
     _guarded(refs, FLEETS, lambda: fleets.extend(list_fleets(aws, region, refs, templates)))
     _guarded(refs, SPOT_FLEETS, lambda: fleets.extend(list_spot_fleets(aws, region, refs, templates)))

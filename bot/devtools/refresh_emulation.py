@@ -1,0 +1,344 @@
+"""Auto Scaling instance refresh, emulated for `amibot demo` on top of moto, the way bot.devtools.bake_emulation
+emulates Image Builder: ``before-call.autoscaling.<Operation>`` handlers on one boto3 session answer the calls
+moto 5.2.5 lacks — and only those (it has groups, launch templates and launch configurations, but none of the
+instance refresh calls):
+
+- StartInstanceRefresh: refused (``InstanceRefreshInProgress``) while the group has one not finished; keeps the
+  ``Preferences`` and ``DesiredConfiguration`` as given and answers an ``InstanceRefreshId``.
+- DescribeInstanceRefreshes (newest first): ``Status`` Pending for one step, then InProgress replacing one
+  instance every ``step_seconds`` of the injected clock — in moto: the old instance terminated and taken out of the
+  group, a new one run on the desired image and put in — with ``PercentageComplete`` and ``InstancesToUpdate``;
+  then Successful, when the desired configuration is applied to the group (as AWS does). The desired image: the
+  desired configuration's template version, else the group's own template (``resolve:ssm:`` resolved from moto's
+  Parameter Store) or launch configuration. With ``SkipMatching``, instances already on it are not replaced.
+- CancelInstanceRefresh: Cancelling, then Cancelled at the next step; instances replaced so far stay.
+- RollbackInstanceRefresh: RollbackInProgress, replacing the new instances with ones on the group's image (its
+  configuration is not changed until success), then RollbackSuccessful. A refresh with ``AutoRollback`` that fails
+  rolls back the same way.
+
+A failure is configured with ``fail_next_refresh``: the next refresh (of a group, or of any) fails after replacing
+the given number of instances, with the status reason given. Response shapes follow botocore's service model
+(tests/test_refresh_emulation.py validates them with botocore's Stubber). Single-account (moto's default account),
+like the rest of the demo. ``CheckpointPercentages`` pause the refresh for ``CheckpointDelay`` seconds of the clock
+(InProgress, the checkpoint in ``StatusReason``); alarms are not emulated.
+"""
+
+from __future__ import annotations
+
+import copy
+import secrets
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from botocore.awsrequest import AWSResponse
+
+from bot.devtools.emulation import EmulatedError
+
+ACTIVE = ("Pending", "InProgress", "Cancelling", "RollbackInProgress", "Baking")
+SSM_PREFIX = "resolve:ssm:"
+GROUP_TAG = "aws:autoscaling:groupName"
+
+
+@dataclass
+class Refresh:
+    id: str
+    region: str
+    group: str
+    started: datetime
+    preferences: dict
+    desired: dict | None
+    image_id: str  # what new instances run
+    rollback_image: str  # what the group ran before: a rollback's image
+    to_update: list[str]  # instance ids to replace, in order
+    fail: tuple[int, str] | None = None  # (after how many replacements it fails, the reason)
+    status: str = "Pending"
+    reason: str = ""
+    replaced: list[str] = field(default_factory=list)  # old instance ids replaced so far
+    new: list[str] = field(default_factory=list)  # the instances launched by it
+    steps_done: int = 0  # steps of the clock already applied
+    ended: datetime | None = None
+    paused_until: datetime | None = None  # at a checkpoint until then
+    checkpoints_reached: list[int] = field(default_factory=list)
+    rolled_back: list[str] = field(default_factory=list)
+
+
+class RefreshEmulation:
+    """The emulated instance refresh; ``install(session)`` makes every client of that session use it. ``clock``
+    (default: the real one) decides how far each refresh has got; ``step_seconds`` is one instance's replacement."""
+
+    def __init__(self, account_id: str | None = None, clock: Callable[[], datetime] | None = None,
+                 step_seconds: float = 2.0):
+        from moto.core import DEFAULT_ACCOUNT_ID
+
+        self.account_id = account_id or DEFAULT_ACCOUNT_ID
+        self.clock = clock or (lambda: datetime.now(UTC))
+        self.step = timedelta(seconds=step_seconds)
+        self._lock = threading.RLock()
+        self._refreshes: dict[tuple[str, str], list[Refresh]] = {}  # (region, group) -> refreshes, oldest first
+        self._fail: list[tuple[str | None, int, str]] = []  # (group or any, replacements before failing, reason)
+        self._operations: dict[str, Callable[[str, dict], dict]] = {
+            "StartInstanceRefresh": self._start, "DescribeInstanceRefreshes": self._describe,
+            "CancelInstanceRefresh": self._cancel, "RollbackInstanceRefresh": self._rollback,
+        }
+
+    # --- wiring ------------------------------------------------------------------------------------------
+    def install(self, session) -> RefreshEmulation:
+        """Register the handlers on a boto3 (or botocore) session, before any client is made from it."""
+        events = getattr(session, "events", None) or session.get_component("event_emitter")
+        events.register("before-parameter-build.autoscaling", self._remember_params,
+                        unique_id="amibot-refresh-emulation-params")
+        events.register("before-call.autoscaling", self._before_autoscaling, unique_id="amibot-refresh-autoscaling")
+        for operation in ("DescribeInstances", "DescribeInstanceImageMetadata"):
+            # a refresh that moved on while nobody asked has replaced its instances by the time anyone lists them
+            events.register(f"before-call.ec2.{operation}", self._catch_up, unique_id=f"amibot-refresh-{operation}")
+        return self
+
+    @staticmethod
+    def _remember_params(params, context, **_):
+        context["amibot_refresh_params"] = copy.deepcopy(params)
+
+    def _catch_up(self, **_):
+        self.advance()
+        return None
+
+    def _before_autoscaling(self, model, context, **_):
+        self.advance()
+        handler = self._operations.get(model.name)
+        if handler is None:
+            return None  # moto serves it (groups, launch configurations…)
+        region = context.get("client_region") or "us-east-1"
+        params = context.get("amibot_refresh_params") or {}
+        try:
+            with self._lock:
+                parsed = handler(region, params)
+        except EmulatedError as error:
+            return (AWSResponse(f"https://emulated/{model.name}", error.status, {}, None),
+                    {"Error": {"Code": error.code, "Message": error.message},
+                     "ResponseMetadata": {"HTTPStatusCode": error.status}})
+        parsed.setdefault("ResponseMetadata", {"HTTPStatusCode": 200, "RequestId": secrets.token_hex(8)})
+        return AWSResponse(f"https://emulated/{model.name}", 200, {}, None), parsed
+
+    # --- failures, for the demo and the tests -----------------------------------------------------------------
+    def fail_next_refresh(self, reason: str, after: int = 1, group: str | None = None) -> None:
+        """The next refresh (of `group`, or of any) fails after replacing `after` instances, with `reason`."""
+        with self._lock:
+            self._fail.append((group, after, reason))
+
+    def refreshes_of(self, region: str, group: str) -> list[Refresh]:
+        with self._lock:
+            return list(self._refreshes.get((region, group), []))
+
+    # --- moto's backends -------------------------------------------------------------------------------------
+    def _backends(self, region: str):
+        from moto.autoscaling.models import autoscaling_backends
+        from moto.ec2.models import ec2_backends
+
+        return autoscaling_backends[self.account_id][region], ec2_backends[self.account_id][region]
+
+    def _group(self, region: str, name: str | None):
+        autoscaling, _ec2 = self._backends(region)
+        group = autoscaling.autoscaling_groups.get(name or "")
+        if group is None:
+            raise EmulatedError("ValidationError", f"AutoScalingGroup name not found - {name}")
+        return group
+
+    def _resolve(self, region: str, image: str) -> str:
+        if not image.startswith(SSM_PREFIX):
+            return image
+        from moto.ssm.models import ssm_backends
+
+        parameter = ssm_backends[self.account_id][region].get_parameter(image[len(SSM_PREFIX):])
+        if parameter is None:
+            raise EmulatedError("ValidationError", f"The SSM parameter {image[len(SSM_PREFIX):]} does not exist")
+        return parameter.value
+
+    def _template_image(self, region: str, spec: dict) -> str:
+        _autoscaling, ec2 = self._backends(region)
+        template = (ec2.get_launch_template(spec["LaunchTemplateId"]) if spec.get("LaunchTemplateId")
+                    else ec2.get_launch_template_by_name(spec.get("LaunchTemplateName")))
+        return self._resolve(region, template.get_version(spec.get("Version") or "$Default").image_id)
+
+    def _group_image(self, region: str, group) -> str:
+        if group.ec2_launch_template is not None:
+            return self._resolve(region, group.ec2_launch_template.get_version(group.launch_template_version).image_id)
+        return group.launch_config.image_id
+
+    def _desired_image(self, region: str, group, desired: dict | None) -> str:
+        if desired and desired.get("LaunchTemplate"):
+            return self._template_image(region, desired["LaunchTemplate"])
+        mixed = ((desired or {}).get("MixedInstancesPolicy") or {}).get("LaunchTemplate") or {}
+        if mixed.get("LaunchTemplateSpecification"):
+            return self._template_image(region, mixed["LaunchTemplateSpecification"])
+        return self._group_image(region, group)
+
+    def _replace(self, region: str, group, old: str, image_id: str) -> str:
+        """Terminate `old` (taking it out of the group) and put a new instance on `image_id` in its place."""
+        from moto.autoscaling.models import InstanceState
+
+        _autoscaling, ec2 = self._backends(region)
+        group.instance_states = [state for state in group.instance_states if state.instance.id != old]
+        ec2.terminate_instances([old])
+        subnet = group.vpc_zone_identifier.split(",")[0] if group.vpc_zone_identifier else None
+        reservation = ec2.run_instances(image_id, 1, None, [], instance_type=group.instance_type,
+                                        tags={"instance": {GROUP_TAG: group.name}}, subnet_id=subnet,
+                                        is_instance_type_default=False)
+        instance = reservation.instances[0]
+        instance.autoscaling_group = group
+        group.instance_states.append(InstanceState(instance, autoscaling_group=group))
+        return instance.id
+
+    def _apply(self, region: str, group, desired: dict | None) -> None:
+        """The desired configuration becomes the group's, as AWS does when a refresh succeeds."""
+        if not desired:
+            return
+        if desired.get("LaunchTemplate"):
+            group.mixed_instances_policy = None
+            group._set_launch_configuration(None, dict(desired["LaunchTemplate"]), None)
+        elif desired.get("MixedInstancesPolicy"):
+            policy = copy.deepcopy(desired["MixedInstancesPolicy"])
+            if group.mixed_instances_policy and "InstancesDistribution" not in policy:
+                policy["InstancesDistribution"] = group.mixed_instances_policy.get("InstancesDistribution")
+            group.mixed_instances_policy = policy
+            group._set_launch_configuration(None, None, policy)
+
+    # --- moving on with the clock -----------------------------------------------------------------------------
+    def advance(self) -> None:
+        """Bring every refresh up to the clock (replacing the instances of those that got that far)."""
+        with self._lock:
+            now = self.clock()
+            for refreshes in self._refreshes.values():
+                for refresh in refreshes:
+                    due = int((now - refresh.started) / self.step)
+                    while refresh.steps_done < due and refresh.status in ACTIVE:
+                        refresh.steps_done += 1
+                        self._step(refresh, refresh.started + self.step * refresh.steps_done)
+
+    def _step(self, refresh: Refresh, moment: datetime) -> None:
+        group = self._group(refresh.region, refresh.group)
+        if refresh.status == "Pending":
+            refresh.status = "InProgress"
+            return
+        if refresh.status == "Cancelling":
+            refresh.status, refresh.ended = "Cancelled", moment
+            return
+        elif refresh.status == "RollbackInProgress":
+            undo = [new for new in refresh.new if new not in refresh.rolled_back]
+            if not undo:
+                refresh.status, refresh.ended = "RollbackSuccessful", moment
+                refresh.reason = refresh.reason or "The rollback completed successfully."
+                return
+            self._replace(refresh.region, group, undo[0], refresh.rollback_image)
+            refresh.rolled_back.append(undo[0])
+            return
+        if refresh.fail is not None and len(refresh.replaced) >= refresh.fail[0]:
+            refresh.reason = refresh.fail[1]
+            if refresh.preferences.get("AutoRollback"):
+                refresh.status = "RollbackInProgress"
+            else:
+                refresh.status, refresh.ended = "Failed", moment
+            return
+        if refresh.paused_until is not None:
+            if moment < refresh.paused_until:
+                return
+            refresh.paused_until, refresh.reason = None, ""
+        waiting = [old for old in refresh.to_update if old not in refresh.replaced]
+        if waiting:
+            refresh.new.append(self._replace(refresh.region, group, waiting[0], refresh.image_id))
+            refresh.replaced.append(waiting[0])
+            self._checkpoint(refresh, moment)
+        if len(refresh.replaced) == len(refresh.to_update):
+            self._apply(refresh.region, group, refresh.desired)
+            refresh.status, refresh.ended = "Successful", moment
+
+    @staticmethod
+    def _checkpoint(refresh: Refresh, moment: datetime) -> None:
+        """Past a checkpoint percentage (not the last one, 100): wait CheckpointDelay seconds there (AWS's
+        default: an hour), InProgress with the checkpoint in the status reason."""
+        done = len(refresh.replaced) * 100 // len(refresh.to_update)
+        points = refresh.preferences.get("CheckpointPercentages") or []
+        passed = [point for point in points if point <= done and point < 100 and point not in
+                  refresh.checkpoints_reached]
+        if passed and len(refresh.replaced) < len(refresh.to_update):
+            refresh.checkpoints_reached += passed
+            delay = refresh.preferences.get("CheckpointDelay", 3600)
+            refresh.paused_until = moment + timedelta(seconds=delay)
+            refresh.reason = f"Waiting for checkpoint at {passed[-1]}% (CheckpointDelay {delay} seconds)."
+
+    # --- the operations -------------------------------------------------------------------------------------
+    def _active(self, region: str, name: str) -> Refresh | None:
+        return next((r for r in reversed(self._refreshes.get((region, name), [])) if r.status in ACTIVE), None)
+
+    def _start(self, region: str, params: dict) -> dict:
+        name = params.get("AutoScalingGroupName")
+        group = self._group(region, name)
+        if self._active(region, name) is not None:
+            raise EmulatedError("InstanceRefreshInProgress",
+                                f"An Instance Refresh is already in progress and blocks the execution of this "
+                                f"Instance Refresh for group {name}.")
+        preferences = dict(params.get("Preferences") or {})
+        desired = params.get("DesiredConfiguration")
+        image_id = self._desired_image(region, group, desired)
+        skip = preferences.get("SkipMatching", False)
+        to_update = [state.instance.id for state in group.instance_states
+                     if not (skip and state.instance.image_id == image_id)]
+        planned = next((item for item in self._fail if item[0] in (None, name)), None)
+        if planned is not None:
+            self._fail.remove(planned)
+        refresh = Refresh(str(uuid.uuid4()), region, name, self.clock(), preferences, copy.deepcopy(desired),
+                          image_id, self._group_image(region, group), to_update,
+                          fail=planned[1:] if planned else None)
+        self._refreshes.setdefault((region, name), []).append(refresh)
+        return {"InstanceRefreshId": refresh.id}
+
+    def _item(self, refresh: Refresh) -> dict:
+        total = len(refresh.to_update)
+        done = len(refresh.replaced)
+        item: dict[str, Any] = {
+            "InstanceRefreshId": refresh.id, "AutoScalingGroupName": refresh.group, "Status": refresh.status,
+            "StartTime": refresh.started,
+            "PercentageComplete": 100 if refresh.status == "Successful" else (done * 100 // total if total else 0),
+            "InstancesToUpdate": total - done, "Preferences": refresh.preferences, "Strategy": "Rolling",
+        }
+        if refresh.reason:
+            item["StatusReason"] = refresh.reason
+        if refresh.ended:
+            item["EndTime"] = refresh.ended
+        if refresh.desired:
+            item["DesiredConfiguration"] = refresh.desired
+        if refresh.status in ("RollbackInProgress", "RollbackSuccessful", "RollbackFailed"):
+            item["RollbackDetails"] = {
+                "RollbackReason": refresh.reason, "PercentageCompleteOnRollback": done * 100 // total if total else 0,
+                "InstancesToUpdateOnRollback": len(refresh.new) - len(refresh.rolled_back)}
+        return item
+
+    def _describe(self, region: str, params: dict) -> dict:
+        name = params.get("AutoScalingGroupName")
+        self._group(region, name)
+        wanted = set(params.get("InstanceRefreshIds") or [])
+        items = [self._item(r) for r in reversed(self._refreshes.get((region, name), []))
+                 if not wanted or r.id in wanted]
+        return {"InstanceRefreshes": items}
+
+    def _cancel(self, region: str, params: dict) -> dict:
+        name = params.get("AutoScalingGroupName")
+        self._group(region, name)
+        refresh = self._active(region, name)
+        if refresh is None or refresh.status not in ("Pending", "InProgress"):
+            raise EmulatedError("ActiveInstanceRefreshNotFound",
+                                f"No in progress or pending Instance Refresh found for Auto Scaling group {name}")
+        refresh.status = "Cancelling"
+        return {"InstanceRefreshId": refresh.id}
+
+    def _rollback(self, region: str, params: dict) -> dict:
+        name = params.get("AutoScalingGroupName")
+        self._group(region, name)
+        refresh = self._active(region, name)
+        if refresh is None or refresh.status not in ("Pending", "InProgress"):
+            raise EmulatedError("ActiveInstanceRefreshNotFound",
+                                f"No in progress or pending Instance Refresh found for Auto Scaling group {name}")
+        refresh.status, refresh.reason = "RollbackInProgress", "Rollback requested by the user"
+        return {"InstanceRefreshId": refresh.id}
