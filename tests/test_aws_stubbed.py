@@ -108,6 +108,61 @@ def test_deregistration_protection_refuses_with_the_command_to_lift_it(harness, 
     stub.assert_no_pending_responses()
 
 
+def snapshots_kept(stub: Stubber, days: int | None) -> None:
+    """The Recycle Bin's snapshot rules: one rule for every snapshot of the region kept `days`, or none."""
+    period = {"RetentionPeriodValue": days or 1, "RetentionPeriodUnit": "DAYS"}
+    stub.add_response("list_rules", {"Rules": [{"Identifier": "s1", "RetentionPeriod": period}] if days else []},
+                      {"ResourceType": "EBS_SNAPSHOT"})
+    if days:
+        stub.add_response("get_rule", {"Identifier": "s1", "Status": "available", "RetentionPeriod": period,
+                                       "ResourceType": "EBS_SNAPSHOT"}, {"Identifier": "s1"})
+
+
+def image_kept(stub: Stubber, days: int) -> None:
+    period = {"RetentionPeriodValue": days, "RetentionPeriodUnit": "DAYS"}
+    stub.add_response("list_rules", {"Rules": [{"Identifier": "i1", "RetentionPeriod": period}]},
+                      {"ResourceType": "EC2_IMAGE"})
+    stub.add_response("get_rule", {"Identifier": "i1", "Status": "available", "RetentionPeriod": period,
+                                   "ResourceType": "EC2_IMAGE"}, {"Identifier": "i1"})
+
+
+def test_an_image_the_bin_keeps_whose_snapshots_it_does_not_keep_cannot_be_undone(harness, aws, monkeypatch):
+    """An image restored from the Recycle Bin needs its snapshots: deleting them for good makes the
+    deregistration irreversible, whatever the image's own rule says — and --keep-snapshots keeps it restorable."""
+    rbin = boto3.client("rbin", region_name="us-east-1")
+    stub = Stubber(rbin)
+    stub_aws(monkeypatch, harness.ctx.aws.home, rbin_client=rbin)
+    stub.activate()
+
+    def requested(name: str, snapshot_days: int | None, flags: str = "") -> tuple[str, str]:
+        """(the request's message text, its Approve confirmation) for a new image of that name."""
+        image_id = seed.image(aws, name)
+        image_kept(stub, 14)
+        snapshots_kept(stub, snapshot_days)
+        harness.fake.reset()
+        harness.command(f"deregister {image_id} {flags}".strip())
+        message, _ = approval_message(harness.fake)
+        confirm = [element["confirm"]["text"]["text"] for block in message.params["blocks"]
+                   if block["type"] == "actions" for element in block["elements"]
+                   if element["action_id"] == "approval.approve"][0]
+        assert name in confirm and image_id in confirm and len(confirm) <= 300, confirm
+        return message.text, confirm
+
+    text, confirm = requested("binned-web", None)
+    assert "its snapshots are deleted for good" in text and "--keep-snapshots" in text
+    assert "until at least" not in text and "recoverable from the Recycle Bin" not in text
+    assert "cannot be undone" in confirm and "/ami restore" not in confirm
+
+    text, confirm = requested("kept-web", None, "--keep-snapshots")
+    until = (datetime.now(UTC) + timedelta(days=14)).strftime("%Y-%m-%d")
+    assert f"until at least {until}" in confirm and "cannot be undone" not in text
+
+    text, confirm = requested("shorter-web", 7)  # the snapshots are kept a shorter time: that is the window
+    until = (datetime.now(UTC) + timedelta(days=7)).strftime("%Y-%m-%d")
+    assert f"until at least {until}" in confirm and "Its snapshots go to the bin too" in confirm
+    stub.assert_no_pending_responses()
+
+
 def test_recycle_bin_rule_makes_it_recoverable(harness, aws, monkeypatch):
     image_id = seed.image(aws, "recyclable", tags={"Team": "web"})
     rbin = boto3.client("rbin", region_name="us-east-1")
@@ -123,6 +178,7 @@ def test_recycle_bin_rule_makes_it_recoverable(harness, aws, monkeypatch):
                                    "RetentionPeriod": {"RetentionPeriodValue": 14, "RetentionPeriodUnit": "DAYS"},
                                    "ResourceTags": [{"ResourceTagKey": "Team", "ResourceTagValue": "web"}]},
                       {"Identifier": "r2"})
+    snapshots_kept(stub, days=21)  # the snapshots deleted with it are kept longer: the image's 14 days decide
     stub.activate()
     stub_aws(monkeypatch, harness.ctx.aws.home, rbin_client=rbin)
     harness.command(f"deregister {image_id}")
@@ -137,6 +193,7 @@ def test_recycle_bin_rule_makes_it_recoverable(harness, aws, monkeypatch):
                                    "RetentionPeriod": {"RetentionPeriodValue": 14, "RetentionPeriodUnit": "DAYS"},
                                    "ResourceTags": [{"ResourceTagKey": "Team", "ResourceTagValue": "web"}]},
                       {"Identifier": "r2"})
+    snapshots_kept(stub, days=21)
     harness.click("approval.approve", request_id, user="U0LEAD", message_ts=message.ts)
     outcome = harness.ctx.store.one("SELECT outcome FROM requests WHERE id = ?", (request_id,))["outcome"]
     until = (datetime.now(UTC) + timedelta(days=14)).strftime("%Y-%m-%d")
@@ -147,4 +204,4 @@ def test_without_recycle_bin_access_it_says_assume_irreversible(harness, aws):
     image_id = seed.image(aws, "no-rbin")
     harness.command(f"deregister {image_id}")
     message, _ = approval_message(harness.fake)
-    assert "the Recycle Bin could not be read" in message.text and "*irreversible*" in message.text
+    assert "the Recycle Bin could not be read" in message.text and "assume it cannot" in message.text

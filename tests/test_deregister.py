@@ -31,7 +31,7 @@ def test_request_then_approve_deregisters_and_deletes_snapshots(harness, aws):
     message, request_id = approval_message(harness.fake)
     assert message.params["channel"] == "C0OPS"
     for expected in (image_id, "Snapshots to delete", snapshots[0], "account `210987654321`", "15 GiB",
-                     "$0.75/month", "*irreversible*", "requested by <@U0OPS>"):
+                     "$0.75/month", "assume it cannot", "requested by <@U0OPS>"):
         assert expected in message.text, expected
     assert image_exists(aws, image_id)  # nothing happens before approval
 

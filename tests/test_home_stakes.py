@@ -145,6 +145,7 @@ def confirms(harness, request_id: str) -> tuple[str, str]:
 def test_the_confirmation_says_until_when_it_can_be_restored_when_a_bin_rule_covers_it(harness, aws, rbin):
     image_id = seed.image(aws, "web-<old>&", tags={"Team": "web"})
     image_rules(rbin, [{"Identifier": "r1", "ResourceTags": [{"ResourceTagKey": "Team", "ResourceTagValue": "web"}]}])
+    snapshot_rules(rbin, [{"Identifier": "s1"}])  # its snapshots, deleted with it, are kept as long
     harness.command(f"deregister {image_id}", user="U0OPS")
     request_id = latest_request(harness)
     for text in confirms(harness, request_id):

@@ -256,14 +256,7 @@ def preflight_blocks(check: Preflight, force: bool, keep_snapshots: bool, now: d
         blocks.append(section(f"*Snapshots to delete* (saves ${check.monthly_cost:.2f}/month)\n"
                               + ("\n".join(lines) or "none")))
     protection = {"enabled": "on", "disabled": "off", None: "unknown (this endpoint cannot tell)"}[check.protection]
-    if not check.recycle_known:
-        recovery = "unknown (the Recycle Bin could not be read) — assume *irreversible*"
-    elif check.recycle_days:
-        undo = undo_of(check, now)
-        recovery = (f"recoverable from the Recycle Bin for {check.recycle_days} days (until at least "
-                    f"{undo.until:%Y-%m-%d}, with {code(undo.command)})")
-    else:
-        recovery = "*irreversible* (no Recycle Bin rule covers it)"
+    recovery = escape(undo_of(check, now, keep_snapshots).before())  # the story the confirmation tells too
     blocks.append(context(f"Deregistration protection: {protection} · {recovery}"))
     blocks += [context(f":warning: {escape(note)}") for note in check.notes]
     return blocks

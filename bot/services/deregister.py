@@ -50,6 +50,7 @@ class SnapshotPlan:
     size_gb: int
     monthly_cost: float
     kept_for: list[str] = field(default_factory=list)  # other images still using it
+    bin_days: int | None = None  # days a Recycle Bin snapshot rule keeps it once deleted (None: no rule does)
 
 
 @dataclass
@@ -67,6 +68,7 @@ class Preflight:
     elsewhere: list[AccountUsage] = field(default_factory=list)  # managed accounts it is shared with, scanned
     unmanaged: Shares | None = None  # the shares no managed account covers (None: launch permissions unknown)
     many: bool = False  # more than one managed account: messages name the accounts
+    snapshot_rules_known: bool = False  # the Recycle Bin's snapshot rules (SnapshotPlan.bin_days) could be read
 
     @property
     def blocking_use(self) -> bool:
@@ -106,6 +108,7 @@ class Preflight:
         return {"image": image, "usage": self.usage.to_data(), "shares": asdict(self.shares) if self.shares else None,
                 "snapshots": [asdict(snapshot) for snapshot in self.snapshots], "protection": self.protection,
                 "recycle_days": self.recycle_days, "recycle_known": self.recycle_known, "notes": list(self.notes),
+                "snapshot_rules_known": self.snapshot_rules_known,
                 "other_accounts": self.other_accounts.to_payload() if self.other_accounts else None,
                 "owner": account(self.owner), "many": self.many,
                 "elsewhere": [{"account": account(other.account), "reason": other.reason,
@@ -124,6 +127,7 @@ class Preflight:
                    snapshots=[SnapshotPlan(**snapshot) for snapshot in data.get("snapshots") or []],
                    protection=data.get("protection"), recycle_days=data.get("recycle_days"),
                    recycle_known=bool(data.get("recycle_known")), notes=list(data.get("notes") or []),
+                   snapshot_rules_known=bool(data.get("snapshot_rules_known")),
                    other_accounts=OtherAccounts.from_payload(other) if other else None,
                    owner=Account(**data["owner"]) if data.get("owner") else HOME, many=bool(data.get("many")),
                    elsewhere=[AccountUsage(Account(**item["account"]),
@@ -140,6 +144,7 @@ class Preflight:
 
 
 RECOVERABLE, IRREVERSIBLE, UNKNOWN = "recoverable", "irreversible", "unknown"
+IMAGE, SNAPSHOTS = "image", "snapshots"  # whose Recycle Bin rules decide whether it can be undone
 
 
 @dataclass
@@ -149,8 +154,10 @@ class Undo:
 
     state: str  # RECOVERABLE | IRREVERSIBLE | UNKNOWN
     image_id: str
-    days: int | None = None  # the covering rule's retention
+    days: int | None = None  # the covering rule's retention (with snapshots deleted: the shorter of the two)
     since: datetime | None = None  # the bin counts from the deregistration: at the earliest, then
+    snapshots_deleted: bool = False  # its snapshots are deleted with it
+    cause: str = IMAGE  # what decides: the image's rules (IMAGE) or its snapshots' (SNAPSHOTS)
 
     @property
     def until(self) -> datetime | None:
@@ -164,28 +171,52 @@ class Undo:
         """Plain words for before it is done (the confirmation: Slack shows them as typed)."""
         if self.state == RECOVERABLE:
             until = f"until at least {self.until:%Y-%m-%d}" if self.until else f"for {self.days} days"
-            return f"Recoverable {until} with {self.command} (Recycle Bin, {self.days} days)."
+            snapshots = " Its snapshots go to the bin too." if self.snapshots_deleted else ""
+            return f"Recoverable {until} with {self.command} (Recycle Bin, {self.days} days).{snapshots}"
+        if self.cause == SNAPSHOTS:
+            if self.state == IRREVERSIBLE:
+                return ("This cannot be undone: its snapshots are deleted for good (no Recycle Bin rule keeps "
+                        "them); --keep-snapshots would keep it restorable.")
+            return ("Whether it can be undone is unknown: the Recycle Bin's snapshot rules could not be read; "
+                    "assume it cannot.")
+        snapshots = " Its snapshots are deleted too." if self.snapshots_deleted else ""
         if self.state == IRREVERSIBLE:
-            return "This cannot be undone: no Recycle Bin rule covers it."
-        return "Whether it can be undone is unknown: the Recycle Bin could not be read; assume it cannot."
+            return f"This cannot be undone: no Recycle Bin rule covers it.{snapshots}"
+        return f"Whether it can be undone is unknown: the Recycle Bin could not be read; assume it cannot.{snapshots}"
 
     def reason(self) -> str:
         """Why the request needs approval, with the same undo facts."""
         if self.state == RECOVERABLE:
             return (f"deregistering removes the image for everyone who uses it; recoverable from the Recycle Bin for "
                     f"{self.days} days" + (f" (until at least {self.until:%Y-%m-%d})" if self.until else ""))
+        if self.state == IRREVERSIBLE and self.cause == SNAPSHOTS:
+            return ("deregistering this image cannot be undone: a Recycle Bin rule keeps the image, but its snapshots "
+                    "are deleted for good (no rule keeps them), and an image cannot be restored without them")
         if self.state == IRREVERSIBLE:
             return "deregistering an image cannot be undone: no Recycle Bin rule covers it"
+        unread = "its snapshot rules" if self.cause == SNAPSHOTS else "the Recycle Bin"
         return ("deregistering removes the image for everyone who uses it; whether it can be undone is unknown "
-                "(the Recycle Bin could not be read)")
+                f"({unread} could not be read)")
 
 
-def undo_of(check: Preflight, since: datetime | None) -> Undo:
+def undo_of(check: Preflight, since: datetime | None, keep_snapshots: bool = False) -> Undo:
+    """Whether the deregistration can be undone. An image restored from the Recycle Bin is usable only with its
+    snapshots, so when they are deleted with it, the snapshots' rules decide too: both must keep them, and the
+    shorter retention is the window."""
+    image_id = check.image.id
+    deleted = [] if keep_snapshots else check.deletable
     if not check.recycle_known:
-        return Undo(UNKNOWN, check.image.id)
-    if check.recycle_days:
-        return Undo(RECOVERABLE, check.image.id, check.recycle_days, since)
-    return Undo(IRREVERSIBLE, check.image.id)
+        return Undo(UNKNOWN, image_id, snapshots_deleted=bool(deleted))
+    if not check.recycle_days:
+        return Undo(IRREVERSIBLE, image_id, snapshots_deleted=bool(deleted))
+    if not deleted:
+        return Undo(RECOVERABLE, image_id, check.recycle_days, since)
+    if not check.snapshot_rules_known:
+        return Undo(UNKNOWN, image_id, snapshots_deleted=True, cause=SNAPSHOTS)
+    kept = [snapshot.bin_days for snapshot in deleted]
+    if any(not days for days in kept):
+        return Undo(IRREVERSIBLE, image_id, snapshots_deleted=True, cause=SNAPSHOTS)
+    return Undo(RECOVERABLE, image_id, min([check.recycle_days, *kept]), since, snapshots_deleted=True)
 
 
 def undo_in(params: dict, details: Any) -> Undo:
@@ -193,17 +224,13 @@ def undo_in(params: dict, details: Any) -> Undo:
     image_id = str(params.get("image_id") or "")
     if not isinstance(details, dict) or not isinstance(details.get("preflight"), dict):
         return Undo(UNKNOWN, image_id)
-    preflight, since = details["preflight"], None
+    since = None
     try:
         since = datetime.fromisoformat(details["at"]) if details.get("at") else None
-    except (TypeError, ValueError):
-        pass
-    days = preflight.get("recycle_days")
-    if not preflight.get("recycle_known"):
+        check = Preflight.from_data(details["preflight"])
+    except (KeyError, TypeError, ValueError):
         return Undo(UNKNOWN, image_id)
-    if isinstance(days, int) and days > 0:
-        return Undo(RECOVERABLE, image_id, days, since)
-    return Undo(IRREVERSIBLE, image_id)
+    return undo_of(check, since, bool(params.get("keep_snapshots")))
 
 
 @requires("ec2:DescribeImageAttribute")
@@ -231,6 +258,33 @@ def recycle_bin_days(aws, image: Image) -> tuple[int | None, bool]:
     return (max(covering) if covering else None), True
 
 
+@requires("ec2:DescribeSnapshots")
+def snapshot_bin_days(aws, region: str, snapshot_ids: list[str]) -> tuple[dict[str, int | None], bool]:
+    """(snapshot id → days a Recycle Bin snapshot rule keeps it once deleted, or None; whether that is known).
+    A rule with tags (or exclusions) is judged on the snapshot's own tags, read only when such a rule exists."""
+    if not snapshot_ids:
+        return {}, True
+    try:
+        rules = [rule for rule in recycle_bin.rules_in(aws, region, recycle_bin.SNAPSHOT)
+                 if rule.status == "available" and rule.days]
+        tags: dict[str, dict[str, str]] = {snapshot_id: {} for snapshot_id in snapshot_ids}
+        if any(rule.tags or rule.excluded for rule in rules):
+            answer = call(aws.ec2(region), "describe_snapshots",
+                          Filters=[{"Name": "snapshot-id", "Values": list(snapshot_ids)}])
+            for item in answer.get("Snapshots") or []:
+                if isinstance(item, dict) and item.get("SnapshotId") in tags:
+                    tags[item["SnapshotId"]] = {str(tag.get("Key")): str(tag.get("Value") or "")
+                                                for tag in item.get("Tags") or []
+                                                if isinstance(tag, dict) and tag.get("Key")}
+    except AwsError:
+        return {snapshot_id: None for snapshot_id in snapshot_ids}, False
+    kept = {}
+    for snapshot_id, have in tags.items():
+        days = [rule.days for rule in rules if rule.covers(have)]
+        kept[snapshot_id] = max(days) if days else None
+    return kept, True
+
+
 def preflight(ctx, image: Image) -> Preflight:
     """The blast radius, in the owning account and in every managed account the image is shared with. Use by
     unmanaged accounts (an image usage report) is added by request_deregistration, once the request is not
@@ -251,8 +305,14 @@ def preflight(ctx, image: Image) -> Preflight:
                  for device in image.devices if device.snapshot_id]
     protection = protection_of(owner, image)
     days, known = recycle_bin_days(owner, image)
+    rules_known = False
+    if days:  # the image's rules keep it: whether its snapshots are kept too decides if it can come back
+        kept, rules_known = snapshot_bin_days(owner, image.region, [snapshot.id for snapshot in snapshots
+                                                                    if not snapshot.kept_for])
+        for snapshot in snapshots:
+            snapshot.bin_days = kept.get(snapshot.id)
     return Preflight(image, usage, shares, snapshots, protection, days, known, notes, None, owner=owner.account,
-                     elsewhere=elsewhere, unmanaged=unmanaged, many=ctx.aws.many)
+                     elsewhere=elsewhere, unmanaged=unmanaged, many=ctx.aws.many, snapshot_rules_known=rules_known)
 
 
 def _snapshot_users(ctx, owner: Aws, image: Image) -> dict[str, list[str]]:
@@ -330,7 +390,7 @@ def request_deregistration(ctx, image_id: str, region: str | None, requester: st
         ctx, kind=KIND, params=params, requester=requester, channel=channel,
         title=f"Deregister {image.name or image.id} ({image.id}, {image.region})",
         details=approval_details(check, force, keep_snapshots, ctx.clock()),
-        reason=undo_of(check, ctx.clock()).reason(),
+        reason=undo_of(check, ctx.clock(), keep_snapshots).reason(),
         danger=force)
     _follow_usage_report(ctx, request, check.other_accounts)
     return request
@@ -388,7 +448,7 @@ def execute(ctx, request: approvals.Request, progress) -> str:
                 steps.mark(step, SKIPPED, "not attempted: the deregistration failed")
         raise
     steps.mark(deregistration, DONE, "deregistered")
-    undo = recovery_note(check, image.id, ctx.clock())
+    undo = recovery_note(check, ctx.clock(), bool(params.get("keep_snapshots")))
     progress(f":wastebasket: Deregistered {image.id} in {image.region}.{undo}")
     if params.get("keep_snapshots"):
         kept = ", ".join(s.id for s in check.snapshots) or "none"
@@ -401,13 +461,16 @@ def execute(ctx, request: approvals.Request, progress) -> str:
     return _summary(image.id, snapshot_steps, undo)
 
 
-def recovery_note(check: Preflight, image_id: str, now: datetime) -> str:
+def recovery_note(check: Preflight, now: datetime, keep_snapshots: bool = False) -> str:
     """What the outcome says about undoing it: until when the Recycle Bin keeps the image, or that it cannot."""
-    undo = undo_of(check, now)
+    undo = undo_of(check, now, keep_snapshots)
     if undo.state == UNKNOWN:
-        return " Whether it can be restored is unknown: the Recycle Bin could not be read."
+        unread = "its snapshot rules" if undo.cause == SNAPSHOTS else "the Recycle Bin"
+        return f" Whether it can be restored is unknown: {unread} could not be read."
     if undo.state == RECOVERABLE:
         return f" Recoverable until {undo.until:%Y-%m-%d %H:%M} UTC with `{undo.command}`."
+    if undo.cause == SNAPSHOTS:
+        return " This was irreversible: its snapshots were deleted for good (no Recycle Bin rule keeps them)."
     return " This was irreversible: no Recycle Bin rule covered it."
 
 
@@ -488,8 +551,6 @@ def confirm_text(params: dict, details: Any = None) -> str:
     name = str(params.get("name") or "")
     name = (name[:47] + "…" if len(name) > 48 else name) + " " if name else ""
     text = f"Deregister {name}({params['image_id']}) in {where}. {undo_in(params, details).before()}"
-    if not params.get("keep_snapshots"):
-        text += " Its snapshots are deleted too."
     if params.get("force"):
         text += " It is IN USE (--force)."
     return text
