@@ -180,6 +180,11 @@ def cmd_check_config(args) -> int:
         for section, values in policy.as_dict().items():
             for key, value in values.items():
                 print(f"  [{section}].{key} = {json.dumps(value)}")
+        for bake in policy.bakes:
+            print(f"  [[bakes]] {bake.family}: {bake.mechanism} {bake.source}"
+                  + (f", account {bake.account}" if bake.account else "") + (f", region {bake.region}" if bake.region
+                                                                             else "")
+                  + (f", schedule {bake.schedule!r}" if bake.schedule else "") + f", promote = {bake.promote}")
     if args.aws and not problems:
         problems += _check_aws(policy)
     warnings = policy_warnings(policy) if policy is not None else []
@@ -357,8 +362,16 @@ def cmd_iam_policy(args) -> int:
     else:
         if args.external_id or args.account:
             raise SystemExit("amibot: --external-id and --account go with --trust")
-        print(json.dumps(policies.iam_policy(), indent=2))
+        print(json.dumps(policies.iam_policy(_policy_or_none()), indent=2))
     return 0
+
+
+def _policy_or_none():
+    """The policy file's [[bakes]] narrow iam:PassRole; without a readable file, the code's policy alone."""
+    try:
+        return load_policy(Settings.from_env().config_path)
+    except ConfigError:
+        return None
 
 
 TRUSTED_ARN = r"^arn:aws[a-z-]*:iam::\d{12}:(root|(role|user)/[\w+=,.@/-]{1,512})$"

@@ -15,6 +15,7 @@ from bot.aws.clients import PERMISSIONS
 from bot.durable import anchors
 from bot.services import (
     allowed,
+    bake,
     base_images,
     copy,
     create,
@@ -37,7 +38,7 @@ from bot.services import (
 
 # Imported above, so their @requires have run: listed here so that no import looks unused and the list is visible.
 DECLARING: tuple[ModuleType, ...] = (
-    clients, anchors, allowed, base_images, copy, create, deregister, digest, drift, findings, images, inventory,
+    clients, anchors, allowed, bake, base_images, copy, create, deregister, digest, drift, findings, images, inventory,
     launch, organization, recycle_bin, references, share, snapshots, stages, usage_reports, versions,
 )
 
@@ -45,12 +46,24 @@ DECLARING: tuple[ModuleType, ...] = (
 HOME_ONLY_ACTIONS = ("sts:AssumeRole", "organizations:", "s3:")
 
 
-def iam_policy() -> dict[str, Any]:
-    """The least-privilege policy document for everything the bot's code declares."""
-    return {
-        "Version": "2012-10-17",
-        "Statement": [{"Sid": "Amibot", "Effect": "Allow", "Action": sorted(PERMISSIONS), "Resource": "*"}],
-    }
+def iam_policy(policy: Any = None) -> dict[str, Any]:
+    """The least-privilege policy document for everything the bot's code declares; with a policy whose [[bakes]]
+    run runbooks, also iam:PassRole of exactly the roles they hand to AWS (AutomationAssumeRole, the instance
+    profile's role), to SSM and EC2 only."""
+    statements = [{"Sid": "Amibot", "Effect": "Allow", "Action": sorted(PERMISSIONS), "Resource": "*"}]
+    passed = pass_role_statement(policy)
+    if passed:
+        statements.append(passed)
+    return {"Version": "2012-10-17", "Statement": statements}
+
+
+def pass_role_statement(policy: Any) -> dict[str, Any] | None:
+    """iam:PassRole limited to the configured bakes' roles; None when no bake passes one."""
+    roles = sorted({role for bake in getattr(policy, "bakes", None) or [] for role in bake.passed_roles()})
+    if not roles:
+        return None
+    return {"Sid": "AmibotBakePassRole", "Effect": "Allow", "Action": "iam:PassRole", "Resource": roles,
+            "Condition": {"StringEquals": {"iam:PassedToService": ["ec2.amazonaws.com", "ssm.amazonaws.com"]}}}
 
 
 def member_policy() -> dict[str, Any]:

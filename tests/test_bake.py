@@ -1,0 +1,122 @@
+"""`/ami bake` end to end through the real app over HTTP: a builder instance in moto (CreateImage), an Image Builder
+pipeline and an SSM Automation runbook through botocore's Stubber (moto has neither), the promotion request, cancel,
+replays, restarts and schedules."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+from tests.support import seed
+from tests.support.approvals import approval_message
+
+OPERATORS = ["U0OPS", "U0LEAD"]
+
+
+def policy(bakes, **extra):
+    return {"aws": {"regions": ["us-east-1", "eu-west-1"]}, "access": {"operators": OPERATORS},
+            "approvals": {"approvers": ["U0LEAD"]}, "bakes": bakes, **extra}
+
+
+def quick(harness):
+    """Polls in milliseconds, not half-minutes."""
+    ctx = harness.ctx
+    ctx.waits = dataclasses.replace(ctx.waits, bake_poll_seconds=0.02, create_poll_seconds=0.02,
+                                    create_wait_seconds=5.0)
+    return harness
+
+
+def own_images(aws, region="us-east-1"):
+    return aws.client("ec2", region).describe_images(Owners=["self"])["Images"]
+
+
+def tags(image):
+    return {tag["Key"]: tag["Value"] for tag in image.get("Tags", [])}
+
+
+def baked(aws, region="us-east-1"):
+    return [image for image in own_images(aws, region) if "amibot:bake" in tags(image)]
+
+
+def bake_messages(harness):
+    posts = [c for c in harness.fake.calls_to("chat.postMessage") if "Bake of" in c.text]
+    updates = [c for c in harness.fake.calls_to("chat.update") if "Bake of" in c.text]
+    return posts, updates
+
+
+def audit_actions(harness):
+    return [(row["action"], row["outcome"]) for row in
+            harness.ctx.store.query("SELECT action, outcome FROM audit ORDER BY id")]
+
+
+# --- the builder instance (moto does CreateImage) ---------------------------------------------------------
+
+def test_bake_from_an_instance_joins_the_family_copies_and_asks_to_promote_then_someone_else_approves(
+        make_harness, aws):
+    seed.family(aws, ["1.4.2"], name="web")
+    builder = seed.instance(aws, name="web-builder")
+    harness = quick(make_harness(policy([{"family": "web", "region": "us-east-1", "instance": builder,
+                                          "copy_to": ["eu-west-1"]}])))
+    harness.command("bake web")
+    posts, updates = bake_messages(harness)
+    assert len(posts) == 1 and updates, [c.text[:80] for c in harness.fake.calls]
+    assert all(update.params["ts"] == posts[0].ts for update in updates)  # one message, updated in place
+    final = updates[-1].text
+    assert "builder instance" in final and builder in final and "1.4.3" in final and "done" in final
+    [new] = baked(aws)
+    assert tags(new)["Family"] == "web" and tags(new)["Version"] == "1.4.3"
+    assert tags(new)["amibot:bake"].startswith("bake-")
+    [copy] = baked(aws, "eu-west-1")
+    assert tags(copy)["Version"] == "1.4.3" and tags(copy)["Family"] == "web"
+    call, request_id = approval_message(harness.fake)
+    assert "1.4.3" in call.text and "New" in json.dumps(call.params["blocks"])
+    # the one who baked it cannot approve it
+    harness.click("approval.approve", request_id, user="U0OPS")
+    assert "someone else has to approve" in harness.fake.calls_to("response_url")[-1].text
+    ssm = aws.client("ssm", "us-east-1")
+    assert not ssm.describe_parameters()["Parameters"]
+    harness.click("approval.approve", request_id, user="U0LEAD")
+    assert ssm.get_parameter(Name="/amibot/web/current")["Parameter"]["Value"] == new["ImageId"]
+    assert aws.client("ssm", "eu-west-1").get_parameter(Name="/amibot/web/current")["Parameter"]["Value"] == \
+        copy["ImageId"]
+    actions = audit_actions(harness)
+    assert ("bake.started", "started") in actions
+    assert any(action == "bake.succeeded" for action, _ in actions)
+    assert ("request.approved", "approved") in actions
+
+
+def test_a_replayed_bake_command_starts_one_run(make_harness, aws):
+    builder = seed.instance(aws)
+    harness = quick(make_harness(policy([{"family": "web", "instance": builder}])))
+    body = harness.command_body("bake web")
+    harness.post(body)
+    harness.post(body)  # Slack's retry, or a replay of the same signed request
+    harness.wait_idle()
+    assert len(baked(aws)) == 1
+    assert len(bake_messages(harness)[0]) == 1
+
+
+def test_a_non_operator_is_refused_before_any_aws_call(make_harness, aws):
+    builder = seed.instance(aws)
+    harness = quick(make_harness(policy([{"family": "web", "instance": builder}])))
+    calls = []
+    harness.ctx.aws.observers.append(lambda service, operation, error: calls.append((service, operation)))
+    harness.command("bake web", user="U0STRANGER")
+    assert "operator" in harness.last_reply().text
+    assert calls == [] and baked(aws) == []
+
+
+def test_a_family_without_a_bake_gets_the_entry_to_add(make_harness, aws):
+    harness = quick(make_harness(policy([])))
+    harness.command("bake api")
+    text = harness.last_reply().text
+    assert "No bake is configured for family “api”" in text and "[[bakes]]" in text and 'family = "api"' in text
+
+
+def test_bakes_lists_the_bake_and_the_next_scheduled_run(make_harness, aws):
+    builder = seed.instance(aws)
+    harness = quick(make_harness(policy([{"family": "web", "instance": builder, "schedule": "0 3 * * mon"}])))
+    harness.command("bake web")
+    harness.command("bakes")
+    text = harness.last_reply().text
+    assert "web" in text and "succeeded" in text and "next Mon" in text
