@@ -227,14 +227,14 @@ def _watch(ctx, handle, record: dict, steps: Steps, watching):
         raise
     elapsed = time.time() - datetime.fromisoformat(record["started_at"]).timestamp()
     if status is None:
-        steps.mark(watching, DONE, "overdue", elapsed=elapsed)
+        steps.mark(watching, DONE, "overdue", elapsed=elapsed, history=history)
         _update(ctx, record["id"])
         _finished(ctx, record, "overdue", "still running when amibot stopped watching it")
         return None
     partial = [image for _region, image in status.outputs] if status.state == "failed" else []
     steps.mark(watching, DONE, status.state, outputs=status.outputs, failure=status.failure,
                failed_step=status.failed_step, partial=partial, elapsed=elapsed, status=status.status,
-               steps=status.steps)
+               steps=status.steps, history=history)  # this step's data as loaded is older than its annotations
     for step in steps.all():
         if status.state != "succeeded" and step.open:
             steps.mark(step, FAILED, f"the run {status.state}")
