@@ -48,9 +48,9 @@ from bot.slack.post_digest import SlackPublisher
 from bot.slack.subcommands import Registry
 from handlers import events
 from handlers.actions import approvals as approval_clicks
+from handlers.actions import bake_buttons, image_buttons
 from handlers.actions import deregister as deregister_follow_up
 from handlers.actions import digest as digest_clicks
-from handlers.actions import image_buttons
 from handlers.commands import add_subcommands
 from handlers.commands import bake as bake_command
 from handlers.commands import launch as launch_command
@@ -163,6 +163,9 @@ def register_job_kinds(ctx: Context) -> None:
     # A scheduled bake, claimed by its dedupe key: again starts nothing new (the bake id is the claim's).
     jobs.register(bake_command.SCHEDULE_JOB, lambda payload: bake_command.run_scheduled(ctx, payload),
                   again(bake_command.SCHEDULE_JOB), deadline=None)
+    # A bake's Promote button (promote = "manual"): promoting again leaves what is already current as it is.
+    jobs.register(bake_buttons.CLICK_JOB, lambda payload: bake_buttons.promote_clicked(ctx, payload),
+                  lambda payload: bake_buttons.report_interrupted(ctx, payload))
     # The Home tab: reading and publishing again is safe.
     jobs.register(events.HOME_JOB, lambda payload: events.refresh(ctx, payload), again(events.HOME_JOB))
 

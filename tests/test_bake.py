@@ -120,3 +120,30 @@ def test_bakes_lists_the_bake_and_the_next_scheduled_run(make_harness, aws):
     harness.command("bakes")
     text = harness.last_reply().text
     assert "web" in text and "succeeded" in text and "next Mon" in text
+
+
+def test_a_manual_bake_ends_with_a_promote_button_for_operators_only(make_harness, aws):
+    builder = seed.instance(aws)
+    harness = quick(make_harness(policy([{"family": "web", "instance": builder, "promote": "manual"}])))
+    harness.command("bake web")
+    final = bake_messages(harness)[1][-1]
+    buttons = [e for b in final.params["blocks"] if b["type"] == "actions" for e in b["elements"]]
+    assert [b["action_id"] for b in buttons] == ["bake.promote"]
+    assert not [c for c in harness.fake.calls_to("chat.postMessage") if "Promote web" in c.text]  # no request
+    [new] = baked(aws)
+    ssm = aws.client("ssm", "us-east-1")
+    harness.click("bake.promote", buttons[0]["value"], user="U0STRANGER")
+    assert "operator" in harness.last_reply().text and not ssm.describe_parameters()["Parameters"]
+    harness.click("bake.promote", buttons[0]["value"], user="U0LEAD")
+    assert ssm.get_parameter(Name="/amibot/web/current")["Parameter"]["Value"] == new["ImageId"]
+    assert "promoted" in harness.last_reply().text
+
+
+def test_bakes_are_counted_in_the_metrics(make_harness, aws):
+    builder = seed.instance(aws)
+    harness = quick(make_harness(policy([{"family": "web", "instance": builder}])))
+    harness.command("bake web")
+    registry = harness.ctx.metrics.registry
+    assert registry.get_sample_value("amibot_bakes_total", {"outcome": "started"}) == 1
+    assert registry.get_sample_value("amibot_bakes_total", {"outcome": "succeeded"}) == 1
+    assert registry.get_sample_value("amibot_bake_duration_seconds_count", {"outcome": "succeeded"}) == 1

@@ -69,9 +69,9 @@ def bake_message(view: dict[str, Any]) -> Message:
     if view.get("request"):
         blocks.append(context(f"Promotion request `{escape(view['request'])}` asks for approval."))
     if view.get("manual") and images:
-        region = view["region"]
-        blocks.append(actions(button("Promote", PROMOTE_ACTION, images.get(region) or next(iter(images.values())),
-                                     style="primary")))
+        blocks.append(context(f"promote = \"manual\": an operator makes {escape(view.get('version') or '')} current "
+                              "with the button (as `/ami promote` does, in every region above)."))
+        blocks.append(actions(button("Promote", PROMOTE_ACTION, bake_id, style="primary")))
     foot = [f"`{escape(bake_id)}`"]
     if view.get("elapsed") is not None:
         foot.append(f"elapsed {_elapsed(view.get('elapsed'))}")

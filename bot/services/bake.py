@@ -33,7 +33,14 @@ from bot.services import approvals
 from bot.services.copy import CopyOrder, copy_image
 from bot.services.create import Instance, Labels, create_from_instance, find_instance, wait_for_image
 from bot.services.images import Image, describe_own_images
-from bot.services.versions import current_image, family_images, next_version, ordered_versions, promote
+from bot.services.versions import (
+    current_image,
+    family_images,
+    is_promoted,
+    next_version,
+    ordered_versions,
+    promote,
+)
 
 OWNER = "bake:"
 POST, START, WATCH, JOIN, PROPOSE = "post_message", "start_run", "watch_run", "join_family", "propose"
@@ -405,9 +412,9 @@ def propose(ctx, handle: Aws, record: dict, joined: Joined) -> str:
     return request.id
 
 
-def execute_promotion(ctx, request, progress) -> str:
-    """An approved promotion: exactly what `/ami promote` does, in every region the version exists in."""
-    params = request.params
+def promote_version(ctx, params: dict, user: str, progress: Callable[[str], None]) -> str:
+    """Make the baked version current exactly as `/ami promote` does (bot.services.versions.promote), in every
+    region it exists in; a region where it already is current is left as it is (a retry after a restart)."""
     handle = ctx.aws.of(params.get("account") or None)
     done = []
     for region, image_id in sorted(params["images"].items()):
@@ -415,8 +422,10 @@ def execute_promotion(ctx, request, progress) -> str:
         if not found:
             raise AmibotError(f"{image_id} is gone from {region}; nothing was promoted there.")
         image = found[0]
-        image.account = params.get("account") or ""
-        result = promote(ctx, image, request.requester)
+        if is_promoted(ctx, image):
+            done.append(f"{region}: {image_id} (already current)")
+            continue
+        result = promote(ctx, image, user)
         done.append(f"{region}: {image_id}" + (f" (was {result.previous_image_id})" if result.previous_image_id
                                                 else ""))
         progress(f":white_check_mark: {params['family']} {params['version']} is current in {region}: "
@@ -424,10 +433,21 @@ def execute_promotion(ctx, request, progress) -> str:
     return f"{params['family']} {params['version']} promoted: " + "; ".join(done)
 
 
+def execute_promotion(ctx, request, progress) -> str:
+    """An approved promotion request."""
+    return promote_version(ctx, request.params, request.decided_by or request.requester, progress)
+
+
 def reconcile_promotion(ctx, request):
-    """After a restart mid-promotion: promoted where the SSM parameter already names the image, else approve
-    again (promoting twice is harmless, but is the approvers' call)."""
-    return None
+    """After a restart mid-promotion: succeeded when the version is current everywhere it exists, else None (the
+    request is approved again; the regions already done are left as they are)."""
+    params = request.params
+    handle = ctx.aws.of(params.get("account") or None)
+    for region, image_id in params["images"].items():
+        found = describe_own_images(handle, region, ctx.policy.digest.family_tag, image_id=[image_id])
+        if not found or not is_promoted(ctx, found[0]):
+            return None
+    return approvals.SUCCEEDED
 
 
 def confirm_promotion(params: dict) -> str:
