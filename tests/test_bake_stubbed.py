@@ -149,7 +149,7 @@ def test_an_automation_bake_of_a_family_without_a_current_version_says_so(stubbe
 
 
 def test_cancel_stops_the_pipeline_build_and_the_message_says_so(stubbed_app, aws):
-    app, layer = stubbed_app(policy(pipeline=PIPELINE), poll=1.0)
+    app, layer = stubbed_app(policy(pipeline=PIPELINE), poll=3.0)  # the cancel comes well within one poll
     stub = layer.ib_stub
     stub.add_response("start_image_pipeline_execution",
                       {"requestId": "r-1", "clientToken": "t", "imageBuildVersionArn": BUILD})
@@ -164,9 +164,9 @@ def test_cancel_stops_the_pipeline_build_and_the_message_says_so(stubbed_app, aw
         time.sleep(0.02)
     bake_id = app.ctx.store.query("SELECT owner FROM steps WHERE owner LIKE 'bake:%' LIMIT 1")[0]["owner"][5:]
     app.command(f"bake cancel {bake_id}", wait=False)
-    app.wait_idle(timeout=20)
-    stub.assert_no_pending_responses()
+    app.wait_idle(timeout=30)
     assert "Stopped the Image Builder build" in app.replies()[-1].text
+    stub.assert_no_pending_responses()
     final = messages(app)[1][-1].text
     assert "cancelled" in final and "Cancelled by <@U0OPS>" in final
     rows = app.ctx.store.query("SELECT action FROM audit WHERE action LIKE 'bake.%'")
@@ -196,3 +196,26 @@ def test_a_restart_while_a_run_is_in_progress_resumes_watching_it_and_proposes_o
     assert "BUILDING → DISTRIBUTING → AVAILABLE" in updates[-1].text
     approvals = [c for c in second.fake.calls_to("chat.postMessage") if "Promote web" in c.text]
     assert len(approvals) == 1
+
+
+def test_the_promotion_request_says_scan_pending_until_inspector_reports_then_shows_the_counts(stubbed_app, aws):
+    output = seed.image(aws, "web-pipeline-output")
+    layer = StubbedBake(REGIONS, findings=True)
+    app, _ = stubbed_app(policy(pipeline=PIPELINE), layer=layer)
+    layer.ib_stub.add_response("start_image_pipeline_execution",
+                               {"requestId": "r-1", "clientToken": "t", "imageBuildVersionArn": BUILD})
+    layer.ib_stub.add_response("get_image", image_state("AVAILABLE", [output]))
+    findings = layer.findings_stub
+    findings.add_response("get_image_findings", {"ImageFindings": []}, {"ImageId": output})  # the request: pending
+    findings.add_response("get_image_findings", {"ImageFindings": []}, {"ImageId": output})  # still pending
+    findings.add_response("get_image_findings", {"ImageFindings": [
+        {"Title": "CVE-2026-0001 openssl", "SeverityLabel": "CRITICAL"},
+        {"Title": "CVE-2026-0002 glibc", "SeverityLabel": "HIGH"},
+        {"Title": "CVE-2026-0003 curl", "SeverityLabel": "HIGH"}]}, {"ImageId": output})
+    app.ctx.waits = dataclasses.replace(app.ctx.waits, bake_scan_poll_seconds=0.02)
+    app.command("bake web")
+    findings.assert_no_pending_responses()
+    call, request_id = approval_message(app.fake)
+    assert "Inspector: scan pending" in call.text
+    updates = [c for c in app.fake.calls_to("chat.update") if c.params.get("ts") == call.ts]
+    assert updates and "Inspector: 1 critical, 2 high" in updates[-1].text

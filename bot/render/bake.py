@@ -111,6 +111,17 @@ def bakes_list(runs: list[dict[str, Any]], scheduled: list[dict[str, Any]], now:
     return message("Bakes", blocks)
 
 
+def _findings(found: dict | None) -> str:
+    """Inspector's verdict in one line: counts, "scan pending" until it has scanned the image, or unknown."""
+    if not found:
+        return "Inspector: not checked"
+    if found.get("state") == "pending":
+        return "Inspector: scan pending"
+    if found.get("state") == "unknown":
+        return "Inspector: unknown"
+    return f"Inspector: {found.get('critical', 0)} critical, {found.get('high', 0)} high"
+
+
 def promotion_details(details: dict[str, Any]) -> list[dict]:
     """The promotion request's body: the new version beside the current one."""
     now = datetime.fromisoformat(details["now"]) if details.get("now") else None
@@ -121,10 +132,11 @@ def promotion_details(details: dict[str, Any]) -> list[dict]:
         created = datetime.fromisoformat(image["created"]) if image.get("created") else None
         size = f"{image['size_gb']} GB" if image.get("size_gb") else "size unknown"
         return (f"*{title}*\n{escape(image.get('version') or '(no version)')} · {code(image.get('id', ''))}\n"
-                f"{age(created, now) if now else ''} · {size}")
+                f"{age(created, now) if now else ''} old · {size}\n{_findings(image.get('findings'))}")
 
     blocks = [section(f"*Baked by* `{escape(details.get('bake', ''))}` from {escape(details.get('what', ''))}",
                       fields=[column("New", details.get("new")), column("Current", details.get("current"))])]
+    blocks.append(context(f"Allowed AMIs: {escape(details.get('allowed') or 'not checked')}"))
     lineage = f"source image {code(details['source_image'])}" if details.get("source_image") else "no source image"
     blocks.append(context(f"Exists in {escape(', '.join(details.get('regions') or []))} · {lineage}"))
     for note in details.get("notes") or []:

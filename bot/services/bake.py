@@ -30,8 +30,11 @@ from bot.core.errors import AmibotError, AwsError, NotFound, PolicyViolation, Us
 from bot.core.text import escape
 from bot.durable.steps import DONE, PLANNED, Step, Steps
 from bot.services import approvals
+from bot.services.allowed import warning_for
 from bot.services.copy import CopyOrder, copy_image
 from bot.services.create import Instance, Labels, create_from_instance, find_instance, wait_for_image
+from bot.services.drift import drift, retired_names
+from bot.services.findings import findings_of
 from bot.services.images import Image, describe_own_images
 from bot.services.versions import (
     current_image,
@@ -44,6 +47,7 @@ from bot.services.versions import (
 
 OWNER = "bake:"
 POST, START, WATCH, JOIN, PROPOSE = "post_message", "start_run", "watch_run", "join_family", "propose"
+SCAN = "await_scan"  # the request's Inspector line, from "scan pending" to the counts
 KIND = "bake-promote"  # the approval kind: promote a baked version
 DETAILS_VIEW = "bake-promotion"
 TAG_SOURCE, TAG_BAKE = "amibot:source-image", "amibot:bake"
@@ -193,7 +197,7 @@ def start(ctx, handle: Aws, bake: Bake, record: dict, source: Source) -> str:
 
 def plan_steps(record: dict) -> list[Step]:
     return [Step(POST, record["id"], {}), Step(START, record["id"], dict(record)), Step(WATCH, record["id"], {}),
-            Step(JOIN, record["id"], {}), Step(PROPOSE, record["id"], {})]
+            Step(JOIN, record["id"], {}), Step(PROPOSE, record["id"], {}), Step(SCAN, record["id"], {})]
 
 
 def new_record(ctx, bake: Bake, bake_id: str, user: str, channel: str | None, response_url: str | None,
@@ -391,12 +395,53 @@ def comparison(ctx, handle: Aws, record: dict, joined: Joined) -> dict:
         if image is None:
             return None
         return {"id": image.id, "name": image.name, "version": image.version or "",
-                "created": image.created.isoformat() if image.created else "", "size_gb": image.size_gb}
+                "created": image.created.isoformat() if image.created else "", "size_gb": image.size_gb,
+                "findings": findings_shown(handle, image)}
 
-    return {"view": DETAILS_VIEW, "family": record["family"], "bake": record["id"], "what": record["what"],
+    allowed = None
+    if new is not None:
+        try:
+            allowed = warning_for(handle, new, ctx.clock())
+        except AmibotError as error:
+            allowed = f"Allowed AMIs unknown: {error.message}"
+    return {"allowed": allowed or "allowed (or Allowed AMIs is off)",
+            "view": DETAILS_VIEW, "family": record["family"], "bake": record["id"], "what": record["what"],
             "new": shown(new) or {"id": joined.images.get(region, ""), "version": joined.version},
             "current": shown(current), "regions": sorted(joined.images), "notes": joined.notes,
             "source_image": record.get("source_image"), "now": ctx.clock().isoformat()}
+
+
+def findings_shown(handle: Aws, image: Image) -> dict:
+    """Amazon Inspector's critical and high counts; "pending" while it reports nothing for a new image (Inspector
+    reports only what it has scanned), "unknown" when it cannot be asked."""
+    found = findings_of(handle, image)
+    if not found.known:
+        return {"state": "unknown", "error": found.error or ""}
+    if not found.findings:
+        return {"state": "pending"}
+    counts = found.counts
+    return {"state": "scanned", "critical": counts.get("CRITICAL", 0), "high": counts.get("HIGH", 0)}
+
+
+def rescan(ctx, request_id: str) -> bool:
+    """Look again at the new version's findings; when Inspector has reported, put them in the request's message.
+    True when nothing is pending any more."""
+    request = approvals.get(ctx, request_id)
+    details = dict(request.details) if isinstance(request.details, dict) else {}
+    new = details.get("new") or {}
+    if (new.get("findings") or {}).get("state") != "pending":
+        return True
+    handle = ctx.aws.of(request.params.get("account") or None)
+    region = request.params["region"]
+    found = describe_own_images(handle, region, ctx.policy.digest.family_tag, image_id=[new["id"]])
+    if not found:
+        return True
+    shown = findings_shown(handle, found[0])
+    if shown["state"] == "pending":
+        return False
+    details["new"] = {**new, "findings": shown}
+    approvals.update_details(ctx, request_id, details)
+    return True
 
 
 def propose(ctx, handle: Aws, record: dict, joined: Joined) -> str:
@@ -430,7 +475,22 @@ def promote_version(ctx, params: dict, user: str, progress: Callable[[str], None
                                                 else ""))
         progress(f":white_check_mark: {params['family']} {params['version']} is current in {region}: "
                  f"{result.parameter} → {image_id}.")
+        done[-1] += f"; {_drift_words(ctx, handle, params['family'], region)}"
     return f"{params['family']} {params['version']} promoted: " + "; ".join(done)
+
+
+def _drift_words(ctx, handle: Aws, family: str, region: str) -> str:
+    """The drift the promotion creates, in words: instances of the family still on another version."""
+    try:
+        found = drift(handle, [region], ctx.policy.digest.family_tag, ctx.clock(), family, retired_names(ctx.store))
+    except AmibotError as error:
+        return f"drift unknown ({error.message})"
+    if region in found.failures:
+        return f"drift unknown ({found.failures[region]})"
+    drifted = sum(item.drifted for item in found.families if item.family == family and item.region == region)
+    if not drifted:
+        return f"every instance of {family} in {region} runs it"
+    return f"{drifted} instance(s) of {family} in {region} run another version (/ami drift {family})"
 
 
 def execute_promotion(ctx, request, progress) -> str:

@@ -20,7 +20,7 @@ from bot.durable import audit, jobs
 from bot.durable.steps import DONE, FAILED, Steps, owners_with_open
 from bot.render.bake import bake_message, bakes_list
 from bot.services import bake as baking
-from bot.services.bake import JOIN, OWNER, POST, PROPOSE, START, WATCH, Source
+from bot.services.bake import JOIN, OWNER, POST, PROPOSE, SCAN, START, WATCH, Source
 from bot.services.images import Image
 from bot.slack.reply import Reply
 from bot.slack.subcommands import Arg, Subcommand
@@ -205,6 +205,25 @@ def follow(ctx, payload: dict) -> None:
         _update(ctx, bake_id)
         _finished(ctx, record, "succeeded", f"{joined.version}: " + ", ".join(
             f"{image} ({region})" for region, image in sorted(joined.images.items())))
+    found = {step.action: step for step in steps.all()}
+    if SCAN in found and found[SCAN].open:
+        _await_scan(ctx, steps, found[SCAN], found[PROPOSE].data.get("request"))
+
+
+def _await_scan(ctx, steps: Steps, scanning, request_id: str | None) -> None:
+    """Until Inspector has scanned the new version (bounded), then its counts replace "scan pending" in the
+    promotion request's message."""
+    if not request_id:
+        steps.mark(scanning, DONE, "no request")
+        return
+    until = scanning.data.get("until") or time.time() + ctx.waits.bake_scan_wait_seconds
+    steps.annotate(SCAN, until=until)
+    while not baking.rescan(ctx, request_id):
+        if time.time() >= until:
+            steps.mark(scanning, DONE, "still pending", until=until)
+            return
+        time.sleep(min(ctx.waits.bake_scan_poll_seconds, max(0.0, until - time.time())))
+    steps.mark(scanning, DONE, "scanned", until=until)
 
 
 def _watch(ctx, handle, record: dict, steps: Steps, watching):

@@ -112,9 +112,13 @@ class StubbedBake(Aws):
     """bot/aws/clients.py's Aws with moto behind it, but Image Builder and (when asked) SSM answered by Stubbers on
     real clients made by bot/aws/clients.py, in the first region."""
 
-    def __init__(self, regions, ssm: bool = False):
+    def __init__(self, regions, ssm: bool = False, findings: bool = False):
         super().__init__(regions)
         maker = Aws(regions)
+        self.ec2_stubbed = maker.client("ec2", regions[0])  # GetImageFindings only (findings=True)
+        self.findings_stub = Stubber(self.ec2_stubbed)
+        self.findings_stub.activate()
+        self.stub_findings = findings
         self.imagebuilder = maker.client("imagebuilder", regions[0])
         self.ssm = maker.client("ssm", regions[0])
         self.ib_stub, self.ssm_stub = Stubber(self.imagebuilder), Stubber(self.ssm)
@@ -128,4 +132,6 @@ class StubbedBake(Aws):
                 return self.imagebuilder
             if service == "ssm" and self.stub_ssm:
                 return self.ssm
+            if service == "ec2" and self.stub_findings:
+                return Partly(super().client(service, region, max_attempts), self.ec2_stubbed, ["get_image_findings"])
         return super().client(service, region, max_attempts)
