@@ -158,7 +158,7 @@ def test_cancel_stops_the_pipeline_build_and_the_message_says_so(stubbed_app, aw
                       {"imageBuildVersionArn": BUILD, "clientToken": ANY})
     stub.add_response("get_image", image_state("CANCELLED"))
     app.command("bake web", wait=False)
-    for _ in range(100):
+    for _ in range(1000):  # until the run's id is stored (the first update says it runs)
         if messages(app)[1]:
             break
         time.sleep(0.02)

@@ -78,6 +78,8 @@ def run_cancel(call):
     if run.state not in ("starting", "running"):
         raise AmibotError(f"`{bake_id}` is {run.state}; there is nothing to cancel.")
     start_step = run.steps[START]
+    if not start_step.data.get("run_id"):  # AWS has not answered the start yet: nothing to stop, nothing to mark
+        raise AmibotError(f"`{bake_id}` is still starting; cancel it again in a moment, once AWS has started it.")
     stopped = baking.cancel_run(handle, {**record, "run_id": start_step.data.get("run_id")})
     steps = Steps(ctx.store, OWNER + bake_id)
     steps.annotate(WATCH, cancel=True, cancelled_by=call.user, stopped=stopped)
