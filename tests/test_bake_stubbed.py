@@ -219,3 +219,37 @@ def test_the_promotion_request_says_scan_pending_until_inspector_reports_then_sh
     assert "Inspector: scan pending" in call.text
     updates = [c for c in app.fake.calls_to("chat.update") if c.params.get("ts") == call.ts]
     assert updates and "Inspector: 1 critical, 2 high" in updates[-1].text
+
+
+def test_a_failed_pipeline_names_the_stage_and_the_image_it_left_behind(stubbed_app, aws):
+    app, layer = stubbed_app(policy(pipeline=PIPELINE))
+    stub = layer.ib_stub
+    stub.add_response("start_image_pipeline_execution",
+                      {"requestId": "r-1", "clientToken": "t", "imageBuildVersionArn": BUILD})
+    stub.add_response("get_image", image_state("TESTING"))
+    failed = image_state("FAILED", ["ami-0123456789abcdef0"])
+    failed["image"]["state"]["reason"] = "Test component reboot-test failed"
+    stub.add_response("get_image", failed)
+    app.command("bake web")
+    final = messages(app)[1][-1].text
+    assert "Failed at *TESTING*: Test component reboot-test failed" in final
+    assert "AWS left `ami-0123456789abcdef0` behind; `/ami deregister ami-0123456789abcdef0` cleans it up" in final
+    assert not approval_requests(app)
+
+
+def test_a_run_that_outlives_its_deadline_is_reported_not_forgotten(stubbed_app, aws):
+    app, layer = stubbed_app(policy(pipeline=PIPELINE))
+    app.ctx.waits = dataclasses.replace(app.ctx.waits, bake_deadline_seconds=0.0)
+    layer.ib_stub.add_response("start_image_pipeline_execution",
+                               {"requestId": "r-1", "clientToken": "t", "imageBuildVersionArn": BUILD})
+    layer.ib_stub.add_response("get_image", image_state("BUILDING"))
+    app.command("bake web")
+    assert "Still running after" in messages(app)[1][-1].text
+    rows = app.ctx.store.query("SELECT outcome FROM audit WHERE action = 'bake.overdue'")
+    assert len(rows) == 1
+    app.command("bakes web")
+    assert "overdue" in app.last_reply().text
+
+
+def approval_requests(app):
+    return [c for c in app.fake.calls_to("chat.postMessage") if "Promote web" in c.text]

@@ -290,7 +290,8 @@ def watch(ctx, handle: Aws, record: dict, changed: Callable[[Status, float], Non
     """Poll the run until it ends or its deadline passes (None: still running then). `changed(status, elapsed)`
     is called whenever what AWS reports changes. The poll backs off (doubling, up to MAX_POLL_SECONDS)."""
     started = datetime.fromisoformat(record["started_at"]).timestamp()
-    deadline = started + (ctx.waits.bake_deadline_seconds or DEADLINE_SECONDS[record["mechanism"]])
+    limit = ctx.waits.bake_deadline_seconds
+    deadline = started + (DEADLINE_SECONDS[record["mechanism"]] if limit is None else limit)
     interval = ctx.waits.bake_poll_seconds
     seen = None
     while True:
