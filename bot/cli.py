@@ -210,9 +210,12 @@ def _check_aws(policy) -> list[str]:
         print(f"AWS: account {aws.home.account_id()}, regions {', '.join(aws.regions)}")
     except AwsError as error:
         return [f"AWS: {error.message}"]
-    if not (policy.accounts or policy.organization.enabled):
-        return []
-    return _check_accounts(aws, policy)
+    problems = _check_accounts(aws, policy) if (policy.accounts or policy.organization.enabled) else []
+    if policy.bakes and not problems:
+        from bot.services.bake import automation_problems
+
+        problems += automation_problems(aws, policy)
+    return problems
 
 
 def _check_accounts(aws, policy) -> list[str]:

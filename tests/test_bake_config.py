@@ -129,3 +129,26 @@ def test_a_scheduled_bake_fired_by_two_apps_on_one_database_runs_once(make_harne
     assert len(posts) == 1 and posts[0].params["channel"] == "C0BAKES" and "started by the schedule" in posts[0].text
     requests = [c for c in first.fake.calls_to("chat.postMessage") if "Promote web" in c.text]
     assert len(requests) == 1
+
+
+def test_check_config_aws_says_an_automation_bake_has_no_version_to_patch(aws, monkeypatch, tmp_path, capsys):
+    from bot import cli
+
+    config = tmp_path / "amibot.toml"
+    config.write_text('[aws]\nregions = ["us-east-1"]\n\n[[bakes]]\nfamily = "api"\n'
+                      'automation = "AWS-UpdateLinuxAmi"\n'
+                      f'parameters = {{ IamInstanceProfileName = "P", AutomationAssumeRole = "{ROLE}" }}\n\n'
+                      '[[bakes]]\nfamily = "web"\nautomation = "AWS-UpdateLinuxAmi"\n'
+                      f'parameters = {{ IamInstanceProfileName = "P", AutomationAssumeRole = "{ROLE}" }}\n')
+    seed.family(aws, ["1.0.0"], name="web")
+    for key, value in {"AMIBOT_CONFIG": str(config), "AMIBOT_DB": str(tmp_path / "amibot.db"),
+                       "SLACK_BOT_TOKEN": "xoxb-test-1", "SLACK_SIGNING_SECRET": "secret-0123"}.items():
+        monkeypatch.setenv(key, value)
+    code = cli.main(["check-config", "--aws"])
+    _out, err = capsys.readouterr()
+    assert code == 1
+    problems = [line.strip()[2:] for line in err.splitlines() if line.strip().startswith("- ")
+                and "warning" not in line]
+    assert problems == ["[[bakes]] api: automation patches the family's current version (SourceAmiId), and api has "
+                        "none in us-east-1: bake it once with a pipeline or an instance, or promote an image of it "
+                        "first"]

@@ -126,6 +126,30 @@ def console_link(mechanism: str, region: str, run_id: str | None) -> str:
     return f"{base}/ec2/home?region={region}#ImageDetails:imageId={run_id}"
 
 
+def automation_problems(aws, policy) -> list[str]:
+    """`amibot check-config --aws`: an automation bake of a family with no image to patch (no current version in
+    its region) cannot run; each is named. `aws`: the managed accounts (bot.aws.clients.AwsAccounts)."""
+    problems = []
+    for bake in policy.bakes:
+        if bake.mechanism != "automation":
+            continue
+        region = bake.region or aws.regions[0]
+        try:
+            handle = aws.of(bake.account or None)
+            images, failures = family_images(aws, bake.family, policy.digest.family_tag, [region], [handle.account])
+        except AmibotError as error:
+            problems.append(f"[[bakes]] {bake.family}: cannot check its current version: {error.message}")
+            continue
+        if failures:
+            problems.append(f"[[bakes]] {bake.family}: cannot check its current version: "
+                            f"{next(iter(failures.values())).message}")
+        elif not any(image.state == "available" for image in images):
+            problems.append(f"[[bakes]] {bake.family}: automation patches the family's current version "
+                            f"(SourceAmiId), and {bake.family} has none in {region}: bake it once with a pipeline "
+                            "or an instance, or promote an image of it first")
+    return problems
+
+
 # --- starting ------------------------------------------------------------------------------------------
 
 @dataclass
