@@ -147,3 +147,27 @@ def test_bakes_are_counted_in_the_metrics(make_harness, aws):
     assert registry.get_sample_value("amibot_bakes_total", {"outcome": "started"}) == 1
     assert registry.get_sample_value("amibot_bakes_total", {"outcome": "succeeded"}) == 1
     assert registry.get_sample_value("amibot_bake_duration_seconds_count", {"outcome": "succeeded"}) == 1
+
+
+def test_a_crash_right_after_the_bake_was_recorded_is_finished_at_the_next_start(make_harness, aws):
+    """In process: the steps a crash leaves right after they were written (nothing posted, nothing started); the
+    next start posts the message, starts the run once, and proposes once."""
+    from bot.core.config import bake_of
+    from bot.durable.steps import Steps
+    from bot.services import bake as baking
+
+    builder = seed.instance(aws)
+    data = policy([{"family": "web", "instance": builder}])
+    first = make_harness(data)
+    ctx = first.ctx
+    [entry] = bake_of(ctx.policy, "web")
+    handle = ctx.aws.of(None)
+    record = baking.new_record(ctx, entry, "bake-00000000aa", "U0OPS", "C0OPS", None,
+                               baking.source_of(ctx, handle, entry), handle)
+    Steps(ctx.store, "bake:bake-00000000aa").plan(baking.plan_steps(record))
+    second = make_harness(data)
+    second.wait_idle()
+    assert len(bake_messages(second)[0]) == 1
+    assert len(baked(aws)) == 1
+    assert len([c for c in second.fake.calls_to("chat.postMessage") if "Promote web" in c.text]) == 1
+    assert "done" in bake_messages(second)[1][-1].text

@@ -157,6 +157,8 @@ def follow(ctx, payload: dict) -> None:
         return
     record = dict(found[START].data)
     handle = ctx.aws.of(record["account"] or None)
+    if found[POST].open and record.get("channel"):  # a crash before Slack's answer: the message, (again)
+        _post_again(ctx, steps, found[POST], bake_id)
     if found[START].open:  # a crash between asking AWS and hearing its answer: the same token, the same run
         bake = baking.configured(ctx, record["family"], record["account"] or None, record["region"])
         image = Image.stand_in(record["source_image"], "", record["region"]) if record.get("source_image") else None
@@ -226,6 +228,17 @@ def _await_scan(ctx, steps: Steps, scanning, request_id: str | None) -> None:
             return
         time.sleep(min(ctx.waits.bake_scan_poll_seconds, max(0.0, until - time.time())))
     steps.mark(scanning, DONE, "scanned", until=until)
+
+
+def _post_again(ctx, steps: Steps, posting, bake_id: str) -> None:
+    run = baking.load(ctx.store, bake_id)
+    try:
+        ts = _reply(ctx, run.record).post(bake_message(_view(ctx, bake_id)))
+    except Exception as error:  # the bake goes on; its outcome is audited
+        log.warning("could not post the message of %s: %s", bake_id, error)
+        steps.mark(posting, FAILED, f"could not post: {type(error).__name__}")
+        return
+    steps.mark(posting, DONE, "posted after a restart", ts=ts)
 
 
 def _watch(ctx, handle, record: dict, steps: Steps, watching):
