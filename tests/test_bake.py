@@ -171,3 +171,26 @@ def test_a_crash_right_after_the_bake_was_recorded_is_finished_at_the_next_start
     assert len(baked(aws)) == 1
     assert len([c for c in second.fake.calls_to("chat.postMessage") if "Promote web" in c.text]) == 1
     assert "done" in bake_messages(second)[1][-1].text
+
+
+def test_the_home_tab_shows_running_bakes_and_the_promotion_waiting_for_an_approver(make_harness, aws):
+    from bot.core.config import bake_of
+    from bot.durable.steps import DONE, Steps
+    from bot.services import bake as baking
+    from tests.support.home import open_home, view_text
+
+    builder = seed.instance(aws)
+    harness = quick(make_harness(policy([{"family": "web", "instance": builder}])))
+    harness.command("bake web")  # finished: its promotion request waits for U0LEAD
+    ctx = harness.ctx
+    [entry] = bake_of(ctx.policy, "web")
+    handle = ctx.aws.of(None)
+    record = baking.new_record(ctx, entry, "bake-00000000bb", "U0OPS", "C0OPS", None,
+                               baking.source_of(ctx, handle, entry), handle)
+    steps = Steps(ctx.store, "bake:bake-00000000bb")
+    planned = steps.plan(baking.plan_steps(record))  # a second one, running (its watch is not started here)
+    steps.mark(planned[1], DONE, "started", run_id="ami-0123456789abcdef0")
+    home = open_home(harness, "U0LEAD")[-1]
+    text = view_text(home)
+    assert "Bakes running (1)" in text and "bake-00000000bb" in text
+    assert "Promote web" in text  # waiting for them, with its buttons
