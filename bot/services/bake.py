@@ -581,20 +581,13 @@ def _run_of(steps: dict[str, Step]) -> BakeRun:
 
 
 def runs(store, family: str | None = None, limit: int = 15) -> list[BakeRun]:
-    """The latest bakes, newest first (running ones first)."""
-    rows = store.query("SELECT owner FROM steps WHERE owner LIKE 'bake:%' AND action = ? "
-                       "ORDER BY updated_at DESC", (START,))
-    found = []
-    for row in rows:
-        run = load(store, row["owner"][len(OWNER):])
-        if run and (family is None or run.record.get("family") == family):
-            found.append(run)
-    found.sort(key=lambda run: (run.state not in ("starting", "running", "cancelling"),
-                                run.record.get("started_at", "")), reverse=False)
+    """The latest bakes: running ones first, then the rest, newest first."""
+    rows = store.query("SELECT owner FROM steps WHERE owner LIKE 'bake:%' AND action = ?", (START,))
+    found = [run for row in rows if (run := load(store, row["owner"][len(OWNER):]))
+             and (family is None or run.record.get("family") == family)]
+    found.sort(key=lambda run: run.record.get("started_at", ""), reverse=True)
     running = [run for run in found if run.state in ("starting", "running", "cancelling")]
-    rest = sorted([run for run in found if run not in running], key=lambda r: r.record.get("started_at", ""),
-                  reverse=True)
-    return (running + rest)[:limit]
+    return (running + [run for run in found if run not in running])[:limit]
 
 
 def next_scheduled(policy, now: datetime) -> list[tuple[Bake, datetime | None]]:
