@@ -163,6 +163,9 @@ def register_job_kinds(ctx: Context) -> None:
     # A scheduled bake, claimed by its dedupe key: again starts nothing new (the bake id is the claim's).
     jobs.register(bake_command.SCHEDULE_JOB, lambda payload: bake_command.run_scheduled(ctx, payload),
                   again(bake_command.SCHEDULE_JOB), deadline=None)
+    # A version built elsewhere, claimed by its image id: proposing again finds the request and stops.
+    jobs.register(bake_command.FOUND_JOB, lambda payload: bake_command.propose_found(ctx, payload),
+                  again(bake_command.FOUND_JOB))
     # A bake's Promote button (promote = "manual"): promoting again leaves what is already current as it is.
     jobs.register(bake_buttons.CLICK_JOB, lambda payload: bake_buttons.promote_clicked(ctx, payload),
                   lambda payload: bake_buttons.report_interrupted(ctx, payload))
@@ -197,6 +200,9 @@ def add_schedules(sched: BaseScheduler, ctx: Context) -> None:
                       id=digest.RETRY_SCHEDULE_ID, name="digest.retry: a failed daily digest, again",
                       replace_existing=True, coalesce=True, max_instances=1,
                       misfire_grace_time=digest.RETRY_CHECK_SECONDS)
+    if policy.bakes:  # versions of baked families built elsewhere (pipelines' own schedules, Packer): proposed
+        sched.add_job(bake_command.discover, IntervalTrigger(hours=1), args=[ctx], id="bake.discover",
+                      name="bake.discover: versions built elsewhere", misfire_grace_time=600)
     for entry in policy.bakes:  # [[bakes]] with a schedule; each run is claimed in SQLite (bake_command.scheduled)
         if entry.schedule:
             trigger = CronTrigger.from_crontab(entry.schedule, timezone=ZoneInfo(policy.digest.timezone))
@@ -239,6 +245,7 @@ def start_hooks(scheduled: bool) -> list[Hook]:
         image_buttons.resume_watches,  # new images whose watch a crash left without a job
         launch_command.resume_waits,  # launches whose wait for their instances a crash interrupted
         bake_command.resume,  # bakes whose watch a crash left without a job
+        bake_command.discover_at_start,  # versions of baked families built elsewhere while amibot was down
     ]
     if scheduled:
         hooks.append(start_scheduler)

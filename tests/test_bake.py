@@ -194,3 +194,25 @@ def test_the_home_tab_shows_running_bakes_and_the_promotion_waiting_for_an_appro
     text = view_text(home)
     assert "Bakes running (1)" in text and "bake-00000000bb" in text
     assert "Promote web" in text  # waiting for them, with its buttons
+
+
+def test_a_version_built_elsewhere_is_proposed_once_across_two_apps_and_later_passes(make_harness, aws):
+    from handlers.commands import bake as bake_command
+
+    [current] = seed.family(aws, ["1.0.0"], name="web")
+    builder = seed.instance(aws)
+    data = policy([{"family": "web", "instance": builder}], approvals={"approvers": ["U0LEAD"], "channel": "C0BAKES"})
+    first = quick(make_harness(data))
+    first.command(f"promote {current}")
+    packer = seed.image(aws, "web-1.0.1", tags={"Family": "web", "Version": "1.0.1"})  # CI's Packer build
+    second = quick(make_harness(data))
+    for app in (first, second, first):
+        bake_command.discover(app.ctx)
+        app.wait_idle()
+    second.wait_idle()
+    requests = [c for c in first.fake.calls_to("chat.postMessage") if "Promote web 1.0.1" in c.text]
+    assert len(requests) == 1 and "built elsewhere" in requests[0].text and requests[0].params["channel"] == "C0BAKES"
+    assert len([c for c in first.fake.calls_to("chat.postMessage") if "Promote web" in c.text]) == 1
+    _, request_id = approval_message(first.fake)
+    first.click("approval.approve", request_id, user="U0LEAD")
+    assert aws.client("ssm", "us-east-1").get_parameter(Name="/amibot/web/current")["Parameter"]["Value"] == packer

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # Every kind of durable job a database can hold: a row of any other kind could not be run or recovered.
 JOB_KINDS = {"command", "approval.execute", "approval.click", "audit.anchor", "digest.click", "digest.daily",
              "deregister.usage-report", "image.watch", "launch.form", "launch.open", "launch.wait",
-             "home.refresh", "bake.watch", "bake.scheduled", "bake.promote"}
+             "home.refresh", "bake.watch", "bake.scheduled", "bake.promote", "bake.found"}
 
 
 def every_module() -> list[str]:
@@ -132,7 +132,7 @@ def test_a_bake_with_a_schedule_is_a_scheduled_job_in_the_wiring(make_harness):
         {"family": "web", "instance": "i-0123456789abcdef0", "schedule": "0 3 * * mon"},
         {"family": "api", "instance": "i-0123456789abcdef1"}]})
     ids = {job.id for job in wiring.build_scheduler(harness.ctx).get_jobs()}
-    assert {job_id for job_id in ids if job_id.startswith("bake.")} == {"bake.web.."}
+    assert {job_id for job_id in ids if job_id.startswith("bake.")} == {"bake.web..", "bake.discover"}
 
 
 def test_start_and_stop_hooks_are_listed_in_order():
@@ -144,7 +144,7 @@ def test_start_and_stop_hooks_are_listed_in_order():
     from handlers.commands import bake, launch
 
     ordered = [wiring.recover_jobs, outbox.at_start, approvals.at_start, anchors.daily_at_start, digest.catch_up,
-               image_buttons.resume_watches, launch.resume_waits, bake.resume]
+               image_buttons.resume_watches, launch.resume_waits, bake.resume, bake.discover_at_start]
     assert wiring.start_hooks(scheduled=False) == ordered
     assert wiring.start_hooks(scheduled=True) == [*ordered, wiring.start_scheduler]
     assert wiring.stop_hooks(scheduled=False) == [outbox.at_stop]

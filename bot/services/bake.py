@@ -474,12 +474,47 @@ def propose(ctx, handle: Aws, record: dict, joined: Joined) -> str:
     scheduler for a scheduled one), so they cannot approve it; the account's approvers can."""
     details = comparison(ctx, handle, record, joined)
     params = {"family": record["family"], "version": joined.version, "images": joined.images,
-              "region": record["region"], "account": record["account"], "bake": record["id"]}
+              "region": record["region"], "account": record["account"], "bake": record["id"],
+              "image_id": joined.images.get(record["region"])}  # what "never asked twice" looks up
     request = approvals.create_request(
         ctx, kind=KIND, params=params, requester=record["user"], channel=record["channel"] or "",
-        title=f"Promote {record['family']} {joined.version} (baked by {record['id']})", details=details,
+        title=f"Promote {record['family']} {joined.version} ("
+              + ("built elsewhere" if record["id"].startswith("found-") else f"baked by {record['id']}") + ")",
+        details=details,
         reason=f"baked from {record['what']}")
     return request.id
+
+
+def built_elsewhere(ctx, bake: Bake) -> list[Image]:
+    """Versions of a baked family that amibot did not bake (a pipeline's own schedule, Packer in CI tagging the
+    family) and has not proposed: available, newer than the family's current version (a family with none has no
+    "new" yet: nothing), not current, never asked about. Oldest first."""
+    handle = ctx.aws.of(bake.account or None)
+    region = region_of(ctx, bake)
+    images, _ = family_images(ctx.aws, bake.family, ctx.policy.digest.family_tag, [region], [handle.account])
+    ordered = ordered_versions([image for image in images if image.state == "available"])
+    current = next((version.image for version in ordered if version.current), None)
+    if current is None:
+        return []
+    candidates = []
+    for version in ordered:  # newest first, down to the current one
+        if version.image.id == current.id:
+            break
+        candidates.append(version.image)
+    return [image for image in reversed(candidates) if TAG_BAKE not in image.tags
+            and not approvals.params_of(ctx.store, KIND, image_id=image.id)]
+
+
+def propose_found(ctx, bake: Bake, image: Image, channel: str) -> str | None:
+    """The promotion request of a version built elsewhere (None: one exists already)."""
+    if approvals.params_of(ctx.store, KIND, image_id=image.id):
+        return None
+    handle = ctx.aws.of(bake.account or None)
+    version = image.version or image.name
+    record = {"id": f"found-{image.id}", "family": bake.family, "what": f"{image.name}, built outside amibot",
+              "region": image.region, "account": handle.account.id, "user": SCHEDULER, "channel": channel,
+              "source_image": image.tags.get(TAG_SOURCE) or (image.raw or {}).get("SourceImageId")}
+    return propose(ctx, handle, record, Joined(bake.family, version, {image.region: image.id}))
 
 
 def promote_version(ctx, params: dict, user: str, progress: Callable[[str], None]) -> str:

@@ -28,6 +28,7 @@ from bot.slack.subcommands import Arg, Subcommand
 log = logging.getLogger(__name__)
 
 WATCH_JOB = "bake.watch"
+FOUND_JOB = "bake.found"  # a version built elsewhere, proposed once (claimed by its image id)
 SCHEDULE_JOB = "bake.scheduled"
 BAKE_ID = re.compile(r"^bake-[0-9a-f]{10}$")
 
@@ -382,3 +383,41 @@ def run_scheduled(ctx, payload: dict) -> None:
                                                               f"not start: {error.message}"})
             except Exception:
                 log.exception("could not report the scheduled bake of %s", payload["family"])
+
+
+def discover(ctx) -> int:
+    """Hourly and at start: versions of baked families that amibot did not bake (pipelines on their own schedule,
+    Packer in CI) are proposed like a bake's, one request per version. Each is claimed by its image id (the job's
+    dedupe key), so two processes propose it once; a request that exists already is never made again."""
+    channel = ctx.policy.approvals.channel or ctx.policy.digest.channel
+    if not channel:
+        return 0
+    claimed = 0
+    for entry in ctx.policy.bakes:
+        try:
+            found = baking.built_elsewhere(ctx, entry)
+        except AmibotError as error:
+            log.warning("bakes: new versions of %s could not be looked for: %s", entry.family, error.message)
+            continue
+        for image in found:
+            payload = {"family": entry.family, "account": entry.account, "region": entry.region, "image": image.id}
+            if ctx.jobs.submit(FOUND_JOB, payload, dedupe_key=f"bake-found:{image.id}") is not None:
+                claimed += 1
+    return claimed
+
+
+def propose_found(ctx, payload: dict) -> None:
+    channel = ctx.policy.approvals.channel or ctx.policy.digest.channel
+    entry = baking.configured(ctx, payload["family"], payload.get("account"), payload.get("region"))
+    image = next((image for image in baking.built_elsewhere(ctx, entry) if image.id == payload["image"]), None)
+    if image is None or not channel:
+        return
+    request_id = baking.propose_found(ctx, entry, image, channel)
+    if request_id:
+        audit.record(ctx.store, actor="amibot", action="bake.found", channel=channel, target=image.id,
+                     outcome=f"proposed: {request_id}", detail={"family": entry.family, "region": image.region})
+
+
+def discover_at_start(ctx) -> None:
+    if ctx.policy.bakes:
+        discover(ctx)
