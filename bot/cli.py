@@ -182,6 +182,11 @@ def cmd_check_config(args) -> int:
                 if key == "external_id" and value:  # shown no more than an [[accounts]] entry's
                     value = "****"
                 print(f"  [{section}].{key} = {json.dumps(value)}")
+        for bake in policy.bakes:
+            print(f"  [[bakes]] {bake.family}: {bake.mechanism} {bake.source}"
+                  + (f", account {bake.account}" if bake.account else "") + (f", region {bake.region}" if bake.region
+                                                                             else "")
+                  + (f", schedule {bake.schedule!r}" if bake.schedule else "") + f", promote = {bake.promote}")
     if args.aws and not problems:
         problems += _check_aws(policy)
     warnings = policy_warnings(policy) if policy is not None else []
@@ -207,9 +212,12 @@ def _check_aws(policy) -> list[str]:
         print(f"AWS: account {aws.home.account_id()}, regions {', '.join(aws.regions)}")
     except AwsError as error:
         return [f"AWS: {error.message}"]
-    if not (policy.accounts or policy.organization.enabled):
-        return []
-    return _check_accounts(aws, policy)
+    problems = _check_accounts(aws, policy) if (policy.accounts or policy.organization.enabled) else []
+    if policy.bakes and not problems:
+        from bot.services.bake import automation_problems
+
+        problems += automation_problems(aws, policy)
+    return problems
 
 
 def _check_accounts(aws, policy) -> list[str]:

@@ -24,6 +24,7 @@ from bot.aws.clients import PERMISSIONS, RESOURCES
 from bot.durable import anchors, backup
 from bot.services import (
     allowed,
+    bake,
     base_images,
     copy,
     create,
@@ -48,8 +49,8 @@ from bot.services import (
 
 # Imported above, so their @requires have run: listed here so that no import looks unused and the list is visible.
 DECLARING: tuple[ModuleType, ...] = (
-    clients, anchors, backup, allowed, base_images, copy, create, deregister, digest, drift, findings, images,
-    inventory, launch, lineage, organization, recycle_bin, references, rollout, share, snapshots, stages,
+    clients, anchors, backup, allowed, bake, base_images, copy, create, deregister, digest, drift, findings,
+    images, inventory, launch, lineage, organization, recycle_bin, references, rollout, share, snapshots, stages,
     usage_reports, versions,
 )
 
@@ -73,6 +74,23 @@ BACKUP_PLACEHOLDER = "BACKUP-BUCKET"  # the same for an s3:// [backup].destinati
 DEFAULT_ROLE_NAME = "amibot"
 
 Value = str | dict  # a string, or a CloudFormation intrinsic ({"Fn::Sub": …}, {"Fn::If": …})
+
+
+def pass_role_statement(policy: Any) -> dict[str, Any] | None:
+    """iam:PassRole limited to the roles the configured [[bakes]] hand to AWS (AutomationAssumeRole, the
+    instance profile's role), to SSM and EC2 only; None when no bake passes one."""
+    roles = sorted({role for bake in getattr(policy, "bakes", None) or [] for role in bake.passed_roles()})
+    if not roles:
+        return None
+    return {"Sid": "AmibotBakePassRole", "Effect": "Allow", "Action": "iam:PassRole", "Resource": roles,
+            "Condition": {"StringEquals": {"iam:PassedToService": ["ec2.amazonaws.com", "ssm.amazonaws.com"]}}}
+
+
+def _with_pass_role(statements: list[dict[str, Any]], policy: Any, sid_prefix: str = "Amibot") -> list[dict]:
+    passed = pass_role_statement(policy)
+    if passed:
+        statements.append({**passed, "Sid": passed["Sid"].replace("Amibot", sid_prefix, 1)})
+    return statements
 
 
 def _sid(template: str, number: int) -> str:
@@ -165,7 +183,8 @@ def iam_policy(policy=None) -> dict[str, Any]:
     """The least-privilege policy document of the bot's own role, for everything the code declares. With a
     policy file (bot.core.config.Policy): its anchor bucket and the roles it assumes; without: the generic one
     (the member roles' default name, a placeholder bucket)."""
-    return {"Version": "2012-10-17", "Statement": _statements(_fillings(policy, cfn=False), cfn=False)}
+    return {"Version": "2012-10-17",
+            "Statement": _with_pass_role(_statements(_fillings(policy, cfn=False), cfn=False), policy)}
 
 
 def member_policy(policy=None) -> dict[str, Any]:
@@ -174,7 +193,7 @@ def member_policy(policy=None) -> dict[str, Any]:
     statements = _statements(_fillings(policy, cfn=False), cfn=False, keep=lambda action: not _home_only(action))
     for statement in statements:
         statement["Sid"] = statement["Sid"].replace("Amibot", "AmibotMember", 1)
-    return {"Version": "2012-10-17", "Statement": statements}
+    return {"Version": "2012-10-17", "Statement": _with_pass_role(statements, policy, "AmibotMember")}
 
 
 def trust_policy(principal: str, external_id: str | None = None) -> dict[str, Any]:
@@ -236,7 +255,7 @@ def bot_template(policy=None) -> dict[str, Any]:
                     "Effect": "Allow", "Principal": {"Service": [{"Ref": "PrincipalService"}]},
                     "Action": "sts:AssumeRole"}]},
                 "Policies": [{"PolicyName": "amibot", "PolicyDocument": {
-                    "Version": "2012-10-17", "Statement": _statements(fillings, cfn=True)}}]}},
+                    "Version": "2012-10-17", "Statement": _with_pass_role(_statements(fillings, cfn=True), policy)}}]}},
             "AmibotInstanceProfile": {"Type": "AWS::IAM::InstanceProfile", "Condition": "OnEc2", "Properties": {
                 "InstanceProfileName": {"Ref": "BotRoleName"}, "Roles": [{"Ref": "AmibotRole"}]}},
         },
@@ -253,6 +272,7 @@ def member_template(policy=None) -> dict[str, Any]:
     statements = _statements(fillings, cfn=True, keep=lambda action: not _home_only(action))
     for statement in statements:
         statement["Sid"] = statement["Sid"].replace("Amibot", "AmibotMember", 1)
+    statements = _with_pass_role(statements, policy, "AmibotMember")
     return {
         "AWSTemplateFormatVersion": "2010-09-09",
         "Description": "amibot: the role the bot assumes in each member account, for a service-managed StackSet "

@@ -31,6 +31,7 @@ from bot.durable.jobs import QUICK, active_counts, forget_finished
 from bot.durable.store import Store
 from bot.services import (
     approvals,
+    bake,
     deregister,
     digest,
     launch,
@@ -47,10 +48,11 @@ from bot.slack.post_digest import SlackPublisher
 from bot.slack.subcommands import Registry
 from handlers import events
 from handlers.actions import approvals as approval_clicks
+from handlers.actions import bake_buttons, image_buttons
 from handlers.actions import deregister as deregister_follow_up
 from handlers.actions import digest as digest_clicks
-from handlers.actions import image_buttons
 from handlers.commands import add_subcommands
+from handlers.commands import bake as bake_command
 from handlers.commands import launch as launch_command
 from handlers.views import launch as launch_form
 
@@ -86,6 +88,8 @@ def _attach_metrics(app: App, ctx: Context) -> None:
 def approval_kinds() -> list[approvals.Kind]:
     Kind = approvals.Kind
     return [
+        Kind(bake.KIND, execute=bake.execute_promotion, reconcile=bake.reconcile_promotion,
+             confirm_text=bake.confirm_promotion),
         Kind(deregister.KIND, execute=deregister.execute, reconcile=deregister.reconcile,
              confirm_text=deregister.confirm_text),
         Kind(digest.CLEANUP_KIND, execute=digest.execute_cleanup, reconcile=digest.reconcile_cleanup,
@@ -153,6 +157,18 @@ def register_job_kinds(ctx: Context) -> None:
     # A launch's wait for its instances, resumed after a crash (launch_command.resume_waits): bounded by its wait.
     jobs.register(launch_command.WAIT_JOB, lambda payload: launch_command.resume_wait(ctx, payload["owner"]),
                   again(launch_command.WAIT_JOB), deadline=None)
+    # A bake's watch: its steps hold the run's id, so running it again resumes the same run (never a second).
+    jobs.register(bake_command.WATCH_JOB, lambda payload: bake_command.follow(ctx, payload),
+                  again(bake_command.WATCH_JOB), deadline=None)
+    # A scheduled bake, claimed by its dedupe key: again starts nothing new (the bake id is the claim's).
+    jobs.register(bake_command.SCHEDULE_JOB, lambda payload: bake_command.run_scheduled(ctx, payload),
+                  again(bake_command.SCHEDULE_JOB), deadline=None)
+    # A version built elsewhere, claimed by its image id: proposing again finds the request and stops.
+    jobs.register(bake_command.FOUND_JOB, lambda payload: bake_command.propose_found(ctx, payload),
+                  again(bake_command.FOUND_JOB))
+    # A bake's Promote button (promote = "manual"): promoting again leaves what is already current as it is.
+    jobs.register(bake_buttons.CLICK_JOB, lambda payload: bake_buttons.promote_clicked(ctx, payload),
+                  lambda payload: bake_buttons.report_interrupted(ctx, payload))
     # The Home tab: reading and publishing again is safe.
     jobs.register(events.HOME_JOB, lambda payload: events.refresh(ctx, payload), again(events.HOME_JOB))
 
@@ -189,6 +205,16 @@ def add_schedules(sched: BaseScheduler, ctx: Context) -> None:
                       id=digest.RETRY_SCHEDULE_ID, name="digest.retry: a failed daily digest, again",
                       replace_existing=True, coalesce=True, max_instances=1,
                       misfire_grace_time=digest.RETRY_CHECK_SECONDS)
+    if policy.bakes:  # versions of baked families built elsewhere (pipelines' own schedules, Packer): proposed
+        sched.add_job(bake_command.discover, IntervalTrigger(hours=1), args=[ctx], id="bake.discover",
+                      name="bake.discover: versions built elsewhere", misfire_grace_time=600)
+    for entry in policy.bakes:  # [[bakes]] with a schedule; each run is claimed in SQLite (bake_command.scheduled)
+        if entry.schedule:
+            trigger = CronTrigger.from_crontab(entry.schedule, timezone=ZoneInfo(policy.digest.timezone))
+            sched.add_job(bake_command.scheduled, trigger, args=[ctx, entry],
+                          id=f"bake.{entry.family}.{entry.account or ''}.{entry.region or ''}",
+                          name=f"bake: {entry.family}", replace_existing=True, coalesce=True, max_instances=1,
+                          misfire_grace_time=3600)
     sched.add_job(events.keep_fresh, IntervalTrigger(minutes=5), args=[ctx], id="home.keep_fresh",
                   name="Home tab: keep the fleet fresh", misfire_grace_time=300)
 
@@ -224,6 +250,8 @@ def start_hooks(scheduled: bool) -> list[Hook]:
         digest.catch_up,  # today's digest, when past due and nobody made it
         image_buttons.resume_watches,  # new images whose watch a crash left without a job
         launch_command.resume_waits,  # launches whose wait for their instances a crash interrupted
+        bake_command.resume,  # bakes whose watch a crash left without a job
+        bake_command.discover_at_start,  # versions of baked families built elsewhere while amibot was down
     ]
     if scheduled:
         hooks.append(start_scheduler)

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # Every kind of durable job a database can hold: a row of any other kind could not be run or recovered.
 JOB_KINDS = {"command", "approval.execute", "approval.click", "audit.anchor", "digest.click", "digest.daily",
              "deregister.usage-report", "image.watch", "launch.form", "launch.open", "launch.wait",
-             "home.refresh"}
+             "home.refresh", "bake.watch", "bake.scheduled", "bake.promote", "bake.found"}
 
 
 def every_module() -> list[str]:
@@ -114,7 +114,8 @@ def test_the_factory_registers_every_approval_kind(harness):
     from bot.services import approvals
 
     assert {kind.name for kind in wiring.approval_kinds()} == {
-        "deregister", "snapshot-cleanup", "launch", "recycle-bin-enable", "share", "disable", "unprotect"}
+        "deregister", "snapshot-cleanup", "launch", "recycle-bin-enable", "share", "disable", "unprotect",
+        "bake-promote"}
     assert set(approvals.KINDS) >= {kind.name for kind in wiring.approval_kinds()}
 
 
@@ -126,16 +127,24 @@ def test_every_scheduled_job_is_in_the_wiring(make_harness):
                    "digest.daily", "digest.retry", "home.keep_fresh"}
 
 
+def test_a_bake_with_a_schedule_is_a_scheduled_job_in_the_wiring(make_harness):
+    harness = make_harness({"aws": {"regions": ["us-east-1"]}, "bakes": [
+        {"family": "web", "instance": "i-0123456789abcdef0", "schedule": "0 3 * * mon"},
+        {"family": "api", "instance": "i-0123456789abcdef1"}]})
+    ids = {job.id for job in wiring.build_scheduler(harness.ctx).get_jobs()}
+    assert {job_id for job_id in ids if job_id.startswith("bake.")} == {"bake.web..", "bake.discover"}
+
+
 def test_start_and_stop_hooks_are_listed_in_order():
     from bot import scheduler
     from bot.durable import anchors, backup
     from bot.services import approvals, digest
     from bot.slack import outbox
     from handlers.actions import image_buttons
-    from handlers.commands import launch
+    from handlers.commands import bake, launch
 
     ordered = [wiring.recover_jobs, outbox.at_start, approvals.at_start, anchors.daily_at_start, backup.daily_at_start,
-               digest.catch_up, image_buttons.resume_watches, launch.resume_waits]
+               digest.catch_up, image_buttons.resume_watches, launch.resume_waits, bake.resume, bake.discover_at_start]
     assert wiring.start_hooks(scheduled=False) == ordered
     assert wiring.start_hooks(scheduled=True) == [*ordered, wiring.start_scheduler]
     assert wiring.stop_hooks(scheduled=False) == [outbox.at_stop]

@@ -228,6 +228,195 @@ class Section(dict):
             raise AttributeError(name) from None
 
 
+# [[bakes]]: how a family's next version is made (bot/services/bake.py). One table per baked family (and account,
+# region); exactly one of pipeline / automation / instance. (name, type, default, meaning) for the docs.
+BAKE_KEYS: tuple[tuple[str, str, str, str], ...] = (
+    ("family", "str", "required", "the family the result joins (its `Family` tag)"),
+    ("account", "str?", "the bot's own", "a managed account's name or id to bake in"),
+    ("region", "str?", "the first of [aws].regions", "the region the bake runs in"),
+    ("pipeline", "str?", "null", "an EC2 Image Builder image pipeline ARN (its region and account must match)"),
+    ("automation", "str?", "null", "an SSM Automation runbook, e.g. `AWS-UpdateLinuxAmi`; SourceAmiId = the "
+                                   "family's current version"),
+    ("parameters", "table", "{}", "the runbook's parameters other than SourceAmiId (strings or lists of strings)"),
+    ("instance", "str?", "null", "a builder instance: CreateImage from it (what `/ami create` does)"),
+    ("copy_to", "list[str]", "[]", "regions every new version is copied to before it is proposed"),
+    ("schedule", "str?", "null", "crontab (5 fields) in [digest].timezone: bake on a schedule"),
+    ("promote", "str", '"approval"', '"approval": a promotion request; "manual": a message with a Promote button'),
+)
+PIPELINE_ARN = re.compile(r"^arn:aws[a-z-]*:imagebuilder:(?P<region>[a-z0-9-]+):(?P<account>\d{12}):"
+                          r"image-pipeline/(?P<name>[a-z0-9_-]+)$")
+RUNBOOK = re.compile(r"^([\w.-]{3,128}|arn:aws[a-z-]*:ssm:[a-z0-9-]+:\d{12}:document/[\w.-]{3,128})$")
+INSTANCE = re.compile(r"^i-[0-9a-f]{8,17}$")
+# What AWS's own patch runbooks require besides SourceAmiId (their documents mark these required).
+RUNBOOK_REQUIRED = {"AWS-UpdateLinuxAmi": ("IamInstanceProfileName", "AutomationAssumeRole"),
+                    "AWS-UpdateWindowsAmi": ("IamInstanceProfileName", "AutomationAssumeRole")}
+MECHANISMS = ("pipeline", "automation", "instance")
+
+
+@dataclass(frozen=True)
+class Bake:
+    """One [[bakes]] table: how the family's next version is made, where, and what happens to it."""
+
+    family: str
+    mechanism: str  # "pipeline" | "automation" | "instance"
+    source: str  # the pipeline ARN, the runbook name or the instance id
+    account: str | None = None  # as written (a name or id); None: the bot's own
+    region: str | None = None  # None: the first of [aws].regions (or the session's)
+    parameters: tuple[tuple[str, Any], ...] = ()
+    copy_to: tuple[str, ...] = ()
+    schedule: str | None = None
+    promote: str = "approval"
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return dict(self.parameters)
+
+    @property
+    def pipeline_name(self) -> str:
+        match = PIPELINE_ARN.match(self.source)
+        return match.group("name") if match else self.source
+
+    def passed_roles(self) -> list[str]:
+        """The roles this bake hands to AWS (iam:PassRole): the runbook's AutomationAssumeRole and its instance
+        profile's role (by the profile's name: a role of the same name, as AWS's own setup makes it)."""
+        params = self.params
+        roles = []
+        for key in ("AutomationAssumeRole",):
+            value = params.get(key)
+            if isinstance(value, str) and value.startswith("arn:"):
+                roles.append(value)
+        profile = params.get("IamInstanceProfileName")
+        if isinstance(profile, str) and profile:
+            account = self.account if self.account and ACCOUNT.match(self.account) else "*"
+            roles.append(f"arn:aws:iam::{account}:role/{profile}")
+        return roles
+
+
+def _crontab_problem(text: str, timezone: str) -> str | None:
+    if len(text.split()) != 5:
+        return f"a crontab of 5 fields such as '0 3 * * mon', got {text!r}"
+    from apscheduler.triggers.cron import CronTrigger  # only when a schedule is configured
+
+    try:
+        CronTrigger.from_crontab(text, timezone=ZoneInfo(timezone))
+    except (ValueError, ZoneInfoNotFoundError) as error:
+        return f"a crontab such as '0 3 * * mon', got {text!r} ({error})"
+    return None
+
+
+def parse_bakes(raw: Any, problems: list[str], accounts: list[Account], aws: dict, timezone: str) -> list[Bake]:
+    """Every [[bakes]] table, each problem named: exactly one source, the pipeline's region and account those the
+    bake runs in, the runbook's required parameters given, one bake per family, account and region."""
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        problems.append("[[bakes]]: expected an array of tables ([[bakes]] blocks)")
+        return []
+    configured = aws.get("regions") if isinstance(aws, dict) and isinstance(aws.get("regions"), list) else []
+    bakes: list[Bake] = []
+    seen: set[tuple] = set()
+    for index, item in enumerate(raw):
+        where = f"[[bakes]] #{index + 1}"
+        if not isinstance(item, dict):
+            problems.append(f"{where}: expected a table")
+            continue
+        family = item.get("family")
+        if isinstance(family, str) and family.strip():
+            where = f"[[bakes]] {family}"
+        else:
+            problems.append(f"{where}.family: required, the family the result joins (a string)")
+            family = ""
+        before = len(problems)
+        known = {name for name, *_ in BAKE_KEYS}
+        for name in item:
+            if name not in known:
+                problems.append(f"{where}: unknown key {name} (expected one of: {', '.join(sorted(known))})")
+        for name in ("account", "region", "pipeline", "automation", "instance", "schedule", "promote"):
+            if name in item and not isinstance(item[name], str):
+                problems.append(f"{where}.{name}: expected a string, got {item[name]!r}")
+        if len(problems) > before:
+            continue
+        sources = [name for name in MECHANISMS if item.get(name)]
+        if len(sources) != 1:
+            given = ", ".join(sources) if sources else "none"
+            problems.append(f"{where}: give exactly one of pipeline, automation, instance (given: {given})")
+            continue
+        mechanism = sources[0]
+        source = item[mechanism]
+        account_ref = item.get("account")
+        account_id = None
+        if account_ref:
+            found = next((a for a in accounts if a.matches(account_ref)), None)
+            if found is not None:
+                account_id = found.id
+            elif ACCOUNT.match(account_ref):
+                account_id = account_ref
+            else:
+                problems.append(f"{where}.account: {account_ref!r} is not a 12-digit id or the name of an "
+                                "[[accounts]] entry")
+        region = item.get("region")
+        if region is not None and not REGION.match(region):
+            problems.append(f"{where}.region: expected an AWS region such as 'eu-west-1', got {region!r}")
+        runs_in = region or (configured[0] if configured else None)
+        if mechanism == "pipeline":
+            match = PIPELINE_ARN.match(source)
+            if not match:
+                problems.append(f"{where}.pipeline: expected an image pipeline ARN "
+                                f"'arn:aws:imagebuilder:REGION:ACCOUNT:image-pipeline/NAME', got {source!r}")
+            else:
+                if runs_in and match.group("region") != runs_in:
+                    problems.append(f"{where}.pipeline: the pipeline is in {match.group('region')} but the bake "
+                                    f"runs in {runs_in} (set region = \"{match.group('region')}\")")
+                if account_id and match.group("account") != account_id:
+                    problems.append(f"{where}.pipeline: the pipeline is in account {match.group('account')} but "
+                                    f"the bake runs in {account_id}")
+        elif mechanism == "automation" and not RUNBOOK.match(source):
+            problems.append(f"{where}.automation: expected an SSM document name such as 'AWS-UpdateLinuxAmi', "
+                            f"got {source!r}")
+        elif mechanism == "instance" and not INSTANCE.match(source):
+            problems.append(f"{where}.instance: expected an instance id 'i-…', got {source!r}")
+        parameters = item.get("parameters", {})
+        if not isinstance(parameters, dict) or not all(
+                isinstance(v, str) or (isinstance(v, list) and all(isinstance(x, str) for x in v))
+                for v in parameters.values()):
+            problems.append(f"{where}.parameters: expected a table of strings (or lists of strings)")
+            parameters = {}
+        if parameters and mechanism != "automation":
+            problems.append(f"{where}.parameters: only an automation bake takes parameters")
+        if mechanism == "automation":
+            if "SourceAmiId" in parameters:
+                problems.append(f"{where}.parameters: leave SourceAmiId out; amibot passes the family's current "
+                                "version")
+            missing = [name for name in RUNBOOK_REQUIRED.get(source, ()) if name not in parameters]
+            if missing:
+                problems.append(f"{where}.parameters: {source} requires {', '.join(missing)}")
+        copy_to = item.get("copy_to", [])
+        if not isinstance(copy_to, list) or not all(isinstance(r, str) and REGION.match(r) for r in copy_to):
+            problems.append(f"{where}.copy_to: expected a list of regions such as [\"eu-west-1\"]")
+            copy_to = []
+        schedule = item.get("schedule")
+        if schedule is not None:
+            problem = _crontab_problem(schedule, timezone)
+            if problem:
+                problems.append(f"{where}.schedule: expected {problem}")
+        promote = item.get("promote", "approval")
+        if promote not in ("approval", "manual"):
+            problems.append(f"{where}.promote: expected \"approval\" or \"manual\", got {promote!r}")
+        key = (family, account_id, runs_in)
+        if family and key in seen:
+            problems.append(f"{where}: baked twice in the same account and region")
+        seen.add(key)
+        bakes.append(Bake(family, mechanism, source, account_ref, region,
+                          tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in parameters.items())),
+                          tuple(copy_to), schedule, promote))
+    return bakes
+
+
+def bake_of(policy: Policy, family: str) -> list[Bake]:
+    """The [[bakes]] entries of a family (several: one per account or region)."""
+    return [bake for bake in policy.bakes if bake.family == family]
+
+
 @dataclass
 class Policy:
     aws: Section
@@ -244,6 +433,7 @@ class Policy:
     rollout: Section
     source: str = "defaults"
     accounts: list[Account] = field(default_factory=list)  # [[accounts]]; empty: the bot's own account only
+    bakes: list[Bake] = field(default_factory=list)  # [[bakes]]; empty: nothing is baked
 
     def as_dict(self) -> dict[str, dict[str, Any]]:
         return {name: dict(getattr(self, name)) for name in SCHEMA}
@@ -295,6 +485,10 @@ def parse_policy(data: dict[str, Any], source: str = "defaults") -> Policy:
     organization = data.get("organization")
     accounts = parse_accounts(data.pop("accounts", None), problems,
                               organization=isinstance(organization, dict) and organization.get("enabled") is True)
+    digest = data.get("digest") if isinstance(data.get("digest"), dict) else {}
+    timezone = digest.get("timezone") if isinstance(digest.get("timezone"), str) else "UTC"
+    bakes = parse_bakes(data.pop("bakes", None), problems, accounts, data.get("aws") or {},
+                        timezone if _timezone(timezone) is None else "UTC")
     for section_name in data:
         if section_name not in SCHEMA:
             problems.append(f"unknown section [{section_name}] (expected one of: {', '.join(SCHEMA)})")
@@ -316,7 +510,7 @@ def parse_policy(data: dict[str, Any], source: str = "defaults") -> Policy:
         raise ConfigError(problems)
     # The family tag carries the team's naming patterns to every caller that passes it (bot.core.families).
     sections["digest"]["family_tag"] = FamilyTag(sections["digest"]["family_tag"], sections["families"]["patterns"])
-    return Policy(**sections, source=source, accounts=accounts)
+    return Policy(**sections, source=source, accounts=accounts, bakes=bakes)
 
 
 def load_policy(path: str | os.PathLike | None) -> Policy:

@@ -34,6 +34,7 @@ COMMAND_OUTCOMES = ("ok", "usage", "refused", "error", "crashed")
 # Slack needs its ack within 3 s; the buckets are fine where acks are (milliseconds) and around the limit.
 ACK_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0)
 JOB_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+BAKE_BUCKETS = (60.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0, 14400.0)
 DIGEST_BUCKETS = (1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0)
 JOB_STATES = ("queued", "running")  # the queue; done/failed rows are history (pruned after a week)
 APPROVAL_STATES = ("pending", "approved", "rejected", "expired", "cancelled", "executing", "succeeded", "failed")
@@ -70,6 +71,10 @@ class Metrics:
                                  "When a digest was last computed (Unix time).", registry=registry)
         self.scheduler_runs = Counter("amibot_scheduler_runs", "Scheduled job runs, by job id and outcome "
                                       "(ok, error, missed).", ["job", "outcome"], registry=registry)
+        self.bakes = Counter("amibot_bakes", "Bakes by outcome: started, succeeded, failed, cancelled, overdue.",
+                             ["outcome"], registry=registry)
+        self.bake_seconds = Histogram("amibot_bake_duration_seconds", "Time from a bake's start to its end, by "
+                                      "outcome.", ["outcome"], buckets=BAKE_BUCKETS, registry=registry)
         if ctx is not None and database_counts is not None:
             registry.register(StoreCollector(ctx, database_counts))
 
@@ -164,6 +169,15 @@ def click_finished(ctx, action: str, outcome: str | None) -> None:
 
 def job_finished(ctx, kind: str, seconds: float, state: str) -> None:
     _safely(lambda: of(ctx).job_seconds.labels(kind, state).observe(seconds))
+
+
+def bake_counted(ctx, outcome: str) -> None:
+    """`outcome`: one of a fixed few (started, succeeded, failed, cancelled, overdue)."""
+    _safely(lambda: of(ctx).bakes.labels(outcome).inc())
+
+
+def bake_finished(ctx, outcome: str, seconds: float) -> None:
+    _safely(lambda: of(ctx).bake_seconds.labels(outcome).observe(seconds))
 
 
 def aws_called(ctx, service: str, operation: str, error: str | None) -> None:

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from bot.core.accounts import REFERENCE as ACCOUNT_KEYS
-from bot.core.config import SCHEMA
+from bot.core.config import BAKE_KEYS, SCHEMA
 from bot.core.stages import by_stage
 from bot.slack.subcommands import Registry, Subcommand, flag_doc
 
@@ -140,7 +140,8 @@ required = 1
 
 def configuration_page() -> str:
     """The environment, then the policy file's reference exactly as `amibot config-reference` prints it."""
-    source = "SCHEMA in bot/core/config.py, REFERENCE in bot/core/accounts.py and ENVIRONMENT in bot/devtools/docs.py"
+    source = ("SCHEMA and BAKE_KEYS in bot/core/config.py, REFERENCE in bot/core/accounts.py and ENVIRONMENT in "
+              "bot/devtools/docs.py")
     lines = [NOTICE.format(source=source), "", "# Configuration", "",
              "Secrets and paths come from the environment; secrets are never logged and are masked when printed.", "",
              "| variable | meaning |", "|---|---|"]
@@ -164,6 +165,9 @@ def config_reference() -> str:
     lines += ["", "**[[accounts]]** (one table per managed account; none: the account of the bot's credentials)", "",
               "| key | type | default | meaning |", "|---|---|---|---|"]
     lines += [f"| `{name}` | {kind} | `{default}` | {doc} |" for name, kind, default, doc in ACCOUNT_KEYS]
+    lines += ["", "**[[bakes]]** (one table per baked family; exactly one of pipeline, automation, instance: "
+              "[baking new versions](baking.md))", "", "| key | type | default | meaning |", "|---|---|---|---|"]
+    lines += [f"| `{name}` | {kind} | `{default}` | {doc} |" for name, kind, default, doc in BAKE_KEYS]
     return "\n".join(lines) + "\n"
 
 

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from bot.render.bake import promotion_details
 from bot.render.blocks import (
     Message,
     actions,
@@ -29,7 +30,7 @@ from bot.render.launch import launch_details
 from bot.render.lifecycle import stage_details
 from bot.render.recycle_bin import enable_view
 from bot.render.share import share_details
-from bot.services import deregister, launch, recycle_bin, share, stages
+from bot.services import bake, deregister, launch, recycle_bin, share, stages
 from bot.services.digest import CLEANUP_DETAILS
 
 Request = Any  # a bot.services.approvals.Request, duck-typed
@@ -43,6 +44,7 @@ DETAIL_VIEWS: dict[str, Callable[[dict], list[dict]]] = {
     recycle_bin.ENABLE_DETAILS_VIEW: enable_view,
     stages.DETAILS_VIEW: stage_details,
     deregister.DETAILS_VIEW: deregister_details,
+    bake.DETAILS_VIEW: promotion_details,
 }
 
 

@@ -124,6 +124,17 @@ def _mine_blocks(board: Dashboard) -> list[dict]:
     return blocks
 
 
+def _bake_blocks(board: Dashboard) -> list[dict]:
+    """Bakes running now (their promotion requests wait above, with the others); nothing when none runs."""
+    if not board.bakes:
+        return []
+    lines = [f":gear: `{escape(run['id'])}` {escape(run['family'])} {escape(run.get('version') or '')} · "
+             f"{escape(run.get('what') or '')} · {escape(run['state'])}" for run in board.bakes[:5]]
+    more = f"\n…and {len(board.bakes) - 5} more." if len(board.bakes) > 5 else ""
+    return [header(f"Bakes running ({len(board.bakes)})"), section("\n".join(lines) + more),
+            context("`/ami bakes` lists them with the recent ones; each bake's message follows it."), divider()]
+
+
 def _digest_blocks(board: Dashboard) -> list[dict]:
     blocks = [header("What the digest would retire")]
     last = board.last_digest
@@ -143,7 +154,8 @@ def home_view(board: Dashboard, notice: str | None = None, links: dict[str, str]
     """`notice`: what just happened on the tab (a decision's outcome), shown first; `links`: request id → the
     permalink of its message (asked of Slack by the caller)."""
     blocks = [section(notice[:2900]), divider()] if notice else []  # amibot's own words (AmibotError: safe)
-    blocks += [*_fleet_blocks(board), divider(), *_waiting_blocks(board, links or {}), divider(), *_mine_blocks(board),
+    blocks += [*_fleet_blocks(board), divider(), *_bake_blocks(board), *_waiting_blocks(board, links or {}),
+               divider(), *_mine_blocks(board),
               divider(), *_digest_blocks(board),
               context(f"Updated {board.now:%Y-%m-%d %H:%M} UTC · `/ami help` lists every command")]
     if len(blocks) > MAX_BLOCKS:  # the budget above keeps within it; never let Slack refuse the view

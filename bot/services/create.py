@@ -90,14 +90,17 @@ class Instance:
     state: str
     name: str
     launched: datetime | None = None
+    image_id: str | None = None  # the image it runs (a bake from it records it as the new image's source)
 
     @classmethod
     def from_aws(cls, item: dict, region: str) -> Instance:
         tags = item.get("Tags") or []
         name = next((tag.get("Value") or "" for tag in tags if isinstance(tag, dict) and tag.get("Key") == "Name"), "")
         launched = item.get("LaunchTime")
+        image_id = item.get("ImageId")
         return cls(item["InstanceId"], region, (item.get("State") or {}).get("Name", "?"), name,
-                   launched if isinstance(launched, datetime) else None)
+                   launched if isinstance(launched, datetime) else None,
+                   image_id if isinstance(image_id, str) and image_id else None)
 
 
 GONE = ("shutting-down", "terminated")  # an instance Name tag names the live ones: these linger for an hour

@@ -60,7 +60,7 @@ def bake_of(value: str | None) -> Bake | None:
     kind = kind.lower()
     if rest and kind in ("pipeline", "runbook", "automation", "instance"):
         mechanism = "runbook" if kind == "automation" else kind
-        name = rest.split("/")[0] if mechanism == "runbook" and "/" in rest else rest
+        name = rest.split("/")[0]  # what follows a "/" names the run (an execution, amibot's bake id)
         return Bake(mechanism, name)
     if _INSTANCE.fullmatch(value):
         return Bake("instance", value)

@@ -440,3 +440,31 @@ def _rollback_target(ctx: ServiceContext, owner: Aws, family: str, region: str, 
         raise PolicyViolation(f"The previous version {image_id} of {family} is {image.state}; "
                               f"`/ami enable {image_id}` first, or promote another version.")
     return image
+
+
+# --- the next version (bakes: bot/services/bake.py) ------------------------------------------------------
+
+LAST_NUMBER = re.compile(r"^(?P<head>.*?)(?P<number>\d+)(?P<tail>\D*)$")
+DATE_VERSION = re.compile(r"^(?P<date>\d{4}\.\d{2}\.\d{2})(?:\.(?P<n>\d+))?$")
+
+
+def next_version(versions: list[str], today) -> str:
+    """The version after the newest of `versions` in the family's own scheme: its last numeric component bumped
+    (1.4.2 → 1.4.3, web-12 → web-13; the width kept: 007 → 008); a date version YYYY.MM.DD[.N] (the next N on
+    the same day) when the family has none, or uses dates."""
+    dated = today.strftime("%Y.%m.%d")
+    tagged = [version for version in versions if version]
+    if not tagged:
+        return dated
+    newest = max(tagged, key=natural_key)
+    date_match = DATE_VERSION.match(newest)
+    if date_match:
+        if date_match.group("date") != dated:
+            return dated
+        return f"{dated}.{int(date_match.group('n') or 1) + 1}"
+    match = LAST_NUMBER.match(newest)
+    if not match:
+        return dated
+    number = match.group("number")
+    bumped = str(int(number) + 1).zfill(len(number))
+    return f"{match.group('head')}{bumped}{match.group('tail')}"

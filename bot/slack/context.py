@@ -47,6 +47,10 @@ class Waits:
     create_retry_seconds: float = 1.0  # finishing the image's message: pause before a retry, times the attempt
     usage_report_wait_seconds: float = USAGE_REPORT_WAIT_SECONDS  # AWS's image usage report, for deregistration
     usage_report_poll_seconds: float = USAGE_REPORT_POLL_SECONDS
+    bake_poll_seconds: float = 30.0  # a bake's run: how often AWS is asked (backing off while nothing changes)
+    bake_deadline_seconds: float | None = None  # None: the mechanism's own (bot.services.bake.DEADLINE_SECONDS)
+    bake_scan_wait_seconds: float = 7200.0  # a proposed version: how long Inspector's first scan is waited for
+    bake_scan_poll_seconds: float = 300.0
     outbox_backoff_seconds: float = BACKOFF_SECONDS  # the outbox's first retry; doubled each time
 
 

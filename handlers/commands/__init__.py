@@ -19,8 +19,8 @@ from bot.slack.subcommands import Registry, parse
 # The registry (and docs/commands.md) lists subcommands in this order, the stages' order (bot/core/stages.py): the
 # first subcommand of each stage gives the stage's example in `/ami help`. Modules not named here follow
 # alphabetically.
-ORDER = ["list", "show", "versions", "create", "register", "base", "copy", "lineage", "launch", "promote", "share",
-         "stages", "deregister", "restore", "recycle_bin", "drift", "digest", "allowed", "audit", "requests"]
+ORDER = ["list", "show", "versions", "create", "register", "base", "bake", "copy", "lineage", "launch", "promote",
+         "share", "stages", "deregister", "restore", "recycle_bin", "drift", "digest", "allowed", "audit", "requests"]
 
 
 def _subcommand_modules():

@@ -104,3 +104,34 @@ class StubbedImages(Aws):
         self.stub.add_response("describe_images", {"Images": items})
         for _ in range(shares):
             self.stub.add_response("describe_image_attribute", {"LaunchPermissions": []})
+
+
+# --- Image Builder and SSM Automation (moto has neither): the app's Aws with those clients stubbed -------------
+
+class StubbedBake(Aws):
+    """bot/aws/clients.py's Aws with moto behind it, but Image Builder and (when asked) SSM answered by Stubbers on
+    real clients made by bot/aws/clients.py, in the first region."""
+
+    def __init__(self, regions, ssm: bool = False, findings: bool = False):
+        super().__init__(regions)
+        maker = Aws(regions)
+        self.ec2_stubbed = maker.client("ec2", regions[0])  # GetImageFindings only (findings=True)
+        self.findings_stub = Stubber(self.ec2_stubbed)
+        self.findings_stub.activate()
+        self.stub_findings = findings
+        self.imagebuilder = maker.client("imagebuilder", regions[0])
+        self.ssm = maker.client("ssm", regions[0])
+        self.ib_stub, self.ssm_stub = Stubber(self.imagebuilder), Stubber(self.ssm)
+        self.ib_stub.activate()
+        self.ssm_stub.activate()
+        self.stub_ssm = ssm
+
+    def client(self, service, region=None, max_attempts=6):
+        if (region or self.regions[0]) == self.regions[0]:
+            if service == "imagebuilder":
+                return self.imagebuilder
+            if service == "ssm" and self.stub_ssm:
+                return self.ssm
+            if service == "ec2" and self.stub_findings:
+                return Partly(super().client(service, region, max_attempts), self.ec2_stubbed, ["get_image_findings"])
+        return super().client(service, region, max_attempts)
