@@ -162,8 +162,26 @@ def _audit_rows():
              "detail": {"account_label": f"label {HOSTILE}"}}]
 
 
+def _bake_run(state: str = "failed") -> dict:
+    """A bake's record as bot/services/bake.py keeps it, every value that comes from config or AWS hostile (user
+    ids are Slack's own; the console link is amibot's)."""
+    hostile = f"x {HOSTILE}"
+    return {"id": f"bake-{HOSTILE}", "family": hostile, "version": hostile, "what": hostile, "region": hostile,
+            "account_label": hostile, "user": "U0OPS", "state": state, "history": [hostile, hostile],
+            "steps": [(hostile, hostile)], "failed_step": hostile, "failure": hostile, "partial": [hostile],
+            "images": {hostile: hostile}, "notes": [hostile], "request": hostile, "manual": True,
+            "result": hostile, "mechanism": hostile, "started_at": "2026-06-01T10:00:00+00:00", "elapsed": 61.0,
+            "link": "https://console.aws.amazon.com/imagebuilder/home?region=us-east-1", "stopped": hostile,
+            "cancelled_by": "U0LEAD"}
+
+
 # Values typed too loosely to be generated from their annotation: (function or class, parameter or field).
 SAMPLES = {
+    ("bake_message", "view"): _bake_run,
+    ("bakes_list", "runs"): lambda: [_bake_run(), _bake_run("cancelled")],
+    ("bakes_list", "scheduled"): lambda: [{"family": f"x {HOSTILE}", "mechanism": f"x {HOSTILE}",
+                                           "region": f"x {HOSTILE}", "next": f"x {HOSTILE}"}],
+    ("Dashboard", "bakes"): lambda: [_bake_run("running")],
     ("audit_history", "rows"): _audit_rows,
     ("request_message", "request"): lambda: make(approvals.Request),  # duck-typed: Any
     ("requests_list", "requests"): lambda: [make(approvals.Request)],

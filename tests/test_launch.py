@@ -245,6 +245,10 @@ def test_an_instance_type_outside_policy_asks_for_approval_then_launches_when_ap
     assert request["id"] in reply and request["state"] == "pending"
     approval = next(c for c in posts(harness) if request["id"] in c.text and "Approve" in c.text)
     assert "Launch 1 × m5.large from web-v1" in approval.text
+    confirm = next(element["confirm"]["text"]["text"] for block in approval.params["blocks"]
+                   if block["type"] == "actions" for element in block["elements"]
+                   if element["action_id"] == "approval.approve")
+    assert "from web-v1 (ami-" in confirm and "until someone terminates them" in confirm, confirm
     assert json.loads(audit_rows(harness, "command.launch")[-1]["detail"])["approval_request"] == request["id"]
 
     harness.click("approval.approve", value=request["id"], user="U0OPS", channel="C0OPS", message_ts=approval.ts)

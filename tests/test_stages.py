@@ -150,6 +150,12 @@ def test_disable_and_enable_change_the_state_in_aws(app, aws):
     assert "Only amibot operators" in app.last_reply().text and state_of(aws, image) == "available"
 
 
+def approve_confirmation(message) -> str:
+    """The text of the Approve button's confirmation dialog in a request's message."""
+    return next(element["confirm"]["text"]["text"] for block in message.params["blocks"] if block["type"] == "actions"
+                for element in block["elements"] if element["action_id"] == "approval.approve")
+
+
 def test_disabling_the_current_version_needs_approval(app, aws):
     image = seed.image(aws, "web-1", tags={"Family": "web"})
     seed.instance(aws, image_id=image, name="prod-1")
@@ -161,6 +167,8 @@ def test_disabling_the_current_version_needs_approval(app, aws):
     assert request["kind"] == "disable" and request["state"] == "pending" and request["requester"] == "U0OPS"
     message = app.fake.calls_to("chat.postMessage")[-1]
     assert request["id"] in message.text and "prod-1" in message.text and "/amibot/web/current" in message.text
+    confirm = approve_confirmation(message)  # names the image and how it is undone
+    assert f"Disable web-1 ({image})" in confirm and f"/ami enable {image}" in confirm and len(confirm) <= 300
 
     app.click("approval.approve", request["id"], user="U0OPS")  # the requester cannot approve
     assert state_of(aws, image) == "available"
@@ -201,6 +209,8 @@ def test_unprotecting_the_current_version_needs_approval(app, aws):
         assert "needs approval" in app.last_reply().text
         request = app.ctx.store.one("SELECT * FROM requests")
         assert request["kind"] == "unprotect" and request["danger"] == 1
+        confirm = approve_confirmation(app.fake.calls_to("chat.postMessage")[-1])
+        assert f"web-1 ({image})" in confirm and f"/ami protect {image}" in confirm
         ec2.describe()  # the approved execution looks again, then acts
         ec2.stub.add_response("disable_image_deregistration_protection", {"Return": "disabled"}, {"ImageId": image})
         done = approve_last_request(app)

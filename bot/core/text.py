@@ -22,3 +22,12 @@ def money(amount: float) -> str:
 
 def plural(count: int, word: str) -> str:
     return f"{count:,} {word}{'' if count == 1 else 's'}"
+
+
+def named(name: Any, image_id: str, limit: int = 48) -> str:
+    """"web-1.4.2 (ami-…)" for a confirmation's plain text — the name cut to `limit` characters so the dialog stays
+    within Slack's 300 — or just the id when the image has no name."""
+    name = str(name or "")
+    if not name:
+        return image_id
+    return f"{name[:limit - 1] + '…' if len(name) > limit else name} ({image_id})"

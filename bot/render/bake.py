@@ -52,7 +52,7 @@ def bake_message(view: dict[str, Any]) -> Message:
         text = f":x: Failed at *{escape(failed)}*: {escape(said)}" if failed else f":x: Failed: {escape(said)}"
         text += "\nNothing joined the family."
         for partial in view.get("partial") or []:
-            text += f"\nAWS left {code(partial)} behind; `/ami deregister {partial}` cleans it up."
+            text += f"\nAWS left {code(partial)} behind; `/ami deregister {escape(partial)}` cleans it up."
         blocks.append(section(text))
     if state == "cancelled":
         blocks.append(section(f":no_entry_sign: Cancelled by <@{view.get('cancelled_by', '')}>: stopped "

@@ -32,6 +32,7 @@ from typing import Any
 from bot.aws.clients import Aws, call, requires
 from bot.core.accounts import HOME, Account
 from bot.core.errors import AmibotError, AwsError, NotFound, PolicyViolation, Unsupported
+from bot.core.text import named
 from bot.durable.steps import DONE, FAILED, PLANNED, SKIPPED, Resumed, Step, Steps
 from bot.services import approvals, recycle_bin, usage_reports
 from bot.services.blast_radius import AccountUsage, split_shares, usage_across
@@ -548,9 +549,7 @@ def confirm_text(params: dict, details: Any = None) -> str:
     """The Approve confirmation (plain text, within Slack's 300 characters): the image by name and id, where, and
     whether it can be undone as the preflight found it."""
     where = params["region"] + (f" of account {params['account']}" if params.get("account") else "")
-    name = str(params.get("name") or "")
-    name = (name[:47] + "…" if len(name) > 48 else name) + " " if name else ""
-    text = f"Deregister {name}({params['image_id']}) in {where}. {undo_in(params, details).before()}"
+    text = f"Deregister {named(params.get('name'), params['image_id'])} in {where}. {undo_in(params, details).before()}"
     if params.get("force"):
         text += " It is IN USE (--force)."
     return text

@@ -33,7 +33,7 @@ from bot.core import authority
 from bot.core.config import SUBNET
 from bot.core.errors import AmibotError, AwsError, NotFound, PolicyViolation, UsageError
 from bot.core.ids import AMI_ID
-from bot.core.text import escape
+from bot.core.text import escape, named
 from bot.durable.steps import DONE, PLANNED, Resumed, Step, Steps
 from bot.services import allowed as allowed_amis
 from bot.services import approvals
@@ -469,6 +469,7 @@ def stand_in_image(image_id: str, name: str, region: str) -> Image:
 
 
 def confirm_text(params: dict[str, Any]) -> str:
-    return (f"Launch {params['count']} × {params['instance_type']} from {params['image_id']} "
-            f"in {params['region']}?")
+    image = named(params.get("image_name"), params["image_id"])
+    return (f"Launch {params['count']} × {params['instance_type']} from {image} in {params['region']}? "
+            "They run (and cost) until someone terminates them.")
 

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 from bot.aws.clients import Aws, call, requires
 from bot.core.errors import AmibotError, NotFound, UsageError
+from bot.core.text import named
 from bot.services import approvals
 from bot.services.images import Image, describe_own_images
 from bot.services.references import Usage
@@ -147,16 +148,20 @@ def reconcile_unprotect(ctx, request) -> str | None:
     return approvals.SUCCEEDED if protection(_image_of(ctx, request)) == "disabled" else None
 
 
-def _confirm(verb: str, params: dict) -> str:
-    return f"{verb} {params.get('image_id')}, the current version of {params.get('family')}?"
+def _confirm(verb: str, params: dict, undo: str) -> str:
+    """The Approve confirmation (plain text, within Slack's 300 characters): the image by name and id, and how
+    it is undone."""
+    return (f"{verb} {named(params.get('name'), str(params.get('image_id')))}, the current version of "
+            f"{str(params.get('family'))[:48]}? {undo}")
 
 
 def confirm_disable(params: dict) -> str:
-    return _confirm("Disable", params)
+    return _confirm("Disable", params, f"Undone with /ami enable {params.get('image_id')}: nothing is deleted.")
 
 
 def confirm_unprotect(params: dict) -> str:
-    return _confirm("Remove deregistration protection from", params)
+    return _confirm("Remove deregistration protection from", params,
+                    f"Undone with /ami protect {params.get('image_id')}; until then it can be deregistered.")
 
 
 def check_state(image: Image, allowed: tuple[str, ...], doing: str) -> None:

@@ -139,7 +139,7 @@ def _ask_approval(call, image: Image, kind: str, consequence: str):
     verb = {"disable": "Disable", "unprotect": "Remove deregistration protection from"}[kind]
     request = approvals.create_request(
         ctx, kind=kind, params={"image_id": image.id, "region": image.region, "family": image.family,
-                                "account": image.account},
+                                "account": image.account, "name": image.name},
         requester=call.user, channel=call.channel,
         title=f"{verb} {image.id} ({image.name}), current version of {image.family}",
         details=stages.approval_details(image, usage, consequence, parameter_name(image.family)),
