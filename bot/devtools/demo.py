@@ -261,11 +261,15 @@ def launching_shared_images():
 
 
 def _start_background(amibot) -> None:
-    """The app's start hooks, minus the digest's catch-up: in the demo the digest comes when someone
-    types :digest, not because the demo happened to start after [digest].at."""
+    """The app's start hooks, minus the digest's catch-up and the look for versions of baked families built
+    elsewhere: in the demo the digest comes when someone types :digest, not because the demo happened to start after
+    [digest].at; and the fleet's unpromoted web-1.4.0 is part of the story, not a promotion request waiting for bob
+    before anyone has typed anything."""
     from bot.services.digest import catch_up
+    from handlers.commands import bake
 
-    amibot.on_start = [hook for hook in amibot.on_start if hook is not catch_up]
+    skipped = [catch_up, getattr(bake, "discover_at_start", None)]
+    amibot.on_start = [hook for hook in amibot.on_start if all(hook is not skip for skip in skipped)]
     amibot.start_background()
 
 
@@ -345,6 +349,10 @@ def banner(url: str, built, policy, workdir: str) -> list[str]:
               f"({fleet.IN_BIN[0]} is in the bin), Inspector findings on older versions, Allowed AMIs in audit mode,"
               f" instance image metadata (drifting: {', '.join(sorted(fleet.ON_GONE))} on {fleet.DEREGISTERED[0][1]},"
               " deregistered)",
+              "  baked (emulated, a stage a second): "
+              + "; ".join(f"{family} by Image Builder pipeline {name} (on {_current(built, family)}), copied to "
+                          f"{fleet.AWAY}, promoted on approval" for family, name in fleet.PIPELINES.items())
+              + f"; {fleet.RUNBOOK_FAMILY} by the runbook {fleet.RUNBOOK} on its current version",
               "",
               f"Account {fleet.PROD_NAME} ({fleet.PROD_ACCOUNT}), the bot assumes a role there; region "
               f"{', '.join(fleet.PROD_REGIONS)}; its operator is dave, not alice:",
@@ -354,10 +362,16 @@ def banner(url: str, built, policy, workdir: str) -> list[str]:
               "",
               "Try: /ami list · /ami show web-1.3.0 · /ami versions web · /ami launch · /ami deregister {web-1.0.0}"
               " · /ami recycle-bin · /ami drift · :digest · :home · :help",
+              f"Bake: /ami bake web (watch its stages; :as bob to approve the promotion) · /ami bake "
+              f"{fleet.RUNBOOK_FAMILY} · /ami bakes",
               "With prod: /ami deregister {web-1.2.0} (its blast radius reaches prod) · /ami drift --account prod"
               " · /ami launch {web-1.3.0} t3.small 1 --account prod (alice may not; :as dave may)",
               "{name} stands for the id of the image or instance called name. You are @alice.", ""]
     return lines
+
+
+def _current(built, family: str) -> str:
+    return next((name for name in built.promoted if name.startswith(f"{family}-")), "no current version")
 
 
 def _interrupt(signum, frame) -> None:
