@@ -77,6 +77,7 @@ def test_the_lifecycle_script_walks_the_whole_life_of_an_image():
     assert "alice  U0ALICE  operator" in out and "bob    U0BOB    approver" in out and "carol  U0CAROL  member" in out
     assert "dave   U0DAVE   prod's operator" in out and "Account prod (222233334444)" in out
     assert "(current: web-1.3.0)" in out and "2 orphaned snapshots" in out
+    assert "web by Image Builder pipeline web (on web-1.3.0)" in out and "/ami bake web" in out  # what there is to bake
     # every stage of the lifecycle happened, as the channel saw it
     for seen in ("16 AMIs, newest first", "is making AMI web-1.5.0", "promoted", "[ Launch instances ]",
                  "2 instance(s) running", "shared web-1.5.0", "Share web-1.5.0 with account 444455556666",
@@ -94,7 +95,13 @@ def test_the_lifecycle_script_walks_the_whole_life_of_an_image():
                  "Auto Scaling group storefront", "prod 2",
                  "Only the operators of prod (222233334444) may run `/ami launch` there. Its operators: @dave",
                  "1 instance(s) running into prod (222233334444)",
-                 "across 2 accounts"):
+                 "across 2 accounts",
+                 # the next version baked by the (emulated) Image Builder pipeline: each stage as it came, the
+                 # version joining the family in both regions, and its promotion request, approved by bob only
+                 "Stages: PENDING → BUILDING", "Stages: PENDING → BUILDING → TESTING → DISTRIBUTING → AVAILABLE",
+                 "Bake of web 1.5.1 — done", "📦 web 1.5.1:", "(eu-west-1)", "Promote web 1.5.1 (baked by bake-",
+                 "Inspector: 0 critical, 0 high", "someone else has to approve it (four eyes)",
+                 "web 1.5.1 is current in us-east-1", "web 1.5.1 is current in eu-west-1", "web succeeded"):
         assert seen in out, seen
     # the organisation digest's totals are a table: prod's row says it is all clean
     assert any(line.lstrip().startswith("prod (222233334444)") and "all clean" in line for line in out.splitlines())

@@ -272,3 +272,44 @@ def test_a_prod_operator_launches_an_image_shared_with_prod_into_prod(accounts_a
         prod.run_instances(ImageId=unshared, MinCount=1, MaxCount=1)
     with pytest.raises(ClientError, match="InvalidAMIID"):  # and nothing of the shared one stays behind in prod
         prod.describe_images(ImageIds=[image_id])
+
+
+def test_the_demo_bakes_through_its_emulated_pipeline_and_refreshes_instances_in_every_account(
+        aws, fake_slack, tmp_path):
+    import dataclasses
+
+    from bot.devtools import fleet
+    from bot.devtools.demo import DEMO_WAITS, RunEmulations
+
+    arn = fleet.pipeline_arn(seed.BAKE, "web")
+    policy = {**ACCOUNTS, "bakes": [{"family": "web", "account": "bake", "pipeline": arn}]}
+    runs = RunEmulations.new(stage_seconds=0.3)
+    app = EmulatedHarness(fake_slack, str(tmp_path / "amibot.db"), policy, runs=runs).start()
+    try:
+        app.amibot.ctx.waits = dataclasses.replace(app.amibot.ctx.waits, **{**DEMO_WAITS, "bake_poll_seconds": 0.05})
+        image_id = web_image(app)
+        assert runs.bake.add_pipeline(REGION, "web", image_id) == arn
+
+        app.command("bake web", user="U0OPS")  # through the app: the bake runs in the emulated Image Builder
+        said = [call.text for call in app.fake.calls_to("chat.update")]
+        assert said and "done" in said[-1] and "1.0.1" in said[-1]
+        shown = str(app.fake.calls_to("chat.update")[-1].params.get("blocks"))
+        assert all(stage in shown for stage in ("PENDING", "BUILDING", "TESTING", "DISTRIBUTING", "AVAILABLE"))
+
+        # prod's session (an assumed role) refreshes prod's groups, as the bot's own refreshes its own
+        ec2 = app.session.client("ec2", REGION)
+        ec2.modify_image_attribute(ImageId=image_id, LaunchPermission={"Add": [{"UserId": seed.PROD}]})
+        prod = app.amibot.ctx.aws.of("prod")
+        template = seed.launch_template(seed.account_session(app.session, seed.PROD), "storefront-web", image_id)
+        subnet = prod.ec2(REGION).describe_subnets()["Subnets"][0]["SubnetId"]
+        autoscaling = prod.client("autoscaling", REGION)
+        autoscaling.create_auto_scaling_group(
+            AutoScalingGroupName="storefront", MinSize=0, MaxSize=2, DesiredCapacity=0, VPCZoneIdentifier=subnet,
+            LaunchTemplate={"LaunchTemplateId": template, "Version": "$Default"})
+        refresh_id = autoscaling.start_instance_refresh(AutoScalingGroupName="storefront")["InstanceRefreshId"]
+        [refresh] = autoscaling.describe_instance_refreshes(AutoScalingGroupName="storefront")["InstanceRefreshes"]
+        assert refresh["InstanceRefreshId"] == refresh_id
+        assert [item.id for item in runs.refresh[seed.PROD].refreshes_of(REGION, "storefront")] == [refresh_id]
+        assert sorted(runs.refresh) == sorted([seed.BAKE, seed.PROD])
+    finally:
+        app.stop()

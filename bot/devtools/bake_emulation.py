@@ -100,13 +100,15 @@ def _iso(moment: datetime) -> str:
 class BakeEmulation:
     """The emulated Image Builder and SSM Automation; ``install(session)`` makes every client of that session use
     them. ``clock`` (default: the real one) decides how far each run has got; ``stage_seconds`` is each stage's
-    (or step's) length."""
+    (or step's) length. ``registered(region, image_id)``, if given, is told of each image a run registers (the
+    demo gives it Inspector's scan there, as AWS scans a new image)."""
 
     def __init__(self, account_id: str | None = None, clock: Callable[[], datetime] | None = None,
-                 stage_seconds: float = 2.0):
+                 stage_seconds: float = 2.0, registered: Callable[[str, str], None] | None = None):
         from moto.core import DEFAULT_ACCOUNT_ID
 
         self.account_id = account_id or DEFAULT_ACCOUNT_ID
+        self.registered = registered
         self.clock = clock or (lambda: datetime.now(UTC))
         self.stage = timedelta(seconds=stage_seconds)
         self._lock = threading.RLock()
@@ -234,6 +236,8 @@ class BakeEmulation:
         ami = backend.copy_image(source, region, name=name, description=description)
         backend.create_tags([ami.id], tags)
         self._sources[(region, ami.id)] = source
+        if self.registered is not None:
+            self.registered(region, ami.id)
         return ami.id
 
     # --- Image Builder ---------------------------------------------------------------------------------------

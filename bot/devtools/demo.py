@@ -14,6 +14,7 @@ server, jobs, fake Slack and moto are stopped and the temporary directory is rem
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import secrets
@@ -21,9 +22,10 @@ import signal
 import sys
 import tempfile
 import threading
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from bot.devtools.console import Console, Person, ScriptSource, TerminalSource
 
@@ -49,18 +51,23 @@ DROPPED_PREFIXES = ("SLACK_", "AWS_", "AMIBOT_", "MOTO_")
 SCRIPTS_DIR = Path(__file__).resolve().parent / "scripts"  # package data, shipped in the wheel
 DEMO_NEEDS = ("amibot: the demo needs moto, which a plain install leaves out: pip install 'amibot[demo]' "
               "(from a clone: pip install '.[demo]', or make demo)")
+# Bakes (and instance refreshes) in the emulation move a stage every RUN_STAGE_SECONDS, and the app looks often
+# enough to show each one: the demo's Waits (what tests shorten the same way), not production's minutes.
+RUN_STAGE_SECONDS = 1.0
+DEMO_WAITS = {"bake_poll_seconds": 0.5, "bake_scan_wait_seconds": 10.0, "bake_scan_poll_seconds": 1.0}
 PROXIES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
 
 
 def policy_data(operator: str, approver: str, partner_account: str, regions: list[str],
-                home: tuple[str, str], prod: dict) -> dict:
+                home: tuple[str, str], prod: dict, bakes: list[dict] | None = None) -> dict:
     """The demo's policy: one operator, one approver, the partner account pre-approved for sharing; two managed
     accounts: ``home`` (id, name), the one the bot runs in, and ``prod`` (an [[accounts]] entry: id, name, role,
-    regions, its own operators), where the bot assumes a role."""
+    regions, its own operators), where the bot assumes a role; ``bakes``: its [[bakes]] tables."""
     home_id, home_name = home
     return {"aws": {"regions": regions}, "access": {"operators": [operator]},
             "approvals": {"approvers": [approver]}, "sharing": {"allowed_accounts": [partner_account]},
-            "digest": {"channel": CHANNEL}, "accounts": [{"id": home_id, "name": home_name}, prod]}
+            "digest": {"channel": CHANNEL}, "accounts": [{"id": home_id, "name": home_name}, prod],
+            **({"bakes": bakes} if bakes else {})}
 
 
 def prod_account(operators: list[str]) -> dict:
@@ -158,17 +165,22 @@ def _start(stack: contextlib.ExitStack, port: int, out: TextIO) -> Console:
     from moto.core import DEFAULT_ACCOUNT_ID
 
     policy = parse_policy(policy_data(PEOPLE[0].id, PEOPLE[1].id, fleet.PARTNER_ACCOUNT, [fleet.HOME, fleet.AWAY],
-                                      home=(DEFAULT_ACCOUNT_ID, fleet.HOME_NAME), prod=prod_account([PEOPLE[3].id])),
+                                      home=(DEFAULT_ACCOUNT_ID, fleet.HOME_NAME), prod=prod_account([PEOPLE[3].id]),
+                                      bakes=fleet.bakes(DEFAULT_ACCOUNT_ID)),
                           source="the demo's policy")
-    emulation, aws = emulated_aws(policy.aws.regions)
+    runs = RunEmulations.new(stage_seconds=RUN_STAGE_SECONDS)
+    emulation, aws = emulated_aws(policy.aws.regions, runs=runs)
+    runs.bake.registered = lambda region, image_id: emulation.add_findings(region, image_id, fleet.SCANNED_CLEAN)
     amibot = create_app(settings, policy, slack=WebClient(token=token, base_url=fake.url), aws=aws)
-    emulate_accounts(emulation, amibot.ctx.aws)
+    amibot.ctx.waits = dataclasses.replace(amibot.ctx.waits, **DEMO_WAITS)
+    emulate_accounts(emulation, amibot.ctx.aws, runs=runs)
     out.write("· building a fleet in moto…\n")
     out.flush()
     home = amibot.ctx.aws.home
     built = fleet.build(home, _backdate, findings=emulation.add_findings, binned=emulation.entered_bin)
     fleet.build_prod(home, amibot.ctx.aws.of(fleet.PROD_NAME), built, launching_shared_images)
     fleet.promote(amibot.ctx, built)
+    fleet.add_pipelines(runs.bake.add_pipeline, built)
 
     local = LocalApp(amibot, secret, fake, port=port).start(background=False)
     stack.callback(_stop, local, moto)
@@ -180,9 +192,36 @@ def _start(stack: contextlib.ExitStack, port: int, out: TextIO) -> Console:
                                                          built))
 
 
-def emulated_aws(regions: list[str], session=None):
+@dataclass
+class RunEmulations:
+    """The long-running work moto lacks, emulated: EC2 Image Builder and SSM Automation (``bake``, in the bot's
+    own account only, as bot.devtools.bake_emulation is single-account) and instance refreshes (``refresh``, one per
+    account: bot.devtools.refresh_emulation). Each run moves a stage every ``stage_seconds``."""
+
+    bake: Any
+    stage_seconds: float
+    refresh: dict[str, Any] = field(default_factory=dict)  # account id -> its RefreshEmulation
+
+    @classmethod
+    def new(cls, stage_seconds: float = RUN_STAGE_SECONDS) -> RunEmulations:
+        from bot.devtools.bake_emulation import BakeEmulation
+
+        return cls(BakeEmulation(stage_seconds=stage_seconds), stage_seconds)
+
+    def install(self, session, account_id: str | None = None) -> None:
+        """On the session of ``account_id`` (None: moto's default account, the bot's own)."""
+        from bot.devtools.refresh_emulation import RefreshEmulation
+
+        if account_id is None or account_id == self.bake.account_id:
+            self.bake.install(session)
+        refresh = RefreshEmulation(account_id=account_id, step_seconds=self.stage_seconds).install(session)
+        self.refresh[refresh.account_id] = refresh
+
+
+def emulated_aws(regions: list[str], session=None, runs: RunEmulations | None = None):
     """The app's ``Aws`` on a boto3 session of its own (or ``session``), with what moto lacks emulated on that
-    session (bot.devtools.emulation): every client the app and the fleet make comes from it."""
+    session (bot.devtools.emulation; with ``runs``, bakes and instance refreshes too): every client the app and the
+    fleet make comes from it."""
     import boto3
 
     from bot.aws.clients import Aws
@@ -190,15 +229,20 @@ def emulated_aws(regions: list[str], session=None):
 
     session = session or boto3.session.Session()
     emulation = Emulation().install(session)
+    if runs is not None:
+        runs.install(session)
     return emulation, Aws(regions, session=session)
 
 
-def emulate_accounts(emulation, accounts) -> None:
-    """Install the emulation on every managed account's session but the bot's own (which has it): an assumed
-    role's calls are in its account, with that account's emulated state. Before any of their clients exists."""
+def emulate_accounts(emulation, accounts, runs: RunEmulations | None = None) -> None:
+    """Install the emulation (and ``runs``' instance refreshes) on every managed account's session but the bot's own
+    (which has them): an assumed role's calls are in its account, with that account's emulated state. Before any of
+    their clients exists."""
     for handle in accounts.handles():
         if handle is not accounts.home:
             emulation.install(handle._session, handle.account.id)
+            if runs is not None:
+                runs.install(handle._session, handle.account.id)
 
 
 @contextlib.contextmanager
@@ -217,11 +261,15 @@ def launching_shared_images():
 
 
 def _start_background(amibot) -> None:
-    """The app's start hooks, minus the digest's catch-up: in the demo the digest comes when someone
-    types :digest, not because the demo happened to start after [digest].at."""
+    """The app's start hooks, minus the digest's catch-up and the look for versions of baked families built
+    elsewhere: in the demo the digest comes when someone types :digest, not because the demo happened to start after
+    [digest].at; and the fleet's unpromoted web-1.4.0 is part of the story, not a promotion request waiting for bob
+    before anyone has typed anything."""
     from bot.services.digest import catch_up
+    from handlers.commands import bake
 
-    amibot.on_start = [hook for hook in amibot.on_start if hook is not catch_up]
+    skipped = [catch_up, getattr(bake, "discover_at_start", None)]
+    amibot.on_start = [hook for hook in amibot.on_start if all(hook is not skip for skip in skipped)]
     amibot.start_background()
 
 
@@ -301,6 +349,10 @@ def banner(url: str, built, policy, workdir: str) -> list[str]:
               f"({fleet.IN_BIN[0]} is in the bin), Inspector findings on older versions, Allowed AMIs in audit mode,"
               f" instance image metadata (drifting: {', '.join(sorted(fleet.ON_GONE))} on {fleet.DEREGISTERED[0][1]},"
               " deregistered)",
+              "  baked (emulated, a stage a second): "
+              + "; ".join(f"{family} by Image Builder pipeline {name} (on {_current(built, family)}), copied to "
+                          f"{fleet.AWAY}, promoted on approval" for family, name in fleet.PIPELINES.items())
+              + f"; {fleet.RUNBOOK_FAMILY} by the runbook {fleet.RUNBOOK} on its current version",
               "",
               f"Account {fleet.PROD_NAME} ({fleet.PROD_ACCOUNT}), the bot assumes a role there; region "
               f"{', '.join(fleet.PROD_REGIONS)}; its operator is dave, not alice:",
@@ -310,10 +362,16 @@ def banner(url: str, built, policy, workdir: str) -> list[str]:
               "",
               "Try: /ami list · /ami show web-1.3.0 · /ami versions web · /ami launch · /ami deregister {web-1.0.0}"
               " · /ami recycle-bin · /ami drift · :digest · :home · :help",
+              f"Bake: /ami bake web (watch its stages; :as bob to approve the promotion) · /ami bake "
+              f"{fleet.RUNBOOK_FAMILY} · /ami bakes",
               "With prod: /ami deregister {web-1.2.0} (its blast radius reaches prod) · /ami drift --account prod"
               " · /ami launch {web-1.3.0} t3.small 1 --account prod (alice may not; :as dave may)",
               "{name} stands for the id of the image or instance called name. You are @alice.", ""]
     return lines
+
+
+def _current(built, family: str) -> str:
+    return next((name for name in built.promoted if name.startswith(f"{family}-")), "no current version")
 
 
 def _interrupt(signum, frame) -> None:

@@ -58,6 +58,12 @@ IN_BIN = ("web-0.8.0", 700, 11)  # deregistered 11 days ago with its snapshot, u
 # Allowed AMIs at home, in audit mode (flags, never blocks): Amazon's images, and our own up to a year old
 ALLOWED_STATE, ALLOWED_MAX_DAYS = "audit-mode", 365
 
+# Baking (bot.devtools.bake_emulation emulates Image Builder and SSM Automation, which moto lacks): web's next
+# version comes from an Image Builder pipeline whose recipe builds on web's current image, copied to AWAY; api's
+# from AWS's patch runbook run on api's current version.
+PIPELINES = {"web": "web"}  # family -> pipeline name, in HOME
+RUNBOOK, RUNBOOK_FAMILY = "AWS-UpdateLinuxAmi", "api"
+
 # A second managed account: the bot runs in HOME_NAME (moto's default account, where the images are baked) and
 # assumes a role in prod, a workload account that runs web images shared with it from home.
 HOME_NAME = "platform"
@@ -87,6 +93,9 @@ FINDINGS = {
     "web-1.2.0": [_SSH, _OPENSSL], "api-1.9.0": [_XZ, _CURL, _GLIBC], "api-2.0.0": [_CURL, _OPENSSL],
     "api-2.1.0": [_OPENSSL, _SUDO], "batch-6": [_GLIBC, _OPENSSL], "batch-7": [_GLIBC], "batch-8": [_SUDO],
 }
+
+# What Inspector finds when it scans a newly baked image (the emulation's scan): one low finding without a fix
+SCANNED_CLEAN = [_SUDO]
 
 
 @dataclass
@@ -167,6 +176,34 @@ def build_prod(home: Aws, prod: Aws, fleet: Fleet, shared_launches: Callable[[],
                  Tags=[{"Key": "Name", "Value": group, "PropagateAtLaunch": True}])
         for name, image in PROD_RUNNING.items():
             _instance(prod, HOME, fleet.image_id(image), name)
+
+
+def pipeline_arn(account_id: str, name: str) -> str:
+    """The ARN of the pipeline ``name`` in HOME (as the emulation names it): the policy needs it before the fleet
+    exists, the pipeline needs the fleet's images."""
+    return f"arn:aws:imagebuilder:{HOME}:{account_id}:image-pipeline/{name}"
+
+
+def bakes(account_id: str) -> list[dict]:
+    """The demo policy's [[bakes]]: web from its pipeline (a promotion request when done), api from the runbook."""
+    return [*({"family": family, "pipeline": pipeline_arn(account_id, name), "copy_to": [AWAY], "promote": "approval"}
+              for family, name in PIPELINES.items()),
+            {"family": RUNBOOK_FAMILY, "automation": RUNBOOK,
+             "parameters": {"IamInstanceProfileName": "ManagedInstanceProfile",
+                            "AutomationAssumeRole": f"arn:aws:iam::{account_id}:role/AutomationServiceRole"}}]
+
+
+def add_pipelines(add_pipeline: Callable[[str, str, str], str], fleet: Fleet) -> list[str]:
+    """Image Builder's pipelines (``add_pipeline(region, name, parent image)``, the demo's emulation), each
+    building on its family's current version; returns their ARNs."""
+    arns = []
+    for family, name in PIPELINES.items():
+        current = next(image for image in PROMOTED if image.startswith(f"{family}-"))
+        arn = add_pipeline(HOME, name, fleet.image_id(current))
+        if arn != pipeline_arn(fleet.account_id, name):
+            raise RuntimeError(f"the pipeline {name} is {arn}, not the ARN the policy names")
+        arns.append(arn)
+    return arns
 
 
 def promote(ctx, fleet: Fleet) -> list[str]:

@@ -23,15 +23,16 @@ class EmulatedHarness(Harness):
 
     session: object = None
     emulation: object = None
+    runs: object = None  # bot.devtools.demo.RunEmulations: bakes and instance refreshes emulated too
 
     def start(self) -> EmulatedHarness:
         self.session = boto3.session.Session(region_name=REGION)
-        self.emulation, aws = emulated_aws([REGION], self.session)
+        self.emulation, aws = emulated_aws([REGION], self.session, runs=self.runs)
         settings = Settings(bot_token=BOT_TOKEN, signing_secret=SIGNING_SECRET, slack_api_url=self.fake.url,
                             db_path=self.db_path)
         self.amibot = create_app(settings, parse_policy(self.policy_data),
                                  slack=WebClient(token=BOT_TOKEN, base_url=self.fake.url), aws=aws)
-        emulate_accounts(self.emulation, self.amibot.ctx.aws)  # [[accounts]]: each assumed one has it too
+        emulate_accounts(self.emulation, self.amibot.ctx.aws, runs=self.runs)  # each assumed account has it too
         self._local = LocalApp(self.amibot, SIGNING_SECRET, self.fake).start()
         return self
 
