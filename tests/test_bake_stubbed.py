@@ -253,3 +253,26 @@ def test_a_run_that_outlives_its_deadline_is_reported_not_forgotten(stubbed_app,
 
 def approval_requests(app):
     return [c for c in app.fake.calls_to("chat.postMessage") if "Promote web" in c.text]
+
+
+def test_the_current_version_without_findings_is_no_findings_reported_not_scan_pending(stubbed_app, aws):
+    """Only the version just baked is 'scan pending' when Inspector reports nothing: for the current one,
+    Inspector does not say whether it scanned it clean or never scanned it, so neither is claimed."""
+    current = seed.image(aws, "web-1.4.2", tags={"Family": "web", "Version": "1.4.2"})
+    output = seed.image(aws, "web-pipeline-output")
+    layer = StubbedBake(REGIONS, findings=True)
+    app, _ = stubbed_app(policy(pipeline=PIPELINE), layer=layer)
+    app.command(f"promote {current}")
+    layer.ib_stub.add_response("start_image_pipeline_execution",
+                               {"requestId": "r-1", "clientToken": "t", "imageBuildVersionArn": BUILD})
+    layer.ib_stub.add_response("get_image", image_state("AVAILABLE", [output]))
+    findings = layer.findings_stub
+    findings.add_response("get_image_findings", {"ImageFindings": []}, {"ImageId": output})
+    findings.add_response("get_image_findings", {"ImageFindings": []}, {"ImageId": current})
+    findings.add_response("get_image_findings", {"ImageFindings": [
+        {"Title": "CVE-2026-0001 openssl", "SeverityLabel": "CRITICAL"}]}, {"ImageId": output})
+    app.ctx.waits = dataclasses.replace(app.ctx.waits, bake_scan_poll_seconds=0.02)
+    app.command("bake web")
+    findings.assert_no_pending_responses()
+    call, _ = approval_message(app.fake)
+    assert "Inspector: scan pending" in call.text and "Inspector: no findings reported" in call.text, call.text

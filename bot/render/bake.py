@@ -119,6 +119,8 @@ def _findings(found: dict | None) -> str:
         return "Inspector: scan pending"
     if found.get("state") == "unknown":
         return "Inspector: unknown"
+    if found.get("state") == "none reported":
+        return "Inspector: no findings reported"
     return f"Inspector: {found.get('critical', 0)} critical, {found.get('high', 0)} high"
 
 

@@ -437,7 +437,7 @@ def comparison(ctx, handle: Aws, record: dict, joined: Joined) -> dict:
             return None
         return {"id": image.id, "name": image.name, "version": image.version or "",
                 "created": image.created.isoformat() if image.created else "", "size_gb": image.size_gb,
-                "findings": findings_shown(handle, image)}
+                "findings": findings_shown(handle, image, fresh=image is new)}
 
     allowed = None
     if new is not None:
@@ -452,14 +452,15 @@ def comparison(ctx, handle: Aws, record: dict, joined: Joined) -> dict:
             "source_image": record.get("source_image"), "now": ctx.clock().isoformat()}
 
 
-def findings_shown(handle: Aws, image: Image) -> dict:
-    """Amazon Inspector's critical and high counts; "pending" while it reports nothing for a new image (Inspector
-    reports only what it has scanned), "unknown" when it cannot be asked."""
+def findings_shown(handle: Aws, image: Image, fresh: bool = True) -> dict:
+    """Amazon Inspector's critical and high counts; "pending" while it reports nothing for a `fresh` image (just
+    made: Inspector reports only what it has scanned), "none reported" for an older one (scanned clean, or never
+    scanned: Inspector does not say which, so neither is claimed), "unknown" when it cannot be asked."""
     found = findings_of(handle, image)
     if not found.known:
         return {"state": "unknown", "error": found.error or ""}
     if not found.findings:
-        return {"state": "pending"}
+        return {"state": "pending" if fresh else "none reported"}
     counts = found.counts
     return {"state": "scanned", "critical": counts.get("CRITICAL", 0), "high": counts.get("HIGH", 0)}
 
