@@ -127,9 +127,10 @@ def moto_server():
         process.wait(timeout=10)
 
 
-def serve(tmp_path, fake: FakeSlack, aws_url: str, port: int) -> subprocess.Popen:
-    config = tmp_path / "amibot.toml"
-    config.write_text('[aws]\nregions = ["us-east-1"]\n[approvals]\napprovers = ["U0LEAD"]\n')
+def serve(tmp_path, fake: FakeSlack, aws_url: str, port: int, config=None) -> subprocess.Popen:
+    if config is None:
+        config = tmp_path / "amibot.toml"
+        config.write_text('[aws]\nregions = ["us-east-1"]\n[approvals]\napprovers = ["U0LEAD"]\n')
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "AMIBOT_", "AWS_"))}
     env.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
                 "AWS_ENDPOINT_URL": aws_url, "MOTO_EC2_LOAD_DEFAULT_AMIS": "false",
@@ -542,3 +543,47 @@ def test_create_watch_always_finishes_its_message(make_harness, aws, monkeypatch
     [update] = [c for c in second.fake.calls_to("chat.update") if c.params.get("ts") == ts]
     assert "could not check" in update.text and "the endpoint timed out" in update.text
     assert second.ctx.store.one("SELECT state FROM jobs WHERE kind = 'image.watch' ORDER BY id DESC")["state"] == "done"
+
+
+def test_kill_9_while_a_bake_copies_its_image_finishes_it_after_the_restart_and_proposes_once(tmp_path, moto_server):
+    """A bake from a builder instance, killed while its new image is being copied to copy_to: the restart neither
+    bakes again nor copies twice, and asks for the promotion once."""
+    ec2 = moto_ec2(moto_server)
+    base = ec2.register_image(Name="builder-base", RootDeviceName="/dev/sda1")["ImageId"]
+    builder = ec2.run_instances(ImageId=base, MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
+    config = tmp_path / "amibot.toml"
+    config.write_text('[aws]\nregions = ["us-east-1", "eu-west-1"]\n[approvals]\napprovers = ["U0LEAD"]\n'
+                      f'[[bakes]]\nfamily = "web"\nregion = "us-east-1"\ninstance = "{builder}"\n'
+                      'copy_to = ["eu-west-1"]\n')
+    fake = FakeSlack().start()
+    proxy = HoldingProxy(moto_server, hold="CopyImage")
+    port = free_port()
+    first = serve(tmp_path, fake, proxy.url, port, config=config)
+    second = None
+    try:
+        sim = SlackClientSim(f"http://127.0.0.1:{port}", SECRET, fake)
+        sim.post(sim.command_body("bake web", "U0OPS", "C0OPS", trigger_id="t.crash.bake"))
+        assert proxy.held.wait(60), f"CopyImage never came; AWS saw {proxy.seen}"
+        assert proxy.seen.count("CreateImage") == 1
+        first.send_signal(signal.SIGKILL)  # the image is made and tagged; its copy was never sent
+        first.wait(timeout=10)
+
+        proxy.hold = None
+        second = serve(tmp_path, fake, proxy.url, port, config=config)
+        message, _ = wait_until(lambda: approval_post(fake), 60, "the promotion request")
+        assert "Promote web" in message.text
+        time.sleep(1)  # anything the restart would (wrongly) repeat has had its chance
+        assert proxy.seen.count("CreateImage") == 1 and proxy.seen.count("CopyImage") == 1, proxy.seen
+        requests = [c for c in fake.calls_to("chat.postMessage") if "Promote web" in c.text]
+        assert len(requests) == 1
+        copies = moto_ec2_in(moto_server, "eu-west-1").describe_images(Owners=["self"])["Images"]
+        assert len(copies) == 1 and {"Key": "Family", "Value": "web"} in copies[0].get("Tags", [])
+    finally:
+        stop(first, second)
+        proxy.close()
+        fake.stop()
+
+
+def moto_ec2_in(port: int, region: str):
+    return boto3.client("ec2", region_name=region, endpoint_url=f"http://127.0.0.1:{port}",
+                        aws_access_key_id="testing", aws_secret_access_key="testing")
