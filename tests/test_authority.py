@@ -33,6 +33,8 @@ def org(make_harness):
     data = seed.three_accounts(REGIONS, access={"operators": [GLOBAL]}, approvals={"approvers": ["U0LEAD"]},
                                sharing={"allow_configured_accounts": True})
     data["accounts"][1]["operators"] = [PRODOP]
+    # web is baked in prod (from a builder instance there): `/ami bake web` changes prod without --account
+    data["bakes"] = [{"family": "web", "account": "prod", "region": "us-east-1", "instance": "i-0123456789abcdef0"}]
     return make_harness(data)
 
 
@@ -128,6 +130,7 @@ SUBCOMMANDS: dict[str, Row] = {
     "register": Row(command("register {w.snapshot} web-from-snap --account prod")),
     "base": Row(command("base al2023 --copy web-base --family web --account prod")),
     "recycle-bin": Row(command("recycle-bin enable --account prod")),
+    "bake": Row(command("bake web")),
 }
 
 OTHER_KINDS: dict[str, Row] = {

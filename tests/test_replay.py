@@ -15,6 +15,7 @@ from slack_bolt import App
 
 from bot.render import launch as launch_render
 from bot.render.approvals import APPROVE, CANCEL, REJECT
+from bot.render.bake import PROMOTE_ACTION
 from bot.render.digest import CLEANUP, DEREGISTER, SNOOZE
 from bot.render.lifecycle import LAUNCH_ACTION, SHARE_ACTION
 from bot.render.share import ANY_REGION, FIELD_REGION, FIELD_TARGET, SHARE_FORM, VALUE
@@ -393,6 +394,7 @@ DELIVERIES = {
     ("action", CLEANUP): clicked(CLEANUP, "U0OPS", an_orphan_in_a_region),
     ("action", LAUNCH_ACTION): clicked(LAUNCH_ACTION, "U0OPS", an_image),
     ("action", SHARE_ACTION): clicked(SHARE_ACTION, "U0OPS", an_image),
+    ("action", PROMOTE_ACTION): clicked(PROMOTE_ACTION, "U0OPS", lambda harness, aws: "bake-0123456789ab"),
     ("view", launch_render.CALLBACK_ID): launch_form,
     ("view", "approval.reject_reason"): reject_reason,
     ("view", SHARE_FORM): share_form,

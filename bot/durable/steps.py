@@ -89,6 +89,13 @@ def owners_with_open(store, action: str, prefix: str) -> list[str]:
     return list(dict.fromkeys(row["owner"] for row in rows))
 
 
+def owners_with(store, action: str, prefix: str) -> list[str]:
+    """Owners (starting with prefix) that have a step of this action, in any state (e.g. every bake ever started)."""
+    rows = store.db["steps"].rows_where("action = ? AND owner LIKE ?", [action, prefix.replace("%", "") + "%"],
+                                        order_by="owner", select="owner")
+    return list(dict.fromkeys(row["owner"] for row in rows))
+
+
 def done_targets(store, owners: list[str], action: str) -> list[str]:
     """The targets of these owners' steps of ``action`` that are done (e.g. the snapshots a deregister deleted)."""
     if not owners or not store.db["steps"].exists():  # a read-only file from before steps existed

@@ -28,6 +28,7 @@ from bot.aws.clients import Aws, call, requires
 from bot.core.config import Bake, bake_of
 from bot.core.errors import AmibotError, AwsError, NotFound, PolicyViolation, UsageError
 from bot.core.text import escape
+from bot.durable import steps as steps_table
 from bot.durable.steps import DONE, PLANNED, Step, Steps
 from bot.services import approvals
 from bot.services.allowed import warning_for
@@ -634,8 +635,7 @@ def _run_of(steps: dict[str, Step]) -> BakeRun:
 
 def runs(store, family: str | None = None, limit: int = 15) -> list[BakeRun]:
     """The latest bakes: running ones first, then the rest, newest first."""
-    rows = store.query("SELECT owner FROM steps WHERE owner LIKE 'bake:%' AND action = ?", (START,))
-    found = [run for row in rows if (run := load(store, row["owner"][len(OWNER):]))
+    found = [run for owner in steps_table.owners_with(store, START, OWNER) if (run := load(store, owner[len(OWNER):]))
              and (family is None or run.record.get("family") == family)]
     found.sort(key=lambda run: run.record.get("started_at", ""), reverse=True)
     running = [run for run in found if run.state in ("starting", "running", "cancelling")]
