@@ -131,6 +131,23 @@ def test_a_scheduled_bake_fired_by_two_apps_on_one_database_runs_once(make_harne
     assert len(requests) == 1
 
 
+def test_the_promotion_request_of_a_scheduled_bake_says_the_schedule_asked_not_a_user(make_harness, aws):
+    from bot.core.config import bake_of
+    from handlers.commands import bake as bake_command
+
+    builder = seed.instance(aws)
+    data = {"aws": {"regions": ["us-east-1", "eu-west-1"]}, "approvals": {"channel": "C0BAKES"},
+            "bakes": [{"family": "web", "instance": builder, "schedule": "0 3 * * mon"}]}
+    app = make_harness(data, clock=lambda: datetime(2026, 6, 1, 3, 0, 5, tzinfo=UTC))
+    app.ctx.waits = dataclasses.replace(app.ctx.waits, bake_poll_seconds=0.02, create_poll_seconds=0.02)
+    [entry] = bake_of(app.ctx.policy, "web")
+    bake_command.scheduled(app.ctx, entry)
+    app.wait_idle()
+    [request] = [c for c in app.fake.calls_to("chat.postMessage") if "Promote web" in c.text]
+    shown = str(request.params["blocks"])
+    assert "requested by scheduled bake at" in shown and "<@amibot>" not in shown
+
+
 def test_check_config_aws_says_an_automation_bake_has_no_version_to_patch(aws, monkeypatch, tmp_path, capsys):
     from bot import cli
 
