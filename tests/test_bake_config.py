@@ -169,3 +169,34 @@ def test_check_config_aws_says_an_automation_bake_has_no_version_to_patch(aws, m
     assert problems == ["[[bakes]] api: automation patches the family's current version (SourceAmiId), and api has "
                         "none in us-east-1: bake it once with a pipeline or an instance, or promote an image of it "
                         "first"]
+
+
+def test_check_config_aws_names_each_required_parameter_a_custom_runbook_is_not_given(aws, monkeypatch, tmp_path,
+                                                                                      capsys):
+    from bot import cli
+
+    document = {"schemaVersion": "0.3", "description": "patch an AMI", "parameters": {
+        "SourceAmiId": {"type": "String"}, "SubnetId": {"type": "String"}, "Role": {"type": "String"},
+        "InstanceType": {"type": "String", "default": "t3.micro"}},
+        "mainSteps": [{"name": "wait", "action": "aws:sleep", "inputs": {"Duration": "PT1S"}}]}
+    aws.client("ssm", "us-east-1").create_document(Content=json.dumps(document), Name="Team-PatchAmi",
+                                                   DocumentType="Automation", DocumentFormat="JSON")
+    config = tmp_path / "amibot.toml"
+    config.write_text('[aws]\nregions = ["us-east-1"]\n\n[[bakes]]\nfamily = "web"\nautomation = "Team-PatchAmi"\n'
+                      'parameters = { Role = "r" }\n\n'
+                      '[[bakes]]\nfamily = "api"\nautomation = "Team-Missing"\n')
+    seed.family(aws, ["1.0.0"], name="web")
+    seed.family(aws, ["1.0.0"], name="api")
+    for key, value in {"AMIBOT_CONFIG": str(config), "AMIBOT_DB": str(tmp_path / "amibot.db"),
+                       "SLACK_BOT_TOKEN": "xoxb-test-1", "SLACK_SIGNING_SECRET": "secret-0123"}.items():
+        monkeypatch.setenv(key, value)
+    code = cli.main(["check-config", "--aws"])
+    _out, err = capsys.readouterr()
+    assert code == 1
+    problems = [line.strip()[2:] for line in err.splitlines() if line.strip().startswith("- ")
+                and "warning" not in line]
+    assert "[[bakes]] web: the runbook Team-PatchAmi requires the parameter SubnetId, which `parameters` does not " \
+           "give" in problems
+    assert not [p for p in problems if "InstanceType" in p or "SourceAmiId" in p or "parameter Role" in p]
+    assert [p for p in problems if p.startswith("[[bakes]] api: the runbook Team-Missing's required parameters "
+                                                "could not be checked: ")]

@@ -25,7 +25,7 @@ from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 from bot.aws.clients import Aws, call, requires
-from bot.core.config import Bake, bake_of
+from bot.core.config import RUNBOOK_REQUIRED, Bake, bake_of
 from bot.core.errors import AmibotError, AwsError, NotFound, PolicyViolation, UsageError
 from bot.core.text import escape
 from bot.durable.steps import DONE, PLANNED, Step, Steps
@@ -134,6 +134,8 @@ def automation_problems(aws, policy) -> list[str]:
         if bake.mechanism != "automation":
             continue
         region = bake.region or aws.regions[0]
+        if bake.source not in RUNBOOK_REQUIRED:  # AWS's own two are checked without AWS (bot/core/config.py)
+            problems += runbook_problems(aws, bake, region)
         try:
             handle = aws.of(bake.account or None)
             images, failures = family_images(aws, bake.family, policy.digest.family_tag, [region], [handle.account])
@@ -148,6 +150,27 @@ def automation_problems(aws, policy) -> list[str]:
                             f"(SourceAmiId), and {bake.family} has none in {region}: bake it once with a pipeline "
                             "or an instance, or promote an image of it first")
     return problems
+
+
+@requires("ssm:DescribeDocument")
+def _runbook_parameters(handle: Aws, bake: Bake, region: str) -> list[dict]:
+    answer = call(handle.client("ssm", region), "describe_document", resource=bake.source, Name=bake.source)
+    return (answer.get("Document") or {}).get("Parameters") or []
+
+
+def runbook_problems(aws, bake: Bake, region: str) -> list[str]:
+    """A custom runbook's required parameters (those without a default, SourceAmiId apart: the bake gives it) that
+    the entry's `parameters` do not give, each named; a runbook that cannot be described "could not be checked"."""
+    try:
+        declared = _runbook_parameters(aws.of(bake.account or None), bake, region)
+    except AmibotError as error:
+        return [f"[[bakes]] {bake.family}: the runbook {bake.source}'s required parameters could not be checked: "
+                f"{error.message}"]
+    given = {key for key, _value in bake.parameters}
+    missing = [item["Name"] for item in declared if "DefaultValue" not in item
+               and item.get("Name") and item["Name"] != "SourceAmiId" and item["Name"] not in given]
+    return [f"[[bakes]] {bake.family}: the runbook {bake.source} requires the parameter {name}, which `parameters` "
+            "does not give" for name in missing]
 
 
 # --- starting ------------------------------------------------------------------------------------------
