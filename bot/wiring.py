@@ -166,6 +166,9 @@ def register_job_kinds(ctx: Context) -> None:
     # A version built elsewhere, claimed by its image id: proposing again finds the request and stops.
     jobs.register(bake_command.FOUND_JOB, lambda payload: bake_command.propose_found(ctx, payload),
                   again(bake_command.FOUND_JOB))
+    # A pipeline's own output, claimed by its image id: again re-reads the outputs, finds the request and stops.
+    jobs.register(bake_command.PIPELINE_JOB, lambda payload: bake_command.propose_pipeline(ctx, payload),
+                  again(bake_command.PIPELINE_JOB))
     # A bake's Promote button (promote = "manual"): promoting again leaves what is already current as it is.
     jobs.register(bake_buttons.CLICK_JOB, lambda payload: bake_buttons.promote_clicked(ctx, payload),
                   lambda payload: bake_buttons.report_interrupted(ctx, payload))

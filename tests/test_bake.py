@@ -216,6 +216,7 @@ def test_a_version_built_elsewhere_is_proposed_once_across_two_apps_and_later_pa
     second.wait_idle()
     requests = [c for c in first.fake.calls_to("chat.postMessage") if "Promote web 1.0.1" in c.text]
     assert len(requests) == 1 and "built elsewhere" in requests[0].text and requests[0].params["channel"] == "C0BAKES"
+    assert "requested by amibot (built elsewhere) at" in str(requests[0].params["blocks"])
     assert len([c for c in first.fake.calls_to("chat.postMessage") if "Promote web" in c.text]) == 1
     _, request_id = approval_message(first.fake)
     first.click("approval.approve", request_id, user="U0LEAD")

@@ -131,6 +131,23 @@ def test_a_scheduled_bake_fired_by_two_apps_on_one_database_runs_once(make_harne
     assert len(requests) == 1
 
 
+def test_the_promotion_request_of_a_scheduled_bake_says_the_schedule_asked_not_a_user(make_harness, aws):
+    from bot.core.config import bake_of
+    from handlers.commands import bake as bake_command
+
+    builder = seed.instance(aws)
+    data = {"aws": {"regions": ["us-east-1", "eu-west-1"]}, "approvals": {"channel": "C0BAKES"},
+            "bakes": [{"family": "web", "instance": builder, "schedule": "0 3 * * mon"}]}
+    app = make_harness(data, clock=lambda: datetime(2026, 6, 1, 3, 0, 5, tzinfo=UTC))
+    app.ctx.waits = dataclasses.replace(app.ctx.waits, bake_poll_seconds=0.02, create_poll_seconds=0.02)
+    [entry] = bake_of(app.ctx.policy, "web")
+    bake_command.scheduled(app.ctx, entry)
+    app.wait_idle()
+    [request] = [c for c in app.fake.calls_to("chat.postMessage") if "Promote web" in c.text]
+    shown = str(request.params["blocks"])
+    assert "requested by scheduled bake at" in shown and "<@amibot>" not in shown
+
+
 def test_check_config_aws_says_an_automation_bake_has_no_version_to_patch(aws, monkeypatch, tmp_path, capsys):
     from bot import cli
 
@@ -152,3 +169,34 @@ def test_check_config_aws_says_an_automation_bake_has_no_version_to_patch(aws, m
     assert problems == ["[[bakes]] api: automation patches the family's current version (SourceAmiId), and api has "
                         "none in us-east-1: bake it once with a pipeline or an instance, or promote an image of it "
                         "first"]
+
+
+def test_check_config_aws_names_each_required_parameter_a_custom_runbook_is_not_given(aws, monkeypatch, tmp_path,
+                                                                                      capsys):
+    from bot import cli
+
+    document = {"schemaVersion": "0.3", "description": "patch an AMI", "parameters": {
+        "SourceAmiId": {"type": "String"}, "SubnetId": {"type": "String"}, "Role": {"type": "String"},
+        "InstanceType": {"type": "String", "default": "t3.micro"}},
+        "mainSteps": [{"name": "wait", "action": "aws:sleep", "inputs": {"Duration": "PT1S"}}]}
+    aws.client("ssm", "us-east-1").create_document(Content=json.dumps(document), Name="Team-PatchAmi",
+                                                   DocumentType="Automation", DocumentFormat="JSON")
+    config = tmp_path / "amibot.toml"
+    config.write_text('[aws]\nregions = ["us-east-1"]\n\n[[bakes]]\nfamily = "web"\nautomation = "Team-PatchAmi"\n'
+                      'parameters = { Role = "r" }\n\n'
+                      '[[bakes]]\nfamily = "api"\nautomation = "Team-Missing"\n')
+    seed.family(aws, ["1.0.0"], name="web")
+    seed.family(aws, ["1.0.0"], name="api")
+    for key, value in {"AMIBOT_CONFIG": str(config), "AMIBOT_DB": str(tmp_path / "amibot.db"),
+                       "SLACK_BOT_TOKEN": "xoxb-test-1", "SLACK_SIGNING_SECRET": "secret-0123"}.items():
+        monkeypatch.setenv(key, value)
+    code = cli.main(["check-config", "--aws"])
+    _out, err = capsys.readouterr()
+    assert code == 1
+    problems = [line.strip()[2:] for line in err.splitlines() if line.strip().startswith("- ")
+                and "warning" not in line]
+    assert "[[bakes]] web: the runbook Team-PatchAmi requires the parameter SubnetId, which `parameters` does not " \
+           "give" in problems
+    assert not [p for p in problems if "InstanceType" in p or "SourceAmiId" in p or "parameter Role" in p]
+    assert [p for p in problems if p.startswith("[[bakes]] api: the runbook Team-Missing's required parameters "
+                                                "could not be checked: ")]

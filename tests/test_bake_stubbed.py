@@ -276,3 +276,66 @@ def test_the_current_version_without_findings_is_no_findings_reported_not_scan_p
     findings.assert_no_pending_responses()
     call, _ = approval_message(app.fake)
     assert "Inspector: scan pending" in call.text and "Inspector: no findings reported" in call.text, call.text
+
+
+# --- a pipeline's own runs (its schedule, the console): ListImagePipelineImages ---------------------------------
+
+OWN_BUILD = "arn:aws:imagebuilder:us-east-1:123456789012:image/web/1.0.0/9"
+
+
+def summary(arn, status, ami, created):
+    return {"arn": arn, "state": {"status": status}, "dateCreated": created,
+            "outputResources": {"amis": [{"region": "us-east-1", "image": ami}]}}
+
+
+def test_a_pipeline_run_outside_amibot_joins_the_family_with_its_lineage_and_is_proposed_once(stubbed_app, aws):
+    from handlers.commands import bake as bake_command
+
+    seed.family(aws, ["web-12"], name="web")
+    nightly = seed.image(aws, "web-nightly")
+    old = seed.image(aws, "web-last-year")
+    layer = StubbedBake(REGIONS)
+    listing = {"imageSummaryList": [
+        summary(OWN_BUILD, "AVAILABLE", nightly, "2099-01-01T03:00:00.000Z"),
+        summary(BUILD, "FAILED", "ami-0123456789abcdef0", "2099-01-01T02:00:00.000Z"),
+        summary("arn:aws:imagebuilder:us-east-1:123456789012:image/web/1.0.0/1", "AVAILABLE", old,
+                "2020-01-01T00:00:00.000Z")]}
+    for _ in range(4):  # at start, the claimed job's own look, then two hourly looks
+        layer.listing_stub.add_response("list_image_pipeline_images", listing, {"imagePipelineArn": PIPELINE})
+    data = {**policy(pipeline=PIPELINE), "approvals": {"approvers": ["U0LEAD"], "channel": "C0BAKES"}}
+    app, _ = stubbed_app(data, layer=layer)
+    app.wait_idle()
+    other = StubbedBake(REGIONS)  # a second process on the same database, seeing the same pipeline
+    for _ in range(2):  # at its start, and one hourly look
+        other.listing_stub.add_response("list_image_pipeline_images", listing, {"imagePipelineArn": PIPELINE})
+    second, _ = stubbed_app(data, layer=other)
+    second.wait_idle()
+    for running in (app, second, app):
+        bake_command.discover(running.ctx)
+        running.wait_idle()
+    layer.listing_stub.assert_no_pending_responses()
+    other.listing_stub.assert_no_pending_responses()
+    requests = [c for c in app.fake.calls_to("chat.postMessage") if "Promote web" in c.text]
+    assert len(requests) == 1 and "Promote web web-13 (built elsewhere)" in requests[0].text
+    assert requests[0].params["channel"] == "C0BAKES"
+    tags = tags_of(aws, nightly)
+    assert tags["Family"] == "web" and tags["Version"] == "web-13"
+    assert tags["amibot:bake"] == f"pipeline:web/{OWN_BUILD}"
+    assert "Family" not in tags_of(aws, old)  # older than the current version: history, not a new version
+
+
+def test_a_pipeline_whose_outputs_cannot_be_listed_is_not_checked_and_proposes_nothing(stubbed_app, aws, caplog):
+    from handlers.commands import bake as bake_command
+
+    seed.family(aws, ["web-12"], name="web")
+    layer = StubbedBake(REGIONS)
+    data = {**policy(pipeline=PIPELINE), "approvals": {"approvers": ["U0LEAD"], "channel": "C0BAKES"}}
+    app, _ = stubbed_app(data, layer=layer)
+    app.wait_idle()
+    layer.listing_stub.add_client_error("list_image_pipeline_images", service_error_code="UnknownOperationException",
+                                        http_status_code=400)
+    with caplog.at_level("WARNING"):
+        assert bake_command.discover(app.ctx) == 0
+    layer.listing_stub.assert_no_pending_responses()
+    assert "the outputs of pipeline web (web) were not checked: this AWS endpoint does not support" in caplog.text
+    assert not [c for c in app.fake.calls_to("chat.postMessage") if "Promote web" in c.text]

@@ -425,3 +425,19 @@ def test_cli_dry_run_with_a_region_not_checked_is_never_all_clean(aws, cli_env, 
     assert "All clean: nothing stale" not in table
     summary = table.strip().splitlines()[-1]
     assert summary.startswith("Not checked: eu-west-1") and "all clean where checked" in summary.lower()
+
+
+def test_families_whose_current_version_is_old_and_not_baked_are_advice_not_a_stale_image(make_harness, aws):
+    registered(aws, "web-v1", 200, family="web")  # current (its newest), old, no [[bakes]] entry: listed
+    registered(aws, "api-v1", 200, family="api")  # old too, but baked: not listed
+    registered(aws, "fresh-v1", 5, family="fresh")  # young: not listed
+    running = make_harness({"aws": {"regions": REGIONS}, "digest": dict(DIGEST),
+                            "bakes": [{"family": "api", "instance": "i-0123456789abcdef0"}]})
+    running.command("digest", channel="C0OPS")
+    [post] = digest_posts(running)
+    assert "All clean" in post.text  # advice: it does not make a clean fleet unclean
+    shown = str(post.params["blocks"])
+    assert "Families without a bake (1)" in shown
+    assert "*web* (us-east-1): current web-v1" in shown and "200 days old" in shown
+    assert "no [[bakes]] entry: see docs/baking.md" in shown
+    assert "*api*" not in shown and "*fresh*" not in shown

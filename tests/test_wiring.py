@@ -26,7 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # Every kind of durable job a database can hold: a row of any other kind could not be run or recovered.
 JOB_KINDS = {"command", "approval.execute", "approval.click", "audit.anchor", "digest.click", "digest.daily",
              "deregister.usage-report", "image.watch", "launch.form", "launch.open", "launch.wait",
-             "home.refresh", "bake.watch", "bake.scheduled", "bake.promote", "bake.found"}
+             "home.refresh", "bake.watch", "bake.scheduled", "bake.promote", "bake.found",
+             "bake.pipeline"}
 
 
 def every_module() -> list[str]:

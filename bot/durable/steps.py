@@ -96,6 +96,14 @@ def owners_with(store, action: str, prefix: str) -> list[str]:
     return list(dict.fromkeys(row["owner"] for row in rows))
 
 
+def any_with_data(store, action: str, prefix: str, key: str, value: str) -> bool:
+    """Whether an owner (starting with prefix) has a step of this action whose data has `key` = `value` (e.g. a
+    bake that started this Image Builder build)."""
+    rows = store.db["steps"].rows_where(f"action = ? AND owner LIKE ? AND json_extract(data, '$.{key}') = ?",
+                                        [action, prefix.replace("%", "") + "%", value], select="1", limit=1)
+    return any(True for _ in rows)
+
+
 def done_targets(store, owners: list[str], action: str) -> list[str]:
     """The targets of these owners' steps of ``action`` that are done (e.g. the snapshots a deregister deleted)."""
     if not owners or not store.db["steps"].exists():  # a read-only file from before steps existed

@@ -133,6 +133,16 @@ def who(actor: str) -> str:
     return f"<@{actor}>" if actor[:1] in ("U", "W") and actor.isalnum() else escape(actor)
 
 
+def requester(request: Request) -> str:
+    """Who asked: a mention for a person; a bake's promotion that amibot asked for says why it asked (the scheduler
+    starting a scheduled bake, or a version built elsewhere), never a mention of "amibot"."""
+    actor = request.requester or "amibot"
+    params = request.params if isinstance(getattr(request, "params", None), dict) else {}
+    if actor == "amibot" and params.get("bake"):
+        return "amibot (built elsewhere)" if str(params["bake"]).startswith("found-") else "scheduled bake"
+    return who(actor)
+
+
 def _clock(stamp: str | None) -> str:
     if not stamp:
         return "?"
@@ -160,7 +170,7 @@ def request_message(request: Request, approvers: list[str], approver_label: str,
     blocks.append(divider())
     got = f" · approvals {len(approvers)} of {request.required}" + (
         f": {', '.join(f'<@{a}>' for a in approvers)}" if approvers else "")
-    blocks.append(context(f"`{request.id}` · requested by <@{request.requester}> at "
+    blocks.append(context(f"`{request.id}` · requested by {requester(request)} at "
                           f"{_clock(request.created_at)}{got}"))
     if request.state == "pending":
         if request.note:
@@ -175,8 +185,8 @@ def request_message(request: Request, approvers: list[str], approver_label: str,
             button("Cancel request", CANCEL, request.id),
             block_id=f"approval:{request.id}"))
     else:
-        who = f"<@{request.decided_by}>" if request.decided_by else "amibot"
-        line = STATE_LINES.get(request.state, request.state).format(who=who, at=_clock(request.decided_at))
+        decider = who(request.decided_by) if request.decided_by else "amibot"
+        line = STATE_LINES.get(request.state, request.state).format(who=decider, at=_clock(request.decided_at))
         if request.state == "rejected" and request.note:
             line += f": “{escape(request.note)}”"
         blocks.append(section(line))

@@ -61,6 +61,7 @@ MAX_IMAGES = 20  # listed images; each takes two blocks (the line and its button
 MAX_ORPHANS_PER_REGION = 25  # listed orphaned snapshots per region (and in its cleanup button's value)
 MAX_BUTTON_VALUE = 2000
 MAX_ACCOUNT_LINES = 40  # accounts listed by name in the totals (failed ones and the costliest first)
+MAX_UNBAKED = 8  # families without a bake listed by name (one short section: advice)
 MIN_IMAGES = 5  # images still listed when many account-regions have orphans (their groups yield)
 CSV_FIELDS = ["kind", "region", "id", "name", "family", "state", "created", "age_days", "size_gb",
               "monthly_cost_usd", "image_id", "note"]
@@ -292,6 +293,27 @@ def _unchecked_lead(places: list[str]) -> str:
             f"{'it' if len(places) == 1 else 'them'}.")
 
 
+def unbaked_line(item) -> str:
+    if not item.version:
+        return f"• *{escape(item.family)}* ({escape(item.place)}): current version unknown (none available)"
+    age = f"{item.age_days} days old" if item.age_days is not None else "age unknown"
+    return f"• *{escape(item.family)}* ({escape(item.place)}): current {escape(item.version)}, {age}"
+
+
+def unbaked_blocks(findings: Findings) -> list[dict]:
+    """Families whose current version is older than stale_after_days and that nothing re-bakes: one short section.
+    Advice, not a finding: it does not turn "all clean" into something to clean up."""
+    items = findings.unbaked
+    if not items:
+        return []
+    lines = [f"*Families without a bake ({len(items)})*: current version older than "
+             f"{findings.rules.stale_after_days} days, no [[bakes]] entry: see docs/baking.md"]
+    lines += [unbaked_line(item) for item in items[:MAX_UNBAKED]]
+    if len(items) > MAX_UNBAKED:
+        lines.append(f"…and {len(items) - MAX_UNBAKED} more")
+    return chunked_sections(lines)
+
+
 def digest_message(findings: Findings, day: str) -> Rendered:
     title = f"AMI digest for {day}"
     many = findings.many
@@ -300,7 +322,7 @@ def digest_message(findings: Findings, day: str) -> Rendered:
         lines = [f"*{title}* — :warning: no region could be checked, so nothing is known to be clean:"]
         lines += _total_lines(findings)
         return Rendered(message(f"{title}: no region could be checked", chunked_sections(lines)), 0, [], {})
-    health = health_blocks(findings.health, findings.trend, findings.generated_at)
+    health = health_blocks(findings.health, findings.trend, findings.generated_at) + unbaked_blocks(findings)
     unchecked = not_checked(findings)
     # the notification's text too: what was not checked comes first
     unchecked_text = f"not checked: {unchecked_names(unchecked)}; " if unchecked else ""

@@ -25,7 +25,7 @@ from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 from bot.aws.clients import Aws, call, requires
-from bot.core.config import Bake, bake_of
+from bot.core.config import RUNBOOK_REQUIRED, Bake, bake_of
 from bot.core.errors import AmibotError, AwsError, NotFound, PolicyViolation, UsageError
 from bot.core.text import escape
 from bot.durable import steps as steps_table
@@ -135,6 +135,8 @@ def automation_problems(aws, policy) -> list[str]:
         if bake.mechanism != "automation":
             continue
         region = bake.region or aws.regions[0]
+        if bake.source not in RUNBOOK_REQUIRED:  # AWS's own two are checked without AWS (bot/core/config.py)
+            problems += runbook_problems(aws, bake, region)
         try:
             handle = aws.of(bake.account or None)
             images, failures = family_images(aws, bake.family, policy.digest.family_tag, [region], [handle.account])
@@ -149,6 +151,27 @@ def automation_problems(aws, policy) -> list[str]:
                             f"(SourceAmiId), and {bake.family} has none in {region}: bake it once with a pipeline "
                             "or an instance, or promote an image of it first")
     return problems
+
+
+@requires("ssm:DescribeDocument")
+def _runbook_parameters(handle: Aws, bake: Bake, region: str) -> list[dict]:
+    answer = call(handle.client("ssm", region), "describe_document", resource=bake.source, Name=bake.source)
+    return (answer.get("Document") or {}).get("Parameters") or []
+
+
+def runbook_problems(aws, bake: Bake, region: str) -> list[str]:
+    """A custom runbook's required parameters (those without a default, SourceAmiId apart: the bake gives it) that
+    the entry's `parameters` do not give, each named; a runbook that cannot be described "could not be checked"."""
+    try:
+        declared = _runbook_parameters(aws.of(bake.account or None), bake, region)
+    except AmibotError as error:
+        return [f"[[bakes]] {bake.family}: the runbook {bake.source}'s required parameters could not be checked: "
+                f"{error.message}"]
+    given = {key for key, _value in bake.parameters}
+    missing = [item["Name"] for item in declared if "DefaultValue" not in item
+               and item.get("Name") and item["Name"] != "SourceAmiId" and item["Name"] not in given]
+    return [f"[[bakes]] {bake.family}: the runbook {bake.source} requires the parameter {name}, which `parameters` "
+            "does not give" for name in missing]
 
 
 # --- starting ------------------------------------------------------------------------------------------
@@ -211,7 +234,7 @@ def bake_tag(record: dict) -> str:
         what = f"instance:{record.get('source')}"
     else:
         return record["id"]  # found elsewhere: no run of ours
-    return f"{what}/{record['id']}"
+    return f"{what}/{record.get('build') or record['id']}"  # build: a pipeline's own run (its build version ARN)
 
 
 def image_name(family: str, version: str, bake_id: str) -> str:
@@ -533,6 +556,110 @@ def propose_found(ctx, bake: Bake, image: Image, channel: str) -> str | None:
               "region": image.region, "account": handle.account.id, "user": SCHEDULER, "channel": channel,
               "source_image": image.tags.get(TAG_SOURCE) or (image.raw or {}).get("SourceImageId")}
     return propose(ctx, handle, record, Joined(bake.family, version, {image.region: image.id}))
+
+
+@dataclass
+class PipelineOutput:
+    """An AVAILABLE image of a configured pipeline (ListImagePipelineImages)."""
+
+    build: str  # the image build version ARN
+    image: str  # its AMI in the bake's region (else its first one)
+    outputs: list[tuple[str, str]]  # (region, AMI) of every region it was distributed to
+    created: datetime | None
+
+
+@requires("imagebuilder:ListImagePipelineImages")
+def _pipeline_images(handle: Aws, bake: Bake, region: str) -> list[dict]:
+    client = handle.client("imagebuilder", region)
+    items, token = [], None
+    while True:
+        kwargs = {"imagePipelineArn": bake.source, **({"nextToken": token} if token else {})}
+        answer = call(client, "list_image_pipeline_images", resource=bake.pipeline_name, **kwargs)
+        items += answer.get("imageSummaryList") or []
+        token = answer.get("nextToken")
+        if not token:
+            return items
+
+
+def _made_by_a_bake(store, build: str) -> bool:
+    return steps_table.any_with_data(store, START, OWNER, "run_id", build)
+
+
+def pipeline_outputs(ctx, bake: Bake) -> list[PipelineOutput]:
+    """The pipeline's outputs amibot did not bake (its own schedule, a console run) and has not proposed, oldest
+    first: AVAILABLE, newer than the family's current version (a family with none: only the newest output, not the
+    pipeline's whole history). Raises Unsupported where the endpoint has no Image Builder (the caller says "not
+    checked", never "none")."""
+    handle = ctx.aws.of(bake.account or None)
+    region = region_of(ctx, bake)
+    found = []
+    for item in _pipeline_images(handle, bake, region):
+        if ((item.get("state") or {}).get("status")) not in PIPELINE_DONE or not item.get("arn"):
+            continue
+        outputs = [(ami.get("region") or region, ami["image"]) for ami in
+                   (item.get("outputResources") or {}).get("amis") or [] if ami.get("image")]
+        if not outputs:
+            continue
+        here = next((image for where, image in outputs if where == region), outputs[0][1])
+        created = _parsed(item.get("dateCreated"))
+        found.append(PipelineOutput(item["arn"], here, outputs, created))
+    found.sort(key=lambda output: (output.created is None, output.created or datetime.min.replace(tzinfo=None)))
+    current = _reference(ctx, handle, bake, region)
+    if current is None:
+        found = found[-1:]
+    else:
+        found = [output for output in found if output.image != current.id and output.created is not None
+                 and current.created is not None and output.created > current.created]
+    return [output for output in found if not _made_by_a_bake(ctx.store, output.build)
+            and not approvals.params_of(ctx.store, KIND, image_id=output.image)]
+
+
+def _reference(ctx, handle: Aws, bake: Bake, region: str) -> Image | None:
+    """What "new" is measured against: the family's promoted version, else its newest available image that this
+    pipeline did not make (a proposed output waiting for approval is not yet the bar the next one must clear)."""
+    images, failures = family_images(ctx.aws, bake.family, ctx.policy.digest.family_tag, [region], [handle.account])
+    if failures:
+        raise next(iter(failures.values()))
+    ordered = ordered_versions([image for image in images if image.state == "available"])
+    mine = f"pipeline:{bake.pipeline_name}/"
+    return (next((version.image for version in ordered if version.current), None)
+            or next((version.image for version in ordered
+                     if not version.image.tags.get(TAG_BAKE, "").startswith(mine)), None))
+
+
+def _parsed(value) -> datetime | None:
+    if isinstance(value, datetime):
+        return value
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00")) if value else None
+    except ValueError:
+        return None
+
+
+def propose_pipeline_output(ctx, bake: Bake, output: PipelineOutput, channel: str) -> str | None:
+    """A pipeline's own output joins the family as a bake's does (Family, Version, ``amibot:bake`` =
+    ``pipeline:NAME/<build version ARN>``; copied to copy_to) and gets one promotion request (None: one exists)."""
+    if approvals.params_of(ctx.store, KIND, image_id=output.image):
+        return None
+    handle = ctx.aws.of(bake.account or None)
+    region = region_of(ctx, bake)
+    family_tag = ctx.policy.digest.family_tag
+    record = {"id": f"found-{output.image}", "family": bake.family, "mechanism": "pipeline",
+              "pipeline": bake.pipeline_name, "source": bake.source, "build": output.build,
+              "what": f"Image Builder pipeline {bake.pipeline_name}, run outside amibot", "region": region,
+              "account": handle.account.id, "user": SCHEDULER, "channel": channel, "copy_to": list(bake.copy_to)}
+    seen = describe_own_images(handle, region, family_tag, image_id=[output.image])
+    if seen and seen[0].tags.get(TAG_BAKE) == bake_tag(record) and seen[0].version:
+        record["version"] = seen[0].version  # joined before a restart: the same version, not the next one
+    else:
+        versions = [image.version for image in family_images(ctx.aws, bake.family, family_tag, None,
+                                                             [handle.account])[0]]
+        record["version"] = next_version([v for v in versions if v], ctx.clock())
+    if seen and (seen[0].raw or {}).get("SourceImageId"):
+        record["source_image"] = seen[0].raw["SourceImageId"]
+    outputs = sorted(output.outputs, key=lambda pair: pair[0] != region)  # the bake's region first
+    joined = join_family(ctx, handle, record, outputs, {}, lambda where, image: None)
+    return propose(ctx, handle, record, joined)
 
 
 def promote_version(ctx, params: dict, user: str, progress: Callable[[str], None]) -> str:

@@ -28,12 +28,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
 from bot.aws import data as awsdata
 from bot.aws.clients import Aws, Target, paginate, requires
+from bot.core.config import bake_of
 from bot.core.errors import AmibotError, AwsError, NotFound, PolicyViolation
 from bot.core.text import money, plural
 from bot.durable import audit
@@ -41,7 +43,7 @@ from bot.durable.steps import DONE, FAILED, SKIPPED, Resumed, Step, Steps
 from bot.services import approvals, drift, fleet_health, recycle_bin
 from bot.services.dashboard import record_posted_digest, trend  # the Home tab's history, charted in the digest too
 from bot.services.fleet_health import RegionHealth
-from bot.services.images import describe_own_images
+from bot.services.images import Image, describe_own_images
 from bot.services.inventory import Progress, ami_of, scan_region
 from bot.services.snapshots import delete_step, deleted_phrase
 from bot.services.staleness import (
@@ -55,6 +57,7 @@ from bot.services.staleness import (
     keep_what_other_accounts_use,
     where,
 )
+from bot.services.versions import ordered_versions
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +107,7 @@ def compute(aws: Aws, policy, now: datetime, snoozed: set[str] | frozenset[str] 
         timed(region, "scanning")
         try:
             findings = _judged(handle, region, policy, rules, now, snoozed, names, timed, aws.many)
+            findings.unbaked = unbaked_families(findings.images, policy, now, findings.label)
         except AwsError:
             raise  # the fan-out makes it the region's failure, with AWS's one-sentence message
         except Exception as error:  # any other surprise in one region is that region's warning line, never a crash
@@ -141,6 +145,43 @@ def compute(aws: Aws, policy, now: datetime, snoozed: set[str] | frozenset[str] 
         findings.health.regions.sort(key=lambda region: (order.get(region.account.id, 0), region.region))
         findings.health.combine(policy.digest.family_tag, now, names)  # the one drift, as `/ami drift` has it
     return findings
+
+
+@dataclass(frozen=True)
+class Unbaked:
+    """A family whose current version is older than [digest].stale_after_days and that no [[bakes]] entry bakes
+    (issue 22 §7): advice to set one up, not a stale image. `version` "" and `age_days` None: unknown."""
+
+    family: str
+    place: str  # the region, or "account, region"
+    version: str
+    image_id: str
+    age_days: int | None
+
+
+def unbaked_families(images: list[Image], policy, now: datetime, place: str) -> list[Unbaked]:
+    """The families of one account-region's images with no [[bakes]] entry whose current version (the promoted
+    one, else the newest available, as everywhere) is old, or unknown (none available, no creation date): an
+    unknown one is listed, never taken for fine."""
+    family_tag, limit = policy.digest.family_tag, policy.digest.stale_after_days
+    by_family: dict[str, list[Image]] = {}
+    for image in images:
+        family = image.tags.get(family_tag)
+        if family and not bake_of(policy, family):
+            by_family.setdefault(family, []).append(image)
+    found = []
+    for family, members in sorted(by_family.items()):
+        ordered = ordered_versions([image for image in members if image.state == "available"])
+        current = next((version for version in ordered if version.current), None) or (ordered[0] if ordered else None)
+        if current is None:
+            found.append(Unbaked(family, place, "", "", None))
+            continue
+        created = current.image.created
+        age = (now - created).days if created is not None else None
+        if age is None or age > limit:
+            found.append(Unbaked(family, place, current.image.version or current.image.name or current.label,
+                                 current.image.id, age))
+    return found
 
 
 def _judged(handle: Aws, region: str, policy, rules: Rules, now: datetime, snoozed, names, progress,

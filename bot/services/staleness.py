@@ -116,6 +116,8 @@ class RegionFindings:
     instances: list = field(default_factory=list)  # its instances (drift.Running), from the same scan, likewise
     account: Account = HOME  # which managed account this region is of (HOME: no accounts configured)
     foreign_uses: dict[str, str] = field(default_factory=dict)  # others' images used here (see foreign_uses)
+    # families whose current version is old and that no [[bakes]] entry re-bakes (bot.services.digest.Unbaked): advice
+    unbaked: list = field(default_factory=list)
 
     @property
     def label(self) -> str:
@@ -159,6 +161,11 @@ class Findings:
     @property
     def saving_gb(self) -> int:
         return sum(region.saving_gb for region in self.regions)
+
+    @property
+    def unbaked(self) -> list:
+        """Families with an old current version and no bake (advice: they do not make the fleet unclean)."""
+        return [item for region in self.regions for item in region.unbaked]
 
     @property
     def failures(self) -> list[RegionFindings]:

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 WATCH_JOB = "bake.watch"
 FOUND_JOB = "bake.found"  # a version built elsewhere, proposed once (claimed by its image id)
+PIPELINE_JOB = "bake.pipeline"  # a pipeline's own output, joined and proposed once (claimed by its image id too)
 SCHEDULE_JOB = "bake.scheduled"
 BAKE_ID = re.compile(r"^bake-[0-9a-f]{10}$")
 
@@ -394,6 +395,7 @@ def discover(ctx) -> int:
         return 0
     claimed = 0
     for entry in ctx.policy.bakes:
+        claimed += _discover_pipeline(ctx, entry)  # first: its outputs join with their lineage, not as "found"
         try:
             found = baking.built_elsewhere(ctx, entry)
         except AmibotError as error:
@@ -404,6 +406,40 @@ def discover(ctx) -> int:
             if ctx.jobs.submit(FOUND_JOB, payload, dedupe_key=f"bake-found:{image.id}") is not None:
                 claimed += 1
     return claimed
+
+
+def _discover_pipeline(ctx, entry) -> int:
+    """A pipeline's outputs that amibot did not bake, each claimed by its image id (the same claim as the
+    family-tag half's, so an output carrying the family tag is proposed once, by whichever half claims it)."""
+    if entry.mechanism != "pipeline":
+        return 0
+    try:
+        outputs = baking.pipeline_outputs(ctx, entry)
+    except AmibotError as error:  # Unsupported (no Image Builder here), denied…: not checked, which is not "none"
+        log.warning("bakes: the outputs of pipeline %s (%s) were not checked: %s", entry.pipeline_name,
+                    entry.family, error.message)
+        return 0
+    claimed = 0
+    for output in outputs:
+        payload = {"family": entry.family, "account": entry.account, "region": entry.region, "build": output.build,
+                   "image": output.image}
+        if ctx.jobs.submit(PIPELINE_JOB, payload, dedupe_key=f"bake-found:{output.image}") is not None:
+            claimed += 1
+    return claimed
+
+
+def propose_pipeline(ctx, payload: dict) -> None:
+    channel = ctx.policy.approvals.channel or ctx.policy.digest.channel
+    entry = baking.configured(ctx, payload["family"], payload.get("account"), payload.get("region"))
+    output = next((output for output in baking.pipeline_outputs(ctx, entry) if output.build == payload["build"]),
+                  None)
+    if output is None or not channel:
+        return
+    request_id = baking.propose_pipeline_output(ctx, entry, output, channel)
+    if request_id:
+        audit.record(ctx.store, actor="amibot", action="bake.found", channel=channel, target=output.image,
+                     outcome=f"proposed: {request_id}",
+                     detail={"family": entry.family, "pipeline": entry.pipeline_name, "build": output.build})
 
 
 def propose_found(ctx, payload: dict) -> None:

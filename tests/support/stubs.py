@@ -125,13 +125,34 @@ class StubbedBake(Aws):
         self.ib_stub.activate()
         self.ssm_stub.activate()
         self.stub_ssm = ssm
+        # ListImagePipelineImages (the hourly look for a pipeline's own outputs) on its own Stubber: it answers "no
+        # images" while nothing is queued on it, so a test about one bake need not script the look at start.
+        self.listing = Aws(regions).client("imagebuilder", regions[0])  # a client of its own (clients are cached)
+        self.listing_stub = Stubber(self.listing)
+        self.listing_stub.activate()
 
     def client(self, service, region=None, max_attempts=6):
         if (region or self.regions[0]) == self.regions[0]:
             if service == "imagebuilder":
-                return self.imagebuilder
+                return Listing(self.imagebuilder, self.listing, self.listing_stub)
             if service == "ssm" and self.stub_ssm:
                 return self.ssm
             if service == "ec2" and self.stub_findings:
                 return Partly(super().client(service, region, max_attempts), self.ec2_stubbed, ["get_image_findings"])
         return super().client(service, region, max_attempts)
+
+
+class Listing:
+    """The stubbed Image Builder client, with ListImagePipelineImages from its own Stubber (or empty, when nothing
+    is queued there)."""
+
+    def __init__(self, stubbed, listing, listing_stub):
+        self.stubbed, self.listing, self.listing_stub = stubbed, listing, listing_stub
+
+    def __getattr__(self, name):
+        return getattr(self.stubbed, name)
+
+    def list_image_pipeline_images(self, **kwargs):
+        if not self.listing_stub._queue:
+            return {"imageSummaryList": []}
+        return self.listing.list_image_pipeline_images(**kwargs)
