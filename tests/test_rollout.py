@@ -209,3 +209,64 @@ def test_a_restart_mid_rollout_starts_no_second_refresh_and_watching_resumes(aws
     finished = [c for c in second.fake.calls_to("chat.postMessage")
                 if c.params.get("thread_ts") and "Rollout succeeded" in c.text]
     assert len(finished) == 1
+
+
+def until(predicate, timeout: float = 15.0):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.02)
+    raise AssertionError("never happened")
+
+
+def started_and_held(app, emulation):
+    """A rollout approved whose refresh stays in progress (an instance every hour) until the test lets it go."""
+    from datetime import timedelta
+
+    emulation.step = timedelta(hours=1)
+    app.command("rollout web")
+    message, request_id = approval_message(app.fake)
+    app.click("approval.approve", request_id, user="U0LEAD", message_ts=message.ts, wait=False)
+    until(lambda: len(emulation.starts) == 1)
+    return request_id
+
+
+def test_status_then_cancel_stops_the_refresh_and_the_thread_says_so(aws, make_harness, emulation, web):
+    from datetime import timedelta
+
+    old, new, lt = web
+    app = fast(make_harness(POLICY))
+    request_id = started_and_held(app, emulation)
+    app.command("rollout status web", wait=False)
+    until(lambda: any("web-asg" in c.text and request_id in c.text for c in app.fake.calls_to("chat.postEphemeral")
+                      + app.fake.calls_to("chat.postMessage") if not c.params.get("thread_ts")))
+    app.command("rollout cancel web", user="U0STRANGER", wait=False)  # not an operator: nothing is cancelled
+    app.command(f"rollout cancel {request_id}", wait=False)
+    until(lambda: "asked to cancel this rollout" in thread(app))
+    emulation.step = timedelta(milliseconds=10)  # AWS moves on: Cancelling → Cancelled
+    app.wait_idle()
+    said = thread(app)
+    assert "Rollout cancelled" in said and "Cancelled" in said
+    assert images_of(aws) == [old, old]  # nothing was replaced before the cancel
+    rows = [r["actor"] for r in app.ctx.store.db.query("SELECT actor FROM audit WHERE action = 'rollout.cancel'")]
+    assert rows == ["U0OPS"]
+
+
+def test_rollback_rolls_the_refresh_back(aws, make_harness, emulation, web):
+    from datetime import timedelta
+
+    old, new, lt = web
+    app = fast(make_harness(POLICY))
+    started_and_held(app, emulation)
+    app.command("rollout rollback web", wait=False)
+    until(lambda: "asked to rollback this rollout" in thread(app))
+    emulation.step = timedelta(milliseconds=10)
+    app.wait_idle()
+    said = thread(app)
+    assert "RollbackSuccessful" in said and "Rollout failed" in said
+    assert images_of(aws) == [old, old]
+    assert [r["action"] for r in app.ctx.store.db.query("SELECT action FROM audit WHERE action LIKE 'rollout.%'")] \
+        == ["rollout.start", "rollout.rollback", "rollout.finish"]

@@ -74,3 +74,19 @@ def rollout_details(details: dict[str, Any]) -> list[dict]:
     if details.get("outcome"):
         out.append(blocks.context(f"Rollout {escape(details['outcome'])}."))
     return out
+
+
+def status_message(found: list) -> dict:
+    """`/ami rollout status`: each rollout (bot.services.rollout.RolloutStatus) with its groups' refreshes."""
+    if not found:
+        return blocks.info("No rollout is running. `/ami rollout <family>` plans one.")
+    out = []
+    for item in found[:10]:
+        state = "finished" if item.finished else "running"
+        out.append(blocks.section(f"*{escape(item.family)}* — `{item.request_id}` ({state})"))
+        lines = []
+        for group in item.plan.to_roll:
+            progress = item.progress.get(rollout.group_key(group)) or {}
+            lines.append(f"• `{escape(group.group)}` ({group.region}): {_progress_text(progress)}")
+        out.append(blocks.section(blocks.clip("\n".join(lines) or "no groups", 2900)))
+    return blocks.fit(blocks.message("Rollouts", out))

@@ -41,10 +41,10 @@ from typing import TYPE_CHECKING, Any
 
 from bot.aws.clients import Aws, call, requires
 from bot.core import authority, metrics
-from bot.core.errors import AmibotError, AwsError, PolicyViolation
+from bot.core.errors import AmibotError, AwsError, NotFound, PolicyViolation
 from bot.core.text import escape
-from bot.durable import audit
-from bot.durable.steps import DONE, FAILED, PLANNED, Step, Steps
+from bot.durable import audit, jobs
+from bot.durable.steps import DONE, FAILED, PLANNED, Step, Steps, owners_with_open
 from bot.services import approvals
 from bot.services.drift import fleet_drift, retired_names
 from bot.services.images import Image
@@ -745,9 +745,93 @@ def _finish(ctx, request, found: RolloutPlan, progress: dict[str, dict], steps: 
                      f"behind {escape(family)}-{escape(version)}.")
     except AmibotError as error:
         lines.append(f"Drift after: unknown ({escape(error.message)}).")
-    outcome = "succeeded" if ok else "failed"
+    statuses = {item.get("status") for item in progress.values()}
+    outcome = "succeeded" if ok else ("cancelled" if statuses <= {"Cancelled", *SUCCEEDED_REFRESH} else "failed")
     approvals.say(ctx, request.id, f"*Rollout {outcome}.*\n" + "\n".join(lines))
     request = approvals.get(ctx, request.id)
     approvals.update_details(ctx, request.id, {**request.details, "progress": progress, "outcome": outcome})
     metrics.rollout_counted(ctx, outcome, replaced)
     _audit(ctx, request, "rollout.finish", outcome, groups={key: item.get("status") for key, item in progress.items()})
+
+
+# --- status, cancel, rollback: operators, no approval (they stop or undo a change), audited -------------------
+
+REQUEST_ID = "req-"
+
+
+def find_rollout(ctx, which: str) -> approvals.Request:
+    """A rollout request by its id, or the newest approved one of a family. Raises NotFound."""
+    if which.startswith(REQUEST_ID):
+        request = approvals.get(ctx, which)
+        if request.kind != KIND:
+            raise NotFound(f"{which} is not a rollout")
+        return request
+    mine = [request_id for request_id, params in approvals.params_of(ctx.store, KIND)
+            if params.get("family") == which]
+    for request_id in reversed(mine):
+        request = approvals.get(ctx, request_id)
+        if Steps(ctx.store, f"request:{request.id}").all():
+            return request
+    raise NotFound(f"no rollout of {which} has started")
+
+
+def running(ctx) -> list[approvals.Request]:
+    """Rollouts whose end has not been seen yet, oldest first."""
+    owners = [owner.removeprefix("request:") for owner in owners_with_open(ctx.store, FINISH_STEP, "request:")]
+    return [approvals.get(ctx, owner) for owner in owners]
+
+
+@dataclass
+class RolloutStatus:
+    request_id: str
+    family: str
+    plan: RolloutPlan
+    progress: dict[str, dict]
+    finished: bool
+
+
+def status(ctx, which: str | None = None) -> list[RolloutStatus]:
+    """The named rollout (id or family), or every one still running: each group's refresh as AWS says it now."""
+    chosen = [find_rollout(ctx, which)] if which else running(ctx)
+    found = []
+    for request in chosen:
+        steps = Steps(ctx.store, f"request:{request.id}")
+        progress, _ = progress_of(ctx, request, stored_plan(request), steps)
+        done = any(step.action == FINISH_STEP and step.state != PLANNED for step in steps.all())
+        found.append(RolloutStatus(request.id, request.params.get("family", ""), stored_plan(request), progress,
+                                   done))
+    return found
+
+
+def stop(ctx, which: str, user: str, undo: bool) -> tuple[approvals.Request, list[str]]:
+    """Cancel (or, `undo`, roll back) the rollout's refreshes still in progress, in each group's account once its
+    operators allow `user` (bot.core.authority). What was done per group, as phrases; audited and said in the
+    request's thread."""
+    request = find_rollout(ctx, which)
+    steps = Steps(ctx.store, f"request:{request.id}")
+    found = stored_plan(request)
+    progress, _ = progress_of(ctx, request, found, steps)
+    groups = {group_key(group): group for group in found.to_roll}
+    verb = "rollback" if undo else "cancel"
+    said = []
+    for key, item in progress.items():
+        group = groups[key]
+        if item.get("status") in (*TERMINAL, "NotStarted", "Starting"):
+            said.append(f"{group.group}: {item.get('status')}, nothing to {verb}")
+            continue
+        handle = authority.authorize(ctx, group.account or None, f"/ami rollout {verb}")
+        try:
+            refresh_id = (rollback_refresh if undo else cancel_refresh)(handle, group.region, group.group)
+        except AwsError as error:
+            said.append(f"{group.group}: could not {verb} ({error.message})")
+            continue
+        said.append(f"{group.group}: {'rolling back' if undo else 'cancelling'} refresh {refresh_id}")
+        audit.record(ctx.store, actor=user, action=f"rollout.{verb}", channel=request.channel, target=request.id,
+                     outcome=f"{verb} {refresh_id}", detail={"family": found.family, "group": group.group,
+                                                             "region": group.region, "account": group.account})
+    approvals.say(ctx, request.id, f":octagonal_sign: <@{user}> asked to {verb} this rollout: "
+                                   + escape("; ".join(said)) + ".")
+    watching = jobs.is_active(ctx.store, WATCH_JOB, {"request_id": request.id})
+    if not watching and not any(step.action == FINISH_STEP and step.state != PLANNED for step in steps.all()):
+        ctx.jobs.submit(WATCH_JOB, {"request_id": request.id})  # the end is reported once, as always
+    return request, said

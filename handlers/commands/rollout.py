@@ -1,11 +1,14 @@
 """`/ami rollout <family> [--account A] [--region R] [--groups G1,G2] [--min-healthy P] [--warmup SECONDS]
 [--checkpoints 20,50]`: plan the rollout of a family's current version to the Auto Scaling groups that run it, and
-ask for a second person's approval; the operators of every account whose groups it changes may ask."""
+ask for a second person's approval; the operators of every account whose groups it changes may ask.
+`/ami rollout status [family|rollout-id]`, `/ami rollout cancel|rollback <rollout-id|family>`: read, stop or undo one
+(operators of the groups' accounts, no approval: they stop or undo a change; audited, said in its thread)."""
 
 from bot.core.errors import UsageError
 from bot.render import blocks
+from bot.render.rollout import status_message
 from bot.services.images import account_named
-from bot.services.rollout import options_of, request_rollout
+from bot.services.rollout import options_of, request_rollout, status, stop
 from bot.slack.subcommands import Arg, Subcommand
 
 SPEC = Subcommand(
@@ -13,12 +16,15 @@ SPEC = Subcommand(
     summary="replace the instances of the Auto Scaling groups that run a family with its current version "
             "(instance refresh), after a second person approves the plan",
     usage="/ami rollout <family> [--account A] [--region R] [--groups G1,G2] [--min-healthy P] [--warmup SECONDS] "
-          "[--checkpoints 20,50]",
+          "[--checkpoints 20,50] | /ami rollout status [family] | /ami rollout cancel|rollback <rollout-id|family>",
     example="/ami rollout web",
-    args=(Arg("family"),),
+    args=(Arg("family", hint="a family, or `status`, `cancel`, `rollback`"),
+          Arg("which", required=False, hint="a rollout id like req-0a1b2c3d, or a family")),
     flags={"--account": "A", "--region": "R", "--groups": "G1,G2", "--min-healthy": "P", "--warmup": "SECONDS",
            "--checkpoints": "20,50"},
-    changing=True)
+    changing_when=lambda invocation: invocation.args.get("family") != "status")
+
+ACTIONS = ("status", "cancel", "rollback")
 
 
 def _number(flag: str, text: str | None, low: int, high: int | None = None) -> int | None:
@@ -44,6 +50,11 @@ def _checkpoints(text: str | None) -> list[int] | None:
 
 
 def run(call):
+    if call.args["family"] in ACTIONS:
+        return _act(call, call.args["family"], call.args.get("which"))
+    if call.args.get("which"):
+        raise UsageError(f"`/ami rollout` takes one family, not `{blocks.defuse(call.args['which'])}` too.",
+                         usage=SPEC.usage)
     ctx, flags = call.ctx, call.flags
     options = options_of(_number("--min-healthy", flags["min_healthy"], 0, 100),
                          _number("--warmup", flags["warmup"], 0), _checkpoints(flags["checkpoints"]))
@@ -55,3 +66,16 @@ def run(call):
                          "accounts": request.params["accounts"], "totals": request.reason}
     return blocks.info(f"Asked for approval: `{request.id}` — {request.reason}; the plan is in "
                        f"<#{request.channel}>.")
+
+
+def _act(call, action: str, which: str | None):
+    if action == "status":
+        found = status(call.ctx, which)
+        call.audit_detail = {"rollouts": [item.request_id for item in found]}
+        return status_message(found)
+    if not which:
+        raise UsageError(f"`/ami rollout {action}` needs a rollout id or a family.", usage=SPEC.usage)
+    request, said = stop(call.ctx, which, call.user, undo=action == "rollback")
+    call.audit_detail = {"request": request.id, "family": request.params.get("family"), "groups": said}
+    return blocks.info(f"{action.capitalize()} of `{request.id}`: " + "; ".join(blocks.defuse(item) for item in said)
+                       + f". The thread in <#{request.channel}> follows it.")
