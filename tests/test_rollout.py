@@ -270,3 +270,45 @@ def test_rollback_rolls_the_refresh_back(aws, make_harness, emulation, web):
     assert images_of(aws) == [old, old]
     assert [r["action"] for r in app.ctx.store.db.query("SELECT action FROM audit WHERE action LIKE 'rollout.%'")] \
         == ["rollout.start", "rollout.rollback", "rollout.finish"]
+
+
+def test_killed_between_a_start_and_its_record_the_restart_adopts_it_and_starts_the_rest_once(
+        aws, make_harness, emulation, web, monkeypatch):
+    """Two groups. The first process starts web-asg's refresh, then web-b's — and dies the moment AWS answered,
+    before recording it (the request left executing, as kill -9 leaves it). The restart adopts web-b's refresh (one
+    in progress that this rollout started) instead of starting another, and watches both to the end."""
+    from bot.services import approvals, rollout
+
+    old, new, lt = web
+    ec2 = aws.client("ec2", REGION)
+    lt_b = ec2.create_launch_template(LaunchTemplateName="web-b-lt", LaunchTemplateData={
+        "ImageId": old, "InstanceType": "t3.micro"})["LaunchTemplate"]["LaunchTemplateId"]
+    aws.client("autoscaling", REGION).create_auto_scaling_group(
+        AutoScalingGroupName="web-b", MinSize=0, MaxSize=4, DesiredCapacity=1,
+        VPCZoneIdentifier=ec2.describe_subnets()["Subnets"][0]["SubnetId"],
+        LaunchTemplate={"LaunchTemplateId": lt_b, "Version": "1"})
+    first = fast(make_harness(POLICY))
+    real_start, real_finish = rollout.start_refresh, approvals._finish
+
+    def dies_after_the_second(handle, region, group, desired, prefs):
+        refresh_id = real_start(handle, region, group, desired, prefs)
+        if group == "web-b":
+            raise RuntimeError("killed")
+        return refresh_id
+
+    monkeypatch.setattr(rollout, "start_refresh", dies_after_the_second)
+    monkeypatch.setattr(approvals, "_finish", lambda *args: None)  # the process is gone: the request stays executing
+    first.command("rollout web")
+    message, request_id = approval_message(first.fake)
+    approve(first, request_id, message)
+    assert [s["AutoScalingGroupName"] for s in emulation.starts] == ["web-asg", "web-b"]
+    monkeypatch.setattr(rollout, "start_refresh", real_start)
+    monkeypatch.setattr(approvals, "_finish", real_finish)
+    second = make_harness(POLICY)
+    second.wait_idle()
+    assert [s["AutoScalingGroupName"] for s in emulation.starts] == ["web-asg", "web-b"]  # no third start
+    assert images_of(aws) == [new, new] and images_of(aws, "web-b") == [new]
+    said = thread(second)
+    assert "adopted" in said and "Rollout succeeded" in said
+    versions = ec2.describe_launch_template_versions(LaunchTemplateId=lt_b)["LaunchTemplateVersions"]
+    assert len(versions) == 2  # one new version of web-b's template, not a second after the restart

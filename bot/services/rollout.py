@@ -36,7 +36,7 @@ import logging
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from bot.aws.clients import Aws, call, requires
@@ -461,6 +461,7 @@ TEMPLATE_STEP, REFRESH_STEP, FINISH_STEP = "template_version", "start_refresh", 
 # DescribeInstanceRefreshes statuses after which nothing more happens to a refresh
 TERMINAL = ("Successful", "Failed", "Cancelled", "RollbackSuccessful", "RollbackFailed")
 SUCCEEDED_REFRESH = ("Successful",)
+ATTEMPT_SKEW = timedelta(minutes=2)  # AWS's StartTime against this host's clock, when adopting a refresh after a crash
 WATCH_POLL_SECONDS = 60.0  # how often a rollout's refreshes are read, backing off ×1.5 while nothing changes
 WATCH_MAX_POLL_SECONDS = 600.0
 WATCH_DEADLINE_SECONDS = 3 * 24 * 3600.0  # the watch gives up (and says so) after three days
@@ -565,15 +566,22 @@ def _start_group(ctx, request, steps, group: GroupPlan, mine: list) -> str:
     refresh = next(step for step in mine if step.action == REFRESH_STEP)
     if refresh.state != PLANNED:
         return f"{group.group}: refresh {refresh.data.get('refresh_id', '')} already started"
-    active = active_refresh(handle, group.region, group.group)
+    known = refreshes(handle, group.region, group.group)
+    active = next((item for item in known if item.get("Status") in ACTIVE_REFRESH), None)
+    attempted = refresh.data.get("attempted")
+    if attempted:  # a crash came between StartInstanceRefresh and its record: the one it started is adopted
+        since = datetime.fromisoformat(attempted) - ATTEMPT_SKEW
+        ours = next((item for item in known if isinstance(item.get("StartTime"), datetime)
+                     and item["StartTime"] >= since), None)
+        if ours is not None:
+            refresh_id = _text(ours.get("InstanceRefreshId"))
+            steps.mark(refresh, DONE, "adopted", refresh_id=refresh_id, status=_text(ours.get("Status")))
+            return f"{group.group}: refresh {refresh_id} (started before a restart) adopted"
     if active is not None:
         refresh_id = _text(active.get("InstanceRefreshId"))
-        if refresh.data.get("attempted"):  # ours, started just before a crash: adopted
-            steps.mark(refresh, DONE, "adopted", refresh_id=refresh_id, status=_text(active.get("Status")))
-            return f"{group.group}: refresh {refresh_id} (started before a restart) adopted"
         steps.mark(refresh, FAILED, f"an instance refresh not started by this rollout is in progress ({refresh_id})")
         return f"{group.group}: not started, refresh {refresh_id} (not this rollout's) is in progress"
-    steps.mark(refresh, PLANNED, None, attempted=True)
+    steps.mark(refresh, PLANNED, None, attempted=datetime.now(UTC).isoformat())
     prefs = preferences(group, ctx.policy.rollout, options.get("min_healthy"), options.get("warmup"),
                         options.get("checkpoints"))
     refresh_id = start_refresh(handle, group.region, group.group, desired_configuration(group, versions), prefs)
