@@ -164,12 +164,21 @@ def test_a_replayed_approval_starts_nothing_more(aws, make_harness, emulation, w
     assert len(versions["LaunchTemplateVersions"]) == 2  # one new version, never a second
 
 
+def aws_calls(app) -> float:
+    return sum(sample.value for metric in app.ctx.metrics.aws_calls.collect() for sample in metric.samples
+               if sample.name.endswith("_total"))
+
+
 def test_self_approval_and_non_operators_are_refused(aws, make_harness, emulation, web):
     app = fast(make_harness(POLICY))
+    app.wait_idle()
+    before = aws_calls(app)
     app.command("rollout web", user="U0STRANGER")
     assert "operator" in app.last_reply().text.lower()
     assert app.ctx.store.one("SELECT count(*) AS n FROM requests")["n"] == 0
+    assert aws_calls(app) == before  # refused before AWS was asked anything
     app.command("rollout web")
+    assert aws_calls(app) > before  # (an operator's plan reads AWS: the count above would have seen it)
     message, request_id = approval_message(app.fake)
     app.click("approval.approve", request_id, user="U0OPS", message_ts=message.ts)
     app.wait_idle()
