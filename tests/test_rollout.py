@@ -321,3 +321,19 @@ def test_killed_between_a_start_and_its_record_the_restart_adopts_it_and_starts_
     assert "adopted" in said and "Rollout succeeded" in said
     versions = ec2.describe_launch_template_versions(LaunchTemplateId=lt_b)["LaunchTemplateVersions"]
     assert len(versions) == 2  # one new version of web-b's template, not a second after the restart
+
+
+def test_request_rollout_narrowed_to_the_groups_on_given_images(aws, make_harness, monkeypatch):
+    """What `/ami revoke` calls: only the groups still running or launching the revoked image are rolled."""
+    from bot.core.errors import PolicyViolation
+    from bot.services import rollout
+
+    answered_refreshes(monkeypatch, {})
+    old, new = fleet(aws)
+    app = make_harness({**ACCOUNTS_POLICY, **PEOPLE})
+    with pytest.raises(PolicyViolation, match="Nothing to roll out"):
+        rollout.request_rollout(app.ctx, "web", "U0OPS", "C0OPS", image_ids=["ami-0000000000000000f"])
+    request = rollout.request_rollout(app.ctx, "web", "U0OPS", "C0OPS", image_ids=[old])
+    assert request.kind == "rollout" and request.state == "pending"
+    assert [key.rsplit("/", 1)[1] for key in request.params["groups"]] == ["web-pinned", "web-ssm", "web-busy",
+                                                                           "web-mixed"]

@@ -98,6 +98,7 @@ class GroupPlan:
     refresh_id: str = ""  # the refresh already in progress
     # the group's MixedInstancesPolicy.LaunchTemplate as AWS listed it (its overrides), for the desired configuration
     mixed: dict | None = None
+    running: list[str] = field(default_factory=list)  # the distinct images its instances run, where known
 
     @property
     def rolled(self) -> bool:
@@ -262,7 +263,8 @@ def plan_place(aws: Aws, region: str, family: str, family_ids: set[str], target:
         target_id = target.id if target else None
         plan = GroupPlan(aws.account.id, label, region, name, UNKNOWN, len(members),
                          sum(1 for image in images.values() if image and image == target_id), target_id,
-                         target_version, sources=group_sources)
+                         target_version, sources=group_sources,
+                         running=sorted({image for image in images.values() if image}))
         policy = group.get("MixedInstancesPolicy")
         if isinstance(policy, dict) and isinstance(policy.get("LaunchTemplate"), dict):
             plan.mixed = policy["LaunchTemplate"]
@@ -500,7 +502,8 @@ def request_rollout(ctx, family: str, requester: str, channel: str, *, accounts:
     if image_ids:
         wanted = set(image_ids)
         found.groups = [group for group in found.groups
-                        if not group.rolled or any(source.image_id in wanted for source in group.sources)]
+                        if not group.rolled or wanted & ({source.image_id for source in group.sources}
+                                                         | set(group.running))]
     rolled = found.to_roll
     if not rolled:
         raise PolicyViolation(nothing_to_roll(found))
