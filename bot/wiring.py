@@ -37,6 +37,7 @@ from bot.services import (
     launch,
     organization,
     recycle_bin,
+    rollout,
     share,
     stages,
     usage_reports,
@@ -96,6 +97,7 @@ def approval_kinds() -> list[approvals.Kind]:
              confirm_text=digest.cleanup_confirm),
         Kind(launch.KIND, execute=launch.execute, reconcile=launch.reconcile, confirm_text=launch.confirm_text),
         Kind(recycle_bin.ENABLE_KIND, execute=recycle_bin.execute_enable, confirm_text=recycle_bin.confirm_enable),
+        Kind(rollout.KIND, execute=rollout.execute, reconcile=rollout.reconcile, confirm_text=rollout.confirm_text),
         Kind(share.KIND, execute=share.execute, reconcile=share.reconcile, confirm_text=share.confirm_text),
         Kind(stages.DISABLE_KIND, execute=stages.execute_disable, reconcile=stages.reconcile_disable,
              confirm_text=stages.confirm_disable),
@@ -172,6 +174,9 @@ def register_job_kinds(ctx: Context) -> None:
     # A bake's Promote button (promote = "manual"): promoting again leaves what is already current as it is.
     jobs.register(bake_buttons.CLICK_JOB, lambda payload: bake_buttons.promote_clicked(ctx, payload),
                   lambda payload: bake_buttons.report_interrupted(ctx, payload))
+    # A rollout's watch: reading AWS again is harmless; its end is claimed once (its finish step).
+    jobs.register(rollout.WATCH_JOB, lambda payload: rollout.watch(ctx, payload), again(rollout.WATCH_JOB),
+                  deadline=None)
     # The Home tab: reading and publishing again is safe.
     jobs.register(events.HOME_JOB, lambda payload: events.refresh(ctx, payload), again(events.HOME_JOB))
 

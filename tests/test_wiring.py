@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 JOB_KINDS = {"command", "approval.execute", "approval.click", "audit.anchor", "digest.click", "digest.daily",
              "deregister.usage-report", "image.watch", "launch.form", "launch.open", "launch.wait",
              "home.refresh", "bake.watch", "bake.scheduled", "bake.promote", "bake.found",
-             "bake.pipeline"}
+             "bake.pipeline", "rollout.watch"}
 
 
 def every_module() -> list[str]:
@@ -116,7 +116,7 @@ def test_the_factory_registers_every_approval_kind(harness):
 
     assert {kind.name for kind in wiring.approval_kinds()} == {
         "deregister", "snapshot-cleanup", "launch", "recycle-bin-enable", "share", "disable", "unprotect",
-        "bake-promote"}
+        "bake-promote", "rollout"}
     assert set(approvals.KINDS) >= {kind.name for kind in wiring.approval_kinds()}
 
 

@@ -75,6 +75,10 @@ class Metrics:
                              ["outcome"], registry=registry)
         self.bake_seconds = Histogram("amibot_bake_duration_seconds", "Time from a bake's start to its end, by "
                                       "outcome.", ["outcome"], buckets=BAKE_BUCKETS, registry=registry)
+        self.rollouts = Counter("amibot_rollouts", "Rollouts by outcome: started, succeeded, failed, cancelled.",
+                                ["outcome"], registry=registry)
+        self.instances_replaced = Counter("amibot_rollout_instances_replaced", "Instances replaced by rollouts.",
+                                          registry=registry)
         if ctx is not None and database_counts is not None:
             registry.register(StoreCollector(ctx, database_counts))
 
@@ -174,6 +178,13 @@ def job_finished(ctx, kind: str, seconds: float, state: str) -> None:
 def bake_counted(ctx, outcome: str) -> None:
     """`outcome`: one of a fixed few (started, succeeded, failed, cancelled, overdue)."""
     _safely(lambda: of(ctx).bakes.labels(outcome).inc())
+
+
+def rollout_counted(ctx, outcome: str, replaced: int = 0) -> None:
+    """`outcome`: started, succeeded, failed or cancelled; `replaced`: instances the rollout replaced."""
+    _safely(lambda: of(ctx).rollouts.labels(outcome).inc())
+    if replaced:
+        _safely(lambda: of(ctx).instances_replaced.inc(replaced))
 
 
 def bake_finished(ctx, outcome: str, seconds: float) -> None:

@@ -257,6 +257,15 @@ def _thread(ctx, request: Request, text: str) -> None:
     _owe(ctx, request.id, {"kind": "thread", "text": text})
 
 
+def say(ctx, request_id: str, text: str) -> None:
+    """A line in a request's thread from a feature's own follow-up (a rollout's watch); `text` is mrkdwn whose data
+    the caller escaped."""
+    request = get(ctx, request_id)
+    with ctx.store.transaction():
+        _thread(ctx, request, text)
+    _deliver(ctx)
+
+
 def _thread_outcome(ctx, request: Request, state: str, outcome: str) -> None:
     """The outcome line: `outcome` is words as the action said them, rendered (escaped) at delivery."""
     _owe(ctx, request.id, {"kind": "outcome", "state": state, "outcome": outcome})

@@ -33,13 +33,20 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import logging
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from bot.aws.clients import Aws, call, requires
-from bot.core.errors import AwsError
+from bot.core import authority, metrics
+from bot.core.errors import AmibotError, AwsError, NotFound, PolicyViolation
+from bot.core.text import escape
+from bot.durable import audit, jobs
+from bot.durable.steps import DONE, FAILED, PLANNED, Step, Steps, owners_with_open
+from bot.services import approvals
+from bot.services.drift import fleet_drift, retired_names
 from bot.services.images import Image
 from bot.services.references import GROUPS, INSTANCES, TEMPLATES, GroupRef, References, scan
 from bot.services.versions import family_images, is_current, ordered_versions, parameter_name
@@ -91,6 +98,7 @@ class GroupPlan:
     refresh_id: str = ""  # the refresh already in progress
     # the group's MixedInstancesPolicy.LaunchTemplate as AWS listed it (its overrides), for the desired configuration
     mixed: dict | None = None
+    running: list[str] = field(default_factory=list)  # the distinct images its instances run, where known
 
     @property
     def rolled(self) -> bool:
@@ -255,7 +263,8 @@ def plan_place(aws: Aws, region: str, family: str, family_ids: set[str], target:
         target_id = target.id if target else None
         plan = GroupPlan(aws.account.id, label, region, name, UNKNOWN, len(members),
                          sum(1 for image in images.values() if image and image == target_id), target_id,
-                         target_version, sources=group_sources)
+                         target_version, sources=group_sources,
+                         running=sorted({image for image in images.values() if image}))
         policy = group.get("MixedInstancesPolicy")
         if isinstance(policy, dict) and isinstance(policy.get("LaunchTemplate"), dict):
             plan.mixed = policy["LaunchTemplate"]
@@ -424,11 +433,416 @@ def rollback_refresh(aws: Aws, region: str, group: str) -> str:
 
 
 @requires("ec2:CreateLaunchTemplateVersion")
-def new_template_version(aws: Aws, region: str, source: Source, image_id: str, token: str) -> int:
+def new_template_version(aws: Aws, region: str, source: Source, image_id: str, token: str,
+                         description: str | None = None) -> int:
     """A new version of the source's template, from the version the group uses, with only ImageId changed;
-    `token` (ClientToken) makes a repeat return the same version instead of a second one."""
+    `token` (ClientToken) makes a repeat return the same version instead of a second one (where the endpoint
+    honours it: `description` lets a caller find the version it made, where it does not)."""
     answer = call(aws.ec2(region), "create_launch_template_version", resource=f"launch template {source.template_name}",
                   LaunchTemplateId=source.template_id, SourceVersion=str(source.number),
                   LaunchTemplateData={"ImageId": image_id}, ClientToken=token,
-                  VersionDescription=f"amibot rollout: ImageId {image_id}")
+                  VersionDescription=description or f"amibot rollout: ImageId {image_id}")
     return answer["LaunchTemplateVersion"]["VersionNumber"]
+
+
+def version_described(aws: Aws, region: str, template_id: str, description: str) -> int | None:
+    """The template's version carrying `description` (one amibot made before a crash), if any: a read."""
+    answer = call(aws.ec2(region), "describe_launch_template_versions", resource=f"launch template {template_id}",
+                  LaunchTemplateId=template_id)
+    found = [item.get("VersionNumber") for item in answer.get("LaunchTemplateVersions") or []
+             if isinstance(item, dict) and item.get("VersionDescription") == description]
+    return max(found) if found else None
+
+
+# --- the request: a plan, four eyes, then the refreshes (issue 23 §1, §3) ---------------------------------
+
+KIND = "rollout"
+DETAILS_VIEW = "rollout"
+WATCH_JOB = "rollout.watch"
+TEMPLATE_STEP, REFRESH_STEP, FINISH_STEP = "template_version", "start_refresh", "rollout_finished"
+# DescribeInstanceRefreshes statuses after which nothing more happens to a refresh
+TERMINAL = ("Successful", "Failed", "Cancelled", "RollbackSuccessful", "RollbackFailed")
+SUCCEEDED_REFRESH = ("Successful",)
+ATTEMPT_SKEW = timedelta(minutes=2)  # AWS's StartTime against this host's clock, when adopting a refresh after a crash
+WATCH_POLL_SECONDS = 60.0  # how often a rollout's refreshes are read, backing off ×1.5 while nothing changes
+WATCH_MAX_POLL_SECONDS = 600.0
+WATCH_DEADLINE_SECONDS = 3 * 24 * 3600.0  # the watch gives up (and says so) after three days
+
+
+def group_key(group: GroupPlan) -> str:
+    return f"{group.account}/{group.region}/{group.group}"
+
+
+def nothing_to_roll(found: RolloutPlan) -> str:
+    """Why no request was opened: what the plan found, in words."""
+    if not found.groups:
+        why = f"no Auto Scaling group runs {found.family}"
+        if found.failures:
+            why += " where it could be read (" + "; ".join(f"{k}: {v}" for k, v in found.failures.items()) + ")"
+        return f"Nothing to roll out: {why}."
+    states = ", ".join(f"{group.group}: {group.method}" for group in found.groups[:8])
+    return f"Nothing to roll out for {found.family} ({found.totals()}): {states}."
+
+
+def options_of(min_healthy: int | None = None, warmup: int | None = None,
+               checkpoints: list[int] | None = None) -> dict[str, Any]:
+    return {"min_healthy": min_healthy, "warmup": warmup, "checkpoints": checkpoints}
+
+
+def request_rollout(ctx, family: str, requester: str, channel: str, *, accounts: list | None = None,
+                    regions: list[str] | None = None, groups: list[str] | None = None,
+                    image_ids: list[str] | None = None, options: dict[str, Any] | None = None):
+    """Plan the rollout of `family`'s current version and open ONE four-eyes request (kind "rollout") for it.
+
+    `image_ids` narrows it to the groups still running (or launching) those images (a revocation's follow-up).
+    Inside a user's action every account whose groups it would change is authorized first (its operators:
+    bot.core.authority); the request acts in the first of them, whose approvers decide it. Raises
+    PolicyViolation when there is nothing to roll (no request is opened)."""
+    found = plan(ctx, family, accounts, regions, groups)
+    if image_ids:
+        wanted = set(image_ids)
+        found.groups = [group for group in found.groups
+                        if not group.rolled or wanted & ({source.image_id for source in group.sources}
+                                                         | set(group.running))]
+    rolled = found.to_roll
+    if not rolled:
+        raise PolicyViolation(nothing_to_roll(found))
+    changed = list(dict.fromkeys(group.account for group in rolled))
+    if authority.current() is not None:  # the operators of every account it changes, before anything is opened
+        for account in changed:
+            authority.authorize(ctx, account or None, f"/ami rollout {family}")
+    chosen = {**options_of(), **(options or {})}
+    params = {"family": family, "account": changed[0], "accounts": changed, "options": chosen,
+              "groups": [group_key(group) for group in rolled]}
+    targets = ", ".join(sorted({f"{t.get('version') or t['image_id']}" for t in found.targets.values()}))
+    return approvals.create_request(
+        ctx, kind=KIND, params=params, requester=requester, channel=channel,
+        title=f"Roll {family} {targets} out to {len(rolled)} Auto Scaling group{'s' if len(rolled) != 1 else ''}",
+        details={"view": DETAILS_VIEW, "plan": found.to_data(), "options": chosen, "progress": {}},
+        reason=found.totals(), danger=False)
+
+
+def confirm_text(params: dict, details: Any = None) -> str:
+    groups = params.get("groups") or []
+    where = len(params.get("accounts") or [""])
+    return (f"Replace the instances of {len(groups)} Auto Scaling group(s) of {params.get('family')} in {where} "
+            "account(s) with ones on its current version (instance refresh)?")[:300]
+
+
+def stored_plan(request) -> RolloutPlan:
+    return RolloutPlan.from_data(request.details["plan"])
+
+
+def _plan_steps(request, found: RolloutPlan) -> list:
+    planned = []
+    for group in found.to_roll:
+        key = group_key(group)
+        if group.method in (PINNED, MIXED):
+            for template_id in dict.fromkeys(source.template_id for source in group.sources):
+                planned.append(Step(TEMPLATE_STEP, f"{key}|{template_id}", {"group": key, "template_id": template_id}))
+        planned.append(Step(REFRESH_STEP, key, {"group": key}))
+    planned.append(Step(FINISH_STEP, request.id))
+    return planned
+
+
+def _start_group(ctx, request, steps, group: GroupPlan, mine: list) -> str:
+    """One group: its new template versions (each recorded the moment AWS returns it, and never made twice: a
+    version this rollout made before a crash is found by its description), then its refresh (one already in
+    progress that this rollout started is adopted, never a second). Returns a phrase for the thread."""
+    handle = ctx.aws.of(group.account or None)
+    options = request.params.get("options") or {}
+    versions: dict[str, int] = {}
+    for step in mine:
+        if step.action != TEMPLATE_STEP:
+            continue
+        if step.state == DONE:
+            versions[step.data["template_id"]] = int(step.data["version"])
+            continue
+        source = next(s for s in group.sources if s.template_id == step.data["template_id"])
+        description = f"amibot rollout {request.id} of {group.group}: ImageId {group.target_image}"
+        number = version_described(handle, group.region, source.template_id, description)
+        if number is None:
+            number = new_template_version(handle, group.region, source, group.target_image or "",
+                                          f"{request.id}-{group.group}-{source.template_id}"[:64], description)
+        steps.mark(step, DONE, f"version {number}", version=number)
+        versions[source.template_id] = number
+    refresh = next(step for step in mine if step.action == REFRESH_STEP)
+    if refresh.state != PLANNED:
+        return f"{group.group}: refresh {refresh.data.get('refresh_id', '')} already started"
+    known = refreshes(handle, group.region, group.group)
+    active = next((item for item in known if item.get("Status") in ACTIVE_REFRESH), None)
+    attempted = refresh.data.get("attempted")
+    if attempted:  # a crash came between StartInstanceRefresh and its record: the one it started is adopted
+        since = datetime.fromisoformat(attempted) - ATTEMPT_SKEW
+        ours = next((item for item in known if isinstance(item.get("StartTime"), datetime)
+                     and item["StartTime"] >= since), None)
+        if ours is not None:
+            refresh_id = _text(ours.get("InstanceRefreshId"))
+            steps.mark(refresh, DONE, "adopted", refresh_id=refresh_id, status=_text(ours.get("Status")))
+            return f"{group.group}: refresh {refresh_id} (started before a restart) adopted"
+    if active is not None:
+        refresh_id = _text(active.get("InstanceRefreshId"))
+        steps.mark(refresh, FAILED, f"an instance refresh not started by this rollout is in progress ({refresh_id})")
+        return f"{group.group}: not started, refresh {refresh_id} (not this rollout's) is in progress"
+    steps.mark(refresh, PLANNED, None, attempted=datetime.now(UTC).isoformat())
+    prefs = preferences(group, ctx.policy.rollout, options.get("min_healthy"), options.get("warmup"),
+                        options.get("checkpoints"))
+    refresh_id = start_refresh(handle, group.region, group.group, desired_configuration(group, versions), prefs)
+    steps.mark(refresh, DONE, "started", refresh_id=refresh_id, status="Pending")
+    _audit(ctx, request, "rollout.start", f"started {refresh_id}", group=group.group, region=group.region,
+           account=group.account, refresh_id=refresh_id)
+    return f"{group.group}: refresh started"
+
+
+def _audit(ctx, request, action: str, outcome: str, **detail: Any) -> None:
+    audit.record(ctx.store, actor="amibot", action=action, channel=request.channel, target=request.id,
+                 outcome=outcome, detail={"family": request.params.get("family"), **detail})
+
+
+def start_groups(ctx, request, progress=None) -> list[str]:
+    """Start every group's refresh that is not yet started — one group after the other (sequentially: simple,
+    and each start is a quick call; the refreshes themselves then run in parallel in AWS). What each did."""
+    steps = Steps(ctx.store, f"request:{request.id}")
+    recorded = steps.all()
+    found = stored_plan(request)
+    if not recorded:  # the plan is durable before the first AWS call
+        recorded = steps.plan(_plan_steps(request, found))
+    said = []
+    for group in found.to_roll:
+        key = group_key(group)
+        mine = [step for step in recorded if step.data.get("group") == key]
+        try:
+            said.append(_start_group(ctx, request, steps, group, mine))
+        except AmibotError as error:
+            refresh = next(step for step in mine if step.action == REFRESH_STEP)
+            steps.mark(refresh, FAILED, error.message)
+            said.append(f"{group.group}: could not start ({error.message})")
+        if progress is not None:
+            progress(":arrows_counterclockwise: " + escape(said[-1]))
+    return said
+
+
+def execute(ctx, request, progress) -> str:
+    """The approved rollout: the plan as durable steps, each group's template version and refresh, then the watch."""
+    acting = authority.current()
+    if acting is not None:  # the requester was authorized in each of these accounts when it was asked
+        acting.authorized.update(request.params.get("accounts") or [])
+    said = start_groups(ctx, request, progress)
+    metrics.rollout_counted(ctx, "started")
+    ctx.jobs.submit(WATCH_JOB, {"request_id": request.id}, dedupe_key=f"rollout-watch:{request.id}")
+    return f"Started the rollout of {request.params.get('family')}: " + "; ".join(said) + ". Watching it here."
+
+
+def reconcile(ctx, request):
+    """After a restart mid-execution: start (once) what was not started, and watch again."""
+    if not Steps(ctx.store, f"request:{request.id}").all():
+        return None  # nothing was done: it may be approved again
+    said = start_groups(ctx, request)
+    ctx.jobs.submit(WATCH_JOB, {"request_id": request.id})
+    return approvals.Reconciled(approvals.SUCCEEDED, "Resumed after a restart: " + "; ".join(said) + ".")
+
+
+
+
+# --- the watch: a durable job that follows every refresh of a rollout to its end --------------------------
+
+def _read_status(ctx, group: GroupPlan, refresh_id: str) -> dict[str, Any]:
+    handle = ctx.aws.of(group.account or None)
+    item = next((item for item in refreshes(handle, group.region, group.group)
+                 if item.get("InstanceRefreshId") == refresh_id), None)
+    if item is None:
+        return {"status": "Unknown", "reason": f"AWS no longer lists refresh {refresh_id}"}
+    return {"status": _text(item.get("Status")), "percent": item.get("PercentageComplete"),
+            "to_update": item.get("InstancesToUpdate"), "reason": _text(item.get("StatusReason"))}
+
+
+def progress_of(ctx, request, found: RolloutPlan, steps: Steps) -> tuple[dict[str, dict], list[str]]:
+    """Each group's refresh as AWS says it now (recorded on its step), and the changes worth a thread line."""
+    changes = []
+    progress: dict[str, dict] = {}
+    groups = {group_key(group): group for group in found.to_roll}
+    for step in steps.all():
+        if step.action != REFRESH_STEP or step.target not in groups:
+            continue
+        group = groups[step.target]
+        if step.state == FAILED:
+            progress[step.target] = {"status": "NotStarted", "reason": step.result or ""}
+            continue
+        if step.state == PLANNED:
+            progress[step.target] = {"status": "Starting"}
+            continue
+        known = {key: step.data.get(key) for key in ("status", "percent", "to_update", "reason")}
+        if known.get("status") not in TERMINAL:
+            try:
+                now = _read_status(ctx, group, step.data["refresh_id"])
+            except AwsError as error:
+                now = {**known, "reason": f"could not be read: {error.message}"}
+            if now.get("status") != known.get("status"):
+                line = f"*{escape(group.group)}*: {escape(now.get('status') or '?')}"
+                if now.get("percent") is not None:
+                    line += f" ({now['percent']} %)"
+                if now.get("reason") and now.get("status") not in SUCCEEDED_REFRESH:
+                    line += f" — {escape(now['reason'])}"
+                changes.append(line)
+            steps.mark(step, DONE, step.result, **now)
+            known = now
+        progress[step.target] = {**known, "refresh_id": step.data.get("refresh_id")}
+    return progress, changes
+
+
+def watch(ctx, payload: dict) -> None:
+    """Poll the rollout's refreshes (bounded, backing off while nothing changes), keep the request's message and
+    thread up to date, and once every group is terminal say each one's outcome and the family's drift — once."""
+    request = approvals.get(ctx, payload["request_id"])
+    steps = Steps(ctx.store, f"request:{request.id}")
+    found = stored_plan(request)
+    first = getattr(ctx.waits, "rollout_poll_seconds", WATCH_POLL_SECONDS)
+    poll = first
+    deadline = time.monotonic() + WATCH_DEADLINE_SECONDS
+    last: dict | None = None
+    while True:
+        finish = next((step for step in steps.all() if step.action == FINISH_STEP), None)
+        if finish is None or finish.state != PLANNED:
+            return
+        progress, changes = progress_of(ctx, request, found, steps)
+        if progress != last:
+            request = approvals.update_details(ctx, request.id, {**request.details, "progress": progress})
+            last = progress
+            poll = first
+        else:
+            poll = min(poll * 1.5, max(first, WATCH_MAX_POLL_SECONDS))
+        for line in changes:
+            approvals.say(ctx, request.id, ":arrows_counterclockwise: " + line)
+        if progress and all(item.get("status") in (*TERMINAL, "NotStarted") for item in progress.values()):
+            _finish(ctx, request, found, progress, steps, finish)
+            return
+        if time.monotonic() > deadline:
+            days = WATCH_DEADLINE_SECONDS / 86400
+            approvals.say(ctx, request.id, f":hourglass: Stopped watching this rollout after {days:.0f} days.")
+            return
+        time.sleep(poll)
+
+
+def _claim(ctx, steps: Steps, finish: Step) -> bool:
+    """The finish step, planned → done in one statement: two watchers (a restart's) finish a rollout once."""
+    return ctx.store.execute("UPDATE steps SET state = 'done', result = 'finished' WHERE owner = ? AND seq = ? AND "
+                             "state = 'planned'", (steps.owner, finish.seq)).rowcount == 1
+
+
+def _finish(ctx, request, found: RolloutPlan, progress: dict[str, dict], steps: Steps, finish: Step) -> None:
+    if not _claim(ctx, steps, finish):
+        return
+    groups = {group_key(group): group for group in found.to_roll}
+    lines, replaced, ok = [], 0, True
+    for key, item in progress.items():
+        group = groups[key]
+        status = item.get("status") or "?"
+        good = status in SUCCEEDED_REFRESH
+        ok = ok and good
+        replaced += (group.behind or 0) if good else 0
+        where = f"{group.account_label}, {group.region}" if group.account_label else group.region
+        line = f"{':white_check_mark:' if good else ':x:'} *{escape(group.group)}* ({escape(where)}): {escape(status)}"
+        if item.get("reason") and not good:
+            line += f" — {escape(item['reason'])}"
+        lines.append(line)
+    family = found.family
+    try:
+        drift = fleet_drift(ctx.aws, ctx.policy.digest.family_tag, ctx.clock(), family, retired_names(ctx.store))
+        mine = [item for item in drift.families if item.family == family]
+        behind = sum(item.drifted for item in mine)
+        total = behind + sum(item.on_current for item in mine)
+        version = ", ".join(sorted({t.get("version") or t.get("image_id", "") for t in found.targets.values()}))
+        lines.append(f"Drift after: {escape(family)}: {behind} of {total} instance{'s' if total != 1 else ''} "
+                     f"behind {escape(family)}-{escape(version)}.")
+    except AmibotError as error:
+        lines.append(f"Drift after: unknown ({escape(error.message)}).")
+    statuses = {item.get("status") for item in progress.values()}
+    outcome = "succeeded" if ok else ("cancelled" if statuses <= {"Cancelled", *SUCCEEDED_REFRESH} else "failed")
+    approvals.say(ctx, request.id, f"*Rollout {outcome}.*\n" + "\n".join(lines))
+    request = approvals.get(ctx, request.id)
+    approvals.update_details(ctx, request.id, {**request.details, "progress": progress, "outcome": outcome})
+    metrics.rollout_counted(ctx, outcome, replaced)
+    _audit(ctx, request, "rollout.finish", outcome, groups={key: item.get("status") for key, item in progress.items()})
+
+
+# --- status, cancel, rollback: operators, no approval (they stop or undo a change), audited -------------------
+
+REQUEST_ID = "req-"
+
+
+def find_rollout(ctx, which: str) -> approvals.Request:
+    """A rollout request by its id, or the newest approved one of a family. Raises NotFound."""
+    if which.startswith(REQUEST_ID):
+        request = approvals.get(ctx, which)
+        if request.kind != KIND:
+            raise NotFound(f"{which} is not a rollout")
+        return request
+    mine = [request_id for request_id, params in approvals.params_of(ctx.store, KIND)
+            if params.get("family") == which]
+    for request_id in reversed(mine):
+        request = approvals.get(ctx, request_id)
+        if Steps(ctx.store, f"request:{request.id}").all():
+            return request
+    raise NotFound(f"no rollout of {which} has started")
+
+
+def running(ctx) -> list[approvals.Request]:
+    """Rollouts whose end has not been seen yet, oldest first."""
+    owners = [owner.removeprefix("request:") for owner in owners_with_open(ctx.store, FINISH_STEP, "request:")]
+    return [approvals.get(ctx, owner) for owner in owners]
+
+
+@dataclass
+class RolloutStatus:
+    request_id: str
+    family: str
+    plan: RolloutPlan
+    progress: dict[str, dict]
+    finished: bool
+
+
+def status(ctx, which: str | None = None) -> list[RolloutStatus]:
+    """The named rollout (id or family), or every one still running: each group's refresh as AWS says it now."""
+    chosen = [find_rollout(ctx, which)] if which else running(ctx)
+    found = []
+    for request in chosen:
+        steps = Steps(ctx.store, f"request:{request.id}")
+        progress, _ = progress_of(ctx, request, stored_plan(request), steps)
+        done = any(step.action == FINISH_STEP and step.state != PLANNED for step in steps.all())
+        found.append(RolloutStatus(request.id, request.params.get("family", ""), stored_plan(request), progress,
+                                   done))
+    return found
+
+
+def stop(ctx, which: str, user: str, undo: bool) -> tuple[approvals.Request, list[str]]:
+    """Cancel (or, `undo`, roll back) the rollout's refreshes still in progress, in each group's account once its
+    operators allow `user` (bot.core.authority). What was done per group, as phrases; audited and said in the
+    request's thread."""
+    request = find_rollout(ctx, which)
+    steps = Steps(ctx.store, f"request:{request.id}")
+    found = stored_plan(request)
+    progress, _ = progress_of(ctx, request, found, steps)
+    groups = {group_key(group): group for group in found.to_roll}
+    verb = "rollback" if undo else "cancel"
+    said = []
+    for key, item in progress.items():
+        group = groups[key]
+        if item.get("status") in (*TERMINAL, "NotStarted", "Starting"):
+            said.append(f"{group.group}: {item.get('status')}, nothing to {verb}")
+            continue
+        handle = authority.authorize(ctx, group.account or None, f"/ami rollout {verb}")
+        try:
+            refresh_id = (rollback_refresh if undo else cancel_refresh)(handle, group.region, group.group)
+        except AwsError as error:
+            said.append(f"{group.group}: could not {verb} ({error.message})")
+            continue
+        said.append(f"{group.group}: {'rolling back' if undo else 'cancelling'} refresh {refresh_id}")
+        audit.record(ctx.store, actor=user, action=f"rollout.{verb}", channel=request.channel, target=request.id,
+                     outcome=f"{verb} {refresh_id}", detail={"family": found.family, "group": group.group,
+                                                             "region": group.region, "account": group.account})
+    approvals.say(ctx, request.id, f":octagonal_sign: <@{user}> asked to {verb} this rollout: "
+                                   + escape("; ".join(said)) + ".")
+    watching = jobs.is_active(ctx.store, WATCH_JOB, {"request_id": request.id})
+    if not watching and not any(step.action == FINISH_STEP and step.state != PLANNED for step in steps.all()):
+        ctx.jobs.submit(WATCH_JOB, {"request_id": request.id})  # the end is reported once, as always
+    return request, said

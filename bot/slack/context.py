@@ -51,6 +51,7 @@ class Waits:
     bake_deadline_seconds: float | None = None  # None: the mechanism's own (bot.services.bake.DEADLINE_SECONDS)
     bake_scan_wait_seconds: float = 7200.0  # a proposed version: how long Inspector's first scan is waited for
     bake_scan_poll_seconds: float = 300.0
+    rollout_poll_seconds: float = 60.0  # a rollout's refreshes: how often AWS is asked (backing off while unchanged)
     outbox_backoff_seconds: float = BACKOFF_SECONDS  # the outbox's first retry; doubled each time
 
 

@@ -59,6 +59,12 @@ FLAG_DOCS: dict[str, str] = {
     "--account": "only this managed account, by name or id (default: every configured account)",
 }
 SUBCOMMAND_FLAG_DOCS: dict[tuple[str, str], str] = {
+    ("rollout", "--groups"): "only these Auto Scaling groups (comma-separated names)",
+    ("rollout", "--min-healthy"): "MinHealthyPercentage: the share of a group kept in service while it is replaced "
+                                  "(default [rollout].min_healthy_percentage)",
+    ("rollout", "--warmup"): "InstanceWarmup: seconds before a new instance counts as healthy (default "
+                             "[rollout].instance_warmup_seconds)",
+    ("rollout", "--checkpoints"): "pause points, ascending percentages, e.g. 20,50 (default [rollout].checkpoints)",
     ("copy", "--force"): "copy even when the destination already has an image of that name",
     ("copy", "--name"): "the copy's AMI name (default: the source's name)",
     ("launch", "--force"): "launch a deprecated image",
