@@ -11,6 +11,7 @@ from bot.services import approvals, revoke
 from bot.services.lineage import SOURCE_TAG
 from tests.support import seed
 from tests.support.emulation import REGION, EmulatedHarness
+from tests.support.home import open_home, view_text
 
 POLICY = {"aws": {"regions": [REGION]}, "access": {"operators": ["U0OPS", "U0LEAD"]},
           "approvals": {"approvers": ["U0LEAD"]}}
@@ -181,3 +182,12 @@ def test_show_marks_a_revoked_image_with_the_reason(app):
     approve(app, the_request(app))
     app.command(f"show {new}")
     assert "Revoked*: CVE-2024-6387" in app.last_reply().text
+
+
+def test_the_home_tab_lists_revoked_images_with_the_reason(app):
+    _, new = family(app)
+    app.command(f'revoke {new} --reason "CVE-2024-6387"')
+    approve(app, the_request(app))
+    [published] = open_home(app, "U0OPS")[-1:]
+    text = view_text(published)
+    assert "Revoked images" in text and new in text and "CVE-2024-6387" in text
