@@ -191,3 +191,30 @@ def test_the_home_tab_lists_revoked_images_with_the_reason(app):
     [published] = open_home(app, "U0OPS")[-1:]
     text = view_text(published)
     assert "Revoked images" in text and new in text and "CVE-2024-6387" in text
+
+
+def test_a_restart_after_the_rollback_was_claimed_but_before_the_channel_moved_moves_it(aws, fake_slack, tmp_path,
+                                                                                          monkeypatch):
+    db = str(tmp_path / "amibot.db")
+    first = EmulatedHarness(fake_slack, db, POLICY).start()
+    old, new = family(first)
+    first.command(f"revoke {new} --reason crash")
+    request = the_request(first)
+    real = revoke._run
+    monkeypatch.setattr(revoke, "_run", lambda *args: None)  # killed before any step ran …
+    approve(first, request)
+    # … but after rollback() claimed the promotion row (its conditional UPDATE), before it wrote the parameter
+    first.ctx.store.execute("UPDATE promotions SET rolled_back_at = '2026-01-01T00:00:00' WHERE image_id = ?", (new,))
+    first.ctx.store.execute("UPDATE requests SET state = 'executing', outcome = NULL WHERE id = ?", (request.id,))
+    first.stop()
+    monkeypatch.setattr(revoke, "_run", real)
+    assert parameter(first) == new
+
+    second = EmulatedHarness(fake_slack, db, POLICY).start()
+    try:
+        second.wait_idle()
+        done = approvals.get(second.ctx, request.id)
+        assert done.state == "succeeded", done.outcome
+        assert parameter(second) == old and image_of(second, new)["State"] == "disabled"
+    finally:
+        second.stop()

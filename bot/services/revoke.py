@@ -37,7 +37,7 @@ from bot.services import approvals, stages
 from bot.services.drift import running_in
 from bot.services.images import Image, describe_own_images, find_image
 from bot.services.lineage import lineage_of
-from bot.services.versions import active_promotion, is_promoted, parameter_name, rollback
+from bot.services.versions import active_promotion, finish_rollback, is_promoted, parameter_name, rollback
 
 KIND = "revoke"
 DETAILS_VIEW = "revoke"  # renders a revocation request's details (bot/render/revoke.py)
@@ -206,8 +206,10 @@ def _run(ctx, request: approvals.Request, steps: Steps, step: Step, progress) ->
             account = data.get("account") or ""
             stored_as = (account, "") if account and account == home else (account,)
             active = active_promotion(ctx.store, data["family"], data["region"], stored_as)
-            if active is None or active["image_id"] != data["from"]:
-                steps.mark(step, DONE, "the channel had already moved")
+            if active is None or active["image_id"] != data["from"]:  # claimed: moved, or stopped before moving
+                moved = finish_rollback(ctx, data["family"], data["region"], account or None, data["from"],
+                                        data["to"])
+                steps.mark(step, DONE, f"{data['parameter']} → {data['to']}" + ("" if moved else " (already)"))
             else:
                 result = rollback(ctx, data["family"], data["region"], request.requester, account or None)
                 steps.mark(step, DONE, f"{result.parameter} → {result.image.id}")
