@@ -31,6 +31,7 @@ from typing import Any
 from bot.aws.clients import Aws, call, requires
 from bot.core import authority
 from bot.core.errors import AmibotError, AwsError, PolicyViolation
+from bot.core.text import escape
 from bot.durable import audit
 from bot.durable.steps import DONE, FAILED, SKIPPED, Resumed, Step, Steps
 from bot.services import approvals, stages
@@ -321,12 +322,13 @@ def offer_rollout(ctx, request: approvals.Request, family: str, progress) -> str
               for group, count in sorted(entry["groups"].items())]
     if not groups:
         outcome = "no Auto Scaling group runs a revoked image"
-        progress(f":white_check_mark: No Auto Scaling group runs a revoked image; nothing to roll out for {family}.")
+        progress(f":white_check_mark: No Auto Scaling group runs a revoked image; nothing to roll out for "
+                 f"{escape(family)}.")
         return outcome
-    listed = ", ".join(f"{group}{f' in {account}' if account else ''}: {count} instance(s)"
+    listed = ", ".join(f"{escape(group)}{f' in {escape(account)}' if account else ''}: {count} instance(s)"
                        for account, group, count in groups)
     progress(f":arrows_counterclockwise: {len(groups)} group(s) still run a revoked image — {listed}. Roll the "
-             f"family's current version out to them: `/ami rollout {family}`")
+             f"family's current version out to them: `/ami rollout {escape(family)}`")
     return f"suggested `/ami rollout {family}` to {len(groups)} group(s)"
 
 
