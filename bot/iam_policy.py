@@ -39,6 +39,7 @@ from bot.services import (
     organization,
     recycle_bin,
     references,
+    revoke,
     rollout,
     share,
     snapshots,
@@ -50,8 +51,8 @@ from bot.services import (
 # Imported above, so their @requires have run: listed here so that no import looks unused and the list is visible.
 DECLARING: tuple[ModuleType, ...] = (
     clients, anchors, backup, allowed, bake, base_images, copy, create, deregister, digest, drift, findings,
-    images, inventory, launch, lineage, organization, recycle_bin, references, rollout, share, snapshots, stages,
-    usage_reports, versions,
+    images, inventory, launch, lineage, organization, recycle_bin, references, revoke, rollout, share, snapshots,
+    stages, usage_reports, versions,
 )
 
 # What only the bot's own account needs: assuming the member roles, listing the organisation, the audit anchors

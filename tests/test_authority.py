@@ -15,6 +15,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import boto3
 import pytest
 
 from bot.core import authority
@@ -65,6 +66,19 @@ def promote_twice(org, world: World) -> None:
         said = answer_count(org)
         org.command(f"promote {image_id}", user=PRODOP)
         assert "is now the current version" in answers_since(org, said)
+
+
+def group_in_prod(org, world: World) -> None:
+    """web-2 current in prod, and an Auto Scaling group there still launching web-1: what a rollout would change."""
+    promote_twice(org, world)
+    session = seed.account_session(boto3.session.Session(region_name="us-east-1"), PROD)
+    ec2 = session.client("ec2", "us-east-1")
+    template = ec2.create_launch_template(LaunchTemplateName="web-lt", LaunchTemplateData={
+        "ImageId": world.older, "InstanceType": "t3.micro"})["LaunchTemplate"]["LaunchTemplateId"]
+    subnet = ec2.describe_subnets()["Subnets"][0]["SubnetId"]
+    session.client("autoscaling", "us-east-1").create_auto_scaling_group(
+        AutoScalingGroupName="web-asg", MinSize=0, MaxSize=1, DesiredCapacity=0, VPCZoneIdentifier=subnet,
+        LaunchTemplate={"LaunchTemplateId": template, "Version": "1"})
 
 
 @dataclass
@@ -131,6 +145,8 @@ SUBCOMMANDS: dict[str, Row] = {
     "base": Row(command("base al2023 --copy web-base --family web --account prod")),
     "recycle-bin": Row(command("recycle-bin enable --account prod")),
     "bake": Row(command("bake web")),
+    "rollout": Row(command("rollout web"), prepare=lambda org, world: group_in_prod(org, world)),
+    "revoke": Row(command("revoke {w.image} --reason test")),
 }
 
 OTHER_KINDS: dict[str, Row] = {

@@ -175,6 +175,21 @@ def _bake_run(state: str = "failed") -> dict:
             "cancelled_by": "U0LEAD"}
 
 
+def _rollout_status():
+    """A running rollout (bot.services.rollout.RolloutStatus) whose groups' names and AWS's answers are hostile."""
+    from bot.services import rollout
+
+    group = make(rollout.GroupPlan)
+    group.method = rollout.PINNED
+    found = make(rollout.RolloutPlan)
+    found.groups = [group]
+    status = make(rollout.RolloutStatus)
+    status.plan, status.finished = found, False
+    status.progress = {rollout.group_key(group): {"status": f"x {HOSTILE}", "reason": f"x {HOSTILE}",
+                                                  "percentage": 50}}
+    return status
+
+
 # Values typed too loosely to be generated from their annotation: (function or class, parameter or field).
 SAMPLES = {
     ("bake_message", "view"): _bake_run,
@@ -182,6 +197,9 @@ SAMPLES = {
     ("bakes_list", "scheduled"): lambda: [{"family": f"x {HOSTILE}", "mechanism": f"x {HOSTILE}",
                                            "region": f"x {HOSTILE}", "next": f"x {HOSTILE}"}],
     ("Dashboard", "bakes"): lambda: [_bake_run("running")],
+    ("Dashboard", "revoked"): lambda: [{key: f"x {HOSTILE}" for key in (
+        "image_id", "region", "account", "name", "family", "reason", "request_id", "revoked_by", "revoked_at")}],
+    ("status_message", "found"): lambda: [_rollout_status()],
     ("audit_history", "rows"): _audit_rows,
     ("request_message", "request"): lambda: make(approvals.Request),  # duck-typed: Any
     ("requests_list", "requests"): lambda: [make(approvals.Request)],

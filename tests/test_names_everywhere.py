@@ -50,6 +50,7 @@ CASES = {
     "protect": ("", None),
     "unprotect": ("", None),
     "launch": (" t3.micro", None),
+    "revoke": ("", None),
 }
 # Commands with their own tests below (restore: the Recycle Bin) or elsewhere (show: tests/test_commands_read.py,
 # lineage: tests/test_lineage.py), which list the images a name matches to choose from.

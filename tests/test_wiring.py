@@ -115,7 +115,7 @@ def test_the_factory_registers_every_approval_kind(harness):
     from bot.services import approvals
 
     assert {kind.name for kind in wiring.approval_kinds()} == {
-        "deregister", "snapshot-cleanup", "launch", "recycle-bin-enable", "share", "disable", "unprotect",
+        "deregister", "snapshot-cleanup", "launch", "recycle-bin-enable", "share", "disable", "unprotect", "revoke",
         "bake-promote", "rollout"}
     assert set(approvals.KINDS) >= {kind.name for kind in wiring.approval_kinds()}
 

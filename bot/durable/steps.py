@@ -62,6 +62,15 @@ class Steps:
                 "state": state, "result": result, "data": json.dumps(step.data), "updated_at": now_iso()})
         return step
 
+    def claim(self, step: Step, state: str, result: str | None = None) -> bool:
+        """Planned → `state` in one statement: True for the one caller that moved it (two watchers after a
+        restart finish a thing once)."""
+        moved = self.store.execute("UPDATE steps SET state = ?, result = ?, updated_at = ? WHERE owner = ? AND "
+                                   "seq = ? AND state = 'planned'", (state, result, now_iso(), self.owner, step.seq))
+        if moved.rowcount == 1:
+            step.state, step.result = state, result
+        return moved.rowcount == 1
+
     def annotate(self, action: str, **data: Any) -> None:
         """Add what was learnt (a message ts, say) to this owner's step(s) of an action."""
         for step in self.all():

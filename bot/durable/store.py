@@ -21,6 +21,7 @@ Every table has one owning module; no other module holds SQL for it (tests/test_
     digest_runs, snoozes                 bot/services/digest.py
     digest_history, dashboard_cache      bot/services/dashboard.py
     promotions                           bot/services/versions.py
+    revocations                          bot/services/revoke.py
     backup_days                          bot/durable/backup.py
     health, generation, _sqlite_migrations   bot/durable/store.py
       (and store.py reads audit_head's last row id: its file check's watermark, below bot/durable/audit.py)
@@ -277,6 +278,11 @@ MIGRATIONS: list[Migration] = [
               lambda database: database["backup_days"].create(
                   {"date": str, "claimed_at": str, "destination": str, "finished_at": str, "outcome": str},
                   pk="date", not_null={"claimed_at"})),
+    Migration("0017_revocations", None,
+              "revoked images with their reason (`/ami revoke`), for the Home tab",
+              lambda database: database["revocations"].create(
+                  {"image_id": str, "region": str, "account": str, "name": str, "family": str, "reason": str,
+                   "request_id": str, "revoked_by": str, "revoked_at": str}, pk="image_id")),
 ]
 
 

@@ -29,9 +29,10 @@ from bot.render.digest import cleanup_details
 from bot.render.launch import launch_details
 from bot.render.lifecycle import stage_details
 from bot.render.recycle_bin import enable_view
+from bot.render.revoke import revoke_details
 from bot.render.rollout import rollout_details
 from bot.render.share import share_details
-from bot.services import bake, deregister, launch, recycle_bin, rollout, share, stages
+from bot.services import bake, deregister, launch, recycle_bin, revoke, rollout, share, stages
 from bot.services.digest import CLEANUP_DETAILS
 
 Request = Any  # a bot.services.approvals.Request, duck-typed
@@ -46,6 +47,7 @@ DETAIL_VIEWS: dict[str, Callable[[dict], list[dict]]] = {
     stages.DETAILS_VIEW: stage_details,
     deregister.DETAILS_VIEW: deregister_details,
     bake.DETAILS_VIEW: promotion_details,
+    revoke.DETAILS_VIEW: revoke_details,
     rollout.DETAILS_VIEW: rollout_details,
 }
 

@@ -135,6 +135,19 @@ def _bake_blocks(board: Dashboard) -> list[dict]:
             context("`/ami bakes` lists them with the recent ones; each bake's message follows it."), divider()]
 
 
+def _revoked_blocks(board: Dashboard) -> list[dict]:
+    """Images revoked (`/ami revoke`), the latest first, with their reason; nothing when none is."""
+    if not board.revoked:
+        return []
+    lines = [f"`{escape(row['image_id'])}` {escape(row.get('name') or '')} ({escape(row.get('region') or '')}) · "
+             f"{escape(row.get('family') or '')} · {escape((row.get('revoked_at') or '')[:10])} — "
+             f"{escape(row.get('reason') or '')}" for row in board.revoked[:5]]
+    return [header(f"Revoked images ({len(board.revoked)})"), section(":no_entry: " + "\n:no_entry: ".join(lines)),
+            context("Deprecated and disabled, kept: `/ami show &lt;ami-id&gt;` says why; `/ami enable` brings one "
+                    "back."),
+            divider()]
+
+
 def _digest_blocks(board: Dashboard) -> list[dict]:
     blocks = [header("What the digest would retire")]
     last = board.last_digest
@@ -154,7 +167,8 @@ def home_view(board: Dashboard, notice: str | None = None, links: dict[str, str]
     """`notice`: what just happened on the tab (a decision's outcome), shown first; `links`: request id → the
     permalink of its message (asked of Slack by the caller)."""
     blocks = [section(notice[:2900]), divider()] if notice else []  # amibot's own words (AmibotError: safe)
-    blocks += [*_fleet_blocks(board), divider(), *_bake_blocks(board), *_waiting_blocks(board, links or {}),
+    blocks += [*_fleet_blocks(board), divider(), *_bake_blocks(board), *_revoked_blocks(board),
+               *_waiting_blocks(board, links or {}),
                divider(), *_mine_blocks(board),
               divider(), *_digest_blocks(board),
               context(f"Updated {board.now:%Y-%m-%d %H:%M} UTC · `/ami help` lists every command")]

@@ -20,10 +20,12 @@ from bot.render.blocks import (
     when,
 )
 from bot.render.deregister import account_section, reference_line, unknown_lines
+from bot.render.revoke import revoked_line
 from bot.render.unchecked import headline, unchecked_lines
 from bot.services.blast_radius import AccountUsage
 from bot.services.images import Image, Shares
 from bot.services.references import AMIBOT, Usage, nothing_found
+from bot.services.revoke import REVOKED_TAG
 
 CHOICES_SHOWN = 20  # the images an ambiguous name lists (their shares are looked up: one call each)
 STATE_ICONS = {"available": ":large_green_circle:", "pending": ":hourglass_flowing_sand:",
@@ -163,6 +165,8 @@ def image_detail(image: Image, shares: Shares, usage: Usage, now: datetime, acco
     if image.last_launched:
         facts.append(f"*Last launched*\n{when(image.last_launched)}")
     blocks = [header(title), fields_section(facts[:10])]
+    if image.tags.get(REVOKED_TAG):
+        blocks.append(section(revoked_line(image.tags[REVOKED_TAG])))
     if image.description:
         blocks.append(section(f"*Description*\n{escape(image.description)}"))
     blocks.append(section(f"*Block devices*\n{_devices(image)}"))

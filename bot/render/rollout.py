@@ -87,6 +87,6 @@ def status_message(found: list) -> dict:
         lines = []
         for group in item.plan.to_roll:
             progress = item.progress.get(rollout.group_key(group)) or {}
-            lines.append(f"• `{escape(group.group)}` ({group.region}): {_progress_text(progress)}")
+            lines.append(f"• `{escape(group.group)}` ({escape(group.region)}): {_progress_text(progress)}")
         out.append(blocks.section(blocks.clip("\n".join(lines) or "no groups", 2900)))
     return blocks.fit(blocks.message("Rollouts", out))

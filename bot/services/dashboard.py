@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 
 from bot.core.errors import AmibotError, AwsError
-from bot.services import approvals, bake
+from bot.services import approvals, bake, revoke
 from bot.services.drift import Drift, fleet_drift, retired_names
 from bot.services.findings import findings_of_many
 from bot.services.staleness import where
@@ -84,6 +84,7 @@ class Dashboard:
     last_digest: LastDigest | None
     now: datetime
     bakes: list = field(default_factory=list)  # running bakes' records, with "state" (bot.services.bake)
+    revoked: list = field(default_factory=list)  # the latest revocations (bot.services.revoke.recent), newest first
 
 
 def _stamp(moment: datetime) -> str:
@@ -242,4 +243,5 @@ def dashboard(ctx, user: str) -> Dashboard:
     running = [{**run.record, "state": run.state} for run in bake.runs(ctx.store)
                if run.state in ("starting", "running", "cancelling")]
     return Dashboard(user, fleet if fleet and fleet.computed_at else None, age, waiting_for(ctx, user),
-                     made_by(ctx, user), trend(ctx.store), last_digest(ctx.store), now, running)
+                     made_by(ctx, user), trend(ctx.store), last_digest(ctx.store), now, running,
+                     revoke.recent(ctx.store))

@@ -505,12 +505,15 @@ def request_rollout(ctx, family: str, requester: str, channel: str, *, accounts:
                         if not group.rolled or wanted & ({source.image_id for source in group.sources}
                                                          | set(group.running))]
     rolled = found.to_roll
+    # The operators of every account whose groups it would (or, once readable, might) change decide first — before
+    # "nothing to roll" too, so an answer about prod's groups goes only to those who may change them.
+    asked = list(dict.fromkeys(group.account for group in found.groups if group.method not in (CURRENT, SKIPPED)))
+    if authority.current() is not None:
+        for account in asked:
+            authority.authorize(ctx, account or None, f"/ami rollout {family}")
     if not rolled:
         raise PolicyViolation(nothing_to_roll(found))
     changed = list(dict.fromkeys(group.account for group in rolled))
-    if authority.current() is not None:  # the operators of every account it changes, before anything is opened
-        for account in changed:
-            authority.authorize(ctx, account or None, f"/ami rollout {family}")
     chosen = {**options_of(), **(options or {})}
     params = {"family": family, "account": changed[0], "accounts": changed, "options": chosen,
               "groups": [group_key(group) for group in rolled]}
@@ -725,8 +728,7 @@ def watch(ctx, payload: dict) -> None:
 
 def _claim(ctx, steps: Steps, finish: Step) -> bool:
     """The finish step, planned → done in one statement: two watchers (a restart's) finish a rollout once."""
-    return ctx.store.execute("UPDATE steps SET state = 'done', result = 'finished' WHERE owner = ? AND seq = ? AND "
-                             "state = 'planned'", (steps.owner, finish.seq)).rowcount == 1
+    return steps.claim(finish, DONE, "finished")
 
 
 def _finish(ctx, request, found: RolloutPlan, progress: dict[str, dict], steps: Steps, finish: Step) -> None:

@@ -410,6 +410,29 @@ def rollback(ctx: ServiceContext, family: str, region: str | None, user: str, ac
                     owner.account.label if ctx.aws.many else "")
 
 
+@requires("ssm:GetParameter")
+def channel_value(aws: Aws, family: str, region: str) -> str | None:
+    """The image id the family's SSM parameter names in the account and region (None: there is none)."""
+    try:
+        return call(aws.client("ssm", region), "get_parameter", Name=parameter_name(family))["Parameter"]["Value"]
+    except AwsError as error:
+        if error.code == "ParameterNotFound":
+            return None
+        raise
+
+
+def finish_rollback(ctx: ServiceContext, family: str, region: str, account: str | None, newer_id: str,
+                    target_id: str) -> bool:
+    """After a restart: a rollback whose promotion row was claimed may have stopped before the channel moved. When
+    the parameter still names `newer_id`, point it (and the tags) at `target_id` now; True when it moved it."""
+    owner = ctx.aws.of(account or None)
+    with _lock(family, region, owner.account.id):
+        if channel_value(owner, family, region) != newer_id:
+            return False
+        _point_current_at(owner, _rollback_target(ctx, owner, family, region, target_id), [newer_id])
+    return True
+
+
 def rollback_place(ctx: ServiceContext, family: str, region: str | None, account: str | None) -> tuple[str, str]:
     """The (account id, region) to roll back in: as given, else the only one where the family is promoted."""
     wanted = ctx.aws.of(account).account.id if account else None

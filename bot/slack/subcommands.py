@@ -81,6 +81,10 @@ SUBCOMMAND_FLAG_DOCS: dict[tuple[str, str], str] = {
                                "in several",
     ("promote", "--force"): "promote even though Amazon Inspector reports critical findings for the image",
     ("deregister", "--force"): "ask even though something still uses the image (the request shows it as dangerous)",
+    ("revoke", "--reason"): "why it must not run (quote it: --reason \"CVE-2024-6387\"); the request, the image's "
+                            "amibot:revoked tag, `/ami show` and the Home tab say it",
+    ("revoke", "--descendants"): "revoke every image lineage knows was baked or copied from it too, in every managed "
+                                 "account and region",
 }
 
 

@@ -20,8 +20,8 @@ from bot.slack.subcommands import Registry, parse
 # first subcommand of each stage gives the stage's example in `/ami help`. Modules not named here follow
 # alphabetically.
 ORDER = ["list", "show", "versions", "create", "register", "base", "bake", "copy", "lineage", "launch", "promote",
-         "rollout",
-         "share", "stages", "deregister", "restore", "recycle_bin", "drift", "digest", "allowed", "audit", "requests"]
+         "rollout", "share", "stages", "revoke", "deregister", "restore", "recycle_bin", "drift", "digest", "allowed",
+         "audit", "requests"]
 
 
 def _subcommand_modules():
