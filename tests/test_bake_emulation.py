@@ -5,8 +5,6 @@ Stubber accepts for the operation (the service model's shapes)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-
 import boto3
 import botocore.session
 import pytest
@@ -15,20 +13,11 @@ from botocore.stub import Stubber
 
 from bot.devtools.bake_emulation import BakeEmulation
 from tests.support import seed
+from tests.support.clock import Clock
 
 REGION = "us-east-1"
 TOKEN = "0f1e2d3c-4b5a-4968-8776-655443322110"
 
-
-class Clock:
-    def __init__(self):
-        self.now = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
-
-    def __call__(self):
-        return self.now
-
-    def tick(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
 
 
 @pytest.fixture

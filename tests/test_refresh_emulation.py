@@ -5,8 +5,6 @@ configured — and every answer is one botocore's Stubber accepts for the operat
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-
 import boto3
 import botocore.session
 import pytest
@@ -17,19 +15,10 @@ from bot.aws.clients import Aws
 from bot.devtools.refresh_emulation import RefreshEmulation
 from bot.services import rollout
 from tests.support import seed
+from tests.support.clock import Clock
 
 REGION = "us-east-1"
 
-
-class Clock:
-    def __init__(self):
-        self.now = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
-
-    def __call__(self):
-        return self.now
-
-    def tick(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
 
 
 def valid(operation: str, answer: dict) -> dict:

@@ -15,8 +15,8 @@ import pytest
 from bot.devtools.refresh_emulation import RefreshEmulation
 from tests.support import seed
 from tests.support.approvals import approval_message
-from tests.test_rollout_plan import POLICY as ACCOUNTS_POLICY
-from tests.test_rollout_plan import answered_refreshes, fleet, group, template
+from tests.support.rollout import POLICY as ACCOUNTS_POLICY
+from tests.support.rollout import answered_refreshes, fleet, group, template
 
 REGION = "us-east-1"
 PEOPLE = {"access": {"operators": ["U0OPS"]}, "approvals": {"approvers": ["U0LEAD"]}}

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import copy
 import itertools
-import secrets
 import threading
 import uuid
 from collections.abc import Callable
@@ -38,9 +37,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from botocore.awsrequest import AWSResponse
-
-from bot.devtools.emulation import EmulatedError
+from bot.devtools.emulation import EmulatedError, answered
 
 BUILD_STAGES = ("PENDING", "BUILDING", "TESTING", "DISTRIBUTING", "AVAILABLE")
 AUTOMATION_STEPS = (("launchInstance", "aws:runInstances"), ("updateOSSoftware", "aws:runCommand"),
@@ -163,15 +160,11 @@ class BakeEmulation:
             return None  # moto serves it (SSM parameters, documents…)
         region = context.get("client_region") or "us-east-1"
         params = context.get("amibot_bake_params") or {}
-        try:
+
+        def run():
             with self._lock:
-                parsed = handler(region, params)
-        except EmulatedError as error:
-            return (AWSResponse(f"https://emulated/{model.name}", error.status, {}, None),
-                    {"Error": {"Code": error.code, "Message": error.message},
-                     "ResponseMetadata": {"HTTPStatusCode": error.status}})
-        parsed.setdefault("ResponseMetadata", {"HTTPStatusCode": 200, "RequestId": secrets.token_hex(8)})
-        return AWSResponse(f"https://emulated/{model.name}", 200, {}, None), parsed
+                return handler(region, params)
+        return answered(model.name, run)
 
     def _before_describe_images(self, context, **_):
         # a run that finished while nobody asked has registered its image by the time anyone lists images

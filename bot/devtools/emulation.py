@@ -51,6 +51,21 @@ class EmulatedError(Exception):
         self.code, self.message, self.status = code, message, status
 
 
+def answered(operation: str, run: Callable[[], dict | None]):
+    """What a before-call handler returns for an emulated call: `run()`'s parsed answer (with AWS's response
+    metadata) or its EmulatedError as AWS's error answer; None when `run()` leaves the call to moto."""
+    try:
+        parsed = run()
+    except EmulatedError as error:
+        return (AWSResponse(f"https://emulated/{operation}", error.status, {}, None),
+                {"Error": {"Code": error.code, "Message": error.message},
+                 "ResponseMetadata": {"HTTPStatusCode": error.status}})
+    if parsed is None:
+        return None
+    parsed.setdefault("ResponseMetadata", {"HTTPStatusCode": 200, "RequestId": secrets.token_hex(8)})
+    return AWSResponse(f"https://emulated/{operation}", 200, {}, None), parsed
+
+
 @dataclass
 class BinEntry:
     """A deregistered image or deleted snapshot in the Recycle Bin, with moto's object to put back."""
@@ -182,20 +197,14 @@ class Emulation:
         if handler is None:
             return None  # moto serves it
         params = context.get("amibot_emulation_params") or {}
-        try:
+
+        def run():
             if params.get("DryRun"):
                 raise EmulatedError("DryRunOperation", "Request would have succeeded, but DryRun flag is set.", 412)
             with self._lock:
                 self._expire(at)
-                parsed = handler(at, params)
-        except EmulatedError as error:
-            return (AWSResponse(f"https://emulated/{model.name}", error.status, {}, None),
-                    {"Error": {"Code": error.code, "Message": error.message},
-                     "ResponseMetadata": {"HTTPStatusCode": error.status}})
-        if parsed is None:
-            return None
-        parsed.setdefault("ResponseMetadata", {"HTTPStatusCode": 200, "RequestId": secrets.token_hex(8)})
-        return AWSResponse(f"https://emulated/{model.name}", 200, {}, None), parsed
+                return handler(at, params)
+        return answered(model.name, run)
 
     def _after_ec2(self, account, model, http_response, parsed, context, **_):
         at = Place(account, context.get("client_region") or "us-east-1")

@@ -26,7 +26,6 @@ like the rest of the demo. ``CheckpointPercentages`` pause the refresh for ``Che
 from __future__ import annotations
 
 import copy
-import secrets
 import threading
 import uuid
 from collections.abc import Callable
@@ -34,9 +33,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from botocore.awsrequest import AWSResponse
-
-from bot.devtools.emulation import EmulatedError
+from bot.devtools.emulation import EmulatedError, answered
 
 ACTIVE = ("Pending", "InProgress", "Cancelling", "RollbackInProgress", "Baking")
 SSM_PREFIX = "resolve:ssm:"
@@ -112,15 +109,11 @@ class RefreshEmulation:
             return None  # moto serves it (groups, launch configurations…)
         region = context.get("client_region") or "us-east-1"
         params = context.get("amibot_refresh_params") or {}
-        try:
+
+        def run():
             with self._lock:
-                parsed = handler(region, params)
-        except EmulatedError as error:
-            return (AWSResponse(f"https://emulated/{model.name}", error.status, {}, None),
-                    {"Error": {"Code": error.code, "Message": error.message},
-                     "ResponseMetadata": {"HTTPStatusCode": error.status}})
-        parsed.setdefault("ResponseMetadata", {"HTTPStatusCode": 200, "RequestId": secrets.token_hex(8)})
-        return AWSResponse(f"https://emulated/{model.name}", 200, {}, None), parsed
+                return handler(region, params)
+        return answered(model.name, run)
 
     # --- failures, for the demo and the tests -----------------------------------------------------------------
     def fail_next_refresh(self, reason: str, after: int = 1, group: str | None = None) -> None:
