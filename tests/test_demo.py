@@ -160,14 +160,15 @@ def test_ctrl_c_ends_the_demo_cleanly():
             seen.append(lines.get(timeout=max(0.1, deadline - time.monotonic())))
         process.send_signal(signal.SIGINT)
         try:
-            assert process.wait(timeout=60) == 130
+            # generous: late in the whole suite the machine is busy and the demo's jobs finish their AWS calls first
+            assert process.wait(timeout=180) == 130
         except subprocess.TimeoutExpired:
             process.kill()
             time.sleep(0.2)
             while not lines.empty():
                 seen.append(lines.get())
             printed = "".join(seen[-40:])
-            raise AssertionError(f"the demo did not stop within 60 s of Ctrl-C; it printed:\n{printed}") from None
+            raise AssertionError(f"the demo did not stop within 180 s of Ctrl-C; it printed:\n{printed}") from None
     finally:
         if process.poll() is None:
             process.kill()
