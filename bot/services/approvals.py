@@ -101,6 +101,15 @@ class Request:
         value = self.params.get("account") if isinstance(self.params, dict) else None
         return value if isinstance(value, str) else ""
 
+    @property
+    def accounts(self) -> list[str]:
+        """Every account the request changes: its params' "accounts" when it spans several (a rollout, a
+        revocation with descendants elsewhere; the requester was authorized in each when asking and the approvers
+        saw each), else its one account."""
+        listed = self.params.get("accounts") if isinstance(self.params, dict) else None
+        named = [value for value in listed if isinstance(value, str)] if isinstance(listed, list) else []
+        return list(dict.fromkeys([self.account_id, *named]))
+
     @classmethod
     def from_row(cls, row: dict) -> Request:
         row = dict(row)
@@ -456,9 +465,9 @@ def execute(ctx, request_id: str) -> None:
         _deliver(ctx)
 
     try:
-        # Its approvers decided for the account it acts in: that account, and no other, may be changed
+        # What it was approved for, and nothing else, may be changed: its account(s)
         with authority.acting(request.requester, f"{request.kind} {request.id}",
-                              authorized=[ctx.aws.of(request.account_id or None).account.id]):
+                              authorized=[ctx.aws.of(account or None).account.id for account in request.accounts]):
             outcome = KINDS[request.kind].execute(ctx, request, progress)
     except AmibotError as error:
         _finish(ctx, request, FAILED, error.message)

@@ -29,7 +29,6 @@ from datetime import timedelta
 from typing import Any
 
 from bot.aws.clients import Aws, call, requires
-from bot.core import authority
 from bot.core.errors import AmibotError, AwsError, PolicyViolation
 from bot.core.text import escape
 from bot.durable import audit
@@ -151,7 +150,8 @@ def request_revocation(ctx, ref: str, requester: str, channel: str, reason: str 
     request = approvals.create_request(
         ctx, kind=KIND, params={"image_id": image.id, "region": image.region, "name": image.name,
                                 "family": image.family, "account": image.account, "reason": reason,
-                                "descendants": descendants},
+                                "descendants": descendants,
+                                "accounts": list(dict.fromkeys(each.account for each in found.images))},
         requester=requester, channel=channel,
         title=f"Revoke {image.name or image.id} ({image.id}, {image.region}){more}",
         details=approval_details(ctx, found, reason, descendants),
@@ -250,15 +250,6 @@ def _run(ctx, request: approvals.Request, steps: Steps, step: Step, progress) ->
                  detail={"request": request.id, **{k: v for k, v in step.data.items() if k != "account_label"}})
 
 
-def _authorize_all(ctx, details: dict[str, Any]) -> None:
-    """The approved request acts in every account owning an image it revokes: its requester was checked as an
-    operator of each when asking (request_revocation), and the approvers saw every one of them in the plan."""
-    acting = authority.current()
-    if acting is not None:
-        for image in details.get("images") or []:
-            acting.authorized.add(ctx.aws.of(image.get("account") or None).account.id)
-
-
 def _work(ctx, request: approvals.Request, progress) -> tuple[list[Step], list[Step]]:
     """Run every open step in order; (steps done before this call, steps run now)."""
     steps = Steps(ctx.store, f"request:{request.id}")
@@ -282,7 +273,6 @@ def _phrase(step: Step) -> str:
 
 
 def execute(ctx, request: approvals.Request, progress) -> str:
-    _authorize_all(ctx, request.details)
     _, ran = _work(ctx, request, progress)
     failed = [f"{_phrase(step)}: {step.result}" for step in ran if step.state == FAILED]
     images = [step.target for step in ran if step.action == DISABLE and step.state == DONE]

@@ -627,10 +627,7 @@ def start_groups(ctx, request, progress=None) -> list[str]:
 
 def execute(ctx, request, progress) -> str:
     """The approved rollout: the plan as durable steps, each group's template version and refresh, then the watch."""
-    acting = authority.current()
-    if acting is not None:  # the requester was authorized in each of these accounts when it was asked
-        acting.authorized.update(request.params.get("accounts") or [])
-    said = start_groups(ctx, request, progress)
+    said = start_groups(ctx, request, progress)  # in every account of params["accounts"] (the engine authorizes them)
     metrics.rollout_counted(ctx, "started")
     ctx.jobs.submit(WATCH_JOB, {"request_id": request.id}, dedupe_key=f"rollout-watch:{request.id}")
     return f"Started the rollout of {request.params.get('family')}: " + "; ".join(said) + ". Watching it here."
