@@ -142,6 +142,11 @@ class Aws:
         # Hooked on each client this object makes (not on the session, which callers may share between apps).
         self.observers: list[Callable[[str, str, str | None], None]] = observers if observers is not None else []
 
+
+    @property
+    def session(self) -> boto3.session.Session:
+        """The boto3 session this account's clients come from (the playground installs its emulation on it)."""
+        return self._session
     def _authorized_only(self, model=None, **_: Any) -> None:
         # A user's action may change only the accounts it has authorized (bot/core/authority.py): checked at the
         # last moment before the request leaves, so no path can go around it.

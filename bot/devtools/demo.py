@@ -240,9 +240,9 @@ def emulate_accounts(emulation, accounts, runs: RunEmulations | None = None) -> 
     their clients exists."""
     for handle in accounts.handles():
         if handle is not accounts.home:
-            emulation.install(handle._session, handle.account.id)
+            emulation.install(handle.session, handle.account.id)
             if runs is not None:
-                runs.install(handle._session, handle.account.id)
+                runs.install(handle.session, handle.account.id)
 
 
 @contextlib.contextmanager

@@ -316,22 +316,22 @@ class RefreshEmulation:
                  if not wanted or r.id in wanted]
         return {"InstanceRefreshes": items}
 
-    def _cancel(self, region: str, params: dict) -> dict:
+    def _running(self, region: str, params: dict):
+        """The group's pending or in-progress refresh, or AWS's error for a group without one."""
         name = params.get("AutoScalingGroupName")
         self._group(region, name)
         refresh = self._active(region, name)
         if refresh is None or refresh.status not in ("Pending", "InProgress"):
             raise EmulatedError("ActiveInstanceRefreshNotFound",
                                 f"No in progress or pending Instance Refresh found for Auto Scaling group {name}")
+        return refresh
+
+    def _cancel(self, region: str, params: dict) -> dict:
+        refresh = self._running(region, params)
         refresh.status = "Cancelling"
         return {"InstanceRefreshId": refresh.id}
 
     def _rollback(self, region: str, params: dict) -> dict:
-        name = params.get("AutoScalingGroupName")
-        self._group(region, name)
-        refresh = self._active(region, name)
-        if refresh is None or refresh.status not in ("Pending", "InProgress"):
-            raise EmulatedError("ActiveInstanceRefreshNotFound",
-                                f"No in progress or pending Instance Refresh found for Auto Scaling group {name}")
+        refresh = self._running(region, params)
         refresh.status, refresh.reason = "RollbackInProgress", "Rollback requested by the user"
         return {"InstanceRefreshId": refresh.id}
