@@ -147,6 +147,7 @@ class Aws:
     def session(self) -> boto3.session.Session:
         """The boto3 session this account's clients come from (the playground installs its emulation on it)."""
         return self._session
+
     def _authorized_only(self, model=None, **_: Any) -> None:
         # A user's action may change only the accounts it has authorized (bot/core/authority.py): checked at the
         # last moment before the request leaves, so no path can go around it.
