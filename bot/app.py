@@ -48,6 +48,7 @@ class Amibot:
         # SIGTERM stops the process within 10 s even when the database is broken and jobs hang on it.
         self.ctx.jobs.wait_idle(timeout=STOP_WAIT_SECONDS)
         self.ctx.jobs.shutdown(wait=False)
+        self.ctx.listeners.shutdown(wait=False)  # idle listener threads end; one still running finishes first
         self.ctx.store.close()
 
 

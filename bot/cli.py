@@ -54,7 +54,7 @@ def _load(mode: str):
 
 def cmd_serve(args) -> int:
     from bot.app import create_app
-    from bot.slack.server import create_server, serve_forever
+    from bot.slack.server import create_server, serve_forever, stop_workers
 
     settings, policy = _load("http")
     _refuse_a_lost_database(settings, policy, args.new_database)
@@ -78,6 +78,7 @@ def cmd_serve(args) -> int:
     except KeyboardInterrupt:
         pass
     finally:
+        stop_workers(server)  # requests in flight finish before the app's parts stop
         amibot.stop()
     return 0
 

@@ -14,7 +14,7 @@ from typing import Any
 from bot.app import Amibot
 from bot.devtools.fakeslack import FakeSlack
 from bot.devtools.slackclient import SlackClientSim
-from bot.slack.server import create_server, serve_forever
+from bot.slack.server import create_server, serve_forever, stop_workers
 
 HOST = "127.0.0.1"
 STOP_WAIT_SECONDS = 10
@@ -70,6 +70,7 @@ class LocalApp:
         if self._server is not None:
             self._server.close()
             self._thread.join(timeout=STOP_WAIT_SECONDS)
+            stop_workers(self._server, STOP_WAIT_SECONDS)
             self._server = None
             self.amibot.ctx.jobs.wait_idle(STOP_WAIT_SECONDS)
             self.amibot.stop()

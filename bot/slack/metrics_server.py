@@ -17,6 +17,7 @@ from bot.core import metrics
 from bot.core.metrics import METRICS_PATH
 from bot.slack.context import Context
 from bot.slack.health import HEALTH_PATH, health
+from bot.slack.server import stop_workers
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,7 @@ class MetricsServer:
     def close(self) -> None:
         self._server.close()
         self._thread.join(timeout=5)
+        stop_workers(self._server)
 
 
 def start_server(ctx: Context, host: str = "127.0.0.1", port: int = 0) -> MetricsServer:

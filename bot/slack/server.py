@@ -146,6 +146,13 @@ def create_server(amibot: Served, host: str = "0.0.0.0", port: int = 3000, threa
                                   max_request_body_size=MAX_BODY_BYTES + 1)
 
 
+def stop_workers(server, timeout: float = 5.0) -> None:
+    """End a closed server's worker threads, letting requests in flight finish (up to `timeout`). waitress's
+    `close()` on a single-socket server only closes the socket: without this each stopped server keeps its
+    `threads` idle workers — and through them the whole app — for the rest of the process."""
+    server.task_dispatcher.shutdown(cancel_pending=False, timeout=timeout)
+
+
 def serve_forever(server) -> None:
     """Run until `server.close()` is called from another thread (waitress then sees a closed socket)."""
     try:
