@@ -14,7 +14,7 @@ SQL = re.compile(r"\b(SELECT\b.*\bFROM|INSERT\s+(OR\s+\w+\s+)?INTO|UPDATE\s+\w+\
                  r"CREATE\s+(TABLE|INDEX)|ALTER\s+TABLE|DROP\s+TABLE|PRAGMA|"
                  r"BEGIN\b(?!\s+generated)|COMMIT\b|ROLLBACK\b)", re.S)  # not the docs' "BEGIN generated" markers
 TABLE_AFTER = re.compile(r"\b(?:FROM|INTO|UPDATE|JOIN|TABLE)\s+(\w+)")
-NOT_TABLES = {"SET", "IF", "sqlite_master"}
+NOT_TABLES = {"SET", "IF", "sqlite_master", "json_each"}  # json_each: SQLite's table-valued function, no table
 SQLITE_UTILS_CALLS = {"execute", "executemany", "executescript"}
 # The one read across owners, named in the owner list: the store's file check reads the audit trail's last row id
 # (a number that only grows) on its own connection, and cannot call bot/durable/audit.py, which sits above it.

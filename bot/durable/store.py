@@ -283,6 +283,10 @@ MIGRATIONS: list[Migration] = [
               lambda database: database["revocations"].create(
                   {"image_id": str, "region": str, "account": str, "name": str, "family": str, "reason": str,
                    "request_id": str, "revoked_by": str, "revoked_at": str}, pk="image_id")),
+    Migration("0018_approvals_accounts", None,
+              "which of its accounts each approval covered (a request changing several needs each one's approval)",
+              # JSON list of account ids; NULL (every row from before): the request's own account
+              lambda database: database["approvals"].add_column("accounts", str)),
 ]
 
 

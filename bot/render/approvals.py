@@ -159,14 +159,34 @@ def _account(request: Request) -> str:
     return label if isinstance(label, str) else ""
 
 
+def accounts_needed(request: Request) -> list:
+    """The accounts a request changing several needs an approval in (bot.services.approvals.AccountNeed, each
+    with label, approvers_text, approved_by, covered, missing); [] for a request with one account."""
+    needed = getattr(request, "accounts_needed", None)
+    return list(needed) if isinstance(needed, list) and len(needed) > 1 else []
+
+
+def needs_line(need: Any) -> str:
+    """One account's state: approved (by whom), or who it still needs."""
+    label = escape(need.label or "this account")
+    by = ", ".join(f"<@{user}>" for user in need.approved_by)
+    if need.covered:
+        return f":white_check_mark: {label} has its approval ({by})"
+    count = "an approval" if need.missing == 1 else f"{need.missing} more approvals"
+    return (f":hourglass_flowing_sand: {label} still needs {count} from {need.approvers_text}"
+            + (f" (approved so far by {by})" if by else ""))
+
+
 def request_message(request: Request, approvers: list[str], approver_label: str, now: datetime,
                     confirm_text: str | None = None, account_label: str | None = None) -> Message:
     """The request's message; who may approve, the Approve confirmation's text and the account it acts in are
-    given as data (a request the engine loaded carries the last two itself: account_label, approvers_text)."""
+    given as data (a request the engine loaded carries the last two itself: account_label, approvers_text, and
+    for a request changing several accounts each one's approval: accounts_needed)."""
     account = account_label if account_label is not None else _account(request)
     approver_label = getattr(request, "approvers_text", "") or approver_label
+    several = accounts_needed(request)
     blocks = [header(("⚠️ " if request.danger else "") + request.title)]
-    if account:
+    if account and not several:  # several: each is named with its approvals, below the plan
         blocks.append(section(f"*Account:* {escape(account)}"))
     if request.reason:
         blocks.append(section(f"*Why approval is needed:* {escape(request.reason)}"))
@@ -174,13 +194,20 @@ def request_message(request: Request, approvers: list[str], approver_label: str,
     blocks.append(divider())
     got = f" · approvals {len(approvers)} of {request.required}" + (
         f": {', '.join(f'<@{a}>' for a in approvers)}" if approvers else "")
+    if several:  # counted per account, below
+        got = f" · approved by {', '.join(f'<@{a}>' for a in approvers)}" if approvers else ""
     blocks.append(context(f"`{request.id}` · requested by {requester(request)} at "
                           f"{_clock(request.created_at)}{got}"))
     if request.state == "pending":
         if request.note:
             blocks.append(context(f":information_source: {escape(request.note)}"))
-        blocks.append(context(f"Needs {request.required} approval(s) from {approver_label}; "
-                              "the requester cannot approve."))
+        if several:
+            lines = [f"Needs {request.required} approval(s) in each account it changes; the requester cannot "
+                     "approve:", *(needs_line(need) for need in several)]
+            blocks.append(context("\n".join(lines)[:2900]))
+        else:
+            blocks.append(context(f"Needs {request.required} approval(s) from {approver_label}; "
+                                  "the requester cannot approve."))
         blocks.append(actions(
             button("Approve", APPROVE, request.id, style="danger" if request.danger else "primary",
                    confirm=confirm_dialog("Approve this?", confirm_text or f"{request.title}?", "Approve",

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from bot.render.approvals import APPROVE, REJECT, stakes_text
+from bot.render.approvals import APPROVE, REJECT, accounts_needed, needs_line, stakes_text
 from bot.render.blocks import actions, button, confirm_dialog, context, divider, escape, header, section
 from bot.render.trend import trend_lines
 from bot.render.unchecked import unchecked_lines
@@ -81,8 +81,11 @@ def _request_blocks(request, link: str | None) -> list[dict]:
     danger = ":warning: " if request.danger else ""
     text = (f"{danger}*{escape(request.title)}* · `{request.id}` · by <@{request.requester}> · "
             f"{request.created_at[:10]}")
+    several = accounts_needed(request)
     if getattr(request, "account_label", ""):
-        text += f"\n*Account:* {escape(request.account_label)}"
+        text += f"\n*{'Accounts' if several else 'Account'}:* {escape(request.account_label)}"
+    if several:  # which accounts still wait for an approval, and from whom
+        text += "\n" + "\n".join(needs_line(need) for need in several)
     if request.reason:
         text += f"\n_{escape(request.reason)[:300]}_"
     message = f"<{link}|the request's message>" if link else "its message (`/ami requests` links it)"

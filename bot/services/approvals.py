@@ -15,7 +15,10 @@ and delivers it (at once after the commit, and again until Slack has it).
 
 Accounts: a request's params carry "account", the id of the account it acts in ("" or missing: the bot's own).
 That account's `approvers` ([[accounts]]) replace [approvals].approvers for it (bot/core/access.py), and with accounts
-configured its messages and audit rows name it: "prod (111111111111)".
+configured its messages and audit rows name it: "prod (111111111111)". A request that changes several accounts
+(params "accounts": a rollout, a revocation whose descendants live elsewhere) is approved only when EACH of them has
+`required` approvals from people who may approve there; an approval covers every one of its accounts its approver
+may approve in (recorded with it), so one person who may approve in two covers both with one click.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import json
 import logging
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -33,6 +36,7 @@ from bot.core import authority
 from bot.core.access import mentions
 from bot.core.accounts import Account
 from bot.core.errors import AccessDenied, AmibotError, NotFound
+from bot.core.text import escape
 from bot.durable import anchors, audit, jobs, outbox
 
 log = logging.getLogger(__name__)
@@ -72,6 +76,18 @@ def register_kind(kind: Kind) -> None:
 
 
 @dataclass
+class AccountNeed:
+    """One of the accounts a request changes, as deciding sees it (and the message and Home tab show it)."""
+
+    key: str  # the account's id ("" for the bot's own with no accounts configured)
+    label: str  # "prod (111111111111)": plain text (a name from config), escaped where shown
+    approvers_text: str  # who may approve there, but the requester: Slack mentions (mrkdwn)
+    approved_by: list[str]  # user ids whose approval covered it, first first
+    covered: bool  # it has the `required` approvals it needs
+    missing: int = 0  # how many more it needs
+
+
+@dataclass
 class Request:
     id: str
     kind: str
@@ -93,8 +109,10 @@ class Request:
     reminded_at: str | None = None
     outcome: str | None = None
     # Not stored: filled from the managed accounts when loaded (get, pending), for the message and the lists
-    account_label: str = ""  # "prod (111111111111)"; "" with no accounts configured
+    account_label: str = ""  # "prod (111111111111)"; "" with no accounts configured; several: comma-separated
     approvers_text: str = ""  # who may approve this one, as Slack text
+    # A request changing several accounts: each one, who may approve there and whether it has its approval
+    accounts_needed: list[AccountNeed] = field(default_factory=list)
 
     @property
     def account_id(self) -> str:
@@ -157,6 +175,8 @@ def get(ctx, request_id: str) -> Request:
 def _loaded(ctx, request: Request) -> Request:
     request.account_label = account_label(ctx, request)
     request.approvers_text = _approver_label(ctx, request)
+    needed = needs(ctx, request)
+    request.accounts_needed = needed if len(needed) > 1 else []
     return request
 
 
@@ -165,6 +185,12 @@ def _loaded(ctx, request: Request) -> Request:
 def _managed(ctx) -> list[Account]:
     aws = getattr(ctx, "aws", None)
     return list(aws.accounts) if aws is not None else []
+
+
+def _resolved(managed: list[Account], account_id: str) -> Account | None:
+    if not account_id:
+        return next((account for account in managed if account.is_home), None)
+    return next((account for account in managed if account.id == account_id), None) or Account(id=account_id)
 
 
 def account_of(ctx, request: Request | None) -> Account | None:
@@ -176,20 +202,100 @@ def account_of(ctx, request: Request | None) -> Account | None:
     managed = _managed(ctx)
     if not managed:
         return None
-    account_id = request.account_id
-    if not account_id:
-        return next((account for account in managed if account.is_home), None)
-    return next((account for account in managed if account.id == account_id), None) or Account(id=account_id)
+    return _resolved(managed, request.account_id)
+
+
+def accounts_of(ctx, request: Request) -> list[tuple[str, Account | None]]:
+    """Every account the request changes, its own first, each once: (key, account). The key is the account's id
+    (the one recorded with an approval); with no accounts configured there is one, ("", None)."""
+    managed = _managed(ctx)
+    if not managed:
+        return [("", None)]
+    found: dict[str, Account | None] = {}
+    for account_id in request.accounts:
+        account = _resolved(managed, account_id)
+        found.setdefault(account.id if account is not None else "", account)
+    return list(found.items())
+
+
+def _label(account: Account | None) -> str:
+    return account.label if account is not None and account.id else ""
 
 
 def account_label(ctx, request: Request | None) -> str:
-    account = account_of(ctx, request)
-    return account.label if account is not None and account.id else ""
+    """"prod (111111111111)"; a request changing several accounts names each: "prod (…), staging (…)"."""
+    if request is not None and len(request.accounts) > 1:
+        labels = [_label(account) for _key, account in accounts_of(ctx, request)]
+        return ", ".join(label for label in labels if label)
+    return _label(account_of(ctx, request))
 
 
 def approvers_of(ctx, request_id: str) -> list[str]:
     return [row["approver"] for row in
             ctx.store.db["approvals"].rows_where("request_id = ?", [request_id], order_by="at", select="approver")]
+
+
+def _given(ctx, request_id: str) -> list[tuple[str, list[str] | None]]:
+    """Each approval and the account keys it covered (None: given before approvals recorded theirs — it covered
+    the request's own account)."""
+    rows = ctx.store.db["approvals"].rows_where("request_id = ?", [request_id], order_by="at",
+                                                select="approver, accounts")
+    return [(row["approver"], json.loads(row["accounts"]) if row["accounts"] else None) for row in rows]
+
+
+def _may_approve_in(ctx, user: str, account: Account | None) -> bool:
+    """Its approvers; without any, its operators (without operators, anyone)."""
+    if ctx.access.approver_ids(account):
+        return ctx.access.is_approver(user, account)
+    return ctx.access.is_operator(user, account)
+
+
+def _who_approves(ctx, account: Account | None, requester: str) -> str:
+    """Who may approve in an account, the requester left out, as Slack text."""
+    configured = [entry for entry in ctx.access.approver_ids(account) if entry != requester]
+    if configured:
+        return mentions(configured, shown=len(configured))
+    if ctx.access.approver_ids(account):
+        return "an approver other than the requester (none is listed: ask for one to be added)"
+    operators = [entry for entry in ctx.access.operators(account) if entry != requester]
+    if operators:
+        return f"an operator of {escape(_label(account))} ({mentions(operators)})" if _label(account) else (
+            f"an operator ({mentions(operators)})")
+    return "anyone but the requester"
+
+
+def needs(ctx, request: Request) -> list[AccountNeed]:
+    """Each account the request changes: who may approve there, who approved for it, whether it is covered."""
+    accounts = accounts_of(ctx, request)
+    primary = accounts[0][0]
+    given = _given(ctx, request.id)
+    found = []
+    for key, account in accounts:
+        by = [who for who, keys in given if (key in keys if keys is not None else key == primary)]
+        found.append(AccountNeed(key=key, label=_label(account),
+                                 approvers_text=_who_approves(ctx, account, request.requester), approved_by=by,
+                                 covered=len(by) >= request.required, missing=max(0, request.required - len(by))))
+    return found
+
+
+def still_needed(needed: list[AccountNeed]) -> str:
+    """"staging (222222222222) still needs an approval from <@U0DAVE>" for each account still waiting (mrkdwn)."""
+    lines = []
+    for need in needed:
+        if need.covered:
+            continue
+        count = "an approval" if need.missing == 1 else f"{need.missing} more approvals"
+        lines.append(f"{escape(need.label or 'this account')} still needs {count} from {need.approvers_text}")
+    return "; ".join(lines)
+
+
+def awaits(ctx, user: str, request: Request) -> bool:
+    """Whether the user's approval can still move this pending request: not its requester, and they may approve
+    in an account it changes that still lacks its approval (a request with one account: its approvers)."""
+    if request.state != PENDING or user == request.requester:
+        return False
+    waiting = {need.key for need in needs(ctx, request) if not need.covered}
+    return any(_may_approve_in(ctx, user, account) for key, account in accounts_of(ctx, request) if key in waiting)
 
 
 # --- the requests table, for the rest of the bot (this module owns it: bot/durable/store.py) ---------------
@@ -354,11 +460,11 @@ def _approver_label(ctx, request: Request | None = None) -> str:
 
 def may_approve(ctx, user: str, request: Request | None = None) -> bool:
     """Configured approvers; without any, operators; without operators, anyone (never the requester). For a
-    request, those of the account it acts in ([[accounts]] approvers / operators replace the global lists)."""
-    account = account_of(ctx, request)
-    if ctx.access.approver_ids(account):
-        return ctx.access.is_approver(user, account)
-    return ctx.access.is_operator(user, account)
+    request, those of the account it acts in ([[accounts]] approvers / operators replace the global lists) — of
+    any one of them, for a request changing several."""
+    if request is None:
+        return _may_approve_in(ctx, user, None)
+    return any(_may_approve_in(ctx, user, account) for _key, account in accounts_of(ctx, request))
 
 
 # --- deciding ---------------------------------------------------------------------------------------
@@ -371,6 +477,24 @@ class Decision:
     changed: bool
 
 
+# One statement decides, exactly once: still pending, and EVERY account the request changes (:needed, their keys)
+# has `required` approvals covering it — an approval's "accounts" are the keys it covered; NULL (given before
+# approvals recorded them) covered the request's own account (:primary).
+DECIDE = """
+    UPDATE requests SET state = 'approved', updated_at = :now, decided_by = :user, decided_at = :now
+    WHERE id = :id AND state = 'pending' AND NOT EXISTS (
+        SELECT 1 FROM json_each(:needed) AS need WHERE (
+            SELECT count(*) FROM approvals AS given WHERE given.request_id = requests.id AND (
+                (given.accounts IS NULL AND need.value = :primary)
+                OR EXISTS (SELECT 1 FROM json_each(given.accounts) AS covered WHERE covered.value = need.value))
+        ) < requests.required)
+"""
+
+
+def _labels(needed: list[AccountNeed]) -> str:
+    return " and ".join(f"{escape(need.label or 'this account')}'s" for need in needed)
+
+
 def approve(ctx, request_id: str, user: str) -> Decision:
     request = get(ctx, request_id)
     if request.state != PENDING:
@@ -378,22 +502,36 @@ def approve(ctx, request_id: str, user: str) -> Decision:
     if user == request.requester:
         _record(ctx, request, user, "approve-refused", "refused: requester cannot approve")
         raise AccessDenied("You asked for this, so someone else has to approve it (four eyes).")
-    if not may_approve(ctx, user, request):
+    accounts = accounts_of(ctx, request)
+    several = len(accounts) > 1
+    mine = [key for key, account in accounts if _may_approve_in(ctx, user, account)]
+    if not mine:
         _record(ctx, request, user, "approve-refused", "refused: not an approver")
+        if several:
+            raise AccessDenied(f"You are not an approver for {request.id} in any of the accounts it changes "
+                               f"({escape(request.account_label)}): {still_needed(needs(ctx, request))}.")
         where = f" (in {request.account_label})" if request.account_label else ""
         raise AccessDenied(f"You are not an approver for {request.id}{where}; approvers: "
                            f"{_approver_label(ctx, request)}.")
-    with ctx.store.transaction():
-        inserted = ctx.store.execute("INSERT OR IGNORE INTO approvals (request_id, approver, at) VALUES (?, ?, ?)",
-                                     (request.id, user, _stamp(ctx))).rowcount
-        if not inserted:
+    labels = {key: _label(account) for key, account in accounts}
+    covers = {"covered": mine, "covered_labels": [labels[key] for key in mine]} if any(labels.values()) else {}
+    with ctx.store.transaction():  # BEGIN IMMEDIATE: the approvals read here are the ones the decision counts
+        if user in approvers_of(ctx, request.id):
             return Decision(f"You already approved {request.id}.", False)
-        _record(ctx, request, user, "approval", "approval recorded")
-        # One statement decides: enough distinct approvals and still pending → approved, exactly once.
-        won = ctx.store.execute(
-            "UPDATE requests SET state = 'approved', updated_at = ?, decided_by = ?, decided_at = ? WHERE id = ?"
-            " AND state = 'pending' AND (SELECT count(*) FROM approvals WHERE request_id = ?) >= required",
-            (_stamp(ctx), user, _stamp(ctx), request.id, request.id)).rowcount == 1
+        needed = needs(ctx, request)
+        waiting = [need for need in needed if not need.covered]
+        if waiting and not any(need.key in mine for need in waiting):  # theirs are covered; others are not
+            have = [need for need in needed if need.covered and need.key in mine]
+            rest = "; ".join(f"{escape(need.label or 'this account')}'s (from {need.approvers_text})"
+                             for need in waiting)
+            return Decision(f"{request.id} already has {_labels(have)} approval; waiting for {rest}.", False)
+        if not ctx.store.execute("INSERT OR IGNORE INTO approvals (request_id, approver, at, accounts)"
+                                 " VALUES (?, ?, ?, ?)", (request.id, user, _stamp(ctx), json.dumps(mine))).rowcount:
+            return Decision(f"You already approved {request.id}.", False)
+        _record(ctx, request, user, "approval", "approval recorded", **covers)
+        won = ctx.store.execute(DECIDE, {"now": _stamp(ctx), "user": user, "id": request.id,
+                                         "needed": json.dumps([key for key, _account in accounts]),
+                                         "primary": accounts[0][0]}).rowcount == 1
         request = get(ctx, request_id)
         if won:
             _record(ctx, request, user, "approved", "approved", approvers=approvers_of(ctx, request.id))
@@ -401,6 +539,10 @@ def approve(ctx, request_id: str, user: str) -> Decision:
     _deliver(ctx)
     if not won:
         have = len(approvers_of(ctx, request.id))
+        if request.state == PENDING and several:
+            covered = [need for need in request.accounts_needed if need.key in mine]
+            return Decision(f"Approval recorded for {', '.join(escape(need.label) for need in covered)}; "
+                            f"{still_needed(request.accounts_needed)}.", True)
         if request.state == PENDING:
             return Decision(f"Approval recorded: {have} of {request.required}.", True)
         return Decision(f"{request.id} is already {request.state}.", False)
@@ -567,9 +709,16 @@ def sweep(ctx) -> dict[str, int]:
                 if claimed:
                     have = len(approvers_of(ctx, request.id))
                     _record(ctx, request, "amibot", "reminded", "reminder posted")
-                    _thread(ctx, request, f":bell: {_approver_label(ctx, request)}: {request.id} has waited "
-                                          f"{waited.total_seconds() / 3600:.0f} hours ({have} of {request.required} "
-                                          f"approvals). It expires after {policy.expire_after_hours:g} hours.")
+                    hours = f"{waited.total_seconds() / 3600:.0f} hours"
+                    needed = needs(ctx, request)
+                    if len(needed) > 1:  # only who is still needed, account by account
+                        text = (f":bell: {request.id} has waited {hours}: {still_needed(needed)}. It expires "
+                                f"after {policy.expire_after_hours:g} hours.")
+                    else:
+                        text = (f":bell: {_approver_label(ctx, request)}: {request.id} has waited {hours} ({have} "
+                                f"of {request.required} approvals). It expires after "
+                                f"{policy.expire_after_hours:g} hours.")
+                    _thread(ctx, request, text)
                     counts["reminded"] += 1
     _deliver(ctx)
     return counts

@@ -225,10 +225,9 @@ def last_digest(store) -> LastDigest | None:
 # --- the whole view's data ---------------------------------------------------------------------------
 
 def waiting_for(ctx, user: str) -> list:
-    """Pending requests this user may approve (not their own; an account's own approvers for its requests)."""
-    return [request for request in approvals.pending(ctx)
-            if request.state == approvals.PENDING and request.requester != user
-            and approvals.may_approve(ctx, user, request)]
+    """Pending requests this user may approve (not their own; an account's own approvers for its requests; for a
+    request changing several accounts, the approvers of one still lacking its approval)."""
+    return [request for request in approvals.pending(ctx) if approvals.awaits(ctx, user, request)]
 
 
 def made_by(ctx, user: str, limit: int = 10) -> list:
