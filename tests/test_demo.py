@@ -108,7 +108,7 @@ def test_the_lifecycle_script_walks_the_whole_life_of_an_image():
                  # follow-up request; prod's group rolled by dave once the good version is shared with prod
                  "Roll web 1.5.1 out to 2 Auto Scaling groups", "its template resolves the SSM parameter",
                  "web-fleet: Successful (100 %)", "web-edge: Successful (100 %)", "Rollout succeeded.",
-                 "⛔ Revoked: CVE-2024-6387 in the sshd it ships", "Deprecated and disabled",
+                 "⛔ Revoked: CVE-2024-6387 in the sshd it ships", "and 1 descendant(s)", "Deprecated and disabled",
                  "Rollout request `req-", "✅ storefront (prod (222233334444), us-east-1): Successful",
                  "web-edge: already-current, web-fleet: already-current, storefront: already-current"):
         assert seen in out, seen
