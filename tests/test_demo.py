@@ -78,6 +78,7 @@ def test_the_lifecycle_script_walks_the_whole_life_of_an_image():
     assert "dave   U0DAVE   prod's operator" in out and "Account prod (222233334444)" in out
     assert "(current: web-1.3.0)" in out and "2 orphaned snapshots" in out
     assert "web by Image Builder pipeline web (on web-1.3.0)" in out and "/ami bake web" in out  # what there is to bake
+    assert "Auto Scaling group web-edge (launch template web-edge resolving /amibot/web/current)" in out  # to roll out
     # every stage of the lifecycle happened, as the channel saw it
     for seen in ("16 AMIs, newest first", "is making AMI web-1.5.0", "promoted", "[ Launch instances ]",
                  "2 instance(s) running", "shared web-1.5.0", "Share web-1.5.0 with account 444455556666",
@@ -101,7 +102,15 @@ def test_the_lifecycle_script_walks_the_whole_life_of_an_image():
                  "Stages: PENDING → BUILDING", "Stages: PENDING → BUILDING → TESTING → DISTRIBUTING → AVAILABLE",
                  "Bake of web 1.5.1 — done", "📦 web 1.5.1:", "(eu-west-1)", "Promote web 1.5.1 (baked by bake-",
                  "Inspector: 0 critical, 0 high", "someone else has to approve it (four eyes)",
-                 "web 1.5.1 is current in us-east-1", "web 1.5.1 is current in eu-west-1", "web succeeded"):
+                 "web 1.5.1 is current in us-east-1", "web 1.5.1 is current in eu-west-1", "web succeeded",
+                 # rolled out: platform's groups (a pinned template, one resolving the SSM parameter) refreshed to
+                 # 100 % with bob's approval; then revoked, the channel moved back and the groups rolled again by a
+                 # follow-up request; prod's group rolled by dave once the good version is shared with prod
+                 "Roll web 1.5.1 out to 2 Auto Scaling groups", "its template resolves the SSM parameter",
+                 "web-fleet: Successful (100 %)", "web-edge: Successful (100 %)", "Rollout succeeded.",
+                 "⛔ Revoked: CVE-2024-6387 in the sshd it ships", "and 1 descendant(s)", "Deprecated and disabled",
+                 "Rollout request `req-", "✅ storefront (prod (222233334444), us-east-1): Successful",
+                 "web-edge: already-current, web-fleet: already-current, storefront: already-current"):
         assert seen in out, seen
     # the organisation digest's totals are a table: prod's row says it is all clean
     assert any(line.lstrip().startswith("prod (222233334444)") and "all clean" in line for line in out.splitlines())

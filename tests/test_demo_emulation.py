@@ -313,3 +313,16 @@ def test_the_demo_bakes_through_its_emulated_pipeline_and_refreshes_instances_in
         assert sorted(runs.refresh) == sorted([seed.BAKE, seed.PROD])
     finally:
         app.stop()
+
+
+def test_a_copy_reports_the_image_it_was_copied_from_so_lineage_finds_it(app):
+    """AWS's DescribeImages names a copy's SourceImageId and SourceImageRegion (moto keeps neither): lineage — and a
+    revocation's --descendants, the playground's baked versions copied to eu-west-1 — find copies through it."""
+    source = web_image(app)
+    copied = ec2(app).copy_image(SourceImageId=source, SourceRegion=REGION, Name="web-1.0.0-copy")["ImageId"]
+    image = ec2(app).describe_images(ImageIds=[copied])["Images"][0]
+    assert (image["SourceImageId"], image["SourceImageRegion"]) == (source, REGION)
+    assert "SourceImageId" not in ec2(app).describe_images(ImageIds=[source])["Images"][0]
+
+    app.command(f"lineage {copied}", user="U0OPS")
+    assert source in app.last_reply().text

@@ -219,3 +219,37 @@ def test_a_mixed_instances_group_gets_its_desired_policy(world):
     spec = group["MixedInstancesPolicy"]["LaunchTemplate"]
     assert spec["LaunchTemplateSpecification"]["Version"] == version
     assert [o["InstanceType"] for o in spec["Overrides"]] == ["t3.micro", "t3.small"]
+
+
+def test_another_account_launches_an_image_shared_with_it_and_fails_on_one_that_is_not(aws):
+    """In an account that runs images shared with it (the demo's prod), a refresh launches the shared image, as AWS
+    does; an image not shared with the account fails the refresh with AWS's reason instead of breaking every call
+    the account makes afterwards."""
+    clock = Clock()
+    old, new, hidden = seed.family(aws, ["1.4.0", "1.5.0", "1.6.0"])
+    aws.client("ec2").modify_image_attribute(ImageId=old, LaunchPermission={"Add": [{"UserId": seed.PROD}]})
+    aws.client("ec2").modify_image_attribute(ImageId=new, LaunchPermission={"Add": [{"UserId": seed.PROD}]})
+    session = seed.account_session(aws, seed.PROD)
+    emulation = RefreshEmulation(account_id=seed.PROD, clock=clock, step_seconds=2).install(session)
+    ec2 = session.client("ec2", REGION)
+    template = ec2.create_launch_template(LaunchTemplateName="web-lt", LaunchTemplateData={
+        "ImageId": old, "InstanceType": "t3.micro"})["LaunchTemplate"]["LaunchTemplateId"]
+    subnet = ec2.describe_subnets()["Subnets"][0]["SubnetId"]
+    client = session.client("autoscaling", REGION)
+    for name in ("shared", "hidden"):
+        client.create_auto_scaling_group(AutoScalingGroupName=name, MinSize=0, MaxSize=4, DesiredCapacity=0,
+                                         VPCZoneIdentifier=subnet,
+                                         LaunchTemplate={"LaunchTemplateId": template, "Version": "1"})
+        client.attach_instances(AutoScalingGroupName=name,
+                                InstanceIds=[seed.instance_on_shared_image(session, old) for _ in range(2)])
+    for name, image in (("shared", new), ("hidden", hidden)):
+        version = new_version(session, template, image)
+        client.start_instance_refresh(AutoScalingGroupName=name, DesiredConfiguration={
+            "LaunchTemplate": {"LaunchTemplateId": template, "Version": version}})
+    clock.tick(10)
+    assert (refresh(session, "shared")["Status"], set(instances(session, "shared").values())) == ("Successful", {new})
+    failed = refresh(session, "hidden")
+    assert failed["Status"] == "Failed" and hidden in failed["StatusReason"]
+    assert "not shared with" in failed["StatusReason"]
+    assert set(instances(session, "hidden").values()) == {old}
+    assert [item.status for item in emulation.refreshes_of(REGION, "hidden")] == ["Failed"]

@@ -54,18 +54,22 @@ DEMO_NEEDS = ("amibot: the demo needs moto, which a plain install leaves out: pi
 # Bakes (and instance refreshes) in the emulation move a stage every RUN_STAGE_SECONDS, and the app looks often
 # enough to show each one: the demo's Waits (what tests shorten the same way), not production's minutes.
 RUN_STAGE_SECONDS = 1.0
-DEMO_WAITS = {"bake_poll_seconds": 0.5, "bake_scan_wait_seconds": 10.0, "bake_scan_poll_seconds": 1.0}
+DEMO_WAITS = {"bake_poll_seconds": 0.5, "bake_scan_wait_seconds": 10.0, "bake_scan_poll_seconds": 1.0,
+              "rollout_poll_seconds": 0.5}
 PROXIES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
 
 
 def policy_data(operator: str, approver: str, partner_account: str, regions: list[str],
                 home: tuple[str, str], prod: dict, bakes: list[dict] | None = None) -> dict:
-    """The demo's policy: one operator, one approver, the partner account pre-approved for sharing; two managed
+    """The demo's policy: one operator, one approver, the partner account (and the managed ones) pre-approved for
+    sharing; two managed
     accounts: ``home`` (id, name), the one the bot runs in, and ``prod`` (an [[accounts]] entry: id, name, role,
     regions, its own operators), where the bot assumes a role; ``bakes``: its [[bakes]] tables."""
     home_id, home_name = home
     return {"aws": {"regions": regions}, "access": {"operators": [operator]},
-            "approvals": {"approvers": [approver]}, "sharing": {"allowed_accounts": [partner_account]},
+            "approvals": {"approvers": [approver]},
+            # the managed accounts too: prod runs what home bakes, so sharing a new version with it is routine
+            "sharing": {"allowed_accounts": [partner_account], "allow_configured_accounts": True},
             "digest": {"channel": CHANNEL}, "accounts": [{"id": home_id, "name": home_name}, prod],
             **({"bakes": bakes} if bakes else {})}
 
@@ -180,6 +184,7 @@ def _start(stack: contextlib.ExitStack, port: int, out: TextIO) -> Console:
     built = fleet.build(home, _backdate, findings=emulation.add_findings, binned=emulation.entered_bin)
     fleet.build_prod(home, amibot.ctx.aws.of(fleet.PROD_NAME), built, launching_shared_images)
     fleet.promote(amibot.ctx, built)
+    fleet.build_groups(home, built)
     fleet.add_pipelines(runs.bake.add_pipeline, built)
 
     local = LocalApp(amibot, secret, fake, port=port).start(background=False)
@@ -358,12 +363,20 @@ def banner(url: str, built, policy, workdir: str) -> list[str]:
               f"{', '.join(fleet.PROD_REGIONS)}; its operator is dave, not alice:",
               *[f"  Auto Scaling group {group} (launch template {template}) on {image}: {count} instances"
                 for group, (template, image, count) in fleet.PROD_GROUPS.items()],
+              f"  (and in {fleet.HOME_NAME}: "
+              + "; ".join(f"Auto Scaling group {group} (launch template {template}"
+                          + (f" resolving {named.removeprefix('resolve:ssm:')}" if named.startswith("resolve:ssm:")
+                             else "") + f") on {running}: {count} instance{'s' if count != 1 else ''}"
+                          for group, (template, named, running, count) in fleet.HOME_GROUPS.items()) + ")",
               f"  running: {', '.join(f'{name} ({image})' for name, image in fleet.PROD_RUNNING.items())}",
               "",
               "Try: /ami list · /ami show web-1.3.0 · /ami versions web · /ami launch · /ami deregister {web-1.0.0}"
               " · /ami recycle-bin · /ami drift · :digest · :home · :help",
               f"Bake: /ami bake web (watch its stages; :as bob to approve the promotion) · /ami bake "
               f"{fleet.RUNBOOK_FAMILY} · /ami bakes",
+              "Roll out: /ami promote {web-1.4.0} · /ami rollout web --account platform (:as bob approves; the thread"
+              " follows each group to 100 %) · /ami drift web · /ami revoke {web-1.4.0} --reason TEXT · prod's group:"
+              " /ami share {web-1.4.0} prod, then :as dave, /ami rollout web --account prod",
               "With prod: /ami deregister {web-1.2.0} (its blast radius reaches prod) · /ami drift --account prod"
               " · /ami launch {web-1.3.0} t3.small 1 --account prod (alice may not; :as dave may)",
               "{name} stands for the id of the image or instance called name. You are @alice.", ""]

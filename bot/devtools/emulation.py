@@ -5,7 +5,8 @@ LastLaunchedTime, instance image metadata, Inspector image findings or Allowed A
 small in-memory model of them and answers those calls itself, the way botocore's Stubber does: a
 ``before-call.<service>.<Operation>`` handler that returns ``(http response, parsed response)`` ends the call
 before it is sent (so moto never sees it). Calls moto does serve go to moto, and ``after-call`` handlers
-add what AWS would (DescribeImages' DeprecationTime, LastLaunchedTime, DeregistrationProtection) or follow
+add what AWS would (DescribeImages' DeprecationTime, LastLaunchedTime, DeregistrationProtection, and a copy's
+SourceImageId and SourceImageRegion, so lineage finds copies as it does in AWS) or follow
 what happened (a deregistered image covered by a retention rule goes to the bin, with the snapshots deleted
 after it). Restoring puts moto's own objects back into its in-process backend (``ec2_backends``); no file of
 moto is patched. The handlers are registered on one boto3 session (``install``): every client made from it
@@ -96,6 +97,7 @@ class Region:
     last_launched: dict[str, datetime] = field(default_factory=dict)
     gone: dict[str, dict] = field(default_factory=dict)  # image id -> what was known of it when deregistered
     findings: dict[str, list[dict]] = field(default_factory=dict)
+    copied_from: dict[str, tuple[str, str]] = field(default_factory=dict)  # a copy's id -> (source id, its region)
     allowed: dict = field(default_factory=lambda: {"State": "disabled", "ImageCriteria": [], "ManagedBy": "account"})
 
 
@@ -223,6 +225,9 @@ class Emulation:
                 self._deregistered(at, params.get("ImageId"))
             elif model.name == "DeleteSnapshot":
                 self._snapshot_deleted(at, params.get("SnapshotId"))
+            elif model.name == "CopyImage" and parsed.get("ImageId") and params.get("SourceImageId"):
+                self.region(at).copied_from[parsed["ImageId"]] = (params["SourceImageId"],
+                                                                  params.get("SourceRegion") or at.region)
             elif model.name == "RunInstances":
                 for instance in parsed.get("Instances") or []:
                     if instance.get("ImageId"):
@@ -534,6 +539,8 @@ class Emulation:
             if image_id in state.last_launched:
                 image["LastLaunchedTime"] = _iso(state.last_launched[image_id])
             image["DeregistrationProtection"] = self._protection(owner, image_id)
+            if image_id in state.copied_from:  # AWS names what a copy was copied from; moto does not
+                image["SourceImageId"], image["SourceImageRegion"] = state.copied_from[image_id]
 
     # --- Inspector findings for images ----------------------------------------------------------------------
     def _get_image_findings(self, at: Place, params: dict) -> dict:

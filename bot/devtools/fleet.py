@@ -8,7 +8,9 @@ they run older versions, one an image deregistered since. The parts moto lacks c
 emulation (bot.devtools.emulation): a Recycle Bin rule for images and one for snapshots at home (so a
 deregistration there can be undone), Inspector findings on the older versions, Allowed AMIs in audit mode.
 A second account, prod (the bot assumes a role there), runs web images shared with it from home: an Auto Scaling
-group on a launch template still on an older version, and a canary on the current one (``build_prod``).
+group on a launch template still on an older version, and a canary on the current one (``build_prod``). Home has
+Auto Scaling groups of web too, one pinning an image id, one resolving web's SSM parameter (``build_groups``), so
+`/ami rollout web` has something to roll in each account.
 
 The fleet is data (FAMILIES, RUNNING, …) so the story can change without touching the code.
 Everything goes through the app's own ``Aws`` (the one client factory), pointed at moto by the demo;
@@ -74,6 +76,13 @@ PROD_SHARED = ["web-1.2.0", "web-1.3.0"]  # shared with prod (launch permission)
 # deregistering that image from home would break it
 PROD_GROUPS = {"storefront": ("storefront-web", "web-1.2.0", 2)}
 PROD_RUNNING = {"storefront-canary": "web-1.3.0"}  # on the current version
+# Auto Scaling groups at home, for `/ami rollout web` (bot.devtools.refresh_emulation emulates the instance refresh
+# moto lacks): group -> (launch template, the image its template names — a name, or the family's SSM parameter as
+# "resolve:ssm:…" — the image its instances run, instances). One of each way a group gets its image from a template:
+# a version pinning an image id (TEMPLATES' web-asg), and one resolving web's current version at each launch.
+SSM_CURRENT = "resolve:ssm:/amibot/web/current"
+HOME_GROUPS = {"web-fleet": ("web-asg", "web-1.3.0", "web-1.3.0", 2),
+               "web-edge": ("web-edge", SSM_CURRENT, "web-1.3.0", 1)}
 
 
 def _finding(cve: str, package: str, severity: str, score: float, fix: bool = True) -> dict:
@@ -178,6 +187,26 @@ def build_prod(home: Aws, prod: Aws, fleet: Fleet, shared_launches: Callable[[],
             _instance(prod, HOME, fleet.image_id(image), name)
 
 
+def build_groups(aws: Aws, fleet: Fleet) -> None:
+    """HOME_GROUPS in the bot's own account, after the promotion (a template resolving web's SSM parameter needs it):
+    each group's instances are run on their image and attached (moto would launch a `resolve:ssm:` id as is)."""
+    templates = {template["LaunchTemplateName"]: template["LaunchTemplateId"]
+                 for template in call(aws.ec2(HOME), "describe_launch_templates")["LaunchTemplates"]}
+    subnet = call(aws.ec2(HOME), "describe_subnets")["Subnets"][0]["SubnetId"]
+    autoscaling = aws.client("autoscaling", HOME)
+    for group, (template, image, running, count) in HOME_GROUPS.items():
+        if template not in templates:
+            named = image if image.startswith("resolve:ssm:") else fleet.image_id(image)
+            templates[template] = call(aws.ec2(HOME), "create_launch_template", LaunchTemplateName=template,
+                                       LaunchTemplateData={"ImageId": named, "InstanceType": "t3.small"}
+                                       )["LaunchTemplate"]["LaunchTemplateId"]
+        call(autoscaling, "create_auto_scaling_group", AutoScalingGroupName=group, MinSize=0, MaxSize=count * 2,
+             DesiredCapacity=0, VPCZoneIdentifier=subnet,
+             LaunchTemplate={"LaunchTemplateId": templates[template], "Version": "$Default"})
+        instances = [_instance(aws, HOME, fleet.image_id(running), group) for _ in range(count)]
+        call(autoscaling, "attach_instances", AutoScalingGroupName=group, InstanceIds=instances)
+
+
 def pipeline_arn(account_id: str, name: str) -> str:
     """The ARN of the pipeline ``name`` in HOME (as the emulation names it): the policy needs it before the fleet
     exists, the pipeline needs the fleet's images."""
@@ -225,11 +254,13 @@ def resolve(aws: AwsAccounts, family_tag: str, ref: str, built: Fleet | None = N
     """The id of the image or instance named ``ref`` ("name" or "name@region"); the first configured
     region that has it wins. An image of the seeded fleet that is gone (deregistered, perhaps in the Recycle
     Bin) keeps the id it was built with, so `/ami restore {web-1.0.0}` works. Raises LookupError saying what
-    is missing."""
+    is missing. A version named otherwise (Image Builder names its images "web 2026-12-07T10-00-00Z") is found as
+    "<family>-<version>" too, from its family and version tags: `{web-1.5.1}` after the pipeline baked it."""
     name, _, region = ref.partition("@")
     regions = [region] if region else aws.regions
     for where in regions:
         images = [image for image in _images_named(aws, family_tag, name, where) if image.state != "deregistered"]
+        images = images or _images_versioned(aws, family_tag, name, where)
         if images:
             return images[0].id
         for handle in aws.handles():  # an instance in any managed account that works in that region
@@ -339,6 +370,14 @@ def _images_named(aws: AwsAccounts, family_tag: str, name: str, region: str):
         return find_images(aws, name, family_tag, [region])
     except (NotFound, UsageError):  # not an image name (an instance's, perhaps)
         return []
+
+
+def _images_versioned(aws: AwsAccounts, family_tag: str, name: str, region: str):
+    family, _, version = name.rpartition("-")
+    if not family or not version:
+        return []
+    return [image for image in describe_own_images(aws.home, region, family_tag)
+            if image.family == family and image.version == version and image.state != "deregistered"]
 
 
 def _instances_named(aws: Aws, region: str, name: str) -> list[str]:

@@ -18,8 +18,11 @@ instance refresh calls):
 
 A failure is configured with ``fail_next_refresh``: the next refresh (of a group, or of any) fails after replacing
 the given number of instances, with the status reason given. Response shapes follow botocore's service model
-(tests/test_refresh_emulation.py validates them with botocore's Stubber). Single-account (moto's default account),
-like the rest of the demo. ``CheckpointPercentages`` pause the refresh for ``CheckpointDelay`` seconds of the clock
+(tests/test_refresh_emulation.py validates them with botocore's Stubber). One per account (the demo installs one
+on each managed account's session): new instances run an image of the account's own or one shared with it, as AWS
+launches both; an image the account may not launch fails the refresh with AWS's reason (rolled back with
+``AutoRollback``), never the calls that happen to bring it up to the clock.
+``CheckpointPercentages`` pause the refresh for ``CheckpointDelay`` seconds of the clock
 (InProgress, the checkpoint in ``StatusReason``); alarms are not emulated.
 """
 
@@ -38,6 +41,10 @@ from bot.devtools.emulation import EmulatedError, answered
 ACTIVE = ("Pending", "InProgress", "Cancelling", "RollbackInProgress", "Baking")
 SSM_PREFIX = "resolve:ssm:"
 GROUP_TAG = "aws:autoscaling:groupName"
+
+
+class LaunchRefused(Exception):
+    """The account may not launch the image a refresh would put on its instances (not its own, not shared)."""
 
 
 @dataclass
@@ -168,17 +175,41 @@ class RefreshEmulation:
             return self._template_image(region, mixed["LaunchTemplateSpecification"])
         return self._group_image(region, group)
 
+    def _shared(self, region: str, image_id: str) -> bool:
+        """Whether `image_id` is another account's image this account may launch (shared with it, or public);
+        False for the account's own. Raises LaunchRefused when the account may not launch it at all."""
+        from moto.ec2.models import ec2_backends
+
+        if image_id in ec2_backends[self.account_id][region].amis:
+            return False
+        for account in list(ec2_backends.keys()):
+            ami = ec2_backends[account][region].amis.get(image_id)
+            if ami is not None and ({"UserId": self.account_id} in ami.launch_permissions or ami.is_public):
+                return True
+        raise LaunchRefused(f"Launching a new EC2 instance failed: the image id '[{image_id}]' does not exist or is "
+                            f"not shared with account {self.account_id} (InvalidAMIID.NotFound).")
+
     def _replace(self, region: str, group, old: str, image_id: str) -> str:
-        """Terminate `old` (taking it out of the group) and put a new instance on `image_id` in its place."""
+        """Terminate `old` (taking it out of the group) and put a new instance on `image_id` in its place — an image
+        of this account's or one shared with it, as AWS launches both (moto's own check knows the account's images
+        only: a shared one's id is listed as known for the launch). Raises LaunchRefused, replacing nothing, when
+        the account may not launch the image."""
         from moto.autoscaling.models import InstanceState
 
         _autoscaling, ec2 = self._backends(region)
+        shared = self._shared(region, image_id) and image_id not in ec2.deleted_amis
         group.instance_states = [state for state in group.instance_states if state.instance.id != old]
         ec2.terminate_instances([old])
         subnet = group.vpc_zone_identifier.split(",")[0] if group.vpc_zone_identifier else None
-        reservation = ec2.run_instances(image_id, 1, None, [], instance_type=group.instance_type,
-                                        tags={"instance": {GROUP_TAG: group.name}}, subnet_id=subnet,
-                                        is_instance_type_default=False)
+        if shared:
+            ec2.deleted_amis.append(image_id)
+        try:
+            reservation = ec2.run_instances(image_id, 1, None, [], instance_type=group.instance_type,
+                                            tags={"instance": {GROUP_TAG: group.name}}, subnet_id=subnet,
+                                            is_instance_type_default=False)
+        finally:
+            if shared and image_id in ec2.deleted_amis:
+                ec2.deleted_amis.remove(image_id)
         instance = reservation.instances[0]
         instance.autoscaling_group = group
         group.instance_states.append(InstanceState(instance, autoscaling_group=group))
@@ -208,7 +239,11 @@ class RefreshEmulation:
                     due = int((now - refresh.started) / self.step)
                     while refresh.steps_done < due and refresh.status in ACTIVE:
                         refresh.steps_done += 1
-                        self._step(refresh, refresh.started + self.step * refresh.steps_done)
+                        moment = refresh.started + self.step * refresh.steps_done
+                        try:
+                            self._step(refresh, moment)
+                        except LaunchRefused as refused:  # AWS fails the refresh; the account's calls go on
+                            self._failed(refresh, str(refused), moment)
 
     def _step(self, refresh: Refresh, moment: datetime) -> None:
         group = self._group(refresh.region, refresh.group)
@@ -228,11 +263,7 @@ class RefreshEmulation:
             refresh.rolled_back.append(undo[0])
             return
         if refresh.fail is not None and len(refresh.replaced) >= refresh.fail[0]:
-            refresh.reason = refresh.fail[1]
-            if refresh.preferences.get("AutoRollback"):
-                refresh.status = "RollbackInProgress"
-            else:
-                refresh.status, refresh.ended = "Failed", moment
+            self._failed(refresh, refresh.fail[1], moment)
             return
         if refresh.paused_until is not None:
             if moment < refresh.paused_until:
@@ -246,6 +277,16 @@ class RefreshEmulation:
         if len(refresh.replaced) == len(refresh.to_update):
             self._apply(refresh.region, group, refresh.desired)
             refresh.status, refresh.ended = "Successful", moment
+
+    @staticmethod
+    def _failed(refresh: Refresh, reason: str, moment: datetime) -> None:
+        """The refresh fails with `reason`; with AutoRollback, AWS rolls it back first."""
+        refresh.reason = reason
+        if refresh.preferences.get("AutoRollback") and refresh.status != "RollbackInProgress":
+            refresh.status = "RollbackInProgress"
+        else:
+            refresh.status, refresh.ended = ("RollbackFailed" if refresh.status == "RollbackInProgress" else "Failed",
+                                             moment)
 
     @staticmethod
     def _checkpoint(refresh: Refresh, moment: datetime) -> None:
