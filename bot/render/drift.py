@@ -117,6 +117,21 @@ def drift_report(found: Drift, family: str | None = None) -> Message:
     return message(title, blocks)
 
 
+SHOWN_GROUP_NAMES = 3
+
+
+def rollout_hint(family: str, groups: list[str]) -> str:
+    """ "roll it out: `/ami rollout web` (2 Auto Scaling groups: web-a, web-b)": said wherever Auto Scaling groups
+    run another version of a family (`groups`, from the drift: bot.services.drift); "" when none does."""
+    if not groups:
+        return ""
+    names = ", ".join(escape(name) for name in groups[:SHOWN_GROUP_NAMES])
+    if len(groups) > SHOWN_GROUP_NAMES:
+        names += f" and {len(groups) - SHOWN_GROUP_NAMES} more"
+    return (f"roll it out: `/ami rollout {escape(family)}` ({_plural(len(groups), 'Auto Scaling group')}: "
+            f"{names})")
+
+
 def drift_line(found: Drift, family: str, region: str, after: str) -> str:
     """One line for the end of a promote/rollback reply: the drift that the change creates."""
     if region in found.failures:
@@ -127,5 +142,7 @@ def drift_line(found: Drift, family: str, region: str, after: str) -> str:
         return f"After this {after}, every instance of {escape(family)} in {region} runs the current version."
     groups = [group for item in mine for group in item.groups]
     parts = ", ".join(f"{len(g.instances)} on {escape(g.image_name or g.image_id)}" for g in groups[:4])
+    hint = rollout_hint(family, found.groups_behind(family, region))
     return (f"After this {after}, {_plural(drifted, 'instance')} of {escape(family)} in {region} run another "
-            f"version ({parts}{', …' if len(groups) > 4 else ''}): `/ami drift {escape(family)}`.")
+            f"version ({parts}{', …' if len(groups) > 4 else ''}): `/ami drift {escape(family)}`"
+            + (f"; {hint}." if hint else "."))

@@ -80,6 +80,13 @@ class FamilyDrift:
     def drifted(self) -> int:
         return sum(len(group.instances) for group in self.groups)
 
+    @property
+    def groups_behind(self) -> list[str]:
+        """The Auto Scaling groups with an instance on another version — what `/ami rollout` would move (an
+        instance outside a group is not): "web-asg", or "prod/web-asg" with many accounts."""
+        return sorted({f"{instance.account}/{instance.group}" if instance.account else instance.group
+                       for group in self.groups for instance in group.running if instance.group})
+
 
 @dataclass
 class Drift:
@@ -91,6 +98,11 @@ class Drift:
     @property
     def drifted(self) -> int:
         return sum(family.drifted for family in self.families)
+
+    def groups_behind(self, family: str, region: str | None = None) -> list[str]:
+        """The family's Auto Scaling groups (in `region`, or anywhere) with an instance on another version."""
+        return sorted({name for item in self.families if item.family == family
+                       and (region is None or item.region == region) for name in item.groups_behind})
 
     def worst_first(self) -> list[FamilyDrift]:
         return sorted((f for f in self.families if f.drifted), key=lambda f: (-f.drifted, f.family, f.region))
