@@ -138,11 +138,14 @@ def drift_line(found: Drift, family: str, region: str, after: str) -> str:
         return f"Drift in {region} unknown: {escape(found.failures[region])}"
     mine = [item for item in found.families if item.family == family and item.region == region]
     drifted = sum(item.drifted for item in mine)
+    # with many accounts: the account-regions that could not be read ("prod (1111…), us-east-1")
+    unread = f" Not read: {escape('; '.join(sorted(found.failures))[:300])}." if found.failures else ""
     if not drifted:
-        return f"After this {after}, every instance of {escape(family)} in {region} runs the current version."
+        return (f"After this {after}, every instance of {escape(family)} in {region}"
+                f"{' where read' if unread else ''} runs the current version.{unread}")
     groups = [group for item in mine for group in item.groups]
     parts = ", ".join(f"{len(g.instances)} on {escape(g.image_name or g.image_id)}" for g in groups[:4])
     hint = rollout_hint(family, found.groups_behind(family, region))
     return (f"After this {after}, {_plural(drifted, 'instance')} of {escape(family)} in {region} run another "
             f"version ({parts}{', …' if len(groups) > 4 else ''}): `/ami drift {escape(family)}`"
-            + (f"; {hint}." if hint else "."))
+            + (f"; {hint}." if hint else ".") + unread)
