@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from bot.render.blocks import Message, code, context, escape, header, message, section, table
 from bot.render.unchecked import headline, unchecked_lines
-from bot.services.drift import BEHIND, GONE, INSTANCES, METADATA, WORST_FIRST, Drift, DriftGroup, FamilyDrift
+from bot.services.drift import (
+    BEHIND,
+    GONE,
+    INSTANCES,
+    METADATA,
+    WORST_FIRST,
+    Drift,
+    DriftGroup,
+    FamilyDrift,
+    rollout_words,
+)
 
 SHOWN_FAMILIES = 20
 SHOWN_GROUPS = 8
@@ -117,19 +127,10 @@ def drift_report(found: Drift, family: str | None = None) -> Message:
     return message(title, blocks)
 
 
-SHOWN_GROUP_NAMES = 3
-
-
 def rollout_hint(family: str, groups: list[str]) -> str:
-    """ "roll it out: `/ami rollout web` (2 Auto Scaling groups: web-a, web-b)": said wherever Auto Scaling groups
-    run another version of a family (`groups`, from the drift: bot.services.drift); "" when none does."""
-    if not groups:
-        return ""
-    names = ", ".join(escape(name) for name in groups[:SHOWN_GROUP_NAMES])
-    if len(groups) > SHOWN_GROUP_NAMES:
-        names += f" and {len(groups) - SHOWN_GROUP_NAMES} more"
-    return (f"roll it out: `/ami rollout {escape(family)}` ({_plural(len(groups), 'Auto Scaling group')}: "
-            f"{names})")
+    """ "roll it out: `/ami rollout web` (1 Auto Scaling group: web-asg)", escaped; "" when no group runs another
+    version (`groups`: bot.services.drift's groups_behind)."""
+    return escape(rollout_words(family, groups))
 
 
 def drift_line(found: Drift, family: str, region: str, after: str) -> str:

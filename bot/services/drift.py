@@ -114,6 +114,21 @@ class Drift:
         return sorted(found, key=lambda pair: _worse(*pair))
 
 
+SHOWN_GROUP_NAMES = 3
+
+
+def rollout_words(family: str, groups: list[str]) -> str:
+    """ "roll it out: `/ami rollout web` (2 Auto Scaling groups: web-a, web-b)", plain words (a renderer escapes
+    them): said wherever Auto Scaling groups run another version of a family (`groups_behind`); "" when none does."""
+    if not groups:
+        return ""
+    names = ", ".join(groups[:SHOWN_GROUP_NAMES])
+    if len(groups) > SHOWN_GROUP_NAMES:
+        names += f" and {len(groups) - SHOWN_GROUP_NAMES} more"
+    return (f"roll it out: `/ami rollout {family}` ({len(groups)} Auto Scaling group{'s' if len(groups) != 1 else ''}"
+            f": {names})")
+
+
 WORST_FIRST = ("the worst first (most versions behind, then on a deregistered, disabled or deprecated image, "
                "then the oldest launch)")
 _STATUS_RANK = {GONE: 0, DISABLED: 1, DEPRECATED: 2, BEHIND: 3}
