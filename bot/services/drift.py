@@ -221,7 +221,7 @@ def listed_instances(region: str, references) -> list[Running] | None:
     if INSTANCE_SOURCE in references.unknown or any(INSTANCE_SOURCE in usage.unknown
                                                     for usage in references.by_image.values()):
         return None
-    return [Running(instance.id, image_id, name=instance.name, region=region)
+    return [Running(instance.id, image_id, name=instance.name, group=instance.group, region=region)
             for image_id, usage in references.by_image.items() for instance in usage.instances]
 
 
