@@ -166,3 +166,37 @@ def test_a_rollout_in_progress_shows_its_percentage_weighted_by_instances_and_go
     clock.now += timedelta(hours=5)
     app.wait_idle()  # the watch saw every group finish and said so
     assert "Rollouts in progress" not in view_text(open_home(app, "U0OPS")[0])
+
+
+def test_a_rollout_group_that_failed_is_named_with_its_reason_while_the_others_go_on(make_harness, aws, monkeypatch):
+    import dataclasses
+
+    from tests.support.approvals import approval_message
+    from tests.support.rollout import Clock, emulated_refreshes, pinned_group
+
+    clock = Clock()
+    emulation = emulated_refreshes(monkeypatch, clock, step_seconds=3600)
+    emulation.fail_next_refresh("Instance i-0abc failed health checks", after=1, group="web-small")
+    old, _new = seed.family(aws, ["1.4.0", "1.5.0"])
+    pinned_group(aws, "web-small", old, 2)
+    pinned_group(aws, "web-big", old, 6)
+    app = make_harness(POLICY)
+    app.ctx.waits = dataclasses.replace(app.ctx.waits, rollout_poll_seconds=0.05)
+    app.command("rollout web")
+    message, request_id = approval_message(app.fake)
+    app.click("approval.approve", request_id, user="U0LEAD", message_ts=message.ts, wait=False)
+    _until(lambda: all(emulation.refreshes_of("us-east-1", name) for name in ("web-big", "web-small")))
+
+    def rolled_back():
+        row = app.ctx.store.one("SELECT details FROM requests WHERE id = ?", (request_id,))
+        progress = json.loads(row["details"]).get("progress") or {}
+        return sorted(item.get("status") or "" for item in progress.values()) == ["InProgress", "RollbackSuccessful"]
+
+    # web-small: one replaced, then it fails and AWS rolls it back; web-big: 4 of its 6 replaced meanwhile
+    clock.now += timedelta(hours=5, minutes=30)
+    _until(rolled_back)
+    text = view_text(open_home(app, "U0OPS", wait=False)[0])
+    assert "*web* → 1.5.0 · 1 of 2 groups done · *" in text, text
+    assert ":x: web-small: Instance i-0abc failed health checks" in text
+    clock.now += timedelta(hours=5)
+    app.wait_idle()
