@@ -12,7 +12,7 @@ import logging
 import time
 
 from bot.durable.jobs import AWS, QUICK
-from bot.render.home import SHOWN_WAITING, home_view
+from bot.render.home import SHOWN_ROLLOUTS, SHOWN_WAITING, home_view
 from bot.services import dashboard
 from bot.slack import delivery_keys
 from bot.slack.permalinks import request_links
@@ -25,7 +25,8 @@ BUCKET_SECONDS = 300  # one refresh per user per five minutes, however often the
 
 def publish(ctx, client, user: str, notice: str | None = None) -> None:
     board = dashboard.dashboard(ctx, user)
-    links = request_links(ctx, board.waiting[:SHOWN_WAITING], client)  # each message's link is asked of Slack once
+    # each message's link is asked of Slack once: the requests waiting, and the rollouts' requests
+    links = request_links(ctx, board.waiting[:SHOWN_WAITING] + board.rollouts[:SHOWN_ROLLOUTS], client)
     client.views_publish(user_id=user, view=home_view(board, notice, links))
 
 

@@ -219,6 +219,20 @@ def test_launch_without_account_runs_in_the_images_own_account(app, aws, prod):
 
 # --- promote, rollback -----------------------------------------------------------------------------------
 
+def test_promote_in_bake_says_to_roll_it_out_to_the_groups_in_prod_that_run_an_older_version(app, aws, prod):
+    """The bake account owns the family; prod runs it in an Auto Scaling group: the promotion's drift is the
+    fleet's (every managed account in that region), so the groups to roll are found where they run."""
+    old, new = seed.family(aws, ["1", "2"])
+    aws.client("ec2").modify_image_attribute(ImageId=old, LaunchPermission={"Add": [{"UserId": PROD}]})
+    instance = seed.instance_on_shared_image(prod, old)
+    prod.client("ec2").create_tags(Resources=[instance], Tags=[{"Key": "aws:autoscaling:groupName",
+                                                                "Value": "web-asg"}])
+    app.command(f"promote {new}")
+    post = posts(app, "promoted")[-1]
+    assert "1 instance of web in us-east-1 run another version" in post.text, post.text
+    assert "roll it out: `/ami rollout web` (1 Auto Scaling group: prod/web-asg)" in post.text
+
+
 def test_promote_in_prod_writes_the_parameter_in_prod_not_in_bake(app, aws, prod):
     baked = seed.image(aws, "web-1", tags={"Family": "web", "Version": "1"})
     first = seed.image(prod, "web-p1", tags={"Family": "web", "Version": "1"})

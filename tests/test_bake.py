@@ -89,6 +89,21 @@ def test_bake_from_an_instance_joins_the_family_copies_and_asks_to_promote_then_
     assert f"baked from *seed-base* (`{source}`) by instance `{builder}`" in shown, shown  # what the builder ran
 
 
+def test_the_promotion_approval_says_to_roll_it_out_when_an_auto_scaling_group_runs_an_older_version(
+        make_harness, aws):
+    [old] = seed.family(aws, ["1.4.2"], name="web")
+    aws.client("ec2").create_tags(Resources=[seed.instance(aws, image_id=old)],
+                                  Tags=[{"Key": "aws:autoscaling:groupName", "Value": "web-asg"}])
+    builder = seed.instance(aws, name="web-builder")
+    harness = quick(make_harness(policy([{"family": "web", "region": "us-east-1", "instance": builder}])))
+    harness.command("bake web")
+    _call, request_id = approval_message(harness.fake)
+    harness.click("approval.approve", request_id, user="U0LEAD")
+    said = "\n".join(c.text for c in harness.fake.calls_to("chat.postMessage") + harness.fake.calls_to("chat.update"))
+    assert "1 instance(s) of web in us-east-1 run another version" in said, said
+    assert "roll it out: `/ami rollout web` (1 Auto Scaling group: web-asg)" in said
+
+
 def test_a_replayed_bake_command_starts_one_run(make_harness, aws):
     builder = seed.instance(aws)
     harness = quick(make_harness(policy([{"family": "web", "instance": builder}])))

@@ -80,3 +80,38 @@ def test_on_an_endpoint_without_the_newer_apis_the_digest_says_what_it_could_not
     assert "Recycle Bin: this AWS endpoint does not support ec2:ListImagesInRecycleBin" in text
     assert "Allowed AMIs: this AWS endpoint does not support ec2:GetAllowedImagesSettings" in text
     assert "Leaving the Recycle Bin" not in text
+
+
+def _in_group(session, instance_id: str, group: str) -> str:
+    session.client("ec2", REGION).create_tags(Resources=[instance_id], Tags=[{"Key": "aws:autoscaling:groupName",
+                                                                             "Value": group}])
+    return instance_id
+
+
+def test_the_drift_part_says_to_roll_out_the_families_whose_auto_scaling_groups_run_an_older_version(app):
+    web1, web2 = family(app, "web", [60, 20])
+    api1, api2 = family(app, "api", [60, 20])
+    app.command(f"promote {web2} --force", user="U0OPS")
+    app.command(f"promote {api2} --force", user="U0OPS")
+    _in_group(app.session, seed.instance(app.session, image_id=web1), "web-asg")
+    seed.instance(app.session, image_id=api1)  # api: one loose instance behind, no group to roll
+    text = digest_text(app)
+    web = next(line for line in text.splitlines() if line.startswith("• *web*"))
+    assert "roll it out: `/ami rollout web` (1 Auto Scaling group: web-asg)" in web, text
+    api = next(line for line in text.splitlines() if line.startswith("• *api*"))
+    assert "roll it out" not in api
+
+
+def test_on_plain_moto_the_drift_part_finds_the_groups_from_the_instances_the_scan_listed(harness, aws):
+    """No instance image metadata: drift takes the instances the digest's own scan listed — with their group."""
+    source = seed.instance(aws)
+    old = seed.image(aws, "web-1", tags={"Family": "web", "Version": "1"}, from_instance=source,
+                     created=NOW - timedelta(days=60))
+    new = seed.image(aws, "web-2", tags={"Family": "web", "Version": "2"}, from_instance=source,
+                     created=NOW - timedelta(days=20))
+    harness.command(f"promote {new}", user="U0OPS")
+    _in_group(aws, seed.instance(aws, image_id=old), "web-asg")
+    harness.command("digest", user="U0OPS")
+    text = harness.fake.calls_to("chat.postMessage")[-1].text
+    assert "*web* (us-east-1): 1 behind current web-2, 0 on it" in text, text
+    assert "roll it out: `/ami rollout web` (1 Auto Scaling group: web-asg)" in text

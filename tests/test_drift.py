@@ -72,6 +72,33 @@ def test_promote_and_rollback_end_with_the_drift_they_create(harness, aws):
     assert "After this rollback, every instance of web in us-east-1 runs the current version." in posted
 
 
+def in_group(aws, instance_id: str, group: str) -> str:
+    """Tag an instance as an Auto Scaling group's, as AWS does for the instances a group launches."""
+    aws.client("ec2").create_tags(Resources=[instance_id], Tags=[{"Key": "aws:autoscaling:groupName",
+                                                                  "Value": group}])
+    return instance_id
+
+
+def test_promote_and_rollback_say_to_roll_it_out_only_when_an_auto_scaling_group_runs_another_version(harness, aws):
+    v1, v2, v3 = family(aws, ["1", "2", "3"])
+    harness.command(f"promote {v1}")
+    loose = seed.instance(aws, image_id=v1)  # not in a group: nothing a rollout would move
+    harness.command(f"promote {v2}")
+    posted = harness.fake.calls_to("chat.postMessage")[-1].text
+    assert "After this promotion, 1 instance of web in us-east-1 run another version" in posted
+    assert "roll it out" not in posted
+    in_group(aws, seed.instance(aws, image_id=v1), "web-asg")
+    harness.command(f"promote {v3}")
+    posted = harness.fake.calls_to("chat.postMessage")[-1].text
+    assert "2 instances of web in us-east-1 run another version" in posted
+    assert "roll it out: `/ami rollout web` (1 Auto Scaling group: web-asg)" in posted, posted
+    aws.client("ec2").terminate_instances(InstanceIds=[loose])
+    in_group(aws, seed.instance(aws, image_id=v3), "web-asg")  # a group's instance on the version rolled back from
+    harness.command("rollback web")
+    posted = harness.fake.calls_to("chat.postMessage")[-1].text
+    assert "After this rollback" in posted and "roll it out: `/ami rollout web`" in posted, posted
+
+
 def test_instance_image_metadata_names_a_deregistered_image_and_its_family(harness, aws, monkeypatch):
     v1, v2 = family(aws, ["1.0", "2.0"], name="api")
     probe = boto3.client("ec2", region_name="us-east-1")

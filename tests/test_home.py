@@ -3,6 +3,7 @@ fleet read in the background (never before the tab opens), the digest's trend, a
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -106,3 +107,96 @@ def test_many_waiting_requests_stay_within_a_hundred_blocks(harness, aws):
     first = open_home(harness, "U0LEAD")[0]
     assert len(first.params["view"]["blocks"]) <= 100
     assert "…and 22 more: `/ami requests`." in view_text(first)
+
+
+def _until(predicate, timeout: float = 15.0):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.02)
+    raise AssertionError("never happened")
+
+
+def test_a_rollout_in_progress_shows_its_percentage_weighted_by_instances_and_goes_once_it_finished(
+        make_harness, aws, monkeypatch):
+    """Two groups on web-1.4.0, of 2 and 4 instances, refreshed to web-1.5.0 on the emulated instance refresh (one
+    instance an hour of its clock). The tab reads the progress the watch recorded — never AWS on open."""
+    import dataclasses
+
+    from tests.support.approvals import approval_message
+    from tests.support.rollout import Clock, emulated_refreshes, pinned_group
+
+    clock = Clock()
+    emulation = emulated_refreshes(monkeypatch, clock, step_seconds=3600)
+    old, _new = seed.family(aws, ["1.4.0", "1.5.0"])
+    pinned_group(aws, "web-small", old, 2)
+    pinned_group(aws, "web-big", old, 4)
+    app = make_harness(POLICY)
+    app.ctx.waits = dataclasses.replace(app.ctx.waits, rollout_poll_seconds=0.05)
+    app.command("rollout web")
+    message, request_id = approval_message(app.fake)
+    assert "Rollouts in progress" not in view_text(open_home(app, "U0OPS")[0])  # asked for, not started
+    app.click("approval.approve", request_id, user="U0LEAD", message_ts=message.ts, wait=False)
+    _until(lambda: len(emulation.refreshes_of("us-east-1", "web-small") + emulation.refreshes_of("us-east-1",
+                                                                                                "web-big")) == 2)
+
+    def recorded(percents):
+        def check():
+            row = app.ctx.store.one("SELECT details FROM requests WHERE id = ?", (request_id,))
+            progress = json.loads(row["details"]).get("progress") or {}
+            return sorted(item.get("percent") or 0 for item in progress.values()) == percents
+        return check
+
+    clock.now += timedelta(hours=2, minutes=30)  # InProgress: one instance of each group replaced
+    _until(recorded([25, 50]))
+    text = view_text(open_home(app, "U0OPS", wait=False)[0])
+    assert "Rollouts in progress (1)" in text
+    # (2 × 50 % + 4 × 25 %) / 6 instances = 33 %, not the groups' plain average 37 %
+    assert "*web* → 1.5.0 · 0 of 2 groups done · *33 %*" in text, text
+    assert "<https://" in text and "the request's message>" in text.split("Rollouts in progress")[1]
+
+    clock.now += timedelta(hours=1)  # web-small done (100 %), web-big half way: (2 × 100 + 4 × 50) / 6
+    _until(recorded([50, 100]))
+    text = view_text(open_home(app, "U0OPS", wait=False)[0])
+    assert "*web* → 1.5.0 · 1 of 2 groups done · *66 %*" in text, text
+
+    clock.now += timedelta(hours=5)
+    app.wait_idle()  # the watch saw every group finish and said so
+    assert "Rollouts in progress" not in view_text(open_home(app, "U0OPS")[0])
+
+
+def test_a_rollout_group_that_failed_is_named_with_its_reason_while_the_others_go_on(make_harness, aws, monkeypatch):
+    import dataclasses
+
+    from tests.support.approvals import approval_message
+    from tests.support.rollout import Clock, emulated_refreshes, pinned_group
+
+    clock = Clock()
+    emulation = emulated_refreshes(monkeypatch, clock, step_seconds=3600)
+    emulation.fail_next_refresh("Instance i-0abc failed health checks", after=1, group="web-small")
+    old, _new = seed.family(aws, ["1.4.0", "1.5.0"])
+    pinned_group(aws, "web-small", old, 2)
+    pinned_group(aws, "web-big", old, 6)
+    app = make_harness(POLICY)
+    app.ctx.waits = dataclasses.replace(app.ctx.waits, rollout_poll_seconds=0.05)
+    app.command("rollout web")
+    message, request_id = approval_message(app.fake)
+    app.click("approval.approve", request_id, user="U0LEAD", message_ts=message.ts, wait=False)
+    _until(lambda: all(emulation.refreshes_of("us-east-1", name) for name in ("web-big", "web-small")))
+
+    def rolled_back():
+        row = app.ctx.store.one("SELECT details FROM requests WHERE id = ?", (request_id,))
+        progress = json.loads(row["details"]).get("progress") or {}
+        return sorted(item.get("status") or "" for item in progress.values()) == ["InProgress", "RollbackSuccessful"]
+
+    # web-small: one replaced, then it fails and AWS rolls it back; web-big: 4 of its 6 replaced meanwhile
+    clock.now += timedelta(hours=5, minutes=30)
+    _until(rolled_back)
+    text = view_text(open_home(app, "U0OPS", wait=False)[0])
+    assert "*web* → 1.5.0 · 1 of 2 groups done · *" in text, text
+    assert ":x: web-small: Instance i-0abc failed health checks" in text
+    clock.now += timedelta(hours=5)
+    app.wait_idle()

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from bot.render.blocks import Message, code, context, escape, header, message, section, table
 from bot.render.unchecked import headline, unchecked_lines
-from bot.services.drift import BEHIND, GONE, INSTANCES, METADATA, WORST_FIRST, Drift, DriftGroup, FamilyDrift
+from bot.services.drift import (
+    BEHIND,
+    GONE,
+    INSTANCES,
+    METADATA,
+    WORST_FIRST,
+    Drift,
+    DriftGroup,
+    FamilyDrift,
+    rollout_words,
+)
 
 SHOWN_FAMILIES = 20
 SHOWN_GROUPS = 8
@@ -117,15 +127,26 @@ def drift_report(found: Drift, family: str | None = None) -> Message:
     return message(title, blocks)
 
 
+def rollout_hint(family: str, groups: list[str]) -> str:
+    """ "roll it out: `/ami rollout web` (1 Auto Scaling group: web-asg)", escaped; "" when no group runs another
+    version (`groups`: bot.services.drift's groups_behind)."""
+    return escape(rollout_words(family, groups))
+
+
 def drift_line(found: Drift, family: str, region: str, after: str) -> str:
     """One line for the end of a promote/rollback reply: the drift that the change creates."""
     if region in found.failures:
         return f"Drift in {region} unknown: {escape(found.failures[region])}"
     mine = [item for item in found.families if item.family == family and item.region == region]
     drifted = sum(item.drifted for item in mine)
+    # with many accounts: the account-regions that could not be read ("prod (1111…), us-east-1")
+    unread = f" Not read: {escape('; '.join(sorted(found.failures))[:300])}." if found.failures else ""
     if not drifted:
-        return f"After this {after}, every instance of {escape(family)} in {region} runs the current version."
+        return (f"After this {after}, every instance of {escape(family)} in {region}"
+                f"{' where read' if unread else ''} runs the current version.{unread}")
     groups = [group for item in mine for group in item.groups]
     parts = ", ".join(f"{len(g.instances)} on {escape(g.image_name or g.image_id)}" for g in groups[:4])
+    hint = rollout_hint(family, found.groups_behind(family, region))
     return (f"After this {after}, {_plural(drifted, 'instance')} of {escape(family)} in {region} run another "
-            f"version ({parts}{', …' if len(groups) > 4 else ''}): `/ami drift {escape(family)}`.")
+            f"version ({parts}{', …' if len(groups) > 4 else ''}): `/ami drift {escape(family)}`"
+            + (f"; {hint}." if hint else ".") + unread)

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from bot.render.blocks import code, context, escape, section, when
+from bot.render.drift import rollout_hint
 from bot.render.trend import trend_lines
 
 if TYPE_CHECKING:  # annotations only (the command-line digest imports this; keep it light)
@@ -43,8 +44,9 @@ def _drift_lines(health: FleetHealth) -> list[str]:
              "version, the worst first:"]
     for region, family in families[:SHOWN]:
         on = family.current.name or family.current.id if family.current else "no current version"
+        hint = rollout_hint(family.family, family.groups_behind)  # Auto Scaling groups run another version
         lines.append(f"• *{escape(family.family)}* ({region}): {family.drifted} behind current {escape(on)}, "
-                     f"{family.on_current} on it")
+                     f"{family.on_current} on it" + (f" — {hint}" if hint else ""))
     if len(families) > SHOWN:
         lines.append(f"…and {len(families) - SHOWN} more families: `/ami drift`")
     return lines

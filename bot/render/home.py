@@ -16,7 +16,7 @@ from bot.render.trend import trend_lines
 from bot.render.unchecked import unchecked_lines
 
 if TYPE_CHECKING:  # annotations only: the digest renders trend lines without loading the dashboard service
-    from bot.services.dashboard import Dashboard, FamilyHealth
+    from bot.services.dashboard import Dashboard, FamilyHealth, RolloutProgress
 
 MAX_BLOCKS = 100
 SHOWN_FAMILIES = 15
@@ -138,6 +138,33 @@ def _bake_blocks(board: Dashboard) -> list[dict]:
             context("`/ami bakes` lists them with the recent ones; each bake's message follows it."), divider()]
 
 
+SHOWN_ROLLOUTS = 5
+
+
+def rollout_line(item: RolloutProgress, link: str | None) -> str:
+    """ "*web* → 1.5.0 · 1 of 3 groups done · *40 %* · the request's message", and the groups that failed."""
+    where = f"<{link}|the request's message>" if link else f"`{item.id}`"
+    line = (f":arrows_counterclockwise: *{escape(item.family)}* → {escape(item.version)} · {item.done} of "
+            f"{item.groups} group{'s' if item.groups != 1 else ''} done · *{item.percent} %* · {where}")
+    for group, why in list(item.failed.items())[:3]:
+        line += f"\n      :x: {escape(group)}: {escape(why)[:200]}"
+    if len(item.failed) > 3:
+        line += f"\n      …and {len(item.failed) - 3} more groups that did not finish"
+    return line
+
+
+def _rollout_blocks(board: Dashboard, links: dict[str, str]) -> list[dict]:
+    """Rollouts still running, with how far each is (as its watch last read AWS); nothing when none runs."""
+    if not board.rollouts:
+        return []
+    lines = [rollout_line(item, links.get(item.id)) for item in board.rollouts[:SHOWN_ROLLOUTS]]
+    more = f"\n…and {len(board.rollouts) - SHOWN_ROLLOUTS} more." if len(board.rollouts) > SHOWN_ROLLOUTS else ""
+    return [header(f"Rollouts in progress ({len(board.rollouts)})"), section(("\n".join(lines) + more)[:2900]),
+            context("Each group's progress as last read from AWS (percent of instances replaced): "
+                    "`/ami rollout status` reads it now; `/ami rollout cancel &lt;request-id&gt;` stops one."),
+            divider()]
+
+
 def _revoked_blocks(board: Dashboard) -> list[dict]:
     """Images revoked (`/ami revoke`), the latest first, with their reason; nothing when none is."""
     if not board.revoked:
@@ -168,9 +195,10 @@ def _digest_blocks(board: Dashboard) -> list[dict]:
 
 def home_view(board: Dashboard, notice: str | None = None, links: dict[str, str] | None = None) -> dict:
     """`notice`: what just happened on the tab (a decision's outcome), shown first; `links`: request id → the
-    permalink of its message (asked of Slack by the caller)."""
+    permalink of its message (asked of Slack by the caller): the requests waiting, and the rollouts running."""
     blocks = [section(notice[:2900]), divider()] if notice else []  # amibot's own words (AmibotError: safe)
-    blocks += [*_fleet_blocks(board), divider(), *_bake_blocks(board), *_revoked_blocks(board),
+    blocks += [*_fleet_blocks(board), divider(), *_bake_blocks(board), *_rollout_blocks(board, links or {}),
+               *_revoked_blocks(board),
                *_waiting_blocks(board, links or {}),
                divider(), *_mine_blocks(board),
               divider(), *_digest_blocks(board),

@@ -34,7 +34,7 @@ from bot.services import approvals
 from bot.services.allowed import warning_for
 from bot.services.copy import CopyOrder, copy_image
 from bot.services.create import Instance, Labels, create_from_instance, find_instance, wait_for_image
-from bot.services.drift import drift, retired_names
+from bot.services.drift import drift, fleet_drift, retired_names, rollout_words
 from bot.services.findings import findings_of
 from bot.services.images import Image, describe_own_images
 from bot.services.versions import (
@@ -685,17 +685,24 @@ def promote_version(ctx, params: dict, user: str, progress: Callable[[str], None
 
 
 def _drift_words(ctx, handle: Aws, family: str, region: str) -> str:
-    """The drift the promotion creates, in words: instances of the family still on another version."""
+    """The drift the promotion creates, in words: instances of the family still on another version (in the bake's
+    account, or with many accounts in every managed one, where prod runs the bake account's images), and — when
+    Auto Scaling groups run another version — the rollout that would move them."""
+    tag, now, names = ctx.policy.digest.family_tag, ctx.clock(), retired_names(ctx.store)
     try:
-        found = drift(handle, [region], ctx.policy.digest.family_tag, ctx.clock(), family, retired_names(ctx.store))
+        found = (fleet_drift(ctx.aws, tag, now, family, names, regions=[region]) if ctx.aws.many
+                 else drift(handle, [region], tag, now, family, names))
     except AmibotError as error:
         return f"drift unknown ({error.message})"
     if region in found.failures:
         return f"drift unknown ({found.failures[region]})"
+    unread = f" (not read: {'; '.join(sorted(found.failures))})" if found.failures else ""
     drifted = sum(item.drifted for item in found.families if item.family == family and item.region == region)
     if not drifted:
-        return f"every instance of {family} in {region} runs it"
-    return f"{drifted} instance(s) of {family} in {region} run another version (/ami drift {family})"
+        return f"every instance of {family} in {region} runs it{unread}"
+    hint = rollout_words(family, found.groups_behind(family, region))
+    return (f"{drifted} instance(s) of {family} in {region} run another version (/ami drift {family})"
+            + (f"; {hint}" if hint else "") + unread)
 
 
 def execute_promotion(ctx, request, progress) -> str:

@@ -16,7 +16,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 
 from bot.core.errors import AmibotError, AwsError
-from bot.services import approvals, bake, revoke
+from bot.durable.steps import FAILED, Steps
+from bot.services import approvals, bake, revoke, rollout
 from bot.services.drift import Drift, fleet_drift, retired_names
 from bot.services.findings import findings_of_many
 from bot.services.staleness import where
@@ -74,6 +75,22 @@ class LastDigest:
 
 
 @dataclass
+class RolloutProgress:
+    """A rollout still running (`/ami rollout`), as its watch last recorded it (no AWS call: the Home tab opens
+    from SQLite). `id`, `channel` and `message_ts` are its request's: the tab links that message."""
+
+    id: str
+    family: str
+    version: str  # the target version(s), "1.5.0"
+    groups: int  # groups rolled
+    done: int  # of them finished (whatever the outcome)
+    percent: int  # of its instances' work done: each group's PercentageComplete weighted by its instances
+    failed: dict[str, str] = field(default_factory=dict)  # group -> why (failed, rolled back, cancelled, not started)
+    channel: str = ""
+    message_ts: str | None = None
+
+
+@dataclass
 class Dashboard:
     user: str
     fleet: Fleet | None  # None: never computed yet (the refresh is on its way)
@@ -85,6 +102,7 @@ class Dashboard:
     now: datetime
     bakes: list = field(default_factory=list)  # running bakes' records, with "state" (bot.services.bake)
     revoked: list = field(default_factory=list)  # the latest revocations (bot.services.revoke.recent), newest first
+    rollouts: list[RolloutProgress] = field(default_factory=list)  # rollouts running, oldest first
 
 
 def _stamp(moment: datetime) -> str:
@@ -222,6 +240,71 @@ def last_digest(store) -> LastDigest | None:
                       row["channel"], row["permalink"])
 
 
+# --- rollouts in progress (SQLite: what each rollout's watch recorded) --------------------------------
+
+def _group_percent(item: dict) -> float:
+    """One group's share done: waiting (not started, Pending) 0, finished 100 (whatever the outcome: nothing more
+    happens there — a failed one is named apart), else AWS's PercentageComplete."""
+    status = item.get("status") or ""
+    if status in rollout.TERMINAL or status == "NotStarted":
+        return 100.0
+    percent = item.get("percent")
+    if isinstance(percent, bool) or not isinstance(percent, (int, float)):
+        return 0.0
+    return float(min(max(percent, 0), 100))
+
+
+def _recorded_progress(store, request) -> dict[str, dict]:
+    """Each group's refresh as the watch last recorded it: on the request's details, else on its steps."""
+    found: dict[str, dict] = {}
+    for step in Steps(store, f"request:{request.id}").all():
+        if step.action != rollout.REFRESH_STEP:
+            continue
+        if step.state == FAILED:
+            found[step.target] = {"status": "NotStarted", "reason": step.result or ""}
+        elif step.data.get("status"):
+            found[step.target] = {key: step.data.get(key) for key in ("status", "percent", "reason")}
+    details = request.details.get("progress") if isinstance(request.details, dict) else None
+    if isinstance(details, dict):
+        found.update({key: item for key, item in details.items() if isinstance(item, dict)})
+    return found
+
+
+def rollout_progress(ctx, request) -> RolloutProgress:
+    """One running rollout's progress: groups finished of those rolled, and the instances-weighted percentage."""
+    found = rollout.stored_plan(request)
+    progress = _recorded_progress(ctx.store, request)
+    rolled = found.to_roll
+    weights = {rollout.group_key(group): max(group.instances or 0, 1) for group in rolled}
+    total = sum(weights.values())
+    done_share = sum(weight * _group_percent(progress.get(key) or {}) for key, weight in weights.items())
+    groups = {rollout.group_key(group): group.group for group in rolled}
+    finished = [key for key in weights if ((progress.get(key) or {}).get("status") or "") in
+                (*rollout.TERMINAL, "NotStarted")]
+    failed = {groups[key]: (progress[key].get("reason") or progress[key].get("status") or "") for key in finished
+              if progress[key].get("status") not in rollout.SUCCEEDED_REFRESH}
+    version = ", ".join(sorted({target.get("version") or target.get("image_id") or "" for target in
+                                found.targets.values()}))
+    return RolloutProgress(request.id, found.family, version, len(rolled), len(finished),
+                           int(done_share / total) if total else 0, failed, request.channel, request.message_ts)
+
+
+def rollouts_in_progress(ctx) -> list[RolloutProgress]:
+    """Every rollout not yet finished, from SQLite only; one that cannot be read is left out (logged)."""
+    try:
+        running = rollout.running(ctx)
+    except AmibotError as error:  # a request gone from under its steps: the tab opens all the same
+        log.warning("rollouts on the Home tab: %s", error.message)
+        return []
+    found = []
+    for request in running:
+        try:
+            found.append(rollout_progress(ctx, request))
+        except (KeyError, TypeError, ValueError, AttributeError) as error:  # an older or broken record
+            log.warning("rollout %s on the Home tab: %s", request.id, error)
+    return found
+
+
 # --- the whole view's data ---------------------------------------------------------------------------
 
 def waiting_for(ctx, user: str) -> list:
@@ -243,4 +326,4 @@ def dashboard(ctx, user: str) -> Dashboard:
                if run.state in ("starting", "running", "cancelling")]
     return Dashboard(user, fleet if fleet and fleet.computed_at else None, age, waiting_for(ctx, user),
                      made_by(ctx, user), trend(ctx.store), last_digest(ctx.store), now, running,
-                     revoke.recent(ctx.store))
+                     revoke.recent(ctx.store), rollouts_in_progress(ctx))

@@ -80,6 +80,13 @@ class FamilyDrift:
     def drifted(self) -> int:
         return sum(len(group.instances) for group in self.groups)
 
+    @property
+    def groups_behind(self) -> list[str]:
+        """The Auto Scaling groups with an instance on another version — what `/ami rollout` would move (an
+        instance outside a group is not): "web-asg", or "prod/web-asg" with many accounts."""
+        return sorted({f"{instance.account}/{instance.group}" if instance.account else instance.group
+                       for group in self.groups for instance in group.running if instance.group})
+
 
 @dataclass
 class Drift:
@@ -92,6 +99,11 @@ class Drift:
     def drifted(self) -> int:
         return sum(family.drifted for family in self.families)
 
+    def groups_behind(self, family: str, region: str | None = None) -> list[str]:
+        """The family's Auto Scaling groups (in `region`, or anywhere) with an instance on another version."""
+        return sorted({name for item in self.families if item.family == family
+                       and (region is None or item.region == region) for name in item.groups_behind})
+
     def worst_first(self) -> list[FamilyDrift]:
         return sorted((f for f in self.families if f.drifted), key=lambda f: (-f.drifted, f.family, f.region))
 
@@ -100,6 +112,21 @@ class Drift:
         found = [(instance, group) for family in self.families for group in family.groups
                  for instance in group.running]
         return sorted(found, key=lambda pair: _worse(*pair))
+
+
+SHOWN_GROUP_NAMES = 3
+
+
+def rollout_words(family: str, groups: list[str]) -> str:
+    """ "roll it out: `/ami rollout web` (2 Auto Scaling groups: web-a, web-b)", plain words (a renderer escapes
+    them): said wherever Auto Scaling groups run another version of a family (`groups_behind`); "" when none does."""
+    if not groups:
+        return ""
+    names = ", ".join(groups[:SHOWN_GROUP_NAMES])
+    if len(groups) > SHOWN_GROUP_NAMES:
+        names += f" and {len(groups) - SHOWN_GROUP_NAMES} more"
+    return (f"roll it out: `/ami rollout {family}` ({len(groups)} Auto Scaling group{'s' if len(groups) != 1 else ''}"
+            f": {names})")
 
 
 WORST_FIRST = ("the worst first (most versions behind, then on a deregistered, disabled or deprecated image, "
@@ -194,7 +221,7 @@ def listed_instances(region: str, references) -> list[Running] | None:
     if INSTANCE_SOURCE in references.unknown or any(INSTANCE_SOURCE in usage.unknown
                                                     for usage in references.by_image.values()):
         return None
-    return [Running(instance.id, image_id, name=instance.name, region=region)
+    return [Running(instance.id, image_id, name=instance.name, group=instance.group, region=region)
             for image_id, usage in references.by_image.items() for instance in usage.instances]
 
 

@@ -70,6 +70,7 @@ class InstanceRef:
     state: str
     name: str = ""
     found_by: str = AMIBOT
+    group: str = ""  # its Auto Scaling group (the aws:autoscaling:groupName tag)
 
 
 @dataclass(frozen=True)
@@ -366,9 +367,12 @@ def scan_instances(aws: Aws, region: str, refs: References, image_ids: list[str]
                 unreadable(refs, INSTANCES, "an instance without its id", instance, [image_id])
                 continue
             tags = instance.get("Tags") if isinstance(instance.get("Tags"), list) else []
-            name = next((_text(t.get("Value")) for t in tags if isinstance(t, dict) and t.get("Key") == "Name"), "")
+            named = {t["Key"]: _text(t.get("Value")) for t in tags
+                     if isinstance(t, dict) and isinstance(t.get("Key"), str)}
+            name, group = named.get("Name", ""), named.get("aws:autoscaling:groupName", "")
             state = instance.get("State") if isinstance(instance.get("State"), dict) else {}
-            refs.by_image[image_id].instances.append(InstanceRef(instance_id, _text(state.get("Name")) or "?", name))
+            refs.by_image[image_id].instances.append(InstanceRef(instance_id, _text(state.get("Name")) or "?", name,
+                                                                 group=group))
 
 
 # --- launch templates -----------------------------------------------------------------------------------

@@ -98,3 +98,45 @@ def fleet(aws):
     group(staging, "db-asg", [other], LaunchTemplate={"LaunchTemplateId": template(staging, "db-lt", other),
                                                       "Version": "1"})
     return old, new
+
+
+class Clock:
+    """A clock a test moves by hand: the refresh emulation replaces an instance each `step` of it."""
+
+    def __init__(self, now: datetime | None = None):
+        self.now = now or datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def emulated_refreshes(monkeypatch, clock=None, step_seconds: float = 0.05):
+    """bot.devtools.refresh_emulation on every botocore session the app makes (moto has no instance refresh)."""
+    from bot.devtools.refresh_emulation import RefreshEmulation
+
+    emulated = RefreshEmulation(clock=clock, step_seconds=step_seconds)
+    handlers = []
+
+    class Collect:
+        def register(self, event, handler, unique_id=None):
+            handlers.append((event, handler))
+
+    class Session:
+        events = Collect()
+
+    emulated.install(Session())
+    monkeypatch.setattr(botocore.handlers, "BUILTIN_HANDLERS", [*botocore.handlers.BUILTIN_HANDLERS, *handlers])
+    return emulated
+
+
+def pinned_group(aws, name: str, image_id: str, size: int, region: str = "us-east-1") -> str:
+    """An Auto Scaling group of `size` instances (moto launches them, tagged with the group) on its own launch
+    template pinned to `image_id`; its template id."""
+    ec2 = aws.client("ec2", region)
+    template_id = ec2.create_launch_template(LaunchTemplateName=f"{name}-lt", LaunchTemplateData={
+        "ImageId": image_id, "InstanceType": "t3.micro"})["LaunchTemplate"]["LaunchTemplateId"]
+    aws.client("autoscaling", region).create_auto_scaling_group(
+        AutoScalingGroupName=name, MinSize=0, MaxSize=size + 2, DesiredCapacity=size,
+        VPCZoneIdentifier=ec2.describe_subnets()["Subnets"][0]["SubnetId"],
+        LaunchTemplate={"LaunchTemplateId": template_id, "Version": "1"})
+    return template_id
