@@ -337,3 +337,76 @@ def test_request_rollout_narrowed_to_the_groups_on_given_images(aws, make_harnes
     assert request.kind == "rollout" and request.state == "pending"
     assert [key.rsplit("/", 1)[1] for key in request.params["groups"]] == ["web-pinned", "web-ssm", "web-busy",
                                                                            "web-mixed"]
+
+
+# --- groups in parallel up to [rollout].max_parallel_groups ----------------------------------------------
+
+def more_groups(aws, old: str, *names: str) -> None:
+    """More groups pinned to `old` through templates of their own, one instance each."""
+    ec2 = aws.client("ec2", REGION)
+    subnet = ec2.describe_subnets()["Subnets"][0]["SubnetId"]
+    for name in names:
+        lt = ec2.create_launch_template(LaunchTemplateName=f"{name}-lt", LaunchTemplateData={
+            "ImageId": old, "InstanceType": "t3.micro"})["LaunchTemplate"]["LaunchTemplateId"]
+        aws.client("autoscaling", REGION).create_auto_scaling_group(
+            AutoScalingGroupName=name, MinSize=0, MaxSize=4, DesiredCapacity=1, VPCZoneIdentifier=subnet,
+            LaunchTemplate={"LaunchTemplateId": lt, "Version": "1"})
+
+
+TWO_AT_ONCE = {**POLICY, "rollout": {"max_parallel_groups": 2}}
+
+
+def held_with_three_groups(aws, app, emulation, web):
+    """web-asg, web-b, web-c; the refreshes held (an instance an hour) once approved: two start, one waits."""
+    from datetime import timedelta
+
+    more_groups(aws, web[0], "web-b", "web-c")
+    emulation.step = timedelta(hours=1)
+    app.command("rollout web")
+    message, request_id = approval_message(app.fake)
+    app.click("approval.approve", request_id, user="U0LEAD", message_ts=message.ts, wait=False)
+    until(lambda: len(emulation.starts) == 2 and "web-c: waiting" in thread(app))
+    return message, request_id
+
+
+def test_groups_start_at_most_max_parallel_at_once_and_the_rest_as_running_ones_finish(
+        aws, make_harness, emulation, web):
+    import time
+    from datetime import timedelta
+
+    app = fast(make_harness(TWO_AT_ONCE))
+    message, request_id = held_with_three_groups(aws, app, emulation, web)
+    time.sleep(0.3)  # the watch has polled a few times: nothing more starts while two run
+    assert [s["AutoScalingGroupName"] for s in emulation.starts] == ["web-asg", "web-b"]
+    shown = [c.text for c in app.fake.calls_to("chat.update") if c.params.get("ts") == message.ts][-1]
+    assert "Waiting (2 of 2 running)" in shown and "NotStarted" not in shown and "Failed" not in shown
+    emulation.step = timedelta(milliseconds=10)  # AWS moves on
+    app.wait_idle()
+    assert [s["AutoScalingGroupName"] for s in emulation.starts] == ["web-asg", "web-b", "web-c"]
+    [third] = emulation.refreshes_of(REGION, "web-c")
+    firsts = [emulation.refreshes_of(REGION, name)[0] for name in ("web-asg", "web-b")]
+    assert min(first.ended for first in firsts) <= third.started  # only after one of the first two had finished
+    said = thread(app)
+    assert "Rollout succeeded" in said and "web-c: refresh started" in said
+    assert images_of(aws, "web-c") == [web[1]]
+    approve(app, request_id, message)  # replayed approval and execution: still three starts in all
+    app.ctx.jobs.submit("approval.execute", {"request_id": request_id})
+    app.wait_idle()
+    assert len(emulation.starts) == 3
+
+
+def test_cancel_while_a_group_waits_never_starts_it(aws, make_harness, emulation, web):
+    from datetime import timedelta
+
+    app = fast(make_harness(TWO_AT_ONCE))
+    message, request_id = held_with_three_groups(aws, app, emulation, web)
+    app.command("rollout cancel web", wait=False)
+    until(lambda: "asked to cancel this rollout" in thread(app))
+    emulation.step = timedelta(milliseconds=10)
+    app.wait_idle()
+    assert [s["AutoScalingGroupName"] for s in emulation.starts] == ["web-asg", "web-b"]
+    said = thread(app)
+    assert "web-c: waiting, will not be started" in said
+    assert "Rollout cancelled" in said and "web-c" in said.split("Rollout cancelled")[1]
+    assert "never started" in said.split("Rollout cancelled")[1]
+    assert images_of(aws, "web-c") == [web[0]]

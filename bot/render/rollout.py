@@ -22,6 +22,8 @@ WORDS = {rollout.PINNED: "new template version, then a refresh", rollout.SSM: "r
 
 def _progress_text(item: dict[str, Any]) -> str:
     status = item.get("status") or "?"
+    if status == rollout.WAITING:  # not started yet: its turn comes as running groups end
+        return f"Waiting ({item.get('running', '?')} of {item.get('limit', '?')} running)"
     text = escape(status)
     if item.get("percent") is not None:
         text += f" {item['percent']} %"

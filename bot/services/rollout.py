@@ -33,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import logging
+import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -45,6 +46,7 @@ from bot.core.errors import AmibotError, AwsError, NotFound, PolicyViolation
 from bot.core.text import escape
 from bot.durable import audit, jobs
 from bot.durable.steps import DONE, FAILED, PLANNED, Step, Steps, owners_with_open
+from bot.durable.steps import SKIPPED as NOT_STARTED
 from bot.services import approvals
 from bot.services.drift import fleet_drift, retired_names
 from bot.services.images import Image
@@ -463,6 +465,7 @@ TEMPLATE_STEP, REFRESH_STEP, FINISH_STEP = "template_version", "start_refresh", 
 # DescribeInstanceRefreshes statuses after which nothing more happens to a refresh
 TERMINAL = ("Successful", "Failed", "Cancelled", "RollbackSuccessful", "RollbackFailed")
 SUCCEEDED_REFRESH = ("Successful",)
+WAITING = "Waiting"  # a group whose turn has not come ([rollout].max_parallel_groups are running)
 ATTEMPT_SKEW = timedelta(minutes=2)  # AWS's StartTime against this host's clock, when adopting a refresh after a crash
 WATCH_POLL_SECONDS = 60.0  # how often a rollout's refreshes are read, backing off ×1.5 while nothing changes
 WATCH_MAX_POLL_SECONDS = 600.0
@@ -591,7 +594,9 @@ def _start_group(ctx, request, steps, group: GroupPlan, mine: list) -> str:
     prefs = preferences(group, ctx.policy.rollout, options.get("min_healthy"), options.get("warmup"),
                         options.get("checkpoints"))
     refresh_id = start_refresh(handle, group.region, group.group, desired_configuration(group, versions), prefs)
-    steps.mark(refresh, DONE, "started", refresh_id=refresh_id, status="Pending")
+    steps.mark(refresh, DONE, "started", refresh_id=refresh_id, status="Pending",
+               checkpoints=list(prefs.get("CheckpointPercentages") or []),
+               checkpoint_delay=prefs.get("CheckpointDelay"))
     _audit(ctx, request, "rollout.start", f"started {refresh_id}", group=group.group, region=group.region,
            account=group.account, refresh_id=refresh_id)
     return f"{group.group}: refresh started"
@@ -602,27 +607,71 @@ def _audit(ctx, request, action: str, outcome: str, **detail: Any) -> None:
                  outcome=outcome, detail={"family": request.params.get("family"), **detail})
 
 
-def start_groups(ctx, request, progress=None) -> list[str]:
-    """Start every group's refresh that is not yet started — one group after the other (sequentially: simple,
-    and each start is a quick call; the refreshes themselves then run in parallel in AWS). What each did."""
-    steps = Steps(ctx.store, f"request:{request.id}")
-    recorded = steps.all()
-    found = stored_plan(request)
-    if not recorded:  # the plan is durable before the first AWS call
-        recorded = steps.plan(_plan_steps(request, found))
-    said = []
-    for group in found.to_roll:
-        key = group_key(group)
-        mine = [step for step in recorded if step.data.get("group") == key]
-        try:
-            said.append(_start_group(ctx, request, steps, group, mine))
-        except AmibotError as error:
-            refresh = next(step for step in mine if step.action == REFRESH_STEP)
-            steps.mark(refresh, FAILED, error.message)
-            said.append(f"{group.group}: could not start ({error.message})")
-        if progress is not None:
-            progress(":arrows_counterclockwise: " + escape(said[-1]))
-    return said
+# One starter at a time in this process (the approval's execution, a restart's reconcile, the watch starting the
+# next group, a cancel marking the waiting ones): each re-reads the steps inside it, so none starts a group twice
+# nor more than [rollout].max_parallel_groups at once.
+_STARTING = threading.Lock()
+NEVER_STARTED = "never started: the rollout was stopped before its turn"
+
+
+def parallel_limit(ctx) -> int:
+    return max(1, int(ctx.policy.rollout.max_parallel_groups))
+
+
+def _running(recorded: list[Step]) -> int:
+    """Refreshes started (or maybe started: a crash came between the call and its record) and not yet seen
+    terminal."""
+    return sum(1 for step in recorded if step.action == REFRESH_STEP and (
+        (step.state == DONE and step.data.get("status") not in TERMINAL)
+        or (step.state == PLANNED and step.data.get("attempted"))))
+
+
+def start_groups(ctx, request, progress=None, report_waiting: bool = True) -> list[str]:
+    """Start the refreshes of the groups not yet started, at most [rollout].max_parallel_groups running at once
+    (the watch starts the next ones as running ones end); one a crash left half-started goes first (adopted or
+    started: it holds a slot already). What each did, as phrases (and, `report_waiting`, which wait)."""
+    with _STARTING:
+        steps = Steps(ctx.store, f"request:{request.id}")
+        recorded = steps.all()
+        found = stored_plan(request)
+        if not recorded:  # the plan is durable before the first AWS call
+            recorded = steps.plan(_plan_steps(request, found))
+        limit = parallel_limit(ctx)
+        refresh_of = {step.data.get("group"): step for step in recorded if step.action == REFRESH_STEP}
+        order = sorted(found.to_roll, key=lambda group: not refresh_of[group_key(group)].data.get("attempted"))
+        said = []
+        for group in order:
+            key = group_key(group)
+            refresh = refresh_of[key]
+            if refresh.state != PLANNED:
+                continue
+            running = _running(steps.all())
+            if not refresh.data.get("attempted") and running >= limit:
+                if report_waiting:
+                    said.append(f"{group.group}: waiting ({running} of {limit} groups running)")
+                continue
+            mine = [step for step in steps.all() if step.data.get("group") == key]
+            try:
+                said.append(_start_group(ctx, request, steps, group, mine))
+            except AmibotError as error:
+                steps.mark(next(step for step in mine if step.action == REFRESH_STEP), FAILED, error.message)
+                said.append(f"{group.group}: could not start ({error.message})")
+            if progress is not None:
+                progress(":arrows_counterclockwise: " + escape(said[-1]))
+        return said
+
+
+def stop_waiting(ctx, request) -> list[GroupPlan]:
+    """The groups whose turn has not come yet, marked never to be started (a cancel or rollback of the rollout)."""
+    groups = {group_key(group): group for group in stored_plan(request).to_roll}
+    stopped = []
+    with _STARTING:
+        steps = Steps(ctx.store, f"request:{request.id}")
+        for step in steps.all():
+            if step.action == REFRESH_STEP and step.state == PLANNED and not step.data.get("attempted") \
+                    and step.target in groups and steps.claim(step, NOT_STARTED, NEVER_STARTED):
+                stopped.append(groups[step.target])
+    return stopped
 
 
 def execute(ctx, request, progress) -> str:
@@ -638,7 +687,8 @@ def reconcile(ctx, request):
     if not Steps(ctx.store, f"request:{request.id}").all():
         return None  # nothing was done: it may be approved again
     said = start_groups(ctx, request)
-    ctx.jobs.submit(WATCH_JOB, {"request_id": request.id})
+    if not jobs.is_active(ctx.store, WATCH_JOB, {"request_id": request.id}):
+        ctx.jobs.submit(WATCH_JOB, {"request_id": request.id})
     return approvals.Reconciled(approvals.SUCCEEDED, "Resumed after a restart: " + "; ".join(said) + ".")
 
 
@@ -668,8 +718,11 @@ def progress_of(ctx, request, found: RolloutPlan, steps: Steps) -> tuple[dict[st
         if step.state == FAILED:
             progress[step.target] = {"status": "NotStarted", "reason": step.result or ""}
             continue
+        if step.state == NOT_STARTED:  # its turn never came: the rollout was cancelled or rolled back first
+            progress[step.target] = {"status": "Cancelled", "reason": step.result or NEVER_STARTED}
+            continue
         if step.state == PLANNED:
-            progress[step.target] = {"status": "Starting"}
+            progress[step.target] = {"status": "Starting" if step.data.get("attempted") else WAITING}
             continue
         known = {key: step.data.get(key) for key in ("status", "percent", "to_update", "reason")}
         if known.get("status") not in TERMINAL:
@@ -687,7 +740,48 @@ def progress_of(ctx, request, found: RolloutPlan, steps: Steps) -> tuple[dict[st
             steps.mark(step, DONE, step.result, **now)
             known = now
         progress[step.target] = {**known, "refresh_id": step.data.get("refresh_id")}
+    running = sum(1 for item in progress.values() if item.get("status") not in (*TERMINAL, "NotStarted", WAITING))
+    for item in progress.values():
+        if item.get("status") == WAITING:  # a group not started yet: never shown as failed
+            item.update(running=running, limit=parallel_limit(ctx))
     return progress, changes
+
+
+def _minutes(seconds: Any) -> str:
+    seconds = int(seconds or 0)
+    return f"{seconds // 60} min" if seconds >= 60 and seconds % 60 == 0 else f"{seconds} s"
+
+
+def _checkpoints(ctx, request, found: RolloutPlan, steps: Steps, progress: dict[str, dict]) -> list[str]:
+    """Each group's checkpoints its refresh has reached since the last look: recorded on its step first (so each is
+    reported once per group, across restarts too), audited (``rollout.checkpoint``), and a thread line each.
+    AWS pauses there for CheckpointDelay by itself and goes on."""
+    groups = {group_key(group): group for group in found.to_roll}
+    options = request.params.get("options") or {}
+    default = ctx.policy.rollout.checkpoints if options.get("checkpoints") is None else options["checkpoints"]
+    lines = []
+    for step in steps.all():
+        item = progress.get(step.target) or {}
+        percent = item.get("percent")
+        if step.action != REFRESH_STEP or step.state != DONE or not isinstance(percent, int | float):
+            continue
+        points = step.data.get("checkpoints", default) or []
+        reported = list(step.data.get("checkpoints_reported") or [])
+        reached = [point for point in points if point < 100 and point <= percent and point not in reported]
+        if not reached:
+            continue
+        steps.mark(step, step.state, step.result, checkpoints_reported=reported + reached)
+        group = groups[step.target]
+        delay = step.data.get("checkpoint_delay", ctx.policy.rollout.checkpoint_delay_seconds)
+        pausing = item.get("status") == "InProgress" and "checkpoint" in (item.get("reason") or "").lower()
+        for point in reached:
+            _audit(ctx, request, "rollout.checkpoint", f"{point} %", group=group.group, region=group.region,
+                   account=group.account, refresh_id=step.data.get("refresh_id"), percent=percent)
+            line = f"*{escape(group.group)}* reached the {point} % checkpoint"
+            if pausing and point == reached[-1]:
+                line += f"; goes on in {_minutes(delay)}"
+            lines.append(line)
+    return lines
 
 
 def watch(ctx, payload: dict) -> None:
@@ -705,6 +799,13 @@ def watch(ctx, payload: dict) -> None:
         if finish is None or finish.state != PLANNED:
             return
         progress, changes = progress_of(ctx, request, found, steps)
+        changes += _checkpoints(ctx, request, found, steps, progress)
+        if any(item.get("status") == WAITING for item in progress.values()):
+            started = start_groups(ctx, request, report_waiting=False)
+            if started:
+                changes += [escape(phrase) for phrase in started]
+                progress, more = progress_of(ctx, request, found, steps)
+                changes += more
         if progress != last:
             request = approvals.update_details(ctx, request.id, {**request.details, "progress": progress})
             last = progress
@@ -740,7 +841,9 @@ def _finish(ctx, request, found: RolloutPlan, progress: dict[str, dict], steps: 
         ok = ok and good
         replaced += (group.behind or 0) if good else 0
         where = f"{group.account_label}, {group.region}" if group.account_label else group.region
-        line = f"{':white_check_mark:' if good else ':x:'} *{escape(group.group)}* ({escape(where)}): {escape(status)}"
+        icon = ":white_check_mark:" if good else (":heavy_minus_sign:" if item.get("reason") == NEVER_STARTED
+                                                  else ":x:")
+        line = f"{icon} *{escape(group.group)}* ({escape(where)}): {escape(status)}"
         if item.get("reason") and not good:
             line += f" — {escape(item['reason'])}"
         lines.append(line)
@@ -820,12 +923,21 @@ def stop(ctx, which: str, user: str, undo: bool) -> tuple[approvals.Request, lis
     request = find_rollout(ctx, which)
     steps = Steps(ctx.store, f"request:{request.id}")
     found = stored_plan(request)
-    progress, _ = progress_of(ctx, request, found, steps)
     groups = {group_key(group): group for group in found.to_roll}
     verb = "rollback" if undo else "cancel"
     said = []
+    stopped = stop_waiting(ctx, request)  # first: a slot freed by the cancel below must not start them
+    for group in stopped:
+        said.append(f"{group.group}: waiting, will not be started")
+        audit.record(ctx.store, actor=user, action=f"rollout.{verb}", channel=request.channel, target=request.id,
+                     outcome="not started", detail={"family": found.family, "group": group.group,
+                                                    "region": group.region, "account": group.account})
+    waited = {group_key(group) for group in stopped}
+    progress, _ = progress_of(ctx, request, found, steps)
     for key, item in progress.items():
         group = groups[key]
+        if key in waited:
+            continue
         if item.get("status") in (*TERMINAL, "NotStarted", "Starting"):
             said.append(f"{group.group}: {item.get('status')}, nothing to {verb}")
             continue
