@@ -410,3 +410,26 @@ def test_cancel_while_a_group_waits_never_starts_it(aws, make_harness, emulation
     assert "Rollout cancelled" in said and "web-c" in said.split("Rollout cancelled")[1]
     assert "never started" in said.split("Rollout cancelled")[1]
     assert images_of(aws, "web-c") == [web[0]]
+
+
+def test_each_checkpoint_is_reported_once_per_group_in_the_thread_and_the_audit(aws, make_harness, emulation, web):
+    """[rollout].checkpoints = [50]: AWS (emulated) pauses web-asg's refresh at 50 % for the delay and goes on; the
+    thread says so once and the audit has one rollout.checkpoint row — though a second watch (a restart's) looks too."""
+    from bot.services import rollout
+
+    app = fast(make_harness({**POLICY, "rollout": {"checkpoints": [50], "checkpoint_delay_seconds": 1}}))
+    app.command("rollout web")
+    message, request_id = approval_message(app.fake)
+    app.click("approval.approve", request_id, user="U0LEAD", message_ts=message.ts, wait=False)
+    until(lambda: len(emulation.starts) == 1)
+    app.ctx.jobs.submit(rollout.WATCH_JOB, {"request_id": request_id})  # a second watcher
+    app.wait_idle()
+    assert emulation.starts[0]["Preferences"]["CheckpointPercentages"] == [50]
+    said = thread(app)
+    posts = [c for c in app.fake.calls_to("chat.postMessage") if c.params.get("thread_ts")]
+    assert len([c for c in posts if "reached the 50 % checkpoint" in c.text]) == 1
+    assert len([c for c in posts if "*web-asg*: Successful (100 %)" in c.text]) == 1  # said once, by one watcher
+    assert "*web-asg* reached the 50 % checkpoint; goes on in 1 s" in said
+    assert said.index("50 % checkpoint") < said.index("Rollout succeeded")
+    rows = list(app.ctx.store.db.query("SELECT outcome, detail FROM audit WHERE action = 'rollout.checkpoint'"))
+    assert [row["outcome"] for row in rows] == ["50 %"] and json.loads(rows[0]["detail"])["group"] == "web-asg"

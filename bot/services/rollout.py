@@ -730,14 +730,16 @@ def progress_of(ctx, request, found: RolloutPlan, steps: Steps) -> tuple[dict[st
                 now = _read_status(ctx, group, step.data["refresh_id"])
             except AwsError as error:
                 now = {**known, "reason": f"could not be read: {error.message}"}
-            if now.get("status") != known.get("status"):
-                line = f"*{escape(group.group)}*: {escape(now.get('status') or '?')}"
-                if now.get("percent") is not None:
-                    line += f" ({now['percent']} %)"
-                if now.get("reason") and now.get("status") not in SUCCEEDED_REFRESH:
-                    line += f" — {escape(now['reason'])}"
-                changes.append(line)
-            steps.mark(step, DONE, step.result, **now)
+            with _STARTING:  # two watchers (a restart's and the old one's) say a change once
+                stored = next((item for item in steps.all() if item.seq == step.seq), step)
+                if now.get("status") != stored.data.get("status"):
+                    line = f"*{escape(group.group)}*: {escape(now.get('status') or '?')}"
+                    if now.get("percent") is not None:
+                        line += f" ({now['percent']} %)"
+                    if now.get("reason") and now.get("status") not in SUCCEEDED_REFRESH:
+                        line += f" — {escape(now['reason'])}"
+                    changes.append(line)
+                steps.mark(step, DONE, step.result, **now)
             known = now
         progress[step.target] = {**known, "refresh_id": step.data.get("refresh_id")}
     running = sum(1 for item in progress.values() if item.get("status") not in (*TERMINAL, "NotStarted", WAITING))
@@ -752,6 +754,24 @@ def _minutes(seconds: Any) -> str:
     return f"{seconds // 60} min" if seconds >= 60 and seconds % 60 == 0 else f"{seconds} s"
 
 
+def _claim_checkpoints(steps: Steps, progress: dict[str, dict], default: list[int]) -> list[tuple[Step, list[int]]]:
+    """The checkpoints each refresh has newly reached, recorded as reported in the same breath (under the starters'
+    lock: two watchers, a restart's and the old one's, claim each once)."""
+    claimed = []
+    with _STARTING:
+        for step in steps.all():
+            percent = (progress.get(step.target) or {}).get("percent")
+            if step.action != REFRESH_STEP or step.state != DONE or not isinstance(percent, int | float):
+                continue
+            points = step.data.get("checkpoints", default) or []
+            reported = list(step.data.get("checkpoints_reported") or [])
+            reached = [point for point in points if point < 100 and point <= percent and point not in reported]
+            if reached:
+                steps.mark(step, step.state, step.result, checkpoints_reported=reported + reached)
+                claimed.append((step, reached))
+    return claimed
+
+
 def _checkpoints(ctx, request, found: RolloutPlan, steps: Steps, progress: dict[str, dict]) -> list[str]:
     """Each group's checkpoints its refresh has reached since the last look: recorded on its step first (so each is
     reported once per group, across restarts too), audited (``rollout.checkpoint``), and a thread line each.
@@ -760,17 +780,9 @@ def _checkpoints(ctx, request, found: RolloutPlan, steps: Steps, progress: dict[
     options = request.params.get("options") or {}
     default = ctx.policy.rollout.checkpoints if options.get("checkpoints") is None else options["checkpoints"]
     lines = []
-    for step in steps.all():
-        item = progress.get(step.target) or {}
+    for step, reached in _claim_checkpoints(steps, progress, default):
+        item = progress[step.target]
         percent = item.get("percent")
-        if step.action != REFRESH_STEP or step.state != DONE or not isinstance(percent, int | float):
-            continue
-        points = step.data.get("checkpoints", default) or []
-        reported = list(step.data.get("checkpoints_reported") or [])
-        reached = [point for point in points if point < 100 and point <= percent and point not in reported]
-        if not reached:
-            continue
-        steps.mark(step, step.state, step.result, checkpoints_reported=reported + reached)
         group = groups[step.target]
         delay = step.data.get("checkpoint_delay", ctx.policy.rollout.checkpoint_delay_seconds)
         pausing = item.get("status") == "InProgress" and "checkpoint" in (item.get("reason") or "").lower()
