@@ -278,7 +278,7 @@ def test_rollback_rolls_the_refresh_back(aws, make_harness, emulation, web):
     assert "RollbackSuccessful" in said and "Rollout failed" in said
     assert images_of(aws) == [old, old]
     assert [r["action"] for r in app.ctx.store.db.query("SELECT action FROM audit WHERE action LIKE 'rollout.%'")] \
-        == ["rollout.start", "rollout.rollback", "rollout.finish"]
+        == ["rollout.plan", "rollout.start", "rollout.rollback", "rollout.finish"]
 
 
 def test_killed_between_a_start_and_its_record_the_restart_adopts_it_and_starts_the_rest_once(
@@ -433,3 +433,21 @@ def test_each_checkpoint_is_reported_once_per_group_in_the_thread_and_the_audit(
     assert said.index("50 % checkpoint") < said.index("Rollout succeeded")
     rows = list(app.ctx.store.db.query("SELECT outcome, detail FROM audit WHERE action = 'rollout.checkpoint'"))
     assert [row["outcome"] for row in rows] == ["50 %"] and json.loads(rows[0]["detail"])["group"] == "web-asg"
+
+
+def test_the_audit_trail_of_a_whole_rollout_says_plan_decision_start_checkpoint_and_finish(
+        aws, make_harness, emulation, web):
+    from bot.durable import audit
+
+    app = fast(make_harness({**POLICY, "rollout": {"checkpoints": [50], "checkpoint_delay_seconds": 0}}))
+    app.command("rollout web")
+    message, request_id = approval_message(app.fake)
+    approve(app, request_id, message)
+    trail = [(row["action"], row["actor"]) for row in audit.rows(app.ctx.store, target=request_id)]
+    assert trail == [("request.created", "U0OPS"), ("rollout.plan", "U0OPS"), ("command.rollout", "U0OPS"),
+                     ("request.approval", "U0LEAD"), ("request.approved", "U0LEAD"),
+                     ("request.executing", "amibot"), ("rollout.start", "amibot"), ("request.succeeded", "amibot"),
+                     ("rollout.checkpoint", "amibot"), ("rollout.finish", "amibot")]
+    [plan] = [row for row in audit.rows(app.ctx.store, target=request_id) if row["action"] == "rollout.plan"]
+    assert plan["outcome"] == "1 group, 2 instances, 1 account"
+    assert plan["detail"]["groups"] == {"pinned-template": ["web-asg"]} and plan["detail"]["instances"] == 2

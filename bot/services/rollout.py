@@ -521,11 +521,19 @@ def request_rollout(ctx, family: str, requester: str, channel: str, *, accounts:
     params = {"family": family, "account": changed[0], "accounts": changed, "options": chosen,
               "groups": [group_key(group) for group in rolled]}
     targets = ", ".join(sorted({f"{t.get('version') or t['image_id']}" for t in found.targets.values()}))
-    return approvals.create_request(
+    request = approvals.create_request(
         ctx, kind=KIND, params=params, requester=requester, channel=channel,
         title=f"Roll {family} {targets} out to {len(rolled)} Auto Scaling group{'s' if len(rolled) != 1 else ''}",
         details={"view": DETAILS_VIEW, "plan": found.to_data(), "options": chosen, "progress": {}},
         reason=found.totals(), danger=False)
+    by_method: dict[str, list[str]] = defaultdict(list)
+    for group in found.groups:
+        by_method[group.method].append(group.group)
+    audit.record(ctx.store, actor=requester, action="rollout.plan", channel=request.channel, target=request.id,
+                 outcome=found.totals(), detail={"family": family, "targets": found.targets, "groups": by_method,
+                                                 "instances": found.instances, "accounts": changed,
+                                                 "failures": found.failures})
+    return request
 
 
 def confirm_text(params: dict, details: Any = None) -> str:
