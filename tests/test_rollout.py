@@ -451,3 +451,36 @@ def test_the_audit_trail_of_a_whole_rollout_says_plan_decision_start_checkpoint_
     [plan] = [row for row in audit.rows(app.ctx.store, target=request_id) if row["action"] == "rollout.plan"]
     assert plan["outcome"] == "1 group, 2 instances, 1 account"
     assert plan["detail"]["groups"] == {"pinned-template": ["web-asg"]} and plan["detail"]["instances"] == 2
+
+
+def scraped(app) -> dict[tuple[str, frozenset], float]:
+    """GET /metrics from the running app, parsed by prometheus_client's parser."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"{app.url}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return {(sample.name, frozenset(sample.labels.items())): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
+def test_metrics_count_rollouts_by_outcome_and_the_instances_replaced(aws, make_harness, emulation, web):
+    """Two rollouts of web: one succeeds replacing web-asg's 2 instances; one (after web-1.6.0) fails."""
+    app = fast(make_harness(POLICY))
+    app.command("rollout web")
+    message, request_id = approval_message(app.fake)
+    approve(app, request_id, message)
+    approve(app, request_id, message)  # a replayed approval counts nothing more
+    seed.image(aws, "web-1.6.0", tags={"Family": "web", "Version": "1.6.0"})
+    emulation.fail_next_refresh("Instance failed health checks", after=0)
+    app.command("rollout web")
+    second = [c for c in app.fake.calls_to("chat.postMessage") if "approval.approve" in json.dumps(c.params)][-1]
+    second_id = next(e["value"] for b in second.params["blocks"] if b.get("type") == "actions"
+                     for e in b["elements"] if e["action_id"] == "approval.approve")
+    approve(app, second_id, second)
+    samples = scraped(app)
+    counts = {outcome: samples.get(("amibot_rollouts_total", frozenset({("outcome", outcome)})), 0.0)
+              for outcome in ("started", "succeeded", "failed", "cancelled")}
+    assert counts == {"started": 2.0, "succeeded": 1.0, "failed": 1.0, "cancelled": 0.0}
+    assert samples[("amibot_rollout_instances_replaced_total", frozenset())] == 2.0
