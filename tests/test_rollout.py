@@ -12,7 +12,7 @@ import json
 import botocore.handlers
 import pytest
 
-from bot.devtools.refresh_emulation import RefreshEmulation
+from bot.devtools.refresh_emulation import ACTIVE, RefreshEmulation
 from tests.support import seed
 from tests.support.approvals import approval_message
 from tests.support.rollout import POLICY as ACCOUNTS_POLICY
@@ -81,10 +81,13 @@ def emulation(monkeypatch):
 
     def counted(region, params):
         starts.append(params)
+        running = [r for refreshes in emulated._refreshes.values() for r in refreshes if r.status in ACTIVE]
+        emulated.most_at_once = max(emulated.most_at_once, len(running) + 1)
         return original(region, params)
 
     emulated._operations["StartInstanceRefresh"] = counted
     emulated.starts = starts
+    emulated.most_at_once = 0  # refreshes running at once, this one included, at its start
     return emulated
 
 
@@ -392,7 +395,54 @@ def test_groups_start_at_most_max_parallel_at_once_and_the_rest_as_running_ones_
     approve(app, request_id, message)  # replayed approval and execution: still three starts in all
     app.ctx.jobs.submit("approval.execute", {"request_id": request_id})
     app.wait_idle()
-    assert len(emulation.starts) == 3
+    assert len(emulation.starts) == 3 and emulation.most_at_once == 2
+
+
+def test_a_restart_with_groups_waiting_adopts_the_half_started_one_and_never_runs_more_than_the_limit(
+        aws, make_harness, emulation, web, monkeypatch):
+    """Three groups, two at once. The first process starts web-asg's refresh, then web-b's — and dies the moment AWS
+    answered, before recording it. The restart adopts web-b's (no second start), leaves web-c waiting while two
+    run, then starts it once; all three end on the new image."""
+    from datetime import timedelta
+
+    from bot.services import approvals, rollout
+
+    more_groups(aws, web[0], "web-b", "web-c")
+    emulation.step = timedelta(hours=1)  # the refreshes run on until the test lets them go
+    first = fast(make_harness(TWO_AT_ONCE))
+    real_start, real_finish = rollout.start_refresh, approvals._finish
+
+    def dies_after_the_second(handle, region, group, desired, prefs):
+        refresh_id = real_start(handle, region, group, desired, prefs)
+        if group == "web-b":
+            raise RuntimeError("killed")
+        return refresh_id
+
+    monkeypatch.setattr(rollout, "start_refresh", dies_after_the_second)
+    monkeypatch.setattr(approvals, "_finish", lambda *args: None)  # the process is gone: the request stays executing
+    first.command("rollout web")
+    message, request_id = approval_message(first.fake)
+    approve(first, request_id, message)
+    assert [s["AutoScalingGroupName"] for s in emulation.starts] == ["web-asg", "web-b"]
+    monkeypatch.setattr(rollout, "start_refresh", real_start)
+    monkeypatch.setattr(approvals, "_finish", real_finish)
+    watch = rollout.watch
+
+    def quick(ctx, payload):  # the restart's watch starts with the app: its waits shortened from the start
+        ctx.waits = dataclasses.replace(ctx.waits, rollout_poll_seconds=0.05)
+        return watch(ctx, payload)
+
+    monkeypatch.setattr(rollout, "watch", quick)
+    second = make_harness(TWO_AT_ONCE)
+    until(lambda: "web-c: waiting (2 of 2 groups running)" in thread(second))
+    assert [s["AutoScalingGroupName"] for s in emulation.starts] == ["web-asg", "web-b"]
+    emulation.step = timedelta(milliseconds=10)  # AWS moves on: a slot frees up
+    second.wait_idle()
+    assert [s["AutoScalingGroupName"] for s in emulation.starts] == ["web-asg", "web-b", "web-c"]
+    assert emulation.most_at_once == 2
+    said = thread(second)
+    assert "web-b: refresh" in said and "adopted" in said and "Rollout succeeded" in said
+    assert [images_of(aws, name) for name in ("web-asg", "web-b", "web-c")] == [[web[1]] * 2, [web[1]], [web[1]]]
 
 
 def test_cancel_while_a_group_waits_never_starts_it(aws, make_harness, emulation, web):
