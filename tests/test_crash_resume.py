@@ -139,13 +139,13 @@ def moto_server():
 
 # `amibot serve` whose rollout watch looks every 0.2 s instead of every minute (the only change: ctx.waits)
 QUICK_WATCH = """import dataclasses, sys
-from bot.services import rollout
+from bot.services import rollout_watch
 from bot.cli import main
-watch = rollout.watch
+watch = rollout_watch.watch
 def quick(ctx, payload):
     ctx.waits = dataclasses.replace(ctx.waits, rollout_poll_seconds=0.2)
     return watch(ctx, payload)
-rollout.watch = quick
+rollout_watch.watch = quick
 sys.exit(main(sys.argv[1:]))
 """
 

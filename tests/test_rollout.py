@@ -204,17 +204,17 @@ def test_a_restart_mid_rollout_starts_no_second_refresh_and_watching_resumes(aws
                                                                             monkeypatch):
     """In process: the first app's watch is lost (as a kill would leave it: the finish step open); a second app on
     the same database resumes watching at start and finishes the thread once, starting nothing new."""
-    from bot.services import rollout
+    from bot.services import rollout, rollout_watch
 
     first = fast(make_harness(POLICY))
-    watch = rollout.watch
-    monkeypatch.setattr(rollout, "watch", lambda ctx, payload: None)  # the first process dies before watching
+    watch = rollout_watch.watch
+    monkeypatch.setattr(rollout_watch, "watch", lambda ctx, payload: None)  # the first process dies before watching
     first.command("rollout web")
     message, request_id = approval_message(first.fake)
     approve(first, request_id, message)
     assert len(emulation.starts) == 1 and "Rollout succeeded" not in thread(first)
     first.ctx.store.execute("UPDATE jobs SET state = 'running' WHERE kind = ?", (rollout.WATCH_JOB,))
-    monkeypatch.setattr(rollout, "watch", watch)
+    monkeypatch.setattr(rollout_watch, "watch", watch)
     second = make_harness(POLICY)
     second.wait_idle()
     assert len(emulation.starts) == 1
@@ -405,7 +405,7 @@ def test_a_restart_with_groups_waiting_adopts_the_half_started_one_and_never_run
     run, then starts it once; all three end on the new image."""
     from datetime import timedelta
 
-    from bot.services import approvals, rollout
+    from bot.services import approvals, rollout, rollout_watch
 
     more_groups(aws, web[0], "web-b", "web-c")
     emulation.step = timedelta(hours=1)  # the refreshes run on until the test lets them go
@@ -426,13 +426,13 @@ def test_a_restart_with_groups_waiting_adopts_the_half_started_one_and_never_run
     assert [s["AutoScalingGroupName"] for s in emulation.starts] == ["web-asg", "web-b"]
     monkeypatch.setattr(rollout, "start_refresh", real_start)
     monkeypatch.setattr(approvals, "_finish", real_finish)
-    watch = rollout.watch
+    watch = rollout_watch.watch
 
     def quick(ctx, payload):  # the restart's watch starts with the app: its waits shortened from the start
         ctx.waits = dataclasses.replace(ctx.waits, rollout_poll_seconds=0.05)
         return watch(ctx, payload)
 
-    monkeypatch.setattr(rollout, "watch", quick)
+    monkeypatch.setattr(rollout_watch, "watch", quick)
     second = make_harness(TWO_AT_ONCE)
     until(lambda: "web-c: waiting (2 of 2 groups running)" in thread(second))
     assert [s["AutoScalingGroupName"] for s in emulation.starts] == ["web-asg", "web-b"]

@@ -79,7 +79,7 @@ def rollout_details(details: dict[str, Any]) -> list[dict]:
 
 
 def status_message(found: list) -> dict:
-    """`/ami rollout status`: each rollout (bot.services.rollout.RolloutStatus) with its groups' refreshes."""
+    """`/ami rollout status`: each rollout (bot.services.rollout_watch.RolloutStatus) with its groups' refreshes."""
     if not found:
         return blocks.info("No rollout is running. `/ami rollout <family>` plans one.")
     out = []
