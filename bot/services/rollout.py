@@ -583,9 +583,11 @@ def _start_group(ctx, request, steps, group: GroupPlan, mine: list) -> str:
     refresh = next(step for step in mine if step.action == REFRESH_STEP)
     if refresh.state != PLANNED:
         return f"{group.group}: refresh {refresh.data.get('refresh_id', '')} already started"
+    attempted = refresh.data.get("attempted")
+    if not attempted and not steps.claim_data(refresh, "attempted", datetime.now(UTC).isoformat()):
+        return f"{group.group}: being started by another amibot process"  # it claimed the start first
     known = refreshes(handle, group.region, group.group)
     active = next((item for item in known if item.get("Status") in ACTIVE_REFRESH), None)
-    attempted = refresh.data.get("attempted")
     if attempted:  # a crash came between StartInstanceRefresh and its record: the one it started is adopted
         since = datetime.fromisoformat(attempted) - ATTEMPT_SKEW
         ours = next((item for item in known if isinstance(item.get("StartTime"), datetime)
@@ -598,7 +600,8 @@ def _start_group(ctx, request, steps, group: GroupPlan, mine: list) -> str:
         refresh_id = text_of(active.get("InstanceRefreshId"))
         steps.mark(refresh, FAILED, f"an instance refresh not started by this rollout is in progress ({refresh_id})")
         return f"{group.group}: not started, refresh {refresh_id} (not this rollout's) is in progress"
-    steps.mark(refresh, PLANNED, None, attempted=datetime.now(UTC).isoformat())
+    if attempted:  # this start's own moment, for an adoption after a crash
+        steps.mark(refresh, PLANNED, None, attempted=datetime.now(UTC).isoformat())
     prefs = preferences(group, ctx.policy.rollout, options.get("min_healthy"), options.get("warmup"),
                         options.get("checkpoints"))
     refresh_id = start_refresh(handle, group.region, group.group, desired_configuration(group, versions), prefs)
@@ -606,7 +609,7 @@ def _start_group(ctx, request, steps, group: GroupPlan, mine: list) -> str:
                checkpoints=list(prefs.get("CheckpointPercentages") or []),
                checkpoint_delay=prefs.get("CheckpointDelay"))
     audit_row(ctx, request, "rollout.start", f"started {refresh_id}", group=group.group, region=group.region,
-           account=group.account, refresh_id=refresh_id)
+              account=group.account, refresh_id=refresh_id)
     return f"{group.group}: refresh started"
 
 

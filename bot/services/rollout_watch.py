@@ -144,7 +144,7 @@ def _checkpoints(ctx, request, found: RolloutPlan, steps: Steps, progress: dict[
         pausing = item.get("status") == "InProgress" and "checkpoint" in (item.get("reason") or "").lower()
         for point in reached:
             audit_row(ctx, request, "rollout.checkpoint", f"{point} %", group=group.group, region=group.region,
-                   account=group.account, refresh_id=step.data.get("refresh_id"), percent=percent)
+                      account=group.account, refresh_id=step.data.get("refresh_id"), percent=percent)
             line = f"*{escape(group.group)}* reached the {point} % checkpoint"
             if pausing and point == reached[-1]:
                 line += f"; goes on in {_minutes(delay)}"
