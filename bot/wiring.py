@@ -39,6 +39,7 @@ from bot.services import (
     recycle_bin,
     revoke,
     rollout,
+    rollout_watch,
     share,
     stages,
     usage_reports,
@@ -177,7 +178,7 @@ def register_job_kinds(ctx: Context) -> None:
     jobs.register(bake_buttons.CLICK_JOB, lambda payload: bake_buttons.promote_clicked(ctx, payload),
                   lambda payload: bake_buttons.report_interrupted(ctx, payload))
     # A rollout's watch: reading AWS again is harmless; its end is claimed once (its finish step).
-    jobs.register(rollout.WATCH_JOB, lambda payload: rollout.watch(ctx, payload), again(rollout.WATCH_JOB),
+    jobs.register(rollout.WATCH_JOB, lambda payload: rollout_watch.watch(ctx, payload), again(rollout.WATCH_JOB),
                   deadline=None)
     # The Home tab: reading and publishing again is safe.
     jobs.register(events.HOME_JOB, lambda payload: events.refresh(ctx, payload), again(events.HOME_JOB))

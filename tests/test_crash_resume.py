@@ -40,8 +40,9 @@ class HoldingProxy:
     """Forwards AWS requests to moto; while `hold` names an EC2 action, requests for it are held, never
     forwarded (the bot is killed meanwhile), so moto never sees them."""
 
-    def __init__(self, target_port: int, hold: str | None, skip: int = 0):
+    def __init__(self, target_port: int, hold: str | None, skip: int = 0, answer=None):
         self.hold = hold
+        self.answer = answer  # (body, Authorization) -> (status, bytes) | None: what moto lacks, answered here
         self.skip = skip  # let this many requests for `hold` through first
         self.seen: list[str] = []  # actions forwarded, in order
         self.held = threading.Event()  # a held request has arrived
@@ -63,6 +64,15 @@ class HoldingProxy:
                     proxy._release.wait(60)
                     self.close_connection = True
                     return  # dropped: the process that sent it is dead by now
+                answered = proxy.answer(body, self.headers.get("Authorization", "")) if proxy.answer else None
+                if answered is not None:
+                    proxy.seen.append(action)
+                    self.send_response(answered[0])
+                    self.send_header("Content-Type", "text/xml")
+                    self.send_header("Content-Length", str(len(answered[1])))
+                    self.end_headers()
+                    self.wfile.write(answered[1])
+                    return
                 upstream = http.client.HTTPConnection("127.0.0.1", target_port, timeout=60)
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
                 upstream.request("POST", self.path, body=body, headers=headers)
@@ -127,7 +137,21 @@ def moto_server():
         process.wait(timeout=10)
 
 
-def serve(tmp_path, fake: FakeSlack, aws_url: str, port: int, config=None) -> subprocess.Popen:
+# `amibot serve` whose rollout watch looks every 0.2 s instead of every minute (the only change: ctx.waits)
+QUICK_WATCH = """import dataclasses, sys
+from bot.services import rollout_watch
+from bot.cli import main
+watch = rollout_watch.watch
+def quick(ctx, payload):
+    ctx.waits = dataclasses.replace(ctx.waits, rollout_poll_seconds=0.2)
+    return watch(ctx, payload)
+rollout_watch.watch = quick
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def serve(tmp_path, fake: FakeSlack, aws_url: str, port: int, config=None, quick_watch: bool = False
+          ) -> subprocess.Popen:
     if config is None:
         config = tmp_path / "amibot.toml"
         config.write_text('[aws]\nregions = ["us-east-1"]\n[approvals]\napprovers = ["U0LEAD"]\n')
@@ -137,7 +161,8 @@ def serve(tmp_path, fake: FakeSlack, aws_url: str, port: int, config=None) -> su
                 "SLACK_BOT_TOKEN": "xoxb-crash-test", "SLACK_SIGNING_SECRET": SECRET, "SLACK_API_URL": fake.url,
                 "AMIBOT_DB": str(tmp_path / "amibot.db"), "AMIBOT_CONFIG": str(config)})
     log = open(tmp_path / f"serve-{port}.log", "w")  # noqa: SIM115 (the child owns it)
-    process = subprocess.Popen([sys.executable, "-m", "bot.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+    program = ["-c", QUICK_WATCH] if quick_watch else ["-m", "bot.cli"]
+    process = subprocess.Popen([sys.executable, *program, "serve", "--host", "127.0.0.1", "--port", str(port)],
                                env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
     wait_http(f"http://127.0.0.1:{port}/healthz")
     return process
@@ -587,3 +612,89 @@ def test_kill_9_while_a_bake_copies_its_image_finishes_it_after_the_restart_and_
 def moto_ec2_in(port: int, region: str):
     return boto3.client("ec2", region_name=region, endpoint_url=f"http://127.0.0.1:{port}",
                         aws_access_key_id="testing", aws_secret_access_key="testing")
+
+
+class MotoShim:
+    """What tests/support/seed needs of a session (``client(service, region)``), on a moto server."""
+
+    def __init__(self, url: str):
+        self.url = url
+
+    def client(self, service: str, region: str = "us-east-1"):
+        return boto3.client(service, region_name=region, endpoint_url=self.url, aws_access_key_id="testing",
+                            aws_secret_access_key="testing")
+
+
+@pytest.fixture
+def moto_here():
+    """moto's server in THIS process (its backends are this process's), so the refresh emulation — on those
+    backends — answers what moto lacks behind the proxy, and outlives the `amibot serve` a test kills."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield port
+    finally:
+        urllib.request.urlopen(urllib.request.Request(f"http://{host}:{port}/moto-api/reset", method="POST"))
+        server.stop()
+
+
+def test_kill_9_after_a_rollout_started_its_first_group_the_restart_starts_the_others_once_and_watches_all(
+        tmp_path, moto_here):
+    """Three groups pinned to web-1.4.0; web-1.5.0 current. Approved: web-a's refresh starts, then the process is
+    killed while web-b's StartInstanceRefresh is on its way (held: AWS never sees it). The restart starts web-b's and
+    web-c's once each, watches all three to the end and says so in the request's thread, once."""
+    from bot.devtools.refresh_emulation import RefreshEmulation
+
+    moto = MotoShim(f"http://127.0.0.1:{moto_here}")
+    old, new = seed.family(moto, ["1.4.0", "1.5.0"])
+    ec2 = moto.client("ec2")
+    subnet = ec2.describe_subnets()["Subnets"][0]["SubnetId"]
+    groups = ("web-a", "web-b", "web-c")
+    for name in groups:
+        template = ec2.create_launch_template(LaunchTemplateName=f"{name}-lt", LaunchTemplateData={
+            "ImageId": old, "InstanceType": "t3.micro"})["LaunchTemplate"]["LaunchTemplateId"]
+        moto.client("autoscaling").create_auto_scaling_group(
+            AutoScalingGroupName=name, MinSize=0, MaxSize=2, DesiredCapacity=1, VPCZoneIdentifier=subnet,
+            LaunchTemplate={"LaunchTemplateId": template, "Version": "1"})
+    emulation = RefreshEmulation(step_seconds=0.3)
+    fake = FakeSlack().start()
+    proxy = HoldingProxy(moto_here, hold="StartInstanceRefresh", skip=1, answer=emulation.answer_http)
+    port = free_port()
+    first = serve(tmp_path, fake, proxy.url, port)
+    second = None
+    try:
+        sim = SlackClientSim(f"http://127.0.0.1:{port}", SECRET, fake)
+        sim.post(sim.command_body("rollout web", "U0OPS", "C0OPS", trigger_id="t.crash.rollout"))
+        message, request_id = wait_until(lambda: approval_post(fake), 60, "the rollout request")
+        assert "3 groups, 3 instances, 1 account" in message.text
+        sim.interact(sim.block_actions_payload({"action_id": "approval.approve", "value": request_id}, "U0LEAD",
+                                               "C0OPS", message_ts=message.ts))
+        assert proxy.held.wait(60), f"the second StartInstanceRefresh never came; AWS saw {proxy.seen}"
+        first.send_signal(signal.SIGKILL)  # web-a's refresh runs; web-b's start never reached AWS
+        first.wait(timeout=10)
+        assert [len(emulation.refreshes_of("us-east-1", name)) for name in groups] == [1, 0, 0]
+
+        proxy.hold = None
+        second = serve(tmp_path, fake, proxy.url, port, quick_watch=True)
+
+        def succeeded():
+            return [c for c in fake.calls_to("chat.postMessage") if c.params.get("thread_ts") == message.ts
+                    and "Rollout succeeded" in c.text]
+        [report] = wait_until(succeeded, 60, "the rollout's end in its thread")
+        assert all(name in report.text for name in groups) and "0 of 3 instances behind web-1.5.0" in report.text
+        time.sleep(1)  # anything the restart would (wrongly) repeat has had its chance
+        assert [len(emulation.refreshes_of("us-east-1", name)) for name in groups] == [1, 1, 1]  # each started once
+        assert proxy.seen.count("StartInstanceRefresh") == 3 and len(succeeded()) == 1
+        for name in groups:
+            [refresh] = emulation.refreshes_of("us-east-1", name)
+            assert refresh.status == "Successful" and refresh.image_id == new
+        final = wait_until(lambda: [c for c in fake.calls_to("chat.update") if c.params.get("ts") == message.ts
+                                    and "Rollout succeeded" in c.text], 30, "the request's message finished")
+        assert "Successful 100 %" in final[-1].text
+    finally:
+        stop(first, second)
+        proxy.close()
+        fake.stop()

@@ -176,14 +176,15 @@ def _bake_run(state: str = "failed") -> dict:
 
 
 def _rollout_status():
-    """A running rollout (bot.services.rollout.RolloutStatus) whose groups' names and AWS's answers are hostile."""
-    from bot.services import rollout
+    """A running rollout (bot.services.rollout_watch.RolloutStatus) whose groups' names and AWS's answers are
+    hostile."""
+    from bot.services import rollout, rollout_watch
 
     group = make(rollout.GroupPlan)
     group.method = rollout.PINNED
     found = make(rollout.RolloutPlan)
     found.groups = [group]
-    status = make(rollout.RolloutStatus)
+    status = make(rollout_watch.RolloutStatus)
     status.plan, status.finished = found, False
     status.progress = {rollout.group_key(group): {"status": f"x {HOSTILE}", "reason": f"x {HOSTILE}",
                                                   "percentage": 50}}

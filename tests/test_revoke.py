@@ -243,3 +243,20 @@ def test_with_instance_refresh_available_the_revocation_opens_the_rollout_reques
         assert "web-asg" in follow_up["params"] and parameter(app) == old  # the plan rolls back to the old version
     finally:
         app.stop()
+
+
+def test_metrics_count_the_images_revoked_once(app):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from bot.core import metrics
+
+    _, new = family(app)
+    seed.image(app.session, "web-1.5.0-hardened", tags={"Family": "web-hardened", SOURCE_TAG: new})
+    app.command(f"revoke {new} --descendants --reason cve")
+    request = the_request(app)
+    assert approve(app, request).state == "succeeded"
+    approve(app, request)  # a replayed approval revokes (and counts) nothing more
+    text = metrics.render(app.ctx.metrics.registry)[0].decode()
+    samples = {sample.name: sample.value for family in text_string_to_metric_families(text)
+               for sample in family.samples}
+    assert samples.get("amibot_images_revoked_total") == 2.0

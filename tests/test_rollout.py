@@ -12,7 +12,7 @@ import json
 import botocore.handlers
 import pytest
 
-from bot.devtools.refresh_emulation import RefreshEmulation
+from bot.devtools.refresh_emulation import ACTIVE, RefreshEmulation
 from tests.support import seed
 from tests.support.approvals import approval_message
 from tests.support.rollout import POLICY as ACCOUNTS_POLICY
@@ -81,10 +81,13 @@ def emulation(monkeypatch):
 
     def counted(region, params):
         starts.append(params)
+        running = [r for refreshes in emulated._refreshes.values() for r in refreshes if r.status in ACTIVE]
+        emulated.most_at_once = max(emulated.most_at_once, len(running) + 1)
         return original(region, params)
 
     emulated._operations["StartInstanceRefresh"] = counted
     emulated.starts = starts
+    emulated.most_at_once = 0  # refreshes running at once, this one included, at its start
     return emulated
 
 
@@ -201,17 +204,17 @@ def test_a_restart_mid_rollout_starts_no_second_refresh_and_watching_resumes(aws
                                                                             monkeypatch):
     """In process: the first app's watch is lost (as a kill would leave it: the finish step open); a second app on
     the same database resumes watching at start and finishes the thread once, starting nothing new."""
-    from bot.services import rollout
+    from bot.services import rollout, rollout_watch
 
     first = fast(make_harness(POLICY))
-    watch = rollout.watch
-    monkeypatch.setattr(rollout, "watch", lambda ctx, payload: None)  # the first process dies before watching
+    watch = rollout_watch.watch
+    monkeypatch.setattr(rollout_watch, "watch", lambda ctx, payload: None)  # the first process dies before watching
     first.command("rollout web")
     message, request_id = approval_message(first.fake)
     approve(first, request_id, message)
     assert len(emulation.starts) == 1 and "Rollout succeeded" not in thread(first)
     first.ctx.store.execute("UPDATE jobs SET state = 'running' WHERE kind = ?", (rollout.WATCH_JOB,))
-    monkeypatch.setattr(rollout, "watch", watch)
+    monkeypatch.setattr(rollout_watch, "watch", watch)
     second = make_harness(POLICY)
     second.wait_idle()
     assert len(emulation.starts) == 1
@@ -278,7 +281,7 @@ def test_rollback_rolls_the_refresh_back(aws, make_harness, emulation, web):
     assert "RollbackSuccessful" in said and "Rollout failed" in said
     assert images_of(aws) == [old, old]
     assert [r["action"] for r in app.ctx.store.db.query("SELECT action FROM audit WHERE action LIKE 'rollout.%'")] \
-        == ["rollout.start", "rollout.rollback", "rollout.finish"]
+        == ["rollout.plan", "rollout.start", "rollout.rollback", "rollout.finish"]
 
 
 def test_killed_between_a_start_and_its_record_the_restart_adopts_it_and_starts_the_rest_once(
@@ -337,3 +340,197 @@ def test_request_rollout_narrowed_to_the_groups_on_given_images(aws, make_harnes
     assert request.kind == "rollout" and request.state == "pending"
     assert [key.rsplit("/", 1)[1] for key in request.params["groups"]] == ["web-pinned", "web-ssm", "web-busy",
                                                                            "web-mixed"]
+
+
+# --- groups in parallel up to [rollout].max_parallel_groups ----------------------------------------------
+
+def more_groups(aws, old: str, *names: str) -> None:
+    """More groups pinned to `old` through templates of their own, one instance each."""
+    ec2 = aws.client("ec2", REGION)
+    subnet = ec2.describe_subnets()["Subnets"][0]["SubnetId"]
+    for name in names:
+        lt = ec2.create_launch_template(LaunchTemplateName=f"{name}-lt", LaunchTemplateData={
+            "ImageId": old, "InstanceType": "t3.micro"})["LaunchTemplate"]["LaunchTemplateId"]
+        aws.client("autoscaling", REGION).create_auto_scaling_group(
+            AutoScalingGroupName=name, MinSize=0, MaxSize=4, DesiredCapacity=1, VPCZoneIdentifier=subnet,
+            LaunchTemplate={"LaunchTemplateId": lt, "Version": "1"})
+
+
+TWO_AT_ONCE = {**POLICY, "rollout": {"max_parallel_groups": 2}}
+
+
+def held_with_three_groups(aws, app, emulation, web):
+    """web-asg, web-b, web-c; the refreshes held (an instance an hour) once approved: two start, one waits."""
+    from datetime import timedelta
+
+    more_groups(aws, web[0], "web-b", "web-c")
+    emulation.step = timedelta(hours=1)
+    app.command("rollout web")
+    message, request_id = approval_message(app.fake)
+    app.click("approval.approve", request_id, user="U0LEAD", message_ts=message.ts, wait=False)
+    until(lambda: len(emulation.starts) == 2 and "web-c: waiting" in thread(app))
+    return message, request_id
+
+
+def test_groups_start_at_most_max_parallel_at_once_and_the_rest_as_running_ones_finish(
+        aws, make_harness, emulation, web):
+    import time
+    from datetime import timedelta
+
+    app = fast(make_harness(TWO_AT_ONCE))
+    message, request_id = held_with_three_groups(aws, app, emulation, web)
+    time.sleep(0.3)  # the watch has polled a few times: nothing more starts while two run
+    assert [s["AutoScalingGroupName"] for s in emulation.starts] == ["web-asg", "web-b"]
+    shown = [c.text for c in app.fake.calls_to("chat.update") if c.params.get("ts") == message.ts][-1]
+    assert "Waiting (2 of 2 running)" in shown and "NotStarted" not in shown and "Failed" not in shown
+    emulation.step = timedelta(milliseconds=10)  # AWS moves on
+    app.wait_idle()
+    assert [s["AutoScalingGroupName"] for s in emulation.starts] == ["web-asg", "web-b", "web-c"]
+    [third] = emulation.refreshes_of(REGION, "web-c")
+    firsts = [emulation.refreshes_of(REGION, name)[0] for name in ("web-asg", "web-b")]
+    assert min(first.ended for first in firsts) <= third.started  # only after one of the first two had finished
+    said = thread(app)
+    assert "Rollout succeeded" in said and "web-c: refresh started" in said
+    assert images_of(aws, "web-c") == [web[1]]
+    approve(app, request_id, message)  # replayed approval and execution: still three starts in all
+    app.ctx.jobs.submit("approval.execute", {"request_id": request_id})
+    app.wait_idle()
+    assert len(emulation.starts) == 3 and emulation.most_at_once == 2
+
+
+def test_a_restart_with_groups_waiting_adopts_the_half_started_one_and_never_runs_more_than_the_limit(
+        aws, make_harness, emulation, web, monkeypatch):
+    """Three groups, two at once. The first process starts web-asg's refresh, then web-b's — and dies the moment AWS
+    answered, before recording it. The restart adopts web-b's (no second start), leaves web-c waiting while two
+    run, then starts it once; all three end on the new image."""
+    from datetime import timedelta
+
+    from bot.services import approvals, rollout, rollout_watch
+
+    more_groups(aws, web[0], "web-b", "web-c")
+    emulation.step = timedelta(hours=1)  # the refreshes run on until the test lets them go
+    first = fast(make_harness(TWO_AT_ONCE))
+    real_start, real_finish = rollout.start_refresh, approvals._finish
+
+    def dies_after_the_second(handle, region, group, desired, prefs):
+        refresh_id = real_start(handle, region, group, desired, prefs)
+        if group == "web-b":
+            raise RuntimeError("killed")
+        return refresh_id
+
+    monkeypatch.setattr(rollout, "start_refresh", dies_after_the_second)
+    monkeypatch.setattr(approvals, "_finish", lambda *args: None)  # the process is gone: the request stays executing
+    first.command("rollout web")
+    message, request_id = approval_message(first.fake)
+    approve(first, request_id, message)
+    assert [s["AutoScalingGroupName"] for s in emulation.starts] == ["web-asg", "web-b"]
+    monkeypatch.setattr(rollout, "start_refresh", real_start)
+    monkeypatch.setattr(approvals, "_finish", real_finish)
+    watch = rollout_watch.watch
+
+    def quick(ctx, payload):  # the restart's watch starts with the app: its waits shortened from the start
+        ctx.waits = dataclasses.replace(ctx.waits, rollout_poll_seconds=0.05)
+        return watch(ctx, payload)
+
+    monkeypatch.setattr(rollout_watch, "watch", quick)
+    second = make_harness(TWO_AT_ONCE)
+    until(lambda: "web-c: waiting (2 of 2 groups running)" in thread(second))
+    assert [s["AutoScalingGroupName"] for s in emulation.starts] == ["web-asg", "web-b"]
+    emulation.step = timedelta(milliseconds=10)  # AWS moves on: a slot frees up
+    second.wait_idle()
+    assert [s["AutoScalingGroupName"] for s in emulation.starts] == ["web-asg", "web-b", "web-c"]
+    assert emulation.most_at_once == 2
+    said = thread(second)
+    assert "web-b: refresh" in said and "adopted" in said and "Rollout succeeded" in said
+    assert [images_of(aws, name) for name in ("web-asg", "web-b", "web-c")] == [[web[1]] * 2, [web[1]], [web[1]]]
+
+
+def test_cancel_while_a_group_waits_never_starts_it(aws, make_harness, emulation, web):
+    from datetime import timedelta
+
+    app = fast(make_harness(TWO_AT_ONCE))
+    message, request_id = held_with_three_groups(aws, app, emulation, web)
+    app.command("rollout cancel web", wait=False)
+    until(lambda: "asked to cancel this rollout" in thread(app))
+    emulation.step = timedelta(milliseconds=10)
+    app.wait_idle()
+    assert [s["AutoScalingGroupName"] for s in emulation.starts] == ["web-asg", "web-b"]
+    said = thread(app)
+    assert "web-c: waiting, will not be started" in said
+    assert "Rollout cancelled" in said and "web-c" in said.split("Rollout cancelled")[1]
+    assert "never started" in said.split("Rollout cancelled")[1]
+    assert images_of(aws, "web-c") == [web[0]]
+
+
+def test_each_checkpoint_is_reported_once_per_group_in_the_thread_and_the_audit(aws, make_harness, emulation, web):
+    """[rollout].checkpoints = [50]: AWS (emulated) pauses web-asg's refresh at 50 % for the delay and goes on; the
+    thread says so once and the audit has one rollout.checkpoint row — though a second watch (a restart's) looks too."""
+    from bot.services import rollout
+
+    app = fast(make_harness({**POLICY, "rollout": {"checkpoints": [50], "checkpoint_delay_seconds": 1}}))
+    app.command("rollout web")
+    message, request_id = approval_message(app.fake)
+    app.click("approval.approve", request_id, user="U0LEAD", message_ts=message.ts, wait=False)
+    until(lambda: len(emulation.starts) == 1)
+    app.ctx.jobs.submit(rollout.WATCH_JOB, {"request_id": request_id})  # a second watcher
+    app.wait_idle()
+    assert emulation.starts[0]["Preferences"]["CheckpointPercentages"] == [50]
+    said = thread(app)
+    posts = [c for c in app.fake.calls_to("chat.postMessage") if c.params.get("thread_ts")]
+    assert len([c for c in posts if "reached the 50 % checkpoint" in c.text]) == 1
+    assert len([c for c in posts if "*web-asg*: Successful (100 %)" in c.text]) == 1  # said once, by one watcher
+    assert "*web-asg* reached the 50 % checkpoint; goes on in 1 s" in said
+    assert said.index("50 % checkpoint") < said.index("Rollout succeeded")
+    rows = list(app.ctx.store.db.query("SELECT outcome, detail FROM audit WHERE action = 'rollout.checkpoint'"))
+    assert [row["outcome"] for row in rows] == ["50 %"] and json.loads(rows[0]["detail"])["group"] == "web-asg"
+
+
+def test_the_audit_trail_of_a_whole_rollout_says_plan_decision_start_checkpoint_and_finish(
+        aws, make_harness, emulation, web):
+    from bot.durable import audit
+
+    app = fast(make_harness({**POLICY, "rollout": {"checkpoints": [50], "checkpoint_delay_seconds": 0}}))
+    app.command("rollout web")
+    message, request_id = approval_message(app.fake)
+    approve(app, request_id, message)
+    trail = [(row["action"], row["actor"]) for row in audit.rows(app.ctx.store, target=request_id)]
+    assert trail == [("request.created", "U0OPS"), ("rollout.plan", "U0OPS"), ("command.rollout", "U0OPS"),
+                     ("request.approval", "U0LEAD"), ("request.approved", "U0LEAD"),
+                     ("request.executing", "amibot"), ("rollout.start", "amibot"), ("request.succeeded", "amibot"),
+                     ("rollout.checkpoint", "amibot"), ("rollout.finish", "amibot")]
+    [plan] = [row for row in audit.rows(app.ctx.store, target=request_id) if row["action"] == "rollout.plan"]
+    assert plan["outcome"] == "1 group, 2 instances, 1 account"
+    assert plan["detail"]["groups"] == {"pinned-template": ["web-asg"]} and plan["detail"]["instances"] == 2
+
+
+def scraped(app) -> dict[tuple[str, frozenset], float]:
+    """GET /metrics from the running app, parsed by prometheus_client's parser."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"{app.url}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return {(sample.name, frozenset(sample.labels.items())): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
+def test_metrics_count_rollouts_by_outcome_and_the_instances_replaced(aws, make_harness, emulation, web):
+    """Two rollouts of web: one succeeds replacing web-asg's 2 instances; one (after web-1.6.0) fails."""
+    app = fast(make_harness(POLICY))
+    app.command("rollout web")
+    message, request_id = approval_message(app.fake)
+    approve(app, request_id, message)
+    approve(app, request_id, message)  # a replayed approval counts nothing more
+    seed.image(aws, "web-1.6.0", tags={"Family": "web", "Version": "1.6.0"})
+    emulation.fail_next_refresh("Instance failed health checks", after=0)
+    app.command("rollout web")
+    second = [c for c in app.fake.calls_to("chat.postMessage") if "approval.approve" in json.dumps(c.params)][-1]
+    second_id = next(e["value"] for b in second.params["blocks"] if b.get("type") == "actions"
+                     for e in b["elements"] if e["action_id"] == "approval.approve")
+    approve(app, second_id, second)
+    samples = scraped(app)
+    counts = {outcome: samples.get(("amibot_rollouts_total", frozenset({("outcome", outcome)})), 0.0)
+              for outcome in ("started", "succeeded", "failed", "cancelled")}
+    assert counts == {"started": 2.0, "succeeded": 1.0, "failed": 1.0, "cancelled": 0.0}
+    assert samples[("amibot_rollout_instances_replaced_total", frozenset())] == 2.0

@@ -79,6 +79,8 @@ class Metrics:
                                 ["outcome"], registry=registry)
         self.instances_replaced = Counter("amibot_rollout_instances_replaced", "Instances replaced by rollouts.",
                                           registry=registry)
+        self.images_revoked = Counter("amibot_images_revoked", "Images revoked by /ami revoke (deprecated and "
+                                      "disabled; descendants too).", registry=registry)
         if ctx is not None and database_counts is not None:
             registry.register(StoreCollector(ctx, database_counts))
 
@@ -185,6 +187,11 @@ def rollout_counted(ctx, outcome: str, replaced: int = 0) -> None:
     _safely(lambda: of(ctx).rollouts.labels(outcome).inc())
     if replaced:
         _safely(lambda: of(ctx).instances_replaced.inc(replaced))
+
+
+def image_revoked(ctx) -> None:
+    """One image deprecated and disabled by a revocation (counted once: its step is done once)."""
+    _safely(lambda: of(ctx).images_revoked.inc())
 
 
 def bake_finished(ctx, outcome: str, seconds: float) -> None:

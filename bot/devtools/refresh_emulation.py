@@ -29,14 +29,73 @@ launches both; an image the account may not launch fails the refresh with AWS's 
 from __future__ import annotations
 
 import copy
+import re
 import threading
+import urllib.parse
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from xml.sax.saxutils import escape
 
 from bot.devtools.emulation import EmulatedError, answered
+
+_MODEL: list = []  # Auto Scaling's botocore service model, loaded once
+
+
+def _autoscaling_model():
+    if not _MODEL:
+        import botocore.session
+
+        _MODEL.append(botocore.session.get_session().get_service_model("autoscaling"))
+    return _MODEL[0]
+
+
+def _from_query(shape, form: dict[str, str], prefix: str) -> Any:
+    """The query protocol's flat form (``Preferences.CheckpointPercentages.member.1=20``) back into botocore's
+    parameters, by the operation's input shape."""
+    kind = shape.type_name
+    if kind == "structure":
+        found = {}
+        for name, member in shape.members.items():
+            value = _from_query(member, form, f"{prefix}.{name}" if prefix else name)
+            if value is not None:
+                found[name] = value
+        return found or None
+    if kind == "list":
+        items = []
+        while any(key.startswith(f"{prefix}.member.{len(items) + 1}") for key in form):
+            items.append(_from_query(shape.member, form, f"{prefix}.member.{len(items) + 1}"))
+        return items or (None if prefix not in form else [])
+    if prefix not in form:
+        return None
+    value = form[prefix]
+    if kind in ("integer", "long"):
+        return int(value)
+    if kind in ("double", "float"):
+        return float(value)
+    if kind == "boolean":
+        return value == "true"
+    return value
+
+
+def _to_xml(shape, value: Any) -> str:
+    """A parsed answer as the query protocol's XML, by the operation's output shape."""
+    kind = shape.type_name
+    if kind == "structure":
+        return "".join(f"<{name}>{_to_xml(member, value[name])}</{name}>" for name, member in shape.members.items()
+                       if isinstance(value, dict) and value.get(name) is not None)
+    if kind == "list":
+        return "".join(f"<member>{_to_xml(shape.member, item)}</member>" for item in value)
+    if kind == "map":
+        return "".join(f"<entry><key>{escape(str(key))}</key><value>{_to_xml(shape.value, item)}</value></entry>"
+                       for key, item in value.items())
+    if kind == "timestamp":
+        return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ") if isinstance(value, datetime) else str(value)
+    if kind == "boolean":
+        return "true" if value else "false"
+    return escape(str(value))
 
 ACTIVE = ("Pending", "InProgress", "Cancelling", "RollbackInProgress", "Baking")
 SSM_PREFIX = "resolve:ssm:"
@@ -110,17 +169,44 @@ class RefreshEmulation:
         return None
 
     def _before_autoscaling(self, model, context, **_):
-        self.advance()
-        handler = self._operations.get(model.name)
-        if handler is None:
-            return None  # moto serves it (groups, launch configurations…)
         region = context.get("client_region") or "us-east-1"
         params = context.get("amibot_refresh_params") or {}
+        return answered(model.name, lambda: self.operate(model.name, region, params))
 
-        def run():
-            with self._lock:
-                return handler(region, params)
-        return answered(model.name, run)
+    def operate(self, operation: str, region: str, params: dict) -> dict | None:
+        """One Auto Scaling call's answer (botocore's parsed shape), after bringing every refresh up to the clock;
+        None for a call moto serves. Raises EmulatedError as AWS would answer."""
+        self.advance()
+        handler = self._operations.get(operation)
+        if handler is None:
+            return None  # moto serves it (groups, launch configurations…)
+        with self._lock:
+            return handler(region, params)
+
+    # --- over HTTP: in front of a moto server running in this process (moto.server.ThreadedMotoServer) ---------
+    def answer_http(self, body: bytes, authorization: str) -> tuple[int, bytes] | None:
+        """The answer to one AWS request as a proxy in front of moto's server sees it — the query protocol botocore
+        sends Auto Scaling — as (HTTP status, XML) for the calls emulated here; None for the rest (forward them to
+        moto: every refresh is brought up to the clock first, as a describe would see it). For a process that
+        cannot take a botocore session (`amibot serve` killed and restarted by a test): the state lives here."""
+        scope = re.search(r"Credential=[^/]+/[^/]+/([^/]+)/([^/]+)/", authorization or "")
+        form = dict(urllib.parse.parse_qsl(body.decode(errors="replace"), keep_blank_values=True))
+        operation = form.get("Action", "")
+        if scope is None or scope.group(2) != "autoscaling" or operation not in self._operations:
+            self.advance()
+            return None
+        model = _autoscaling_model().operation_model(operation)
+        request_id = str(uuid.uuid4())
+        try:
+            parsed = self.operate(operation, scope.group(1), _from_query(model.input_shape, form, "") or {})
+        except EmulatedError as error:
+            return error.status, (f"<ErrorResponse><Error><Type>Sender</Type><Code>{escape(error.code)}</Code>"
+                                  f"<Message>{escape(error.message)}</Message></Error>"
+                                  f"<RequestId>{request_id}</RequestId></ErrorResponse>").encode()
+        result = _to_xml(model.output_shape, parsed or {}) if model.output_shape is not None else ""
+        return 200, (f'<{operation}Response xmlns="http://autoscaling.amazonaws.com/doc/2011-01-01/">'
+                     f"<{operation}Result>{result}</{operation}Result><ResponseMetadata><RequestId>{request_id}"
+                     f"</RequestId></ResponseMetadata></{operation}Response>").encode()
 
     # --- failures, for the demo and the tests -----------------------------------------------------------------
     def fail_next_refresh(self, reason: str, after: int = 1, group: str | None = None) -> None:

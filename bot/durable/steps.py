@@ -71,6 +71,17 @@ class Steps:
             step.state, step.result = state, result
         return moved.rowcount == 1
 
+    def claim_data(self, step: Step, key: str, value: Any) -> bool:
+        """Set ``data[key]`` on a planned step that has none yet, in one statement: True for the one caller that set
+        it (e.g. the right to start a rollout group's refresh, with two starters — processes — on one database)."""
+        path = f"$.{key}"
+        moved = self.store.execute("UPDATE steps SET data = json_set(data, ?, json(?)), updated_at = ? WHERE owner = ?"
+                                   " AND seq = ? AND state = 'planned' AND json_extract(data, ?) IS NULL",
+                                   (path, json.dumps(value), now_iso(), self.owner, step.seq, path))
+        if moved.rowcount == 1:
+            step.data[key] = value
+        return moved.rowcount == 1
+
     def annotate(self, action: str, **data: Any) -> None:
         """Add what was learnt (a message ts, say) to this owner's step(s) of an action."""
         for step in self.all():

@@ -22,6 +22,8 @@ WORDS = {rollout.PINNED: "new template version, then a refresh", rollout.SSM: "r
 
 def _progress_text(item: dict[str, Any]) -> str:
     status = item.get("status") or "?"
+    if status == rollout.WAITING:  # not started yet: its turn comes as running groups end
+        return f"Waiting ({item.get('running', '?')} of {item.get('limit', '?')} running)"
     text = escape(status)
     if item.get("percent") is not None:
         text += f" {item['percent']} %"
@@ -77,7 +79,7 @@ def rollout_details(details: dict[str, Any]) -> list[dict]:
 
 
 def status_message(found: list) -> dict:
-    """`/ami rollout status`: each rollout (bot.services.rollout.RolloutStatus) with its groups' refreshes."""
+    """`/ami rollout status`: each rollout (bot.services.rollout_watch.RolloutStatus) with its groups' refreshes."""
     if not found:
         return blocks.info("No rollout is running. `/ami rollout <family>` plans one.")
     out = []

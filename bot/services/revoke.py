@@ -29,6 +29,7 @@ from datetime import timedelta
 from typing import Any
 
 from bot.aws.clients import Aws, call, requires
+from bot.core import metrics
 from bot.core.errors import AmibotError, AwsError, PolicyViolation
 from bot.core.text import escape
 from bot.durable import audit
@@ -243,6 +244,7 @@ def _run(ctx, request: approvals.Request, steps: Steps, step: Step, progress) ->
                         steps.mark(step, DONE, "disabled")
                         progress(f":no_entry: Deprecated and disabled {image.id} ({image.name}) in {image.region}.")
                     _remember(ctx, request, image, reason)
+                    metrics.image_revoked(ctx)
     except AmibotError as error:
         steps.mark(step, FAILED, error.message)
     audit.record(ctx.store, actor="amibot", action=f"revoke.{step.action}", target=step.target,

@@ -25,7 +25,8 @@ parameter, else the newest launchable one) — and how each group would get it:
   treated as current, never rolled.
 
 The plan is data (``to_data``/``from_data`` round-trip it for a request's details); rendering is bot/render's, and
-starting refreshes (``start_refresh``) is the next part's.
+starting refreshes (``start_refresh``, ``start_groups``) is here too; the watch that follows them to their end,
+status, cancel and rollback are bot.services.rollout_watch's.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import logging
-import time
+import threading
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -41,12 +42,12 @@ from typing import TYPE_CHECKING, Any
 
 from bot.aws.clients import Aws, call, requires
 from bot.core import authority, metrics
-from bot.core.errors import AmibotError, AwsError, NotFound, PolicyViolation
+from bot.core.errors import AmibotError, AwsError, PolicyViolation
 from bot.core.text import escape
 from bot.durable import audit, jobs
-from bot.durable.steps import DONE, FAILED, PLANNED, Step, Steps, owners_with_open
+from bot.durable.steps import DONE, FAILED, PLANNED, Step, Steps
+from bot.durable.steps import SKIPPED as NOT_STARTED
 from bot.services import approvals
-from bot.services.drift import fleet_drift, retired_names
 from bot.services.images import Image
 from bot.services.references import GROUPS, INSTANCES, TEMPLATES, GroupRef, References, scan
 from bot.services.versions import family_images, is_current, ordered_versions, parameter_name
@@ -206,7 +207,8 @@ def active_refresh(aws: Aws, region: str, group: str) -> dict | None:
     return next((item for item in refreshes(aws, region, group) if item.get("Status") in ACTIVE_REFRESH), None)
 
 
-def _text(value: Any) -> str:
+def text_of(value: Any) -> str:
+    """A string AWS answered, or "" for anything else."""
     return value if isinstance(value, str) else ""
 
 
@@ -243,11 +245,11 @@ def plan_place(aws: Aws, region: str, family: str, family_ids: set[str], target:
     label = aws.account.label if aws.account.id else ""
     plans, missed = [], []
     for group in refs.asgs:
-        name = _text(group.get("AutoScalingGroupName"))
+        name = text_of(group.get("AutoScalingGroupName"))
         if not name or (only and name not in only):
             continue
         members = [item for item in group.get("Instances") or [] if isinstance(item, dict)]
-        member_ids = [_text(item.get("InstanceId")) for item in members]
+        member_ids = [text_of(item.get("InstanceId")) for item in members]
         images = {instance: instance_images.get(instance) for instance in member_ids}
         group_sources = sources.get(name, [])
         runs = (any(source.image_id in family_ids for source in group_sources)
@@ -284,7 +286,7 @@ def _method(aws: Aws, region: str, family: str, group: dict, plan: GroupPlan, im
             refs: References, skip: list[str]) -> tuple[str, str]:
     if any(fnmatch.fnmatchcase(plan.group, pattern) for pattern in skip):
         return SKIPPED, "[rollout].skip_groups: " + ", ".join(p for p in skip if fnmatch.fnmatchcase(plan.group, p))
-    if _text(group.get("LaunchConfigurationName")):
+    if text_of(group.get("LaunchConfigurationName")):
         return LAUNCH_CONFIGURATION, LAUNCH_CONFIGURATION_REASON
     if plan.target_image is None:
         return UNKNOWN, f"the family has no launchable version in {region}"
@@ -316,8 +318,8 @@ def _method(aws: Aws, region: str, family: str, group: dict, plan: GroupPlan, im
     except AwsError as error:  # Unsupported too: an endpoint without instance refresh cannot roll it
         return UNKNOWN, f"whether a refresh is in progress is unknown: {error.message}"
     if active:
-        plan.refresh_id = _text(active.get("InstanceRefreshId"))
-        return IN_PROGRESS, f"instance refresh {plan.refresh_id} is {_text(active.get('Status'))}"
+        plan.refresh_id = text_of(active.get("InstanceRefreshId"))
+        return IN_PROGRESS, f"instance refresh {plan.refresh_id} is {text_of(active.get('Status'))}"
     return method, ""
 
 
@@ -463,6 +465,7 @@ TEMPLATE_STEP, REFRESH_STEP, FINISH_STEP = "template_version", "start_refresh", 
 # DescribeInstanceRefreshes statuses after which nothing more happens to a refresh
 TERMINAL = ("Successful", "Failed", "Cancelled", "RollbackSuccessful", "RollbackFailed")
 SUCCEEDED_REFRESH = ("Successful",)
+WAITING = "Waiting"  # a group whose turn has not come ([rollout].max_parallel_groups are running)
 ATTEMPT_SKEW = timedelta(minutes=2)  # AWS's StartTime against this host's clock, when adopting a refresh after a crash
 WATCH_POLL_SECONDS = 60.0  # how often a rollout's refreshes are read, backing off ×1.5 while nothing changes
 WATCH_MAX_POLL_SECONDS = 600.0
@@ -518,11 +521,19 @@ def request_rollout(ctx, family: str, requester: str, channel: str, *, accounts:
     params = {"family": family, "account": changed[0], "accounts": changed, "options": chosen,
               "groups": [group_key(group) for group in rolled]}
     targets = ", ".join(sorted({f"{t.get('version') or t['image_id']}" for t in found.targets.values()}))
-    return approvals.create_request(
+    request = approvals.create_request(
         ctx, kind=KIND, params=params, requester=requester, channel=channel,
         title=f"Roll {family} {targets} out to {len(rolled)} Auto Scaling group{'s' if len(rolled) != 1 else ''}",
         details={"view": DETAILS_VIEW, "plan": found.to_data(), "options": chosen, "progress": {}},
         reason=found.totals(), danger=False)
+    by_method: dict[str, list[str]] = defaultdict(list)
+    for group in found.groups:
+        by_method[group.method].append(group.group)
+    audit.record(ctx.store, actor=requester, action="rollout.plan", channel=request.channel, target=request.id,
+                 outcome=found.totals(), detail={"family": family, "targets": found.targets, "groups": by_method,
+                                                 "instances": found.instances, "accounts": changed,
+                                                 "failures": found.failures})
+    return request
 
 
 def confirm_text(params: dict, details: Any = None) -> str:
@@ -572,57 +583,107 @@ def _start_group(ctx, request, steps, group: GroupPlan, mine: list) -> str:
     refresh = next(step for step in mine if step.action == REFRESH_STEP)
     if refresh.state != PLANNED:
         return f"{group.group}: refresh {refresh.data.get('refresh_id', '')} already started"
+    attempted = refresh.data.get("attempted")
+    if not attempted and not steps.claim_data(refresh, "attempted", datetime.now(UTC).isoformat()):
+        return f"{group.group}: being started by another amibot process"  # it claimed the start first
     known = refreshes(handle, group.region, group.group)
     active = next((item for item in known if item.get("Status") in ACTIVE_REFRESH), None)
-    attempted = refresh.data.get("attempted")
     if attempted:  # a crash came between StartInstanceRefresh and its record: the one it started is adopted
         since = datetime.fromisoformat(attempted) - ATTEMPT_SKEW
         ours = next((item for item in known if isinstance(item.get("StartTime"), datetime)
                      and item["StartTime"] >= since), None)
         if ours is not None:
-            refresh_id = _text(ours.get("InstanceRefreshId"))
-            steps.mark(refresh, DONE, "adopted", refresh_id=refresh_id, status=_text(ours.get("Status")))
+            refresh_id = text_of(ours.get("InstanceRefreshId"))
+            steps.mark(refresh, DONE, "adopted", refresh_id=refresh_id, status=text_of(ours.get("Status")))
             return f"{group.group}: refresh {refresh_id} (started before a restart) adopted"
     if active is not None:
-        refresh_id = _text(active.get("InstanceRefreshId"))
+        refresh_id = text_of(active.get("InstanceRefreshId"))
         steps.mark(refresh, FAILED, f"an instance refresh not started by this rollout is in progress ({refresh_id})")
         return f"{group.group}: not started, refresh {refresh_id} (not this rollout's) is in progress"
-    steps.mark(refresh, PLANNED, None, attempted=datetime.now(UTC).isoformat())
+    if attempted:  # this start's own moment, for an adoption after a crash
+        steps.mark(refresh, PLANNED, None, attempted=datetime.now(UTC).isoformat())
     prefs = preferences(group, ctx.policy.rollout, options.get("min_healthy"), options.get("warmup"),
                         options.get("checkpoints"))
     refresh_id = start_refresh(handle, group.region, group.group, desired_configuration(group, versions), prefs)
-    steps.mark(refresh, DONE, "started", refresh_id=refresh_id, status="Pending")
-    _audit(ctx, request, "rollout.start", f"started {refresh_id}", group=group.group, region=group.region,
-           account=group.account, refresh_id=refresh_id)
+    steps.mark(refresh, DONE, "started", refresh_id=refresh_id, status="Pending",
+               checkpoints=list(prefs.get("CheckpointPercentages") or []),
+               checkpoint_delay=prefs.get("CheckpointDelay"))
+    audit_row(ctx, request, "rollout.start", f"started {refresh_id}", group=group.group, region=group.region,
+              account=group.account, refresh_id=refresh_id)
     return f"{group.group}: refresh started"
 
 
-def _audit(ctx, request, action: str, outcome: str, **detail: Any) -> None:
+def audit_row(ctx, request, action: str, outcome: str, **detail: Any) -> None:
+    """An audit row of this rollout request (actor amibot)."""
     audit.record(ctx.store, actor="amibot", action=action, channel=request.channel, target=request.id,
                  outcome=outcome, detail={"family": request.params.get("family"), **detail})
 
 
-def start_groups(ctx, request, progress=None) -> list[str]:
-    """Start every group's refresh that is not yet started — one group after the other (sequentially: simple,
-    and each start is a quick call; the refreshes themselves then run in parallel in AWS). What each did."""
-    steps = Steps(ctx.store, f"request:{request.id}")
-    recorded = steps.all()
-    found = stored_plan(request)
-    if not recorded:  # the plan is durable before the first AWS call
-        recorded = steps.plan(_plan_steps(request, found))
-    said = []
-    for group in found.to_roll:
-        key = group_key(group)
-        mine = [step for step in recorded if step.data.get("group") == key]
-        try:
-            said.append(_start_group(ctx, request, steps, group, mine))
-        except AmibotError as error:
-            refresh = next(step for step in mine if step.action == REFRESH_STEP)
-            steps.mark(refresh, FAILED, error.message)
-            said.append(f"{group.group}: could not start ({error.message})")
-        if progress is not None:
-            progress(":arrows_counterclockwise: " + escape(said[-1]))
-    return said
+# One starter at a time in this process (the approval's execution, a restart's reconcile, the watch starting the
+# next group, a cancel marking the waiting ones): each re-reads the steps inside it, so none starts a group twice
+# nor more than [rollout].max_parallel_groups at once.
+STARTERS = threading.Lock()
+NEVER_STARTED = "never started: the rollout was stopped before its turn"
+
+
+def parallel_limit(ctx) -> int:
+    return max(1, int(ctx.policy.rollout.max_parallel_groups))
+
+
+def _running(recorded: list[Step]) -> int:
+    """Refreshes started (or maybe started: a crash came between the call and its record) and not yet seen
+    terminal."""
+    return sum(1 for step in recorded if step.action == REFRESH_STEP and (
+        (step.state == DONE and step.data.get("status") not in TERMINAL)
+        or (step.state == PLANNED and step.data.get("attempted"))))
+
+
+def start_groups(ctx, request, progress=None, report_waiting: bool = True) -> list[str]:
+    """Start the refreshes of the groups not yet started, at most [rollout].max_parallel_groups running at once
+    (the watch starts the next ones as running ones end); one a crash left half-started goes first (adopted or
+    started: it holds a slot already). What each did, as phrases (and, `report_waiting`, which wait)."""
+    with STARTERS:
+        steps = Steps(ctx.store, f"request:{request.id}")
+        recorded = steps.all()
+        found = stored_plan(request)
+        if not recorded:  # the plan is durable before the first AWS call
+            recorded = steps.plan(_plan_steps(request, found))
+        limit = parallel_limit(ctx)
+        refresh_of = {step.data.get("group"): step for step in recorded if step.action == REFRESH_STEP}
+        order = sorted(found.to_roll, key=lambda group: not refresh_of[group_key(group)].data.get("attempted"))
+        said = []
+        for group in order:
+            key = group_key(group)
+            refresh = refresh_of[key]
+            if refresh.state != PLANNED:
+                continue
+            running = _running(steps.all())
+            if not refresh.data.get("attempted") and running >= limit:
+                if report_waiting:
+                    said.append(f"{group.group}: waiting ({running} of {limit} groups running)")
+                continue
+            mine = [step for step in steps.all() if step.data.get("group") == key]
+            try:
+                said.append(_start_group(ctx, request, steps, group, mine))
+            except AmibotError as error:
+                steps.mark(next(step for step in mine if step.action == REFRESH_STEP), FAILED, error.message)
+                said.append(f"{group.group}: could not start ({error.message})")
+            if progress is not None:
+                progress(":arrows_counterclockwise: " + escape(said[-1]))
+        return said
+
+
+def stop_waiting(ctx, request) -> list[GroupPlan]:
+    """The groups whose turn has not come yet, marked never to be started (a cancel or rollback of the rollout)."""
+    groups = {group_key(group): group for group in stored_plan(request).to_roll}
+    stopped = []
+    with STARTERS:
+        steps = Steps(ctx.store, f"request:{request.id}")
+        for step in steps.all():
+            if step.action == REFRESH_STEP and step.state == PLANNED and not step.data.get("attempted") \
+                    and step.target in groups and steps.claim(step, NOT_STARTED, NEVER_STARTED):
+                stopped.append(groups[step.target])
+    return stopped
 
 
 def execute(ctx, request, progress) -> str:
@@ -638,210 +699,6 @@ def reconcile(ctx, request):
     if not Steps(ctx.store, f"request:{request.id}").all():
         return None  # nothing was done: it may be approved again
     said = start_groups(ctx, request)
-    ctx.jobs.submit(WATCH_JOB, {"request_id": request.id})
+    if not jobs.is_active(ctx.store, WATCH_JOB, {"request_id": request.id}):
+        ctx.jobs.submit(WATCH_JOB, {"request_id": request.id})
     return approvals.Reconciled(approvals.SUCCEEDED, "Resumed after a restart: " + "; ".join(said) + ".")
-
-
-
-
-# --- the watch: a durable job that follows every refresh of a rollout to its end --------------------------
-
-def _read_status(ctx, group: GroupPlan, refresh_id: str) -> dict[str, Any]:
-    handle = ctx.aws.of(group.account or None)
-    item = next((item for item in refreshes(handle, group.region, group.group)
-                 if item.get("InstanceRefreshId") == refresh_id), None)
-    if item is None:
-        return {"status": "Unknown", "reason": f"AWS no longer lists refresh {refresh_id}"}
-    return {"status": _text(item.get("Status")), "percent": item.get("PercentageComplete"),
-            "to_update": item.get("InstancesToUpdate"), "reason": _text(item.get("StatusReason"))}
-
-
-def progress_of(ctx, request, found: RolloutPlan, steps: Steps) -> tuple[dict[str, dict], list[str]]:
-    """Each group's refresh as AWS says it now (recorded on its step), and the changes worth a thread line."""
-    changes = []
-    progress: dict[str, dict] = {}
-    groups = {group_key(group): group for group in found.to_roll}
-    for step in steps.all():
-        if step.action != REFRESH_STEP or step.target not in groups:
-            continue
-        group = groups[step.target]
-        if step.state == FAILED:
-            progress[step.target] = {"status": "NotStarted", "reason": step.result or ""}
-            continue
-        if step.state == PLANNED:
-            progress[step.target] = {"status": "Starting"}
-            continue
-        known = {key: step.data.get(key) for key in ("status", "percent", "to_update", "reason")}
-        if known.get("status") not in TERMINAL:
-            try:
-                now = _read_status(ctx, group, step.data["refresh_id"])
-            except AwsError as error:
-                now = {**known, "reason": f"could not be read: {error.message}"}
-            if now.get("status") != known.get("status"):
-                line = f"*{escape(group.group)}*: {escape(now.get('status') or '?')}"
-                if now.get("percent") is not None:
-                    line += f" ({now['percent']} %)"
-                if now.get("reason") and now.get("status") not in SUCCEEDED_REFRESH:
-                    line += f" — {escape(now['reason'])}"
-                changes.append(line)
-            steps.mark(step, DONE, step.result, **now)
-            known = now
-        progress[step.target] = {**known, "refresh_id": step.data.get("refresh_id")}
-    return progress, changes
-
-
-def watch(ctx, payload: dict) -> None:
-    """Poll the rollout's refreshes (bounded, backing off while nothing changes), keep the request's message and
-    thread up to date, and once every group is terminal say each one's outcome and the family's drift — once."""
-    request = approvals.get(ctx, payload["request_id"])
-    steps = Steps(ctx.store, f"request:{request.id}")
-    found = stored_plan(request)
-    first = getattr(ctx.waits, "rollout_poll_seconds", WATCH_POLL_SECONDS)
-    poll = first
-    deadline = time.monotonic() + WATCH_DEADLINE_SECONDS
-    last: dict | None = None
-    while True:
-        finish = next((step for step in steps.all() if step.action == FINISH_STEP), None)
-        if finish is None or finish.state != PLANNED:
-            return
-        progress, changes = progress_of(ctx, request, found, steps)
-        if progress != last:
-            request = approvals.update_details(ctx, request.id, {**request.details, "progress": progress})
-            last = progress
-            poll = first
-        else:
-            poll = min(poll * 1.5, max(first, WATCH_MAX_POLL_SECONDS))
-        for line in changes:
-            approvals.say(ctx, request.id, ":arrows_counterclockwise: " + line)
-        if progress and all(item.get("status") in (*TERMINAL, "NotStarted") for item in progress.values()):
-            _finish(ctx, request, found, progress, steps, finish)
-            return
-        if time.monotonic() > deadline:
-            days = WATCH_DEADLINE_SECONDS / 86400
-            approvals.say(ctx, request.id, f":hourglass: Stopped watching this rollout after {days:.0f} days.")
-            return
-        time.sleep(poll)
-
-
-def _claim(ctx, steps: Steps, finish: Step) -> bool:
-    """The finish step, planned → done in one statement: two watchers (a restart's) finish a rollout once."""
-    return steps.claim(finish, DONE, "finished")
-
-
-def _finish(ctx, request, found: RolloutPlan, progress: dict[str, dict], steps: Steps, finish: Step) -> None:
-    if not _claim(ctx, steps, finish):
-        return
-    groups = {group_key(group): group for group in found.to_roll}
-    lines, replaced, ok = [], 0, True
-    for key, item in progress.items():
-        group = groups[key]
-        status = item.get("status") or "?"
-        good = status in SUCCEEDED_REFRESH
-        ok = ok and good
-        replaced += (group.behind or 0) if good else 0
-        where = f"{group.account_label}, {group.region}" if group.account_label else group.region
-        line = f"{':white_check_mark:' if good else ':x:'} *{escape(group.group)}* ({escape(where)}): {escape(status)}"
-        if item.get("reason") and not good:
-            line += f" — {escape(item['reason'])}"
-        lines.append(line)
-    family = found.family
-    try:
-        drift = fleet_drift(ctx.aws, ctx.policy.digest.family_tag, ctx.clock(), family, retired_names(ctx.store))
-        mine = [item for item in drift.families if item.family == family]
-        behind = sum(item.drifted for item in mine)
-        total = behind + sum(item.on_current for item in mine)
-        version = ", ".join(sorted({t.get("version") or t.get("image_id", "") for t in found.targets.values()}))
-        lines.append(f"Drift after: {escape(family)}: {behind} of {total} instance{'s' if total != 1 else ''} "
-                     f"behind {escape(family)}-{escape(version)}.")
-    except AmibotError as error:
-        lines.append(f"Drift after: unknown ({escape(error.message)}).")
-    statuses = {item.get("status") for item in progress.values()}
-    outcome = "succeeded" if ok else ("cancelled" if statuses <= {"Cancelled", *SUCCEEDED_REFRESH} else "failed")
-    approvals.say(ctx, request.id, f"*Rollout {outcome}.*\n" + "\n".join(lines))
-    request = approvals.get(ctx, request.id)
-    approvals.update_details(ctx, request.id, {**request.details, "progress": progress, "outcome": outcome})
-    metrics.rollout_counted(ctx, outcome, replaced)
-    _audit(ctx, request, "rollout.finish", outcome, groups={key: item.get("status") for key, item in progress.items()})
-
-
-# --- status, cancel, rollback: operators, no approval (they stop or undo a change), audited -------------------
-
-REQUEST_ID = "req-"
-
-
-def find_rollout(ctx, which: str) -> approvals.Request:
-    """A rollout request by its id, or the newest approved one of a family. Raises NotFound."""
-    if which.startswith(REQUEST_ID):
-        request = approvals.get(ctx, which)
-        if request.kind != KIND:
-            raise NotFound(f"{which} is not a rollout")
-        return request
-    mine = [request_id for request_id, params in approvals.params_of(ctx.store, KIND)
-            if params.get("family") == which]
-    for request_id in reversed(mine):
-        request = approvals.get(ctx, request_id)
-        if Steps(ctx.store, f"request:{request.id}").all():
-            return request
-    raise NotFound(f"no rollout of {which} has started")
-
-
-def running(ctx) -> list[approvals.Request]:
-    """Rollouts whose end has not been seen yet, oldest first."""
-    owners = [owner.removeprefix("request:") for owner in owners_with_open(ctx.store, FINISH_STEP, "request:")]
-    return [approvals.get(ctx, owner) for owner in owners]
-
-
-@dataclass
-class RolloutStatus:
-    request_id: str
-    family: str
-    plan: RolloutPlan
-    progress: dict[str, dict]
-    finished: bool
-
-
-def status(ctx, which: str | None = None) -> list[RolloutStatus]:
-    """The named rollout (id or family), or every one still running: each group's refresh as AWS says it now."""
-    chosen = [find_rollout(ctx, which)] if which else running(ctx)
-    found = []
-    for request in chosen:
-        steps = Steps(ctx.store, f"request:{request.id}")
-        progress, _ = progress_of(ctx, request, stored_plan(request), steps)
-        done = any(step.action == FINISH_STEP and step.state != PLANNED for step in steps.all())
-        found.append(RolloutStatus(request.id, request.params.get("family", ""), stored_plan(request), progress,
-                                   done))
-    return found
-
-
-def stop(ctx, which: str, user: str, undo: bool) -> tuple[approvals.Request, list[str]]:
-    """Cancel (or, `undo`, roll back) the rollout's refreshes still in progress, in each group's account once its
-    operators allow `user` (bot.core.authority). What was done per group, as phrases; audited and said in the
-    request's thread."""
-    request = find_rollout(ctx, which)
-    steps = Steps(ctx.store, f"request:{request.id}")
-    found = stored_plan(request)
-    progress, _ = progress_of(ctx, request, found, steps)
-    groups = {group_key(group): group for group in found.to_roll}
-    verb = "rollback" if undo else "cancel"
-    said = []
-    for key, item in progress.items():
-        group = groups[key]
-        if item.get("status") in (*TERMINAL, "NotStarted", "Starting"):
-            said.append(f"{group.group}: {item.get('status')}, nothing to {verb}")
-            continue
-        handle = authority.authorize(ctx, group.account or None, f"/ami rollout {verb}")
-        try:
-            refresh_id = (rollback_refresh if undo else cancel_refresh)(handle, group.region, group.group)
-        except AwsError as error:
-            said.append(f"{group.group}: could not {verb} ({error.message})")
-            continue
-        said.append(f"{group.group}: {'rolling back' if undo else 'cancelling'} refresh {refresh_id}")
-        audit.record(ctx.store, actor=user, action=f"rollout.{verb}", channel=request.channel, target=request.id,
-                     outcome=f"{verb} {refresh_id}", detail={"family": found.family, "group": group.group,
-                                                             "region": group.region, "account": group.account})
-    approvals.say(ctx, request.id, f":octagonal_sign: <@{user}> asked to {verb} this rollout: "
-                                   + escape("; ".join(said)) + ".")
-    watching = jobs.is_active(ctx.store, WATCH_JOB, {"request_id": request.id})
-    if not watching and not any(step.action == FINISH_STEP and step.state != PLANNED for step in steps.all()):
-        ctx.jobs.submit(WATCH_JOB, {"request_id": request.id})  # the end is reported once, as always
-    return request, said

@@ -8,7 +8,8 @@ from bot.core.errors import UsageError
 from bot.render import blocks
 from bot.render.rollout import status_message
 from bot.services.images import account_named
-from bot.services.rollout import options_of, request_rollout, status, stop
+from bot.services.rollout import options_of, request_rollout
+from bot.services.rollout_watch import status, stop
 from bot.slack.subcommands import Arg, Subcommand
 
 SPEC = Subcommand(
