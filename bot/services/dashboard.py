@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 
 from bot.core.errors import AmibotError, AwsError
 from bot.durable.steps import FAILED, Steps
-from bot.services import approvals, bake, revoke, rollout
+from bot.services import approvals, bake, revoke, rollout, rollout_watch
 from bot.services.drift import Drift, fleet_drift, retired_names
 from bot.services.findings import findings_of_many
 from bot.services.staleness import where
@@ -292,7 +292,7 @@ def rollout_progress(ctx, request) -> RolloutProgress:
 def rollouts_in_progress(ctx) -> list[RolloutProgress]:
     """Every rollout not yet finished, from SQLite only; one that cannot be read is left out (logged)."""
     try:
-        running = rollout.running(ctx)
+        running = rollout_watch.running(ctx)
     except AmibotError as error:  # a request gone from under its steps: the tab opens all the same
         log.warning("rollouts on the Home tab: %s", error.message)
         return []
