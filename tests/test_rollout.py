@@ -534,3 +534,26 @@ def test_metrics_count_rollouts_by_outcome_and_the_instances_replaced(aws, make_
               for outcome in ("started", "succeeded", "failed", "cancelled")}
     assert counts == {"started": 2.0, "succeeded": 1.0, "failed": 1.0, "cancelled": 0.0}
     assert samples[("amibot_rollout_instances_replaced_total", frozenset())] == 2.0
+
+
+def test_a_group_in_an_account_the_new_version_is_not_shared_with_is_not_rolled_and_says_how_to_share_it(
+        aws, make_harness, monkeypatch):
+    """Rolling it would replace staging's instances with ones that cannot launch: the plan says so before anyone
+    approves, with the command that fixes it."""
+    answered_refreshes(monkeypatch, {})
+    old, new = seed.family(aws, ["1.4.0", "1.5.0"])  # owned by prod
+    aws.client("ec2").modify_image_attribute(ImageId=old, LaunchPermission={"Add": [{"UserId": seed.STAGING}]})
+    staging = seed.account_session(aws, seed.STAGING)
+    group(staging, "web-staging", [old], LaunchTemplate={"LaunchTemplateId": template(staging, "web-st-lt", old),
+                                                          "Version": "1"})
+    app = make_harness({**ACCOUNTS_POLICY, **PEOPLE})
+    app.command("rollout web")
+    reply = app.last_reply().text
+    assert "Nothing to roll out" in reply and "web-staging: not-shared" in reply
+    assert f"/ami share {new} {seed.STAGING}" in reply
+    assert app.ctx.store.one("SELECT count(*) AS n FROM requests")["n"] == 0
+    aws.client("ec2").modify_image_attribute(ImageId=new, LaunchPermission={"Add": [{"UserId": seed.STAGING}]})
+    app.command("rollout web")
+    assert "Asked for approval" in app.last_reply().text
+    message, _ = approval_message(app.fake)
+    assert "web-staging" in message.text and "not shared" not in message.text

@@ -17,6 +17,7 @@ WORDS = {rollout.PINNED: "new template version, then a refresh", rollout.SSM: "r
          "the SSM parameter; skip matching off)", rollout.MIXED: "new template versions (overrides kept), then a "
          "refresh", rollout.CURRENT: "already current", rollout.IN_PROGRESS: "skipped: a refresh is in progress",
          rollout.LAUNCH_CONFIGURATION: "not rolled", rollout.SKIPPED: "skipped by [rollout].skip_groups",
+         rollout.NOT_SHARED: "not rolled: the new version is not shared with its account",
          rollout.UNKNOWN: "not rolled: unknown"}
 
 

@@ -48,7 +48,7 @@ from bot.durable import audit, jobs
 from bot.durable.steps import DONE, FAILED, PLANNED, Step, Steps
 from bot.durable.steps import SKIPPED as NOT_STARTED
 from bot.services import approvals
-from bot.services.images import Image
+from bot.services.images import Image, shares_of
 from bot.services.references import GROUPS, INSTANCES, TEMPLATES, GroupRef, References, scan
 from bot.services.versions import family_images, is_current, ordered_versions, parameter_name
 
@@ -59,9 +59,9 @@ log = logging.getLogger(__name__)
 
 PINNED, SSM, MIXED = "pinned-template", "ssm-template", "mixed-instances"
 LAUNCH_CONFIGURATION, CURRENT, IN_PROGRESS = "launch-configuration", "already-current", "refresh-in-progress"
-SKIPPED, UNKNOWN = "skipped-by-config", "unknown"
+SKIPPED, UNKNOWN, NOT_SHARED = "skipped-by-config", "unknown", "not-shared"
 ROLLED = (PINNED, SSM, MIXED)  # the methods that start a refresh
-METHODS = (*ROLLED, CURRENT, IN_PROGRESS, LAUNCH_CONFIGURATION, SKIPPED, UNKNOWN)
+METHODS = (*ROLLED, CURRENT, IN_PROGRESS, LAUNCH_CONFIGURATION, SKIPPED, NOT_SHARED, UNKNOWN)
 
 # DescribeInstanceRefreshes statuses of a refresh that has not finished: a new one on the group would be refused
 ACTIVE_REFRESH = ("Pending", "InProgress", "Cancelling", "RollbackInProgress", "Baking")
@@ -354,8 +354,36 @@ def plan(ctx: ServiceContext, family: str, accounts: list | None = None, regions
             result.groups += found[0]
             if found[1]:
                 result.failures[where.label] = found[1]
+    _check_launchable(ctx, result, targets)
     result.groups.sort(key=lambda g: (g.account_label, g.region, g.group))
     return result
+
+
+def _check_launchable(ctx: ServiceContext, result: RolloutPlan, targets: dict[str, Image]) -> None:
+    """A group in another account than the one owning its region's target can launch it only if the image is
+    shared with it: otherwise every new instance would fail to launch (and AWS roll the refresh back) after the
+    approval. Such a group is `not-shared`, with the command that fixes it; where the launch permissions cannot be
+    read it is `unknown` — never assumed shared."""
+    checked: dict[str, Any] = {}
+    for group in result.groups:
+        target = targets.get(group.region)
+        if not group.rolled or target is None or not target.account or not group.account \
+                or target.account == group.account:
+            continue
+        if target.id not in checked:
+            try:
+                checked[target.id] = shares_of(ctx.aws.of(target.account), target)
+            except AwsError as error:
+                checked[target.id] = error
+        shares = checked[target.id]
+        if isinstance(shares, AwsError):
+            group.method = UNKNOWN
+            group.reason = f"whether this account may launch {target.id} is unknown: {shares.message}"
+        elif not (shares.public or group.account in shares.accounts or shares.organizations
+                  or shares.organizational_units):  # an organisation or OU share: AWS decides membership
+            group.method = NOT_SHARED
+            group.reason = (f"{target.name or target.id} ({target.id}) is not shared with this account: "
+                            f"`/ami share {target.id} {group.account}` first")
 
 
 # --- what the next part starts ---------------------------------------------------------------------------
@@ -483,7 +511,8 @@ def nothing_to_roll(found: RolloutPlan) -> str:
         if found.failures:
             why += " where it could be read (" + "; ".join(f"{k}: {v}" for k, v in found.failures.items()) + ")"
         return f"Nothing to roll out: {why}."
-    states = ", ".join(f"{group.group}: {group.method}" for group in found.groups[:8])
+    states = ", ".join(f"{group.group}: {group.method}" + (f" ({group.reason})" if group.method == NOT_SHARED else "")
+                       for group in found.groups[:8])
     return f"Nothing to roll out for {found.family} ({found.totals()}): {states}."
 
 
@@ -504,9 +533,10 @@ def request_rollout(ctx, family: str, requester: str, channel: str, *, accounts:
     found = plan(ctx, family, accounts, regions, groups)
     if image_ids:
         wanted = set(image_ids)
+        # the groups on those images, and those whose images could not be read (they may be on them)
         found.groups = [group for group in found.groups
-                        if not group.rolled or wanted & ({source.image_id for source in group.sources}
-                                                         | set(group.running))]
+                        if group.method == UNKNOWN or wanted & ({source.image_id for source in group.sources}
+                                                                | set(group.running))]
     rolled = found.to_roll
     # The operators of every account whose groups it would (or, once readable, might) change decide first — before
     # "nothing to roll" too, so an answer about prod's groups goes only to those who may change them.
