@@ -9,6 +9,7 @@ import botocore.handlers
 import pytest
 from botocore.awsrequest import AWSResponse
 
+from bot.core.errors import AwsError
 from bot.services import rollout
 from tests.support import seed
 from tests.support.rollout import POLICY, answered_refreshes, fleet, group, template
@@ -200,3 +201,30 @@ def test_single_account_the_bots_own_groups(aws, make_harness, monkeypatch):
     assert only.sources[0].version == "$Latest" and only.sources[0].number == 1
     assert set(plan.targets) == {"us-east-1"} and plan.failures == {}
     assert plan.totals() == "1 group, 2 instances, 1 account"
+
+
+def test_an_endpoint_that_refuses_auto_rollback_gets_the_refresh_without_it_and_says_so():
+    """AutoRollback is on "where the endpoint has it": a validation error about it started nothing, so the same
+    refresh is asked once more without it — and the caller is told, never silently."""
+    import botocore.session
+    from botocore.stub import Stubber
+
+    client = botocore.session.get_session().create_client("autoscaling", "us-east-1", aws_access_key_id="x",
+                                                          aws_secret_access_key="x")
+    prefs = {"MinHealthyPercentage": 90, "InstanceWarmup": 300, "SkipMatching": True, "AutoRollback": True}
+    without = {key: value for key, value in prefs.items() if key != "AutoRollback"}
+    with Stubber(client) as stub:
+        stub.add_client_error("start_instance_refresh", service_error_code="ValidationError",
+                              service_message="AutoRollback is not supported in this Region.",
+                              expected_params={"AutoScalingGroupName": "web-pinned", "Strategy": "Rolling",
+                                               "Preferences": prefs})
+        stub.add_response("start_instance_refresh", {"InstanceRefreshId": "refresh-3"},
+                          {"AutoScalingGroupName": "web-pinned", "Strategy": "Rolling", "Preferences": without})
+        stub.add_client_error("start_instance_refresh", service_error_code="ValidationError",
+                              service_message="An instance refresh is already in progress.")
+        notes: list[str] = []
+        assert rollout.start_refresh(Handle(client), "us-east-1", "web-pinned", None, prefs, notes) == "refresh-3"
+        assert notes == [rollout.NO_AUTO_ROLLBACK]
+        with pytest.raises(AwsError, match="already in progress"):  # any other refusal is not retried
+            rollout.start_refresh(Handle(client), "us-east-1", "web-pinned", None, prefs, [])
+        stub.assert_no_pending_responses()

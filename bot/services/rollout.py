@@ -441,13 +441,38 @@ def preferences(group: GroupPlan, rollout, min_healthy: int | None = None, warmu
 
 
 @requires("autoscaling:StartInstanceRefresh")
-def start_refresh(aws: Aws, region: str, group: str, desired: dict | None, prefs: dict[str, Any]) -> str:
-    """Start one group's instance refresh; its InstanceRefreshId."""
-    kwargs: dict[str, Any] = {"AutoScalingGroupName": group, "Strategy": "Rolling", "Preferences": prefs}
+def start_refresh(aws: Aws, region: str, group: str, desired: dict | None, prefs: dict[str, Any],
+                  notes: list[str] | None = None) -> str:
+    """Start one group's instance refresh; its InstanceRefreshId. AutoRollback is asked for where the endpoint
+    has it: an SDK model without it, or an endpoint refusing it (a validation error: nothing was started), gets
+    the refresh without it — said in `notes`, never silently."""
+    client = aws.client("autoscaling", region)
+    kwargs: dict[str, Any] = {"AutoScalingGroupName": group, "Strategy": "Rolling", "Preferences": dict(prefs)}
     if desired:
         kwargs["DesiredConfiguration"] = desired
-    return call(aws.client("autoscaling", region), "start_instance_refresh", resource=f"Auto Scaling group {group}",
-                **kwargs)["InstanceRefreshId"]
+    if "AutoRollback" in prefs and "AutoRollback" not in _preference_names(client):
+        del kwargs["Preferences"]["AutoRollback"]
+        (notes if notes is not None else []).append(NO_AUTO_ROLLBACK)
+    try:
+        answer = call(client, "start_instance_refresh", resource=f"Auto Scaling group {group}", **kwargs)
+    except AwsError as error:
+        if "AutoRollback" not in kwargs["Preferences"] or "AutoRollback" not in error.message \
+                or error.code not in ("ValidationError", "InvalidParameterValue", "InvalidParameterCombination"):
+            raise
+        del kwargs["Preferences"]["AutoRollback"]
+        (notes if notes is not None else []).append(NO_AUTO_ROLLBACK)
+        answer = call(client, "start_instance_refresh", resource=f"Auto Scaling group {group}", **kwargs)
+    return answer["InstanceRefreshId"]
+
+
+NO_AUTO_ROLLBACK = "without auto rollback (this AWS endpoint does not offer it)"
+
+
+def _preference_names(client) -> set[str]:
+    model = client.meta.service_model
+    if "RefreshPreferences" not in model.shape_names:  # not this SDK's shape: send what was asked, AWS says
+        return {"AutoRollback"}
+    return set(model.shape_for("RefreshPreferences").members)
 
 
 @requires("autoscaling:CancelInstanceRefresh")
@@ -634,13 +659,15 @@ def _start_group(ctx, request, steps, group: GroupPlan, mine: list) -> str:
         steps.mark(refresh, PLANNED, None, attempted=datetime.now(UTC).isoformat())
     prefs = preferences(group, ctx.policy.rollout, options.get("min_healthy"), options.get("warmup"),
                         options.get("checkpoints"))
-    refresh_id = start_refresh(handle, group.region, group.group, desired_configuration(group, versions), prefs)
+    notes: list[str] = []
+    refresh_id = start_refresh(handle, group.region, group.group, desired_configuration(group, versions), prefs,
+                               notes)
     steps.mark(refresh, DONE, "started", refresh_id=refresh_id, status="Pending",
                checkpoints=list(prefs.get("CheckpointPercentages") or []),
                checkpoint_delay=prefs.get("CheckpointDelay"))
     audit_row(ctx, request, "rollout.start", f"started {refresh_id}", group=group.group, region=group.region,
-              account=group.account, refresh_id=refresh_id)
-    return f"{group.group}: refresh started"
+              account=group.account, refresh_id=refresh_id, **({"notes": notes} if notes else {}))
+    return f"{group.group}: refresh started" + "".join(f" {note}" for note in notes)
 
 
 def audit_row(ctx, request, action: str, outcome: str, **detail: Any) -> None:
