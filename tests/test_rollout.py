@@ -302,8 +302,8 @@ def test_killed_between_a_start_and_its_record_the_restart_adopts_it_and_starts_
     first = fast(make_harness(POLICY))
     real_start, real_finish = rollout.start_refresh, approvals._finish
 
-    def dies_after_the_second(handle, region, group, desired, prefs):
-        refresh_id = real_start(handle, region, group, desired, prefs)
+    def dies_after_the_second(handle, region, group, desired, prefs, notes=None):
+        refresh_id = real_start(handle, region, group, desired, prefs, notes)
         if group == "web-b":
             raise RuntimeError("killed")
         return refresh_id
@@ -412,8 +412,8 @@ def test_a_restart_with_groups_waiting_adopts_the_half_started_one_and_never_run
     first = fast(make_harness(TWO_AT_ONCE))
     real_start, real_finish = rollout.start_refresh, approvals._finish
 
-    def dies_after_the_second(handle, region, group, desired, prefs):
-        refresh_id = real_start(handle, region, group, desired, prefs)
+    def dies_after_the_second(handle, region, group, desired, prefs, notes=None):
+        refresh_id = real_start(handle, region, group, desired, prefs, notes)
         if group == "web-b":
             raise RuntimeError("killed")
         return refresh_id
