@@ -11,6 +11,7 @@ import pytest
 from bot.services.dashboard import record_digest
 from tests.support import seed
 from tests.support.home import open_home, view_text
+from tests.support.waiting import until
 
 POLICY = {"aws": {"regions": ["us-east-1"]}, "access": {"operators": ["U0OPS"]},
           "approvals": {"approvers": ["U0LEAD"]}}
@@ -109,16 +110,6 @@ def test_many_waiting_requests_stay_within_a_hundred_blocks(harness, aws):
     assert "…and 22 more: `/ami requests`." in view_text(first)
 
 
-def _until(predicate, timeout: float = 15.0):
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError("never happened")
-
 
 def test_a_rollout_in_progress_shows_its_percentage_weighted_by_instances_and_goes_once_it_finished(
         make_harness, aws, monkeypatch):
@@ -140,7 +131,7 @@ def test_a_rollout_in_progress_shows_its_percentage_weighted_by_instances_and_go
     message, request_id = approval_message(app.fake)
     assert "Rollouts in progress" not in view_text(open_home(app, "U0OPS")[0])  # asked for, not started
     app.click("approval.approve", request_id, user="U0LEAD", message_ts=message.ts, wait=False)
-    _until(lambda: len(emulation.refreshes_of("us-east-1", "web-small") + emulation.refreshes_of("us-east-1",
+    until(lambda: len(emulation.refreshes_of("us-east-1", "web-small") + emulation.refreshes_of("us-east-1",
                                                                                                 "web-big")) == 2)
 
     def recorded(percents):
@@ -151,7 +142,7 @@ def test_a_rollout_in_progress_shows_its_percentage_weighted_by_instances_and_go
         return check
 
     clock.now += timedelta(hours=2, minutes=30)  # InProgress: one instance of each group replaced
-    _until(recorded([25, 50]))
+    until(recorded([25, 50]))
     text = view_text(open_home(app, "U0OPS", wait=False)[0])
     assert "Rollouts in progress (1)" in text
     # (2 × 50 % + 4 × 25 %) / 6 instances = 33 %, not the groups' plain average 37 %
@@ -159,7 +150,7 @@ def test_a_rollout_in_progress_shows_its_percentage_weighted_by_instances_and_go
     assert "<https://" in text and "the request's message>" in text.split("Rollouts in progress")[1]
 
     clock.now += timedelta(hours=1)  # web-small done (100 %), web-big half way: (2 × 100 + 4 × 50) / 6
-    _until(recorded([50, 100]))
+    until(recorded([50, 100]))
     text = view_text(open_home(app, "U0OPS", wait=False)[0])
     assert "*web* → 1.5.0 · 1 of 2 groups done · *66 %*" in text, text
 
@@ -185,7 +176,7 @@ def test_a_rollout_group_that_failed_is_named_with_its_reason_while_the_others_g
     app.command("rollout web")
     message, request_id = approval_message(app.fake)
     app.click("approval.approve", request_id, user="U0LEAD", message_ts=message.ts, wait=False)
-    _until(lambda: all(emulation.refreshes_of("us-east-1", name) for name in ("web-big", "web-small")))
+    until(lambda: all(emulation.refreshes_of("us-east-1", name) for name in ("web-big", "web-small")))
 
     def rolled_back():
         row = app.ctx.store.one("SELECT details FROM requests WHERE id = ?", (request_id,))
@@ -194,7 +185,7 @@ def test_a_rollout_group_that_failed_is_named_with_its_reason_while_the_others_g
 
     # web-small: one replaced, then it fails and AWS rolls it back; web-big: 4 of its 6 replaced meanwhile
     clock.now += timedelta(hours=5, minutes=30)
-    _until(rolled_back)
+    until(rolled_back)
     text = view_text(open_home(app, "U0OPS", wait=False)[0])
     assert "*web* → 1.5.0 · 1 of 2 groups done · *" in text, text
     assert ":x: web-small: Instance i-0abc failed health checks" in text

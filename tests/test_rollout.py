@@ -9,14 +9,15 @@ from __future__ import annotations
 import dataclasses
 import json
 
-import botocore.handlers
 import pytest
 
-from bot.devtools.refresh_emulation import ACTIVE, RefreshEmulation
+from bot.devtools.refresh_emulation import ACTIVE
+from bot.services import approvals, rollout
 from tests.support import seed
 from tests.support.approvals import approval_message
 from tests.support.rollout import POLICY as ACCOUNTS_POLICY
-from tests.support.rollout import answered_refreshes, fleet, group, template
+from tests.support.rollout import answered_refreshes, emulated_refreshes, fleet, group, template
+from tests.support.waiting import until
 
 REGION = "us-east-1"
 PEOPLE = {"access": {"operators": ["U0OPS"]}, "approvals": {"approvers": ["U0LEAD"]}}
@@ -64,18 +65,7 @@ def test_nothing_to_roll_opens_no_request(aws, make_harness, monkeypatch):
 @pytest.fixture
 def emulation(monkeypatch):
     """The refresh emulation on every botocore session (the app's too), replacing an instance every 50 ms."""
-    emulated = RefreshEmulation(step_seconds=0.05)
-    handlers = []
-
-    class Collect:
-        def register(self, event, handler, unique_id=None):
-            handlers.append((event, handler))
-
-    class Session:
-        events = Collect()
-
-    emulated.install(Session())
-    monkeypatch.setattr(botocore.handlers, "BUILTIN_HANDLERS", [*botocore.handlers.BUILTIN_HANDLERS, *handlers])
+    emulated = emulated_refreshes(monkeypatch, step_seconds=0.05)
     starts = []
     original = emulated._start
 
@@ -223,16 +213,6 @@ def test_a_restart_mid_rollout_starts_no_second_refresh_and_watching_resumes(aws
     assert len(finished) == 1
 
 
-def until(predicate, timeout: float = 15.0):
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError("never happened")
-
 
 def started_and_held(app, emulation):
     """A rollout approved whose refresh stays in progress (an instance every hour) until the test lets it go."""
@@ -284,12 +264,33 @@ def test_rollback_rolls_the_refresh_back(aws, make_harness, emulation, web):
         == ["rollout.plan", "rollout.start", "rollout.rollback", "rollout.finish"]
 
 
+def killed_after_starting_web_b(app, emulation, monkeypatch):
+    """`/ami rollout web` approved in `app`, whose process "dies" the moment AWS started web-b's refresh — before
+    amibot recorded it; the request stays executing, as after a kill -9. Undone for the restart that follows."""
+    real_start, real_finish = rollout.start_refresh, approvals._finish
+
+    def dies_after_web_b(handle, region, group, desired, prefs, notes=None):
+        refresh_id = real_start(handle, region, group, desired, prefs, notes)
+        if group == "web-b":
+            raise RuntimeError("killed")
+        return refresh_id
+
+    monkeypatch.setattr(rollout, "start_refresh", dies_after_web_b)
+    monkeypatch.setattr(approvals, "_finish", lambda *args: None)
+    app.command("rollout web")
+    message, request_id = approval_message(app.fake)
+    approve(app, request_id, message)
+    assert [s["AutoScalingGroupName"] for s in emulation.starts] == ["web-asg", "web-b"]
+    monkeypatch.setattr(rollout, "start_refresh", real_start)
+    monkeypatch.setattr(approvals, "_finish", real_finish)
+    return request_id
+
+
 def test_killed_between_a_start_and_its_record_the_restart_adopts_it_and_starts_the_rest_once(
         aws, make_harness, emulation, web, monkeypatch):
     """Two groups. The first process starts web-asg's refresh, then web-b's — and dies the moment AWS answered,
     before recording it (the request left executing, as kill -9 leaves it). The restart adopts web-b's refresh (one
     in progress that this rollout started) instead of starting another, and watches both to the end."""
-    from bot.services import approvals, rollout
 
     old, new, lt = web
     ec2 = aws.client("ec2", REGION)
@@ -300,22 +301,7 @@ def test_killed_between_a_start_and_its_record_the_restart_adopts_it_and_starts_
         VPCZoneIdentifier=ec2.describe_subnets()["Subnets"][0]["SubnetId"],
         LaunchTemplate={"LaunchTemplateId": lt_b, "Version": "1"})
     first = fast(make_harness(POLICY))
-    real_start, real_finish = rollout.start_refresh, approvals._finish
-
-    def dies_after_the_second(handle, region, group, desired, prefs, notes=None):
-        refresh_id = real_start(handle, region, group, desired, prefs, notes)
-        if group == "web-b":
-            raise RuntimeError("killed")
-        return refresh_id
-
-    monkeypatch.setattr(rollout, "start_refresh", dies_after_the_second)
-    monkeypatch.setattr(approvals, "_finish", lambda *args: None)  # the process is gone: the request stays executing
-    first.command("rollout web")
-    message, request_id = approval_message(first.fake)
-    approve(first, request_id, message)
-    assert [s["AutoScalingGroupName"] for s in emulation.starts] == ["web-asg", "web-b"]
-    monkeypatch.setattr(rollout, "start_refresh", real_start)
-    monkeypatch.setattr(approvals, "_finish", real_finish)
+    killed_after_starting_web_b(first, emulation, monkeypatch)
     second = make_harness(POLICY)
     second.wait_idle()
     assert [s["AutoScalingGroupName"] for s in emulation.starts] == ["web-asg", "web-b"]  # no third start
@@ -405,27 +391,12 @@ def test_a_restart_with_groups_waiting_adopts_the_half_started_one_and_never_run
     run, then starts it once; all three end on the new image."""
     from datetime import timedelta
 
-    from bot.services import approvals, rollout, rollout_watch
+    from bot.services import rollout_watch
 
     more_groups(aws, web[0], "web-b", "web-c")
     emulation.step = timedelta(hours=1)  # the refreshes run on until the test lets them go
     first = fast(make_harness(TWO_AT_ONCE))
-    real_start, real_finish = rollout.start_refresh, approvals._finish
-
-    def dies_after_the_second(handle, region, group, desired, prefs, notes=None):
-        refresh_id = real_start(handle, region, group, desired, prefs, notes)
-        if group == "web-b":
-            raise RuntimeError("killed")
-        return refresh_id
-
-    monkeypatch.setattr(rollout, "start_refresh", dies_after_the_second)
-    monkeypatch.setattr(approvals, "_finish", lambda *args: None)  # the process is gone: the request stays executing
-    first.command("rollout web")
-    message, request_id = approval_message(first.fake)
-    approve(first, request_id, message)
-    assert [s["AutoScalingGroupName"] for s in emulation.starts] == ["web-asg", "web-b"]
-    monkeypatch.setattr(rollout, "start_refresh", real_start)
-    monkeypatch.setattr(approvals, "_finish", real_finish)
+    killed_after_starting_web_b(first, emulation, monkeypatch)
     watch = rollout_watch.watch
 
     def quick(ctx, payload):  # the restart's watch starts with the app: its waits shortened from the start
