@@ -68,9 +68,9 @@ def make_harness(aws, fake_slack, tmp_path):
 
 
 def pytest_unconfigure(config):
-    """The run is over: freeze the heap so the interpreter's final collection skips it. Harnesses stopped during
-    the run leave idle threads and the apps they reach behind (gigabytes after the whole suite), and a full
-    collection of all that at exit took minutes; nothing after this point needs it collected."""
+    """The run is over: freeze the heap so the interpreter's final collection skips it (nothing after this point
+    needs it collected). It once took minutes, when stopped servers kept their idle workers and apps alive; they
+    end with their server now (tests/test_cli_serve.py::test_a_stopped_server_ends_its_worker_threads)."""
     import gc
 
     gc.freeze()
