@@ -12,7 +12,7 @@ import json
 import pytest
 
 from bot.devtools.refresh_emulation import ACTIVE
-from bot.services import approvals, rollout
+from bot.services import approvals, rollout, rollout_watch
 from tests.support import seed
 from tests.support.approvals import approval_message
 from tests.support.rollout import POLICY as ACCOUNTS_POLICY
@@ -528,3 +528,29 @@ def test_a_group_in_an_account_the_new_version_is_not_shared_with_is_not_rolled_
     assert "Asked for approval" in app.last_reply().text
     message, _ = approval_message(app.fake)
     assert "web-staging" in message.text and "not shared" not in message.text
+
+
+def test_the_watch_starts_the_next_groups_only_within_the_accounts_the_rollout_was_approved_for(
+        aws, make_harness, emulation, web, monkeypatch):
+    """web-c starts from the watch job, not from the approval: it runs in the approved request's scope (a
+    changing call anywhere else is refused by every client amibot makes), as the approval's own execution does."""
+    from datetime import timedelta
+
+    from bot.core import authority
+
+    scopes = []
+    real = rollout_watch.start_groups
+
+    def recorded(ctx, request, **kwargs):
+        acting = authority.current()
+        scopes.append(None if acting is None else (acting.user, sorted(acting.authorized)))
+        return real(ctx, request, **kwargs)
+
+    monkeypatch.setattr(rollout_watch, "start_groups", recorded)
+    app = fast(make_harness(TWO_AT_ONCE))
+    held_with_three_groups(aws, app, emulation, web)
+    emulation.step = timedelta(milliseconds=10)
+    app.wait_idle()
+    assert [s["AutoScalingGroupName"] for s in emulation.starts] == ["web-asg", "web-b", "web-c"]
+    own = app.ctx.aws.of(None).account.id
+    assert scopes and all(scope == ("U0OPS", [own]) for scope in scopes)

@@ -8,13 +8,14 @@ channel parameter moves; for something new (create, register, base --copy, launc
 
 How it is enforced, for every command, button, form and approved request:
 1. A user's action runs inside ``acting(user, what)`` (bot.slack.dispatch for commands, the click and form jobs, the
-   approval engine for an approved request — there with the request's own account already authorized).
+   approval engine for an approved request — executing it, reconciling it after a restart, and a watch going on with
+   it (``approvals.acting_for``) — there with the request's own accounts already authorized).
 2. Once it knows the account it changes, it calls ``authorize(ctx, account)``: the operators check (bot.core.access),
    and the account is remembered as authorized for this action.
 3. Every boto3 client amibot makes (bot.aws.clients) refuses a changing API call — anything but Describe/List/Get…
    — in an account the current action has not authorized, and the approval engine refuses to open a request for one
    (``require``). A runner that forgets step 2 therefore fails closed, before anything changes.
-Work nobody asked for in Slack (the scheduled digest, anchors, reconciling at start) runs outside any action, on
+Work nobody asked for in Slack (the scheduled digest, anchors, the job recovery at start) runs outside any action, on
 amibot's own authority.
 """
 

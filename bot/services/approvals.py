@@ -592,6 +592,13 @@ def cancel_undeliverable(ctx, request_id: str, note: str) -> None:
 
 # --- executing --------------------------------------------------------------------------------------
 
+def acting_for(ctx, request: Request):
+    """The scope an approved request's work runs in — executing it, reconciling it after a restart, a watch that
+    goes on with it: what it was approved for, its account(s), and nothing else may be changed."""
+    return authority.acting(request.requester, f"{request.kind} {request.id}",
+                            authorized=[ctx.aws.of(account or None).account.id for account in request.accounts])
+
+
 def execute(ctx, request_id: str) -> None:
     """Run an approved request's action exactly once (the job behind EXECUTE_JOB)."""
     with ctx.store.transaction():
@@ -607,9 +614,7 @@ def execute(ctx, request_id: str) -> None:
         _deliver(ctx)
 
     try:
-        # What it was approved for, and nothing else, may be changed: its account(s)
-        with authority.acting(request.requester, f"{request.kind} {request.id}",
-                              authorized=[ctx.aws.of(account or None).account.id for account in request.accounts]):
+        with acting_for(ctx, request):
             outcome = KINDS[request.kind].execute(ctx, request, progress)
     except AmibotError as error:
         _finish(ctx, request, FAILED, error.message)
@@ -650,7 +655,8 @@ def recover(ctx) -> dict[str, int]:
         verdict = None
         if kind and kind.reconcile:
             try:
-                verdict = kind.reconcile(ctx, request)
+                with acting_for(ctx, request):
+                    verdict = kind.reconcile(ctx, request)
             except Exception as error:  # AWS unreachable at start, say: keep what is known for the next start
                 said = error.message if isinstance(error, AmibotError) else type(error).__name__
                 log.warning("cannot reconcile %s: %s", request.id, said)

@@ -169,7 +169,8 @@ def watch(ctx, payload: dict) -> None:
         progress, changes = progress_of(ctx, request, found, steps)
         changes += _checkpoints(ctx, request, found, steps, progress)
         if any(item.get("status") == WAITING for item in progress.values()):
-            started = start_groups(ctx, request, report_waiting=False)
+            with approvals.acting_for(ctx, request):  # only the accounts it was approved for
+                started = start_groups(ctx, request, report_waiting=False)
             if started:
                 changes += [escape(phrase) for phrase in started]
                 progress, more = progress_of(ctx, request, found, steps)
