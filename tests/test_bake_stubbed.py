@@ -4,7 +4,6 @@ botocore's Stubber answering Image Builder and SSM (moto has neither) and moto e
 from __future__ import annotations
 
 import dataclasses
-import time
 
 import pytest
 from botocore.stub import ANY
@@ -13,6 +12,7 @@ from tests.support import seed
 from tests.support.approvals import approval_message
 from tests.support.harness import AppWithAws
 from tests.support.stubs import StubbedBake
+from tests.support.waiting import until
 
 PIPELINE = "arn:aws:imagebuilder:us-east-1:123456789012:image-pipeline/web"
 BUILD = "arn:aws:imagebuilder:us-east-1:123456789012:image/web/1.0.0/7"
@@ -158,10 +158,9 @@ def test_cancel_stops_the_pipeline_build_and_the_message_says_so(stubbed_app, aw
                       {"imageBuildVersionArn": BUILD, "clientToken": ANY})
     stub.add_response("get_image", image_state("CANCELLED"))
     app.command("bake web", wait=False)
-    for _ in range(1000):  # until the run's id is stored (the first update says it runs)
-        if messages(app)[1]:
-            break
-        time.sleep(0.02)
+    # the watch read the first status before the cancel comes: the Stubber answers in the order the test queued
+    until(lambda: any("BUILDING" in update.text for update in messages(app)[1]), timeout=20.0,
+          what="the watch's first status in the bake's message")
     bake_id = app.ctx.store.query("SELECT owner FROM steps WHERE owner LIKE 'bake:%' LIMIT 1")[0]["owner"][5:]
     app.command(f"bake cancel {bake_id}", wait=False)
     app.wait_idle(timeout=60)
