@@ -34,7 +34,7 @@ from bot.services import approvals
 from bot.services.allowed import warning_for
 from bot.services.copy import CopyOrder, copy_image
 from bot.services.create import Instance, Labels, create_from_instance, find_instance, wait_for_image
-from bot.services.drift import drift, fleet_drift, retired_names, rollout_words
+from bot.services.drift import drift_after_change, retired_names, rollout_words
 from bot.services.findings import findings_of
 from bot.services.images import Image, describe_own_images
 from bot.services.versions import (
@@ -690,8 +690,7 @@ def _drift_words(ctx, handle: Aws, family: str, region: str) -> str:
     Auto Scaling groups run another version — the rollout that would move them."""
     tag, now, names = ctx.policy.digest.family_tag, ctx.clock(), retired_names(ctx.store)
     try:
-        found = (fleet_drift(ctx.aws, tag, now, family, names, regions=[region]) if ctx.aws.many
-                 else drift(handle, [region], tag, now, family, names))
+        found = drift_after_change(ctx.aws, handle, region, tag, now, family, names)
     except AmibotError as error:
         return f"drift unknown ({error.message})"
     if region in found.failures:

@@ -426,3 +426,13 @@ def name_leftovers(aws: Aws, region: str, running: list[Running], known: set[str
             instance.image_name, instance.image_owner = str(data.get("Name") or ""), data.get("OwnerId")
         elif instance.image_id and instance.image_id not in known:
             instance.gone = True
+
+
+def drift_after_change(aws, owner: Aws, region: str, family_tag: str, now: datetime, family: str,
+                       names: dict[str, str] | None = None) -> Drift:
+    """The family's drift in the region a change (a promotion, a rollback) was made in: in the owner's account, or
+    — with many accounts, where prod runs the bake account's images — in every managed one (as `/ami drift`), so
+    the Auto Scaling groups to roll out to are found where they run. `aws`: the managed accounts (AwsAccounts)."""
+    if aws.many:
+        return fleet_drift(aws, family_tag, now, family, names, regions=[region])
+    return drift(owner, [region], family_tag, now, family, names)

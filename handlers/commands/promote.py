@@ -7,7 +7,7 @@ from bot.render.drift import drift_line
 from bot.render.findings import promotion_refused_text
 from bot.render.lifecycle import promoted, rolled_back
 from bot.services import allowed as allowed_amis
-from bot.services.drift import drift, fleet_drift, retired_names
+from bot.services.drift import drift_after_change, retired_names
 from bot.services.findings import promotion_check
 from bot.services.images import account_named, find_image
 from bot.services.versions import promote, rollback, rollback_place
@@ -51,14 +51,9 @@ def run_promote(call):
 
 
 def _drift_after(ctx, owner, family: str, region: str, change: str) -> str:
-    """Drift of the family in the region the change was made in: in that account, or — with many accounts, where
-    prod runs the bake account's images — in every managed account (as `/ami drift`), so the Auto Scaling groups
-    to roll out to are found where they run."""
-    tag, now, names = ctx.policy.digest.family_tag, ctx.clock(), retired_names(ctx.store)
-    if ctx.aws.many:
-        found = fleet_drift(ctx.aws, tag, now, family, names, regions=[region])
-    else:
-        found = drift(owner, [region], tag, now, family, names)
+    """Drift of the family in the region the change was made in (bot.services.drift.drift_after_change)."""
+    found = drift_after_change(ctx.aws, owner, region, ctx.policy.digest.family_tag, ctx.clock(), family,
+                               retired_names(ctx.store))
     return drift_line(found, family, region, change)
 
 
